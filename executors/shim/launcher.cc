@@ -1,0 +1,1 @@
+#include "executors/shim/protocol.h"

@@ -1,0 +1,68 @@
+#pragma once
+
+// The contract between whoever starts a run's process (amlnode run, later the agent) and
+// `amlnode-shim`, the small per-process supervisor. The shim reads a LaunchSpec from a JSON file,
+// writes ShimState once the process has started and an ExitRecord when everything of the run has
+// ended. All three are plain JSON files in the run folder, written atomically, so the shim never
+// needs its parent and a restarted parent can read where things stand.
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace amlnode::executors {
+
+struct LaunchSpec {
+  std::vector<std::string> argv;        // argv[0] is resolved against PATH of `env` if not a path
+  std::vector<std::string> env;         // the complete environment, "NAME=value"
+  std::filesystem::path cwd;
+  std::filesystem::path log_path;       // stdout and stderr of the process, opened O_APPEND
+  std::filesystem::path state_path;     // shim.json
+  std::filesystem::path exit_path;      // exit.json
+  std::optional<double> deadline_seconds;  // measured from the process's start
+  double kill_grace_seconds = 10.0;     // SIGTERM -> SIGKILL
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+};
+
+// Written once the entry process has been spawned.
+struct ShimState {
+  pid_t shim_pid = 0;
+  unsigned long long shim_start_time = 0;  // /proc/<pid>/stat field 22 (clock ticks since boot)
+  pid_t child_pid = 0;
+  long long started_at_ms = 0;             // Unix epoch milliseconds
+};
+
+enum class ExitReason {
+  Exited,       // the entry process exited by itself (exit_code set)
+  Signaled,     // the entry process was killed by a signal it did not get from us (signal set)
+  Timeout,      // the deadline passed and the shim stopped the run
+  Canceled,     // the shim got SIGTERM/SIGINT (a cancel) and stopped the run
+  SpawnFailed,  // the process never started (error says why)
+};
+
+struct ExitRecord {
+  ExitReason reason = ExitReason::Exited;
+  std::optional<int> exit_code;  // when the entry process exited
+  std::optional<int> signal;     // when it died from a signal (also set for Timeout/Canceled
+                                 // when it was the shim's signal that ended it)
+  long long started_at_ms = 0;
+  long long ended_at_ms = 0;     // when the last process of the run was gone
+  std::string error;             // SpawnFailed: what went wrong
+};
+
+std::string to_string(ExitReason);
+
+std::string launch_spec_to_json(const LaunchSpec&);
+Result<LaunchSpec> launch_spec_from_json(const std::string& text);
+std::string shim_state_to_json(const ShimState&);
+Result<ShimState> shim_state_from_json(const std::string& text);
+std::string exit_record_to_json(const ExitRecord&);
+Result<ExitRecord> exit_record_from_json(const std::string& text);
+
+}  // namespace amlnode::executors

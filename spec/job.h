@@ -1,0 +1,132 @@
+#pragma once
+
+// The normalised job model. Both accepted shapes (the native job file, whose fields are the
+// Estimator / ScriptRunConfig parameters in snake_case, and a v1 .runconfig as
+// RunConfiguration.save() writes it) load into this one struct, with the SDK's defaults applied
+// and its rules checked. Everything downstream (plan, executors, agent, control plane) reads only
+// this model, never the raw files.
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace amlnode::spec {
+
+// The SDK's framework and communicator lists (matched case-insensitively when parsed).
+enum class Framework { Python, PySpark, CNTK, TensorFlow, PyTorch };
+enum class Communicator { None, ParameterServer, OpenMpi, IntelMpi, Mpi, Gloo, Nccl, ParallelTask };
+
+// Data reference modes. Locally, `download` copies the path into the run and `mount` links it.
+enum class InputMode { Mount, Download, Upload };
+
+// Which of the two accepted shapes a job was loaded from.
+enum class SourceShape { Native, RunConfig };
+
+inline constexpr const char* kDefaultShmSize = "2g";
+inline constexpr const char* kDefaultInterpreter = "python";
+inline constexpr const char* kDefaultCpuImage = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04";
+inline constexpr const char* kDefaultGpuImage =
+    "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.3-cudnn8-ubuntu20.04";
+
+using EnvVars = std::vector<std::pair<std::string, std::string>>;  // ordered, names unique
+
+struct Input {
+  std::string name;          // becomes AZUREML_DATAREFERENCE_<name>
+  std::string path;          // local path (absolute after normalisation)
+  InputMode mode = InputMode::Mount;
+  std::string path_on_compute;  // optional; relative to the run folder when set
+  bool overwrite = false;
+};
+
+// Registry credentials. `password` is a secret: it is never printed, logged or written to
+// run.json; serialisers in this project redact it.
+struct RegistryDetails {
+  std::string address;
+  std::string username;
+  std::string password;
+};
+
+struct PythonSection {
+  bool user_managed_dependencies = false;
+  std::string interpreter_path = kDefaultInterpreter;
+  // The conda specification, merged from conda_packages / pip_packages / inline condaDependencies.
+  std::string conda_env_name;                 // "name:" of the conda spec, if any
+  std::vector<std::string> channels;
+  std::vector<std::string> conda_packages;    // e.g. "python=3.8", "numpy"
+  std::vector<std::string> pip_packages;      // e.g. "scikit-learn==1.2"
+  std::vector<std::string> pip_options;       // --index-url and friends from a conda spec's pip list
+  std::optional<std::filesystem::path> conda_dependencies_file;  // absolute
+  std::optional<std::filesystem::path> pip_requirements_file;    // absolute
+};
+
+struct DockerSection {
+  bool enabled = false;
+  std::string base_image;  // empty when base_dockerfile is set
+  std::optional<std::string> base_dockerfile;  // Dockerfile text (inline or read from a file)
+  std::optional<RegistryDetails> base_image_registry;
+  std::string shm_size = kDefaultShmSize;  // as written, e.g. "2g"
+  std::uint64_t shm_size_bytes = 2ull << 30;
+  std::vector<std::string> arguments;       // extra `docker run` arguments
+  bool gpu_support = false;                 // deprecated no-op in the SDK; kept for the record
+  bool shared_volumes = true;
+};
+
+struct Environment {
+  std::string name;
+  std::optional<std::string> version;
+  PythonSection python;
+  DockerSection docker;
+  EnvVars environment_variables;  // the environment definition's own variables
+};
+
+struct Distributed {
+  Communicator communicator = Communicator::None;
+  int process_count_per_node = 1;
+  std::optional<int> pytorch_process_count;           // PyTorchConfiguration.process_count
+  std::string communication_backend;                  // "nccl", "gloo" (lower-case)
+  int worker_count = 1;                               // TensorFlow
+  int parameter_server_count = 0;                     // TensorFlow
+};
+
+struct Job {
+  SourceShape shape = SourceShape::Native;
+  std::filesystem::path job_file;          // absolute path of the file it was loaded from
+  std::filesystem::path source_directory;  // absolute
+  std::string experiment_name;             // from the job, else the source folder's name
+  std::string compute_target = "local";
+
+  // What to run: exactly one of entry_script or a command.
+  std::optional<std::string> entry_script;  // relative to source_directory, stays inside it
+  std::vector<std::string> command_argv;    // a command given as a list: exec'd as is
+  std::optional<std::string> shell_command; // a command given as one string: run by /bin/sh -c
+  std::vector<std::string> arguments;       // script_params (flattened) then arguments
+
+  Framework framework = Framework::Python;
+  Distributed distributed;
+  int node_count = 1;
+  bool use_gpu = false;
+
+  Environment environment;
+  EnvVars environment_variables;  // the job's own; applied last, over everything else
+
+  std::vector<Input> inputs;
+  std::optional<std::string> resume_from;  // a local path; becomes input MODEL_LOCATION
+  std::optional<std::int64_t> max_run_duration_seconds;
+
+  // ParallelRunStep configuration (native `parallel_run`), kept as given for the later issue.
+  std::optional<nlohmann::json> parallel_run;
+  // Keys of a .runconfig this project does not use (spark, hdi, databricks, amlcompute, ...),
+  // kept verbatim so nothing the user wrote is lost.
+  nlohmann::json unused_runconfig_sections = nlohmann::json::object();
+};
+
+std::string to_string(Framework);
+std::string to_string(Communicator);
+std::string to_string(InputMode);
+
+}  // namespace amlnode::spec
