@@ -1,1 +1,201 @@
-// placeholder
+#include "agent/cli.h"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "agent/env_commands.h"
+#include "agent/local_run.h"
+#include "executors/shim/launcher.h"
+#include "spec/load.h"
+
+namespace amlnode::agent {
+
+namespace {
+
+constexpr int kExitUsage = 2;
+
+// Options every command that touches the state dir shares.
+struct CommonOptions {
+  std::optional<std::string> config_file;
+  std::optional<std::string> state_dir;
+
+  void add_to(CLI::App& command) {
+    command.add_option("--config", config_file,
+                       "node config file (default: $AMLNODE_CONFIG, else /etc/amlnode/config.yml if present)");
+    command.add_option("--state-dir", state_dir,
+                       "where runs and environments are kept (default: the config's state_dir, "
+                       "$AMLNODE_STATE_DIR, /var/lib/amlnode for root, else ~/.local/state/amlnode)");
+  }
+
+  // The config and the state dir these options resolve to, or an error message.
+  Result<std::pair<NodeConfig, std::filesystem::path>> resolve() const {
+    NodeConfig config;
+    if (auto path = config_path(config_file)) {
+      auto loaded = load_node_config(*path);
+      if (!loaded.ok()) return loaded.error();
+      config = std::move(loaded.value());
+    }
+    std::filesystem::path dir = state_dir            ? std::filesystem::path(*state_dir)
+                                : config.state_dir ? *config.state_dir
+                                                   : default_state_dir();
+    return std::make_pair(std::move(config), std::filesystem::absolute(dir));
+  }
+};
+
+nlohmann::json diagnostics_json(const std::vector<spec::Diagnostic>& diagnostics) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& d : diagnostics) out.push_back({{"path", d.path}, {"message", d.message}});
+  return out;
+}
+
+struct ValidateCommand {
+  std::string job_file;
+  std::optional<std::string> source_dir;
+  bool json = false;
+
+  void add_to(CLI::App& app, CLI::App*& command) {
+    command = app.add_subcommand("validate", "Check a job file; every problem is listed with its field path");
+    command->add_option("JOB", job_file, "job file (native YAML/JSON, or a v1 .runconfig)")->required();
+    command->add_option("--source-dir", source_dir, "the job's source directory, overriding the job file");
+    command->add_flag("--json", json, "print the result as JSON");
+  }
+
+  int run() const {
+    spec::LoadOptions options;
+    if (source_dir) options.source_dir_override = *source_dir;
+    auto loaded = spec::load_job_file(job_file, options);
+    if (json) {
+      nlohmann::json out = {{"valid", loaded.ok()},
+                            {"errors", diagnostics_json(loaded.errors)},
+                            {"warnings", diagnostics_json(loaded.warnings)}};
+      std::printf("%s\n", out.dump(2).c_str());
+      return loaded.ok() ? 0 : kExitInvalidJob;
+    }
+    for (const auto& w : loaded.warnings) std::printf("%s: warning: %s\n", job_file.c_str(), w.to_string().c_str());
+    for (const auto& e : loaded.errors) std::printf("%s: error: %s\n", job_file.c_str(), e.to_string().c_str());
+    if (loaded.ok()) {
+      std::printf("%s: valid\n", job_file.c_str());
+    } else {
+      std::printf("%s: %zu problem%s\n", job_file.c_str(), loaded.errors.size(), loaded.errors.size() == 1 ? "" : "s");
+    }
+    return loaded.ok() ? 0 : kExitInvalidJob;
+  }
+};
+
+struct RunCommand {
+  CommonOptions common;
+  LocalRunOptions options;
+  std::string job_file;
+  std::optional<std::string> source_dir;
+  std::optional<std::string> run_id;
+
+  void add_to(CLI::App& app, CLI::App*& command) {
+    command = app.add_subcommand("run", "Run a job on this machine, with no control plane");
+    command->add_option("JOB", job_file, "job file (native YAML/JSON, or a v1 .runconfig)")->required();
+    common.add_to(*command);
+    command->add_option("--run-id", run_id, "the run's id (default: <experiment>_<time>_<random>)");
+    command->add_option("--source-dir", source_dir, "the job's source directory, overriding the job file");
+    command->add_option("--kill-grace", options.kill_grace_seconds, "seconds between SIGTERM and SIGKILL when stopping")
+        ->check(CLI::NonNegativeNumber);
+    command->add_flag("--dry-run", options.dry_run, "print the resolved plan and run nothing");
+    command->add_flag("--json", options.json, "print the final run.json (or the plan) as JSON");
+    command->add_flag("--quiet,-q", options.quiet, "print only the run's output");
+  }
+
+  int run() {
+    auto resolved = common.resolve();
+    if (!resolved.ok()) {
+      std::fprintf(stderr, "amlnode: %s\n", resolved.error().message.c_str());
+      return kExitUsage;
+    }
+    options.config = std::move(resolved->first);
+    options.state_dir = std::move(resolved->second);
+    options.job_file = job_file;
+    if (source_dir) options.source_dir = *source_dir;
+    options.run_id = run_id;
+    auto launcher = executors::make_shim_launcher(executors::default_shim_binary());
+    return run_local(options, make_system_clock(), *launcher);
+  }
+};
+
+struct EnvCommand {
+  CommonOptions common;
+  EnvCommandOptions options;
+  CLI::App* list = nullptr;
+  CLI::App* prune = nullptr;
+
+  void add_to(CLI::App& app, CLI::App*& command) {
+    command = app.add_subcommand("env", "Show and clean the shared conda / pip environment cache");
+    command->require_subcommand(1);
+    list = command->add_subcommand("list", "List cached environments, most recently used last");
+    prune = command->add_subcommand("prune", "Evict least-recently-used environments not in use");
+    for (auto* sub : {list, prune}) {
+      common.add_to(*sub);
+      sub->add_flag("--json", options.json, "print JSON");
+    }
+    prune->add_option("--budget-bytes", options.budget_bytes,
+                      "evict down to this many bytes (0: every environment not in use; default: the configured budget)");
+    prune->add_flag("--dry-run", options.dry_run, "report what would be evicted and change nothing");
+  }
+
+  int run() {
+    auto resolved = common.resolve();
+    if (!resolved.ok()) {
+      std::fprintf(stderr, "amlnode: %s\n", resolved.error().message.c_str());
+      return kExitUsage;
+    }
+    options.config = std::move(resolved->first);
+    options.state_dir = std::move(resolved->second);
+    return *list ? env_list(options) : env_prune(options);
+  }
+};
+
+// `amlnode shim LAUNCH_JSON` is the same supervisor as the small `amlnode-shim` executable, which
+// is what actually runs, so each process costs the node only the shim's footprint.
+int exec_shim(const std::vector<std::string>& args) {
+  std::string program = executors::default_shim_binary().string();
+  std::vector<std::string> copies = args;
+  std::vector<char*> argv{program.data()};
+  for (auto& arg : copies) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  ::execv(program.c_str(), argv.data());
+  std::fprintf(stderr, "amlnode: cannot start %s: %s\n", program.c_str(), std::strerror(errno));
+  return kExitBeforeStart;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{"amlnode: the node agent for ML compute clusters (Azure ML v1 runtime contract)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "amlnode 0.1.0");
+
+  CLI::App *run_command = nullptr, *validate_command = nullptr, *env_command = nullptr;
+  RunCommand run;
+  run.add_to(app, run_command);
+  ValidateCommand validate;
+  validate.add_to(app, validate_command);
+  EnvCommand env;
+  env.add_to(app, env_command);
+  auto* shim_command = app.add_subcommand("shim", "Internal: the per-process supervisor");
+  std::vector<std::string> shim_args;
+  shim_command->add_option("ARGS", shim_args)->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : kExitUsage;
+  }
+  if (*validate_command) return validate.run();
+  if (*env_command) return env.run();
+  if (*shim_command) return exec_shim(shim_args);
+  return run.run();
+}
+
+}  // namespace amlnode::agent

@@ -1,1 +1,437 @@
-// placeholder
+#include "agent/local_run.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstring>
+#include <random>
+
+#include "agent/run_record.h"
+#include "agent/terminal.h"
+#include "common/fs.h"
+#include "executors/environments/cache.h"
+#include "executors/environments/config.h"
+#include "executors/inputs.h"
+#include "executors/plan.h"
+#include "executors/snapshot.h"
+#include "spec/load.h"
+
+extern char** environ;
+
+namespace amlnode::agent {
+
+namespace fs = std::filesystem;
+using executors::ExitReason;
+using executors::ExitRecord;
+using executors::LaunchedShim;
+using executors::Plan;
+using spec::RunStatus;
+
+namespace {
+
+void print_diagnostics(const spec::LoadResult& loaded, const fs::path& file) {
+  for (const auto& warning : loaded.warnings) {
+    std::fprintf(stderr, "%s: warning: %s\n", file.c_str(), warning.to_string().c_str());
+  }
+  for (const auto& error : loaded.errors) {
+    std::fprintf(stderr, "%s: error: %s\n", file.c_str(), error.to_string().c_str());
+  }
+}
+
+std::string sanitized(const std::string& name) {
+  std::string out;
+  for (char c : name)
+    out += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
+  return out.empty() ? "run" : out;
+}
+
+// The whole environment of the process: what amlnode run inherited, with the plan's variables
+// over it.
+std::vector<std::string> process_environment(const Plan& plan) {
+  std::vector<std::string> env;
+  for (char** entry = environ; *entry; ++entry) {
+    std::string_view kv(*entry);
+    auto name = kv.substr(0, kv.find('='));
+    bool overridden = false;
+    for (const auto& [plan_name, value] : plan.env) overridden = overridden || plan_name == name;
+    if (!overridden) env.emplace_back(kv);
+  }
+  for (const auto& [name, value] : plan.env) env.push_back(name + "=" + value);
+  return env;
+}
+
+std::string describe_signal(int signal) {
+  const char* text = ::strsignal(signal);
+  return std::to_string(signal) + " (" + (text ? text : "unknown") + ")";
+}
+
+std::string program_name(const Plan& plan) {
+  return plan.argv.empty() ? std::string("(none)")
+                           : fs::path(plan.argv.front()).filename().string();
+}
+
+// Appends lines about the run's preparation and release to system_logs/lifecycle.txt.
+class SystemLog {
+ public:
+  SystemLog(fs::path file, std::shared_ptr<Clock> clock)
+      : file_(std::move(file)), clock_(std::move(clock)) {}
+  void line(const std::string& text) const {
+    if (FILE* f = std::fopen(file_.c_str(), "a")) {
+      std::fprintf(f, "%s %s\n", format_utc(clock_->now()).c_str(), text.c_str());
+      std::fclose(f);
+    }
+  }
+
+ private:
+  fs::path file_;
+  std::shared_ptr<Clock> clock_;
+};
+
+Result<executors::environments::EnvironmentConfig> environment_config(const LocalRunOptions& options) {
+  return executors::environments::environment_config_from_json(options.config.environments,
+                                                               options.state_dir);
+}
+
+executors::PlanContext plan_context(const LocalRunOptions& options, const std::string& run_id,
+                                    const executors::environments::EnvironmentConfig& environments) {
+  executors::PlanContext context;
+  context.run_id = run_id;
+  context.run_dir = options.state_dir / "runs" / run_id;
+  context.kill_grace_seconds = options.kill_grace_seconds;
+  context.envs_dir = environments.envs_dir;
+  context.system_python = environments.system_python;
+  if (options.config.cpu_image) context.default_cpu_image = *options.config.cpu_image;
+  if (options.config.gpu_image) context.default_gpu_image = *options.config.gpu_image;
+  return context;
+}
+
+// Sets the prepared environment's variables (PATH, VIRTUAL_ENV / CONDA_PREFIX) under the job's
+// own: a variable the job sets itself keeps the job's value.
+void add_environment_variables(executors::Plan& plan, const spec::EnvVars& variables) {
+  for (const auto& [name, value] : variables) {
+    bool set_by_job = false;
+    for (const auto& existing : plan.env) set_by_job = set_by_job || existing.first == name;
+    if (!set_by_job) plan.env.emplace_back(name, value);
+  }
+}
+
+class LocalRun {
+ public:
+  LocalRun(const LocalRunOptions& options, std::shared_ptr<Clock> clock,
+           executors::ProcessLauncher& launcher, spec::Job job, std::string run_id)
+      : options_(options),
+        clock_(clock),
+        launcher_(launcher),
+        job_(std::move(job)),
+        run_id_(std::move(run_id)),
+        run_dir_(options.state_dir / "runs" / run_id_),
+        record_(run_dir_ / "run.json", run_id_, job_.experiment_name, clock),
+        system_log_(run_dir_ / "system_logs" / "lifecycle.txt", clock),
+        printer_(options.quiet || options.json) {}
+
+  int execute(const std::vector<spec::Diagnostic>& warnings);
+
+ private:
+  Result<void> make_run_folder();
+  Result<void> prepare();
+  Result<void> prepare_environment(const executors::environments::EnvironmentConfig& config);
+  int fail_before_start(const Error& error);
+  void supervise(const LaunchedShim& shim);
+  int finish(const LaunchedShim& shim, int shim_wait_status);
+  int conclude(RunStatus status, std::optional<Error> error, int exit_code);
+  void enter(RunStatus status, const std::string& detail = "");
+
+  const LocalRunOptions& options_;
+  std::shared_ptr<Clock> clock_;
+  executors::ProcessLauncher& launcher_;
+  spec::Job job_;
+  std::string run_id_;
+  fs::path run_dir_;
+  Plan plan_;
+  // Holds the environment's lease (it is not evicted) for as long as the run uses it.
+  std::optional<executors::environments::PreparedEnvironment> environment_;
+  RunRecord record_;
+  SystemLog system_log_;
+  StatusPrinter printer_;
+  bool cancel_requested_ = false;
+};
+
+void LocalRun::enter(RunStatus status, const std::string& detail) {
+  if (!record_.transition(status)) return;
+  auto saved = record_.save(spec::is_terminal(status));
+  if (!saved.ok()) std::fprintf(stderr, "amlnode: %s\n", saved.error().message.c_str());
+  printer_.line(run_id_ + ": " + spec::to_string(status) + (detail.empty() ? "" : ": " + detail));
+}
+
+Result<void> LocalRun::make_run_folder() {
+  std::error_code ec;
+  fs::create_directories(run_dir_.parent_path(), ec);
+  if (ec)
+    return Error{"StateDirUnusable",
+                 "cannot create " + run_dir_.parent_path().string() + ": " + ec.message()};
+  if (!fs::create_directory(run_dir_, ec)) {
+    if (ec)
+      return Error{"StateDirUnusable", "cannot create " + run_dir_.string() + ": " + ec.message()};
+    return Error{"RunIdTaken",
+                 "run id " + run_id_ + " already exists in " + options_.state_dir.string()};
+  }
+  for (const char* sub : {"user_logs", "system_logs"}) {
+    fs::create_directory(run_dir_ / sub, ec);
+    if (ec)
+      return Error{"StateDirUnusable",
+                   "cannot create " + (run_dir_ / sub).string() + ": " + ec.message()};
+  }
+  return ok();
+}
+
+Result<void> LocalRun::prepare_environment(const executors::environments::EnvironmentConfig& config) {
+  executors::environments::EnvironmentCache cache(config, clock_);
+  executors::environments::BuildOutput output;
+  output.log_file = plan_.system_logs / "environment.txt";
+  output.progress = [this](std::string_view line) { printer_.line("environment: " + std::string(line)); };
+  auto prepared = cache.prepare(*plan_.python_environment, output);
+  if (!prepared.ok()) return prepared.error();
+  system_log_.line("environment " + prepared->hash + (prepared->built ? ": built in " : ": reused ") +
+                   prepared->prefix.string());
+  add_environment_variables(plan_, prepared->env);
+  environment_ = std::move(prepared.value());
+  return ok();
+}
+
+Result<void> LocalRun::prepare() {
+  auto environments = environment_config(options_);
+  if (!environments.ok()) return environments.error();
+  plan_ = executors::resolve_plan(job_, plan_context(options_, run_id_, *environments));
+  record_.set_environment(executors::to_string(plan_.environment_kind), plan_.environment_hash);
+  if (plan_.cannot_run) return *plan_.cannot_run;
+
+  auto listing = executors::list_snapshot(job_.source_directory, {}, {options_.state_dir});
+  if (!listing.ok()) return listing.error();
+  system_log_.line(
+      "snapshot: " + std::to_string(listing->files) + " files, " + std::to_string(listing->bytes) +
+      " bytes from " + job_.source_directory.string() +
+      (listing->ignore_file.empty() ? "" : " (honouring " + listing->ignore_file + ")"));
+  auto copied = executors::copy_snapshot(job_.source_directory, *listing, plan_.working_dir);
+  if (!copied.ok()) return copied;
+  std::error_code ec;
+  for (const char* sub : {"outputs", "logs"}) fs::create_directories(plan_.working_dir / sub, ec);
+  if (ec) return Error{"SnapshotFailed", "cannot create wd/outputs or wd/logs: " + ec.message()};
+  auto staged = executors::stage_inputs(plan_.inputs);
+  if (!staged.ok()) return staged;
+  for (const auto& input : plan_.inputs) {
+    system_log_.line("input " + input.name + ": " + spec::to_string(input.mode) + " " +
+                     input.source.string() + " -> " + input.target.string());
+  }
+  if (plan_.python_environment) return prepare_environment(*environments);
+  return ok();
+}
+
+int LocalRun::conclude(RunStatus status, std::optional<Error> error, int exit_code) {
+  if (error) record_.set_error(*error);
+  if (status != RunStatus::Canceled || exit_code >= 0) record_.set_exit_code(exit_code);
+  enter(status, error ? error->code + ": " + error->message : "");
+  system_log_.line(std::string("run ended: ") + spec::to_string(status) +
+                   (error ? " (" + error->code + ": " + error->message + ")" : ""));
+  if (options_.json) std::printf("%s\n", record_.to_json().dump(2).c_str());
+  return exit_code;
+}
+
+int LocalRun::fail_before_start(const Error& error) {
+  return conclude(RunStatus::Failed, error, kExitBeforeStart);
+}
+
+void LocalRun::supervise(const LaunchedShim& shim) {
+  boost::asio::io_context loop;
+  boost::asio::signal_set signals(loop, SIGINT, SIGTERM);
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& ec, int signal) {
+        if (ec) return;
+        if (!cancel_requested_) {
+          cancel_requested_ = true;
+          enter(RunStatus::CancelRequested,
+                "stopping the run (grace " +
+                    std::to_string(static_cast<int>(plan_.kill_grace_seconds)) + " s)");
+          auto sent = executors::request_cancel(shim);
+          if (!sent.ok()) printer_.line(sent.error().message);
+        }
+        signals.async_wait(on_signal);
+      };
+  signals.async_wait(on_signal);
+
+  int pidfd = executors::open_pidfd(shim.pid);
+  boost::asio::posix::stream_descriptor shim_exit(loop);
+  boost::asio::steady_timer poll(loop);
+  std::function<void(const boost::system::error_code&)> poll_exit =
+      [&](const boost::system::error_code&) {
+        siginfo_t info{};
+        if (::waitid(P_PID, static_cast<id_t>(shim.pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+            info.si_pid != 0) {
+          loop.stop();
+          return;
+        }
+        poll.expires_after(std::chrono::milliseconds(10));
+        poll.async_wait(poll_exit);
+      };
+  if (pidfd >= 0) {
+    shim_exit.assign(pidfd);
+    shim_exit.async_wait(boost::asio::posix::descriptor_base::wait_read,
+                         [&](const boost::system::error_code&) { loop.stop(); });
+  } else {
+    poll_exit({});
+  }
+  loop.run();
+}
+
+int LocalRun::finish(const LaunchedShim& shim, int shim_wait_status) {
+  enter(RunStatus::Finalizing);
+  auto text = read_file(run_dir_ / "exit.json", 1 << 20);
+  auto record =
+      text.ok() ? executors::exit_record_from_json(*text) : Result<ExitRecord>(text.error());
+  if (!record.ok()) {
+    return conclude(
+        RunStatus::Failed,
+        Error{"SupervisorFailed", "the run's supervisor ended without recording the exit (status " +
+                                      std::to_string(shim_wait_status) + "); see " +
+                                      (run_dir_ / "system_logs" / "shim.txt").string()},
+        kExitBeforeStart);
+  }
+  const ExitRecord& exit = *record;
+  const std::string program = program_name(plan_);
+  switch (exit.reason) {
+    case ExitReason::Exited:
+      if (exit.exit_code.value_or(1) == 0) return conclude(RunStatus::Completed, std::nullopt, 0);
+      return conclude(RunStatus::Failed,
+                      Error{"UserError", "User process '" + program + "' exited with status code " +
+                                             std::to_string(exit.exit_code.value_or(-1))},
+                      exit.exit_code.value_or(1));
+    case ExitReason::Signaled:
+      return conclude(RunStatus::Failed,
+                      Error{"UserError", "User process '" + program + "' was killed by signal " +
+                                             describe_signal(exit.signal.value_or(0))},
+                      128 + exit.signal.value_or(0));
+    case ExitReason::Timeout:
+      return conclude(RunStatus::Failed,
+                      Error{"RunTimeout", "The run exceeded max_run_duration_seconds (" +
+                                              std::to_string(plan_.deadline_seconds.value_or(0)) +
+                                              " s) and was stopped"},
+                      kExitTimeout);
+    case ExitReason::Canceled:
+      return conclude(RunStatus::Canceled, Error{"Canceled", "The run was canceled"},
+                      kExitCanceled);
+    case ExitReason::SpawnFailed:
+      return conclude(RunStatus::Failed, Error{"ProcessStartFailed", exit.error}, kExitBeforeStart);
+  }
+  return kExitBeforeStart;
+}
+
+int LocalRun::execute(const std::vector<spec::Diagnostic>& warnings) {
+  auto made = make_run_folder();
+  if (!made.ok()) {
+    std::fprintf(stderr, "amlnode: %s\n", made.error().message.c_str());
+    return kExitBeforeStart;
+  }
+  record_.set_job_file(job_.job_file);
+  for (const auto& warning : warnings) record_.add_warning(warning.to_string());
+  printer_.line(run_id_ + ": run folder " + run_dir_.string());
+  enter(RunStatus::Queued);
+  enter(RunStatus::Preparing);
+  auto prepared = prepare();
+  if (!prepared.ok()) return fail_before_start(prepared.error());
+
+  executors::LaunchSpec spec;
+  spec.argv = plan_.argv;
+  spec.env = process_environment(plan_);
+  spec.cwd = plan_.working_dir;
+  spec.log_path = plan_.std_log;
+  spec.state_path = run_dir_ / "shim.json";
+  spec.exit_path = run_dir_ / "exit.json";
+  spec.deadline_seconds =
+      plan_.deadline_seconds ? std::optional<double>(*plan_.deadline_seconds) : std::nullopt;
+  spec.kill_grace_seconds = plan_.kill_grace_seconds;
+
+  LogFollower follower(plan_.std_log, options_.json ? STDERR_FILENO : STDOUT_FILENO);
+  follower.start();
+  auto shim =
+      launcher_.launch(spec, run_dir_ / "launch.json", run_dir_ / "system_logs" / "shim.txt");
+  if (!shim.ok()) {
+    follower.finish();
+    return fail_before_start(shim.error());
+  }
+  std::string argv_text;
+  for (const auto& arg : plan_.argv) argv_text += (argv_text.empty() ? "" : " ") + arg;
+  enter(RunStatus::Running, argv_text);
+  supervise(*shim);
+  int wait_status = 0;
+  while (::waitpid(shim->pid, &wait_status, 0) < 0 && errno == EINTR) {
+  }
+  follower.finish();
+  return finish(*shim, wait_status);
+}
+
+}  // namespace
+
+fs::path default_state_dir() {
+  if (const char* dir = std::getenv("AMLNODE_STATE_DIR"); dir && *dir) return dir;
+  if (::geteuid() == 0) return "/var/lib/amlnode";
+  if (const char* xdg = std::getenv("XDG_STATE_HOME"); xdg && *xdg)
+    return fs::path(xdg) / "amlnode";
+  const char* home = std::getenv("HOME");
+  return fs::path(home && *home ? home : "/tmp") / ".local" / "state" / "amlnode";
+}
+
+std::string new_run_id(const std::string& experiment_name,
+                       std::chrono::system_clock::time_point now) {
+  std::random_device random;
+  char suffix[9];
+  std::snprintf(suffix, sizeof suffix, "%08x", static_cast<unsigned>(random()));
+  return sanitized(experiment_name) + "_" + std::to_string(unix_millis(now) / 1000) + "_" + suffix;
+}
+
+bool is_valid_run_id(const std::string& run_id) {
+  if (run_id.empty() || run_id.size() > 200 || run_id.front() == '.') return false;
+  for (char c : run_id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.')
+      return false;
+  }
+  return true;
+}
+
+int run_local(const LocalRunOptions& options, std::shared_ptr<Clock> clock,
+              executors::ProcessLauncher& launcher) {
+  spec::LoadOptions load_options;
+  load_options.source_dir_override = options.source_dir;
+  auto loaded = spec::load_job_file(options.job_file, load_options);
+  print_diagnostics(loaded, options.job_file);
+  if (!loaded.ok()) return kExitInvalidJob;
+  if (options.run_id && !is_valid_run_id(*options.run_id)) {
+    std::fprintf(
+        stderr,
+        "amlnode: --run-id: expected letters, digits, '_', '-' or '.' (not first), got \"%s\"\n",
+        options.run_id->c_str());
+    return kExitInvalidJob;
+  }
+  std::string run_id =
+      options.run_id.value_or(new_run_id(loaded.job->experiment_name, clock->now()));
+  if (options.dry_run) {
+    auto environments = environment_config(options);
+    if (!environments.ok()) {
+      std::fprintf(stderr, "amlnode: %s\n", environments.error().message.c_str());
+      return kExitInvalidJob;
+    }
+    auto plan = executors::resolve_plan(*loaded.job, plan_context(options, run_id, *environments));
+    if (options.json) {
+      std::printf("%s\n", executors::plan_to_json(plan).dump(2).c_str());
+    } else {
+      std::printf("%s", executors::plan_to_text(plan).c_str());
+    }
+    return 0;
+  }
+  LocalRun run(options, clock, launcher, std::move(*loaded.job), run_id);
+  return run.execute(loaded.warnings);
+}
+
+}  // namespace amlnode::agent

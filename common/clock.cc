@@ -14,7 +14,9 @@ class SystemClock final : public Clock {
 
 }  // namespace
 
-std::shared_ptr<Clock> make_system_clock() { return std::make_shared<SystemClock>(); }
+std::shared_ptr<Clock> make_system_clock() {
+  return std::make_shared<SystemClock>();
+}
 
 long long unix_millis(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();

@@ -36,9 +36,9 @@ std::string errno_message(std::string_view what, const std::filesystem::path& pa
 }
 
 Result<void> write_file_atomically(const std::filesystem::path& path, std::string_view content,
-                                   bool durable) {
+                                   bool durable, unsigned mode) {
   auto tmp = temp_sibling(path);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) return Error{"IoError", errno_message("create", tmp, errno)};
   auto written = write_all(fd, content, tmp);
   if (written.ok() && durable && ::fsync(fd) != 0) {
@@ -81,8 +81,8 @@ Result<std::string> read_file(const std::filesystem::path& path, std::size_t max
     if (n == 0) break;
     if (data.size() + static_cast<std::size_t>(n) > max_bytes) {
       ::close(fd);
-      return Error{"FileTooLarge", path.string() + " is larger than " +
-                                       std::to_string(max_bytes) + " bytes"};
+      return Error{"FileTooLarge",
+                   path.string() + " is larger than " + std::to_string(max_bytes) + " bytes"};
     }
     data.append(buf, static_cast<std::size_t>(n));
   }

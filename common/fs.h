@@ -14,8 +14,9 @@ namespace amlnode {
 
 // Writes `content` to a temporary file beside `path`, fsyncs it and renames it over `path`.
 // With `durable` the containing directory is fsynced too, so the rename itself survives a crash.
+// `mode` is the new file's permission bits (before umask); files holding secrets pass 0600.
 Result<void> write_file_atomically(const std::filesystem::path& path, std::string_view content,
-                                   bool durable = true);
+                                   bool durable = true, unsigned mode = 0644);
 
 // Reads a whole file. Files we read this way are small (specs, state); callers pass a limit and
 // a file over it is an error rather than an unbounded allocation.

@@ -54,6 +54,8 @@ class [[nodiscard]] Result<void> {
   bool failed_ = false;
 };
 
-inline Result<void> ok() { return {}; }
+inline Result<void> ok() {
+  return {};
+}
 
 }  // namespace amlnode

@@ -1,1 +1,304 @@
-// placeholder
+#include "executors/plan.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "common/hash.h"
+
+namespace amlnode::executors {
+namespace {
+
+using spec::Communicator;
+using spec::Framework;
+using spec::Job;
+
+void set_var(spec::EnvVars& env, const std::string& name, const std::string& value) {
+  auto it = std::find_if(env.begin(), env.end(), [&](const auto& kv) { return kv.first == name; });
+  if (it != env.end()) {
+    it->second = value;
+  } else {
+    env.emplace_back(name, value);
+  }
+}
+
+EnvironmentKind kind_of(const Job& job) {
+  const auto& python = job.environment.python;
+  if (job.environment.docker.enabled) return EnvironmentKind::Docker;
+  if (python.user_managed_dependencies) return EnvironmentKind::UserManaged;
+  if (python.conda_packages.empty() && !python.conda_dependencies_file) return EnvironmentKind::Pip;
+  return EnvironmentKind::Conda;
+}
+
+std::optional<std::string> base_image_of(const Job& job, const PlanContext& context) {
+  const auto& docker = job.environment.docker;
+  if (!docker.enabled || docker.base_dockerfile) return std::nullopt;
+  if (!docker.base_image.empty() && docker.base_image != spec::kDefaultCpuImage &&
+      docker.base_image != spec::kDefaultGpuImage) {
+    return docker.base_image;
+  }
+  bool gpu = job.use_gpu || docker.base_image == spec::kDefaultGpuImage;
+  return gpu ? context.default_gpu_image : context.default_cpu_image;
+}
+
+std::vector<std::string> entry_argv(const Job& job) {
+  std::vector<std::string> argv;
+  if (job.shell_command) {
+    argv = {"/bin/sh", "-c", *job.shell_command};
+    return argv;
+  }
+  if (!job.command_argv.empty()) {
+    argv = job.command_argv;
+  } else if (job.entry_script) {
+    const std::string& script = *job.entry_script;
+    auto ends_with = [&](std::string_view suffix) {
+      return script.size() >= suffix.size() &&
+             script.compare(script.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    if (ends_with(".py")) {
+      argv = {job.environment.python.interpreter_path, script};
+    } else if (ends_with(".sh")) {
+      argv = {"/bin/bash", script};
+    } else {
+      argv = {"./" + script};
+    }
+  }
+  argv.insert(argv.end(), job.arguments.begin(), job.arguments.end());
+  return argv;
+}
+
+std::vector<StagedInput> staged_inputs(const Job& job, const PlanContext& context) {
+  std::vector<StagedInput> inputs;
+  auto inputs_dir = context.run_dir / "inputs";
+  for (const auto& input : job.inputs) {
+    StagedInput staged{input.name, input.path, {}, input.mode};
+    if (input.mode == spec::InputMode::Upload) {
+      // An upload reference is where the run writes results; locally that is the path itself.
+      staged.target = input.path;
+    } else {
+      staged.target =
+          inputs_dir / (input.path_on_compute.empty() ? input.name : input.path_on_compute);
+    }
+    inputs.push_back(std::move(staged));
+  }
+  if (job.resume_from) {
+    inputs.push_back({"MODEL_LOCATION", *job.resume_from, inputs_dir / "MODEL_LOCATION",
+                      spec::InputMode::Mount});
+  }
+  return inputs;
+}
+
+// Single-process values of the distributed contract, so a script written for MPI, PyTorch or
+// TensorFlow distribution runs unchanged as one worker.
+void add_distributed_vars(spec::EnvVars& env, const Job& job, const PlanContext& context) {
+  switch (job.distributed.communicator) {
+    case Communicator::OpenMpi:
+    case Communicator::IntelMpi:
+    case Communicator::Mpi:
+      set_var(env, "OMPI_COMM_WORLD_RANK", "0");
+      set_var(env, "OMPI_COMM_WORLD_SIZE", "1");
+      set_var(env, "OMPI_COMM_WORLD_LOCAL_RANK", "0");
+      set_var(env, "OMPI_COMM_WORLD_LOCAL_SIZE", "1");
+      set_var(env, "AZ_BATCHAI_MPI_MASTER_NODE", context.master_address);
+      break;
+    default:
+      break;
+  }
+  if (job.framework == Framework::PyTorch) {
+    set_var(env, "MASTER_ADDR", context.master_address);
+    set_var(env, "MASTER_PORT", std::to_string(kMasterPort));
+    set_var(env, "WORLD_SIZE", "1");
+    set_var(env, "NODE_RANK", "0");
+    set_var(env, "RANK", "0");
+    set_var(env, "LOCAL_RANK", "0");
+  }
+  if (job.framework == Framework::TensorFlow) {
+    nlohmann::json tf_config = {
+        {"cluster", {{"worker", {context.master_address + ":" + std::to_string(kMasterPort)}}}},
+        {"task", {{"type", "worker"}, {"index", 0}}},
+        {"environment", "cloud"}};
+    set_var(env, "TF_CONFIG", tf_config.dump());
+  }
+}
+
+spec::EnvVars contract_env(const Job& job, const Plan& plan, const PlanContext& context) {
+  spec::EnvVars env;
+  set_var(env, "AZUREML_RUN_ID", plan.run_id);
+  set_var(env, "AZUREML_ARM_PROJECT_NAME", plan.experiment_name);
+  set_var(env, "AZUREML_NODE_COUNT", std::to_string(job.node_count));
+  set_var(env, "AZUREML_FRAMEWORK", spec::to_string(job.framework));
+  set_var(env, "AZUREML_COMMUNICATOR", spec::to_string(job.distributed.communicator));
+  set_var(env, "AZUREML_PROCESS_NAME", "main");
+  set_var(env, "AZUREML_LOGDIRECTORY_PATH", (plan.working_dir / "logs").string());
+  set_var(env, "AZ_BATCHAI_JOB_WORK_DIR", plan.working_dir.string());
+  set_var(env, "AZ_BATCH_IS_CURRENT_NODE_MASTER", "true");
+  set_var(env, "AZ_BATCH_MASTER_NODE", context.master_address + ":" + std::to_string(kMasterPort));
+  add_distributed_vars(env, job, context);
+  for (const auto& input : plan.inputs) {
+    set_var(env, "AZUREML_DATAREFERENCE_" + input.name, input.target.string());
+  }
+  return env;
+}
+
+std::optional<Error> unsupported_reason(const Job& job, EnvironmentKind kind) {
+  if (kind == EnvironmentKind::Docker) {
+    return Error{"NotSupported",
+                 "Docker environments are not supported yet on this node (use_docker: false runs "
+                 "the job in a conda / pip environment on the host)"};
+  }
+  if (job.node_count > 1 || job.distributed.process_count_per_node > 1) {
+    return Error{"NotSupported", "distributed runs (node_count " + std::to_string(job.node_count) +
+                                     ", process_count_per_node " +
+                                     std::to_string(job.distributed.process_count_per_node) +
+                                     ") are not supported yet on this node"};
+  }
+  return std::nullopt;
+}
+
+bool is_python_environment(EnvironmentKind kind) {
+  return kind == EnvironmentKind::Conda || kind == EnvironmentKind::Pip;
+}
+
+// For conda / pip environments: the canonical spec, its hash, and the interpreter inside it.
+void resolve_python_environment(const Job& job, const PlanContext& context, Plan& plan) {
+  auto spec = environments::environment_spec(job, {context.system_python});
+  if (!spec.ok()) {
+    plan.cannot_run = spec.error();
+    return;
+  }
+  plan.environment_hash = spec->hash;
+  auto python = (context.envs_dir / spec->hash / "bin" / "python").string();
+  if (job.entry_script && !plan.argv.empty() &&
+      plan.argv.front() == job.environment.python.interpreter_path) {
+    plan.argv.front() = python;
+  }
+  plan.python_environment = std::move(spec.value());
+}
+
+std::vector<std::string> sorted(std::vector<std::string> items) {
+  std::sort(items.begin(), items.end());
+  return items;
+}
+
+}  // namespace
+
+nlohmann::json environment_identity(const Job& job) {
+  const auto& python = job.environment.python;
+  const auto& docker = job.environment.docker;
+  nlohmann::json identity = {{"platform", "linux-x86_64"}};
+  if (python.user_managed_dependencies) {
+    identity["python"] = {{"user_managed", true}, {"interpreter", python.interpreter_path}};
+  } else {
+    identity["python"] = {{"channels", python.channels},
+                          {"conda", sorted(python.conda_packages)},
+                          {"pip", sorted(python.pip_packages)},
+                          {"pip_options", python.pip_options}};
+  }
+  if (docker.enabled) {
+    identity["docker"] = {{"base_image", docker.base_image},
+                          {"base_dockerfile", docker.base_dockerfile.value_or("")},
+                          {"use_gpu", job.use_gpu}};
+  }
+  return identity;
+}
+
+std::string environment_hash(const Job& job, const PlanContext& context) {
+  if (is_python_environment(kind_of(job))) {
+    auto spec = environments::environment_spec(job, {context.system_python});
+    if (spec.ok()) return spec->hash;
+  }
+  return sha256_hex(environment_identity(job).dump()).substr(0, 32);
+}
+
+Plan resolve_plan(const Job& job, const PlanContext& context) {
+  Plan plan;
+  plan.run_id = context.run_id;
+  plan.experiment_name = job.experiment_name;
+  plan.run_dir = context.run_dir;
+  plan.working_dir = context.run_dir / "wd";
+  plan.std_log = context.run_dir / "user_logs" / "std_log.txt";
+  plan.system_logs = context.run_dir / "system_logs";
+  plan.inputs = staged_inputs(job, context);
+  plan.argv = entry_argv(job);
+  if (job.resume_from) {
+    plan.argv.push_back("--resume-from");
+    plan.argv.push_back(plan.inputs.back().target.string());
+  }
+  plan.env = contract_env(job, plan, context);
+  for (const auto& [name, value] : job.environment.environment_variables)
+    set_var(plan.env, name, value);
+  for (const auto& [name, value] : job.environment_variables) set_var(plan.env, name, value);
+  plan.environment_kind = kind_of(job);
+  plan.environment_hash = sha256_hex(environment_identity(job).dump()).substr(0, 32);
+  if (is_python_environment(plan.environment_kind)) resolve_python_environment(job, context, plan);
+  plan.image = base_image_of(job, context);
+  plan.shm_size = job.environment.docker.shm_size;
+  plan.shm_size_bytes = job.environment.docker.shm_size_bytes;
+  plan.deadline_seconds = job.max_run_duration_seconds;
+  plan.kill_grace_seconds = context.kill_grace_seconds;
+  if (!plan.cannot_run) plan.cannot_run = unsupported_reason(job, plan.environment_kind);
+  return plan;
+}
+
+nlohmann::json plan_to_json(const Plan& plan) {
+  nlohmann::json env = nlohmann::json::object();
+  for (const auto& [name, value] : plan.env) env[name] = value;
+  nlohmann::json inputs = nlohmann::json::array();
+  for (const auto& input : plan.inputs) {
+    inputs.push_back({{"name", input.name},
+                      {"source", input.source.string()},
+                      {"target", input.target.string()},
+                      {"mode", spec::to_string(input.mode)}});
+  }
+  nlohmann::json out = {
+      {"run_id", plan.run_id},
+      {"experiment_name", plan.experiment_name},
+      {"run_dir", plan.run_dir.string()},
+      {"working_dir", plan.working_dir.string()},
+      {"std_log", plan.std_log.string()},
+      {"argv", plan.argv},
+      {"env", env},
+      {"environment",
+       {{"kind", to_string(plan.environment_kind)}, {"hash", plan.environment_hash}}},
+      {"image", plan.image ? nlohmann::json(*plan.image) : nlohmann::json(nullptr)},
+      {"shm_size", plan.shm_size},
+      {"shm_size_bytes", plan.shm_size_bytes},
+      {"max_run_duration_seconds",
+       plan.deadline_seconds ? nlohmann::json(*plan.deadline_seconds) : nlohmann::json(nullptr)},
+      {"kill_grace_seconds", plan.kill_grace_seconds},
+      {"inputs", inputs},
+      {"runnable", !plan.cannot_run.has_value()},
+  };
+  if (plan.cannot_run) {
+    out["cannot_run"] = {{"code", plan.cannot_run->code}, {"message", plan.cannot_run->message}};
+  }
+  return out;
+}
+
+std::string plan_to_text(const Plan& plan) {
+  std::ostringstream out;
+  out << "run id:       " << plan.run_id << "\n"
+      << "experiment:   " << plan.experiment_name << "\n"
+      << "working dir:  " << plan.working_dir.string() << "\n"
+      << "argv:        ";
+  for (const auto& arg : plan.argv) out << " " << nlohmann::json(arg).dump();
+  out << "\nenvironment:  " << to_string(plan.environment_kind) << " (hash "
+      << plan.environment_hash << ")\n"
+      << "image:        " << plan.image.value_or("(none: runs on the host)") << "\n"
+      << "shm size:     " << plan.shm_size << " (" << plan.shm_size_bytes << " bytes)\n"
+      << "deadline:     "
+      << (plan.deadline_seconds ? std::to_string(*plan.deadline_seconds) + " s after start"
+                                : std::string("none"))
+      << ", kill grace " << plan.kill_grace_seconds << " s\n";
+  for (const auto& input : plan.inputs) {
+    out << "input:        " << input.name << " (" << spec::to_string(input.mode) << ") "
+        << input.source.string() << " -> " << input.target.string() << "\n";
+  }
+  out << "variables (over the inherited environment):\n";
+  for (const auto& [name, value] : plan.env) out << "  " << name << "=" << value << "\n";
+  if (plan.cannot_run) {
+    out << "NOT RUNNABLE HERE: " << plan.cannot_run->code << ": " << plan.cannot_run->message << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace amlnode::executors

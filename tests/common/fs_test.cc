@@ -1,8 +1,9 @@
+#include "common/fs.h"
+
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
 
-#include "common/fs.h"
 #include "common/hash.h"
 #include "tests/support/temp_dir.h"
 
@@ -36,6 +37,5 @@ TEST_CASE("read_file refuses files over the limit", "[common]") {
 }
 
 TEST_CASE("sha256_hex matches the standard test vector", "[common]") {
-  CHECK(sha256_hex("abc") ==
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }

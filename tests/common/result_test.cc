@@ -1,6 +1,6 @@
-#include <catch2/catch.hpp>
-
 #include "common/result.h"
+
+#include <catch2/catch.hpp>
 
 using amlnode::Error;
 using amlnode::Result;

@@ -1,0 +1,36 @@
+#pragma once
+
+// The node's configuration file (YAML or JSON), shared by `amlnode run` and the daemon. Every key
+// is optional; sections belong to the subsystem that reads them:
+//
+//   state_dir: /var/lib/amlnode
+//   images: {cpu: mirror.local/azureml/openmpi4.1.0-ubuntu20.04, gpu: ...}
+//   environments: {conda_tool: micromamba, pip_args: [--no-index, --find-links, /srv/wheels], ...}
+//   docker: {socket: /var/run/docker.sock, ...}
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/result.h"
+
+namespace amlnode::agent {
+
+struct NodeConfig {
+  std::filesystem::path file;  // where it was read from; empty when defaults are used
+  std::optional<std::filesystem::path> state_dir;
+  std::optional<std::string> cpu_image;
+  std::optional<std::string> gpu_image;
+  nlohmann::json environments = nlohmann::json::object();
+  nlohmann::json docker = nlohmann::json::object();
+};
+
+// Reads a config file; errors name the file and the key.
+Result<NodeConfig> load_node_config(const std::filesystem::path& file);
+
+// --config, else $AMLNODE_CONFIG, else /etc/amlnode/config.yml when it exists; nullopt: defaults.
+std::optional<std::filesystem::path> config_path(const std::optional<std::string>& flag);
+
+}  // namespace amlnode::agent

@@ -1,0 +1,88 @@
+#pragma once
+
+// The resolved plan of a run: everything needed to start it on this node, derived from the job
+// and the node's context alone (no side effects). `amlnode run --dry-run` prints it; the local run
+// and the daemon execute it.
+
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "executors/environment_kind.h"
+#include "executors/environments/spec.h"
+#include "spec/job.h"
+
+namespace amlnode::executors {
+
+// Where a run lives and what the node provides. Images are overridable in the agent config (for
+// mirrors and air-gapped sites).
+struct PlanContext {
+  std::string run_id;
+  std::filesystem::path run_dir;  // <state_dir>/runs/<run_id>
+  std::string master_address = "127.0.0.1";
+  std::string default_cpu_image = spec::kDefaultCpuImage;
+  std::string default_gpu_image = spec::kDefaultGpuImage;
+  double kill_grace_seconds = 10.0;
+  std::filesystem::path envs_dir;                       // <state_dir>/envs
+  std::filesystem::path system_python = "/usr/bin/python3";  // what pip-only venvs are made from
+};
+
+// The port Azure ML uses for the PyTorch / MPI rendezvous (MASTER_PORT).
+inline constexpr int kMasterPort = 6105;
+
+
+// One input as it is staged into the run folder.
+struct StagedInput {
+  std::string name;
+  std::filesystem::path source;  // the local path the job named
+  std::filesystem::path target;  // what AZUREML_DATAREFERENCE_<name> points at
+  spec::InputMode mode = spec::InputMode::Mount;
+};
+
+struct Plan {
+  std::string run_id;
+  std::string experiment_name;
+  std::filesystem::path run_dir;
+  std::filesystem::path working_dir;  // run_dir/wd
+  std::filesystem::path std_log;      // run_dir/user_logs/std_log.txt
+  std::filesystem::path system_logs;  // run_dir/system_logs
+
+  std::vector<std::string> argv;
+  // Variables amlnode sets, in the order they are applied: the Azure ML runtime contract first,
+  // then the environment definition's variables, then the job's own. The process also inherits
+  // the caller's environment underneath these.
+  spec::EnvVars env;
+
+  EnvironmentKind environment_kind = EnvironmentKind::UserManaged;
+  std::string environment_hash;
+  // The conda / pip environment to prepare (built once per hash into envs_dir/<hash>).
+  std::optional<environments::EnvironmentSpec> python_environment;
+  std::optional<std::string> image;  // the base image, when the environment is Docker
+  std::string shm_size;
+  std::uint64_t shm_size_bytes = 0;
+  std::optional<std::int64_t> deadline_seconds;
+  double kill_grace_seconds = 10.0;
+  std::vector<StagedInput> inputs;
+
+  // Set when this node cannot execute the plan (an environment kind still to come, a conda file
+  // that cannot be read); the run then fails before anything starts, with this error.
+  std::optional<Error> cannot_run;
+};
+
+Plan resolve_plan(const spec::Job& job, const PlanContext& context);
+
+// The content hash of a job's environment: for conda / pip the hash of the canonical spec
+// (environments::environment_spec), otherwise of environment_identity.
+std::string environment_hash(const spec::Job& job, const PlanContext& context);
+// The canonical identity of a user-managed or Docker environment: sorted package lists, no
+// secrets, nothing of the source file's formatting.
+nlohmann::json environment_identity(const spec::Job& job);
+
+nlohmann::json plan_to_json(const Plan& plan);
+std::string plan_to_text(const Plan& plan);
+
+}  // namespace amlnode::executors
