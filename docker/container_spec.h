@@ -1,0 +1,83 @@
+#pragma once
+
+// What a run's container looks like, decided without touching Docker: the image, the command
+// wrapped so that it writes the run's log itself, the plan's environment (and nothing of the
+// host's), the run folder and the inputs mounted at their own paths, shm size, GPUs, labels,
+// networking, and the job's `docker run` arguments mapped onto the Engine API's fields.
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "spec/job.h"
+
+namespace amlnode::executors {
+struct Plan;
+}
+
+namespace amlnode::docker {
+
+inline constexpr const char* kRunIdLabel = "amlnode.run_id";
+// The GPU request `docker run --gpus all` makes.
+inline constexpr const char* kGpuDriver = "nvidia";
+
+// What this node has, as the agent found it.
+struct NodeFacts {
+  int gpu_count = 0;
+};
+
+struct ContainerOptions {
+  NodeFacts node;
+  // Run as this user ("uid[:gid]" or a name known in the image). Empty: the image's user.
+  std::optional<std::string> user;
+  // docker-init as PID 1 (`docker run --init`), so the run's process gets SIGTERM's default
+  // action like any process instead of the special treatment PID 1 gets.
+  bool init = true;
+  // The configured default GPU image: running it counts as wanting GPUs.
+  std::string default_gpu_image = spec::kDefaultGpuImage;
+};
+
+struct ContainerSpec {
+  std::string name;  // the container's name; empty lets Docker choose
+  std::string image;
+  std::vector<std::string> argv;  // the run's command, before wrapping
+  std::filesystem::path std_log;  // where the container's stdout and stderr are appended
+  spec::EnvVars env;              // the container's whole environment (over the image's ENV)
+  std::filesystem::path working_dir;
+  std::optional<std::string> user;
+  std::map<std::string, std::string> labels;
+  nlohmann::json host_config = nlohmann::json::object();  // the Engine API's HostConfig
+};
+
+// Whether the job needs GPUs: use_gpu, a framework set-up that only runs on GPUs (NCCL), or a GPU
+// base image (the configured default GPU image, or a name containing "cuda" or "gpu").
+bool job_wants_gpu(const spec::Job& job, const std::string& image,
+                   const std::string& default_gpu_image);
+
+// The container for `plan` running `image`. Fails with UnsupportedDockerArgument naming an
+// argument it cannot map, and with GpuNotAvailable when the job needs GPUs the node lacks.
+Result<ContainerSpec> container_spec_for(const executors::Plan& plan, const spec::Job& job,
+                                         const std::string& image, const ContainerOptions& options);
+
+// Applies `docker run` arguments to the spec. Supported: --shm-size, --ipc, --network/--net,
+// --cap-add, --cap-drop, --privileged, --ulimit, -e/--env, -v/--volume, --device, -m/--memory,
+// --cpus, --gpus, -u/--user, --security-opt, --init; as "--flag value", "--flag=value" or, for
+// the one-letter forms, "-fvalue". Anything else fails (UnsupportedDockerArgument) naming it.
+Result<void> apply_docker_arguments(const std::vector<std::string>& arguments, ContainerSpec& spec);
+
+// "2g", "512m", "1.5GB", "1024": bytes (binary multiples, as Docker reads sizes).
+std::optional<std::uint64_t> parse_byte_size(std::string_view text);
+
+// The command the container runs: /bin/sh appends the command's stdout and stderr to `std_log`
+// and then becomes the command (exec), so the file keeps growing with nobody copying a stream,
+// even when amlnode itself is gone. Every Azure ML base image has /bin/sh.
+std::vector<std::string> logging_entrypoint(const std::filesystem::path& std_log);
+
+// The body of POST /containers/create.
+nlohmann::json create_request_body(const ContainerSpec& spec);
+
+}  // namespace amlnode::docker

@@ -1,0 +1,526 @@
+// The native job file: the Estimator / ScriptRunConfig parameters in snake_case, read with the
+// Estimator's defaults and rules.
+
+#include <set>
+
+#include "spec/paths.h"
+#include "spec/shapes.h"
+#include "spec/values.h"
+
+namespace amlnode::spec::detail {
+namespace fs = std::filesystem;
+namespace {
+
+// Flat environment parameters that environment_definition replaces; giving both is an error.
+constexpr auto kFlatEnvironmentFields = std::to_array<std::string_view>(
+    {"custom_docker_image", "custom_docker_base_image", "image_registry_details", "user_managed",
+     "conda_packages", "pip_packages", "conda_dependencies_file", "conda_dependencies_file_path",
+     "pip_requirements_file", "pip_requirements_file_path"});
+
+// Parameters that ask for packages, which a user-managed environment never installs.
+constexpr auto kPackageFields = std::to_array<std::string_view>(
+    {"conda_packages", "pip_packages", "conda_dependencies_file", "conda_dependencies_file_path",
+     "pip_requirements_file", "pip_requirements_file_path"});
+
+constexpr std::string_view kStepNameExpected =
+    "a step name of 3-32 lowercase letters, digits and dashes, starting with a letter";
+
+// A distributed backend as distributed_training (or distributed_backend) chose it.
+struct Backend {
+  std::string path;
+  Framework framework = Framework::Python;
+  Communicator communicator = Communicator::None;
+  std::string communication_backend;
+  std::optional<int> process_count_per_node;  // Mpi(process_count_per_node=N)
+  std::optional<int> process_count;           // PyTorchConfiguration(process_count=N)
+  int worker_count = 1;
+  int parameter_server_count = 1;
+};
+
+Backend make_backend(const std::string& path, Framework framework, Communicator communicator) {
+  Backend backend;
+  backend.path = path;
+  backend.framework = framework;
+  backend.communicator = communicator;
+  return backend;
+}
+
+Backend mpi_backend(const std::string& path) {
+  return make_backend(path, Framework::Python, Communicator::IntelMpi);
+}
+
+Backend pytorch_backend(const std::string& path, const std::string& communication_backend) {
+  Backend backend =
+      make_backend(path, Framework::PyTorch,
+                   communication_backend == "gloo" ? Communicator::Gloo : Communicator::Nccl);
+  backend.communication_backend = communication_backend;
+  return backend;
+}
+
+Backend tensorflow_backend(const std::string& path) {
+  return make_backend(path, Framework::TensorFlow, Communicator::ParameterServer);
+}
+
+// What the user gave, typed and checked field by field, before the rules that combine fields.
+struct NativeFields {
+  std::set<std::string, std::less<>> given;  // top-level fields with a value, valid or not
+  std::vector<std::string> script_params;
+  std::vector<std::string> arguments;
+  std::optional<int> node_count;
+  std::optional<int> process_count_per_node;
+  std::optional<Backend> distributed_training;
+  std::optional<Backend> distributed_backend;
+  std::optional<bool> use_gpu;
+  std::optional<bool> use_docker;
+  std::optional<bool> user_managed;
+  std::optional<std::string> custom_docker_image;
+  std::optional<std::string> custom_docker_base_image;
+  std::optional<RegistryDetails> image_registry_details;
+  std::vector<std::string> conda_packages;
+  std::vector<std::string> pip_packages;
+  std::optional<fs::path> conda_dependencies_file;
+  std::optional<fs::path> conda_dependencies_file_path;
+  std::optional<fs::path> pip_requirements_file;
+  std::optional<fs::path> pip_requirements_file_path;
+  std::optional<EnvironmentFields> environment_definition;
+  std::optional<Size> shm_size;
+};
+
+class NativeReader {
+ public:
+  NativeReader(const Node& root, const LoadContext& context, Reader& reader)
+      : root_{&root, ""},
+        context_(context),
+        reader_(reader),
+        shape_(SourceShape::Native, reader),
+        job_dir_(context.job_file.parent_path()) {}
+
+  Job read() {
+    job_.shape = SourceShape::Native;
+    job_.job_file = context_.job_file;
+    settle_source_directory();
+    fields().walk_strict(root_, reader_.diagnostics());
+    prefer_new_parameters();
+    build_what_to_run();
+    build_distribution();
+    if (fields_.environment_definition) {
+      build_environment_from_definition();
+    } else {
+      build_environment_from_parameters();
+    }
+    check_inputs();
+    apply_defaults(job_);
+    return std::move(job_);
+  }
+
+ private:
+  Diagnostics& diagnostics() { return reader_.diagnostics(); }
+  bool given(std::string_view key) const { return fields_.given.contains(key); }
+
+  // The source directory is needed while reading other fields (the entry script and files are
+  // checked against it), so it is settled before the walk.
+  void settle_source_directory() {
+    Field field = root_["source_directory"];
+    fs::path dir = job_dir_;
+    if (field.is_set()) {
+      auto value = reader_.text(field);
+      if (!value && !context_.options.source_dir_override) return;
+      if (value) dir = clean_absolute(fs::path(*value), job_dir_);
+    }
+    auto settled = settle_source_dir(dir, "source_directory", context_.options, diagnostics());
+    if (!settled) return;
+    job_.source_directory = *settled;
+    shape_.set_source_dir(*settled);
+  }
+
+  MappingWalker fields() {
+    MappingWalker walker;
+    auto on = [&](std::string key, auto handler) {
+      walker.on(key, [this, key, handler](const Field& field) {
+        fields_.given.insert(key);
+        handler(field);
+      });
+    };
+    on("source_directory", [](const Field&) {});
+    on("experiment_name", [this](const Field& f) { set_text(f, job_.experiment_name); });
+    on("compute_target", [this](const Field& f) { set_text(f, job_.compute_target); });
+    on("vm_size", [this](const Field& f) { reader_.text(f); });
+    on("vm_priority", [this](const Field& f) { reader_.text(f); });
+    on("source_directory_data_store", [](const Field&) {});
+    on("entry_script", [this](const Field& f) { read_entry_script(f, shape_, job_); });
+    on("script_params", [this](const Field& f) { read_script_params(f); });
+    on("arguments", [this](const Field& f) { set_list(f, fields_.arguments); });
+    on("command", [this](const Field& f) { read_command(f, reader_, job_); });
+    on("node_count", [this](const Field& f) { fields_.node_count = reader_.count(f); });
+    on("process_count_per_node",
+       [this](const Field& f) { fields_.process_count_per_node = reader_.count(f); });
+    on("distributed_training",
+       [this](const Field& f) { fields_.distributed_training = read_distributed_training(f); });
+    on("distributed_backend",
+       [this](const Field& f) { fields_.distributed_backend = read_distributed_backend(f); });
+    on("use_gpu", [this](const Field& f) { fields_.use_gpu = reader_.boolean(f); });
+    on("use_docker", [this](const Field& f) { fields_.use_docker = reader_.boolean(f); });
+    on("user_managed", [this](const Field& f) { fields_.user_managed = reader_.boolean(f); });
+    on("custom_docker_image",
+       [this](const Field& f) { fields_.custom_docker_image = reader_.text(f); });
+    on("custom_docker_base_image",
+       [this](const Field& f) { fields_.custom_docker_base_image = reader_.text(f); });
+    on("image_registry_details",
+       [this](const Field& f) { fields_.image_registry_details = read_registry(f, shape_); });
+    on("conda_packages", [this](const Field& f) { set_list(f, fields_.conda_packages); });
+    on("pip_packages", [this](const Field& f) { set_list(f, fields_.pip_packages); });
+    on("conda_dependencies_file",
+       [this](const Field& f) { fields_.conda_dependencies_file = read_source_file(f); });
+    on("conda_dependencies_file_path",
+       [this](const Field& f) { fields_.conda_dependencies_file_path = read_source_file(f); });
+    on("pip_requirements_file",
+       [this](const Field& f) { fields_.pip_requirements_file = read_source_file(f); });
+    on("pip_requirements_file_path",
+       [this](const Field& f) { fields_.pip_requirements_file_path = read_source_file(f); });
+    on("environment_variables", [this](const Field& f) {
+      if (auto variables = read_variables(f, reader_)) job_.environment_variables = *variables;
+    });
+    on("environment_definition",
+       [this](const Field& f) { fields_.environment_definition = read_environment(f, shape_); });
+    on("inputs", [this](const Field& f) { read_inputs(f); });
+    on("shm_size", [this](const Field& f) { fields_.shm_size = read_size(f, reader_); });
+    on("resume_from", [this](const Field& f) { read_resume_from(f); });
+    on("max_run_duration_seconds", [this](const Field& f) {
+      job_.max_run_duration_seconds = reader_.integer(f, 1, "an integer > 0 (seconds)");
+    });
+    on("parallel_run", [this](const Field& f) { read_parallel_run(f); });
+    return walker;
+  }
+
+  void set_text(const Field& field, std::string& target) {
+    if (auto value = reader_.text(field)) target = *value;
+  }
+
+  void set_list(const Field& field, std::vector<std::string>& target) {
+    if (auto values = reader_.text_list(field)) target = *values;
+  }
+
+  // script_params: `key value` pairs in file order; true is a bare flag, false leaves the key out,
+  // and null or "" give the bare key.
+  void read_script_params(const Field& field) {
+    if (!reader_.mapping(field)) return;
+    for (const auto& [key, value] : field.node->entries) {
+      Field param{&value, join_path(field.path, key)};
+      if (value.is_null() || (value.is_scalar() && value.text.empty())) {
+        fields_.script_params.push_back(key);
+        continue;
+      }
+      auto flag = value.quoted ? std::nullopt : core_bool(value.text);
+      if (flag) {
+        if (*flag) fields_.script_params.push_back(key);
+        continue;
+      }
+      if (auto text = reader_.argument(param, "a string, number or boolean")) {
+        fields_.script_params.push_back(key);
+        fields_.script_params.push_back(*text);
+      }
+    }
+  }
+
+  std::optional<fs::path> read_source_file(const Field& field) {
+    auto value = reader_.text(field);
+    if (!value || !shape_.source_dir()) return std::nullopt;
+    auto file = resolve_existing_file(*value, *shape_.source_dir());
+    if (file.ok()) return file.value();
+    diagnostics().error(field.path, file.error().message);
+    return std::nullopt;
+  }
+
+  std::optional<Backend> read_distributed_training(const Field& field) {
+    if (field.node->is_mapping()) return read_backend_object(field);
+    auto text = reader_.argument(field, "mpi, pytorch, tensorflow, gloo, nccl or a mapping");
+    if (!text) return std::nullopt;
+    std::string name = lower(*text);
+    if (name == "mpi") return mpi_backend(field.path);
+    if (name == "pytorch" || name == "nccl") return pytorch_backend(field.path, "nccl");
+    if (name == "gloo") return pytorch_backend(field.path, "gloo");
+    if (name == "tensorflow") return tensorflow_backend(field.path);
+    reader_.wrong(field, "mpi, pytorch, tensorflow, gloo, nccl or a mapping with a type");
+    return std::nullopt;
+  }
+
+  // {type: mpi, process_count_per_node: N}, {type: pytorch, communication_backend: nccl,
+  // process_count: N} or {type: tensorflow, worker_count: N, parameter_server_count: M}.
+  std::optional<Backend> read_backend_object(const Field& field) {
+    Field type = field["type"];
+    auto name = type.is_set() ? reader_.text(type) : std::nullopt;
+    std::string kind = name ? lower(*name) : "";
+    if (kind != "mpi" && kind != "pytorch" && kind != "tensorflow") {
+      if (!type.is_set() || name) reader_.wrong(type, "mpi, pytorch or tensorflow");
+      return std::nullopt;
+    }
+    Backend backend = kind == "mpi"       ? mpi_backend(field.path)
+                      : kind == "pytorch" ? pytorch_backend(field.path, "nccl")
+                                          : tensorflow_backend(field.path);
+    std::size_t errors_before = diagnostics().error_count();
+    MappingWalker walker;
+    walker.on("type", [](const Field&) {});
+    if (kind == "mpi") {
+      walker.on("process_count_per_node",
+                [&](const Field& f) { backend.process_count_per_node = reader_.count(f); });
+    } else if (kind == "pytorch") {
+      walker.on("communication_backend", [&](const Field& f) { set_backend(f, backend); });
+      walker.on("process_count", [&](const Field& f) { backend.process_count = reader_.count(f); });
+    } else {
+      walker.on("worker_count",
+                [&](const Field& f) { backend.worker_count = reader_.count(f).value_or(1); });
+      walker.on("parameter_server_count", [&](const Field& f) {
+        backend.parameter_server_count = reader_.count(f, 0).value_or(1);
+      });
+    }
+    walker.walk_strict(field, diagnostics());
+    if (diagnostics().error_count() != errors_before) return std::nullopt;
+    return backend;
+  }
+
+  void set_backend(const Field& field, Backend& backend) {
+    auto text = reader_.text(field);
+    if (!text) return;
+    std::string name = lower(*text);
+    if (name == "nccl" || name == "gloo") {
+      Backend chosen = pytorch_backend(backend.path, name);
+      backend.communicator = chosen.communicator;
+      backend.communication_backend = chosen.communication_backend;
+    } else {
+      reader_.wrong(field, "nccl or gloo");
+    }
+  }
+
+  std::optional<Backend> read_distributed_backend(const Field& field) {
+    auto text = reader_.text(field);
+    if (!text) return std::nullopt;
+    if (lower(*text) == "mpi") return mpi_backend(field.path);
+    reader_.wrong(field, "\"mpi\" (use distributed_training for other backends)");
+    return std::nullopt;
+  }
+
+  void read_inputs(const Field& field) {
+    if (!field.node->is_mapping()) {
+      return reader_.wrong(field, "a mapping of input names to local paths");
+    }
+    for (const auto& [name, value] : field.node->entries) {
+      Field input{&value, join_path(field.path, name)};
+      if (!input.is_set()) {
+        reader_.wrong(input, "a local path or {path, mode, path_on_compute, overwrite}");
+      } else if (auto read = read_input(name, input, shape_, job_dir_)) {
+        job_.inputs.push_back(*read);
+      }
+    }
+  }
+
+  void read_resume_from(const Field& field) {
+    auto value = reader_.text(field);
+    if (!value) return;
+    auto path = resolve_existing_path(*value, job_dir_);
+    if (path.ok()) {
+      job_.resume_from = path.value().string();
+    } else {
+      diagnostics().error(field.path, path.error().message);
+    }
+  }
+
+  void read_parallel_run(const Field& field) {
+    if (!reader_.mapping(field)) return;
+    job_.parallel_run = to_json(*field.node);
+    Field name = field["name"];
+    if (!name.is_set()) return;
+    auto text = reader_.text(name);
+    if (text && !is_step_name(*text)) reader_.wrong(name, kStepNameExpected);
+  }
+
+  // Deprecated parameters still work, with a warning; when the new one is given too it wins.
+  template <class T>
+  void prefer_new(std::string_view new_key, std::string_view old_key, T& new_value, T& old_value) {
+    if (!given(old_key)) return;
+    std::string old_name(old_key);
+    if (given(new_key)) {
+      diagnostics().warning(
+          old_name, "deprecated, and ignored because " + std::string(new_key) + " is given");
+      return;
+    }
+    diagnostics().warning(old_name, "deprecated; use " + std::string(new_key) + " instead");
+    new_value = std::move(old_value);
+  }
+
+  void prefer_new_parameters() {
+    prefer_new("distributed_training", "distributed_backend", fields_.distributed_training,
+               fields_.distributed_backend);
+    prefer_new("custom_docker_image", "custom_docker_base_image", fields_.custom_docker_image,
+               fields_.custom_docker_base_image);
+    prefer_new("conda_dependencies_file", "conda_dependencies_file_path",
+               fields_.conda_dependencies_file, fields_.conda_dependencies_file_path);
+    prefer_new("pip_requirements_file", "pip_requirements_file_path", fields_.pip_requirements_file,
+               fields_.pip_requirements_file_path);
+  }
+
+  void build_what_to_run() {
+    job_.arguments = fields_.script_params;
+    job_.arguments.insert(job_.arguments.end(), fields_.arguments.begin(), fields_.arguments.end());
+    WhatToRun what;
+    what.script_key = "entry_script";
+    what.command_key = "command";
+    what.script_given = given("entry_script");
+    what.command_given = given("command");
+    for (std::string_view key : {"script_params", "arguments"}) {
+      if (given(key)) what.argument_fields.emplace_back(key);
+    }
+    check_what_to_run(what, diagnostics());
+  }
+
+  void build_distribution() {
+    job_.node_count = fields_.node_count.value_or(1);
+    int per_node = fields_.process_count_per_node.value_or(1);
+    job_.distributed.process_count_per_node = per_node;
+    if (!fields_.distributed_training) {
+      // A backend that was given but is invalid has been reported already.
+      if (!given("distributed_training") && !given("distributed_backend")) {
+        require_backend_for(per_node);
+      }
+      return;
+    }
+    const Backend& backend = *fields_.distributed_training;
+    job_.framework = backend.framework;
+    Distributed& distributed = job_.distributed;
+    distributed.communicator = backend.communicator;
+    distributed.communication_backend = backend.communication_backend;
+    if (backend.communicator == Communicator::ParameterServer) {
+      distributed.worker_count = backend.worker_count;
+      distributed.parameter_server_count = backend.parameter_server_count;
+    }
+    std::string from_backend;
+    if (backend.process_count_per_node) {
+      distributed.process_count_per_node = *backend.process_count_per_node;
+      from_backend = join_path(backend.path, "process_count_per_node");
+    } else if (backend.process_count) {
+      distributed.pytorch_process_count = backend.process_count;
+      from_backend = join_path(backend.path, "process_count");
+      split_process_count(job_, from_backend, diagnostics());
+    }
+    if (!from_backend.empty() && given("process_count_per_node") &&
+        distributed.process_count_per_node != per_node) {
+      diagnostics().error("process_count_per_node",
+                          "conflicts with " + from_backend + ", which gives " +
+                              std::to_string(distributed.process_count_per_node) +
+                              " processes per node; give the count once");
+    }
+  }
+
+  // The SDK runs several nodes or processes only through a distributed backend.
+  void require_backend_for(int per_node) {
+    const std::string hint =
+        "; set distributed_training (mpi, pytorch or tensorflow) to run more than one";
+    if (job_.node_count > 1) {
+      diagnostics().error("node_count", "expected 1 without a distributed backend, got " +
+                                            std::to_string(job_.node_count) + hint);
+    }
+    if (per_node > 1) {
+      diagnostics().error(
+          "process_count_per_node",
+          "expected 1 without a distributed backend, got " + std::to_string(per_node) + hint);
+    }
+  }
+
+  void build_environment_from_parameters() {
+    PythonSection& python = job_.environment.python;
+    python.user_managed_dependencies = fields_.user_managed.value_or(false);
+    python.conda_packages = fields_.conda_packages;
+    add_pip_entries(python, fields_.pip_packages);
+    python.conda_dependencies_file = fields_.conda_dependencies_file;
+    python.pip_requirements_file = fields_.pip_requirements_file;
+    if (python.user_managed_dependencies) {
+      for (std::string_view key : kPackageFields) {
+        if (!given(key)) continue;
+        diagnostics().error(std::string(key),
+                            "cannot be combined with user_managed: true; nothing installs "
+                            "packages into an environment you manage yourself");
+      }
+    }
+    DockerSection& docker = job_.environment.docker;
+    docker.enabled = fields_.use_docker.value_or(true);
+    job_.use_gpu = fields_.use_gpu.value_or(false);
+    if (fields_.custom_docker_image) docker.base_image = *fields_.custom_docker_image;
+    docker.base_image_registry = fields_.image_registry_details;
+    apply_shm_size();
+  }
+
+  // environment_definition replaces the flat environment parameters: use_gpu and use_docker are
+  // overridden (with a warning), and the others cannot be given alongside it.
+  void build_environment_from_definition() {
+    const EnvironmentFields& definition = *fields_.environment_definition;
+    for (std::string_view key : kFlatEnvironmentFields) {
+      if (!given(key)) continue;
+      diagnostics().error(std::string(key),
+                          "cannot be combined with environment_definition, which defines the "
+                          "whole environment; set it inside environment_definition instead");
+    }
+    warn_overridden("use_docker", "environment_definition.docker.enabled");
+    warn_overridden("use_gpu", "environment_definition.docker.gpu_support");
+    job_.environment = definition.environment;
+    job_.use_gpu = definition.gpu_support.value_or(false);
+    DockerSection& docker = job_.environment.docker;
+    docker.enabled = definition.docker_enabled.value_or(false);
+    if (!definition.user_managed_path.empty() && !definition.conda_path.empty()) {
+      diagnostics().error(definition.conda_path,
+                          "cannot be combined with " + definition.user_managed_path +
+                              ": true; nothing installs packages into an environment you "
+                              "manage yourself");
+    }
+    if (!docker.enabled && !definition.image_path.empty()) {
+      diagnostics().warning(definition.image_path,
+                            "unused: environment_definition.docker.enabled is not true, so the "
+                            "job runs without Docker");
+    }
+    if (!definition.shm_size_path.empty()) {
+      if (given("shm_size")) {
+        diagnostics().warning("shm_size",
+                              "ignored because " + definition.shm_size_path + " is given");
+      }
+      return;
+    }
+    apply_shm_size();
+  }
+
+  void warn_overridden(std::string_view key, std::string_view decided_by) {
+    if (!given(key)) return;
+    diagnostics().warning(std::string(key), "ignored because environment_definition is given; " +
+                                                std::string(decided_by) + " decides instead");
+  }
+
+  void apply_shm_size() {
+    if (!fields_.shm_size) return;
+    job_.environment.docker.shm_size = fields_.shm_size->text;
+    job_.environment.docker.shm_size_bytes = fields_.shm_size->bytes;
+  }
+
+  // resume_from becomes the input MODEL_LOCATION when the run is planned, so no input may take
+  // that name.
+  void check_inputs() {
+    if (!job_.resume_from) return;
+    for (const Input& input : job_.inputs) {
+      if (input.name != "MODEL_LOCATION") continue;
+      diagnostics().error("inputs.MODEL_LOCATION",
+                          "the name MODEL_LOCATION is taken by resume_from; rename this input");
+    }
+  }
+
+  Field root_;
+  const LoadContext& context_;
+  Reader& reader_;
+  ShapeContext shape_;
+  fs::path job_dir_;
+  NativeFields fields_;
+  Job job_;
+};
+
+}  // namespace
+
+Job read_native(const Node& root, const LoadContext& context, Reader& reader) {
+  return NativeReader(root, context, reader).read();
+}
+
+}  // namespace amlnode::spec::detail
