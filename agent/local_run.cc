@@ -7,9 +7,11 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <cmath>
 #include <cstring>
 #include <random>
 
+#include "agent/container_run.h"
 #include "agent/run_record.h"
 #include "agent/terminal.h"
 #include "common/fs.h"
@@ -67,6 +69,12 @@ std::vector<std::string> process_environment(const Plan& plan) {
 std::string describe_signal(int signal) {
   const char* text = ::strsignal(signal);
   return std::to_string(signal) + " (" + (text ? text : "unknown") + ")";
+}
+
+std::string argv_text(const Plan& plan) {
+  std::string text;
+  for (const auto& arg : plan.argv) text += (text.empty() ? "" : " ") + arg;
+  return text;
 }
 
 std::string program_name(const Plan& plan) {
@@ -141,7 +149,10 @@ class LocalRun {
   Result<void> prepare_environment(const executors::environments::EnvironmentConfig& config);
   int fail_before_start(const Error& error);
   void supervise(const LaunchedShim& shim);
-  int finish(const LaunchedShim& shim, int shim_wait_status);
+  Result<ExitRecord> run_under_shim();
+  Result<ExitRecord> run_in_container();
+  Result<void> prepare_container(const spec::Job& job);
+  int finish(const ExitRecord& exit);
   int conclude(RunStatus status, std::optional<Error> error, int exit_code);
   void enter(RunStatus status, const std::string& detail = "");
 
@@ -154,6 +165,9 @@ class LocalRun {
   Plan plan_;
   // Holds the environment's lease (it is not evicted) for as long as the run uses it.
   std::optional<executors::environments::PreparedEnvironment> environment_;
+  // Docker runs: the Engine API client and the container to run.
+  std::unique_ptr<docker::ContainerRuntime> runtime_;
+  std::optional<docker::ContainerSpec> container_;
   RunRecord record_;
   SystemLog system_log_;
   StatusPrinter printer_;
@@ -202,6 +216,33 @@ Result<void> LocalRun::prepare_environment(const executors::environments::Enviro
   return ok();
 }
 
+Result<void> LocalRun::prepare_container(const spec::Job& job) {
+  auto config = docker_runtime_config(options_.config, options_.state_dir);
+  if (!config.ok()) return config.error();
+  auto runtime = docker::make_docker_runtime(*config);
+  if (!runtime.ok()) return runtime.error();
+  runtime_ = std::move(runtime.value());
+  auto build_log = plan_.system_logs / "image_build.txt";
+  auto image = runtime_->ensure_image(docker::image_request_for(job, plan_), [&](std::string_view text) {
+    if (FILE* f = std::fopen(build_log.c_str(), "a")) {
+      std::fwrite(text.data(), 1, text.size(), f);
+      if (text.empty() || text.back() != '\n') std::fputc('\n', f);
+      std::fclose(f);
+    }
+    printer_.line("image: " + std::string(text.substr(0, text.find_last_not_of('\n') + 1)));
+  });
+  if (!image.ok()) return image.error();
+  system_log_.line("image " + image->image + " (" + docker::to_string(image->source) + ")");
+  record_.set_environment("docker", plan_.environment_hash, image->image);
+  docker::ContainerOptions options;
+  options.node.gpu_count = node_gpu_count(options_.config);
+  options.default_gpu_image = config->builder.default_gpu_image;
+  auto spec = docker::container_spec_for(plan_, job, image->image, options);
+  if (!spec.ok()) return spec.error();
+  container_ = std::move(spec.value());
+  return ok();
+}
+
 Result<void> LocalRun::prepare() {
   auto environments = environment_config(options_);
   if (!environments.ok()) return environments.error();
@@ -209,7 +250,9 @@ Result<void> LocalRun::prepare() {
   record_.set_environment(executors::to_string(plan_.environment_kind), plan_.environment_hash);
   if (plan_.cannot_run) return *plan_.cannot_run;
 
-  auto listing = executors::list_snapshot(job_.source_directory, {}, {options_.state_dir});
+  // The job file is left out: it may hold registry credentials, and the run gets all it says
+  // through the plan.
+  auto listing = executors::list_snapshot(job_.source_directory, {}, {options_.state_dir, job_.job_file});
   if (!listing.ok()) return listing.error();
   system_log_.line(
       "snapshot: " + std::to_string(listing->files) + " files, " + std::to_string(listing->bytes) +
@@ -227,6 +270,7 @@ Result<void> LocalRun::prepare() {
                      input.source.string() + " -> " + input.target.string());
   }
   if (plan_.python_environment) return prepare_environment(*environments);
+  if (plan_.environment_kind == executors::EnvironmentKind::Docker) return prepare_container(job_);
   return ok();
 }
 
@@ -286,20 +330,56 @@ void LocalRun::supervise(const LaunchedShim& shim) {
   loop.run();
 }
 
-int LocalRun::finish(const LaunchedShim& shim, int shim_wait_status) {
-  enter(RunStatus::Finalizing);
-  auto text = read_file(run_dir_ / "exit.json", 1 << 20);
-  auto record =
-      text.ok() ? executors::exit_record_from_json(*text) : Result<ExitRecord>(text.error());
-  if (!record.ok()) {
-    return conclude(
-        RunStatus::Failed,
-        Error{"SupervisorFailed", "the run's supervisor ended without recording the exit (status " +
-                                      std::to_string(shim_wait_status) + "); see " +
-                                      (run_dir_ / "system_logs" / "shim.txt").string()},
-        kExitBeforeStart);
+Result<ExitRecord> LocalRun::run_under_shim() {
+  executors::LaunchSpec spec;
+  spec.argv = plan_.argv;
+  spec.env = process_environment(plan_);
+  spec.cwd = plan_.working_dir;
+  spec.log_path = plan_.std_log;
+  spec.state_path = run_dir_ / "shim.json";
+  spec.exit_path = run_dir_ / "exit.json";
+  if (plan_.deadline_seconds) spec.deadline_seconds = static_cast<double>(*plan_.deadline_seconds);
+  spec.kill_grace_seconds = plan_.kill_grace_seconds;
+  auto shim = launcher_.launch(spec, run_dir_ / "launch.json", run_dir_ / "system_logs" / "shim.txt");
+  if (!shim.ok()) return shim.error();
+  enter(RunStatus::Running, argv_text(plan_));
+  supervise(*shim);
+  int wait_status = 0;
+  while (::waitpid(shim->pid, &wait_status, 0) < 0 && errno == EINTR) {
   }
-  const ExitRecord& exit = *record;
+  auto text = read_file(run_dir_ / "exit.json", 1 << 20);
+  auto record = text.ok() ? executors::exit_record_from_json(*text) : Result<ExitRecord>(text.error());
+  if (!record.ok()) {
+    return Error{"SupervisorFailed", "the run's supervisor ended without recording the exit (wait status " +
+                                         std::to_string(wait_status) + "); see " +
+                                         (run_dir_ / "system_logs" / "shim.txt").string()};
+  }
+  return record;
+}
+
+Result<ExitRecord> LocalRun::run_in_container() {
+  ContainerRunHooks hooks;
+  hooks.on_running = [this](const std::string& id) {
+    system_log_.line("container " + id + " started from " + container_->image);
+    enter(RunStatus::Running, "container " + id.substr(0, 12) + ": " + argv_text(plan_));
+  };
+  hooks.on_cancel_requested = [this] {
+    enter(RunStatus::CancelRequested, "stopping the container (grace " +
+                                          std::to_string(static_cast<int>(plan_.kill_grace_seconds)) + " s)");
+  };
+  std::optional<std::chrono::milliseconds> deadline;
+  if (plan_.deadline_seconds) deadline = std::chrono::seconds(*plan_.deadline_seconds);
+  auto grace = std::chrono::seconds(static_cast<long long>(std::ceil(plan_.kill_grace_seconds)));
+  auto record = run_container_to_end(*runtime_, *container_, deadline, grace, hooks);
+  if (record.ok()) {
+    auto written = write_file_atomically(run_dir_ / "exit.json", executors::exit_record_to_json(*record));
+    if (!written.ok()) system_log_.line(written.error().message);
+  }
+  return record;
+}
+
+int LocalRun::finish(const ExitRecord& exit) {
+  enter(RunStatus::Finalizing);
   const std::string program = program_name(plan_);
   switch (exit.reason) {
     case ExitReason::Exited:
@@ -311,7 +391,8 @@ int LocalRun::finish(const LaunchedShim& shim, int shim_wait_status) {
     case ExitReason::Signaled:
       return conclude(RunStatus::Failed,
                       Error{"UserError", "User process '" + program + "' was killed by signal " +
-                                             describe_signal(exit.signal.value_or(0))},
+                                             describe_signal(exit.signal.value_or(0)) +
+                                             (exit.error.empty() ? "" : ": " + exit.error)},
                       128 + exit.signal.value_or(0));
     case ExitReason::Timeout:
       return conclude(RunStatus::Failed,
@@ -342,34 +423,12 @@ int LocalRun::execute(const std::vector<spec::Diagnostic>& warnings) {
   auto prepared = prepare();
   if (!prepared.ok()) return fail_before_start(prepared.error());
 
-  executors::LaunchSpec spec;
-  spec.argv = plan_.argv;
-  spec.env = process_environment(plan_);
-  spec.cwd = plan_.working_dir;
-  spec.log_path = plan_.std_log;
-  spec.state_path = run_dir_ / "shim.json";
-  spec.exit_path = run_dir_ / "exit.json";
-  spec.deadline_seconds =
-      plan_.deadline_seconds ? std::optional<double>(*plan_.deadline_seconds) : std::nullopt;
-  spec.kill_grace_seconds = plan_.kill_grace_seconds;
-
   LogFollower follower(plan_.std_log, options_.json ? STDERR_FILENO : STDOUT_FILENO);
   follower.start();
-  auto shim =
-      launcher_.launch(spec, run_dir_ / "launch.json", run_dir_ / "system_logs" / "shim.txt");
-  if (!shim.ok()) {
-    follower.finish();
-    return fail_before_start(shim.error());
-  }
-  std::string argv_text;
-  for (const auto& arg : plan_.argv) argv_text += (argv_text.empty() ? "" : " ") + arg;
-  enter(RunStatus::Running, argv_text);
-  supervise(*shim);
-  int wait_status = 0;
-  while (::waitpid(shim->pid, &wait_status, 0) < 0 && errno == EINTR) {
-  }
+  auto exit = container_ ? run_in_container() : run_under_shim();
   follower.finish();
-  return finish(*shim, wait_status);
+  if (!exit.ok()) return fail_before_start(exit.error());
+  return finish(*exit);
 }
 
 }  // namespace

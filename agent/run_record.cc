@@ -48,9 +48,10 @@ bool RunRecord::transition(RunStatus to) {
   return true;
 }
 
-void RunRecord::set_environment(std::string kind, std::string hash) {
+void RunRecord::set_environment(std::string kind, std::string hash, std::string image) {
   environment_kind_ = std::move(kind);
   environment_hash_ = std::move(hash);
+  image_ = std::move(image);
 }
 
 nlohmann::json RunRecord::to_json() const {
@@ -85,7 +86,9 @@ nlohmann::json RunRecord::to_json() const {
       {"exit_code", exit_code_ ? nlohmann::json(*exit_code_) : nlohmann::json(nullptr)},
       {"error", error_ ? nlohmann::json{{"code", error_->code}, {"message", error_->message}}
                        : nlohmann::json(nullptr)},
-      {"environment", {{"kind", environment_kind_}, {"hash", environment_hash_}}},
+      {"environment", {{"kind", environment_kind_},
+                       {"hash", environment_hash_},
+                       {"image", image_.empty() ? nlohmann::json(nullptr) : nlohmann::json(image_)}}},
       {"timings", timings},
       {"durations", durations},
       {"host", host_name()},

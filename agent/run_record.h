@@ -32,7 +32,7 @@ class RunRecord {
   bool transition(spec::RunStatus to);
   void set_error(Error error) { error_ = std::move(error); }
   void set_exit_code(int code) { exit_code_ = code; }
-  void set_environment(std::string kind, std::string hash);
+  void set_environment(std::string kind, std::string hash, std::string image = "");
   void set_job_file(std::filesystem::path file) { job_file_ = std::move(file); }
   void add_warning(std::string warning) { warnings_.push_back(std::move(warning)); }
 
@@ -51,6 +51,7 @@ class RunRecord {
   std::optional<int> exit_code_;
   std::string environment_kind_;
   std::string environment_hash_;
+  std::string image_;
   std::filesystem::path job_file_;
   std::vector<std::string> warnings_;
 };

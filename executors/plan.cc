@@ -139,12 +139,7 @@ spec::EnvVars contract_env(const Job& job, const Plan& plan, const PlanContext& 
   return env;
 }
 
-std::optional<Error> unsupported_reason(const Job& job, EnvironmentKind kind) {
-  if (kind == EnvironmentKind::Docker) {
-    return Error{"NotSupported",
-                 "Docker environments are not supported yet on this node (use_docker: false runs "
-                 "the job in a conda / pip environment on the host)"};
-  }
+std::optional<Error> unsupported_reason(const Job& job) {
   if (job.node_count > 1 || job.distributed.process_count_per_node > 1) {
     return Error{"NotSupported", "distributed runs (node_count " + std::to_string(job.node_count) +
                                      ", process_count_per_node " +
@@ -235,7 +230,7 @@ Plan resolve_plan(const Job& job, const PlanContext& context) {
   plan.shm_size_bytes = job.environment.docker.shm_size_bytes;
   plan.deadline_seconds = job.max_run_duration_seconds;
   plan.kill_grace_seconds = context.kill_grace_seconds;
-  if (!plan.cannot_run) plan.cannot_run = unsupported_reason(job, plan.environment_kind);
+  if (!plan.cannot_run) plan.cannot_run = unsupported_reason(job);
   return plan;
 }
 

@@ -58,6 +58,9 @@ TEST_CASE("the hello example runs, prints, and writes ./outputs", "[local_run]")
   auto run_dir = ws.run_dir("hello-1");
   CHECK(test::slurp(run_dir / "wd" / "outputs" / "greeting.txt") == "hello, hello\n");
   CHECK(fs::is_directory(run_dir / "wd" / "logs"));
+  CHECK(fs::exists(run_dir / "wd" / "train.py"));
+  // The job file is not part of the snapshot: it may hold registry credentials.
+  CHECK_FALSE(fs::exists(run_dir / "wd" / "job.yml"));
   CHECK_THAT(test::slurp(run_dir / "user_logs" / "std_log.txt"),
              Catch::Contains("hello from run hello-1"));
   auto record = ws.run_json("hello-1");
@@ -227,7 +230,7 @@ TEST_CASE("a run id that already exists is refused without touching the old run"
   CHECK(test::slurp(ws.run_dir("same") / "user_logs" / "std_log.txt") == "once\n");
 }
 
-TEST_CASE("--json prints the final run.json and keeps the output off stdout", "[local_run]") {
+TEST_CASE("with --json, amlnode run prints the final run.json and keeps the output off stdout", "[local_run]") {
   Workspace ws;
   auto job = ws.job(std::string(kShellJob) + "\"echo to-stderr-under-json\"\n");
   auto result = ws.run(job, {"--run-id", "json-1", "--json"});
@@ -238,7 +241,7 @@ TEST_CASE("--json prints the final run.json and keeps the output off stdout", "[
   CHECK_THAT(result.err, Catch::Contains("to-stderr-under-json"));
 }
 
-TEST_CASE("--dry-run prints the plan and runs nothing", "[local_run]") {
+TEST_CASE("a dry run prints the plan and runs nothing", "[local_run]") {
   Workspace ws;
   auto job =
       ws.job(std::string(kShellJob) + "[touch, should-not-exist]\nmax_run_duration_seconds: 30\n");
