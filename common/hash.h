@@ -5,7 +5,7 @@
 
 namespace amlnode {
 
-// Lower-case hex SHA-256 of `data` (OpenSSL's EVP interface).
+// Lower-case hex SHA-256 of `data` (nettle).
 std::string sha256_hex(std::string_view data);
 
 }  // namespace amlnode

@@ -189,6 +189,11 @@ void Supervisor::reap() {
   }
 }
 
+bool Supervisor::has_children() {
+  siginfo_t info{};
+  return !(::waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == ECHILD);
+}
+
 void Supervisor::entry_ended(int status) {
   entry_done_ = true;
   uv_timer_stop(&deadline_);
@@ -204,6 +209,9 @@ void Supervisor::entry_ended(int status) {
   }
   if (stopping_) return;  // a Timeout or Canceled run keeps its reason
   record_.reason = WIFSIGNALED(status) ? ExitReason::Signaled : ExitReason::Exited;
+  // With no children left nothing of the run is left (see reap()), so there is nothing to stop
+  // and no reason to walk /proc, which costs milliseconds on a busy node: reap() finishes.
+  if (!has_children()) return;
   // Whatever the entry process left running (a daemonised grandchild, a forgotten background job)
   // belongs to the run and is stopped like a timed-out run, so that the run's end is the end of
   // all of its processes.

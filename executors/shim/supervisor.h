@@ -33,6 +33,7 @@ class Supervisor {
   void write_state(pid_t child, long long started_at_ms);
   void reap();
   void entry_ended(int status);
+  static bool has_children();
   void begin_stop(const char* why);
   int kill_all();  // SIGKILL to every process of the run; returns how many were there
   void finish();
