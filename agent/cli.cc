@@ -155,6 +155,37 @@ struct EnvCommand {
   }
 };
 
+struct ImageCommand {
+  CommonOptions common;
+  EnvCommandOptions options;
+  CLI::App* list = nullptr;
+  CLI::App* prune = nullptr;
+
+  void add_to(CLI::App& app, CLI::App*& command) {
+    command = app.add_subcommand("image", "Show and evict the Docker images amlnode built");
+    command->require_subcommand(1);
+    list = command->add_subcommand("list", "List the images amlnode built, least recently used first");
+    prune = command->add_subcommand("prune", "Remove least-recently-used images no container uses");
+    for (auto* sub : {list, prune}) {
+      common.add_to(*sub);
+      sub->add_flag("--json", options.json, "print JSON");
+    }
+    prune->add_option("--budget-bytes", options.budget_bytes,
+                      "remove images until they total at most this many bytes (default 0: all not in use)");
+  }
+
+  int run() {
+    auto resolved = common.resolve();
+    if (!resolved.ok()) {
+      std::fprintf(stderr, "amlnode: %s\n", resolved.error().message.c_str());
+      return kExitUsage;
+    }
+    options.config = std::move(resolved->first);
+    options.state_dir = std::move(resolved->second);
+    return *list ? image_list(options) : image_prune(options);
+  }
+};
+
 // `amlnode shim LAUNCH_JSON` is the same supervisor as the small `amlnode-shim` executable, which
 // is what actually runs, so each process costs the node only the shim's footprint.
 int exec_shim(const std::vector<std::string>& args) {
@@ -182,6 +213,9 @@ int run_cli(int argc, char** argv) {
   validate.add_to(app, validate_command);
   EnvCommand env;
   env.add_to(app, env_command);
+  CLI::App* image_command = nullptr;
+  ImageCommand image;
+  image.add_to(app, image_command);
   auto* shim_command = app.add_subcommand("shim", "Internal: the per-process supervisor");
   std::vector<std::string> shim_args;
   shim_command->add_option("ARGS", shim_args)->required();
@@ -194,6 +228,7 @@ int run_cli(int argc, char** argv) {
   }
   if (*validate_command) return validate.run();
   if (*env_command) return env.run();
+  if (*image_command) return image.run();
   if (*shim_command) return exec_shim(shim_args);
   return run.run();
 }

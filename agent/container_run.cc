@@ -161,6 +161,12 @@ Result<docker::DockerRuntimeConfig> docker_runtime_config(const NodeConfig& conf
   return out;
 }
 
+std::optional<std::uint64_t> docker_disk_budget(const NodeConfig& config) {
+  auto it = config.docker.find("disk_budget_bytes");
+  if (it == config.docker.end() || !it->is_number_unsigned()) return std::nullopt;
+  return it->get<std::uint64_t>();
+}
+
 int node_gpu_count(const NodeConfig& config) {
   if (auto it = config.docker.find("gpus"); it != config.docker.end() && it->is_number_integer()) {
     return it->get<int>();

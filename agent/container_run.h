@@ -40,6 +40,9 @@ Result<executors::ExitRecord> run_container_to_end(docker::ContainerRuntime& run
 Result<docker::DockerRuntimeConfig> docker_runtime_config(const NodeConfig& config,
                                                           const std::filesystem::path& state_dir);
 
+// docker.disk_budget_bytes: after a build, least-recently-used images are evicted down to it.
+std::optional<std::uint64_t> docker_disk_budget(const NodeConfig& config);
+
 // GPUs this node can give containers: the config's docker.gpus, else the /dev/nvidiaN devices.
 int node_gpu_count(const NodeConfig& config);
 

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "agent/container_run.h"
 #include "common/clock.h"
 #include "executors/environments/cache.h"
 #include "executors/environments/config.h"
@@ -74,6 +75,77 @@ int env_prune(const EnvCommandOptions& options) {
   std::printf("freed %s, %s left, %zu leftovers of interrupted builds removed\n",
               megabytes(report->freed_bytes).c_str(), megabytes(report->remaining_bytes).c_str(),
               report->leftovers_removed);
+  return 0;
+}
+
+namespace {
+
+std::unique_ptr<docker::ContainerRuntime> open_runtime(const EnvCommandOptions& options) {
+  auto config = docker_runtime_config(options.config, options.state_dir);
+  if (!config.ok()) {
+    std::fprintf(stderr, "amlnode: %s\n", config.error().message.c_str());
+    return nullptr;
+  }
+  auto runtime = docker::make_docker_runtime(*config);
+  if (!runtime.ok()) {
+    std::fprintf(stderr, "amlnode: %s\n", runtime.error().message.c_str());
+    return nullptr;
+  }
+  return std::move(runtime.value());
+}
+
+nlohmann::json image_json(const docker::ManagedImage& image) {
+  return {{"id", image.id},           {"tags", image.tags},
+          {"size_bytes", image.size_bytes}, {"last_used", format_utc(image.last_used)},
+          {"in_use", image.in_use}};
+}
+
+}  // namespace
+
+int image_list(const EnvCommandOptions& options) {
+  auto runtime = open_runtime(options);
+  if (!runtime) return kExitFailure;
+  auto images = runtime->list_managed_images();
+  if (!images.ok()) {
+    std::fprintf(stderr, "amlnode: %s\n", images.error().message.c_str());
+    return kExitFailure;
+  }
+  if (options.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& image : *images) out.push_back(image_json(image));
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%-40s  %10s  %-24s  %s\n", "TAG", "SIZE", "LAST USED", "IN USE");
+  for (const auto& image : *images) {
+    std::printf("%-40s  %10s  %-24s  %s\n", image.tags.empty() ? image.id.c_str() : image.tags.front().c_str(),
+                megabytes(image.size_bytes).c_str(), format_utc(image.last_used).c_str(),
+                image.in_use ? "in use" : "-");
+  }
+  return 0;
+}
+
+int image_prune(const EnvCommandOptions& options) {
+  auto runtime = open_runtime(options);
+  if (!runtime) return kExitFailure;
+  auto report = runtime->prune_images(options.budget_bytes.value_or(0));
+  if (!report.ok()) {
+    std::fprintf(stderr, "amlnode: %s\n", report.error().message.c_str());
+    return kExitFailure;
+  }
+  if (options.json) {
+    nlohmann::json removed = nlohmann::json::array();
+    for (const auto& image : report->removed) removed.push_back(image_json(image));
+    std::printf("%s\n", nlohmann::json{{"removed", removed},
+                                        {"bytes_before", report->bytes_before},
+                                        {"bytes_after", report->bytes_after}}.dump(2).c_str());
+    return 0;
+  }
+  for (const auto& image : report->removed) {
+    std::printf("removed %s (%s)\n", image.tags.empty() ? image.id.c_str() : image.tags.front().c_str(),
+                megabytes(image.size_bytes).c_str());
+  }
+  std::printf("%s before, %s after\n", megabytes(report->bytes_before).c_str(), megabytes(report->bytes_after).c_str());
   return 0;
 }
 

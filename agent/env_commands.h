@@ -1,7 +1,7 @@
 #pragma once
 
-// `amlnode env list` and `amlnode env prune`: what the shared environment cache holds, and
-// cleaning it.
+// `amlnode env list|prune` and `amlnode image list|prune`: what the shared environment cache and
+// the Docker images this tool built hold, and cleaning them.
 
 #include <cstdint>
 #include <optional>
@@ -20,5 +20,9 @@ struct EnvCommandOptions {
 
 int env_list(const EnvCommandOptions& options);
 int env_prune(const EnvCommandOptions& options);
+
+// `amlnode image list` / `amlnode image prune`: the Docker images this tool built.
+int image_list(const EnvCommandOptions& options);
+int image_prune(const EnvCommandOptions& options);
 
 }  // namespace amlnode::agent

@@ -233,6 +233,12 @@ Result<void> LocalRun::prepare_container(const spec::Job& job) {
   });
   if (!image.ok()) return image.error();
   system_log_.line("image " + image->image + " (" + docker::to_string(image->source) + ")");
+  if (auto budget = docker_disk_budget(options_.config); budget && image->source == docker::ImageSource::Built) {
+    auto pruned = runtime_->prune_images(*budget);
+    if (pruned.ok()) {
+      for (const auto& old : pruned->removed) system_log_.line("evicted image " + old.id + " (over docker.disk_budget_bytes)");
+    }
+  }
   record_.set_environment("docker", plan_.environment_hash, image->image);
   docker::ContainerOptions options;
   options.node.gpu_count = node_gpu_count(options_.config);

@@ -99,6 +99,29 @@ TEST_CASE("a script runs in a built image with a pip package, the shm size, its 
   REQUIRE(again.exit_code == 0);
   CHECK_THAT(test::slurp(ws.run_dir(second_id) / "system_logs" / "lifecycle.txt"), Catch::Contains("(cache-hit)"));
   CHECK_FALSE(fs::exists(ws.run_dir(second_id) / "system_logs" / "image_build.txt"));
+
+  // `amlnode image list` shows it; `image prune` evicts it once no container uses it.
+  const std::string image = record["environment"]["image"];
+  auto image_command = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {test::amlnode_binary().string(), "image"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"--json", "--config", ws.config.string(), "--state-dir", ws.state().string()});
+    auto result = test::run_command(argv, {}, 120s);
+    REQUIRE(result.exit_code == 0);
+    return nlohmann::json::parse(result.out);
+  };
+  auto has_image = [&](const nlohmann::json& images) {
+    for (const auto& listed : images) {
+      for (const auto& tag : listed["tags"]) {
+        if (tag == image) return true;
+      }
+    }
+    return false;
+  };
+  CHECK(has_image(image_command({"list"})));
+  auto pruned = image_command({"prune", "--budget-bytes", "0"});
+  CHECK(has_image(pruned["removed"]));
+  CHECK_FALSE(has_image(image_command({"list"})));
 }
 
 TEST_CASE("a container past its deadline is stopped, fails as RunTimeout and is removed", "[docker]") {

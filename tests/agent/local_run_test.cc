@@ -313,3 +313,48 @@ TEST_CASE("validate lists every problem with its path and exits 2", "[local_run]
   CHECK(test::run_command({test::amlnode_binary().string(), "validate", good.string()}).exit_code ==
         0);
 }
+
+TEST_CASE("a pip job gets its own environment, built once and reused", "[local_run]") {
+  Workspace ws;
+  auto wheels = ws.dir / "wheels";
+  auto made = test::run_command({"/usr/bin/python3",
+                                 AMLNODE_SOURCE_DIR "/tests/executors/environments/make_wheel.py",
+                                 wheels.string(), "amlnode_e2e_pkg", "1.2.3"});
+  REQUIRE(made.exit_code == 0);
+  auto config = ws.dir.write("config.yml", "environments:\n  pip_args: [--no-index, --find-links, " +
+                                               wheels.string() + "]\n");
+  ws.file("train.py",
+          "import sys, amlnode_e2e_pkg\n"
+          "print('version', amlnode_e2e_pkg.VERSION)\n"
+          "print('prefix is env', sys.prefix != sys.base_prefix)\n");
+  auto job = ws.job("entry_script: train.py\nuse_docker: false\npip_packages: [amlnode_e2e_pkg==1.2.3]\n");
+  auto run = [&](const std::string& id) {
+    return test::run_command({test::amlnode_binary().string(), "run", "--config", config.string(),
+                              "--state-dir", ws.state().string(), "--run-id", id, job.string()},
+                             {}, 300s);
+  };
+  auto first = run("pip-1");
+  INFO(first.err);
+  REQUIRE(first.exit_code == 0);
+  CHECK_THAT(first.out, Catch::Contains("version 1.2.3\n"));
+  CHECK_THAT(first.out, Catch::Contains("prefix is env True\n"));
+  auto record = ws.run_json("pip-1");
+  CHECK(record["environment"]["kind"] == "pip");
+  const std::string hash = record["environment"]["hash"];
+  CHECK(fs::exists(ws.state() / "envs" / hash / "bin" / "python"));
+  CHECK_THAT(test::slurp(ws.run_dir("pip-1") / "system_logs" / "environment.txt"),
+             Catch::Contains("amlnode_e2e_pkg"));
+
+  auto second = run("pip-2");
+  REQUIRE(second.exit_code == 0);
+  CHECK(ws.run_json("pip-2")["environment"]["hash"] == hash);
+  CHECK_THAT(test::slurp(ws.run_dir("pip-2") / "system_logs" / "lifecycle.txt"), Catch::Contains(": reused "));
+  CHECK_FALSE(fs::exists(ws.run_dir("pip-2") / "system_logs" / "environment.txt"));
+
+  auto listed = test::run_command({test::amlnode_binary().string(), "env", "list", "--json",
+                                   "--state-dir", ws.state().string(), "--config", config.string()});
+  REQUIRE(listed.exit_code == 0);
+  auto entries = nlohmann::json::parse(listed.out);
+  REQUIRE(entries.size() == 1);
+  CHECK(entries[0]["hash"] == hash);
+}
