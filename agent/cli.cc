@@ -8,6 +8,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "agent/daemon/agent_main.h"
 #include "agent/env_commands.h"
 #include "agent/local_run.h"
 #include "executors/shim/launcher.h"
@@ -25,11 +26,13 @@ struct CommonOptions {
   std::optional<std::string> state_dir;
 
   void add_to(CLI::App& command) {
-    command.add_option("--config", config_file,
-                       "node config file (default: $AMLNODE_CONFIG, else /etc/amlnode/config.yml if present)");
-    command.add_option("--state-dir", state_dir,
-                       "where runs and environments are kept (default: the config's state_dir, "
-                       "$AMLNODE_STATE_DIR, /var/lib/amlnode for root, else ~/.local/state/amlnode)");
+    command.add_option(
+        "--config", config_file,
+        "node config file (default: $AMLNODE_CONFIG, else /etc/amlnode/config.yml if present)");
+    command.add_option(
+        "--state-dir", state_dir,
+        "where runs and environments are kept (default: the config's state_dir, "
+        "$AMLNODE_STATE_DIR, /var/lib/amlnode for root, else ~/.local/state/amlnode)");
   }
 
   // The config and the state dir these options resolve to, or an error message.
@@ -40,7 +43,7 @@ struct CommonOptions {
       if (!loaded.ok()) return loaded.error();
       config = std::move(loaded.value());
     }
-    std::filesystem::path dir = state_dir            ? std::filesystem::path(*state_dir)
+    std::filesystem::path dir = state_dir          ? std::filesystem::path(*state_dir)
                                 : config.state_dir ? *config.state_dir
                                                    : default_state_dir();
     return std::make_pair(std::move(config), std::filesystem::absolute(dir));
@@ -59,9 +62,12 @@ struct ValidateCommand {
   bool json = false;
 
   void add_to(CLI::App& app, CLI::App*& command) {
-    command = app.add_subcommand("validate", "Check a job file; every problem is listed with its field path");
-    command->add_option("JOB", job_file, "job file (native YAML/JSON, or a v1 .runconfig)")->required();
-    command->add_option("--source-dir", source_dir, "the job's source directory, overriding the job file");
+    command = app.add_subcommand("validate",
+                                 "Check a job file; every problem is listed with its field path");
+    command->add_option("JOB", job_file, "job file (native YAML/JSON, or a v1 .runconfig)")
+        ->required();
+    command->add_option("--source-dir", source_dir,
+                        "the job's source directory, overriding the job file");
     command->add_flag("--json", json, "print the result as JSON");
   }
 
@@ -76,12 +82,15 @@ struct ValidateCommand {
       std::printf("%s\n", out.dump(2).c_str());
       return loaded.ok() ? 0 : kExitInvalidJob;
     }
-    for (const auto& w : loaded.warnings) std::printf("%s: warning: %s\n", job_file.c_str(), w.to_string().c_str());
-    for (const auto& e : loaded.errors) std::printf("%s: error: %s\n", job_file.c_str(), e.to_string().c_str());
+    for (const auto& w : loaded.warnings)
+      std::printf("%s: warning: %s\n", job_file.c_str(), w.to_string().c_str());
+    for (const auto& e : loaded.errors)
+      std::printf("%s: error: %s\n", job_file.c_str(), e.to_string().c_str());
     if (loaded.ok()) {
       std::printf("%s: valid\n", job_file.c_str());
     } else {
-      std::printf("%s: %zu problem%s\n", job_file.c_str(), loaded.errors.size(), loaded.errors.size() == 1 ? "" : "s");
+      std::printf("%s: %zu problem%s\n", job_file.c_str(), loaded.errors.size(),
+                  loaded.errors.size() == 1 ? "" : "s");
     }
     return loaded.ok() ? 0 : kExitInvalidJob;
   }
@@ -96,11 +105,15 @@ struct RunCommand {
 
   void add_to(CLI::App& app, CLI::App*& command) {
     command = app.add_subcommand("run", "Run a job on this machine, with no control plane");
-    command->add_option("JOB", job_file, "job file (native YAML/JSON, or a v1 .runconfig)")->required();
+    command->add_option("JOB", job_file, "job file (native YAML/JSON, or a v1 .runconfig)")
+        ->required();
     common.add_to(*command);
     command->add_option("--run-id", run_id, "the run's id (default: <experiment>_<time>_<random>)");
-    command->add_option("--source-dir", source_dir, "the job's source directory, overriding the job file");
-    command->add_option("--kill-grace", options.kill_grace_seconds, "seconds between SIGTERM and SIGKILL when stopping")
+    command->add_option("--source-dir", source_dir,
+                        "the job's source directory, overriding the job file");
+    command
+        ->add_option("--kill-grace", options.kill_grace_seconds,
+                     "seconds between SIGTERM and SIGKILL when stopping")
         ->check(CLI::NonNegativeNumber);
     command->add_flag("--dry-run", options.dry_run, "print the resolved plan and run nothing");
     command->add_flag("--json", options.json, "print the final run.json (or the plan) as JSON");
@@ -123,24 +136,13 @@ struct RunCommand {
   }
 };
 
-struct EnvCommand {
+// `amlnode agent`: the daemon.
+struct AgentCommand {
   CommonOptions common;
-  EnvCommandOptions options;
-  CLI::App* list = nullptr;
-  CLI::App* prune = nullptr;
 
   void add_to(CLI::App& app, CLI::App*& command) {
-    command = app.add_subcommand("env", "Show and clean the shared conda / pip environment cache");
-    command->require_subcommand(1);
-    list = command->add_subcommand("list", "List cached environments, most recently used last");
-    prune = command->add_subcommand("prune", "Evict least-recently-used environments not in use");
-    for (auto* sub : {list, prune}) {
-      common.add_to(*sub);
-      sub->add_flag("--json", options.json, "print JSON");
-    }
-    prune->add_option("--budget-bytes", options.budget_bytes,
-                      "evict down to this many bytes (0: every environment not in use; default: the configured budget)");
-    prune->add_flag("--dry-run", options.dry_run, "report what would be evicted and change nothing");
+    command = app.add_subcommand("agent", "Run the node agent (the daemon): register, heartbeat, run leased jobs");
+    common.add_to(*command);
   }
 
   int run() {
@@ -149,29 +151,33 @@ struct EnvCommand {
       std::fprintf(stderr, "amlnode: %s\n", resolved.error().message.c_str());
       return kExitUsage;
     }
-    options.config = std::move(resolved->first);
-    options.state_dir = std::move(resolved->second);
-    return *list ? env_list(options) : env_prune(options);
+    return run_agent(resolved->first, resolved->second);
   }
 };
 
-struct ImageCommand {
+// `amlnode env list|prune` and `amlnode image list|prune`: the same shape over two caches.
+struct CacheCommand {
+  using Action = int (*)(const EnvCommandOptions&);
   CommonOptions common;
   EnvCommandOptions options;
   CLI::App* list = nullptr;
   CLI::App* prune = nullptr;
+  Action list_action;
+  Action prune_action;
 
-  void add_to(CLI::App& app, CLI::App*& command) {
-    command = app.add_subcommand("image", "Show and evict the Docker images amlnode built");
+  CacheCommand(Action list_fn, Action prune_fn) : list_action(list_fn), prune_action(prune_fn) {}
+
+  void add_to(CLI::App& app, CLI::App*& command, const std::string& name, const std::string& what,
+              const std::string& budget_help) {
+    command = app.add_subcommand(name, "Show and evict " + what);
     command->require_subcommand(1);
-    list = command->add_subcommand("list", "List the images amlnode built, least recently used first");
-    prune = command->add_subcommand("prune", "Remove least-recently-used images no container uses");
+    list = command->add_subcommand("list", "List " + what + ", least recently used first");
+    prune = command->add_subcommand("prune", "Evict least-recently-used " + what + " not in use");
     for (auto* sub : {list, prune}) {
       common.add_to(*sub);
       sub->add_flag("--json", options.json, "print JSON");
     }
-    prune->add_option("--budget-bytes", options.budget_bytes,
-                      "remove images until they total at most this many bytes (default 0: all not in use)");
+    prune->add_option("--budget-bytes", options.budget_bytes, budget_help);
   }
 
   int run() {
@@ -182,7 +188,7 @@ struct ImageCommand {
     }
     options.config = std::move(resolved->first);
     options.state_dir = std::move(resolved->second);
-    return *list ? image_list(options) : image_prune(options);
+    return *list ? list_action(options) : prune_action(options);
   }
 };
 
@@ -211,11 +217,20 @@ int run_cli(int argc, char** argv) {
   run.add_to(app, run_command);
   ValidateCommand validate;
   validate.add_to(app, validate_command);
-  EnvCommand env;
-  env.add_to(app, env_command);
+  CacheCommand env(env_list, env_prune);
+  env.add_to(app, env_command, "env", "the shared conda / pip environments",
+             "evict down to this many bytes (0: every environment not in use; default: the "
+             "configured budget)");
+  env.prune->add_flag("--dry-run", env.options.dry_run,
+                      "report what would be evicted and change nothing");
   CLI::App* image_command = nullptr;
-  ImageCommand image;
-  image.add_to(app, image_command);
+  CacheCommand image(image_list, image_prune);
+  image.add_to(
+      app, image_command, "image", "the Docker images amlnode built",
+      "remove images until they total at most this many bytes (default 0: all not in use)");
+  CLI::App* agent_command = nullptr;
+  AgentCommand agent;
+  agent.add_to(app, agent_command);
   auto* shim_command = app.add_subcommand("shim", "Internal: the per-process supervisor");
   std::vector<std::string> shim_args;
   shim_command->add_option("ARGS", shim_args)->required();
@@ -230,6 +245,7 @@ int run_cli(int argc, char** argv) {
   if (*env_command) return env.run();
   if (*image_command) return image.run();
   if (*shim_command) return exec_shim(shim_args);
+  if (*agent_command) return agent.run();
   return run.run();
 }
 

@@ -19,7 +19,8 @@ Result<nlohmann::json> parse_structured(const std::filesystem::path& file) {
   }
   auto json = spec::detail::to_json(*parsed.root);
   if (json.is_null()) json = nlohmann::json::object();
-  if (!json.is_object()) return Error{"InvalidConfig", file.string() + ": expected a mapping at the top"};
+  if (!json.is_object())
+    return Error{"InvalidConfig", file.string() + ": expected a mapping at the top"};
   return json;
 }
 
@@ -31,7 +32,8 @@ Result<std::optional<std::string>> optional_string(const nlohmann::json& parent,
   return std::optional<std::string>(it->get<std::string>());
 }
 
-Result<nlohmann::json> section(const nlohmann::json& root, const char* key, const std::string& file) {
+Result<nlohmann::json> section(const nlohmann::json& root, const char* key,
+                               const std::string& file) {
   auto it = root.find(key);
   if (it == root.end() || it->is_null()) return nlohmann::json::object();
   if (!it->is_object()) return Error{"InvalidConfig", file + ": " + key + ": expected a mapping"};
@@ -63,12 +65,19 @@ Result<NodeConfig> load_node_config(const std::filesystem::path& file) {
   auto docker = section(*root, "docker", file.string());
   if (!docker.ok()) return docker.error();
   config.docker = *docker;
+  auto control_plane = section(*root, "control_plane", file.string());
+  if (!control_plane.ok()) return control_plane.error();
+  config.control_plane = *control_plane;
+  auto node = section(*root, "node", file.string());
+  if (!node.ok()) return node.error();
+  config.node = *node;
   return config;
 }
 
 std::optional<std::filesystem::path> config_path(const std::optional<std::string>& flag) {
   if (flag) return std::filesystem::path(*flag);
-  if (const char* env = std::getenv("AMLNODE_CONFIG"); env && *env) return std::filesystem::path(env);
+  if (const char* env = std::getenv("AMLNODE_CONFIG"); env && *env)
+    return std::filesystem::path(env);
   std::filesystem::path system_file = "/etc/amlnode/config.yml";
   std::error_code ec;
   if (std::filesystem::exists(system_file, ec)) return system_file;

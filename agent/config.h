@@ -7,12 +7,13 @@
 //   images: {cpu: mirror.local/azureml/openmpi4.1.0-ubuntu20.04, gpu: ...}
 //   environments: {conda_tool: micromamba, pip_args: [--no-index, --find-links, /srv/wheels], ...}
 //   docker: {socket: /var/run/docker.sock, ...}
+//   control_plane: {url: https://cp.example:8631, registration_token_file: /etc/amlnode/token, ...}
+//   node: {labels: {compute_name: cpu-cluster, ...}, ssh_port: 22, run_concurrency: 1}
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "common/result.h"
 
@@ -25,6 +26,9 @@ struct NodeConfig {
   std::optional<std::string> gpu_image;
   nlohmann::json environments = nlohmann::json::object();
   nlohmann::json docker = nlohmann::json::object();
+  // Read by the daemon (agent/daemon/settings.h).
+  nlohmann::json control_plane = nlohmann::json::object();
+  nlohmann::json node = nlohmann::json::object();
 };
 
 // Reads a config file; errors name the file and the key.

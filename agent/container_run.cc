@@ -26,7 +26,12 @@ class ContainerSupervisor {
  public:
   ContainerSupervisor(docker::ContainerRuntime& runtime, std::string id, std::chrono::seconds grace,
                       const ContainerRunHooks& hooks)
-      : runtime_(runtime), id_(std::move(id)), grace_(grace), hooks_(hooks), signals_(loop_, SIGINT, SIGTERM), deadline_timer_(loop_) {}
+      : runtime_(runtime),
+        id_(std::move(id)),
+        grace_(grace),
+        hooks_(hooks),
+        signals_(loop_, SIGINT, SIGTERM),
+        deadline_timer_(loop_) {}
 
   ExitRecord run(std::optional<std::chrono::milliseconds> deadline) {
     record_.started_at_ms = now_ms();
@@ -102,9 +107,11 @@ Result<std::vector<std::string>> string_list(const nlohmann::json& section, cons
   std::vector<std::string> out;
   auto it = section.find(key);
   if (it == section.end() || it->is_null()) return out;
-  if (!it->is_array()) return Error{"InvalidConfig", std::string("docker.") + key + ": expected a list of strings"};
+  if (!it->is_array())
+    return Error{"InvalidConfig", std::string("docker.") + key + ": expected a list of strings"};
   for (const auto& item : *it) {
-    if (!item.is_string()) return Error{"InvalidConfig", std::string("docker.") + key + ": expected a list of strings"};
+    if (!item.is_string())
+      return Error{"InvalidConfig", std::string("docker.") + key + ": expected a list of strings"};
     out.push_back(item.get<std::string>());
   }
   return out;
@@ -113,16 +120,19 @@ Result<std::vector<std::string>> string_list(const nlohmann::json& section, cons
 Result<void> read_string(const nlohmann::json& section, const char* key, std::string& target) {
   auto it = section.find(key);
   if (it == section.end() || it->is_null()) return ok();
-  if (!it->is_string()) return Error{"InvalidConfig", std::string("docker.") + key + ": expected a string"};
+  if (!it->is_string())
+    return Error{"InvalidConfig", std::string("docker.") + key + ": expected a string"};
   target = it->get<std::string>();
   return ok();
 }
 
 }  // namespace
 
-Result<ExitRecord> run_container_to_end(docker::ContainerRuntime& runtime, const docker::ContainerSpec& spec,
+Result<ExitRecord> run_container_to_end(docker::ContainerRuntime& runtime,
+                                        const docker::ContainerSpec& spec,
                                         std::optional<std::chrono::milliseconds> deadline,
-                                        std::chrono::seconds grace, const ContainerRunHooks& hooks) {
+                                        std::chrono::seconds grace,
+                                        const ContainerRunHooks& hooks) {
   auto id = runtime.create_container(spec);
   if (!id.ok()) return id.error();
   auto started = runtime.start_container(*id);

@@ -27,11 +27,10 @@ struct ContainerRunHooks {
 
 // Runs `spec` to its end. SIGINT / SIGTERM to this process cancel the run. Fails only when the
 // container could not be created or started (the run never ran).
-Result<executors::ExitRecord> run_container_to_end(docker::ContainerRuntime& runtime,
-                                                   const docker::ContainerSpec& spec,
-                                                   std::optional<std::chrono::milliseconds> deadline,
-                                                   std::chrono::seconds grace,
-                                                   const ContainerRunHooks& hooks);
+Result<executors::ExitRecord> run_container_to_end(
+    docker::ContainerRuntime& runtime, const docker::ContainerSpec& spec,
+    std::optional<std::chrono::milliseconds> deadline, std::chrono::seconds grace,
+    const ContainerRunHooks& hooks);
 
 // The Docker settings of the node config (`docker:` and `images:` sections):
 //   docker: {host: unix:///var/run/docker.sock, image_repository: amlnode/env,

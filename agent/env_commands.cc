@@ -16,7 +16,8 @@ namespace {
 constexpr int kExitFailure = 1;
 
 std::optional<environments::EnvironmentCache> open_cache(const EnvCommandOptions& options) {
-  auto config = environments::environment_config_from_json(options.config.environments, options.state_dir);
+  auto config =
+      environments::environment_config_from_json(options.config.environments, options.state_dir);
   if (!config.ok()) {
     std::fprintf(stderr, "amlnode: %s\n", config.error().message.c_str());
     return std::nullopt;
@@ -52,7 +53,8 @@ int env_list(const EnvCommandOptions& options) {
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
-  std::printf("%-32s  %-5s  %10s  %-24s  %-6s  %s\n", "HASH", "KIND", "SIZE", "LAST USED", "IN USE", "PATH");
+  std::printf("%-32s  %-5s  %10s  %-24s  %-6s  %s\n", "HASH", "KIND", "SIZE", "LAST USED", "IN USE",
+              "PATH");
   for (const auto& entry : *entries) print_entry(entry);
   return 0;
 }
@@ -70,8 +72,10 @@ int env_prune(const EnvCommandOptions& options) {
     return 0;
   }
   const char* verb = options.dry_run ? "would evict" : "evicted";
-  for (const auto& entry : report->evicted) std::printf("%s %s (%s)\n", verb, entry.hash.c_str(), megabytes(entry.size_bytes).c_str());
-  for (const auto& entry : report->kept_in_use) std::printf("kept %s: in use\n", entry.hash.c_str());
+  for (const auto& entry : report->evicted)
+    std::printf("%s %s (%s)\n", verb, entry.hash.c_str(), megabytes(entry.size_bytes).c_str());
+  for (const auto& entry : report->kept_in_use)
+    std::printf("kept %s: in use\n", entry.hash.c_str());
   std::printf("freed %s, %s left, %zu leftovers of interrupted builds removed\n",
               megabytes(report->freed_bytes).c_str(), megabytes(report->remaining_bytes).c_str(),
               report->leftovers_removed);
@@ -95,8 +99,10 @@ std::unique_ptr<docker::ContainerRuntime> open_runtime(const EnvCommandOptions& 
 }
 
 nlohmann::json image_json(const docker::ManagedImage& image) {
-  return {{"id", image.id},           {"tags", image.tags},
-          {"size_bytes", image.size_bytes}, {"last_used", format_utc(image.last_used)},
+  return {{"id", image.id},
+          {"tags", image.tags},
+          {"size_bytes", image.size_bytes},
+          {"last_used", format_utc(image.last_used)},
           {"in_use", image.in_use}};
 }
 
@@ -118,7 +124,8 @@ int image_list(const EnvCommandOptions& options) {
   }
   std::printf("%-40s  %10s  %-24s  %s\n", "TAG", "SIZE", "LAST USED", "IN USE");
   for (const auto& image : *images) {
-    std::printf("%-40s  %10s  %-24s  %s\n", image.tags.empty() ? image.id.c_str() : image.tags.front().c_str(),
+    std::printf("%-40s  %10s  %-24s  %s\n",
+                image.tags.empty() ? image.id.c_str() : image.tags.front().c_str(),
                 megabytes(image.size_bytes).c_str(), format_utc(image.last_used).c_str(),
                 image.in_use ? "in use" : "-");
   }
@@ -137,15 +144,19 @@ int image_prune(const EnvCommandOptions& options) {
     nlohmann::json removed = nlohmann::json::array();
     for (const auto& image : report->removed) removed.push_back(image_json(image));
     std::printf("%s\n", nlohmann::json{{"removed", removed},
-                                        {"bytes_before", report->bytes_before},
-                                        {"bytes_after", report->bytes_after}}.dump(2).c_str());
+                                       {"bytes_before", report->bytes_before},
+                                       {"bytes_after", report->bytes_after}}
+                            .dump(2)
+                            .c_str());
     return 0;
   }
   for (const auto& image : report->removed) {
-    std::printf("removed %s (%s)\n", image.tags.empty() ? image.id.c_str() : image.tags.front().c_str(),
+    std::printf("removed %s (%s)\n",
+                image.tags.empty() ? image.id.c_str() : image.tags.front().c_str(),
                 megabytes(image.size_bytes).c_str());
   }
-  std::printf("%s before, %s after\n", megabytes(report->bytes_before).c_str(), megabytes(report->bytes_after).c_str());
+  std::printf("%s before, %s after\n", megabytes(report->bytes_before).c_str(),
+              megabytes(report->bytes_after).c_str());
   return 0;
 }
 

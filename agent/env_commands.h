@@ -14,7 +14,7 @@ struct EnvCommandOptions {
   std::filesystem::path state_dir;
   NodeConfig config;
   bool json = false;
-  bool dry_run = false;                      // prune: report only
+  bool dry_run = false;                       // prune: report only
   std::optional<std::uint64_t> budget_bytes;  // prune: down to this size; 0: all not in use
 };
 

@@ -99,13 +99,15 @@ class SystemLog {
   std::shared_ptr<Clock> clock_;
 };
 
-Result<executors::environments::EnvironmentConfig> environment_config(const LocalRunOptions& options) {
+Result<executors::environments::EnvironmentConfig> environment_config(
+    const LocalRunOptions& options) {
   return executors::environments::environment_config_from_json(options.config.environments,
                                                                options.state_dir);
 }
 
-executors::PlanContext plan_context(const LocalRunOptions& options, const std::string& run_id,
-                                    const executors::environments::EnvironmentConfig& environments) {
+executors::PlanContext plan_context(
+    const LocalRunOptions& options, const std::string& run_id,
+    const executors::environments::EnvironmentConfig& environments) {
   executors::PlanContext context;
   context.run_id = run_id;
   context.run_dir = options.state_dir / "runs" / run_id;
@@ -202,15 +204,18 @@ Result<void> LocalRun::make_run_folder() {
   return ok();
 }
 
-Result<void> LocalRun::prepare_environment(const executors::environments::EnvironmentConfig& config) {
+Result<void> LocalRun::prepare_environment(
+    const executors::environments::EnvironmentConfig& config) {
   executors::environments::EnvironmentCache cache(config, clock_);
   executors::environments::BuildOutput output;
   output.log_file = plan_.system_logs / "environment.txt";
-  output.progress = [this](std::string_view line) { printer_.line("environment: " + std::string(line)); };
+  output.progress = [this](std::string_view line) {
+    printer_.line("environment: " + std::string(line));
+  };
   auto prepared = cache.prepare(*plan_.python_environment, output);
   if (!prepared.ok()) return prepared.error();
-  system_log_.line("environment " + prepared->hash + (prepared->built ? ": built in " : ": reused ") +
-                   prepared->prefix.string());
+  system_log_.line("environment " + prepared->hash +
+                   (prepared->built ? ": built in " : ": reused ") + prepared->prefix.string());
   add_environment_variables(plan_, prepared->env);
   environment_ = std::move(prepared.value());
   return ok();
@@ -223,20 +228,23 @@ Result<void> LocalRun::prepare_container(const spec::Job& job) {
   if (!runtime.ok()) return runtime.error();
   runtime_ = std::move(runtime.value());
   auto build_log = plan_.system_logs / "image_build.txt";
-  auto image = runtime_->ensure_image(docker::image_request_for(job, plan_), [&](std::string_view text) {
-    if (FILE* f = std::fopen(build_log.c_str(), "a")) {
-      std::fwrite(text.data(), 1, text.size(), f);
-      if (text.empty() || text.back() != '\n') std::fputc('\n', f);
-      std::fclose(f);
-    }
-    printer_.line("image: " + std::string(text.substr(0, text.find_last_not_of('\n') + 1)));
-  });
+  auto image =
+      runtime_->ensure_image(docker::image_request_for(job, plan_), [&](std::string_view text) {
+        if (FILE* f = std::fopen(build_log.c_str(), "a")) {
+          std::fwrite(text.data(), 1, text.size(), f);
+          if (text.empty() || text.back() != '\n') std::fputc('\n', f);
+          std::fclose(f);
+        }
+        printer_.line("image: " + std::string(text.substr(0, text.find_last_not_of('\n') + 1)));
+      });
   if (!image.ok()) return image.error();
   system_log_.line("image " + image->image + " (" + docker::to_string(image->source) + ")");
-  if (auto budget = docker_disk_budget(options_.config); budget && image->source == docker::ImageSource::Built) {
+  if (auto budget = docker_disk_budget(options_.config);
+      budget && image->source == docker::ImageSource::Built) {
     auto pruned = runtime_->prune_images(*budget);
     if (pruned.ok()) {
-      for (const auto& old : pruned->removed) system_log_.line("evicted image " + old.id + " (over docker.disk_budget_bytes)");
+      for (const auto& old : pruned->removed)
+        system_log_.line("evicted image " + old.id + " (over docker.disk_budget_bytes)");
     }
   }
   record_.set_environment("docker", plan_.environment_hash, image->image);
@@ -258,7 +266,8 @@ Result<void> LocalRun::prepare() {
 
   // The job file is left out: it may hold registry credentials, and the run gets all it says
   // through the plan.
-  auto listing = executors::list_snapshot(job_.source_directory, {}, {options_.state_dir, job_.job_file});
+  auto listing =
+      executors::list_snapshot(job_.source_directory, {}, {options_.state_dir, job_.job_file});
   if (!listing.ok()) return listing.error();
   system_log_.line(
       "snapshot: " + std::to_string(listing->files) + " files, " + std::to_string(listing->bytes) +
@@ -346,7 +355,8 @@ Result<ExitRecord> LocalRun::run_under_shim() {
   spec.exit_path = run_dir_ / "exit.json";
   if (plan_.deadline_seconds) spec.deadline_seconds = static_cast<double>(*plan_.deadline_seconds);
   spec.kill_grace_seconds = plan_.kill_grace_seconds;
-  auto shim = launcher_.launch(spec, run_dir_ / "launch.json", run_dir_ / "system_logs" / "shim.txt");
+  auto shim =
+      launcher_.launch(spec, run_dir_ / "launch.json", run_dir_ / "system_logs" / "shim.txt");
   if (!shim.ok()) return shim.error();
   enter(RunStatus::Running, argv_text(plan_));
   supervise(*shim);
@@ -354,11 +364,13 @@ Result<ExitRecord> LocalRun::run_under_shim() {
   while (::waitpid(shim->pid, &wait_status, 0) < 0 && errno == EINTR) {
   }
   auto text = read_file(run_dir_ / "exit.json", 1 << 20);
-  auto record = text.ok() ? executors::exit_record_from_json(*text) : Result<ExitRecord>(text.error());
+  auto record =
+      text.ok() ? executors::exit_record_from_json(*text) : Result<ExitRecord>(text.error());
   if (!record.ok()) {
-    return Error{"SupervisorFailed", "the run's supervisor ended without recording the exit (wait status " +
-                                         std::to_string(wait_status) + "); see " +
-                                         (run_dir_ / "system_logs" / "shim.txt").string()};
+    return Error{"SupervisorFailed",
+                 "the run's supervisor ended without recording the exit (wait status " +
+                     std::to_string(wait_status) + "); see " +
+                     (run_dir_ / "system_logs" / "shim.txt").string()};
   }
   return record;
 }
@@ -370,15 +382,17 @@ Result<ExitRecord> LocalRun::run_in_container() {
     enter(RunStatus::Running, "container " + id.substr(0, 12) + ": " + argv_text(plan_));
   };
   hooks.on_cancel_requested = [this] {
-    enter(RunStatus::CancelRequested, "stopping the container (grace " +
-                                          std::to_string(static_cast<int>(plan_.kill_grace_seconds)) + " s)");
+    enter(RunStatus::CancelRequested,
+          "stopping the container (grace " +
+              std::to_string(static_cast<int>(plan_.kill_grace_seconds)) + " s)");
   };
   std::optional<std::chrono::milliseconds> deadline;
   if (plan_.deadline_seconds) deadline = std::chrono::seconds(*plan_.deadline_seconds);
   auto grace = std::chrono::seconds(static_cast<long long>(std::ceil(plan_.kill_grace_seconds)));
   auto record = run_container_to_end(*runtime_, *container_, deadline, grace, hooks);
   if (record.ok()) {
-    auto written = write_file_atomically(run_dir_ / "exit.json", executors::exit_record_to_json(*record));
+    auto written =
+        write_file_atomically(run_dir_ / "exit.json", executors::exit_record_to_json(*record));
     if (!written.ok()) system_log_.line(written.error().message);
   }
   return record;

@@ -86,9 +86,10 @@ nlohmann::json RunRecord::to_json() const {
       {"exit_code", exit_code_ ? nlohmann::json(*exit_code_) : nlohmann::json(nullptr)},
       {"error", error_ ? nlohmann::json{{"code", error_->code}, {"message", error_->message}}
                        : nlohmann::json(nullptr)},
-      {"environment", {{"kind", environment_kind_},
-                       {"hash", environment_hash_},
-                       {"image", image_.empty() ? nlohmann::json(nullptr) : nlohmann::json(image_)}}},
+      {"environment",
+       {{"kind", environment_kind_},
+        {"hash", environment_hash_},
+        {"image", image_.empty() ? nlohmann::json(nullptr) : nlohmann::json(image_)}}},
       {"timings", timings},
       {"durations", durations},
       {"host", host_name()},

@@ -10,10 +10,14 @@ enum class EnvironmentKind { UserManaged, Conda, Pip, Docker };
 
 inline std::string to_string(EnvironmentKind kind) {
   switch (kind) {
-    case EnvironmentKind::UserManaged: return "user-managed";
-    case EnvironmentKind::Conda: return "conda";
-    case EnvironmentKind::Pip: return "pip";
-    case EnvironmentKind::Docker: return "docker";
+    case EnvironmentKind::UserManaged:
+      return "user-managed";
+    case EnvironmentKind::Conda:
+      return "conda";
+    case EnvironmentKind::Pip:
+      return "pip";
+    case EnvironmentKind::Docker:
+      return "docker";
   }
   return "unknown";
 }

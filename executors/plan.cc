@@ -291,7 +291,8 @@ std::string plan_to_text(const Plan& plan) {
   out << "variables (over the inherited environment):\n";
   for (const auto& [name, value] : plan.env) out << "  " << name << "=" << value << "\n";
   if (plan.cannot_run) {
-    out << "NOT RUNNABLE HERE: " << plan.cannot_run->code << ": " << plan.cannot_run->message << "\n";
+    out << "NOT RUNNABLE HERE: " << plan.cannot_run->code << ": " << plan.cannot_run->message
+        << "\n";
   }
   return out.str();
 }

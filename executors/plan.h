@@ -27,13 +27,12 @@ struct PlanContext {
   std::string default_cpu_image = spec::kDefaultCpuImage;
   std::string default_gpu_image = spec::kDefaultGpuImage;
   double kill_grace_seconds = 10.0;
-  std::filesystem::path envs_dir;                       // <state_dir>/envs
+  std::filesystem::path envs_dir;                            // <state_dir>/envs
   std::filesystem::path system_python = "/usr/bin/python3";  // what pip-only venvs are made from
 };
 
 // The port Azure ML uses for the PyTorch / MPI rendezvous (MASTER_PORT).
 inline constexpr int kMasterPort = 6105;
-
 
 // One input as it is staged into the run folder.
 struct StagedInput {

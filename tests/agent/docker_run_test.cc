@@ -23,10 +23,11 @@ struct DockerWorkspace {
 
   explicit DockerWorkspace(const std::string& extra_docker_config = "") {
     const auto& services = test::services();
-    config = dir.write("config.yml", "docker:\n  host: " + services.docker_host +
-                                         "\n  pip_install_options: [--no-index, --find-links, /amlnode/wheels]\n"
-                                         "  local_wheel_dir: " + services.wheels.string() + "\n" +
-                                         extra_docker_config);
+    config = dir.write("config.yml",
+                       "docker:\n  host: " + services.docker_host +
+                           "\n  pip_install_options: [--no-index, --find-links, /amlnode/wheels]\n"
+                           "  local_wheel_dir: " +
+                           services.wheels.string() + "\n" + extra_docker_config);
   }
   fs::path state() const { return dir / "state"; }
   fs::path job(const std::string& yaml) const { return dir.write("project/job.yml", yaml); }
@@ -34,8 +35,12 @@ struct DockerWorkspace {
     return dir.write("project/" + relative, content);
   }
   std::vector<std::string> argv(const fs::path& job, std::vector<std::string> extra) const {
-    std::vector<std::string> out = {test::amlnode_binary().string(), "run", "--config", config.string(),
-                                    "--state-dir", state().string()};
+    std::vector<std::string> out = {test::amlnode_binary().string(),
+                                    "run",
+                                    "--config",
+                                    config.string(),
+                                    "--state-dir",
+                                    state().string()};
     out.insert(out.end(), extra.begin(), extra.end());
     out.push_back(job.string());
     return out;
@@ -63,8 +68,9 @@ std::size_t containers_of(const std::string& run_id) {
 
 }  // namespace
 
-TEST_CASE("a script runs in a built image with a pip package, the shm size, its variables and outputs",
-          "[docker]") {
+TEST_CASE(
+    "a script runs in a built image with a pip package, the shm size, its variables and outputs",
+    "[docker]") {
   DockerWorkspace ws;
   const auto run_id = "docker-pip-" + test::nonce();
   ws.file("train.py",
@@ -76,17 +82,20 @@ TEST_CASE("a script runs in a built image with a pip package, the shm size, its 
           "print('host variable leaked:', 'AMLNODE_HOST_ONLY' in os.environ)\n"
           "os.makedirs('outputs', exist_ok=True)\n"
           "open('outputs/model.txt', 'w').write('trained in a container\\n')\n");
-  auto job = ws.job(docker_job("entry_script: train.py\npip_packages: [amlnode-testpkg]\n"
-                               "shm_size: 300m\nenvironment_variables: {MY_VAR: from-job, NONCE: " +
-                               run_id + "}\n"));
-  auto result = test::run_command(ws.argv(job, {"--run-id", run_id, "--quiet"}), {"AMLNODE_HOST_ONLY=1"}, 300s);
+  auto job =
+      ws.job(docker_job("entry_script: train.py\npip_packages: [amlnode-testpkg]\n"
+                        "shm_size: 300m\nenvironment_variables: {MY_VAR: from-job, NONCE: " +
+                        run_id + "}\n"));
+  auto result = test::run_command(ws.argv(job, {"--run-id", run_id, "--quiet"}),
+                                  {"AMLNODE_HOST_ONLY=1"}, 300s);
   INFO(result.err);
   REQUIRE(result.exit_code == 0);
   CHECK_THAT(result.out, Catch::Contains("package amlnode_testpkg\n"));
   CHECK_THAT(result.out, Catch::Contains("shm size=307200k\n"));
   CHECK_THAT(result.out, Catch::Contains("run " + run_id + " from-job\n"));
   CHECK_THAT(result.out, Catch::Contains("host variable leaked: False\n"));
-  CHECK(test::slurp(ws.run_dir(run_id) / "wd" / "outputs" / "model.txt") == "trained in a container\n");
+  CHECK(test::slurp(ws.run_dir(run_id) / "wd" / "outputs" / "model.txt") ==
+        "trained in a container\n");
   auto record = ws.run_json(run_id);
   CHECK(record["status"] == "Completed");
   CHECK(record["environment"]["kind"] == "docker");
@@ -97,7 +106,8 @@ TEST_CASE("a script runs in a built image with a pip package, the shm size, its 
   const auto second_id = run_id + "-again";
   auto again = ws.run(job, {"--run-id", second_id});
   REQUIRE(again.exit_code == 0);
-  CHECK_THAT(test::slurp(ws.run_dir(second_id) / "system_logs" / "lifecycle.txt"), Catch::Contains("(cache-hit)"));
+  CHECK_THAT(test::slurp(ws.run_dir(second_id) / "system_logs" / "lifecycle.txt"),
+             Catch::Contains("(cache-hit)"));
   CHECK_FALSE(fs::exists(ws.run_dir(second_id) / "system_logs" / "image_build.txt"));
 
   // `amlnode image list` shows it; `image prune` evicts it once no container uses it.
@@ -105,7 +115,8 @@ TEST_CASE("a script runs in a built image with a pip package, the shm size, its 
   auto image_command = [&](std::vector<std::string> args) {
     std::vector<std::string> argv = {test::amlnode_binary().string(), "image"};
     argv.insert(argv.end(), args.begin(), args.end());
-    argv.insert(argv.end(), {"--json", "--config", ws.config.string(), "--state-dir", ws.state().string()});
+    argv.insert(argv.end(),
+                {"--json", "--config", ws.config.string(), "--state-dir", ws.state().string()});
     auto result = test::run_command(argv, {}, 120s);
     REQUIRE(result.exit_code == 0);
     return nlohmann::json::parse(result.out);
@@ -124,11 +135,13 @@ TEST_CASE("a script runs in a built image with a pip package, the shm size, its 
   CHECK_FALSE(has_image(image_command({"list"})));
 }
 
-TEST_CASE("a container past its deadline is stopped, fails as RunTimeout and is removed", "[docker]") {
+TEST_CASE("a container past its deadline is stopped, fails as RunTimeout and is removed",
+          "[docker]") {
   DockerWorkspace ws;
   const auto run_id = "docker-timeout-" + test::nonce();
-  auto job = ws.job(docker_job("command: [sh, -c, 'trap \"\" TERM; echo started; sleep 300']\n"
-                               "max_run_duration_seconds: 1\n"));
+  auto job =
+      ws.job(docker_job("command: [sh, -c, 'trap \"\" TERM; echo started; sleep 300']\n"
+                        "max_run_duration_seconds: 1\n"));
   auto started = std::chrono::steady_clock::now();
   auto result = ws.run(job, {"--run-id", run_id, "--kill-grace", "1"});
   auto took = std::chrono::steady_clock::now() - started;
@@ -145,9 +158,11 @@ TEST_CASE("Ctrl-C cancels a container run with the grace period", "[docker]") {
   DockerWorkspace ws;
   const auto run_id = "docker-cancel-" + test::nonce();
   auto job = ws.job(docker_job("command: [sh, -c, 'echo started; exec sleep 300']\n"));
-  auto pid = test::start_command(ws.argv(job, {"--run-id", run_id}), ws.dir / "out.txt", ws.dir / "err.txt");
+  auto pid = test::start_command(ws.argv(job, {"--run-id", run_id}), ws.dir / "out.txt",
+                                 ws.dir / "err.txt");
   auto log = ws.run_dir(run_id) / "user_logs" / "std_log.txt";
-  REQUIRE(test::eventually([&] { return fs::exists(log) && test::slurp(log) == "started\n"; }, 120s));
+  REQUIRE(
+      test::eventually([&] { return fs::exists(log) && test::slurp(log) == "started\n"; }, 120s));
   ::kill(pid, SIGINT);
   CHECK(test::wait_command(pid, 60s) == 130);
   CHECK(ws.run_json(run_id)["status"] == "Canceled");
@@ -157,14 +172,17 @@ TEST_CASE("Ctrl-C cancels a container run with the grace period", "[docker]") {
 TEST_CASE("killing amlnode run mid-run loses no output of the container", "[docker]") {
   DockerWorkspace ws;
   const auto run_id = "docker-orphan-" + test::nonce();
-  auto job = ws.job(docker_job(
-      "command: [sh, -c, 'i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo line $i; sleep 0.01; done; echo done']\n"));
-  auto pid = test::start_command(ws.argv(job, {"--run-id", run_id}), ws.dir / "out.txt", ws.dir / "err.txt");
+  auto job =
+      ws.job(docker_job("command: [sh, -c, 'i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo line "
+                        "$i; sleep 0.01; done; echo done']\n"));
+  auto pid = test::start_command(ws.argv(job, {"--run-id", run_id}), ws.dir / "out.txt",
+                                 ws.dir / "err.txt");
   auto log = ws.run_dir(run_id) / "user_logs" / "std_log.txt";
   REQUIRE(test::eventually([&] { return fs::exists(log) && fs::file_size(log) > 0; }, 120s));
   ::kill(pid, SIGKILL);
   test::wait_command(pid, 10s);
-  REQUIRE(test::eventually([&] { return test::slurp(log).find("done\n") != std::string::npos; }, 60s));
+  REQUIRE(
+      test::eventually([&] { return test::slurp(log).find("done\n") != std::string::npos; }, 60s));
   std::string expected;
   for (int i = 1; i <= 300; ++i) expected += "line " + std::to_string(i) + "\n";
   CHECK(test::slurp(log) == expected + "done\n");
@@ -183,16 +201,21 @@ TEST_CASE("a private base image is pulled with credentials that appear nowhere",
   auto job = ws.job(
       "command: [python, -c, 'print(\"private ok\")']\n"
       "environment_definition:\n"
-      "  docker:\n    enabled: true\n    base_image: " + services.private_image + "\n"
-      "    base_image_registry: {address: " + services.registry + ", username: " + services.registry_user +
-      ", password: " + services.registry_password + "}\n"
+      "  docker:\n    enabled: true\n    base_image: " +
+      services.private_image +
+      "\n"
+      "    base_image_registry: {address: " +
+      services.registry + ", username: " + services.registry_user +
+      ", password: " + services.registry_password +
+      "}\n"
       "  python: {user_managed_dependencies: true}\n");
   auto result = ws.run(job, {"--run-id", run_id});
   INFO(result.err);
   REQUIRE(result.exit_code == 0);
   CHECK_THAT(result.out, Catch::Contains("private ok"));
   auto dry = ws.run(job, {"--dry-run", "--json"});
-  for (const auto& text : {result.out, result.err, dry.out, dry.err, test::all_file_contents(ws.state())}) {
+  for (const auto& text :
+       {result.out, result.err, dry.out, dry.err, test::all_file_contents(ws.state())}) {
     CHECK_FALSE(test::contains(text, services.registry_password));
   }
 
@@ -200,9 +223,13 @@ TEST_CASE("a private base image is pulled with credentials that appear nowhere",
   auto wrong = ws.job(
       "command: [python, -c, 'print(1)']\n"
       "environment_definition:\n"
-      "  docker:\n    enabled: true\n    base_image: " + services.private_image_unpulled + "\n"
-      "    base_image_registry: {address: " + services.registry + ", username: " + services.registry_user +
-      ", password: not-the-password-" + wrong_id + "}\n"
+      "  docker:\n    enabled: true\n    base_image: " +
+      services.private_image_unpulled +
+      "\n"
+      "    base_image_registry: {address: " +
+      services.registry + ", username: " + services.registry_user +
+      ", password: not-the-password-" + wrong_id +
+      "}\n"
       "  python: {user_managed_dependencies: true}\n");
   auto failed = ws.run(wrong, {"--run-id", wrong_id});
   CHECK(failed.exit_code == 125);
@@ -215,13 +242,14 @@ TEST_CASE("a private base image is pulled with credentials that appear nowhere",
 
 TEST_CASE("Docker being down is a clear error, not a hang", "[docker]") {
   test::TempDir dir;
-  auto config = dir.write("config.yml", "docker:\n  host: unix://" + (dir / "no-docker.sock").string() + "\n");
+  auto config = dir.write("config.yml",
+                          "docker:\n  host: unix://" + (dir / "no-docker.sock").string() + "\n");
   auto job = dir.write("project/job.yml", docker_job("command: [true]\n"));
   auto started = std::chrono::steady_clock::now();
-  auto result = test::run_command({test::amlnode_binary().string(), "run", "--config", config.string(),
-                                   "--state-dir", (dir / "state").string(), "--run-id", "down-1",
-                                   job.string()},
-                                  {}, 60s);
+  auto result = test::run_command(
+      {test::amlnode_binary().string(), "run", "--config", config.string(), "--state-dir",
+       (dir / "state").string(), "--run-id", "down-1", job.string()},
+      {}, 60s);
   CHECK(std::chrono::steady_clock::now() - started < 20s);
   CHECK(result.exit_code == 125);
   auto record = nlohmann::json::parse(test::slurp(dir / "state" / "runs" / "down-1" / "run.json"));

@@ -131,8 +131,9 @@ TEST_CASE("a run past max_run_duration_seconds fails as RunTimeout and leaves no
   Workspace ws;
   const std::string marker = "amlnode-e2e-timeout-" + std::to_string(::getpid());
   // The marker rides in each shell's command line, so the test can look for survivors.
-  auto job = ws.job(std::string(kShellJob) + "\"(setsid sh -c 'sleep 300; : " + marker +
-                    "' &); exec sh -c 'sleep 301; : " + marker + "'\"\nmax_run_duration_seconds: 1\n");
+  auto job =
+      ws.job(std::string(kShellJob) + "\"(setsid sh -c 'sleep 300; : " + marker +
+             "' &); exec sh -c 'sleep 301; : " + marker + "'\"\nmax_run_duration_seconds: 1\n");
   auto started = std::chrono::steady_clock::now();
   auto result = ws.run(job, {"--run-id", "timeout-1", "--kill-grace", "2"});
   auto took = std::chrono::steady_clock::now() - started;
@@ -150,7 +151,8 @@ TEST_CASE("a run past max_run_duration_seconds fails as RunTimeout and leaves no
 TEST_CASE("SIGINT to amlnode run cancels the run with the grace period", "[local_run]") {
   Workspace ws;
   const std::string marker = "amlnode-e2e-cancel-" + std::to_string(::getpid());
-  auto job = ws.job(std::string(kShellJob) + "\"echo started; exec sh -c 'sleep 300; : " + marker + "'\"\n");
+  auto job = ws.job(std::string(kShellJob) + "\"echo started; exec sh -c 'sleep 300; : " + marker +
+                    "'\"\n");
   auto pid = test::start_command({test::amlnode_binary().string(), "run", "--state-dir",
                                   ws.state().string(), "--run-id", "cancel-1", job.string()},
                                  ws.dir / "out.txt", ws.dir / "err.txt");
@@ -230,7 +232,8 @@ TEST_CASE("a run id that already exists is refused without touching the old run"
   CHECK(test::slurp(ws.run_dir("same") / "user_logs" / "std_log.txt") == "once\n");
 }
 
-TEST_CASE("with --json, amlnode run prints the final run.json and keeps the output off stdout", "[local_run]") {
+TEST_CASE("with --json, amlnode run prints the final run.json and keeps the output off stdout",
+          "[local_run]") {
   Workspace ws;
   auto job = ws.job(std::string(kShellJob) + "\"echo to-stderr-under-json\"\n");
   auto result = ws.run(job, {"--run-id", "json-1", "--json"});
@@ -321,13 +324,15 @@ TEST_CASE("a pip job gets its own environment, built once and reused", "[local_r
                                  AMLNODE_SOURCE_DIR "/tests/executors/environments/make_wheel.py",
                                  wheels.string(), "amlnode_e2e_pkg", "1.2.3"});
   REQUIRE(made.exit_code == 0);
-  auto config = ws.dir.write("config.yml", "environments:\n  pip_args: [--no-index, --find-links, " +
-                                               wheels.string() + "]\n");
+  auto config =
+      ws.dir.write("config.yml", "environments:\n  pip_args: [--no-index, --find-links, " +
+                                     wheels.string() + "]\n");
   ws.file("train.py",
           "import sys, amlnode_e2e_pkg\n"
           "print('version', amlnode_e2e_pkg.VERSION)\n"
           "print('prefix is env', sys.prefix != sys.base_prefix)\n");
-  auto job = ws.job("entry_script: train.py\nuse_docker: false\npip_packages: [amlnode_e2e_pkg==1.2.3]\n");
+  auto job =
+      ws.job("entry_script: train.py\nuse_docker: false\npip_packages: [amlnode_e2e_pkg==1.2.3]\n");
   auto run = [&](const std::string& id) {
     return test::run_command({test::amlnode_binary().string(), "run", "--config", config.string(),
                               "--state-dir", ws.state().string(), "--run-id", id, job.string()},
@@ -348,11 +353,13 @@ TEST_CASE("a pip job gets its own environment, built once and reused", "[local_r
   auto second = run("pip-2");
   REQUIRE(second.exit_code == 0);
   CHECK(ws.run_json("pip-2")["environment"]["hash"] == hash);
-  CHECK_THAT(test::slurp(ws.run_dir("pip-2") / "system_logs" / "lifecycle.txt"), Catch::Contains(": reused "));
+  CHECK_THAT(test::slurp(ws.run_dir("pip-2") / "system_logs" / "lifecycle.txt"),
+             Catch::Contains(": reused "));
   CHECK_FALSE(fs::exists(ws.run_dir("pip-2") / "system_logs" / "environment.txt"));
 
-  auto listed = test::run_command({test::amlnode_binary().string(), "env", "list", "--json",
-                                   "--state-dir", ws.state().string(), "--config", config.string()});
+  auto listed =
+      test::run_command({test::amlnode_binary().string(), "env", "list", "--json", "--state-dir",
+                         ws.state().string(), "--config", config.string()});
   REQUIRE(listed.exit_code == 0);
   auto entries = nlohmann::json::parse(listed.out);
   REQUIRE(entries.size() == 1);

@@ -1,0 +1,68 @@
+#include "agent/daemon/agent_main.h"
+
+#include <signal.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <cstdio>
+#include <spdlog/spdlog.h>
+
+#include "agent/daemon/daemon.h"
+#include "agent/daemon/node_facts.h"
+
+namespace amlnode::agent {
+
+namespace {
+
+constexpr int kExitConfig = 2;
+
+// Each SIGTERM/SIGINT is handled on the io_context: the first drains, the next one stops.
+void watch_signals(boost::asio::signal_set& signals, Daemon& daemon, int& received) {
+  signals.async_wait([&signals, &daemon, &received](const boost::system::error_code& ec, int number) {
+    if (ec) return;
+    spdlog::info("signal {} received", number);
+    if (++received == 1) {
+      daemon.drain();
+    } else {
+      daemon.stop_now();
+    }
+    watch_signals(signals, daemon, received);
+  });
+}
+
+}  // namespace
+
+int run_agent(const NodeConfig& config, const std::filesystem::path& state_dir) {
+  auto settings = read_agent_settings(config);
+  if (!settings.ok()) {
+    std::fprintf(stderr, "amlnode agent: %s\n", settings.error().message.c_str());
+    return kExitConfig;
+  }
+  auto store = open_sqlite_state_store(state_dir);
+  if (!store.ok()) {
+    std::fprintf(stderr, "amlnode agent: %s\n", store.error().message.c_str());
+    return 1;
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  std::shared_ptr<ControlPlaneClient> client =
+      make_http_control_plane_client(make_http_client(settings->endpoint, settings->tls));
+
+  boost::asio::io_context io;
+  DaemonOptions options;
+  options.settings = *settings;
+  options.facts = collect_node_facts(settings->labels, settings->ssh_port);
+  Daemon daemon(io, std::move(options), client, std::move(store.value()));
+  DaemonExit exit;
+  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
+  int received = 0;
+  watch_signals(signals, daemon, received);
+  spdlog::info("amlnode agent starting; state in {}", state_dir.string());
+  daemon.start([&](DaemonExit result) {
+    exit = std::move(result);
+    io.stop();
+  });
+  io.run();
+  return exit.code;
+}
+
+}  // namespace amlnode::agent

@@ -1,0 +1,247 @@
+#include "agent/daemon/control_plane_client.h"
+
+namespace amlnode::agent {
+
+namespace {
+
+using nlohmann::json;
+
+// Answers are small JSON objects; anything past this is not the protocol's.
+constexpr std::uint64_t kMaxJsonAnswer = 1 << 20;
+// A long poll gets its wait plus this much for the server to answer.
+constexpr std::chrono::seconds kLongPollMargin{15};
+
+std::string percent_encode(const std::string& text, bool keep_slash) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/')) {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+std::string run_path(const std::string& run_id) { return "/v1/runs/" + percent_encode(run_id, false); }
+std::string node_path(const std::string& node_id) { return "/v1/nodes/" + percent_encode(node_id, false); }
+
+// The error an answer other than 2xx stands for.
+Error answer_error(const HttpResponse& response) {
+  json body = json::parse(response.body, nullptr, false);
+  std::string code;
+  std::string message;
+  if (body.is_object() && body.contains("error") && body["error"].is_object()) {
+    code = body["error"].value("code", "");
+    message = body["error"].value("message", "");
+  }
+  std::string detail = "HTTP " + std::to_string(response.status) + (code.empty() ? "" : " " + code) +
+                       (message.empty() ? "" : ": " + message);
+  if (response.status == 401) return Error{"Unauthorized", detail};
+  if (response.status == 403) return Error{"Forbidden", detail};
+  if (response.status == 409 && body.is_object() && body.value("stop", false)) {
+    return Error{"StaleEpoch", detail};
+  }
+  // The server being overloaded or restarting is as good as unreachable: the caller retries.
+  if (response.status == 502 || response.status == 503 || response.status == 504) {
+    return Error{"Unreachable", detail};
+  }
+  return Error{"Rejected", detail};
+}
+
+Result<json> json_answer(Result<HttpResponse> response) {
+  if (!response.ok()) return response.error();
+  if (response->status < 200 || response->status > 299) return answer_error(*response);
+  json body = json::parse(response->body, nullptr, false);
+  if (!body.is_object()) return Error{"BadAnswer", "the answer is not a JSON object"};
+  return body;
+}
+
+template <class T>
+Result<T> field(const json& body, const char* key) {
+  auto it = body.find(key);
+  if (it == body.end()) return Error{"BadAnswer", std::string("the answer has no ") + key};
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    return Error{"BadAnswer", std::string("the answer's ") + key + " has the wrong type"};
+  }
+}
+
+json facts_json(const NodeFacts& facts) {
+  return {{"hostname", facts.hostname}, {"ips", facts.ips},       {"ssh_port", facts.ssh_port},
+          {"cpus", facts.cpus},         {"memory_bytes", facts.memory_bytes},
+          {"gpus", facts.gpus},         {"labels", facts.labels}, {"agent_version", facts.agent_version}};
+}
+
+Result<LeasedRun> leased_run(const json& item) {
+  if (!item.is_object()) return Error{"BadAnswer", "a leased run is not an object"};
+  LeasedRun run;
+  auto run_id = field<std::string>(item, "run_id");
+  auto epoch = field<std::int64_t>(item, "epoch");
+  if (!run_id.ok()) return run_id.error();
+  if (!epoch.ok()) return epoch.error();
+  run.run_id = *run_id;
+  run.epoch = *epoch;
+  run.experiment_name = item.value("experiment_name", "");
+  auto job = item.find("job");
+  if (job == item.end() || !job->is_object()) return Error{"BadAnswer", "a leased run has no job"};
+  auto text = field<std::string>(*job, "text");
+  if (!text.ok()) return text.error();
+  run.job_text = *text;
+  run.job_file_name = job->value("file_name", "job.yml");
+  return run;
+}
+
+class HttpControlPlaneClient final : public ControlPlaneClient {
+ public:
+  explicit HttpControlPlaneClient(std::unique_ptr<HttpClient> http) : http_(std::move(http)) {}
+
+  Result<Registration> register_node(const std::string& registration_token,
+                                     const NodeFacts& facts) override {
+    auto body = post_json("/v1/nodes/register", registration_token, facts_json(facts));
+    if (!body.ok()) return body.error();
+    auto node_id = field<std::string>(*body, "node_id");
+    auto token = field<std::string>(*body, "node_token");
+    if (!node_id.ok()) return node_id.error();
+    if (!token.ok()) return token.error();
+    Registration registration;
+    registration.identity = {*node_id, *token};
+    registration.heartbeat_interval = std::chrono::seconds(body->value("heartbeat_interval_seconds", 5));
+    registration.heartbeat_timeout = std::chrono::seconds(body->value("heartbeat_timeout_seconds", 30));
+    return registration;
+  }
+
+  Result<HeartbeatAnswer> heartbeat(const NodeIdentity& node, const HeartbeatReport& report) override {
+    json runs = json::array();
+    for (const auto& run : report.runs) {
+      runs.push_back({{"run_id", run.run_id}, {"epoch", run.epoch}, {"status", run.status}});
+    }
+    json request = {{"state", report.state}, {"runs", runs}};
+    if (!report.reason.empty()) request["reason"] = report.reason;
+    auto body = post_json(node_path(node.node_id) + "/heartbeat", node.node_token, request);
+    if (!body.ok()) return body.error();
+    HeartbeatAnswer answer;
+    answer.heartbeat_interval = std::chrono::seconds(body->value("heartbeat_interval_seconds", 5));
+    auto commands = body->find("commands");
+    if (commands != body->end() && commands->is_array()) {
+      for (const auto& item : *commands) {
+        if (!item.is_object()) continue;
+        answer.commands.push_back(
+            {item.value("type", ""), item.value("run_id", ""), item.value("reason", "")});
+      }
+    }
+    return answer;
+  }
+
+  Result<std::vector<LeasedRun>> lease(const NodeIdentity& node, int max_runs,
+                                       std::chrono::seconds wait) override {
+    auto body = post_json(node_path(node.node_id) + "/lease", node.node_token,
+                          {{"max_runs", max_runs}, {"wait_seconds", wait.count()}}, wait + kLongPollMargin);
+    if (!body.ok()) return body.error();
+    auto runs = body->find("runs");
+    if (runs == body->end() || !runs->is_array()) return Error{"BadAnswer", "the lease answer has no runs"};
+    std::vector<LeasedRun> leased;
+    for (const auto& item : *runs) {
+      auto run = leased_run(item);
+      if (!run.ok()) return run.error();
+      leased.push_back(std::move(*run));
+    }
+    return leased;
+  }
+
+  Result<void> download_snapshot(const NodeIdentity& node, const std::string& run_id, std::int64_t epoch,
+                                 const std::filesystem::path& destination,
+                                 std::uint64_t max_bytes) override {
+    HttpRequest request;
+    request.target = run_path(run_id) + "/snapshot";
+    request.bearer_token = node.node_token;
+    request.headers.emplace_back("X-Amlnode-Epoch", std::to_string(epoch));
+    request.response_file = destination;
+    request.max_response_bytes = max_bytes;
+    request.timeout = std::chrono::minutes(10);
+    auto response = http_->send(request);
+    if (!response.ok()) return response.error();
+    if (response->status != 200) return answer_error(*response);
+    return ok();
+  }
+
+  Result<std::string> report_status(const NodeIdentity& node, const StatusReport& report) override {
+    json request = {{"epoch", report.epoch}, {"status", report.status}, {"timings", report.timings}};
+    request["exit_code"] = report.exit_code ? json(*report.exit_code) : json(nullptr);
+    request["error"] = report.error ? json{{"code", report.error->code}, {"message", report.error->message}}
+                                    : json(nullptr);
+    auto body = post_json(run_path(report.run_id) + "/status", node.node_token, request);
+    if (!body.ok()) return body.error();
+    return field<std::string>(*body, "status");
+  }
+
+  Result<LogAppend> append_log(const NodeIdentity& node, const std::string& run_id, std::int64_t epoch,
+                               const std::string& stream, std::uint64_t offset,
+                               std::string bytes) override {
+    HttpRequest request;
+    request.method = "PUT";
+    request.target = run_path(run_id) + "/logs/" + encode_stream_path(stream) +
+                     "?offset=" + std::to_string(offset);
+    request.bearer_token = node.node_token;
+    request.headers.emplace_back("X-Amlnode-Epoch", std::to_string(epoch));
+    request.content_type = "application/octet-stream";
+    request.body = std::move(bytes);
+    request.max_response_bytes = kMaxJsonAnswer;
+    auto response = http_->send(request);
+    if (!response.ok()) return response.error();
+    json body = json::parse(response->body, nullptr, false);
+    bool has_length = body.is_object() && body.contains("length") && body["length"].is_number_unsigned();
+    if (response->status == 409 && has_length && !body.value("stop", false)) {
+      return LogAppend{body["length"].get<std::uint64_t>(), false};
+    }
+    if (response->status != 200) return answer_error(*response);
+    if (!has_length) return Error{"BadAnswer", "the log answer has no length"};
+    return LogAppend{body["length"].get<std::uint64_t>(), true};
+  }
+
+  Result<void> upload_outputs(const NodeIdentity& node, const std::string& run_id, std::int64_t epoch,
+                              std::string tar_gz) override {
+    HttpRequest request;
+    request.method = "PUT";
+    request.target = run_path(run_id) + "/outputs";
+    request.bearer_token = node.node_token;
+    request.headers.emplace_back("X-Amlnode-Epoch", std::to_string(epoch));
+    request.content_type = "application/gzip";
+    request.body = std::move(tar_gz);
+    request.timeout = std::chrono::minutes(10);
+    request.max_response_bytes = kMaxJsonAnswer;
+    auto body = json_answer(http_->send(request));
+    if (!body.ok()) return body.error();
+    return ok();
+  }
+
+ private:
+  Result<json> post_json(const std::string& target, const std::string& token, const json& body,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    HttpRequest request;
+    request.method = "POST";
+    request.target = target;
+    request.bearer_token = token;
+    request.content_type = "application/json";
+    request.body = body.dump();
+    request.timeout = timeout;
+    request.max_response_bytes = kMaxJsonAnswer;
+    return json_answer(http_->send(request));
+  }
+
+  std::unique_ptr<HttpClient> http_;
+};
+
+}  // namespace
+
+std::string encode_stream_path(const std::string& stream) { return percent_encode(stream, true); }
+
+std::unique_ptr<ControlPlaneClient> make_http_control_plane_client(std::unique_ptr<HttpClient> http) {
+  return std::make_unique<HttpControlPlaneClient>(std::move(http));
+}
+
+}  // namespace amlnode::agent

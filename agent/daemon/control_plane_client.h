@@ -1,0 +1,128 @@
+#pragma once
+
+// The node's side of docs/protocol.md: one call per endpoint the agent uses. Calls block (they are
+// made on the daemon's worker pool), and every failure is a Result error with one of these codes:
+//
+//   Unreachable   the server could not be reached or did not answer in time: retry later
+//   StaleEpoch    409 with "stop": the run's lease moved on; stop the run and drop it
+//   OffsetAhead   a log chunk started past the server's length; `Error::message` is not used for
+//                 that: LogAppend.server_length carries the length to resend from
+//   Unauthorized  401: the token is wrong (a spent registration token, a forgotten node)
+//   Forbidden     403: the run is not leased to this node
+//   Rejected      any other 4xx/5xx, with the server's code and message
+//   BadAnswer     a 2xx answer that is not what the protocol says
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/daemon/http_client.h"
+#include "common/result.h"
+
+namespace amlnode::agent {
+
+// What a node tells the control plane about itself when it registers.
+struct NodeFacts {
+  std::string hostname;
+  std::vector<std::string> ips;
+  int ssh_port = 22;
+  int cpus = 0;
+  std::uint64_t memory_bytes = 0;
+  int gpus = 0;
+  std::map<std::string, std::string> labels;  // compute_name, vm_size, vm_priority, ...
+  std::string agent_version;
+};
+
+struct NodeIdentity {
+  std::string node_id;
+  std::string node_token;
+};
+
+struct Registration {
+  NodeIdentity identity;
+  std::chrono::seconds heartbeat_interval{5};
+  std::chrono::seconds heartbeat_timeout{30};
+};
+
+struct HeldRun {
+  std::string run_id;
+  std::int64_t epoch = 0;
+  std::string status;
+};
+
+struct HeartbeatReport {
+  std::string state;   // idle, preparing, running, unusable, leaving, preempted
+  std::string reason;  // why, when unusable; "" otherwise
+  std::vector<HeldRun> runs;
+};
+
+struct Command {
+  std::string type;  // cancel, stop, drain (unknown types are passed on and ignored by the daemon)
+  std::string run_id;
+  std::string reason;
+};
+
+struct HeartbeatAnswer {
+  std::chrono::seconds heartbeat_interval{5};
+  std::vector<Command> commands;
+};
+
+struct LeasedRun {
+  std::string run_id;
+  std::int64_t epoch = 0;
+  std::string experiment_name;
+  std::string job_text;
+  std::string job_file_name;
+};
+
+struct StatusReport {
+  std::string run_id;
+  std::int64_t epoch = 0;
+  std::string status;
+  std::optional<int> exit_code;
+  std::optional<Error> error;
+  nlohmann::json timings = nlohmann::json::object();
+};
+
+struct LogAppend {
+  std::uint64_t server_length = 0;  // the stream's length at the server after the call
+  bool accepted = true;             // false: the chunk started past server_length; resend from it
+};
+
+class ControlPlaneClient {
+ public:
+  virtual ~ControlPlaneClient() = default;
+
+  virtual Result<Registration> register_node(const std::string& registration_token,
+                                             const NodeFacts& facts) = 0;
+  virtual Result<HeartbeatAnswer> heartbeat(const NodeIdentity& node, const HeartbeatReport& report) = 0;
+  // Long poll: answers an empty list after `wait` when there is nothing to run.
+  virtual Result<std::vector<LeasedRun>> lease(const NodeIdentity& node, int max_runs,
+                                               std::chrono::seconds wait) = 0;
+  // Streams the snapshot into `destination` (at most `max_bytes`).
+  virtual Result<void> download_snapshot(const NodeIdentity& node, const std::string& run_id,
+                                         std::int64_t epoch, const std::filesystem::path& destination,
+                                         std::uint64_t max_bytes) = 0;
+  // The status the server holds after the call (it may be further along than the report).
+  virtual Result<std::string> report_status(const NodeIdentity& node, const StatusReport& report) = 0;
+  virtual Result<LogAppend> append_log(const NodeIdentity& node, const std::string& run_id,
+                                       std::int64_t epoch, const std::string& stream,
+                                       std::uint64_t offset, std::string bytes) = 0;
+  virtual Result<void> upload_outputs(const NodeIdentity& node, const std::string& run_id,
+                                      std::int64_t epoch, std::string tar_gz) = 0;
+};
+
+std::unique_ptr<ControlPlaneClient> make_http_control_plane_client(std::unique_ptr<HttpClient> http);
+
+// Log stream names go into the URL path; their '/' stay, everything else outside
+// [A-Za-z0-9._~-] is percent-encoded.
+std::string encode_stream_path(const std::string& stream);
+
+}  // namespace amlnode::agent

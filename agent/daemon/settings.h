@@ -1,0 +1,46 @@
+#pragma once
+
+// The daemon's settings, read from the node config file's `control_plane` and `node` sections:
+//
+//   control_plane:
+//     url: http://127.0.0.1:8631          # required
+//     registration_token: "..."           # or registration_token_file (only the first start needs it)
+//     registration_token_file: /etc/amlnode/registration_token
+//     ca_file: /etc/amlnode/ca.pem        # https only; the system trust store when unset
+//     tls_verify: true
+//   node:
+//     labels: {compute_name: cpu-cluster, vm_size: STANDARD_D2_V2, vm_priority: dedicated}
+//     ssh_port: 22
+//     run_concurrency: 1                  # runs held at once
+//     lease_wait_seconds: 20              # long-poll length
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "agent/config.h"
+#include "agent/daemon/http_client.h"
+#include "common/result.h"
+
+namespace amlnode::agent {
+
+struct AgentSettings {
+  HttpEndpoint endpoint;
+  HttpTlsOptions tls;
+  std::optional<std::string> registration_token;
+  std::optional<std::filesystem::path> registration_token_file;
+  std::map<std::string, std::string> labels;
+  int ssh_port = 22;
+  int run_concurrency = 1;
+  std::chrono::seconds lease_wait{20};
+};
+
+// Errors name the file and the key ("InvalidConfig").
+Result<AgentSettings> read_agent_settings(const NodeConfig& config);
+
+// The registration token: given inline, else read from its file (trailing whitespace dropped).
+Result<std::string> registration_token(const AgentSettings& settings);
+
+}  // namespace amlnode::agent

@@ -1,0 +1,112 @@
+// `amlnode agent` as a real process against the real control plane: registration, identity
+// reuse across SIGKILL, registering once the control plane comes up, draining on SIGTERM.
+
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+
+#include "tests/agent/daemon/control_plane_process.h"
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
+
+using namespace amlnode;
+
+namespace {
+
+// One agent: its config, state dir and process.
+class AgentProcess {
+ public:
+  AgentProcess(const test::TempDir& dir, const std::string& name, const std::string& url,
+               const std::string& token)
+      : dir_(dir.path() / name) {
+    config_ = dir.write(name + "/config.yml",
+                        "state_dir: " + (dir_ / "state").string() +
+                            "\ncontrol_plane:\n  url: " + url + "\n  registration_token: " + token +
+                            "\nnode:\n  labels: {compute_name: cpu-cluster, vm_size: STANDARD_D2_V2, "
+                            "vm_priority: dedicated}\n");
+  }
+  ~AgentProcess() {
+    if (pid_ > 0) kill(SIGKILL);
+  }
+
+  void start() {
+    pid_ = test::start_command({test::amlnode_binary().string(), "agent", "--config", config_.string()},
+                               dir_ / ("out." + std::to_string(starts_)),
+                               dir_ / ("err." + std::to_string(starts_)));
+    ++starts_;
+  }
+  // Sends `signal` and waits for the exit; returns the exit code.
+  int kill(int signal) {
+    ::kill(pid_, signal);
+    int code = test::wait_command(pid_, std::chrono::seconds(20));
+    pid_ = -1;
+    return code;
+  }
+  std::string log() const { return test::slurp(dir_ / ("err." + std::to_string(starts_ - 1))); }
+
+ private:
+  std::filesystem::path dir_;
+  std::filesystem::path config_;
+  pid_t pid_ = -1;
+  int starts_ = 0;
+};
+
+nlohmann::json nodes(test::ControlPlaneProcess& server) {
+  auto [status, body] = server.user_call("GET", "/v1/nodes");
+  REQUIRE(status == 200);
+  return body;
+}
+
+bool one_node_in_state(test::ControlPlaneProcess& server, const std::string& state) {
+  auto listed = nodes(server);
+  return listed.size() == 1 && listed[0]["nodeState"] == state;
+}
+
+}  // namespace
+
+TEST_CASE("an agent registers once and keeps its identity across SIGKILL", "[daemon]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
+  server.start();
+  AgentProcess agent(dir, "a", server.url(), server.registration_token("cpu-cluster"));
+  agent.start();
+  REQUIRE(test::eventually([&] { return one_node_in_state(server, "idle"); }, std::chrono::seconds(15)));
+  std::string node_id = nodes(server)[0]["nodeId"];
+
+  agent.kill(SIGKILL);
+  // The registration token is spent, so only the stored identity lets it back in.
+  agent.start();
+  REQUIRE(test::eventually([&] { return agent.log().find("identity loaded") != std::string::npos; },
+                           std::chrono::seconds(15)));
+  CHECK(nodes(server).size() == 1);
+  CHECK(nodes(server)[0]["nodeId"] == node_id);
+
+  SECTION("SIGTERM drains: the node reports leaving and the agent exits 0") {
+    CHECK(agent.kill(SIGTERM) == 0);
+    CHECK(one_node_in_state(server, "leaving"));
+  }
+}
+
+TEST_CASE("an agent started before its control plane registers once it is up", "[daemon]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
+  server.start();
+  std::string token = server.registration_token("cpu-cluster");
+  server.stop();
+  AgentProcess agent(dir, "a", server.url(), token);
+  agent.start();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  server.start();
+  REQUIRE(test::eventually([&] { return one_node_in_state(server, "idle"); }, std::chrono::seconds(15)));
+}
+
+TEST_CASE("an agent whose registration is refused exits 1 and says why", "[daemon]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp");
+  server.start();
+  AgentProcess agent(dir, "a", server.url(), "not-a-token");
+  agent.start();
+  REQUIRE(test::eventually([&] { return agent.log().find("registration failed") != std::string::npos; },
+                           std::chrono::seconds(15)));
+  CHECK(agent.kill(0) == 1);
+}

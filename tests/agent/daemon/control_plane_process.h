@@ -1,0 +1,53 @@
+#pragma once
+
+// The real amlnode-controlplane executable as a separate process on loopback, for the daemon's
+// integration tests. It keeps its data directory and port across restarts, so a test can stop or
+// SIGKILL it and start it again the way an operator would.
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "agent/daemon/http_client.h"
+
+namespace amlnode::test {
+
+class ControlPlaneProcess {
+ public:
+  explicit ControlPlaneProcess(std::filesystem::path data_dir, std::vector<std::string> extra_args = {});
+  ~ControlPlaneProcess();  // SIGKILLs it if still running
+
+  void start();  // the first start picks a free port; later ones reuse it
+  void stop();   // SIGTERM and wait
+  void kill();   // SIGKILL and wait
+  bool running() const { return pid_ > 0; }
+
+  std::uint16_t port() const { return port_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  const std::string& user_token() const { return user_token_; }
+
+  // A user-token call; fails the test when it cannot be made. Returns the status and the JSON body.
+  std::pair<int, nlohmann::json> user_call(const std::string& method, const std::string& target,
+                                           const nlohmann::json& body = nullptr);
+  // A fresh single-use registration token bound to `compute_name`.
+  std::string registration_token(const std::string& compute_name);
+
+ private:
+  std::filesystem::path data_dir_;
+  std::vector<std::string> extra_args_;
+  std::string user_token_ = "test-user-token";
+  std::uint16_t port_ = 0;
+  pid_t pid_ = -1;
+  int starts_ = 0;
+  std::unique_ptr<agent::HttpClient> http_;
+};
+
+// The amlnode-controlplane binary under test.
+std::filesystem::path controlplane_binary();
+
+}  // namespace amlnode::test
