@@ -1,0 +1,860 @@
+#include "controlplane/api.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "common/fs.h"
+#include "controlplane/json_fields.h"
+#include "controlplane/request_bodies.h"
+#include "controlplane/tokens.h"
+
+namespace amlnode::controlplane {
+
+namespace asio = boost::asio;
+using spec::RunStatus;
+
+namespace {
+
+// ---- answers ----
+
+Response json_response(int status, const nlohmann::json& body) {
+  Response response;
+  response.status = status;
+  response.body = dump_json(body);
+  return response;
+}
+
+int http_status_for(const std::string& code) {
+  if (code == kUnauthorized) return 401;
+  if (code == kForbidden) return 403;
+  if (code == kNotFound) return 404;
+  if (code == kInvalidRequest || code == "InvalidStreamName") return 400;
+  if (code == kStaleEpoch || code == kConflict) return 409;
+  if (code == "StoreError" || code == "StorageError") return 503;
+  return 500;
+}
+
+Response error_response(int status, const std::string& code, const std::string& message) {
+  nlohmann::json body = {{"error", {{"code", code}, {"message", message}}}};
+  // A stale epoch tells the node to stop the run and drop its local state for it.
+  if (code == kStaleEpoch) body["stop"] = true;
+  Response response = json_response(status, body);
+  if (status == 401) response.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return response;
+}
+
+Response error_response(const Error& error) {
+  return error_response(http_status_for(error.code), error.code, error.message);
+}
+
+// ---- request targets ----
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+Result<std::string> percent_decode(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      out.push_back(text[i]);
+      continue;
+    }
+    if (i + 2 >= text.size() || hex_digit(text[i + 1]) < 0 || hex_digit(text[i + 2]) < 0) {
+      return Error{kInvalidRequest, "request target: bad percent-encoding"};
+    }
+    out.push_back(static_cast<char>(hex_digit(text[i + 1]) * 16 + hex_digit(text[i + 2])));
+    i += 2;
+  }
+  return out;
+}
+
+struct Target {
+  std::vector<std::string> segments;  // decoded path segments after the leading '/'
+  std::map<std::string, std::string> query;
+};
+
+Result<Target> parse_target(std::string_view raw) {
+  Target target;
+  auto question = raw.find('?');
+  std::string_view path = raw.substr(0, question);
+  if (path.empty() || path[0] != '/') return Error{kInvalidRequest, "request target: not a path"};
+  path.remove_prefix(1);
+  while (true) {
+    auto slash = path.find('/');
+    auto segment = percent_decode(path.substr(0, slash));
+    if (!segment) return segment.error();
+    target.segments.push_back(std::move(*segment));
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash + 1);
+  }
+  if (question == std::string_view::npos) return target;
+  std::string_view query = raw.substr(question + 1);
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    auto eq = pair.find('=');
+    auto key = percent_decode(pair.substr(0, eq));
+    auto value = percent_decode(eq == std::string_view::npos ? "" : pair.substr(eq + 1));
+    if (!key || !value) return Error{kInvalidRequest, "request target: bad percent-encoding"};
+    target.query[*key] = *value;
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return target;
+}
+
+std::string bearer_token(std::string_view authorization) {
+  constexpr std::string_view kScheme = "bearer ";
+  if (authorization.size() <= kScheme.size()) return "";
+  for (std::size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(authorization[i])) != kScheme[i]) return "";
+  }
+  auto token = authorization.substr(kScheme.size());
+  auto first = token.find_first_not_of(' ');
+  if (first == std::string_view::npos) return "";
+  token.remove_prefix(first);
+  return std::string(token.substr(0, token.find_last_not_of(' ') + 1));
+}
+
+Result<std::uint64_t> unsigned_param(const std::map<std::string, std::string>& query,
+                                     const std::string& name, std::uint64_t fallback) {
+  auto it = query.find(name);
+  if (it == query.end()) return fallback;
+  const std::string& text = it->second;
+  if (text.empty() || text.size() > 19 ||
+      text.find_first_not_of("0123456789") != std::string::npos) {
+    return Error{kInvalidRequest,
+                 name + ": expected a non-negative integer, got \"" + text.substr(0, 40) + "\""};
+  }
+  return std::stoull(text);
+}
+
+Result<double> seconds_param(const std::map<std::string, std::string>& query,
+                             const std::string& name, double max) {
+  auto it = query.find(name);
+  if (it == query.end()) return 0.0;
+  char* end = nullptr;
+  double value = std::strtod(it->second.c_str(), &end);
+  if (it->second.empty() || *end != '\0' || !(value >= 0)) {
+    return Error{kInvalidRequest, name + ": expected a non-negative number of seconds, got \"" +
+                                      it->second.substr(0, 40) + "\""};
+  }
+  return std::min(value, max);
+}
+
+Result<std::int64_t> epoch_header(const RequestHead& head) {
+  if (!head.epoch) return missing_field("X-Amlnode-Epoch");
+  const std::string& text = *head.epoch;
+  if (text.empty() || text.size() > 18 ||
+      text.find_first_not_of("0123456789") != std::string::npos) {
+    return Error{kInvalidRequest, "X-Amlnode-Epoch: expected a non-negative integer, got \"" +
+                                      text.substr(0, 40) + "\""};
+  }
+  return std::stoll(text);
+}
+
+// ---- plans ----
+
+Response method_not_allowed(const std::string& allowed) {
+  Response response = error_response(405, "MethodNotAllowed", "allowed: " + allowed);
+  response.headers.emplace_back("Allow", allowed);
+  return response;
+}
+
+Response unauthorized() {
+  return error_response(401, kUnauthorized, "a valid bearer token is required");
+}
+
+Response forbidden(const std::string& message) {
+  return error_response(403, kForbidden, message);
+}
+
+std::chrono::milliseconds to_millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
+}
+
+// Moves a finished upload into place durably: the data, then the rename, then the directory.
+Result<void> install_upload(const std::filesystem::path& temp,
+                            const std::filesystem::path& final_path) {
+  int fd = ::open(temp.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Error{"StorageError", errno_message("opening", temp, errno)};
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return Error{"StorageError", errno_message("syncing", temp, err)};
+  std::error_code ec;
+  std::filesystem::create_directories(final_path.parent_path(), ec);
+  if (ec)
+    return Error{"StorageError",
+                 "creating " + final_path.parent_path().string() + ": " + ec.message()};
+  if (::rename(temp.c_str(), final_path.c_str()) != 0) {
+    return Error{"StorageError", errno_message("renaming into", final_path, errno)};
+  }
+  int dir = ::open(final_path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+  return ok();
+}
+
+nlohmann::json leased_json(const std::vector<LeasedRun>& leased) {
+  nlohmann::json runs = nlohmann::json::array();
+  for (const auto& run : leased) {
+    runs.push_back({{"run_id", run.run_id},
+                    {"epoch", run.epoch},
+                    {"experiment_name", run.experiment_name},
+                    {"job", {{"text", run.job_text}, {"file_name", run.job_file_name}}}});
+  }
+  return {{"runs", runs}};
+}
+
+}  // namespace
+
+// ---- long polls ----
+
+struct Api::LeaseWaiter {
+  std::string node_id;
+  int max_runs = 1;
+  Responder respond;
+  std::function<bool()> peer_connected;
+  asio::steady_timer timer;
+  bool answered = false;
+};
+
+struct Api::LogWaiter {
+  std::string run_id;
+  std::string stream;
+  std::uint64_t offset = 0;
+  Responder respond;
+  asio::steady_timer timer;
+  bool answered = false;
+};
+
+Api::Api(ApiContext context) : ctx_(std::move(context)) {
+  // Uploads cut off by a crash are never resumed; their temporary files are garbage.
+  std::error_code ec;
+  std::filesystem::remove_all(ctx_.data_dir / "tmp", ec);
+  std::filesystem::create_directories(ctx_.data_dir / "tmp", ec);
+}
+
+Api::~Api() {
+  shutdown();
+}
+
+void Api::shutdown() {
+  for (auto& [compute, waiters] : lease_waiters_) {
+    for (auto& waiter : waiters) {
+      waiter->answered = true;
+      waiter->timer.cancel();
+    }
+  }
+  lease_waiters_.clear();
+  for (auto& [run, waiters] : log_waiters_) {
+    for (auto& waiter : waiters) {
+      waiter->answered = true;
+      waiter->timer.cancel();
+    }
+  }
+  log_waiters_.clear();
+}
+
+std::filesystem::path Api::run_dir(const std::string& run_id) const {
+  return ctx_.data_dir / "runs" / run_id;
+}
+
+std::filesystem::path Api::new_upload_path() {
+  return ctx_.data_dir / "tmp" / ("upload-" + std::to_string(++next_upload_));
+}
+
+void Api::commit_then(std::function<void(Result<void>)> done) {
+  auto ops = ctx_.cluster.take_changes();
+  if (ops.empty() && ctx_.store_writer.pending() == 0) {
+    done(ok());
+    return;
+  }
+  std::vector<Worker::Task> tasks;
+  tasks.reserve(ops.size());
+  for (auto& op : ops) {
+    tasks.push_back([op = std::move(op), store = &ctx_.store] { return op(*store); });
+  }
+  ctx_.store_writer.submit(std::move(tasks), std::move(done));
+}
+
+void Api::respond_after_commit(Responder respond, std::function<Response()> make) {
+  commit_then([respond = std::move(respond), make = std::move(make)](Result<void> stored) {
+    if (!stored) {
+      respond(error_response(503, "StoreUnavailable", stored.error().message));
+      return;
+    }
+    respond(make());
+  });
+}
+
+void Api::sweep(std::function<void()> done) {
+  SweepOutcome outcome = ctx_.cluster.sweep();
+  commit_then([this, outcome, done = std::move(done)](Result<void>) {
+    for (const auto& compute : outcome.computes_with_queued_runs) serve_lease_waiters(compute);
+    for (const auto& run_id : outcome.finished_runs) wake_log_waiters(run_id);
+    if (done) done();
+  });
+}
+
+// ---- routing ----
+
+RoutePlan Api::json_plan(std::function<void(Request, Responder)> handler) const {
+  return RoutePlan{BodyKind::Buffer, ctx_.limits.max_json_body, {}, std::move(handler)};
+}
+
+Routing Api::route(const RequestHead& head) {
+  auto target = parse_target(head.target);
+  if (!target) return error_response(target.error());
+  const auto& path = target->segments;
+  if (path.size() < 2 || path[0] != "v1") return error_response(404, kNotFound, "no such endpoint");
+  const std::string& kind = path[1];
+
+  // An unauthenticated health check: the benchmark's baseline and a load balancer's probe.
+  if (kind == "health" && path.size() == 2) {
+    if (head.method != "GET") return method_not_allowed("GET");
+    return json_plan([](Request, Responder respond) {
+      respond(json_response(200, {{"status", "ok"}}));
+    });
+  }
+
+  Caller caller = ctx_.cluster.identify(bearer_token(head.authorization));
+  if (caller.kind == CallerKind::Anonymous) {
+    bool known =
+        kind == "nodes" || kind == "runs" || kind == "computes" || kind == "registration-tokens";
+    if (!known) return error_response(404, kNotFound, "no such endpoint");
+    return unauthorized();
+  }
+
+  if (kind == "nodes") return route_nodes(head, caller, path);
+  if (kind == "runs") return route_runs(head, caller, path, target->query);
+  if (kind == "computes" && path.size() == 4 && path[3] == "status") {
+    if (head.method != "GET") return method_not_allowed("GET");
+    if (caller.kind != CallerKind::User) return forbidden("this needs the user token");
+    return json_plan([this, name = path[2]](Request, Responder respond) {
+      respond_after_commit(
+          respond, [this, name] { return json_response(200, ctx_.cluster.compute_status(name)); });
+    });
+  }
+  if (kind == "registration-tokens" && path.size() == 2) {
+    if (head.method != "POST") return method_not_allowed("POST");
+    if (caller.kind != CallerKind::User) return forbidden("this needs the user token");
+    return json_plan([this](Request request, Responder respond) {
+      auto compute = parse_registration_token_request(request.body);
+      if (!compute) return respond(error_response(compute.error()));
+      std::string token = ctx_.cluster.create_registration_token(*compute);
+      respond_after_commit(respond, [token, name = *compute] {
+        return json_response(201, {{"token", token}, {"compute_name", name}});
+      });
+    });
+  }
+  return error_response(404, kNotFound, "no such endpoint");
+}
+
+Routing Api::route_nodes(const RequestHead& head, const Caller& caller,
+                         const std::vector<std::string>& path) {
+  if (path.size() == 3 && path[2] == "register") {
+    if (head.method != "POST") return method_not_allowed("POST");
+    if (caller.kind != CallerKind::Registration) {
+      return forbidden("registration needs a registration token");
+    }
+    return json_plan([this, caller](Request request, Responder respond) {
+      registration(caller, request, std::move(respond));
+    });
+  }
+  if (path.size() == 2) {
+    if (head.method != "GET") return method_not_allowed("GET");
+    if (caller.kind != CallerKind::User) return forbidden("this needs the user token");
+    return json_plan([this](Request, Responder respond) {
+      respond_after_commit(respond,
+                           [this] { return json_response(200, ctx_.cluster.list_nodes()); });
+    });
+  }
+  if (path.size() < 3 || path.size() > 4) return error_response(404, kNotFound, "no such endpoint");
+  const std::string node_id = path[2];
+  if (path.size() == 4 && path[3] == "drain") {
+    if (head.method != "POST") return method_not_allowed("POST");
+    if (caller.kind != CallerKind::User) return forbidden("draining a node needs the user token");
+    return json_plan([this, node_id](Request, Responder respond) {
+      if (auto drained = ctx_.cluster.drain(node_id); !drained) {
+        return respond(error_response(drained.error()));
+      }
+      respond_after_commit(respond, [node_id] {
+        return json_response(200, {{"node_id", node_id}, {"draining", true}});
+      });
+    });
+  }
+  auto node = ctx_.cluster.node_for(caller, node_id);
+  if (!node) return error_response(node.error());
+  if (path.size() == 3) {
+    if (head.method != "GET") return method_not_allowed("GET");
+    return json_plan([this, caller, node_id](Request, Responder respond) {
+      respond_after_commit(respond, [this, caller, node_id] {
+        auto node = ctx_.cluster.node_for(caller, node_id);
+        if (!node) return error_response(node.error());
+        return json_response(200, Cluster::node_json(**node));
+      });
+    });
+  }
+  // Heartbeats and leases are the node's own business, not a user's.
+  if (caller.kind != CallerKind::Node) return forbidden("only the node itself sends this");
+  if (path[3] == "heartbeat") {
+    if (head.method != "POST") return method_not_allowed("POST");
+    return json_plan([this, node_id](Request request, Responder respond) {
+      heartbeat(node_id, request, std::move(respond));
+    });
+  }
+  if (path[3] == "lease") {
+    if (head.method != "POST") return method_not_allowed("POST");
+    return json_plan([this, node_id](Request request, Responder respond) {
+      lease(node_id, request, std::move(respond));
+    });
+  }
+  return error_response(404, kNotFound, "no such endpoint");
+}
+
+Routing Api::route_runs(const RequestHead& head, const Caller& caller,
+                        const std::vector<std::string>& path,
+                        const std::map<std::string, std::string>& query) {
+  if (path.size() == 2) {
+    if (head.method != "POST") return method_not_allowed("POST");
+    if (caller.kind != CallerKind::User) return forbidden("submitting runs needs the user token");
+    return json_plan(
+        [this](Request request, Responder respond) { submit(request, std::move(respond)); });
+  }
+  const std::string run_id = path[2];
+  if (path.size() >= 5 && path[3] == "logs") {
+    std::string stream = path[4];
+    for (std::size_t i = 5; i < path.size(); ++i) stream += "/" + path[i];
+    return route_run_logs(head, caller, run_id, stream, query);
+  }
+  if (path.size() == 3) {
+    if (head.method != "GET") return method_not_allowed("GET");
+    if (auto run = ctx_.cluster.run_for_reader(caller, run_id); !run)
+      return error_response(run.error());
+    return json_plan([this, caller, run_id](Request, Responder respond) {
+      respond_after_commit(respond, [this, caller, run_id] {
+        auto run = ctx_.cluster.run_for_reader(caller, run_id);
+        if (!run) return error_response(run.error());
+        return json_response(200, Cluster::run_json(**run));
+      });
+    });
+  }
+  if (path.size() != 4) return error_response(404, kNotFound, "no such endpoint");
+  const std::string& action = path[3];
+
+  if (action == "snapshot" || action == "outputs") {
+    return route_run_file(head, caller, run_id, action);
+  }
+  if (action == "status") {
+    if (head.method != "POST") return method_not_allowed("POST");
+    if (caller.kind != CallerKind::Node)
+      return forbidden("only the node a run is leased to reports its status");
+    if (auto run = ctx_.cluster.run_for_reader(caller, run_id); !run)
+      return error_response(run.error());
+    return json_plan([this, caller, run_id](Request request, Responder respond) {
+      post_status(caller, run_id, request, std::move(respond));
+    });
+  }
+  if (action == "cancel") {
+    if (head.method != "POST") return method_not_allowed("POST");
+    if (auto run = ctx_.cluster.run_for_user(caller, run_id); !run)
+      return error_response(run.error());
+    return json_plan([this, run_id](Request, Responder respond) {
+      RunStatus status = ctx_.cluster.cancel(run_id);
+      if (spec::is_terminal(status)) wake_log_waiters(run_id);
+      respond_after_commit(respond, [status] {
+        return json_response(200, {{"status", spec::to_string(status)}});
+      });
+    });
+  }
+  if (action == "logs") {
+    if (head.method != "GET") return method_not_allowed("GET");
+    if (auto run = ctx_.cluster.run_for_reader(caller, run_id); !run)
+      return error_response(run.error());
+    return json_plan([this, run_id](Request, Responder respond) {
+      nlohmann::json streams = nlohmann::json::object();
+      for (const auto& [name, length] : ctx_.logs.list(run_id)) streams[name] = length;
+      respond(json_response(200, {{"streams", streams}}));
+    });
+  }
+  return error_response(404, kNotFound, "no such endpoint");
+}
+
+// Snapshots (PUT by the user, GET by the node holding the run or a user) and outputs (PUT by the
+// node holding the run, GET by a user or that node): tar.gz files beside the run's logs.
+Routing Api::route_run_file(const RequestHead& head, const Caller& caller,
+                            const std::string& run_id, const std::string& action) {
+  if (action == "snapshot" && head.method == "PUT") {
+    if (auto run = ctx_.cluster.run_for_user(caller, run_id); !run)
+      return error_response(run.error());
+    return RoutePlan{BodyKind::File, ctx_.limits.max_file_body, new_upload_path(),
+                     [this, run_id](Request request, Responder respond) {
+                       put_snapshot(run_id, request, std::move(respond));
+                     }};
+  }
+  if (head.method == "GET") {
+    Result<const RunRecord*> run = ctx_.cluster.run_for_reader(caller, run_id);
+    if (caller.kind == CallerKind::Node && head.epoch) {
+      auto epoch = epoch_header(head);
+      if (!epoch) return error_response(epoch.error());
+      run = ctx_.cluster.run_for_writer(caller, run_id, *epoch);
+    }
+    if (!run) return error_response(run.error());
+    auto file = run_dir(run_id) / (action + ".tar.gz");
+    return json_plan([file, action](Request, Responder respond) {
+      std::error_code ec;
+      if (!std::filesystem::is_regular_file(file, ec)) {
+        return respond(error_response(404, kNotFound, "the run has no " + action + " yet"));
+      }
+      Response response;
+      response.content_type = "application/gzip";
+      response.file = file;
+      respond(std::move(response));
+    });
+  }
+  if (action == "snapshot" || head.method != "PUT") return method_not_allowed("GET, PUT");
+  auto epoch = epoch_header(head);
+  if (!epoch) return error_response(epoch.error());
+  if (auto run = ctx_.cluster.run_for_writer(caller, run_id, *epoch); !run) {
+    return error_response(run.error());
+  }
+  return RoutePlan{BodyKind::File, ctx_.limits.max_file_body, new_upload_path(),
+                   [this, caller, run_id, epoch = *epoch](Request request, Responder respond) {
+                     put_outputs(caller, run_id, epoch, request, std::move(respond));
+                   }};
+}
+
+Routing Api::route_run_logs(const RequestHead& head, const Caller& caller,
+                            const std::string& run_id, const std::string& stream,
+                            const std::map<std::string, std::string>& query) {
+  if (!is_valid_stream_name(stream)) {
+    return error_response(
+        400, "InvalidStreamName",
+        "stream: expected user_logs/std_log.txt, user_logs/std_log_process_N.txt, "
+        "system_logs/<path> or logs/<path> with no '..', got \"" +
+            stream.substr(0, 80) + "\"");
+  }
+  auto offset = unsigned_param(query, "offset", 0);
+  if (!offset) return error_response(offset.error());
+  if (head.method == "PUT") {
+    if (!query.count("offset")) return error_response(missing_field("offset"));
+    auto epoch = epoch_header(head);
+    if (!epoch) return error_response(epoch.error());
+    if (auto run = ctx_.cluster.run_for_writer(caller, run_id, *epoch); !run) {
+      return error_response(run.error());
+    }
+    return RoutePlan{BodyKind::Buffer,
+                     ctx_.limits.max_log_chunk,
+                     {},
+                     [this, caller, run_id, stream, offset = *offset, epoch = *epoch](
+                         Request request, Responder respond) {
+                       put_log(caller, run_id, stream, offset, epoch, request, std::move(respond));
+                     }};
+  }
+  if (head.method != "GET") return method_not_allowed("GET, PUT");
+  if (auto run = ctx_.cluster.run_for_reader(caller, run_id); !run)
+    return error_response(run.error());
+  auto wait =
+      seconds_param(query, "wait_seconds", static_cast<double>(ctx_.limits.max_log_wait.count()));
+  if (!wait) return error_response(wait.error());
+  return RoutePlan{
+      BodyKind::Buffer,
+      ctx_.limits.max_json_body,
+      {},
+      [this, run_id, stream, offset = *offset, wait = *wait](Request, Responder respond) {
+        get_log(run_id, stream, offset, wait, std::move(respond));
+      }};
+}
+
+// ---- nodes ----
+
+void Api::registration(const Caller& caller, const Request& request, Responder respond) {
+  auto registration = parse_registration(request.body);
+  if (!registration) return respond(error_response(registration.error()));
+  auto registered = ctx_.cluster.register_node(caller.token_hash, std::move(*registration));
+  if (!registered) return respond(error_response(registered.error()));
+  auto policy = ctx_.cluster.policy();
+  respond_after_commit(respond, [registered = *registered, policy] {
+    return json_response(200, {{"node_id", registered.node_id},
+                               {"node_token", registered.node_token},
+                               {"heartbeat_interval_seconds", policy.heartbeat_interval.count()},
+                               {"heartbeat_timeout_seconds", policy.heartbeat_timeout.count()}});
+  });
+}
+
+void Api::heartbeat(const std::string& node_id, const Request& request, Responder respond) {
+  auto report = parse_heartbeat(request.body);
+  if (!report) return respond(error_response(report.error()));
+  auto commands = ctx_.cluster.heartbeat(node_id, *report);
+  auto policy = ctx_.cluster.policy();
+  respond_after_commit(respond, [commands, policy] {
+    return json_response(200, {{"heartbeat_interval_seconds", policy.heartbeat_interval.count()},
+                               {"heartbeat_timeout_seconds", policy.heartbeat_timeout.count()},
+                               {"commands", commands}});
+  });
+}
+
+void Api::lease(const std::string& node_id, const Request& request, Responder respond) {
+  auto parsed = parse_lease(request.body, ctx_.limits);
+  if (!parsed) return respond(error_response(parsed.error()));
+  int runs = parsed->max_runs;
+  double wait_seconds = parsed->wait_seconds;
+
+  ctx_.cluster.touch(node_id);
+  if (ctx_.cluster.has_work_for(node_id) || wait_seconds <= 0) {
+    return deliver_lease(node_id, runs, std::move(respond));
+  }
+  auto waiter = std::make_shared<LeaseWaiter>(LeaseWaiter{node_id, runs, std::move(respond),
+                                                          request.peer_connected,
+                                                          asio::steady_timer(ctx_.io), false});
+  std::string compute =
+      ctx_.cluster.node_for({CallerKind::User, "", ""}, node_id).value()->compute_name;
+  lease_waiters_[compute].push_back(waiter);
+  waiter->timer.expires_after(to_millis(wait_seconds));
+  waiter->timer.async_wait([this, waiter, compute](const boost::system::error_code&) {
+    if (waiter->answered) return;
+    waiter->answered = true;
+    auto& waiters = lease_waiters_[compute];
+    waiters.remove(waiter);
+    if (waiters.empty()) lease_waiters_.erase(compute);
+    // The state a lease answer reflects (none queued) needs no commit; changes from touch() do.
+    respond_after_commit(waiter->respond, [] {
+      return json_response(200, {{"runs", nlohmann::json::array()}});
+    });
+  });
+}
+
+void Api::deliver_lease(const std::string& node_id, int max_runs, Responder respond) {
+  auto leased = ctx_.cluster.lease(node_id, max_runs);
+  commit_then([this, node_id, leased, respond = std::move(respond)](Result<void> stored) {
+    auto give_back = [this, node_id, leased] {
+      if (!ctx_.cluster.return_lease(node_id, leased)) return;
+      std::string compute =
+          ctx_.cluster.node_for({CallerKind::User, "", ""}, node_id).value()->compute_name;
+      commit_then([this, compute](Result<void>) { serve_lease_waiters(compute); });
+    };
+    if (!stored) {
+      give_back();
+      return respond(error_response(503, "StoreUnavailable", stored.error().message));
+    }
+    Response response = json_response(200, leased_json(leased));
+    if (!leased.empty()) {
+      // An answer that never reached the node would leave its runs leased to nobody who knows.
+      response.on_sent = [give_back](bool delivered) {
+        if (!delivered) give_back();
+      };
+    }
+    respond(std::move(response));
+  });
+}
+
+void Api::serve_lease_waiters(const std::string& compute_name) {
+  auto found = lease_waiters_.find(compute_name);
+  if (found == lease_waiters_.end()) return;
+  auto& waiters = found->second;
+  for (auto it = waiters.begin(); it != waiters.end();) {
+    auto waiter = *it;
+    if (!waiter->peer_connected || !waiter->peer_connected()) {
+      // The client gave up; dropping its responder closes the connection.
+      waiter->answered = true;
+      waiter->timer.cancel();
+      it = waiters.erase(it);
+      continue;
+    }
+    if (!ctx_.cluster.has_work_for(waiter->node_id)) {
+      // Draining nodes keep waiting; for everyone else the queue is empty, so stop here.
+      auto node = ctx_.cluster.node_for({CallerKind::User, "", ""}, waiter->node_id);
+      if (node && (*node)->draining) {
+        ++it;
+        continue;
+      }
+      break;
+    }
+    waiter->answered = true;
+    waiter->timer.cancel();
+    it = waiters.erase(it);
+    deliver_lease(waiter->node_id, waiter->max_runs, waiter->respond);
+  }
+  if (waiters.empty()) lease_waiters_.erase(found);
+}
+
+// ---- runs ----
+
+void Api::submit(const Request& request, Responder respond) {
+  auto submitted = parse_submit(request.body, ctx_.limits.max_json_body);
+  if (!submitted) return respond(error_response(submitted.error()));
+  auto run = ctx_.cluster.submit_run(*submitted);
+  if (!run) return respond(error_response(run.error()));
+  respond_after_commit(respond, [run = *run] {
+    return json_response(201, {{"run_id", run.run_id}, {"status", spec::to_string(run.status)}});
+  });
+}
+
+void Api::put_snapshot(const std::string& run_id, const Request& request, Responder respond) {
+  auto refuse = [&](Response response) {
+    std::error_code ec;
+    std::filesystem::remove(request.body_file, ec);
+    respond(std::move(response));
+  };
+  auto run = ctx_.cluster.run_for_reader({CallerKind::User, "", ""}, run_id);
+  if (!run) return refuse(error_response(run.error()));
+  if ((*run)->status != RunStatus::NotStarted || snapshot_uploads_.count(run_id)) {
+    return refuse(error_response(409, kConflict,
+                                 "the run's snapshot was already uploaded; it is " +
+                                     std::string(spec::to_string((*run)->status))));
+  }
+  snapshot_uploads_.insert(run_id);
+  auto final_path = run_dir(run_id) / "snapshot.tar.gz";
+  ctx_.file_worker.submit(
+      {[temp = request.body_file, final_path] { return install_upload(temp, final_path); }},
+      [this, run_id, temp = request.body_file, respond = std::move(respond)](Result<void> stored) {
+        snapshot_uploads_.erase(run_id);
+        if (!stored) {
+          std::error_code ec;
+          std::filesystem::remove(temp, ec);
+          return respond(error_response(stored.error()));
+        }
+        auto queued = ctx_.cluster.queue_run(run_id);
+        if (!queued) return respond(error_response(queued.error()));
+        std::string compute =
+            (*ctx_.cluster.run_for_reader({CallerKind::User, "", ""}, run_id))->compute_name;
+        commit_then([this, compute, status = *queued, respond](Result<void> committed) {
+          if (!committed) {
+            return respond(error_response(503, "StoreUnavailable", committed.error().message));
+          }
+          serve_lease_waiters(compute);
+          respond(json_response(200, {{"status", spec::to_string(status)}}));
+        });
+      });
+}
+
+void Api::post_status(const Caller& caller, const std::string& run_id, const Request& request,
+                      Responder respond) {
+  auto update = parse_status(request.body);
+  if (!update) return respond(error_response(update.error()));
+  if (auto run = ctx_.cluster.run_for_writer(caller, run_id, update->epoch); !run) {
+    return respond(error_response(run.error()));
+  }
+  RunStatus now = ctx_.cluster.update_status(run_id, update->report);
+  if (spec::is_terminal(now)) wake_log_waiters(run_id);
+  respond_after_commit(respond, [now] {
+    return json_response(200, {{"status", spec::to_string(now)}});
+  });
+}
+
+void Api::put_log(const Caller& caller, const std::string& run_id, const std::string& stream,
+                  std::uint64_t offset, std::int64_t epoch, const Request& request,
+                  Responder respond) {
+  // Checked again: the lease may have moved while the chunk was arriving.
+  if (auto run = ctx_.cluster.run_for_writer(caller, run_id, epoch); !run) {
+    return respond(error_response(run.error()));
+  }
+  auto appended = ctx_.logs.append(run_id, stream, offset, request.body);
+  if (!appended) return respond(error_response(appended.error()));
+  if (appended->gap) {
+    Response response = json_response(
+        409,
+        {{"length", appended->length},
+         {"error",
+          {{"code", "LogGap"},
+           {"message", "the chunk starts at " + std::to_string(offset) + " but the stream has " +
+                           std::to_string(appended->length) + " bytes; resend from there"}}}});
+    return respond(std::move(response));
+  }
+  wake_log_waiters(run_id);
+  respond(json_response(200, {{"length", appended->length}}));
+}
+
+Response Api::log_read_response(const std::string& run_id, const std::string& stream,
+                                std::uint64_t offset) const {
+  auto bytes = ctx_.logs.read(run_id, stream, offset, ctx_.limits.max_log_read);
+  if (!bytes) return error_response(bytes.error());
+  auto run = ctx_.cluster.run_for_reader({CallerKind::User, "", ""}, run_id);
+  Response response;
+  response.content_type = "application/octet-stream";
+  response.body = std::move(*bytes);
+  response.headers.emplace_back("X-Amlnode-Length",
+                                std::to_string(ctx_.logs.length(run_id, stream)));
+  response.headers.emplace_back("X-Amlnode-Next-Offset",
+                                std::to_string(offset + response.body.size()));
+  if (run) response.headers.emplace_back("X-Amlnode-Run-Status", spec::to_string((*run)->status));
+  return response;
+}
+
+void Api::get_log(const std::string& run_id, const std::string& stream, std::uint64_t offset,
+                  double wait_seconds, Responder respond) {
+  auto run = ctx_.cluster.run_for_reader({CallerKind::User, "", ""}, run_id);
+  bool live = run && !spec::is_terminal((*run)->status);
+  if (wait_seconds <= 0 || !live || ctx_.logs.length(run_id, stream) > offset) {
+    return respond(log_read_response(run_id, stream, offset));
+  }
+  auto waiter = std::make_shared<LogWaiter>(
+      LogWaiter{run_id, stream, offset, std::move(respond), asio::steady_timer(ctx_.io), false});
+  log_waiters_[run_id].push_back(waiter);
+  waiter->timer.expires_after(to_millis(wait_seconds));
+  waiter->timer.async_wait([this, waiter](const boost::system::error_code&) {
+    if (waiter->answered) return;
+    waiter->answered = true;
+    auto& waiters = log_waiters_[waiter->run_id];
+    waiters.remove(waiter);
+    if (waiters.empty()) log_waiters_.erase(waiter->run_id);
+    waiter->respond(log_read_response(waiter->run_id, waiter->stream, waiter->offset));
+  });
+}
+
+void Api::wake_log_waiters(const std::string& run_id) {
+  auto found = log_waiters_.find(run_id);
+  if (found == log_waiters_.end()) return;
+  auto run = ctx_.cluster.run_for_reader({CallerKind::User, "", ""}, run_id);
+  bool finished = !run || spec::is_terminal((*run)->status);
+  auto& waiters = found->second;
+  for (auto it = waiters.begin(); it != waiters.end();) {
+    auto waiter = *it;
+    if (!finished && ctx_.logs.length(run_id, waiter->stream) <= waiter->offset) {
+      ++it;
+      continue;
+    }
+    waiter->answered = true;
+    waiter->timer.cancel();
+    it = waiters.erase(it);
+    waiter->respond(log_read_response(run_id, waiter->stream, waiter->offset));
+  }
+  if (waiters.empty()) log_waiters_.erase(found);
+}
+
+void Api::put_outputs(const Caller& caller, const std::string& run_id, std::int64_t epoch,
+                      const Request& request, Responder respond) {
+  if (auto run = ctx_.cluster.run_for_writer(caller, run_id, epoch); !run) {
+    std::error_code ec;
+    std::filesystem::remove(request.body_file, ec);
+    return respond(error_response(run.error()));
+  }
+  std::error_code ec;
+  auto size = std::filesystem::file_size(request.body_file, ec);
+  auto final_path = run_dir(run_id) / "outputs.tar.gz";
+  ctx_.file_worker.submit(
+      {[temp = request.body_file, final_path] { return install_upload(temp, final_path); }},
+      [this, run_id, size, temp = request.body_file,
+       respond = std::move(respond)](Result<void> stored) {
+        if (!stored) {
+          std::error_code ec;
+          std::filesystem::remove(temp, ec);
+          return respond(error_response(stored.error()));
+        }
+        ctx_.cluster.mark_outputs(run_id);
+        respond_after_commit(respond, [size] { return json_response(200, {{"bytes", size}}); });
+      });
+}
+
+}  // namespace amlnode::controlplane

@@ -1,0 +1,105 @@
+#pragma once
+
+// The endpoints of docs/protocol.md on top of the Cluster: authentication and authorization from
+// the header (before any body is read), body parsing with errors that name the field, long polls
+// (lease, log reads), log appends, uploads and downloads. Every answer that reflects a change is
+// sent only after the store writer committed it. Runs on the io thread only.
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "controlplane/cluster.h"
+#include "controlplane/http_types.h"
+#include "controlplane/log_streams.h"
+#include "controlplane/options.h"
+#include "controlplane/worker.h"
+
+namespace amlnode::controlplane {
+
+struct ApiContext {
+  boost::asio::io_context& io;
+  Cluster& cluster;
+  LogStreams& logs;
+  Store& store;
+  Worker& store_writer;
+  Worker& file_worker;
+  std::filesystem::path data_dir;
+  Limits limits;
+};
+
+class Api final : public Router {
+ public:
+  explicit Api(ApiContext context);
+  ~Api() override;
+
+  Routing route(const RequestHead& head) override;
+
+  // Runs a lost-node sweep, stores what it changed, then serves the long polls waiting on the
+  // runs it queued again or finished; `done` runs after all that.
+  void sweep(std::function<void()> done);
+
+  // Stores whatever the Cluster changed outside a request (start-up), then calls `done`.
+  void commit_then(std::function<void(Result<void>)> done);
+
+  // Drops every waiting long poll, which closes their connections; before shutting down.
+  void shutdown();
+
+ private:
+  struct LeaseWaiter;
+  struct LogWaiter;
+  struct RunTarget;
+
+  // A plan for an endpoint whose body, if any, is JSON.
+  RoutePlan json_plan(std::function<void(Request, Responder)> handler) const;
+  Routing route_nodes(const RequestHead& head, const Caller& caller,
+                      const std::vector<std::string>& path);
+  Routing route_runs(const RequestHead& head, const Caller& caller,
+                     const std::vector<std::string>& path,
+                     const std::map<std::string, std::string>& query);
+  Routing route_run_file(const RequestHead& head, const Caller& caller, const std::string& run_id,
+                         const std::string& action);
+  Routing route_run_logs(const RequestHead& head, const Caller& caller, const std::string& run_id,
+                         const std::string& stream,
+                         const std::map<std::string, std::string>& query);
+
+  void registration(const Caller& caller, const Request& request, Responder respond);
+  void heartbeat(const std::string& node_id, const Request& request, Responder respond);
+  void lease(const std::string& node_id, const Request& request, Responder respond);
+  void deliver_lease(const std::string& node_id, int max_runs, Responder respond);
+  void submit(const Request& request, Responder respond);
+  void put_snapshot(const std::string& run_id, const Request& request, Responder respond);
+  void post_status(const Caller& caller, const std::string& run_id, const Request& request,
+                   Responder respond);
+  void put_log(const Caller& caller, const std::string& run_id, const std::string& stream,
+               std::uint64_t offset, std::int64_t epoch, const Request& request, Responder respond);
+  void get_log(const std::string& run_id, const std::string& stream, std::uint64_t offset,
+               double wait_seconds, Responder respond);
+  void put_outputs(const Caller& caller, const std::string& run_id, std::int64_t epoch,
+                   const Request& request, Responder respond);
+
+  // Answers `respond` with make() once everything changed so far is committed (503 if it fails).
+  void respond_after_commit(Responder respond, std::function<Response()> make);
+  void serve_lease_waiters(const std::string& compute_name);
+  void wake_log_waiters(const std::string& run_id);
+  Response log_read_response(const std::string& run_id, const std::string& stream,
+                             std::uint64_t offset) const;
+  std::filesystem::path run_dir(const std::string& run_id) const;
+  std::filesystem::path new_upload_path();
+
+  ApiContext ctx_;
+  std::map<std::string, std::list<std::shared_ptr<LeaseWaiter>>> lease_waiters_;  // by compute
+  std::unordered_map<std::string, std::list<std::shared_ptr<LogWaiter>>> log_waiters_;  // by run
+  std::set<std::string> snapshot_uploads_;  // runs whose snapshot is being stored
+  std::uint64_t next_upload_ = 0;
+};
+
+}  // namespace amlnode::controlplane

@@ -1,0 +1,571 @@
+#include "controlplane/cluster.h"
+
+#include <algorithm>
+
+#include "controlplane/tokens.h"
+
+namespace amlnode::controlplane {
+
+using spec::RunStatus;
+
+namespace {
+
+constexpr std::size_t kMaxComputeName = 64;
+
+std::string run_id_for(const std::string& experiment, Millis now) {
+  // Azure ML v1's shape: <experiment>_<unix seconds>_<8 hex>.
+  return experiment + "_" + std::to_string(now / 1000) + "_" + random_token("", 4);
+}
+
+nlohmann::json utc_or_null(Millis t) {
+  if (t == 0) return nullptr;
+  return format_utc(std::chrono::system_clock::time_point(std::chrono::milliseconds(t)));
+}
+
+}  // namespace
+
+Cluster::Cluster(StoreContents contents, std::shared_ptr<Clock> clock, ClusterPolicy policy,
+                 std::string user_token)
+    : clock_(std::move(clock)), policy_(policy), user_token_(std::move(user_token)) {
+  // Every node gets a full heartbeat timeout from the start of this process: the time it was
+  // last heard from is not stored, and a restart must not declare the whole cluster lost.
+  auto now = clock_->now();
+  for (auto& node : contents.nodes) {
+    std::string id = node.node_id;
+    node_by_token_hash_[node.token_hash] = id;
+    nodes_[id] = NodeState{std::move(node), now, {}};
+  }
+  for (auto& token : contents.registration_tokens) {
+    registration_tokens_[token.token_hash] = std::move(token);
+  }
+  for (auto& run : contents.runs) {
+    next_queue_seq_ = std::max(next_queue_seq_, run.queue_seq);
+    RunState state{std::move(run), {}, {}};
+    if (auto text = contents.live_job_texts.find(state.record.run_id);
+        text != contents.live_job_texts.end()) {
+      state.job_text = std::move(text->second);
+    }
+    runs_[state.record.run_id] = std::move(state);
+  }
+  for (const auto& lease : contents.leases) {
+    if (auto run = runs_.find(lease.run_id); run != runs_.end()) {
+      run->second.past_holders.insert(lease.node_id);
+    }
+  }
+  for (auto& [id, run] : runs_) {
+    const RunRecord& r = run.record;
+    if (spec::is_terminal(r.status)) continue;
+    if (!r.node_id.empty()) {
+      if (auto node = nodes_.find(r.node_id); node != nodes_.end())
+        node->second.held_runs.insert(id);
+    } else if (r.status == RunStatus::Queued) {
+      queues_[r.compute_name][r.queue_seq] = id;
+    }
+  }
+}
+
+Millis Cluster::now_millis() const {
+  return unix_millis(clock_->now());
+}
+
+void Cluster::save(const NodeRecord& node) {
+  changes_.push_back([node](Store& store) { return store.put_node(node); });
+}
+
+void Cluster::save(const RunRecord& run) {
+  changes_.push_back([run](Store& store) { return store.put_run(run); });
+}
+
+std::vector<StoreOp> Cluster::take_changes() {
+  std::vector<StoreOp> out;
+  out.swap(changes_);
+  return out;
+}
+
+Caller Cluster::identify(std::string_view bearer) const {
+  if (bearer.empty()) return {};
+  if (constant_time_equal(bearer, user_token_)) return {CallerKind::User, "", ""};
+  std::string hash = token_hash(bearer);
+  if (auto node = node_by_token_hash_.find(hash); node != node_by_token_hash_.end()) {
+    return {CallerKind::Node, node->second, ""};
+  }
+  if (auto token = registration_tokens_.find(hash);
+      token != registration_tokens_.end() && token->second.spent_at == 0) {
+    return {CallerKind::Registration, "", hash};
+  }
+  return {};
+}
+
+std::string Cluster::create_registration_token(const std::string& compute_name) {
+  std::string token = random_token("amlreg_");
+  RegistrationTokenRecord record{token_hash(token), compute_name, now_millis(), 0, ""};
+  registration_tokens_[record.token_hash] = record;
+  changes_.push_back([record](Store& store) { return store.put_registration_token(record); });
+  return token;
+}
+
+void Cluster::ensure_registration_token(const std::string& token) {
+  std::string hash = token_hash(token);
+  if (registration_tokens_.count(hash)) return;
+  RegistrationTokenRecord record{hash, "", now_millis(), 0, ""};
+  registration_tokens_[hash] = record;
+  changes_.push_back([record](Store& store) { return store.put_registration_token(record); });
+}
+
+Result<RegisteredNode> Cluster::register_node(const std::string& registration_token_hash,
+                                              NodeRegistration registration) {
+  auto token = registration_tokens_.find(registration_token_hash);
+  if (token == registration_tokens_.end() || token->second.spent_at != 0) {
+    return Error{kUnauthorized, "the registration token is unknown or already spent"};
+  }
+  std::string compute_name = token->second.compute_name;
+  if (auto label = registration.labels.find("compute_name");
+      label != registration.labels.end() && label->is_string()) {
+    auto labelled = label->get<std::string>();
+    if (!compute_name.empty() && labelled != compute_name) {
+      return Error{kInvalidRequest,
+                   "labels.compute_name: the registration token is for compute \"" + compute_name +
+                       "\", not \"" + labelled + "\""};
+    }
+    compute_name = labelled;
+  }
+  if (!is_valid_name(compute_name, kMaxComputeName)) {
+    return Error{kInvalidRequest,
+                 "labels.compute_name: expected 1-64 letters, digits, '_' or '-' (or a token "
+                 "made for a compute), got \"" +
+                     compute_name + "\""};
+  }
+  registration.labels["compute_name"] = compute_name;
+
+  RegisteredNode registered{random_token("node-", 8), random_token("amlnode_")};
+  NodeRecord node;
+  node.node_id = registered.node_id;
+  node.token_hash = token_hash(registered.node_token);
+  node.compute_name = compute_name;
+  node.hostname = std::move(registration.hostname);
+  node.ips = std::move(registration.ips);
+  node.ssh_port = registration.ssh_port;
+  node.cpus = registration.cpus;
+  node.memory_bytes = registration.memory_bytes;
+  node.gpus = registration.gpus;
+  node.labels = std::move(registration.labels);
+  node.agent_version = std::move(registration.agent_version);
+  node.registered_at = now_millis();
+
+  token->second.spent_at = node.registered_at;
+  token->second.spent_by = node.node_id;
+  changes_.push_back(
+      [record = token->second](Store& store) { return store.put_registration_token(record); });
+  save(node);
+  node_by_token_hash_[node.token_hash] = registered.node_id;
+  nodes_[registered.node_id] = NodeState{std::move(node), clock_->now(), {}};
+  return registered;
+}
+
+Result<const NodeRecord*> Cluster::node_for(const Caller& caller,
+                                            const std::string& node_id) const {
+  if (caller.kind == CallerKind::Node && caller.node_id != node_id) {
+    return Error{kForbidden, "a node token opens only its own node record"};
+  }
+  if (caller.kind != CallerKind::Node && caller.kind != CallerKind::User) {
+    return Error{kForbidden, "this token does not open node records"};
+  }
+  auto node = nodes_.find(node_id);
+  if (node == nodes_.end()) return Error{kNotFound, "no node " + node_id};
+  return &node->second.record;
+}
+
+void Cluster::touch(const std::string& node_id) {
+  auto node = nodes_.find(node_id);
+  if (node == nodes_.end()) return;
+  node->second.last_seen = clock_->now();
+  if (node->second.record.lost) {
+    node->second.record.lost = false;
+    save(node->second.record);
+  }
+}
+
+nlohmann::json Cluster::heartbeat(const std::string& node_id, const HeartbeatReport& report) {
+  touch(node_id);
+  NodeState& node = nodes_.at(node_id);
+  if (node.record.state != report.state || node.record.reason != report.reason) {
+    node.record.state = report.state;
+    node.record.reason = report.reason;
+    save(node.record);
+  }
+  nlohmann::json commands = nlohmann::json::array();
+  for (const auto& id : node.held_runs) {
+    if (runs_.at(id).record.status == RunStatus::CancelRequested) {
+      commands.push_back({{"type", "cancel"}, {"run_id", id}});
+    }
+  }
+  for (const auto& reported : report.runs) {
+    auto run = runs_.find(reported.run_id);
+    if (run == runs_.end()) {
+      commands.push_back(
+          {{"type", "stop"}, {"run_id", reported.run_id}, {"reason", "unknown run"}});
+      continue;
+    }
+    const RunRecord& r = run->second.record;
+    if (r.node_id != node_id || r.epoch != reported.epoch) {
+      commands.push_back({{"type", "stop"},
+                          {"run_id", reported.run_id},
+                          {"reason", "lease moved to another node"}});
+      continue;
+    }
+    auto status = spec::run_status_from_string(reported.status);
+    if (spec::is_terminal(r.status) && status && !spec::is_terminal(*status)) {
+      commands.push_back(
+          {{"type", "stop"},
+           {"run_id", reported.run_id},
+           {"reason", std::string("the run is already ") + spec::to_string(r.status)}});
+    }
+  }
+  if (node.record.draining) commands.push_back({{"type", "drain"}});
+  return commands;
+}
+
+Result<void> Cluster::drain(const std::string& node_id) {
+  auto node = nodes_.find(node_id);
+  if (node == nodes_.end()) return Error{kNotFound, "no node " + node_id};
+  if (!node->second.record.draining) {
+    node->second.record.draining = true;
+    save(node->second.record);
+  }
+  return ok();
+}
+
+bool Cluster::has_work_for(const std::string& node_id) const {
+  auto node = nodes_.find(node_id);
+  if (node == nodes_.end() || node->second.record.draining) return false;
+  auto queue = queues_.find(node->second.record.compute_name);
+  return queue != queues_.end() && !queue->second.empty();
+}
+
+std::vector<LeasedRun> Cluster::lease(const std::string& node_id, int max_runs) {
+  std::vector<LeasedRun> leased;
+  if (!has_work_for(node_id)) return leased;
+  NodeState& node = nodes_.at(node_id);
+  auto& queue = queues_.at(node.record.compute_name);
+  Millis now = now_millis();
+  while (!queue.empty() && static_cast<int>(leased.size()) < max_runs) {
+    RunState& run = runs_.at(queue.begin()->second);
+    queue.erase(queue.begin());
+    RunRecord& r = run.record;
+    r.epoch += 1;
+    r.node_id = node_id;
+    run.past_holders.insert(node_id);
+    node.held_runs.insert(r.run_id);
+    save(r);
+    LeaseRecord lease{r.run_id, r.epoch, node_id, now};
+    changes_.push_back([lease](Store& store) { return store.put_lease(lease); });
+    leased.push_back(
+        LeasedRun{r.run_id, r.epoch, r.experiment_name, run.job_text, r.job_file_name});
+  }
+  if (queue.empty()) queues_.erase(node.record.compute_name);
+  return leased;
+}
+
+bool Cluster::return_lease(const std::string& node_id, const std::vector<LeasedRun>& leased) {
+  bool queued = false;
+  for (const auto& l : leased) {
+    auto run = runs_.find(l.run_id);
+    if (run == runs_.end()) continue;
+    RunRecord& r = run->second.record;
+    // Only a lease nothing has happened on yet goes back; the epoch stays counted, so the
+    // undelivered one can never be used.
+    if (r.node_id != node_id || r.epoch != l.epoch || r.status != RunStatus::Queued) continue;
+    release_from_node(run->second);
+    enqueue(run->second);
+    save(r);
+    queued = true;
+  }
+  return queued;
+}
+
+Result<RunRecord> Cluster::submit_run(const SubmitRequest& request) {
+  Millis now = now_millis();
+  RunState run;
+  RunRecord& r = run.record;
+  do {
+    r.run_id = run_id_for(request.experiment_name, now);
+  } while (runs_.count(r.run_id));
+  r.experiment_name = request.experiment_name;
+  r.compute_name = request.compute_name;
+  r.job_file_name = request.job_file_name;
+  r.status = RunStatus::NotStarted;
+  r.created_at = now;
+  run.job_text = request.job_text;
+  save(r);
+  changes_.push_back([id = r.run_id, text = request.job_text](Store& store) {
+    return store.put_job_text(id, text);
+  });
+  RunRecord copy = r;
+  runs_[r.run_id] = std::move(run);
+  return copy;
+}
+
+void Cluster::enqueue(RunState& run) {
+  RunRecord& r = run.record;
+  if (r.queue_seq == 0) r.queue_seq = ++next_queue_seq_;
+  r.status = RunStatus::Queued;
+  r.not_responding_since = 0;
+  queues_[r.compute_name][r.queue_seq] = r.run_id;
+}
+
+void Cluster::dequeue(const RunRecord& r) {
+  auto queue = queues_.find(r.compute_name);
+  if (queue == queues_.end()) return;
+  queue->second.erase(r.queue_seq);
+  if (queue->second.empty()) queues_.erase(queue);
+}
+
+void Cluster::release_from_node(RunState& run) {
+  RunRecord& r = run.record;
+  if (auto node = nodes_.find(r.node_id); node != nodes_.end())
+    node->second.held_runs.erase(r.run_id);
+  r.node_id.clear();
+}
+
+Result<RunStatus> Cluster::queue_run(const std::string& run_id) {
+  auto run = runs_.find(run_id);
+  if (run == runs_.end()) return Error{kNotFound, "no run " + run_id};
+  RunRecord& r = run->second.record;
+  if (r.status != RunStatus::NotStarted) {
+    return Error{kConflict, "the run's snapshot was already uploaded; it is " +
+                                std::string(spec::to_string(r.status))};
+  }
+  r.queued_at = now_millis();
+  enqueue(run->second);
+  save(r);
+  return r.status;
+}
+
+Result<const RunRecord*> Cluster::run_for_reader(const Caller& caller,
+                                                 const std::string& run_id) const {
+  auto run = runs_.find(run_id);
+  if (caller.kind == CallerKind::User) {
+    if (run == runs_.end()) return Error{kNotFound, "no run " + run_id};
+    return &run->second.record;
+  }
+  if (caller.kind == CallerKind::Node) {
+    if (run == runs_.end()) return Error{kNotFound, "no run " + run_id};
+    if (run->second.record.node_id == caller.node_id) return &run->second.record;
+    if (run->second.past_holders.count(caller.node_id)) {
+      return Error{kStaleEpoch, "the run's lease moved to another node"};
+    }
+  }
+  return Error{kForbidden, "this token does not open run " + run_id};
+}
+
+Result<const RunRecord*> Cluster::run_for_writer(const Caller& caller, const std::string& run_id,
+                                                 std::int64_t epoch) const {
+  if (caller.kind != CallerKind::Node) {
+    return Error{kForbidden, "only the node the run is leased to reports on it"};
+  }
+  auto run = runs_.find(run_id);
+  if (run == runs_.end()) return Error{kNotFound, "no run " + run_id};
+  const RunRecord& r = run->second.record;
+  if (r.node_id == caller.node_id && r.epoch == epoch) return &r;
+  if (run->second.past_holders.count(caller.node_id)) {
+    return Error{kStaleEpoch, "epoch " + std::to_string(epoch) + " of run " + run_id +
+                                  " is over; the run is at epoch " + std::to_string(r.epoch)};
+  }
+  return Error{kForbidden, "run " + run_id + " is not leased to this node"};
+}
+
+Result<const RunRecord*> Cluster::run_for_user(const Caller& caller,
+                                               const std::string& run_id) const {
+  if (caller.kind != CallerKind::User) return Error{kForbidden, "this needs the user token"};
+  auto run = runs_.find(run_id);
+  if (run == runs_.end()) return Error{kNotFound, "no run " + run_id};
+  return &run->second.record;
+}
+
+void Cluster::finish(RunState& run, RunStatus status) {
+  RunRecord& r = run.record;
+  r.status = status;
+  r.ended_at = now_millis();
+  r.not_responding_since = 0;
+  if (auto node = nodes_.find(r.node_id); node != nodes_.end())
+    node->second.held_runs.erase(r.run_id);
+  // The job text is only needed to lease the run, which can no longer happen; it stays stored.
+  run.job_text.clear();
+  run.job_text.shrink_to_fit();
+}
+
+RunStatus Cluster::update_status(const std::string& run_id, const StatusReport& report) {
+  RunState& run = runs_.at(run_id);
+  RunRecord& r = run.record;
+  if (!spec::can_transition(r.status, report.status)) return r.status;
+  if (report.status == RunStatus::Running && r.started_at == 0) r.started_at = now_millis();
+  if (report.exit_code) r.exit_code = report.exit_code;
+  if (report.error.is_object()) r.error = report.error;
+  for (const auto& [key, value] : report.timings.items()) r.timings[key] = value;
+  if (spec::is_terminal(report.status)) {
+    finish(run, report.status);
+  } else {
+    r.status = report.status;
+    r.not_responding_since = 0;
+  }
+  save(r);
+  return r.status;
+}
+
+RunStatus Cluster::cancel(const std::string& run_id) {
+  RunState& run = runs_.at(run_id);
+  RunRecord& r = run.record;
+  if (spec::is_terminal(r.status) || r.status == RunStatus::CancelRequested) return r.status;
+  bool held_by_live_node = false;
+  if (auto node = nodes_.find(r.node_id); node != nodes_.end()) {
+    held_by_live_node = !node->second.record.lost;
+  }
+  if (held_by_live_node) {
+    r.status = RunStatus::CancelRequested;
+  } else {
+    // Not started anywhere (or its node is gone): nothing has to stop, so it is over now.
+    if (r.status == RunStatus::Queued && r.node_id.empty()) dequeue(r);
+    finish(run, RunStatus::Canceled);
+  }
+  save(r);
+  return r.status;
+}
+
+void Cluster::mark_outputs(const std::string& run_id) {
+  RunRecord& r = runs_.at(run_id).record;
+  if (r.has_outputs) return;
+  r.has_outputs = true;
+  save(r);
+}
+
+bool Cluster::requeue(RunState& run) {
+  if (!spec::can_transition(run.record.status, RunStatus::Queued)) return false;
+  release_from_node(run);
+  enqueue(run);
+  save(run.record);
+  return true;
+}
+
+SweepOutcome Cluster::sweep() {
+  SweepOutcome outcome;
+  auto now = clock_->now();
+  Millis now_ms = unix_millis(now);
+  for (auto& [id, node] : nodes_) {
+    if (!node.record.lost && now - node.last_seen > policy_.heartbeat_timeout) {
+      node.record.lost = true;
+      save(node.record);
+      for (const auto& run_id : node.held_runs) {
+        RunRecord& r = runs_.at(run_id).record;
+        if (!spec::can_transition(r.status, RunStatus::NotResponding)) continue;
+        r.status = RunStatus::NotResponding;
+        r.not_responding_since = now_ms;
+        save(r);
+      }
+    }
+    if (!node.record.lost) continue;
+    // Copied: finishing or requeueing a run removes it from held_runs.
+    std::vector<std::string> held(node.held_runs.begin(), node.held_runs.end());
+    for (const auto& run_id : held) {
+      RunState& run = runs_.at(run_id);
+      RunRecord& r = run.record;
+      if (r.status == RunStatus::CancelRequested) {
+        finish(run, RunStatus::Canceled);
+        save(r);
+        outcome.finished_runs.push_back(run_id);
+      } else if (r.status == RunStatus::NotResponding &&
+                 now_ms - r.not_responding_since >=
+                     std::chrono::duration_cast<std::chrono::milliseconds>(policy_.requeue_delay)
+                         .count() &&
+                 requeue(run)) {
+        outcome.computes_with_queued_runs.insert(r.compute_name);
+      }
+    }
+  }
+  return outcome;
+}
+
+nlohmann::json Cluster::list_nodes() const {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& [id, node] : nodes_) {
+    const NodeRecord& n = node.record;
+    auto public_ip = n.labels.find("public_ip");
+    out.push_back({
+        {"nodeId", n.node_id},
+        {"privateIpAddress", n.ips.empty() ? nlohmann::json(nullptr) : nlohmann::json(n.ips[0])},
+        {"publicIpAddress", public_ip != n.labels.end() && public_ip->is_string()
+                                ? *public_ip
+                                : nlohmann::json(nullptr)},
+        {"port", n.ssh_port},
+        {"nodeState", n.lost ? "unusable" : n.state},
+        {"runId", node.held_runs.empty() ? nlohmann::json(nullptr)
+                                         : nlohmann::json(*node.held_runs.begin())},
+        {"computeName", n.compute_name},
+        {"hostname", n.hostname},
+        {"lost", n.lost},
+        {"draining", n.draining},
+    });
+  }
+  return out;
+}
+
+nlohmann::json Cluster::compute_status(const std::string& compute_name) const {
+  nlohmann::json counts = nlohmann::json::object();
+  for (const auto& state : kNodeStates) counts[state] = 0;
+  int count = 0;
+  nlohmann::json vm_size = nullptr, vm_priority = nullptr;
+  for (const auto& [id, node] : nodes_) {
+    const NodeRecord& n = node.record;
+    if (n.compute_name != compute_name) continue;
+    ++count;
+    std::string state = n.lost ? "unusable" : n.state;
+    counts[state] = counts.value(state, 0) + 1;
+    if (vm_size.is_null() && n.labels.contains("vm_size")) vm_size = n.labels["vm_size"];
+    if (vm_priority.is_null() && n.labels.contains("vm_priority")) {
+      vm_priority = n.labels["vm_priority"];
+    }
+  }
+  std::size_t queued = 0;
+  if (auto queue = queues_.find(compute_name); queue != queues_.end())
+    queued = queue->second.size();
+  return {{"name", compute_name},         {"current_node_count", count},
+          {"target_node_count", count},   {"node_state_counts", counts},
+          {"allocation_state", "Steady"}, {"vm_size", vm_size},
+          {"vm_priority", vm_priority},   {"queued_run_count", queued}};
+}
+
+nlohmann::json Cluster::run_json(const RunRecord& r) {
+  return {{"run_id", r.run_id},
+          {"experiment_name", r.experiment_name},
+          {"compute_name", r.compute_name},
+          {"status", spec::to_string(r.status)},
+          {"node_id", r.node_id.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.node_id)},
+          {"epoch", r.epoch},
+          {"exit_code", r.exit_code ? nlohmann::json(*r.exit_code) : nlohmann::json(nullptr)},
+          {"error", r.error},
+          {"timings", r.timings},
+          {"created_utc", utc_or_null(r.created_at)},
+          {"queued_utc", utc_or_null(r.queued_at)},
+          {"start_time_utc", utc_or_null(r.started_at)},
+          {"end_time_utc", utc_or_null(r.ended_at)},
+          {"has_outputs", r.has_outputs}};
+}
+
+nlohmann::json Cluster::node_json(const NodeRecord& n) {
+  return {{"node_id", n.node_id},
+          {"compute_name", n.compute_name},
+          {"hostname", n.hostname},
+          {"ips", n.ips},
+          {"ssh_port", n.ssh_port},
+          {"cpus", n.cpus},
+          {"memory_bytes", n.memory_bytes},
+          {"gpus", n.gpus},
+          {"labels", n.labels},
+          {"agent_version", n.agent_version},
+          {"state", n.state},
+          {"reason", n.reason},
+          {"lost", n.lost},
+          {"draining", n.draining},
+          {"registered_utc", utc_or_null(n.registered_at)}};
+}
+
+}  // namespace amlnode::controlplane

@@ -1,0 +1,209 @@
+#pragma once
+
+// The control plane's state and rules, with no HTTP and no SQLite in sight: who a token belongs
+// to, registration, heartbeats and lost nodes, the FIFO run queues and leases with their epochs,
+// run statuses, cancel and drain. It lives on the server's one io thread, so it takes no locks.
+// Every change is recorded as StoreOps; the caller takes them with take_changes() and answers its
+// request only once the store writer has committed them.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/result.h"
+#include "controlplane/records.h"
+#include "controlplane/store.h"
+
+namespace amlnode::controlplane {
+
+// Error codes the Cluster returns; the HTTP layer maps each to its status.
+inline constexpr const char* kUnauthorized = "Unauthorized";      // 401
+inline constexpr const char* kForbidden = "Forbidden";            // 403
+inline constexpr const char* kNotFound = "NotFound";              // 404
+inline constexpr const char* kInvalidRequest = "InvalidRequest";  // 400
+inline constexpr const char* kStaleEpoch = "StaleEpoch";          // 409, with "stop": true
+inline constexpr const char* kConflict = "Conflict";              // 409
+
+enum class CallerKind { Anonymous, User, Node, Registration };
+
+// Who a bearer token belongs to.
+struct Caller {
+  CallerKind kind = CallerKind::Anonymous;
+  std::string node_id;     // for nodes
+  std::string token_hash;  // for registration tokens
+};
+
+struct ClusterPolicy {
+  std::chrono::seconds heartbeat_interval{5};
+  std::chrono::seconds heartbeat_timeout{30};
+  // How long a lost node's runs stay NotResponding before they are queued again. With 0 they are
+  // requeued by the same sweep that finds the node lost.
+  std::chrono::seconds requeue_delay{0};
+};
+
+struct NodeRegistration {
+  std::string hostname;
+  std::vector<std::string> ips;
+  int ssh_port = 22;
+  int cpus = 0;
+  std::int64_t memory_bytes = 0;
+  int gpus = 0;
+  nlohmann::json labels = nlohmann::json::object();
+  std::string agent_version;
+};
+
+struct RegisteredNode {
+  std::string node_id;
+  std::string node_token;  // handed out once; only its hash is kept
+};
+
+struct ReportedRun {
+  std::string run_id;
+  std::int64_t epoch = 0;
+  std::string status;
+};
+
+struct HeartbeatReport {
+  std::string state;  // one of kNodeStates
+  std::string reason;
+  std::vector<ReportedRun> runs;
+};
+
+inline const std::vector<std::string> kNodeStates = {"idle",     "running", "preparing",
+                                                     "unusable", "leaving", "preempted"};
+
+struct LeasedRun {
+  std::string run_id;
+  std::int64_t epoch = 0;
+  std::string experiment_name;
+  std::string job_text;
+  std::string job_file_name;
+};
+
+struct SubmitRequest {
+  std::string job_text;
+  std::string job_file_name;
+  std::string experiment_name;
+  std::string compute_name;
+};
+
+struct StatusReport {
+  spec::RunStatus status = spec::RunStatus::Running;
+  std::optional<int> exit_code;
+  nlohmann::json error;                               // null or an object
+  nlohmann::json timings = nlohmann::json::object();  // merged into the run's timings
+};
+
+// What a lost-node sweep changed that others wait on.
+struct SweepOutcome {
+  std::set<std::string> computes_with_queued_runs;
+  std::vector<std::string> finished_runs;
+};
+
+class Cluster {
+ public:
+  Cluster(StoreContents contents, std::shared_ptr<Clock> clock, ClusterPolicy policy,
+          std::string user_token);
+
+  const ClusterPolicy& policy() const { return policy_; }
+
+  Caller identify(std::string_view bearer_token) const;
+
+  // Registration tokens. `compute_name` "" makes a token any compute's node may use.
+  std::string create_registration_token(const std::string& compute_name);
+  // Makes `token` a usable registration token unless it exists already (spent or not), so the
+  // same --registration-token on every restart is single-use across all of them.
+  void ensure_registration_token(const std::string& token);
+  Result<RegisteredNode> register_node(const std::string& registration_token_hash,
+                                       NodeRegistration registration);
+
+  // A node's own record; `caller` must be that node or a user.
+  Result<const NodeRecord*> node_for(const Caller& caller, const std::string& node_id) const;
+  // Records that a node was heard from; a lost node is back.
+  void touch(const std::string& node_id);
+  // Applies a heartbeat and returns the commands for the node (cancel, stop, drain).
+  nlohmann::json heartbeat(const std::string& node_id, const HeartbeatReport& report);
+  Result<void> drain(const std::string& node_id);
+
+  // Leases up to `max_runs` of the node's compute queue, oldest first, each with a new epoch.
+  std::vector<LeasedRun> lease(const std::string& node_id, int max_runs);
+  // Whether the node would get runs from lease() now.
+  bool has_work_for(const std::string& node_id) const;
+  // A lease answer that never reached its node: those runs go back to the queue at their old
+  // place. Returns whether any run was queued again.
+  bool return_lease(const std::string& node_id, const std::vector<LeasedRun>& runs);
+
+  Result<RunRecord> submit_run(const SubmitRequest& request);
+  // The snapshot is stored: the run joins its compute's queue.
+  Result<spec::RunStatus> queue_run(const std::string& run_id);
+
+  // The run, for a user or for the node holding it (any epoch of that node's current lease).
+  Result<const RunRecord*> run_for_reader(const Caller& caller, const std::string& run_id) const;
+  // The run, for the node holding its current epoch: 404 unknown, 409 StaleEpoch for a node that
+  // held an older epoch, 403 for any other caller.
+  Result<const RunRecord*> run_for_writer(const Caller& caller, const std::string& run_id,
+                                          std::int64_t epoch) const;
+  // Only for a user; 404 when unknown.
+  Result<const RunRecord*> run_for_user(const Caller& caller, const std::string& run_id) const;
+
+  // Idempotent and monotone: a status the run is at or past changes nothing. Returns the run's
+  // status afterwards. The caller has checked the epoch with run_for_writer.
+  spec::RunStatus update_status(const std::string& run_id, const StatusReport& report);
+  spec::RunStatus cancel(const std::string& run_id);
+  void mark_outputs(const std::string& run_id);
+
+  // Marks nodes silent for heartbeat_timeout lost, their runs NotResponding, and requeues runs
+  // NotResponding for requeue_delay (with a new epoch at their next lease).
+  SweepOutcome sweep();
+
+  nlohmann::json list_nodes() const;
+  nlohmann::json compute_status(const std::string& compute_name) const;
+  static nlohmann::json run_json(const RunRecord& run);
+  static nlohmann::json node_json(const NodeRecord& node);
+
+  // The StoreOps for everything changed since the last call.
+  std::vector<StoreOp> take_changes();
+
+ private:
+  struct NodeState {
+    NodeRecord record;
+    std::chrono::system_clock::time_point last_seen;
+    std::set<std::string> held_runs;  // live runs whose current lease is this node's
+  };
+  struct RunState {
+    RunRecord record;
+    std::string job_text;                // kept only while the run is live
+    std::set<std::string> past_holders;  // every node that held an epoch of it
+  };
+
+  Millis now_millis() const;
+  void save(const NodeRecord& node);
+  void save(const RunRecord& run);
+  void enqueue(RunState& run);
+  void dequeue(const RunRecord& run);
+  void finish(RunState& run, spec::RunStatus status);
+  void release_from_node(RunState& run);
+  bool requeue(RunState& run);
+
+  std::shared_ptr<Clock> clock_;
+  ClusterPolicy policy_;
+  std::string user_token_;
+  std::map<std::string, NodeState> nodes_;  // ordered by id, for stable listings
+  std::unordered_map<std::string, std::string> node_by_token_hash_;
+  std::unordered_map<std::string, RegistrationTokenRecord> registration_tokens_;
+  std::unordered_map<std::string, RunState> runs_;
+  // Per compute name, queued runs by queue_seq: FIFO, and a requeued run keeps its place.
+  std::map<std::string, std::map<std::int64_t, std::string>> queues_;
+  std::int64_t next_queue_seq_ = 0;
+  std::vector<StoreOp> changes_;
+};
+
+}  // namespace amlnode::controlplane

@@ -1,0 +1,74 @@
+#pragma once
+
+// What the control plane remembers: nodes, registration tokens, runs and the leases that gave runs
+// their epochs. These are plain values; the Cluster owns them in memory and the Store persists
+// them.
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "spec/run_status.h"
+
+namespace amlnode::controlplane {
+
+// Times are Unix milliseconds from the injected clock; 0 means "not yet".
+using Millis = std::int64_t;
+
+struct NodeRecord {
+  std::string node_id;
+  std::string token_hash;  // sha256 of the node token; the token itself is never stored
+  std::string compute_name;
+  std::string hostname;
+  std::vector<std::string> ips;
+  int ssh_port = 22;
+  int cpus = 0;
+  std::int64_t memory_bytes = 0;
+  int gpus = 0;
+  nlohmann::json labels = nlohmann::json::object();
+  std::string agent_version;
+  std::string state = "idle";  // as the node last reported it (AmlCompute nodeState values)
+  std::string reason;          // why the node is unusable, as it reported
+  bool lost = false;           // no heartbeat for heartbeat_timeout
+  bool draining = false;       // an operator asked it to drain: no new leases, drain command
+  Millis registered_at = 0;
+};
+
+struct RegistrationTokenRecord {
+  std::string token_hash;
+  std::string compute_name;  // "" when the token is not bound to a compute
+  Millis created_at = 0;
+  Millis spent_at = 0;  // 0 while still usable
+  std::string spent_by;
+};
+
+struct RunRecord {
+  std::string run_id;
+  std::string experiment_name;
+  std::string compute_name;
+  std::string job_file_name;
+  spec::RunStatus status = spec::RunStatus::NotStarted;
+  std::int64_t epoch = 0;      // 0 until the first lease; each lease adds one
+  std::string node_id;         // the node holding the current epoch ("" while queued)
+  std::int64_t queue_seq = 0;  // position in its compute's FIFO, kept across requeues
+  std::optional<int> exit_code;
+  nlohmann::json error;  // null or {"code", "message"} as the node reported it
+  nlohmann::json timings = nlohmann::json::object();
+  Millis created_at = 0;
+  Millis queued_at = 0;
+  Millis started_at = 0;  // first Running
+  Millis ended_at = 0;    // terminal
+  Millis not_responding_since = 0;
+  bool has_outputs = false;
+};
+
+struct LeaseRecord {
+  std::string run_id;
+  std::int64_t epoch = 0;
+  std::string node_id;
+  Millis leased_at = 0;
+};
+
+}  // namespace amlnode::controlplane

@@ -1,0 +1,238 @@
+#include "controlplane/request_bodies.h"
+
+#include <algorithm>
+
+#include "controlplane/json_fields.h"
+#include "controlplane/tokens.h"
+
+namespace amlnode::controlplane {
+
+using spec::RunStatus;
+
+namespace {
+
+constexpr std::size_t kMaxExperimentName = 255;
+constexpr std::size_t kMaxComputeName = 64;
+constexpr std::size_t kMaxShortText = 4096;
+constexpr std::size_t kMaxReportedRuns = 1024;
+constexpr std::size_t kMaxIps = 64;
+constexpr std::size_t kMaxLabels = 64;
+
+Error invalid(const std::string& message) {
+  return Error{kInvalidRequest, message};
+}
+
+// What a client sent, shortened for a message.
+std::string shown(const std::string& text) {
+  return "\"" + text.substr(0, 80) + "\"";
+}
+
+Result<std::vector<std::string>> parse_ips(const nlohmann::json& body) {
+  std::vector<std::string> ips;
+  auto found = body.find("ips");
+  if (found == body.end() || found->is_null()) return ips;
+  if (!found->is_array() || found->size() > kMaxIps) {
+    return invalid("ips: expected a list of at most 64 addresses, got " + json_type_name(*found));
+  }
+  for (std::size_t i = 0; i < found->size(); ++i) {
+    const auto& ip = (*found)[i];
+    if (!ip.is_string() || ip.get<std::string>().size() > 64) {
+      return invalid("ips[" + std::to_string(i) + "]: expected an address, got " +
+                     json_type_name(ip));
+    }
+    ips.push_back(ip.get<std::string>());
+  }
+  return ips;
+}
+
+Result<nlohmann::json> parse_labels(const nlohmann::json& body) {
+  auto labels = object_field(body, "labels", "labels");
+  if (!labels) return labels.error();
+  if (!*labels) return nlohmann::json::object();
+  if ((*labels)->size() > kMaxLabels) return invalid("labels: at most 64 labels");
+  for (const auto& [key, value] : (*labels)->items()) {
+    if (!value.is_string() || key.size() > 256 || value.get<std::string>().size() > 1024) {
+      return invalid("labels." + key.substr(0, 64) +
+                     ": expected a string of at most 1024 bytes, got " + json_type_name(value));
+    }
+  }
+  return **labels;
+}
+
+Result<ReportedRun> parse_reported_run(const nlohmann::json& item, const std::string& path) {
+  if (!item.is_object()) return invalid(path + ": expected an object, got " + json_type_name(item));
+  auto id = string_field(item, "run_id", path + ".run_id", 512);
+  if (!id) return id.error();
+  if (!*id) return missing_field(path + ".run_id");
+  auto epoch = integer_field(item, "epoch", path + ".epoch", 0, INT64_MAX);
+  if (!epoch) return epoch.error();
+  auto status = string_field(item, "status", path + ".status", 32);
+  if (!status) return status.error();
+  return ReportedRun{**id, epoch->value_or(0), status->value_or("")};
+}
+
+Result<std::string> required_name(const nlohmann::json& body, const char* field,
+                                  std::size_t max_length) {
+  auto value = string_field(body, field, field, max_length);
+  if (!value) return value.error();
+  if (!*value) return missing_field(field);
+  if (!is_valid_name(**value, max_length)) {
+    return invalid(std::string(field) + ": expected 1-" + std::to_string(max_length) +
+                   " letters, digits, '_' or '-' starting with a letter or digit, got " +
+                   shown(**value));
+  }
+  return **value;
+}
+
+}  // namespace
+
+Result<NodeRegistration> parse_registration(std::string_view text) {
+  auto body = parse_json_object(text);
+  if (!body) return body.error();
+  NodeRegistration reg;
+  auto hostname = string_field(*body, "hostname", "hostname", 255);
+  if (!hostname) return hostname.error();
+  if (!*hostname || (*hostname)->empty()) return missing_field("hostname");
+  reg.hostname = **hostname;
+  auto ips = parse_ips(*body);
+  if (!ips) return ips.error();
+  reg.ips = std::move(*ips);
+  struct Count {
+    const char* name;
+    std::int64_t max;
+    std::int64_t fallback;
+    std::int64_t* into;
+  };
+  std::int64_t ssh_port = 0, cpus = 0, gpus = 0;
+  for (const Count& count :
+       {Count{"ssh_port", 65535, 22, &ssh_port}, Count{"cpus", 1 << 20, 0, &cpus},
+        Count{"memory_bytes", std::int64_t{1} << 60, 0, &reg.memory_bytes},
+        Count{"gpus", 1 << 16, 0, &gpus}}) {
+    auto value = integer_field(*body, count.name, count.name, 0, count.max);
+    if (!value) return value.error();
+    *count.into = value->value_or(count.fallback);
+  }
+  reg.ssh_port = static_cast<int>(ssh_port);
+  reg.cpus = static_cast<int>(cpus);
+  reg.gpus = static_cast<int>(gpus);
+  auto labels = parse_labels(*body);
+  if (!labels) return labels.error();
+  reg.labels = std::move(*labels);
+  auto version = string_field(*body, "agent_version", "agent_version", 64);
+  if (!version) return version.error();
+  reg.agent_version = version->value_or("");
+  return reg;
+}
+
+Result<HeartbeatReport> parse_heartbeat(std::string_view text) {
+  auto body = parse_json_object(text);
+  if (!body) return body.error();
+  HeartbeatReport report;
+  auto state = string_field(*body, "state", "state", 32);
+  if (!state) return state.error();
+  report.state = state->value_or("idle");
+  if (std::find(kNodeStates.begin(), kNodeStates.end(), report.state) == kNodeStates.end()) {
+    return invalid(
+        "state: expected idle, preparing, running, unusable, leaving or preempted, got " +
+        shown(report.state));
+  }
+  auto reason = string_field(*body, "reason", "reason", kMaxShortText);
+  if (!reason) return reason.error();
+  report.reason = reason->value_or("");
+  auto runs = body->find("runs");
+  if (runs == body->end() || runs->is_null()) return report;
+  if (!runs->is_array() || runs->size() > kMaxReportedRuns) {
+    return invalid("runs: expected a list of at most 1024 runs, got " + json_type_name(*runs));
+  }
+  for (std::size_t i = 0; i < runs->size(); ++i) {
+    auto run = parse_reported_run((*runs)[i], "runs[" + std::to_string(i) + "]");
+    if (!run) return run.error();
+    report.runs.push_back(std::move(*run));
+  }
+  return report;
+}
+
+Result<LeaseRequest> parse_lease(std::string_view text, const Limits& limits) {
+  auto body = parse_json_object(text);
+  if (!body) return body.error();
+  auto max_runs = integer_field(*body, "max_runs", "max_runs", 1, limits.max_runs_per_lease);
+  if (!max_runs) return max_runs.error();
+  auto wait = number_field(*body, "wait_seconds", "wait_seconds", 0,
+                           static_cast<double>(limits.max_lease_wait.count()));
+  if (!wait) return wait.error();
+  return LeaseRequest{static_cast<int>(max_runs->value_or(1)), wait->value_or(0)};
+}
+
+Result<StatusUpdate> parse_status(std::string_view text) {
+  auto body = parse_json_object(text);
+  if (!body) return body.error();
+  StatusUpdate update;
+  auto epoch = integer_field(*body, "epoch", "epoch", 0, INT64_MAX);
+  if (!epoch) return epoch.error();
+  if (!*epoch) return missing_field("epoch");
+  update.epoch = **epoch;
+  auto status_text = string_field(*body, "status", "status", 32);
+  if (!status_text) return status_text.error();
+  if (!*status_text) return missing_field("status");
+  // A node reports the phases it goes through and how a run ended; the other statuses are the
+  // server's to set.
+  auto status = spec::run_status_from_string(**status_text);
+  bool reportable = status && (*status == RunStatus::Preparing || *status == RunStatus::Running ||
+                               *status == RunStatus::Finalizing || spec::is_terminal(*status));
+  if (!reportable) {
+    return invalid(
+        "status: expected Preparing, Running, Finalizing, Completed, Failed or Canceled, got " +
+        shown(**status_text));
+  }
+  update.report.status = *status;
+  auto exit_code = integer_field(*body, "exit_code", "exit_code", INT32_MIN, INT32_MAX);
+  if (!exit_code) return exit_code.error();
+  if (*exit_code) update.report.exit_code = static_cast<int>(**exit_code);
+  auto error = object_field(*body, "error", "error");
+  if (!error) return error.error();
+  if (*error && dump_json(**error).size() > 4 * kMaxShortText)
+    return invalid("error: larger than 16 KiB");
+  if (*error) update.report.error = **error;
+  auto timings = object_field(*body, "timings", "timings");
+  if (!timings) return timings.error();
+  if (*timings && dump_json(**timings).size() > kMaxShortText)
+    return invalid("timings: larger than 4 KiB");
+  if (*timings) update.report.timings = **timings;
+  return update;
+}
+
+Result<SubmitRequest> parse_submit(std::string_view text, std::size_t max_job_text) {
+  auto body = parse_json_object(text);
+  if (!body) return body.error();
+  SubmitRequest request;
+  auto job = object_field(*body, "job", "job");
+  if (!job) return job.error();
+  if (!*job) return missing_field("job");
+  auto job_text = string_field(**job, "text", "job.text", max_job_text);
+  if (!job_text) return job_text.error();
+  if (!*job_text) return missing_field("job.text");
+  request.job_text = std::move(**job_text);
+  auto file_name = string_field(**job, "file_name", "job.file_name", 255);
+  if (!file_name) return file_name.error();
+  request.job_file_name = file_name->value_or("job.yml");
+  const std::string& name = request.job_file_name;
+  if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
+    return invalid("job.file_name: expected a file name, got " + shown(name));
+  }
+  auto experiment = required_name(*body, "experiment_name", kMaxExperimentName);
+  if (!experiment) return experiment.error();
+  request.experiment_name = std::move(*experiment);
+  auto compute = required_name(*body, "compute_name", kMaxComputeName);
+  if (!compute) return compute.error();
+  request.compute_name = std::move(*compute);
+  return request;
+}
+
+Result<std::string> parse_registration_token_request(std::string_view text) {
+  auto body = parse_json_object(text);
+  if (!body) return body.error();
+  if (!body->contains("compute_name") || (*body)["compute_name"].is_null()) return std::string();
+  return required_name(*body, "compute_name", kMaxComputeName);
+}
+
+}  // namespace amlnode::controlplane

@@ -1,0 +1,43 @@
+#pragma once
+
+// The JSON request bodies of docs/protocol.md, parsed and checked. Every failure is an
+// InvalidRequest whose message starts with the field's path, e.g. "runs[2].epoch: expected ...".
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+#include "controlplane/cluster.h"
+#include "controlplane/options.h"
+
+namespace amlnode::controlplane {
+
+// POST /v1/nodes/register
+Result<NodeRegistration> parse_registration(std::string_view body);
+
+// POST /v1/nodes/{id}/heartbeat
+Result<HeartbeatReport> parse_heartbeat(std::string_view body);
+
+// POST /v1/nodes/{id}/lease. max_runs defaults to 1, wait_seconds to 0 (answer at once); a wait
+// over the limit is cut to it.
+struct LeaseRequest {
+  int max_runs = 1;
+  double wait_seconds = 0;
+};
+Result<LeaseRequest> parse_lease(std::string_view body, const Limits& limits);
+
+// POST /v1/runs/{id}/status
+struct StatusUpdate {
+  std::int64_t epoch = 0;
+  StatusReport report;
+};
+Result<StatusUpdate> parse_status(std::string_view body);
+
+// POST /v1/runs
+Result<SubmitRequest> parse_submit(std::string_view body, std::size_t max_job_text);
+
+// POST /v1/registration-tokens: the compute name, "" for a token any compute may use.
+Result<std::string> parse_registration_token_request(std::string_view body);
+
+}  // namespace amlnode::controlplane

@@ -1,0 +1,53 @@
+#pragma once
+
+// The persistence seam. The Cluster never talks to SQLite: it hands whole records to a Store, and
+// the StoreWriter runs those calls on its own thread, many of them in one transaction.
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/result.h"
+#include "controlplane/records.h"
+
+namespace amlnode::controlplane {
+
+// Everything a Store holds, as read back at start.
+struct StoreContents {
+  std::vector<NodeRecord> nodes;
+  std::vector<RegistrationTokenRecord> registration_tokens;
+  std::vector<RunRecord> runs;
+  std::vector<LeaseRecord> leases;
+  // Job texts of the runs that are not terminal yet: only those can still be leased.
+  std::unordered_map<std::string, std::string> live_job_texts;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  virtual Result<StoreContents> load() = 0;
+
+  // Writes between begin() and commit() become visible and durable together.
+  virtual Result<void> begin() = 0;
+  virtual Result<void> commit() = 0;
+  virtual void rollback() = 0;
+
+  // Each put replaces the whole record with the same key.
+  virtual Result<void> put_node(const NodeRecord& node) = 0;
+  virtual Result<void> put_registration_token(const RegistrationTokenRecord& token) = 0;
+  virtual Result<void> put_run(const RunRecord& run) = 0;
+  virtual Result<void> put_job_text(const std::string& run_id, const std::string& text) = 0;
+  virtual Result<void> put_lease(const LeaseRecord& lease) = 0;
+};
+
+// One write the Cluster asks for, run later on the writer thread.
+using StoreOp = std::function<Result<void>(Store&)>;
+
+// SQLite in WAL mode with synchronous=NORMAL: a commit survives a crash of this process at once
+// and a power cut from the next checkpoint on. Creates the schema on first use.
+Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path);
+
+}  // namespace amlnode::controlplane

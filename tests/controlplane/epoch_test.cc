@@ -1,0 +1,119 @@
+// Lost nodes, requeues and stale epochs, with a manual clock instead of waiting.
+
+#include <catch2/catch.hpp>
+
+#include "tests/controlplane/cp_test_support.h"
+
+using namespace amlnode::controlplane;
+using namespace amlnode::controlplane::test;
+using namespace std::chrono_literals;
+
+TEST_CASE("a lost node's run is requeued with a new epoch and the old epoch is stopped",
+          "[epoch]") {
+  TestServer server;
+  auto a = server.node("cpu");
+  auto b = server.node("cpu");
+  auto run_id = server.queue_run("cpu");
+  REQUIRE(a.lease().json()["runs"][0]["epoch"] == 1);
+  REQUIRE(a.status(run_id, 1, "Running").json()["status"] == "Running");
+  REQUIRE(a.append(run_id, "user_logs/std_log.txt", 0, 1, "epoch one\n").status == 200);
+
+  // b keeps heartbeating; a falls silent past the timeout.
+  server.clock().advance(20s);
+  REQUIRE(b.heartbeat().status == 200);
+  server.clock().advance(11s);
+  server.server().sweep_now();
+
+  auto record = server.run(run_id);
+  CHECK(record["status"] == "Queued");
+  CHECK(record["node_id"].is_null());
+  auto nodes = server.user().get("/v1/nodes", server.user_token()).json();
+  for (const auto& node : nodes) {
+    if (node["nodeId"] == a.id()) CHECK(node["nodeState"] == "unusable");
+    if (node["nodeId"] == b.id()) CHECK(node["nodeState"] == "idle");
+  }
+
+  auto leased = b.lease().json()["runs"];
+  REQUIRE(leased.size() == 1);
+  CHECK(leased[0]["run_id"] == run_id);
+  CHECK(leased[0]["epoch"] == 2);
+  REQUIRE(b.status(run_id, 2, "Running").status == 200);
+
+  // The old holder comes back: every report with its epoch is a 409 that says stop.
+  auto status = a.status(run_id, 1, "Completed");
+  CHECK(status.status == 409);
+  CHECK(status.json()["error"]["code"] == "StaleEpoch");
+  CHECK(status.json()["stop"] == true);
+  auto log = a.append(run_id, "user_logs/std_log.txt", 10, 1, "late\n");
+  CHECK(log.status == 409);
+  CHECK(log.json()["stop"] == true);
+  auto heartbeat =
+      a.heartbeat({{"state", "running"},
+                   {"runs", {{{"run_id", run_id}, {"epoch", 1}, {"status", "Running"}}}}});
+  REQUIRE(heartbeat.status == 200);
+  CHECK(heartbeat.json()["commands"] ==
+        nlohmann::json::array(
+            {{{"type", "stop"}, {"run_id", run_id}, {"reason", "lease moved to another node"}}}));
+  // Even with the current epoch number, a node that no longer holds the run is stale.
+  CHECK(a.status(run_id, 2, "Completed").status == 409);
+
+  CHECK(server.run(run_id)["status"] == "Running");
+  // The log goes on from where it was: the restarted run appends.
+  CHECK(b.append(run_id, "user_logs/std_log.txt", 10, 2, "epoch two\n").json()["length"] == 20);
+}
+
+TEST_CASE("with a requeue delay a lost node's runs show NotResponding first", "[epoch]") {
+  TestServer server([](ServerOptions& options) { options.requeue_delay = 60s; });
+  auto a = server.node("cpu");
+  auto run_id = server.queue_run("cpu");
+  REQUIRE(a.lease().json()["runs"].size() == 1);
+  REQUIRE(a.status(run_id, 1, "Running").status == 200);
+
+  server.clock().advance(31s);
+  server.server().sweep_now();
+  CHECK(server.run(run_id)["status"] == "NotResponding");
+
+  SECTION("the node comes back in time and the run goes on") {
+    REQUIRE(a.heartbeat({{"state", "running"}}).status == 200);
+    CHECK(a.status(run_id, 1, "Running").json()["status"] == "Running");
+    for (int i = 0; i < 13; ++i) {
+      server.clock().advance(5s);
+      REQUIRE(a.heartbeat({{"state", "running"}}).status == 200);
+      server.server().sweep_now();
+    }
+    CHECK(server.run(run_id)["status"] == "Running");
+  }
+  SECTION("after the delay the run is queued again") {
+    server.clock().advance(61s);
+    server.server().sweep_now();
+    CHECK(server.run(run_id)["status"] == "Queued");
+  }
+}
+
+TEST_CASE("a cancel requested on a run whose node is lost ends as Canceled", "[epoch]") {
+  TestServer server;
+  auto a = server.node("cpu");
+  auto run_id = server.queue_run("cpu");
+  REQUIRE(a.lease().json()["runs"].size() == 1);
+  REQUIRE(a.status(run_id, 1, "Running").status == 200);
+  auto cancel = server.user().post("/v1/runs/" + run_id + "/cancel", server.user_token(), {});
+  REQUIRE(cancel.json()["status"] == "CancelRequested");
+  server.clock().advance(31s);
+  server.server().sweep_now();
+  auto record = server.run(run_id);
+  CHECK(record["status"] == "Canceled");
+  CHECK_FALSE(record["end_time_utc"].is_null());
+}
+
+TEST_CASE("heartbeats keep a node alive", "[epoch]") {
+  TestServer server;
+  auto a = server.node("cpu");
+  auto run_id = server.queue_run("cpu");
+  REQUIRE(a.lease().json()["runs"].size() == 1);
+  for (int i = 0; i < 10; ++i) {
+    server.clock().advance(5s);
+    REQUIRE(a.heartbeat({{"state", "running"}}).status == 200);
+    server.server().sweep_now();
+  }
+  CHECK(server.run(run_id)["node_id"] == a.id());
+}

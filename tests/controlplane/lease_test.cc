@@ -1,0 +1,122 @@
+// Leases: FIFO per compute name, long polls, epochs, and what a node may touch.
+
+#include <catch2/catch.hpp>
+#include <future>
+#include <thread>
+
+#include "tests/controlplane/cp_test_support.h"
+
+using namespace amlnode::controlplane;
+using namespace amlnode::controlplane::test;
+using Seconds = std::chrono::duration<double>;
+
+TEST_CASE("leases are first in, first out per compute name", "[lease]") {
+  TestServer server;
+  auto cpu_node = server.node("cpu");
+  auto gpu_node = server.node("gpu");
+  auto first = server.queue_run("cpu");
+  auto gpu_run = server.queue_run("gpu");
+  auto second = server.queue_run("cpu");
+  auto third = server.queue_run("cpu");
+
+  auto leased = cpu_node.lease(2).json()["runs"];
+  REQUIRE(leased.size() == 2);
+  CHECK(leased[0]["run_id"] == first);
+  CHECK(leased[1]["run_id"] == second);
+  CHECK(leased[0]["epoch"] == 1);
+  CHECK(leased[0]["experiment_name"] == "exp");
+  CHECK(leased[0]["job"]["text"] == "entry_script: train.py\n");
+  CHECK(leased[0]["job"]["file_name"] == "job.yml");
+
+  auto gpu = gpu_node.lease(5).json()["runs"];
+  REQUIRE(gpu.size() == 1);
+  CHECK(gpu[0]["run_id"] == gpu_run);
+
+  auto rest = cpu_node.lease(5).json()["runs"];
+  REQUIRE(rest.size() == 1);
+  CHECK(rest[0]["run_id"] == third);
+  CHECK(cpu_node.lease(5).json()["runs"].empty());
+
+  auto record = server.run(first);
+  CHECK(record["node_id"] == cpu_node.id());
+  CHECK(record["epoch"] == 1);
+}
+
+TEST_CASE("a run without its snapshot is not leased", "[lease]") {
+  TestServer server;
+  auto node = server.node("cpu");
+  auto run_id = server.submit_run("cpu");
+  CHECK(server.run(run_id)["status"] == "NotStarted");
+  CHECK(node.lease().json()["runs"].empty());
+}
+
+TEST_CASE("a long-poll lease returns as soon as a run is queued", "[lease]") {
+  TestServer server;
+  auto node = server.node("cpu");
+  auto started = std::chrono::steady_clock::now();
+  auto waiting = std::async(std::launch::async, [&] { return node.lease(1, 20); });
+  // Give the lease time to reach the server and start waiting.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto run_id = server.queue_run("cpu");
+  REQUIRE(waiting.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  auto leased = waiting.get();
+  CHECK(Seconds(std::chrono::steady_clock::now() - started).count() < 5);
+  REQUIRE(leased.json()["runs"].size() == 1);
+  CHECK(leased.json()["runs"][0]["run_id"] == run_id);
+}
+
+TEST_CASE("a long-poll lease with nothing queued answers empty after its wait", "[lease]") {
+  TestServer server;
+  auto node = server.node("cpu");
+  server.queue_run("gpu");  // another compute's work does not wake it
+  auto started = std::chrono::steady_clock::now();
+  auto leased = node.lease(1, 0.5);
+  double took = Seconds(std::chrono::steady_clock::now() - started).count();
+  CHECK(leased.status == 200);
+  CHECK(leased.json()["runs"].empty());
+  CHECK(took >= 0.45);
+  CHECK(took < 3);
+}
+
+TEST_CASE("waiting nodes are served in the order they asked", "[lease]") {
+  TestServer server;
+  auto a = server.node("cpu");
+  auto b = server.node("cpu");
+  auto first = std::async(std::launch::async, [&] { return a.lease(1, 20); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto second = std::async(std::launch::async, [&] { return b.lease(1, 20); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto run1 = server.queue_run("cpu");
+  auto run2 = server.queue_run("cpu");
+  CHECK(first.get().json()["runs"][0]["run_id"] == run1);
+  CHECK(second.get().json()["runs"][0]["run_id"] == run2);
+}
+
+TEST_CASE("a node gets 403 on a run leased to another node", "[lease]") {
+  TestServer server;
+  auto a = server.node("cpu");
+  auto b = server.node("cpu");
+  auto run_id = server.queue_run("cpu");
+  REQUIRE(a.lease().json()["runs"].size() == 1);
+
+  CHECK(b.status(run_id, 1, "Running").status == 403);
+  CHECK(b.append(run_id, "user_logs/std_log.txt", 0, 1, "x").status == 403);
+  CHECK(b.http().get("/v1/runs/" + run_id, b.token()).status == 403);
+  CHECK(b.http().request("GET", "/v1/runs/" + run_id + "/snapshot", b.token()).status == 403);
+  // The holder can read its run and the snapshot.
+  CHECK(a.http().get("/v1/runs/" + run_id, a.token()).status == 200);
+  auto snapshot = a.http().request("GET", "/v1/runs/" + run_id + "/snapshot", a.token(), "",
+                                   {{"X-Amlnode-Epoch", "1"}});
+  CHECK(snapshot.status == 200);
+  CHECK(snapshot.header("content-type") == "application/gzip");
+  CHECK(snapshot.body == std::string("\x1f\x8b snapshot of ") + run_id);
+  CHECK(b.status("no-such-run", 1, "Running").status == 404);
+}
+
+TEST_CASE("a snapshot is uploaded once", "[lease]") {
+  TestServer server;
+  auto run_id = server.queue_run("cpu");
+  auto again =
+      server.user().request("PUT", "/v1/runs/" + run_id + "/snapshot", server.user_token(), "x");
+  CHECK(again.status == 409);
+}
