@@ -11,6 +11,7 @@
 #include "agent/daemon/agent_main.h"
 #include "agent/env_commands.h"
 #include "agent/local_run.h"
+#include "agent/user_commands.h"
 #include "executors/shim/launcher.h"
 #include "spec/load.h"
 
@@ -231,6 +232,8 @@ int run_cli(int argc, char** argv) {
   CLI::App* agent_command = nullptr;
   AgentCommand agent;
   agent.add_to(app, agent_command);
+  UserCommands user_commands;
+  user_commands.add_to(app);
   auto* shim_command = app.add_subcommand("shim", "Internal: the per-process supervisor");
   std::vector<std::string> shim_args;
   shim_command->add_option("ARGS", shim_args)->required();
@@ -246,6 +249,7 @@ int run_cli(int argc, char** argv) {
   if (*image_command) return image.run();
   if (*shim_command) return exec_shim(shim_args);
   if (*agent_command) return agent.run();
+  if (int code = user_commands.run(); code >= 0) return code;
   return run.run();
 }
 

@@ -13,6 +13,7 @@
 
 #include "agent/container_run.h"
 #include "agent/run_record.h"
+#include "agent/run_steps.h"
 #include "agent/terminal.h"
 #include "common/fs.h"
 #include "executors/environments/cache.h"
@@ -21,8 +22,6 @@
 #include "executors/plan.h"
 #include "executors/snapshot.h"
 #include "spec/load.h"
-
-extern char** environ;
 
 namespace amlnode::agent {
 
@@ -51,84 +50,6 @@ std::string sanitized(const std::string& name) {
   return out.empty() ? "run" : out;
 }
 
-// The whole environment of the process: what amlnode run inherited, with the plan's variables
-// over it.
-std::vector<std::string> process_environment(const Plan& plan) {
-  std::vector<std::string> env;
-  for (char** entry = environ; *entry; ++entry) {
-    std::string_view kv(*entry);
-    auto name = kv.substr(0, kv.find('='));
-    bool overridden = false;
-    for (const auto& [plan_name, value] : plan.env) overridden = overridden || plan_name == name;
-    if (!overridden) env.emplace_back(kv);
-  }
-  for (const auto& [name, value] : plan.env) env.push_back(name + "=" + value);
-  return env;
-}
-
-std::string describe_signal(int signal) {
-  const char* text = ::strsignal(signal);
-  return std::to_string(signal) + " (" + (text ? text : "unknown") + ")";
-}
-
-std::string argv_text(const Plan& plan) {
-  std::string text;
-  for (const auto& arg : plan.argv) text += (text.empty() ? "" : " ") + arg;
-  return text;
-}
-
-std::string program_name(const Plan& plan) {
-  return plan.argv.empty() ? std::string("(none)")
-                           : fs::path(plan.argv.front()).filename().string();
-}
-
-// Appends lines about the run's preparation and release to system_logs/lifecycle.txt.
-class SystemLog {
- public:
-  SystemLog(fs::path file, std::shared_ptr<Clock> clock)
-      : file_(std::move(file)), clock_(std::move(clock)) {}
-  void line(const std::string& text) const {
-    if (FILE* f = std::fopen(file_.c_str(), "a")) {
-      std::fprintf(f, "%s %s\n", format_utc(clock_->now()).c_str(), text.c_str());
-      std::fclose(f);
-    }
-  }
-
- private:
-  fs::path file_;
-  std::shared_ptr<Clock> clock_;
-};
-
-Result<executors::environments::EnvironmentConfig> environment_config(
-    const LocalRunOptions& options) {
-  return executors::environments::environment_config_from_json(options.config.environments,
-                                                               options.state_dir);
-}
-
-executors::PlanContext plan_context(
-    const LocalRunOptions& options, const std::string& run_id,
-    const executors::environments::EnvironmentConfig& environments) {
-  executors::PlanContext context;
-  context.run_id = run_id;
-  context.run_dir = options.state_dir / "runs" / run_id;
-  context.kill_grace_seconds = options.kill_grace_seconds;
-  context.envs_dir = environments.envs_dir;
-  context.system_python = environments.system_python;
-  if (options.config.cpu_image) context.default_cpu_image = *options.config.cpu_image;
-  if (options.config.gpu_image) context.default_gpu_image = *options.config.gpu_image;
-  return context;
-}
-
-// Sets the prepared environment's variables (PATH, VIRTUAL_ENV / CONDA_PREFIX) under the job's
-// own: a variable the job sets itself keeps the job's value.
-void add_environment_variables(executors::Plan& plan, const spec::EnvVars& variables) {
-  for (const auto& [name, value] : variables) {
-    bool set_by_job = false;
-    for (const auto& existing : plan.env) set_by_job = set_by_job || existing.first == name;
-    if (!set_by_job) plan.env.emplace_back(name, value);
-  }
-}
-
 class LocalRun {
  public:
   LocalRun(const LocalRunOptions& options, std::shared_ptr<Clock> clock,
@@ -146,7 +67,6 @@ class LocalRun {
   int execute(const std::vector<spec::Diagnostic>& warnings);
 
  private:
-  Result<void> make_run_folder();
   Result<void> prepare();
   Result<void> prepare_environment(const executors::environments::EnvironmentConfig& config);
   int fail_before_start(const Error& error);
@@ -183,40 +103,12 @@ void LocalRun::enter(RunStatus status, const std::string& detail) {
   printer_.line(run_id_ + ": " + spec::to_string(status) + (detail.empty() ? "" : ": " + detail));
 }
 
-Result<void> LocalRun::make_run_folder() {
-  std::error_code ec;
-  fs::create_directories(run_dir_.parent_path(), ec);
-  if (ec)
-    return Error{"StateDirUnusable",
-                 "cannot create " + run_dir_.parent_path().string() + ": " + ec.message()};
-  if (!fs::create_directory(run_dir_, ec)) {
-    if (ec)
-      return Error{"StateDirUnusable", "cannot create " + run_dir_.string() + ": " + ec.message()};
-    return Error{"RunIdTaken",
-                 "run id " + run_id_ + " already exists in " + options_.state_dir.string()};
-  }
-  for (const char* sub : {"user_logs", "system_logs"}) {
-    fs::create_directory(run_dir_ / sub, ec);
-    if (ec)
-      return Error{"StateDirUnusable",
-                   "cannot create " + (run_dir_ / sub).string() + ": " + ec.message()};
-  }
-  return ok();
-}
-
 Result<void> LocalRun::prepare_environment(
     const executors::environments::EnvironmentConfig& config) {
-  executors::environments::EnvironmentCache cache(config, clock_);
-  executors::environments::BuildOutput output;
-  output.log_file = plan_.system_logs / "environment.txt";
-  output.progress = [this](std::string_view line) {
-    printer_.line("environment: " + std::string(line));
-  };
-  auto prepared = cache.prepare(*plan_.python_environment, output);
+  auto prepared = prepare_python_environment(
+      plan_, config, clock_, system_log_,
+      [this](std::string_view line) { printer_.line("environment: " + std::string(line)); });
   if (!prepared.ok()) return prepared.error();
-  system_log_.line("environment " + prepared->hash +
-                   (prepared->built ? ": built in " : ": reused ") + prepared->prefix.string());
-  add_environment_variables(plan_, prepared->env);
   environment_ = std::move(prepared.value());
   return ok();
 }
@@ -258,9 +150,11 @@ Result<void> LocalRun::prepare_container(const spec::Job& job) {
 }
 
 Result<void> LocalRun::prepare() {
-  auto environments = environment_config(options_);
+  auto environments = environment_config(options_.config, options_.state_dir);
   if (!environments.ok()) return environments.error();
-  plan_ = executors::resolve_plan(job_, plan_context(options_, run_id_, *environments));
+  plan_ = executors::resolve_plan(
+      job_, plan_context(options_.config, options_.state_dir, run_id_, options_.kill_grace_seconds,
+                         *environments));
   record_.set_environment(executors::to_string(plan_.environment_kind), plan_.environment_hash);
   if (plan_.cannot_run) return *plan_.cannot_run;
 
@@ -275,15 +169,7 @@ Result<void> LocalRun::prepare() {
       (listing->ignore_file.empty() ? "" : " (honouring " + listing->ignore_file + ")"));
   auto copied = executors::copy_snapshot(job_.source_directory, *listing, plan_.working_dir);
   if (!copied.ok()) return copied;
-  std::error_code ec;
-  for (const char* sub : {"outputs", "logs"}) fs::create_directories(plan_.working_dir / sub, ec);
-  if (ec) return Error{"SnapshotFailed", "cannot create wd/outputs or wd/logs: " + ec.message()};
-  auto staged = executors::stage_inputs(plan_.inputs);
-  if (!staged.ok()) return staged;
-  for (const auto& input : plan_.inputs) {
-    system_log_.line("input " + input.name + ": " + spec::to_string(input.mode) + " " +
-                     input.source.string() + " -> " + input.target.string());
-  }
+  if (auto staged = make_outputs_and_stage_inputs(plan_, system_log_); !staged.ok()) return staged;
   if (plan_.python_environment) return prepare_environment(*environments);
   if (plan_.environment_kind == executors::EnvironmentKind::Docker) return prepare_container(job_);
   return ok();
@@ -346,15 +232,7 @@ void LocalRun::supervise(const LaunchedShim& shim) {
 }
 
 Result<ExitRecord> LocalRun::run_under_shim() {
-  executors::LaunchSpec spec;
-  spec.argv = plan_.argv;
-  spec.env = process_environment(plan_);
-  spec.cwd = plan_.working_dir;
-  spec.log_path = plan_.std_log;
-  spec.state_path = run_dir_ / "shim.json";
-  spec.exit_path = run_dir_ / "exit.json";
-  if (plan_.deadline_seconds) spec.deadline_seconds = static_cast<double>(*plan_.deadline_seconds);
-  spec.kill_grace_seconds = plan_.kill_grace_seconds;
+  executors::LaunchSpec spec = shim_launch_spec(plan_);
   auto shim =
       launcher_.launch(spec, run_dir_ / "launch.json", run_dir_ / "system_logs" / "shim.txt");
   if (!shim.ok()) return shim.error();
@@ -363,16 +241,7 @@ Result<ExitRecord> LocalRun::run_under_shim() {
   int wait_status = 0;
   while (::waitpid(shim->pid, &wait_status, 0) < 0 && errno == EINTR) {
   }
-  auto text = read_file(run_dir_ / "exit.json", 1 << 20);
-  auto record =
-      text.ok() ? executors::exit_record_from_json(*text) : Result<ExitRecord>(text.error());
-  if (!record.ok()) {
-    return Error{"SupervisorFailed",
-                 "the run's supervisor ended without recording the exit (wait status " +
-                     std::to_string(wait_status) + "); see " +
-                     (run_dir_ / "system_logs" / "shim.txt").string()};
-  }
-  return record;
+  return read_exit_record(run_dir_, "wait status " + std::to_string(wait_status));
 }
 
 Result<ExitRecord> LocalRun::run_in_container() {
@@ -400,37 +269,12 @@ Result<ExitRecord> LocalRun::run_in_container() {
 
 int LocalRun::finish(const ExitRecord& exit) {
   enter(RunStatus::Finalizing);
-  const std::string program = program_name(plan_);
-  switch (exit.reason) {
-    case ExitReason::Exited:
-      if (exit.exit_code.value_or(1) == 0) return conclude(RunStatus::Completed, std::nullopt, 0);
-      return conclude(RunStatus::Failed,
-                      Error{"UserError", "User process '" + program + "' exited with status code " +
-                                             std::to_string(exit.exit_code.value_or(-1))},
-                      exit.exit_code.value_or(1));
-    case ExitReason::Signaled:
-      return conclude(RunStatus::Failed,
-                      Error{"UserError", "User process '" + program + "' was killed by signal " +
-                                             describe_signal(exit.signal.value_or(0)) +
-                                             (exit.error.empty() ? "" : ": " + exit.error)},
-                      128 + exit.signal.value_or(0));
-    case ExitReason::Timeout:
-      return conclude(RunStatus::Failed,
-                      Error{"RunTimeout", "The run exceeded max_run_duration_seconds (" +
-                                              std::to_string(plan_.deadline_seconds.value_or(0)) +
-                                              " s) and was stopped"},
-                      kExitTimeout);
-    case ExitReason::Canceled:
-      return conclude(RunStatus::Canceled, Error{"Canceled", "The run was canceled"},
-                      kExitCanceled);
-    case ExitReason::SpawnFailed:
-      return conclude(RunStatus::Failed, Error{"ProcessStartFailed", exit.error}, kExitBeforeStart);
-  }
-  return kExitBeforeStart;
+  RunOutcome outcome = outcome_of(exit, plan_);
+  return conclude(outcome.status, outcome.error, outcome.exit_code);
 }
 
 int LocalRun::execute(const std::vector<spec::Diagnostic>& warnings) {
-  auto made = make_run_folder();
+  auto made = make_run_folder(options_.state_dir, run_id_);
   if (!made.ok()) {
     std::fprintf(stderr, "amlnode: %s\n", made.error().message.c_str());
     return kExitBeforeStart;
@@ -496,12 +340,14 @@ int run_local(const LocalRunOptions& options, std::shared_ptr<Clock> clock,
   std::string run_id =
       options.run_id.value_or(new_run_id(loaded.job->experiment_name, clock->now()));
   if (options.dry_run) {
-    auto environments = environment_config(options);
+    auto environments = environment_config(options.config, options.state_dir);
     if (!environments.ok()) {
       std::fprintf(stderr, "amlnode: %s\n", environments.error().message.c_str());
       return kExitInvalidJob;
     }
-    auto plan = executors::resolve_plan(*loaded.job, plan_context(options, run_id, *environments));
+    auto plan = executors::resolve_plan(
+        *loaded.job, plan_context(options.config, options.state_dir, run_id,
+                                  options.kill_grace_seconds, *environments));
     if (options.json) {
       std::printf("%s\n", executors::plan_to_json(plan).dump(2).c_str());
     } else {

@@ -1,14 +1,15 @@
 #include "agent/daemon/agent_main.h"
 
 #include <signal.h>
+#include <spdlog/spdlog.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <cstdio>
-#include <spdlog/spdlog.h>
 
 #include "agent/daemon/daemon.h"
 #include "agent/daemon/node_facts.h"
+#include "executors/shim/launcher.h"
 
 namespace amlnode::agent {
 
@@ -18,16 +19,17 @@ constexpr int kExitConfig = 2;
 
 // Each SIGTERM/SIGINT is handled on the io_context: the first drains, the next one stops.
 void watch_signals(boost::asio::signal_set& signals, Daemon& daemon, int& received) {
-  signals.async_wait([&signals, &daemon, &received](const boost::system::error_code& ec, int number) {
-    if (ec) return;
-    spdlog::info("signal {} received", number);
-    if (++received == 1) {
-      daemon.drain();
-    } else {
-      daemon.stop_now();
-    }
-    watch_signals(signals, daemon, received);
-  });
+  signals.async_wait(
+      [&signals, &daemon, &received](const boost::system::error_code& ec, int number) {
+        if (ec) return;
+        spdlog::info("signal {} received", number);
+        if (++received == 1) {
+          daemon.drain();
+        } else {
+          daemon.stop_now();
+        }
+        watch_signals(signals, daemon, received);
+      });
 }
 
 }  // namespace
@@ -51,6 +53,10 @@ int run_agent(const NodeConfig& config, const std::filesystem::path& state_dir) 
   DaemonOptions options;
   options.settings = *settings;
   options.facts = collect_node_facts(settings->labels, settings->ssh_port);
+  options.runs.config = config;
+  options.runs.state_dir = state_dir;
+  options.runs.clock = make_system_clock();
+  options.runs.launcher = executors::make_shim_launcher(executors::default_shim_binary());
   Daemon daemon(io, std::move(options), client, std::move(store.value()));
   DaemonExit exit;
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);

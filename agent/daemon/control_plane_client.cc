@@ -15,7 +15,8 @@ std::string percent_encode(const std::string& text, bool keep_slash) {
   static const char* hex = "0123456789ABCDEF";
   std::string out;
   for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/')) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' ||
+        (keep_slash && c == '/')) {
       out += static_cast<char>(c);
     } else {
       out += '%';
@@ -26,8 +27,12 @@ std::string percent_encode(const std::string& text, bool keep_slash) {
   return out;
 }
 
-std::string run_path(const std::string& run_id) { return "/v1/runs/" + percent_encode(run_id, false); }
-std::string node_path(const std::string& node_id) { return "/v1/nodes/" + percent_encode(node_id, false); }
+std::string run_path(const std::string& run_id) {
+  return "/v1/runs/" + percent_encode(run_id, false);
+}
+std::string node_path(const std::string& node_id) {
+  return "/v1/nodes/" + percent_encode(node_id, false);
+}
 
 // The error an answer other than 2xx stands for.
 Error answer_error(const HttpResponse& response) {
@@ -38,8 +43,8 @@ Error answer_error(const HttpResponse& response) {
     code = body["error"].value("code", "");
     message = body["error"].value("message", "");
   }
-  std::string detail = "HTTP " + std::to_string(response.status) + (code.empty() ? "" : " " + code) +
-                       (message.empty() ? "" : ": " + message);
+  std::string detail = "HTTP " + std::to_string(response.status) +
+                       (code.empty() ? "" : " " + code) + (message.empty() ? "" : ": " + message);
   if (response.status == 401) return Error{"Unauthorized", detail};
   if (response.status == 403) return Error{"Forbidden", detail};
   if (response.status == 409 && body.is_object() && body.value("stop", false)) {
@@ -72,9 +77,14 @@ Result<T> field(const json& body, const char* key) {
 }
 
 json facts_json(const NodeFacts& facts) {
-  return {{"hostname", facts.hostname}, {"ips", facts.ips},       {"ssh_port", facts.ssh_port},
-          {"cpus", facts.cpus},         {"memory_bytes", facts.memory_bytes},
-          {"gpus", facts.gpus},         {"labels", facts.labels}, {"agent_version", facts.agent_version}};
+  return {{"hostname", facts.hostname},
+          {"ips", facts.ips},
+          {"ssh_port", facts.ssh_port},
+          {"cpus", facts.cpus},
+          {"memory_bytes", facts.memory_bytes},
+          {"gpus", facts.gpus},
+          {"labels", facts.labels},
+          {"agent_version", facts.agent_version}};
 }
 
 Result<LeasedRun> leased_run(const json& item) {
@@ -110,12 +120,15 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
     if (!token.ok()) return token.error();
     Registration registration;
     registration.identity = {*node_id, *token};
-    registration.heartbeat_interval = std::chrono::seconds(body->value("heartbeat_interval_seconds", 5));
-    registration.heartbeat_timeout = std::chrono::seconds(body->value("heartbeat_timeout_seconds", 30));
+    registration.heartbeat_interval =
+        std::chrono::seconds(body->value("heartbeat_interval_seconds", 5));
+    registration.heartbeat_timeout =
+        std::chrono::seconds(body->value("heartbeat_timeout_seconds", 30));
     return registration;
   }
 
-  Result<HeartbeatAnswer> heartbeat(const NodeIdentity& node, const HeartbeatReport& report) override {
+  Result<HeartbeatAnswer> heartbeat(const NodeIdentity& node,
+                                    const HeartbeatReport& report) override {
     json runs = json::array();
     for (const auto& run : report.runs) {
       runs.push_back({{"run_id", run.run_id}, {"epoch", run.epoch}, {"status", run.status}});
@@ -139,11 +152,13 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
 
   Result<std::vector<LeasedRun>> lease(const NodeIdentity& node, int max_runs,
                                        std::chrono::seconds wait) override {
-    auto body = post_json(node_path(node.node_id) + "/lease", node.node_token,
-                          {{"max_runs", max_runs}, {"wait_seconds", wait.count()}}, wait + kLongPollMargin);
+    auto body =
+        post_json(node_path(node.node_id) + "/lease", node.node_token,
+                  {{"max_runs", max_runs}, {"wait_seconds", wait.count()}}, wait + kLongPollMargin);
     if (!body.ok()) return body.error();
     auto runs = body->find("runs");
-    if (runs == body->end() || !runs->is_array()) return Error{"BadAnswer", "the lease answer has no runs"};
+    if (runs == body->end() || !runs->is_array())
+      return Error{"BadAnswer", "the lease answer has no runs"};
     std::vector<LeasedRun> leased;
     for (const auto& item : *runs) {
       auto run = leased_run(item);
@@ -153,8 +168,8 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
     return leased;
   }
 
-  Result<void> download_snapshot(const NodeIdentity& node, const std::string& run_id, std::int64_t epoch,
-                                 const std::filesystem::path& destination,
+  Result<void> download_snapshot(const NodeIdentity& node, const std::string& run_id,
+                                 std::int64_t epoch, const std::filesystem::path& destination,
                                  std::uint64_t max_bytes) override {
     HttpRequest request;
     request.target = run_path(run_id) + "/snapshot";
@@ -170,17 +185,19 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
   }
 
   Result<std::string> report_status(const NodeIdentity& node, const StatusReport& report) override {
-    json request = {{"epoch", report.epoch}, {"status", report.status}, {"timings", report.timings}};
+    json request = {
+        {"epoch", report.epoch}, {"status", report.status}, {"timings", report.timings}};
     request["exit_code"] = report.exit_code ? json(*report.exit_code) : json(nullptr);
-    request["error"] = report.error ? json{{"code", report.error->code}, {"message", report.error->message}}
-                                    : json(nullptr);
+    request["error"] = report.error
+                           ? json{{"code", report.error->code}, {"message", report.error->message}}
+                           : json(nullptr);
     auto body = post_json(run_path(report.run_id) + "/status", node.node_token, request);
     if (!body.ok()) return body.error();
     return field<std::string>(*body, "status");
   }
 
-  Result<LogAppend> append_log(const NodeIdentity& node, const std::string& run_id, std::int64_t epoch,
-                               const std::string& stream, std::uint64_t offset,
+  Result<LogAppend> append_log(const NodeIdentity& node, const std::string& run_id,
+                               std::int64_t epoch, const std::string& stream, std::uint64_t offset,
                                std::string bytes) override {
     HttpRequest request;
     request.method = "PUT";
@@ -194,7 +211,8 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
     auto response = http_->send(request);
     if (!response.ok()) return response.error();
     json body = json::parse(response->body, nullptr, false);
-    bool has_length = body.is_object() && body.contains("length") && body["length"].is_number_unsigned();
+    bool has_length =
+        body.is_object() && body.contains("length") && body["length"].is_number_unsigned();
     if (response->status == 409 && has_length && !body.value("stop", false)) {
       return LogAppend{body["length"].get<std::uint64_t>(), false};
     }
@@ -203,8 +221,8 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
     return LogAppend{body["length"].get<std::uint64_t>(), true};
   }
 
-  Result<void> upload_outputs(const NodeIdentity& node, const std::string& run_id, std::int64_t epoch,
-                              std::string tar_gz) override {
+  Result<void> upload_outputs(const NodeIdentity& node, const std::string& run_id,
+                              std::int64_t epoch, std::string tar_gz) override {
     HttpRequest request;
     request.method = "PUT";
     request.target = run_path(run_id) + "/outputs";
@@ -218,6 +236,8 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
     if (!body.ok()) return body.error();
     return ok();
   }
+
+  void shut_down() override { http_->cancel_all(); }
 
  private:
   Result<json> post_json(const std::string& target, const std::string& token, const json& body,
@@ -238,9 +258,12 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
 
 }  // namespace
 
-std::string encode_stream_path(const std::string& stream) { return percent_encode(stream, true); }
+std::string encode_stream_path(const std::string& stream) {
+  return percent_encode(stream, true);
+}
 
-std::unique_ptr<ControlPlaneClient> make_http_control_plane_client(std::unique_ptr<HttpClient> http) {
+std::unique_ptr<ControlPlaneClient> make_http_control_plane_client(
+    std::unique_ptr<HttpClient> http) {
   return std::make_unique<HttpControlPlaneClient>(std::move(http));
 }
 

@@ -11,17 +11,17 @@
 //   Forbidden     403: the run is not leased to this node
 //   Rejected      any other 4xx/5xx, with the server's code and message
 //   BadAnswer     a 2xx answer that is not what the protocol says
+//   Canceled      the client was shut down
 
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "agent/daemon/http_client.h"
 #include "common/result.h"
@@ -102,24 +102,30 @@ class ControlPlaneClient {
 
   virtual Result<Registration> register_node(const std::string& registration_token,
                                              const NodeFacts& facts) = 0;
-  virtual Result<HeartbeatAnswer> heartbeat(const NodeIdentity& node, const HeartbeatReport& report) = 0;
+  virtual Result<HeartbeatAnswer> heartbeat(const NodeIdentity& node,
+                                            const HeartbeatReport& report) = 0;
   // Long poll: answers an empty list after `wait` when there is nothing to run.
   virtual Result<std::vector<LeasedRun>> lease(const NodeIdentity& node, int max_runs,
                                                std::chrono::seconds wait) = 0;
   // Streams the snapshot into `destination` (at most `max_bytes`).
   virtual Result<void> download_snapshot(const NodeIdentity& node, const std::string& run_id,
-                                         std::int64_t epoch, const std::filesystem::path& destination,
+                                         std::int64_t epoch,
+                                         const std::filesystem::path& destination,
                                          std::uint64_t max_bytes) = 0;
   // The status the server holds after the call (it may be further along than the report).
-  virtual Result<std::string> report_status(const NodeIdentity& node, const StatusReport& report) = 0;
+  virtual Result<std::string> report_status(const NodeIdentity& node,
+                                            const StatusReport& report) = 0;
   virtual Result<LogAppend> append_log(const NodeIdentity& node, const std::string& run_id,
                                        std::int64_t epoch, const std::string& stream,
                                        std::uint64_t offset, std::string bytes) = 0;
   virtual Result<void> upload_outputs(const NodeIdentity& node, const std::string& run_id,
                                       std::int64_t epoch, std::string tar_gz) = 0;
+  // Ends calls in flight and refuses later ones ("Canceled"): the daemon is stopping.
+  virtual void shut_down() = 0;
 };
 
-std::unique_ptr<ControlPlaneClient> make_http_control_plane_client(std::unique_ptr<HttpClient> http);
+std::unique_ptr<ControlPlaneClient> make_http_control_plane_client(
+    std::unique_ptr<HttpClient> http);
 
 // Log stream names go into the URL path; their '/' stay, everything else outside
 // [A-Za-z0-9._~-] is percent-encoded.

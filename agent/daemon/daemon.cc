@@ -1,27 +1,50 @@
 #include "agent/daemon/daemon.h"
 
-#include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+
+#include <boost/asio/post.hpp>
+#include <cstring>
 
 namespace amlnode::agent {
 
 namespace asio = boost::asio;
 
-Daemon::Daemon(asio::io_context& io, DaemonOptions options, std::shared_ptr<ControlPlaneClient> client,
-               std::shared_ptr<StateStore> store)
+Daemon::Daemon(asio::io_context& io, DaemonOptions options,
+               std::shared_ptr<ControlPlaneClient> client, std::shared_ptr<StateStore> store)
     : io_(io),
       options_(std::move(options)),
       client_(std::move(client)),
       store_(std::move(store)),
+      pool_(2 + options_.settings.run_concurrency),
+      store_strand_(boost::asio::make_strand(pool_.get_executor())),
       heartbeat_timer_(io),
       retry_timer_(io),
-      retry_delay_(options_.first_retry) {}
+      lease_retry_timer_(io),
+      outbox_retry_timer_(io),
+      log_timer_(io),
+      retry_delay_(options_.first_retry) {
+  options_.runs.client = client_;
+}
 
 // Work still on the pool finishes (each call is bounded by its timeout) before the members it
 // uses go away; its results are dropped, since `alive_` no longer lets them in.
 Daemon::~Daemon() {
   alive_.reset();
   pool_.join();
+}
+
+template <class Work, class Done>
+void Daemon::offload_store(Work work, Done done) {
+  std::weak_ptr<bool> alive = alive_;
+  asio::post(
+      store_strand_, [this, alive, work = std::move(work), done = std::move(done)]() mutable {
+        auto result = work();
+        asio::post(io_, [alive, done = std::move(done), result = std::move(result)]() mutable {
+          if (alive.lock()) done(std::move(result));
+        });
+      });
 }
 
 template <class Work, class Done>
@@ -38,6 +61,59 @@ void Daemon::offload(Work work, Done done) {
 void Daemon::start(std::function<void(DaemonExit)> on_exit) {
   on_exit_ = std::move(on_exit);
   load_identity();
+  schedule_log_tick();
+}
+
+void Daemon::schedule_log_tick() {
+  log_timer_.expires_after(options_.log_interval);
+  log_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || stopped_) return;
+    for (auto& [id, run] : runs_) {
+      if (run.started || run.outcome) ship_logs(run);
+    }
+    schedule_log_tick();
+  });
+}
+
+// After the run concluded, ./outputs goes first (once), then the logs to their last byte.
+void Daemon::ship_logs(ActiveRun& run) {
+  if (run.shipping || !identity_) return;
+  run.shipping = true;
+  bool final = run.outcome.has_value();
+  bool with_outputs = final && !run.outputs_uploaded;
+  offload(
+      [env = options_.runs, client = client_, store = store_, node = *identity_, lease = run.lease,
+       with_outputs]() -> Result<ShipResult> {
+        if (with_outputs) {
+          if (auto uploaded = upload_run_outputs(env, node, lease); !uploaded)
+            return uploaded.error();
+        }
+        return ship_run_logs(*client, *store, node, lease.run_id, lease.epoch,
+                             env.state_dir / "runs" / lease.run_id);
+      },
+      [this, id = run.lease.run_id, final, with_outputs](Result<ShipResult> shipped) {
+        on_logs_shipped(id, std::move(shipped), final, with_outputs);
+      });
+}
+
+// A concluded run reports its terminal status only once its logs are all delivered, so a
+// reader who sees Completed finds the whole log.
+// Only a delivery that began after the run concluded (`final`) can have seen the last bytes.
+void Daemon::on_logs_shipped(const std::string& run_id, Result<ShipResult> shipped, bool final,
+                             bool with_outputs) {
+  auto found = runs_.find(run_id);
+  if (found == runs_.end()) return;
+  ActiveRun& run = found->second;
+  run.shipping = false;
+  if (!shipped.ok()) {
+    if (shipped.error().code == "StaleEpoch") return stop_run(run_id, shipped.error().message);
+    if (shipped.error().code != "Unreachable" && shipped.error().code != "Canceled") {
+      spdlog::error("run {}: log delivery: {}", run_id, shipped.error().message);
+    }
+    return;  // the next tick tries again
+  }
+  if (with_outputs) run.outputs_uploaded = true;
+  if (final && run.status != spec::to_string(run.outcome->status)) report_terminal(run);
 }
 
 void Daemon::load_identity() {
@@ -48,6 +124,8 @@ void Daemon::load_identity() {
             identity_ = std::move(**loaded);
             spdlog::info("node {}: identity loaded from the state store", identity_->node_id);
             heartbeat_now();
+            flush_outbox();
+            recover_runs();
           });
 }
 
@@ -56,7 +134,8 @@ void Daemon::register_node() {
   auto token = registration_token(options_.settings);
   if (!token.ok()) return finish({1, token.error().message});
   offload(
-      [client = client_, store = store_, token = *token, facts = options_.facts]() -> Result<Registration> {
+      [client = client_, store = store_, token = *token,
+       facts = options_.facts]() -> Result<Registration> {
         auto registration = client->register_node(token, facts);
         if (!registration.ok()) return registration;
         // Stored before it is used: a node that registered and then lost its identity could
@@ -76,10 +155,12 @@ void Daemon::on_registered(Result<Registration> registration) {
   heartbeat_interval_ = registration->heartbeat_interval;
   spdlog::info("registered as node {}", identity_->node_id);
   heartbeat_now();
+  recover_runs();
 }
 
 void Daemon::retry_later(std::function<void()> step) {
-  if (control_plane_reachable_) spdlog::warn("control plane unreachable; retrying until it answers");
+  if (control_plane_reachable_)
+    spdlog::warn("control plane unreachable; retrying until it answers");
   control_plane_reachable_ = false;
   retry_timer_.expires_after(retry_delay_);
   retry_timer_.async_wait([step = std::move(step)](const boost::system::error_code& ec) {
@@ -89,37 +170,79 @@ void Daemon::retry_later(std::function<void()> step) {
 }
 
 std::string Daemon::node_state() const {
-  if (!unusable_reason_.empty()) return "unusable";
+  // Leaving wins: a drain ends with a `leaving` heartbeat whatever else is wrong.
   if (draining_) return "leaving";
-  return "idle";
+  if (!unusable_reason_.empty()) return "unusable";
+  bool preparing = false;
+  for (const auto& [id, run] : runs_) {
+    if (run.status == "Running" || run.status == "CancelRequested" || run.status == "Finalizing")
+      return "running";
+    preparing = preparing || run.status == "Queued" || run.status == "Preparing";
+  }
+  return preparing ? "preparing" : "idle";
 }
 
 HeartbeatReport Daemon::heartbeat_report() const {
   HeartbeatReport report;
   report.state = node_state();
   report.reason = unusable_reason_;
+  for (const auto& [id, run] : runs_) report.runs.push_back({id, run.lease.epoch, run.status});
   return report;
+}
+
+// A node that cannot take runs says so rather than failing them: too little disk for run
+// folders and environments. statvfs is quick enough for the event loop.
+void Daemon::check_health() {
+  std::string reason;
+  struct statvfs disk {};
+  if (::statvfs(options_.runs.state_dir.c_str(), &disk) == 0) {
+    std::uint64_t free = static_cast<std::uint64_t>(disk.f_bavail) * disk.f_frsize;
+    if (free < options_.settings.min_free_bytes) {
+      reason = "disk full: " + std::to_string(free) + " bytes free in " +
+               options_.runs.state_dir.string() + " (node.min_free_bytes is " +
+               std::to_string(options_.settings.min_free_bytes) + ")";
+    }
+  }
+  if (reason == unusable_reason_) return;
+  if (reason.empty()) {
+    spdlog::info("usable again");
+  } else {
+    spdlog::error("unusable: {}", reason);
+  }
+  unusable_reason_ = reason;
+  if (reason.empty()) maybe_lease();
 }
 
 void Daemon::heartbeat_now() {
   if (stopped_ || !identity_ || heartbeat_in_flight_) return;
+  check_health();
   heartbeat_timer_.cancel();
   heartbeat_in_flight_ = true;
-  offload([client = client_, node = *identity_, report = heartbeat_report()] { return client->heartbeat(node, report); },
-          [this](Result<HeartbeatAnswer> answer) { on_heartbeat(std::move(answer)); });
+  HeartbeatReport report = heartbeat_report();
+  bool leaving = report.state == "leaving";
+  offload([client = client_, node = *identity_,
+           report = std::move(report)] { return client->heartbeat(node, report); },
+          [this, leaving](Result<HeartbeatAnswer> answer) {
+            on_heartbeat(std::move(answer), leaving);
+          });
 }
 
-void Daemon::on_heartbeat(Result<HeartbeatAnswer> answer) {
+void Daemon::on_heartbeat(Result<HeartbeatAnswer> answer, bool reported_leaving) {
   heartbeat_in_flight_ = false;
   if (stopped_) return;
   if (!answer.ok()) {
     if (answer.error().code == "Unreachable") {
-      if (control_plane_reachable_) spdlog::warn("control plane unreachable: {}", answer.error().message);
+      if (control_plane_reachable_)
+        spdlog::warn("control plane unreachable: {}", answer.error().message);
       control_plane_reachable_ = false;
     } else {
       spdlog::error("heartbeat refused: {}", answer.error().message);
     }
-    schedule_heartbeat(std::min<std::chrono::milliseconds>(heartbeat_interval_, options_.last_retry));
+    // Nobody to tell: a drain does not wait for a control plane that is gone.
+    if (exit_when_drained_ && runs_.empty())
+      return finish({0, "drained; the control plane did not take the last heartbeat"});
+    schedule_heartbeat(
+        std::min<std::chrono::milliseconds>(heartbeat_interval_, options_.last_retry));
     return;
   }
   if (!control_plane_reachable_) spdlog::info("control plane reachable again");
@@ -127,7 +250,12 @@ void Daemon::on_heartbeat(Result<HeartbeatAnswer> answer) {
   retry_delay_ = options_.first_retry;
   heartbeat_interval_ = answer->heartbeat_interval;
   for (const auto& command : answer->commands) handle_command(command);
-  if (draining_) return finish({0, "drained"});
+  if (draining_ && exit_when_drained_ && runs_.empty()) {
+    // A drain that began while an earlier heartbeat was in flight still owes the control plane
+    // the `leaving` one.
+    if (reported_leaving) return finish({0, "drained"});
+    return schedule_heartbeat(std::chrono::milliseconds(0));
+  }
   schedule_heartbeat(heartbeat_interval_);
 }
 
@@ -138,12 +266,308 @@ void Daemon::schedule_heartbeat(std::chrono::milliseconds delay) {
   });
 }
 
+int Daemon::free_slots() const {
+  int held = 0;
+  for (const auto& [id, run] : runs_) held += run.concluded ? 0 : 1;
+  return options_.settings.run_concurrency - held;
+}
+
+// Runs held before a restart come back before any new lease, so they keep their slots.
+void Daemon::recover_runs() {
+  offload_store([store = store_] { return store->load_runs(); },
+                [this](Result<std::vector<HeldRunRecord>> held) { on_recovered(std::move(held)); });
+}
+
+void Daemon::on_recovered(Result<std::vector<HeldRunRecord>> held) {
+  if (!held.ok()) return finish({1, held.error().message});
+  for (const auto& record : *held) resume_run(record);
+  recovered_ = true;
+  maybe_lease();
+}
+
+void Daemon::resume_run(const HeldRunRecord& record) {
+  ActiveRun& run = runs_[record.lease.run_id];
+  run.lease = record.lease;
+  run.status = record.status;
+  auto status = spec::run_status_from_string(record.status);
+  if (status && spec::is_terminal(*status)) {
+    // Its logs are delivered and its terminal status is in the outbox; the ack forgets it.
+    run.concluded = true;
+    return;
+  }
+  spdlog::info("run {}: held before the restart ({}); resuming it", record.lease.run_id,
+               record.status);
+  std::optional<executors::LaunchedShim> shim;
+  if (record.shim_pid && record.shim_start_time) {
+    shim = executors::LaunchedShim{*record.shim_pid, *record.shim_start_time};
+  }
+  offload(
+      [env = options_.runs, lease = record.lease, shim] { return reattach_run(env, lease, shim); },
+      [this, id = record.lease.run_id](Result<std::shared_ptr<StartedRun>> started) {
+        auto found = runs_.find(id);
+        if (found == runs_.end()) return;
+        ActiveRun& again = found->second;
+        if (!started.ok() && started.error().code == "NotStarted") return prepare_run(again);
+        if (!started.ok()) return conclude(again, {spec::RunStatus::Failed, started.error(), 125});
+        again.started = *started;
+        if (again.started->shim_alive) return watch_exit(again);
+        on_shim_exit(id);
+      });
+}
+
+void Daemon::maybe_lease() {
+  if (!recovered_) return;
+  if (stopped_ || draining_ || !identity_ || lease_in_flight_ || !unusable_reason_.empty()) return;
+  int slots = free_slots();
+  if (slots <= 0) return;
+  lease_in_flight_ = true;
+  offload([client = client_, node = *identity_, slots,
+           wait = options_.settings.lease_wait] { return client->lease(node, slots, wait); },
+          [this](Result<std::vector<LeasedRun>> leased) { on_leased(std::move(leased)); });
+}
+
+void Daemon::on_leased(Result<std::vector<LeasedRun>> leased) {
+  lease_in_flight_ = false;
+  if (stopped_) return;
+  if (!leased.ok()) {
+    if (leased.error().code != "Unreachable")
+      spdlog::error("lease refused: {}", leased.error().message);
+    lease_retry_timer_.expires_after(options_.last_retry);
+    lease_retry_timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec) maybe_lease();
+    });
+    return;
+  }
+  // Runs leased while a drain began are still this node's: they run.
+  for (const auto& lease : *leased) accept_run(lease);
+  maybe_lease();
+}
+
+void Daemon::accept_run(const LeasedRun& lease) {
+  if (runs_.count(lease.run_id)) return;
+  spdlog::info("run {} leased (epoch {})", lease.run_id, lease.epoch);
+  ActiveRun& run = runs_[lease.run_id];
+  run.lease = lease;
+  enter_status(run, "Preparing");
+  prepare_run(run);
+}
+
+// Preparation starts from an empty run folder: one an interrupted preparation left is removed.
+void Daemon::prepare_run(ActiveRun& run) {
+  offload(
+      [env = options_.runs, node = *identity_, lease = run.lease] {
+        discard_run_folder(env, lease.run_id);
+        return prepare_and_launch(env, node, lease);
+      },
+      [this, id = run.lease.run_id](Result<std::shared_ptr<StartedRun>> started) {
+        on_launched(id, std::move(started));
+      });
+}
+
+void Daemon::on_launched(const std::string& run_id, Result<std::shared_ptr<StartedRun>> started) {
+  auto found = runs_.find(run_id);
+  if (found == runs_.end()) {
+    // Stopped while it was being prepared: its process must not run on unreported.
+    if (started.ok()) (void)executors::request_cancel((*started)->shim);
+    return;
+  }
+  ActiveRun& run = found->second;
+  if (!started.ok()) {
+    if (started.error().code == "StaleEpoch") return stop_run(run_id, started.error().message);
+    spdlog::warn("run {} failed before it started: {}", run_id, started.error().message);
+    return conclude(run, {spec::RunStatus::Failed, started.error(), 125});
+  }
+  run.started = *started;
+  enter_status(run, "Running");
+  if (run.cancel_requested) cancel_run(run_id);
+  watch_exit(run);
+}
+
+// The shim is watched through a pidfd, which becomes readable when it exits.
+void Daemon::watch_exit(ActiveRun& run) {
+  int pidfd = executors::open_pidfd(run.started->shim.pid);
+  if (pidfd < 0) {
+    spdlog::error("run {}: cannot watch shim {}: {}", run.lease.run_id, run.started->shim.pid,
+                  std::strerror(errno));
+    return on_shim_exit(run.lease.run_id);
+  }
+  run.exit_watch = std::make_unique<asio::posix::stream_descriptor>(io_, pidfd);
+  run.exit_watch->async_wait(asio::posix::descriptor_base::wait_read,
+                             [this, id = run.lease.run_id](const boost::system::error_code& ec) {
+                               if (!ec) on_shim_exit(id);
+                             });
+}
+
+void Daemon::on_shim_exit(const std::string& run_id) {
+  auto found = runs_.find(run_id);
+  if (found == runs_.end()) return;
+  ActiveRun& run = found->second;
+  // The shim is this process's child when this process started it: reap it.
+  int wait_status = 0;
+  ::waitpid(run.started->shim.pid, &wait_status, WNOHANG);
+  run.exit_watch.reset();
+  enter_status(run, "Finalizing");
+  offload([env = options_.runs, started = run.started] { return finalize_run(env, started->plan); },
+          [this, run_id](RunOutcome outcome) {
+            auto again = runs_.find(run_id);
+            if (again != runs_.end()) conclude(again->second, outcome);
+          });
+}
+
+void Daemon::conclude(ActiveRun& run, const RunOutcome& outcome) {
+  run.concluded = true;
+  run.started.reset();  // releases the environment lease
+  run.outcome = outcome;
+  ship_logs(run);
+  maybe_lease();
+}
+
+void Daemon::report_terminal(ActiveRun& run) {
+  const RunOutcome& outcome = *run.outcome;
+  std::optional<int> exit_code;
+  if (outcome.status != spec::RunStatus::Canceled || outcome.exit_code >= 0)
+    exit_code = outcome.exit_code;
+  spdlog::info("run {} {}", run.lease.run_id, spec::to_string(outcome.status));
+  enter_status(run, spec::to_string(outcome.status), exit_code, outcome.error);
+}
+
+// Statuses go through the persisted outbox: stored first, then delivered in order until
+// acknowledged, so none is lost to a restart or an outage.
+void Daemon::enter_status(ActiveRun& run, const std::string& status, std::optional<int> exit_code,
+                          std::optional<Error> error) {
+  run.status = status;
+  StatusReport report{run.lease.run_id, run.lease.epoch,  status,
+                      exit_code,        std::move(error), nlohmann::json::object()};
+  HeldRunRecord record{run.lease, status, {}, {}};
+  if (run.started) {
+    record.shim_pid = run.started->shim.pid;
+    record.shim_start_time = run.started->shim.start_time;
+  }
+  offload_store(
+      [store = store_, report = std::move(report), record = std::move(record)]() -> Result<void> {
+        if (auto saved = store->save_run(record); !saved) return saved;
+        auto queued = store->enqueue_status(report);
+        if (!queued.ok()) return queued.error();
+        return ok();
+      },
+      [this](Result<void> stored) {
+        if (!stored.ok()) spdlog::error("{}", stored.error().message);
+        flush_outbox();
+      });
+}
+
+namespace {
+
+struct Delivery {
+  std::vector<std::string> finished;  // runs whose terminal status was acknowledged
+  std::vector<std::pair<std::string, std::string>> stale;  // runs the control plane moved away
+  bool unreachable = false;
+};
+
+Delivery deliver(ControlPlaneClient& client, StateStore& store, const NodeIdentity& node) {
+  Delivery delivery;
+  auto pending = store.pending_statuses();
+  if (!pending.ok()) {
+    spdlog::error("{}", pending.error().message);
+    return delivery;
+  }
+  for (const auto& entry : *pending) {
+    auto answer = client.report_status(node, entry.report);
+    if (!answer.ok() && answer.error().code == "Unreachable") {
+      delivery.unreachable = true;
+      break;
+    }
+    if (!answer.ok() && answer.error().code == "StaleEpoch") {
+      delivery.stale.emplace_back(entry.report.run_id, answer.error().message);
+    } else if (!answer.ok()) {
+      // A refusal other than an outage will not change by retrying; keeping it would stop every
+      // later report behind it.
+      spdlog::error("status {} of run {} refused: {}", entry.report.status, entry.report.run_id,
+                    answer.error().message);
+    }
+    if (auto acked = store.acknowledge_status(entry.seq); !acked)
+      spdlog::error("{}", acked.error().message);
+    if (answer.ok() &&
+        spec::is_terminal(
+            spec::run_status_from_string(entry.report.status).value_or(spec::RunStatus::Running))) {
+      delivery.finished.push_back(entry.report.run_id);
+    }
+  }
+  return delivery;
+}
+
+}  // namespace
+
+void Daemon::flush_outbox() {
+  if (stopped_ || !identity_) return;
+  if (outbox_busy_) {
+    outbox_dirty_ = true;
+    return;
+  }
+  outbox_busy_ = true;
+  outbox_dirty_ = false;
+  offload_store([client = client_, store = store_,
+                 node = *identity_] { return deliver(*client, *store, node); },
+                [this](Delivery delivery) {
+                  outbox_busy_ = false;
+                  for (const auto& [id, reason] : delivery.stale) stop_run(id, reason);
+                  for (const auto& id : delivery.finished) forget_run(id);
+                  if (delivery.unreachable) {
+                    outbox_retry_timer_.expires_after(options_.last_retry);
+                    outbox_retry_timer_.async_wait([this](const boost::system::error_code& ec) {
+                      if (!ec) flush_outbox();
+                    });
+                  } else if (outbox_dirty_) {
+                    flush_outbox();
+                  }
+                });
+}
+
+void Daemon::forget_run(const std::string& run_id) {
+  auto found = runs_.find(run_id);
+  if (found == runs_.end()) return;
+  if (found->second.exit_watch) found->second.exit_watch->cancel();
+  runs_.erase(found);
+  offload_store([store = store_, run_id] { return store->drop_run(run_id); },
+                [](Result<void> dropped) {
+                  if (!dropped.ok()) spdlog::error("{}", dropped.error().message);
+                });
+  maybe_lease();
+  maybe_finish_drain();
+}
+
+// The lease moved on (a stale epoch): the run stops here without reporting anything more, so it
+// never finishes twice.
+void Daemon::stop_run(const std::string& run_id, const std::string& reason) {
+  auto found = runs_.find(run_id);
+  if (found == runs_.end()) return;
+  spdlog::warn("run {}: stopping it here: {}", run_id, reason);
+  if (found->second.started) {
+    auto sent = executors::request_cancel(found->second.started->shim);
+    if (!sent.ok()) spdlog::info("run {}: {}", run_id, sent.error().message);
+  }
+  forget_run(run_id);
+}
+
+void Daemon::cancel_run(const std::string& run_id) {
+  auto found = runs_.find(run_id);
+  if (found == runs_.end() || found->second.concluded) return;
+  ActiveRun& run = found->second;
+  run.cancel_requested = true;
+  if (!run.started) return;  // canceled as soon as its shim exists
+  if (run.status != "CancelRequested") enter_status(run, "CancelRequested");
+  auto sent = executors::request_cancel(run.started->shim);
+  if (!sent.ok()) spdlog::info("run {}: {}", run_id, sent.error().message);
+}
+
 void Daemon::handle_command(const Command& command) {
   if (command.type == "drain") {
     spdlog::info("the control plane asks this node to drain");
     draining_ = true;
     return;
   }
+  if (command.type == "cancel") return cancel_run(command.run_id);
+  if (command.type == "stop") return stop_run(command.run_id, command.reason);
   spdlog::warn("ignoring the control plane's {} command for run {}: this node holds no such run",
                command.type, command.run_id);
 }
@@ -152,22 +576,43 @@ void Daemon::drain() {
   if (stopped_) return;
   spdlog::info("draining: no new runs; stopping once no run is held");
   draining_ = true;
+  exit_when_drained_ = true;
   // The last heartbeat tells the control plane the node is leaving; once it is answered (or the
   // control plane is unreachable) and no run is held, the daemon stops.
   if (!identity_) return finish({0, "drained before registration"});
+  maybe_finish_drain();
+}
+
+// A drain ends with a last `leaving` heartbeat once no run is held (or at once when the control
+// plane is unreachable: nobody is listening).
+void Daemon::maybe_finish_drain() {
+  if (!exit_when_drained_ || !runs_.empty() || stopped_) return;
   if (!control_plane_reachable_) return finish({0, "drained; the control plane was unreachable"});
   heartbeat_now();
 }
 
-void Daemon::stop_now() { finish({0, "stopped"}); }
+void Daemon::stop_now() {
+  finish({0, "stopped"});
+}
 
 void Daemon::finish(DaemonExit exit) {
   if (stopped_) return;
   stopped_ = true;
   heartbeat_timer_.cancel();
   retry_timer_.cancel();
-  if (exit.code != 0) spdlog::error("{}", exit.message);
-  else spdlog::info("{}", exit.message);
+  lease_retry_timer_.cancel();
+  outbox_retry_timer_.cancel();
+  log_timer_.cancel();
+  // A long poll in flight would hold the stop up for its whole wait.
+  client_->shut_down();
+  // Shims go on without the agent; only the watches of them end here.
+  for (auto& [id, run] : runs_) {
+    if (run.exit_watch) run.exit_watch->cancel();
+  }
+  if (exit.code != 0)
+    spdlog::error("{}", exit.message);
+  else
+    spdlog::info("{}", exit.message);
   if (on_exit_) asio::post(io_, [callback = on_exit_, exit] { callback(exit); });
 }
 

@@ -12,28 +12,37 @@
 // retried (with backoff, at most the heartbeat interval apart) for as long as it takes, and
 // nothing the node is doing stops meanwhile.
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
-
 #include "agent/daemon/control_plane_client.h"
+#include "agent/daemon/log_shipper.h"
+#include "agent/daemon/run_execution.h"
 #include "agent/daemon/settings.h"
 #include "agent/daemon/state_store.h"
+#include "spec/run_status.h"
 
 namespace amlnode::agent {
 
 struct DaemonOptions {
   AgentSettings settings;
   NodeFacts facts;
+  // How runs execute here: config, state dir, clock, shim launcher (client is set by the daemon).
+  RunEnvironment runs;
   // Retry delays when the control plane cannot be reached: doubling from the first to the last.
   std::chrono::milliseconds first_retry{200};
   std::chrono::milliseconds last_retry{5000};
+  // How often the logs of running runs are delivered.
+  std::chrono::milliseconds log_interval{250};
 };
 
 // How the daemon ended, for the process's exit code.
@@ -44,8 +53,8 @@ struct DaemonExit {
 
 class Daemon {
  public:
-  Daemon(boost::asio::io_context& io, DaemonOptions options, std::shared_ptr<ControlPlaneClient> client,
-         std::shared_ptr<StateStore> store);
+  Daemon(boost::asio::io_context& io, DaemonOptions options,
+         std::shared_ptr<ControlPlaneClient> client, std::shared_ptr<StateStore> store);
   ~Daemon();
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
@@ -65,14 +74,57 @@ class Daemon {
   std::string node_state() const;
 
  private:
+  // A run this node holds, from its lease until the control plane has its terminal status.
+  struct ActiveRun {
+    LeasedRun lease;
+    std::string status = "Queued";
+    std::shared_ptr<StartedRun> started;
+    std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
+    bool cancel_requested = false;
+    bool concluded = false;             // its process is over; it no longer takes a slot
+    bool shipping = false;              // a log delivery for it is on the pool
+    bool outputs_uploaded = false;      // ./outputs reached the control plane (or never will)
+    std::optional<RunOutcome> outcome;  // set once concluded; reported after the last log bytes
+  };
+
+  // Runs `work` on the pool and `done` with its result on the io_context.
   template <class Work, class Done>
   void offload(Work work, Done done);
+  // Same, on the strand that orders every state store write.
+  template <class Work, class Done>
+  void offload_store(Work work, Done done);
+
+  void recover_runs();
+  void on_recovered(Result<std::vector<HeldRunRecord>> held);
+  void resume_run(const HeldRunRecord& record);
+  void prepare_run(ActiveRun& run);
+  void maybe_lease();
+  void on_leased(Result<std::vector<LeasedRun>> leased);
+  void accept_run(const LeasedRun& lease);
+  void on_launched(const std::string& run_id, Result<std::shared_ptr<StartedRun>> started);
+  void watch_exit(ActiveRun& run);
+  void on_shim_exit(const std::string& run_id);
+  void conclude(ActiveRun& run, const RunOutcome& outcome);
+  void ship_logs(ActiveRun& run);
+  void on_logs_shipped(const std::string& run_id, Result<ShipResult> shipped, bool final,
+                       bool with_outputs);
+  void report_terminal(ActiveRun& run);
+  void schedule_log_tick();
+  void enter_status(ActiveRun& run, const std::string& status, std::optional<int> exit_code = {},
+                    std::optional<Error> error = {});
+  void flush_outbox();
+  void forget_run(const std::string& run_id);
+  void stop_run(const std::string& run_id, const std::string& reason);
+  void cancel_run(const std::string& run_id);
+  void maybe_finish_drain();
+  void check_health();
+  int free_slots() const;
 
   void load_identity();
   void register_node();
   void on_registered(Result<Registration> registration);
   void heartbeat_now();
-  void on_heartbeat(Result<HeartbeatAnswer> answer);
+  void on_heartbeat(Result<HeartbeatAnswer> answer, bool reported_leaving);
   void schedule_heartbeat(std::chrono::milliseconds delay);
   void handle_command(const Command& command);
   void retry_later(std::function<void()> step);
@@ -84,9 +136,15 @@ class Daemon {
   std::shared_ptr<ControlPlaneClient> client_;
   std::shared_ptr<StateStore> store_;
   // Two threads: a long poll can hold one while heartbeats and writes go through the other.
-  boost::asio::thread_pool pool_{2};
+  // Threads: one can sit in a long poll, one heartbeats and delivers statuses, and each run being
+  // prepared (an environment build can take minutes) holds one.
+  boost::asio::thread_pool pool_;
+  boost::asio::strand<boost::asio::thread_pool::executor_type> store_strand_;
   boost::asio::steady_timer heartbeat_timer_;
   boost::asio::steady_timer retry_timer_;
+  boost::asio::steady_timer lease_retry_timer_;
+  boost::asio::steady_timer outbox_retry_timer_;
+  boost::asio::steady_timer log_timer_;
   std::function<void(DaemonExit)> on_exit_;
 
   // Results posted back from the pool check this first, so none reaches a destroyed daemon.
@@ -95,8 +153,14 @@ class Daemon {
   std::chrono::milliseconds heartbeat_interval_{5000};
   std::chrono::milliseconds retry_delay_;
   bool heartbeat_in_flight_ = false;
+  bool recovered_ = false;  // the runs held before a restart are back in runs_
+  bool lease_in_flight_ = false;
+  bool outbox_busy_ = false;
+  bool outbox_dirty_ = false;  // statuses were queued while a delivery was under way
+  std::map<std::string, ActiveRun> runs_;
   bool control_plane_reachable_ = true;  // for logging an outage once, not on every retry
-  bool draining_ = false;
+  bool draining_ = false;                // no new leases (SIGTERM, or the control plane's drain)
+  bool exit_when_drained_ = false;       // SIGTERM: stop once the drain is done
   bool stopped_ = false;
   std::string unusable_reason_;
 };

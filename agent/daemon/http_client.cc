@@ -2,9 +2,11 @@
 
 #include "agent/daemon/http_client.h"
 
+#include <algorithm>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -33,7 +35,8 @@ Result<HttpEndpoint> parse_http_url(const std::string& url) {
   auto slash = rest.find('/');
   std::string authority = rest.substr(0, slash);
   if (slash != std::string::npos) endpoint.base_path = rest.substr(slash);
-  while (!endpoint.base_path.empty() && endpoint.base_path.back() == '/') endpoint.base_path.pop_back();
+  while (!endpoint.base_path.empty() && endpoint.base_path.back() == '/')
+    endpoint.base_path.pop_back();
   auto colon = authority.rfind(':');
   bool bracketed = !authority.empty() && authority.front() == '[';
   if (colon != std::string::npos && (!bracketed || authority[colon - 1] == ']')) {
@@ -67,6 +70,8 @@ class Connection {
   virtual ~Connection() = default;
   virtual Result<HttpResponse> exchange(const HttpRequest& request, const std::string& target) = 0;
   virtual bool reusable() const = 0;
+  // Closes the socket from any thread; the operation in progress ends with an error.
+  virtual void cancel() = 0;
 };
 
 template <class Stream>
@@ -90,6 +95,14 @@ class StreamConnection final : public Connection {
   }
 
   bool reusable() const override { return reusable_; }
+
+  void cancel() override {
+    asio::post(io_, [this] {
+      beast::error_code ec;
+      tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
+      tcp().cancel();
+    });
+  }
 
  private:
   Stream make_stream(ssl::context* tls) {
@@ -159,9 +172,11 @@ class StreamConnection final : public Connection {
       return Error{"ResponseTooLarge", request.target + ": answer over " +
                                            std::to_string(request.max_response_bytes) + " bytes"};
     }
-    if (ec) return unreachable("reading the answer to " + request.method + " " + request.target, ec);
+    if (ec)
+      return unreachable("reading the answer to " + request.method + " " + request.target, ec);
     reusable_ = parser.get().keep_alive();
-    return HttpResponse{static_cast<int>(parser.get().result_int()), std::move(parser.get().body())};
+    return HttpResponse{static_cast<int>(parser.get().result_int()),
+                        std::move(parser.get().body())};
   }
 
   // Reads the header first, so only a 200 answer is written to the file; any other answer's
@@ -170,7 +185,8 @@ class StreamConnection final : public Connection {
     http::response_parser<http::file_body> parser;
     parser.body_limit(request.max_response_bytes);
     beast::error_code ec;
-    http::async_read_header(stream_, buffer_, parser, [&](beast::error_code e, std::size_t) { ec = e; });
+    http::async_read_header(stream_, buffer_, parser,
+                            [&](beast::error_code e, std::size_t) { ec = e; });
     run();
     if (ec) return unreachable("reading the answer to " + request.target, ec);
     if (parser.get().result_int() != 200) {
@@ -226,16 +242,37 @@ class PooledHttpClient final : public HttpClient {
     auto connection = take_idle();
     bool was_idle = connection != nullptr;
     if (!connection) connection = open();
-    auto response = connection->exchange(request, target);
+    auto response = exchange(*connection, request, target);
     if (!response.ok() && response.error().code == "Unreachable" && was_idle) {
       connection = open();
-      response = connection->exchange(request, target);
+      response = exchange(*connection, request, target);
     }
     if (response.ok() && connection->reusable()) give_back(std::move(connection));
     return response;
   }
 
+  void cancel_all() override {
+    std::lock_guard lock(mutex_);
+    canceled_ = true;
+    for (Connection* connection : busy_) connection->cancel();
+  }
+
  private:
+  // The exchange, with the connection registered as busy so cancel_all() can reach it.
+  Result<HttpResponse> exchange(Connection& connection, const HttpRequest& request,
+                                const std::string& target) {
+    {
+      std::lock_guard lock(mutex_);
+      if (canceled_) return Error{"Canceled", "the client was shut down"};
+      busy_.push_back(&connection);
+    }
+    auto response = connection.exchange(request, target);
+    std::lock_guard lock(mutex_);
+    busy_.erase(std::find(busy_.begin(), busy_.end(), &connection));
+    if (canceled_ && !response.ok()) return Error{"Canceled", "the client was shut down"};
+    return response;
+  }
+
   std::unique_ptr<Connection> open() {
     if (endpoint_.tls) {
       return std::make_unique<StreamConnection<ssl::stream<beast::tcp_stream>>>(endpoint_, &*tls_);
@@ -253,7 +290,7 @@ class PooledHttpClient final : public HttpClient {
 
   void give_back(std::unique_ptr<Connection> connection) {
     std::lock_guard lock(mutex_);
-    if (idle_.size() < max_idle_) idle_.push_back(std::move(connection));
+    if (idle_.size() < max_idle_ && !canceled_) idle_.push_back(std::move(connection));
   }
 
   HttpEndpoint endpoint_;
@@ -261,13 +298,16 @@ class PooledHttpClient final : public HttpClient {
   std::optional<ssl::context> tls_;
   std::mutex mutex_;
   std::vector<std::unique_ptr<Connection>> idle_;
+  std::vector<Connection*> busy_;  // in an exchange on some thread
+  bool canceled_ = false;
 };
 
 }  // namespace
 
 std::unique_ptr<HttpClient> make_http_client(HttpEndpoint endpoint, HttpTlsOptions tls,
                                              std::size_t max_idle_connections) {
-  return std::make_unique<PooledHttpClient>(std::move(endpoint), std::move(tls), max_idle_connections);
+  return std::make_unique<PooledHttpClient>(std::move(endpoint), std::move(tls),
+                                            max_idle_connections);
 }
 
 }  // namespace amlnode::agent

@@ -66,6 +66,9 @@ class HttpClient {
   // Error codes: "Unreachable" (connect, TLS, send or receive failed, or timed out: worth
   // retrying), "ResponseTooLarge", "FileError". Any HTTP status is a successful call.
   virtual Result<HttpResponse> send(const HttpRequest& request) = 0;
+  // Ends every call in flight (a long poll the agent no longer wants) and makes later calls fail
+  // at once with "Canceled": how the daemon stops without waiting out a long poll. Thread-safe.
+  virtual void cancel_all() = 0;
 };
 
 std::unique_ptr<HttpClient> make_http_client(HttpEndpoint endpoint, HttpTlsOptions tls = {},

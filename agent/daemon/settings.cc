@@ -21,10 +21,12 @@ Result<void> read_key(const json& section, const char* key, const std::string& w
   return ok();
 }
 
-Result<void> read_control_plane(const json& section, const std::string& where, AgentSettings& settings) {
+Result<void> read_control_plane(const json& section, const std::string& where,
+                                AgentSettings& settings) {
   std::string url;
   if (auto read = read_key(section, "url", where, url); !read) return read;
-  if (url.empty()) return Error{"InvalidConfig", where + "url: required (the control plane's address)"};
+  if (url.empty())
+    return Error{"InvalidConfig", where + "url: required (the control plane's address)"};
   auto endpoint = parse_http_url(url);
   if (!endpoint.ok()) return Error{"InvalidConfig", where + "url: " + endpoint.error().message};
   settings.endpoint = *endpoint;
@@ -32,7 +34,8 @@ Result<void> read_control_plane(const json& section, const std::string& where, A
   std::string token_file;
   std::string ca_file;
   if (auto read = read_key(section, "registration_token", where, token); !read) return read;
-  if (auto read = read_key(section, "registration_token_file", where, token_file); !read) return read;
+  if (auto read = read_key(section, "registration_token_file", where, token_file); !read)
+    return read;
   if (auto read = read_key(section, "ca_file", where, ca_file); !read) return read;
   if (auto read = read_key(section, "tls_verify", where, settings.tls.verify); !read) return read;
   if (!token.empty()) settings.registration_token = token;
@@ -44,13 +47,17 @@ Result<void> read_control_plane(const json& section, const std::string& where, A
 Result<void> read_node(const json& section, const std::string& where, AgentSettings& settings) {
   if (auto read = read_key(section, "labels", where, settings.labels); !read) return read;
   if (auto read = read_key(section, "ssh_port", where, settings.ssh_port); !read) return read;
-  if (auto read = read_key(section, "run_concurrency", where, settings.run_concurrency); !read) return read;
+  if (auto read = read_key(section, "run_concurrency", where, settings.run_concurrency); !read)
+    return read;
+  if (auto read = read_key(section, "min_free_bytes", where, settings.min_free_bytes); !read)
+    return read;
   int wait = static_cast<int>(settings.lease_wait.count());
   if (auto read = read_key(section, "lease_wait_seconds", where, wait); !read) return read;
   if (settings.run_concurrency < 1 || settings.run_concurrency > 64) {
     return Error{"InvalidConfig", where + "run_concurrency: expected 1 to 64"};
   }
-  if (wait < 1 || wait > 60) return Error{"InvalidConfig", where + "lease_wait_seconds: expected 1 to 60"};
+  if (wait < 1 || wait > 60)
+    return Error{"InvalidConfig", where + "lease_wait_seconds: expected 1 to 60"};
   settings.lease_wait = std::chrono::seconds(wait);
   return ok();
 }
@@ -60,7 +67,8 @@ Result<void> read_node(const json& section, const std::string& where, AgentSetti
 Result<AgentSettings> read_agent_settings(const NodeConfig& config) {
   AgentSettings settings;
   std::string file = config.file.empty() ? std::string("config") : config.file.string();
-  if (auto read = read_control_plane(config.control_plane, file + ": control_plane.", settings); !read) {
+  if (auto read = read_control_plane(config.control_plane, file + ": control_plane.", settings);
+      !read) {
     return read.error();
   }
   if (auto read = read_node(config.node, file + ": node.", settings); !read) return read.error();
@@ -70,15 +78,17 @@ Result<AgentSettings> read_agent_settings(const NodeConfig& config) {
 Result<std::string> registration_token(const AgentSettings& settings) {
   if (settings.registration_token) return *settings.registration_token;
   if (!settings.registration_token_file) {
-    return Error{"NotRegistered",
-                 "this node has no identity yet and the config gives no control_plane.registration_token "
-                 "or registration_token_file"};
+    return Error{
+        "NotRegistered",
+        "this node has no identity yet and the config gives no control_plane.registration_token "
+        "or registration_token_file"};
   }
   auto text = read_file(*settings.registration_token_file, 64 * 1024);
   if (!text.ok()) return text.error();
   std::string token = *text;
   while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
-  if (token.empty()) return Error{"NotRegistered", settings.registration_token_file->string() + " is empty"};
+  if (token.empty())
+    return Error{"NotRegistered", settings.registration_token_file->string() + " is empty"};
   return token;
 }
 

@@ -4,17 +4,18 @@
 //
 //   control_plane:
 //     url: http://127.0.0.1:8631          # required
-//     registration_token: "..."           # or registration_token_file (only the first start needs it)
-//     registration_token_file: /etc/amlnode/registration_token
-//     ca_file: /etc/amlnode/ca.pem        # https only; the system trust store when unset
-//     tls_verify: true
+//     registration_token: "..."           # or registration_token_file (only the first start needs
+//     it) registration_token_file: /etc/amlnode/registration_token ca_file: /etc/amlnode/ca.pem #
+//     https only; the system trust store when unset tls_verify: true
 //   node:
 //     labels: {compute_name: cpu-cluster, vm_size: STANDARD_D2_V2, vm_priority: dedicated}
 //     ssh_port: 22
 //     run_concurrency: 1                  # runs held at once
 //     lease_wait_seconds: 20              # long-poll length
+//     min_free_bytes: 536870912           # less free space in state_dir: unusable
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -35,6 +36,8 @@ struct AgentSettings {
   int ssh_port = 22;
   int run_concurrency = 1;
   std::chrono::seconds lease_wait{20};
+  // Below this much free space in the state dir the node reports `unusable` and takes no runs.
+  std::uint64_t min_free_bytes = 512ull << 20;
 };
 
 // Errors name the file and the key ("InvalidConfig").

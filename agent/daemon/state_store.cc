@@ -19,6 +19,27 @@ CREATE TABLE IF NOT EXISTS identity (
   node_id TEXT NOT NULL,
   node_token TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY,
+  epoch INTEGER NOT NULL,
+  experiment_name TEXT NOT NULL,
+  job_text TEXT NOT NULL,
+  job_file_name TEXT NOT NULL,
+  status TEXT NOT NULL,
+  shim_pid INTEGER,
+  shim_start_time INTEGER
+);
+CREATE TABLE IF NOT EXISTS log_cursors (
+  run_id TEXT NOT NULL,
+  stream TEXT NOT NULL,
+  offset INTEGER NOT NULL,
+  PRIMARY KEY (run_id, stream)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  run_id TEXT NOT NULL,
+  report TEXT NOT NULL
+);
 )sql";
 
 Error store_error(sqlite3* db, const std::string& what) {
@@ -31,15 +52,45 @@ struct Statement {
   ~Statement() { sqlite3_finalize(stmt); }
 };
 
+const char* column_text(sqlite3_stmt* stmt, int column) {
+  const unsigned char* text = sqlite3_column_text(stmt, column);
+  return text ? reinterpret_cast<const char*>(text) : "";
+}
+
+nlohmann::json report_json(const StatusReport& report) {
+  nlohmann::json out = {{"run_id", report.run_id},
+                        {"epoch", report.epoch},
+                        {"status", report.status},
+                        {"timings", report.timings}};
+  if (report.exit_code) out["exit_code"] = *report.exit_code;
+  if (report.error)
+    out["error"] = {{"code", report.error->code}, {"message", report.error->message}};
+  return out;
+}
+
+StatusReport report_from_json(const nlohmann::json& in) {
+  StatusReport report;
+  report.run_id = in.value("run_id", "");
+  report.epoch = in.value("epoch", std::int64_t{0});
+  report.status = in.value("status", "");
+  report.timings = in.value("timings", nlohmann::json::object());
+  if (in.contains("exit_code")) report.exit_code = in["exit_code"].get<int>();
+  if (in.contains("error"))
+    report.error = Error{in["error"].value("code", ""), in["error"].value("message", "")};
+  return report;
+}
+
 // The database holds the node token, so the file is made owner-only before SQLite opens it.
 // SQLite gives its -wal and -shm files the main file's permissions.
 Result<void> create_private_file(const std::filesystem::path& file) {
   int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return Error{"StateStoreError", "creating " + file.string() + ": " + std::strerror(errno)};
+  if (fd < 0)
+    return Error{"StateStoreError", "creating " + file.string() + ": " + std::strerror(errno)};
   int changed = ::fchmod(fd, 0600);
   int err = errno;
   ::close(fd);
-  if (changed != 0) return Error{"StateStoreError", "chmod " + file.string() + ": " + std::strerror(err)};
+  if (changed != 0)
+    return Error{"StateStoreError", "chmod " + file.string() + ": " + std::strerror(err)};
   return ok();
 }
 
@@ -66,13 +117,166 @@ class SqliteStateStore final : public StateStore {
   Result<void> save_identity(const NodeIdentity& identity) override {
     std::lock_guard lock(mutex_);
     Statement insert;
-    if (sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO identity (singleton, node_id, node_token) VALUES (1, ?, ?)",
-                           -1, &insert.stmt, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(
+            db_,
+            "INSERT OR REPLACE INTO identity (singleton, node_id, node_token) VALUES (1, ?, ?)", -1,
+            &insert.stmt, nullptr) != SQLITE_OK) {
       return store_error(db_, "storing the node identity");
     }
     sqlite3_bind_text(insert.stmt, 1, identity.node_id.c_str(), -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(insert.stmt, 2, identity.node_token.c_str(), -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(insert.stmt) != SQLITE_DONE) return store_error(db_, "storing the node identity");
+    if (sqlite3_step(insert.stmt) != SQLITE_DONE)
+      return store_error(db_, "storing the node identity");
+    return ok();
+  }
+
+  Result<void> save_run(const HeldRunRecord& run) override {
+    std::lock_guard lock(mutex_);
+    Statement insert;
+    if (sqlite3_prepare_v2(
+            db_,
+            "INSERT OR REPLACE INTO runs (run_id, epoch, experiment_name, job_text, job_file_name, "
+            "status, shim_pid, shim_start_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            -1, &insert.stmt, nullptr) != SQLITE_OK) {
+      return store_error(db_, "storing run " + run.lease.run_id);
+    }
+    sqlite3_bind_text(insert.stmt, 1, run.lease.run_id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(insert.stmt, 2, run.lease.epoch);
+    sqlite3_bind_text(insert.stmt, 3, run.lease.experiment_name.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(insert.stmt, 4, run.lease.job_text.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(insert.stmt, 5, run.lease.job_file_name.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(insert.stmt, 6, run.status.c_str(), -1, SQLITE_TRANSIENT);
+    if (run.shim_pid) sqlite3_bind_int64(insert.stmt, 7, *run.shim_pid);
+    if (run.shim_start_time)
+      sqlite3_bind_int64(insert.stmt, 8, static_cast<sqlite3_int64>(*run.shim_start_time));
+    if (sqlite3_step(insert.stmt) != SQLITE_DONE)
+      return store_error(db_, "storing run " + run.lease.run_id);
+    return ok();
+  }
+
+  Result<std::vector<HeldRunRecord>> load_runs() override {
+    std::lock_guard lock(mutex_);
+    Statement query;
+    if (sqlite3_prepare_v2(
+            db_,
+            "SELECT run_id, epoch, experiment_name, job_text, job_file_name, status, shim_pid, "
+            "shim_start_time FROM runs ORDER BY run_id",
+            -1, &query.stmt, nullptr) != SQLITE_OK) {
+      return store_error(db_, "reading the held runs");
+    }
+    std::vector<HeldRunRecord> runs;
+    int step;
+    while ((step = sqlite3_step(query.stmt)) == SQLITE_ROW) {
+      HeldRunRecord run;
+      run.lease = {column_text(query.stmt, 0), sqlite3_column_int64(query.stmt, 1),
+                   column_text(query.stmt, 2), column_text(query.stmt, 3),
+                   column_text(query.stmt, 4)};
+      run.status = column_text(query.stmt, 5);
+      if (sqlite3_column_type(query.stmt, 6) != SQLITE_NULL)
+        run.shim_pid = sqlite3_column_int(query.stmt, 6);
+      if (sqlite3_column_type(query.stmt, 7) != SQLITE_NULL) {
+        run.shim_start_time = static_cast<unsigned long long>(sqlite3_column_int64(query.stmt, 7));
+      }
+      runs.push_back(std::move(run));
+    }
+    if (step != SQLITE_DONE) return store_error(db_, "reading the held runs");
+    return runs;
+  }
+
+  Result<void> drop_run(const std::string& run_id) override {
+    std::lock_guard lock(mutex_);
+    for (const char* sql :
+         {"DELETE FROM runs WHERE run_id = ?", "DELETE FROM outbox WHERE run_id = ?",
+          "DELETE FROM log_cursors WHERE run_id = ?"}) {
+      Statement remove;
+      if (sqlite3_prepare_v2(db_, sql, -1, &remove.stmt, nullptr) != SQLITE_OK) {
+        return store_error(db_, "dropping run " + run_id);
+      }
+      sqlite3_bind_text(remove.stmt, 1, run_id.c_str(), -1, SQLITE_TRANSIENT);
+      if (sqlite3_step(remove.stmt) != SQLITE_DONE)
+        return store_error(db_, "dropping run " + run_id);
+    }
+    return ok();
+  }
+
+  Result<std::map<std::string, std::uint64_t>> log_cursors(const std::string& run_id) override {
+    std::lock_guard lock(mutex_);
+    Statement query;
+    if (sqlite3_prepare_v2(db_, "SELECT stream, offset FROM log_cursors WHERE run_id = ?", -1,
+                           &query.stmt, nullptr) != SQLITE_OK) {
+      return store_error(db_, "reading the log cursors of run " + run_id);
+    }
+    sqlite3_bind_text(query.stmt, 1, run_id.c_str(), -1, SQLITE_TRANSIENT);
+    std::map<std::string, std::uint64_t> cursors;
+    int step;
+    while ((step = sqlite3_step(query.stmt)) == SQLITE_ROW) {
+      cursors[column_text(query.stmt, 0)] =
+          static_cast<std::uint64_t>(sqlite3_column_int64(query.stmt, 1));
+    }
+    if (step != SQLITE_DONE) return store_error(db_, "reading the log cursors of run " + run_id);
+    return cursors;
+  }
+
+  Result<void> save_log_cursor(const std::string& run_id, const std::string& stream,
+                               std::uint64_t offset) override {
+    std::lock_guard lock(mutex_);
+    Statement insert;
+    if (sqlite3_prepare_v2(
+            db_, "INSERT OR REPLACE INTO log_cursors (run_id, stream, offset) VALUES (?, ?, ?)", -1,
+            &insert.stmt, nullptr) != SQLITE_OK) {
+      return store_error(db_, "storing a log cursor of run " + run_id);
+    }
+    sqlite3_bind_text(insert.stmt, 1, run_id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(insert.stmt, 2, stream.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(insert.stmt, 3, static_cast<sqlite3_int64>(offset));
+    if (sqlite3_step(insert.stmt) != SQLITE_DONE)
+      return store_error(db_, "storing a log cursor of run " + run_id);
+    return ok();
+  }
+
+  Result<std::int64_t> enqueue_status(const StatusReport& report) override {
+    std::lock_guard lock(mutex_);
+    Statement insert;
+    if (sqlite3_prepare_v2(db_, "INSERT INTO outbox (run_id, report) VALUES (?, ?)", -1,
+                           &insert.stmt, nullptr) != SQLITE_OK) {
+      return store_error(db_, "queueing a status of run " + report.run_id);
+    }
+    std::string text = report_json(report).dump();
+    sqlite3_bind_text(insert.stmt, 1, report.run_id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(insert.stmt, 2, text.c_str(), -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(insert.stmt) != SQLITE_DONE)
+      return store_error(db_, "queueing a status of run " + report.run_id);
+    return static_cast<std::int64_t>(sqlite3_last_insert_rowid(db_));
+  }
+
+  Result<std::vector<OutboxEntry>> pending_statuses() override {
+    std::lock_guard lock(mutex_);
+    Statement query;
+    if (sqlite3_prepare_v2(db_, "SELECT seq, report FROM outbox ORDER BY seq", -1, &query.stmt,
+                           nullptr) != SQLITE_OK) {
+      return store_error(db_, "reading the status outbox");
+    }
+    std::vector<OutboxEntry> entries;
+    int step;
+    while ((step = sqlite3_step(query.stmt)) == SQLITE_ROW) {
+      auto parsed = nlohmann::json::parse(column_text(query.stmt, 1), nullptr, false);
+      if (!parsed.is_object())
+        continue;  // never written by us; skipping it beats wedging the outbox
+      entries.push_back({sqlite3_column_int64(query.stmt, 0), report_from_json(parsed)});
+    }
+    if (step != SQLITE_DONE) return store_error(db_, "reading the status outbox");
+    return entries;
+  }
+
+  Result<void> acknowledge_status(std::int64_t seq) override {
+    std::lock_guard lock(mutex_);
+    Statement remove;
+    if (sqlite3_prepare_v2(db_, "DELETE FROM outbox WHERE seq = ?", -1, &remove.stmt, nullptr) !=
+        SQLITE_OK) {
+      return store_error(db_, "acknowledging a status");
+    }
+    sqlite3_bind_int64(remove.stmt, 1, seq);
+    if (sqlite3_step(remove.stmt) != SQLITE_DONE) return store_error(db_, "acknowledging a status");
     return ok();
   }
 
@@ -85,14 +289,16 @@ class SqliteStateStore final : public StateStore {
 
 }  // namespace
 
-Result<std::unique_ptr<StateStore>> open_sqlite_state_store(const std::filesystem::path& state_dir) {
+Result<std::unique_ptr<StateStore>> open_sqlite_state_store(
+    const std::filesystem::path& state_dir) {
   std::error_code ec;
   std::filesystem::create_directories(state_dir, ec);
   if (ec) return Error{"StateStoreError", "creating " + state_dir.string() + ": " + ec.message()};
   auto file = state_dir / "agent.db";
   if (auto created = create_private_file(file); !created) return created.error();
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(file.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
+      SQLITE_OK) {
     Error error = store_error(db, "opening " + file.string());
     sqlite3_close_v2(db);
     return error;

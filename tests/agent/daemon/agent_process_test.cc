@@ -19,20 +19,21 @@ class AgentProcess {
   AgentProcess(const test::TempDir& dir, const std::string& name, const std::string& url,
                const std::string& token)
       : dir_(dir.path() / name) {
-    config_ = dir.write(name + "/config.yml",
-                        "state_dir: " + (dir_ / "state").string() +
-                            "\ncontrol_plane:\n  url: " + url + "\n  registration_token: " + token +
-                            "\nnode:\n  labels: {compute_name: cpu-cluster, vm_size: STANDARD_D2_V2, "
-                            "vm_priority: dedicated}\n");
+    config_ =
+        dir.write(name + "/config.yml",
+                  "state_dir: " + (dir_ / "state").string() + "\ncontrol_plane:\n  url: " + url +
+                      "\n  registration_token: " + token +
+                      "\nnode:\n  labels: {compute_name: cpu-cluster, vm_size: STANDARD_D2_V2, "
+                      "vm_priority: dedicated}\n");
   }
   ~AgentProcess() {
     if (pid_ > 0) kill(SIGKILL);
   }
 
   void start() {
-    pid_ = test::start_command({test::amlnode_binary().string(), "agent", "--config", config_.string()},
-                               dir_ / ("out." + std::to_string(starts_)),
-                               dir_ / ("err." + std::to_string(starts_)));
+    pid_ = test::start_command(
+        {test::amlnode_binary().string(), "agent", "--config", config_.string()},
+        dir_ / ("out." + std::to_string(starts_)), dir_ / ("err." + std::to_string(starts_)));
     ++starts_;
   }
   // Sends `signal` and waits for the exit; returns the exit code.
@@ -42,7 +43,11 @@ class AgentProcess {
     pid_ = -1;
     return code;
   }
-  std::string log() const { return test::slurp(dir_ / ("err." + std::to_string(starts_ - 1))); }
+  // What the last start logged (stdout and stderr).
+  std::string log() const {
+    std::string n = std::to_string(starts_ - 1);
+    return test::slurp(dir_ / ("out." + n)) + test::slurp(dir_ / ("err." + n));
+  }
 
  private:
   std::filesystem::path dir_;
@@ -70,7 +75,8 @@ TEST_CASE("an agent registers once and keeps its identity across SIGKILL", "[dae
   server.start();
   AgentProcess agent(dir, "a", server.url(), server.registration_token("cpu-cluster"));
   agent.start();
-  REQUIRE(test::eventually([&] { return one_node_in_state(server, "idle"); }, std::chrono::seconds(15)));
+  REQUIRE(test::eventually([&] { return one_node_in_state(server, "idle"); },
+                           std::chrono::seconds(15)));
   std::string node_id = nodes(server)[0]["nodeId"];
 
   agent.kill(SIGKILL);
@@ -97,7 +103,8 @@ TEST_CASE("an agent started before its control plane registers once it is up", "
   agent.start();
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   server.start();
-  REQUIRE(test::eventually([&] { return one_node_in_state(server, "idle"); }, std::chrono::seconds(15)));
+  REQUIRE(test::eventually([&] { return one_node_in_state(server, "idle"); },
+                           std::chrono::seconds(15)));
 }
 
 TEST_CASE("an agent whose registration is refused exits 1 and says why", "[daemon]") {
@@ -106,7 +113,27 @@ TEST_CASE("an agent whose registration is refused exits 1 and says why", "[daemo
   server.start();
   AgentProcess agent(dir, "a", server.url(), "not-a-token");
   agent.start();
-  REQUIRE(test::eventually([&] { return agent.log().find("registration failed") != std::string::npos; },
-                           std::chrono::seconds(15)));
+  REQUIRE(
+      test::eventually([&] { return agent.log().find("registration failed") != std::string::npos; },
+                       std::chrono::seconds(15)));
   CHECK(agent.kill(0) == 1);
+}
+
+TEST_CASE("a node short of disk reports unusable with the reason and takes no runs", "[daemon]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
+  server.start();
+  std::string token = server.registration_token("cpu-cluster");
+  auto config = dir.write("a/config.yml", "state_dir: " + (dir / "a" / "state").string() +
+                                              "\ncontrol_plane:\n  url: " + server.url() +
+                                              "\n  registration_token: " + token +
+                                              "\nnode:\n  labels: {compute_name: cpu-cluster}\n"
+                                              "  min_free_bytes: 1000000000000000000\n");
+  pid_t agent =
+      test::start_command({test::amlnode_binary().string(), "agent", "--config", config.string()},
+                          dir / "a" / "out", dir / "a" / "err");
+  REQUIRE(test::eventually([&] { return one_node_in_state(server, "unusable"); },
+                           std::chrono::seconds(15)));
+  ::kill(agent, SIGTERM);
+  CHECK(test::wait_command(agent, std::chrono::seconds(20)) == 0);
 }

@@ -1,8 +1,9 @@
 // The control plane client against the real amlnode-controlplane executable over loopback.
 
+#include "agent/daemon/control_plane_client.h"
+
 #include <catch2/catch.hpp>
 
-#include "agent/daemon/control_plane_client.h"
 #include "tests/agent/daemon/control_plane_process.h"
 #include "tests/support/temp_dir.h"
 
@@ -17,7 +18,8 @@ NodeFacts facts_for(const std::string& compute) {
   facts.ips = {"10.0.0.4"};
   facts.cpus = 4;
   facts.memory_bytes = 1ull << 33;
-  facts.labels = {{"compute_name", compute}, {"vm_size", "STANDARD_D2_V2"}, {"vm_priority", "dedicated"}};
+  facts.labels = {
+      {"compute_name", compute}, {"vm_size", "STANDARD_D2_V2"}, {"vm_priority", "dedicated"}};
   facts.agent_version = "0.1.0";
   return facts;
 }
@@ -90,7 +92,9 @@ TEST_CASE("a node registers once, heartbeats, and its spent token is refused", "
     CHECK(leased->empty());
   }
   SECTION("an unusable node says why") {
-    REQUIRE(client->heartbeat(registration->identity, {"unusable", "disk full: /var/lib/amlnode", {}}).ok());
+    REQUIRE(
+        client->heartbeat(registration->identity, {"unusable", "disk full: /var/lib/amlnode", {}})
+            .ok());
     auto [code, listed] = server.user_call("GET", "/v1/nodes");
     CHECK(listed[0]["nodeState"] == "unusable");
   }

@@ -19,7 +19,8 @@ namespace amlnode::test {
 
 class ControlPlaneProcess {
  public:
-  explicit ControlPlaneProcess(std::filesystem::path data_dir, std::vector<std::string> extra_args = {});
+  explicit ControlPlaneProcess(std::filesystem::path data_dir,
+                               std::vector<std::string> extra_args = {});
   ~ControlPlaneProcess();  // SIGKILLs it if still running
 
   void start();  // the first start picks a free port; later ones reuse it
@@ -34,6 +35,15 @@ class ControlPlaneProcess {
   // A user-token call; fails the test when it cannot be made. Returns the status and the JSON body.
   std::pair<int, nlohmann::json> user_call(const std::string& method, const std::string& target,
                                            const nlohmann::json& body = nullptr);
+  // Submits a job with the snapshot of `source_dir`; returns the run id once it is Queued.
+  std::string submit(const std::string& job_text, const std::filesystem::path& source_dir,
+                     const std::string& compute_name, const std::string& experiment = "exp");
+  // The run record, GET /v1/runs/{id}.
+  nlohmann::json run(const std::string& run_id);
+  // The whole of one log stream as the control plane holds it.
+  std::string log(const std::string& run_id, const std::string& stream);
+  // The run's outputs tar.gz as the control plane holds it ("" when it has none).
+  std::string outputs(const std::string& run_id);
   // A fresh single-use registration token bound to `compute_name`.
   std::string registration_token(const std::string& compute_name);
 

@@ -1,0 +1,178 @@
+#include "agent/daemon/run_execution.h"
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/fs.h"
+#include "executors/archive.h"
+#include "spec/load.h"
+
+namespace amlnode::agent {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Azure ML's snapshot limit, plus room for the archive's own overhead.
+constexpr std::uint64_t kMaxSnapshotDownload = 310ull << 20;
+// Outputs are read into memory to be sent; the control plane's limit for them.
+constexpr std::size_t kMaxOutputsArchive = 300ull << 20;
+
+Result<spec::Job> load_job(const LeasedRun& lease, const fs::path& working_dir) {
+  spec::LoadOptions options;
+  options.source_dir_override = working_dir;
+  auto loaded = spec::load_job_text(lease.job_text, working_dir / lease.job_file_name, options);
+  if (!loaded.ok()) {
+    std::string message;
+    for (const auto& error : loaded.errors)
+      message += (message.empty() ? "" : "; ") + error.to_string();
+    return Error{"InvalidJob", message};
+  }
+  if (!lease.experiment_name.empty()) loaded.job->experiment_name = lease.experiment_name;
+  return std::move(*loaded.job);
+}
+
+Result<void> fetch_snapshot(const RunEnvironment& env, const NodeIdentity& node,
+                            const LeasedRun& lease, const fs::path& run_dir, const SystemLog& log) {
+  fs::path archive = run_dir / "snapshot.tar.gz";
+  // A control plane that is down or restarting is waited for: an outage must not fail the run.
+  // The loop ends when the client is shut down (the agent stopping: "Canceled").
+  auto delay = std::chrono::milliseconds(200);
+  for (;;) {
+    auto downloaded = env.client->download_snapshot(node, lease.run_id, lease.epoch, archive,
+                                                    kMaxSnapshotDownload);
+    if (downloaded.ok()) break;
+    if (downloaded.error().code != "Unreachable") return downloaded.error();
+    std::this_thread::sleep_for(delay);
+    delay = std::min(delay * 2, std::chrono::milliseconds(5000));
+  }
+  auto extracted = executors::extract_snapshot(archive, run_dir / "wd");
+  std::error_code ec;
+  fs::remove(archive, ec);
+  if (!extracted.ok()) return extracted.error();
+  log.line("snapshot: " + std::to_string(extracted->files) + " files, " +
+           std::to_string(extracted->bytes) + " bytes extracted into wd/");
+  return ok();
+}
+
+}  // namespace
+
+Result<std::shared_ptr<StartedRun>> prepare_and_launch(const RunEnvironment& env,
+                                                       const NodeIdentity& node,
+                                                       const LeasedRun& lease) {
+  if (auto made = make_run_folder(env.state_dir, lease.run_id); !made.ok()) return made.error();
+  fs::path run_dir = env.state_dir / "runs" / lease.run_id;
+  SystemLog log(run_dir / "system_logs" / "lifecycle.txt", env.clock);
+  log.line("leased with epoch " + std::to_string(lease.epoch));
+  if (auto fetched = fetch_snapshot(env, node, lease, run_dir, log); !fetched.ok())
+    return fetched.error();
+  auto job = load_job(lease, run_dir / "wd");
+  if (!job.ok()) return job.error();
+  auto environments = environment_config(env.config, env.state_dir);
+  if (!environments.ok()) return environments.error();
+  auto started = std::make_shared<StartedRun>();
+  started->plan = executors::resolve_plan(
+      *job,
+      plan_context(env.config, env.state_dir, lease.run_id, env.kill_grace_seconds, *environments));
+  executors::Plan& plan = started->plan;
+  if (plan.cannot_run) return *plan.cannot_run;
+  if (plan.environment_kind == executors::EnvironmentKind::Docker) {
+    return Error{"NotSupported",
+                 "Docker runs are not run by the agent yet; run this job with amlnode run"};
+  }
+  if (auto staged = make_outputs_and_stage_inputs(plan, log); !staged.ok()) return staged.error();
+  if (plan.python_environment) {
+    auto prepared = prepare_python_environment(plan, *environments, env.clock, log, nullptr);
+    if (!prepared.ok()) return prepared.error();
+    started->environment = std::move(prepared.value());
+  }
+  auto shim = env.launcher->launch(shim_launch_spec(plan), run_dir / "launch.json",
+                                   run_dir / "system_logs" / "shim.txt");
+  if (!shim.ok()) return shim.error();
+  log.line("started: " + argv_text(plan));
+  started->shim = *shim;
+  return started;
+}
+
+namespace {
+
+std::optional<executors::LaunchedShim> shim_from_state_file(const fs::path& run_dir) {
+  auto text = read_file(run_dir / "shim.json", 1 << 20);
+  if (!text.ok()) return std::nullopt;
+  auto state = nlohmann::json::parse(*text, nullptr, false);
+  if (!state.is_object() || !state.contains("shim_pid") || !state.contains("shim_start_time"))
+    return std::nullopt;
+  return executors::LaunchedShim{state["shim_pid"].get<pid_t>(),
+                                 state["shim_start_time"].get<unsigned long long>()};
+}
+
+}  // namespace
+
+Result<std::shared_ptr<StartedRun>> reattach_run(
+    const RunEnvironment& env, const LeasedRun& lease,
+    std::optional<executors::LaunchedShim> stored_shim) {
+  fs::path run_dir = env.state_dir / "runs" / lease.run_id;
+  std::error_code ec;
+  bool exited = fs::exists(run_dir / "exit.json", ec);
+  auto shim = stored_shim ? stored_shim : shim_from_state_file(run_dir);
+  if (!shim && !exited)
+    return Error{"NotStarted", "run " + lease.run_id + " never started a process"};
+  auto job = load_job(lease, run_dir / "wd");
+  if (!job.ok()) return job.error();
+  auto environments = environment_config(env.config, env.state_dir);
+  if (!environments.ok()) return environments.error();
+  auto started = std::make_shared<StartedRun>();
+  started->plan = executors::resolve_plan(
+      *job,
+      plan_context(env.config, env.state_dir, lease.run_id, env.kill_grace_seconds, *environments));
+  if (shim) started->shim = *shim;
+  started->shim_alive = shim && executors::is_same_process(shim->pid, shim->start_time);
+  SystemLog(run_dir / "system_logs" / "lifecycle.txt", env.clock)
+      .line(started->shim_alive
+                ? "agent restarted: re-attached to shim " + std::to_string(shim->pid)
+                : "agent restarted: the run's process had ended");
+  return started;
+}
+
+void discard_run_folder(const RunEnvironment& env, const std::string& run_id) {
+  std::error_code ec;
+  fs::remove_all(env.state_dir / "runs" / run_id, ec);
+}
+
+RunOutcome finalize_run(const RunEnvironment& env, const executors::Plan& plan) {
+  SystemLog log(plan.system_logs / "lifecycle.txt", env.clock);
+  auto exit = read_exit_record(plan.run_dir, "the shim is gone");
+  RunOutcome outcome =
+      exit.ok() ? outcome_of(*exit, plan) : RunOutcome{spec::RunStatus::Failed, exit.error(), 125};
+  log.line(std::string("run ended: ") + spec::to_string(outcome.status) +
+           (outcome.error ? " (" + outcome.error->code + ": " + outcome.error->message + ")" : ""));
+  return outcome;
+}
+
+Result<void> upload_run_outputs(const RunEnvironment& env, const NodeIdentity& node,
+                                const LeasedRun& lease) {
+  fs::path run_dir = env.state_dir / "runs" / lease.run_id;
+  std::error_code ec;
+  if (!fs::is_directory(run_dir / "wd" / "outputs", ec)) return ok();  // never started
+  SystemLog log(run_dir / "system_logs" / "lifecycle.txt", env.clock);
+  fs::path archive = run_dir / "outputs.tar.gz";
+  auto packed = executors::pack_directory(run_dir / "wd" / "outputs", archive);
+  auto bytes =
+      packed.ok() ? read_file(archive, kMaxOutputsArchive) : Result<std::string>(packed.error());
+  fs::remove(archive, ec);
+  if (!bytes.ok()) {
+    log.line("outputs not uploaded: " + bytes.error().message);
+    return ok();
+  }
+  auto uploaded = env.client->upload_outputs(node, lease.run_id, lease.epoch, std::move(*bytes));
+  if (!uploaded.ok()) {
+    const std::string& code = uploaded.error().code;
+    if (code == "Unreachable" || code == "StaleEpoch" || code == "Canceled") return uploaded;
+    log.line("outputs not uploaded: " + uploaded.error().message);
+    return ok();
+  }
+  log.line("outputs uploaded (" + std::to_string(packed->files) + " files)");
+  return ok();
+}
+
+}  // namespace amlnode::agent

@@ -1,0 +1,65 @@
+#pragma once
+
+// The blocking halves of a leased run's life, run on the daemon's worker pool: preparing and
+// launching it (run folder, snapshot download and secure extraction, job, plan, inputs,
+// environment, shim), and finalizing it (exit record, ./outputs upload). They use the same steps
+// as `amlnode run` (agent/run_steps.h).
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+
+#include "agent/config.h"
+#include "agent/daemon/control_plane_client.h"
+#include "agent/run_steps.h"
+#include "common/clock.h"
+#include "executors/shim/launcher.h"
+
+namespace amlnode::agent {
+
+struct RunEnvironment {
+  NodeConfig config;
+  std::filesystem::path state_dir;
+  double kill_grace_seconds = 10.0;
+  std::shared_ptr<Clock> clock;
+  std::shared_ptr<executors::ProcessLauncher> launcher;
+  std::shared_ptr<ControlPlaneClient> client;
+};
+
+// A run whose process is under its shim.
+struct StartedRun {
+  executors::Plan plan;
+  executors::LaunchedShim shim;
+  // Holds the environment cache's lease while the run uses it.
+  std::optional<executors::environments::PreparedEnvironment> environment;
+  bool shim_alive = true;  // false for a re-attached run whose shim has ended meanwhile
+};
+
+// Everything up to the shim's launch. Errors carry the code the run fails with (InvalidJob,
+// SnapshotFailed, UnsafeArchive, NotSupported, ProcessStartFailed, ...). A StaleEpoch error
+// means the lease moved on while preparing.
+Result<std::shared_ptr<StartedRun>> prepare_and_launch(const RunEnvironment& env,
+                                                       const NodeIdentity& node,
+                                                       const LeasedRun& lease);
+
+// A run the state store says this node held when it stopped: its plan again (resolution is
+// deterministic from the lease and the snapshot already in wd/), and its shim, found by the pid
+// and start time stored (or, when the agent stopped before storing them, by the shim's own
+// shim.json). "NotStarted" when no shim was ever started: the caller prepares the run afresh.
+Result<std::shared_ptr<StartedRun>> reattach_run(
+    const RunEnvironment& env, const LeasedRun& lease,
+    std::optional<executors::LaunchedShim> stored_shim);
+
+// Removes what an interrupted preparation left in the run folder, so it can start over.
+void discard_run_folder(const RunEnvironment& env, const std::string& run_id);
+
+// After the shim has ended: the outcome from exit.json (noted in the run's system log).
+RunOutcome finalize_run(const RunEnvironment& env, const executors::Plan& plan);
+
+// Packs ./outputs and uploads it. Only the errors worth retrying or acting on are returned
+// (Unreachable, StaleEpoch, Canceled); any other failure (too large, refused) is written to the
+// run's system log and the run goes on without its outputs at the control plane.
+Result<void> upload_run_outputs(const RunEnvironment& env, const NodeIdentity& node,
+                                const LeasedRun& lease);
+
+}  // namespace amlnode::agent

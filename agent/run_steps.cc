@@ -1,0 +1,195 @@
+#include "agent/run_steps.h"
+
+#include <cstdio>
+#include <cstring>
+
+#include "common/fs.h"
+#include "executors/inputs.h"
+
+extern char** environ;
+
+namespace amlnode::agent {
+
+namespace fs = std::filesystem;
+using executors::ExitReason;
+using executors::Plan;
+using spec::RunStatus;
+
+namespace {
+
+std::string describe_signal(int signal) {
+  const char* text = ::strsignal(signal);
+  return std::to_string(signal) + " (" + (text ? text : "unknown") + ")";
+}
+
+std::string program_name(const Plan& plan) {
+  return plan.argv.empty() ? std::string("(none)")
+                           : fs::path(plan.argv.front()).filename().string();
+}
+
+// The whole environment of the process: what the caller inherited, with the plan's variables
+// over it.
+std::vector<std::string> process_environment(const Plan& plan) {
+  std::vector<std::string> env;
+  for (char** entry = environ; *entry; ++entry) {
+    std::string_view kv(*entry);
+    auto name = kv.substr(0, kv.find('='));
+    bool overridden = false;
+    for (const auto& [plan_name, value] : plan.env) overridden = overridden || plan_name == name;
+    if (!overridden) env.emplace_back(kv);
+  }
+  for (const auto& [name, value] : plan.env) env.push_back(name + "=" + value);
+  return env;
+}
+
+// Sets the prepared environment's variables (PATH, VIRTUAL_ENV / CONDA_PREFIX) under the job's
+// own: a variable the job sets itself keeps the job's value.
+void add_environment_variables(Plan& plan, const spec::EnvVars& variables) {
+  for (const auto& [name, value] : variables) {
+    bool set_by_job = false;
+    for (const auto& existing : plan.env) set_by_job = set_by_job || existing.first == name;
+    if (!set_by_job) plan.env.emplace_back(name, value);
+  }
+}
+
+}  // namespace
+
+void SystemLog::line(const std::string& text) const {
+  if (FILE* f = std::fopen(file_.c_str(), "a")) {
+    std::fprintf(f, "%s %s\n", format_utc(clock_->now()).c_str(), text.c_str());
+    std::fclose(f);
+  }
+}
+
+Result<executors::environments::EnvironmentConfig> environment_config(const NodeConfig& config,
+                                                                      const fs::path& state_dir) {
+  return executors::environments::environment_config_from_json(config.environments, state_dir);
+}
+
+executors::PlanContext plan_context(
+    const NodeConfig& config, const fs::path& state_dir, const std::string& run_id,
+    double kill_grace_seconds, const executors::environments::EnvironmentConfig& environments) {
+  executors::PlanContext context;
+  context.run_id = run_id;
+  context.run_dir = state_dir / "runs" / run_id;
+  context.kill_grace_seconds = kill_grace_seconds;
+  context.envs_dir = environments.envs_dir;
+  context.system_python = environments.system_python;
+  if (config.cpu_image) context.default_cpu_image = *config.cpu_image;
+  if (config.gpu_image) context.default_gpu_image = *config.gpu_image;
+  return context;
+}
+
+Result<void> make_run_folder(const fs::path& state_dir, const std::string& run_id) {
+  fs::path run_dir = state_dir / "runs" / run_id;
+  std::error_code ec;
+  fs::create_directories(run_dir.parent_path(), ec);
+  if (ec) {
+    return Error{"StateDirUnusable",
+                 "cannot create " + run_dir.parent_path().string() + ": " + ec.message()};
+  }
+  if (!fs::create_directory(run_dir, ec)) {
+    if (ec)
+      return Error{"StateDirUnusable", "cannot create " + run_dir.string() + ": " + ec.message()};
+    return Error{"RunIdTaken", "run id " + run_id + " already exists in " + state_dir.string()};
+  }
+  for (const char* sub : {"user_logs", "system_logs"}) {
+    fs::create_directory(run_dir / sub, ec);
+    if (ec)
+      return Error{"StateDirUnusable",
+                   "cannot create " + (run_dir / sub).string() + ": " + ec.message()};
+  }
+  return ok();
+}
+
+Result<void> make_outputs_and_stage_inputs(const Plan& plan, const SystemLog& log) {
+  std::error_code ec;
+  for (const char* sub : {"outputs", "logs"}) fs::create_directories(plan.working_dir / sub, ec);
+  if (ec) return Error{"SnapshotFailed", "cannot create wd/outputs or wd/logs: " + ec.message()};
+  auto staged = executors::stage_inputs(plan.inputs);
+  if (!staged.ok()) return staged;
+  for (const auto& input : plan.inputs) {
+    log.line("input " + input.name + ": " + spec::to_string(input.mode) + " " +
+             input.source.string() + " -> " + input.target.string());
+  }
+  return ok();
+}
+
+Result<executors::environments::PreparedEnvironment> prepare_python_environment(
+    Plan& plan, const executors::environments::EnvironmentConfig& config,
+    std::shared_ptr<Clock> clock, const SystemLog& log,
+    std::function<void(std::string_view)> progress) {
+  executors::environments::EnvironmentCache cache(config, std::move(clock));
+  executors::environments::BuildOutput output;
+  output.log_file = plan.system_logs / "environment.txt";
+  output.progress = std::move(progress);
+  auto prepared = cache.prepare(*plan.python_environment, output);
+  if (!prepared.ok()) return prepared.error();
+  log.line("environment " + prepared->hash + (prepared->built ? ": built in " : ": reused ") +
+           prepared->prefix.string());
+  add_environment_variables(plan, prepared->env);
+  return prepared;
+}
+
+executors::LaunchSpec shim_launch_spec(const Plan& plan) {
+  executors::LaunchSpec spec;
+  spec.argv = plan.argv;
+  spec.env = process_environment(plan);
+  spec.cwd = plan.working_dir;
+  spec.log_path = plan.std_log;
+  spec.state_path = plan.run_dir / "shim.json";
+  spec.exit_path = plan.run_dir / "exit.json";
+  if (plan.deadline_seconds) spec.deadline_seconds = static_cast<double>(*plan.deadline_seconds);
+  spec.kill_grace_seconds = plan.kill_grace_seconds;
+  return spec;
+}
+
+Result<executors::ExitRecord> read_exit_record(const fs::path& run_dir, const std::string& detail) {
+  auto text = read_file(run_dir / "exit.json", 1 << 20);
+  auto record = text.ok() ? executors::exit_record_from_json(*text)
+                          : Result<executors::ExitRecord>(text.error());
+  if (!record.ok()) {
+    return Error{"SupervisorFailed", "the run's supervisor ended without recording the exit (" +
+                                         detail + "); see " +
+                                         (run_dir / "system_logs" / "shim.txt").string()};
+  }
+  return record;
+}
+
+std::string argv_text(const Plan& plan) {
+  std::string text;
+  for (const auto& arg : plan.argv) text += (text.empty() ? "" : " ") + arg;
+  return text;
+}
+
+RunOutcome outcome_of(const executors::ExitRecord& exit, const Plan& plan) {
+  // Exit codes of `amlnode run` (local_run.h): 124 timeout, 125 before start, 130 canceled.
+  const std::string program = program_name(plan);
+  switch (exit.reason) {
+    case ExitReason::Exited:
+      if (exit.exit_code.value_or(1) == 0) return {RunStatus::Completed, std::nullopt, 0};
+      return {RunStatus::Failed,
+              Error{"UserError", "User process '" + program + "' exited with status code " +
+                                     std::to_string(exit.exit_code.value_or(-1))},
+              exit.exit_code.value_or(1)};
+    case ExitReason::Signaled:
+      return {RunStatus::Failed,
+              Error{"UserError", "User process '" + program + "' was killed by signal " +
+                                     describe_signal(exit.signal.value_or(0)) +
+                                     (exit.error.empty() ? "" : ": " + exit.error)},
+              128 + exit.signal.value_or(0)};
+    case ExitReason::Timeout:
+      return {RunStatus::Failed,
+              Error{"RunTimeout", "The run exceeded max_run_duration_seconds (" +
+                                      std::to_string(plan.deadline_seconds.value_or(0)) +
+                                      " s) and was stopped"},
+              124};
+    case ExitReason::Canceled:
+      return {RunStatus::Canceled, Error{"Canceled", "The run was canceled"}, 130};
+    case ExitReason::SpawnFailed:
+      return {RunStatus::Failed, Error{"ProcessStartFailed", exit.error}, 125};
+  }
+  return {RunStatus::Failed, Error{"SupervisorFailed", "unknown exit reason"}, 125};
+}
+
+}  // namespace amlnode::agent

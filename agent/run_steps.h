@@ -1,0 +1,78 @@
+#pragma once
+
+// The steps of a run that `amlnode run` (agent/local_run.cc) and the daemon (agent/daemon/) both
+// take, so the two never disagree on how a run is planned, prepared, launched and judged.
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/config.h"
+#include "common/clock.h"
+#include "common/result.h"
+#include "executors/environments/cache.h"
+#include "executors/environments/config.h"
+#include "executors/plan.h"
+#include "executors/shim/launcher.h"
+#include "executors/shim/protocol.h"
+#include "spec/run_status.h"
+
+namespace amlnode::agent {
+
+// Appends lines about the run's preparation and release to system_logs/lifecycle.txt.
+class SystemLog {
+ public:
+  SystemLog(std::filesystem::path file, std::shared_ptr<Clock> clock)
+      : file_(std::move(file)), clock_(std::move(clock)) {}
+  void line(const std::string& text) const;
+
+ private:
+  std::filesystem::path file_;
+  std::shared_ptr<Clock> clock_;
+};
+
+Result<executors::environments::EnvironmentConfig> environment_config(
+    const NodeConfig& config, const std::filesystem::path& state_dir);
+
+executors::PlanContext plan_context(const NodeConfig& config,
+                                    const std::filesystem::path& state_dir,
+                                    const std::string& run_id, double kill_grace_seconds,
+                                    const executors::environments::EnvironmentConfig& environments);
+
+// Creates <state_dir>/runs/<run_id>/ with user_logs/ and system_logs/. A run folder that exists
+// already is "RunIdTaken"; one that cannot be made is "StateDirUnusable".
+Result<void> make_run_folder(const std::filesystem::path& state_dir, const std::string& run_id);
+
+// What follows the snapshot: wd/outputs and wd/logs, then the inputs (each logged).
+Result<void> make_outputs_and_stage_inputs(const executors::Plan& plan, const SystemLog& log);
+
+// Builds or reuses the plan's conda / pip environment and adds its variables to the plan under
+// the job's own. The returned environment holds the cache lease: keep it while the run uses it.
+Result<executors::environments::PreparedEnvironment> prepare_python_environment(
+    executors::Plan& plan, const executors::environments::EnvironmentConfig& config,
+    std::shared_ptr<Clock> clock, const SystemLog& log,
+    std::function<void(std::string_view)> progress);
+
+// The launch spec of the run's single process under a shim, with the caller's environment under
+// the plan's variables.
+executors::LaunchSpec shim_launch_spec(const executors::Plan& plan);
+
+// exit.json of a run whose shim has ended; "SupervisorFailed" when the shim left none.
+Result<executors::ExitRecord> read_exit_record(const std::filesystem::path& run_dir,
+                                               const std::string& detail);
+
+// How a run ends, from its exit record.
+struct RunOutcome {
+  spec::RunStatus status = spec::RunStatus::Failed;
+  std::optional<Error> error;
+  int exit_code = 0;  // what `amlnode run` exits with
+};
+RunOutcome outcome_of(const executors::ExitRecord& exit, const executors::Plan& plan);
+
+std::string argv_text(const executors::Plan& plan);
+
+}  // namespace amlnode::agent

@@ -1,0 +1,65 @@
+// amlnode submit/status/logs/cancel/nodes/compute status against the real control plane and agent.
+
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+
+#include "tests/agent/daemon/control_plane_process.h"
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
+
+using namespace amlnode;
+
+TEST_CASE("a user submits a job, follows its log and sees the nodes", "[daemon]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
+  server.start();
+  auto config = dir.write(
+      "a/config.yml",
+      "state_dir: " + (dir / "a" / "state").string() + "\ncontrol_plane:\n  url: " + server.url() +
+          "\n  registration_token: " + server.registration_token("cpu-cluster") +
+          "\nnode:\n  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n");
+  pid_t agent =
+      test::start_command({test::amlnode_binary().string(), "agent", "--config", config.string()},
+                          dir / "a" / "out", dir / "a" / "err");
+  dir.write("src/job.yml", "entry_script: hi.sh\nuser_managed: true\nuse_docker: false\n");
+  dir.write("src/hi.sh", "for i in 1 2 3; do echo \"hi $i\"; sleep 0.1; done\n");
+  const std::vector<std::string> env{"AMLNODE_CONTROL_PLANE=" + server.url(),
+                                     "AMLNODE_USER_TOKEN=" + server.user_token()};
+  auto amlnode = test::amlnode_binary().string();
+
+  auto submitted = test::run_command(
+      {amlnode, "submit", (dir / "src" / "job.yml").string(), "--compute", "cpu-cluster"}, env);
+  INFO(submitted.err);
+  REQUIRE(submitted.exit_code == 0);
+  std::string id = submitted.out.substr(0, submitted.out.find('\n'));
+
+  auto followed =
+      test::run_command({amlnode, "logs", id, "--follow"}, env, std::chrono::seconds(60));
+  INFO(followed.err);
+  CHECK(followed.exit_code == 0);
+  CHECK(followed.out == "hi 1\nhi 2\nhi 3\n");
+
+  auto status = test::run_command({amlnode, "status", id, "--json"}, env);
+  CHECK(status.exit_code == 0);
+  CHECK(nlohmann::json::parse(status.out)["status"] == "Completed");
+
+  auto nodes = test::run_command({amlnode, "nodes", "--json"}, env);
+  CHECK(nodes.exit_code == 0);
+  CHECK(nlohmann::json::parse(nodes.out).size() == 1);
+
+  auto compute = test::run_command({amlnode, "compute", "status", "cpu-cluster", "--json"}, env);
+  CHECK(compute.exit_code == 0);
+  CHECK(nlohmann::json::parse(compute.out)["current_node_count"] == 1);
+
+  auto unknown = test::run_command({amlnode, "status", "no-such-run"}, env);
+  CHECK(unknown.exit_code == 1);
+  CHECK(unknown.err.find("404") != std::string::npos);
+
+  auto no_token = test::run_command({amlnode, "nodes", "--control-plane", server.url()},
+                                    {"AMLNODE_USER_TOKEN="});
+  CHECK(no_token.exit_code == 2);
+
+  ::kill(agent, SIGTERM);
+  CHECK(test::wait_command(agent, std::chrono::seconds(20)) == 0);
+}
