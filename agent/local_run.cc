@@ -152,9 +152,8 @@ Result<void> LocalRun::prepare_container(const spec::Job& job) {
 Result<void> LocalRun::prepare() {
   auto environments = environment_config(options_.config, options_.state_dir);
   if (!environments.ok()) return environments.error();
-  plan_ = executors::resolve_plan(
-      job_, plan_context(options_.config, options_.state_dir, run_id_, options_.kill_grace_seconds,
-                         *environments));
+  plan_ = executors::resolve_plan(job_, plan_context(options_.config, options_.state_dir, run_id_,
+                                                     options_.kill_grace_seconds, *environments));
   record_.set_environment(executors::to_string(plan_.environment_kind), plan_.environment_hash);
   if (plan_.cannot_run) return *plan_.cannot_run;
 
@@ -246,9 +245,11 @@ Result<ExitRecord> LocalRun::run_under_shim() {
 
 Result<ExitRecord> LocalRun::run_in_container() {
   ContainerRunHooks hooks;
+  // Running begins with starting the container, as it begins with launching the shim for a
+  // process: Preparing is the snapshot, the inputs and the image, nothing of the run itself.
+  enter(RunStatus::Running, container_->image + ": " + argv_text(plan_));
   hooks.on_running = [this](const std::string& id) {
     system_log_.line("container " + id + " started from " + container_->image);
-    enter(RunStatus::Running, "container " + id.substr(0, 12) + ": " + argv_text(plan_));
   };
   hooks.on_cancel_requested = [this] {
     enter(RunStatus::CancelRequested,
@@ -345,9 +346,9 @@ int run_local(const LocalRunOptions& options, std::shared_ptr<Clock> clock,
       std::fprintf(stderr, "amlnode: %s\n", environments.error().message.c_str());
       return kExitInvalidJob;
     }
-    auto plan = executors::resolve_plan(
-        *loaded.job, plan_context(options.config, options.state_dir, run_id,
-                                  options.kill_grace_seconds, *environments));
+    auto plan = executors::resolve_plan(*loaded.job,
+                                        plan_context(options.config, options.state_dir, run_id,
+                                                     options.kill_grace_seconds, *environments));
     if (options.json) {
       std::printf("%s\n", executors::plan_to_json(plan).dump(2).c_str());
     } else {
