@@ -142,7 +142,8 @@ struct AgentCommand {
   CommonOptions common;
 
   void add_to(CLI::App& app, CLI::App*& command) {
-    command = app.add_subcommand("agent", "Run the node agent (the daemon): register, heartbeat, run leased jobs");
+    command = app.add_subcommand(
+        "agent", "Run the node agent (the daemon): register, heartbeat, run leased jobs");
     common.add_to(*command);
   }
 
@@ -193,10 +194,11 @@ struct CacheCommand {
   }
 };
 
-// `amlnode shim LAUNCH_JSON` is the same supervisor as the small `amlnode-shim` executable, which
-// is what actually runs, so each process costs the node only the shim's footprint.
-int exec_shim(const std::vector<std::string>& args) {
-  std::string program = executors::default_shim_binary().string();
+// `amlnode shim LAUNCH_JSON` and `amlnode controlplane ...` run the small `amlnode-shim` and the
+// `amlnode-controlplane` executables beside this one: each process then costs the node only its
+// own footprint (a shim per job process, a server that needs none of the agent's code).
+int exec_sibling(const std::filesystem::path& binary, const std::vector<std::string>& args) {
+  std::string program = binary.string();
   std::vector<std::string> copies = args;
   std::vector<char*> argv{program.data()};
   for (auto& arg : copies) argv.push_back(arg.data());
@@ -237,6 +239,10 @@ int run_cli(int argc, char** argv) {
   auto* shim_command = app.add_subcommand("shim", "Internal: the per-process supervisor");
   std::vector<std::string> shim_args;
   shim_command->add_option("ARGS", shim_args)->required();
+  auto* controlplane_command = app.add_subcommand(
+      "controlplane",
+      "Run the reference control plane server (--listen ADDR --data-dir DIR; see --help)");
+  controlplane_command->prefix_command();
 
   try {
     app.parse(argc, argv);
@@ -247,7 +253,12 @@ int run_cli(int argc, char** argv) {
   if (*validate_command) return validate.run();
   if (*env_command) return env.run();
   if (*image_command) return image.run();
-  if (*shim_command) return exec_shim(shim_args);
+  if (*shim_command) return exec_sibling(executors::default_shim_binary(), shim_args);
+  if (*controlplane_command) {
+    auto binary =
+        std::filesystem::read_symlink("/proc/self/exe").parent_path() / "amlnode-controlplane";
+    return exec_sibling(binary, controlplane_command->remaining());
+  }
   if (*agent_command) return agent.run();
   if (int code = user_commands.run(); code >= 0) return code;
   return run.run();

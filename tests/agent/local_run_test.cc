@@ -365,3 +365,21 @@ TEST_CASE("a pip job gets its own environment, built once and reused", "[local_r
   REQUIRE(entries.size() == 1);
   CHECK(entries[0]["hash"] == hash);
 }
+
+TEST_CASE("amlnode controlplane runs the control plane server", "[cli]") {
+  test::TempDir dir;
+  auto pid = test::start_command({test::amlnode_binary().string(), "controlplane", "--listen",
+                                  "127.0.0.1:0", "--data-dir", (dir / "cp").string()},
+                                 dir / "out.txt", dir / "err.txt");
+  bool listening = test::eventually(
+      [&] {
+        return test::slurp(dir / "out.txt").find("listening on http://127.0.0.1:") !=
+               std::string::npos;
+      },
+      20s);
+  ::kill(pid, SIGTERM);
+  CHECK(test::wait_command(pid, 20s) == 0);
+  INFO(test::slurp(dir / "err.txt"));
+  CHECK(listening);
+  CHECK(fs::exists(dir / "cp"));
+}
