@@ -327,16 +327,10 @@ struct DirectoryWalk {
   std::vector<std::string> left_out;
 
   Result<void> visit(const fs::path& folder, const std::string& prefix) {
-    std::error_code ec;
-    fs::directory_iterator it(folder, ec);
-    if (ec) return Error{"ArchiveFailed", "cannot read " + folder.string() + ": " + ec.message()};
-    std::vector<fs::directory_entry> children(it, fs::directory_iterator());
-    std::sort(children.begin(), children.end());
-    for (const auto& child : children) {
-      auto added = add(child, prefix + child.path().filename().string());
-      if (!added.ok()) return added;
-    }
-    return ok();
+    return walk_sorted(folder, prefix, "ArchiveFailed",
+                       [this](const fs::directory_entry& child, const std::string& relative) {
+                         return add(child, relative);
+                       });
   }
 
   Result<void> add(const fs::directory_entry& child, const std::string& relative) {

@@ -110,16 +110,10 @@ struct Walk {
   }
 
   Result<void> visit(const fs::path& folder, const std::string& prefix) {
-    std::error_code ec;
-    fs::directory_iterator it(folder, ec);
-    if (ec) return Error{"SnapshotFailed", "cannot read " + folder.string() + ": " + ec.message()};
-    std::vector<fs::directory_entry> children(it, fs::directory_iterator());
-    std::sort(children.begin(), children.end());
-    for (const auto& child : children) {
-      auto added = add(child, prefix + child.path().filename().string());
-      if (!added.ok()) return added;
-    }
-    return ok();
+    return walk_sorted(folder, prefix, "SnapshotFailed",
+                       [this](const fs::directory_entry& child, const std::string& relative) {
+                         return add(child, relative);
+                       });
   }
 
   Result<void> add(const fs::directory_entry& child, const std::string& relative) {
@@ -161,6 +155,21 @@ struct Walk {
 };
 
 }  // namespace
+
+Result<void> walk_sorted(
+    const fs::path& folder, const std::string& prefix, const std::string& error_code,
+    const std::function<Result<void>(const fs::directory_entry&, const std::string&)>& visit) {
+  std::error_code ec;
+  fs::directory_iterator it(folder, ec);
+  if (ec) return Error{error_code, "cannot read " + folder.string() + ": " + ec.message()};
+  std::vector<fs::directory_entry> children(it, fs::directory_iterator());
+  std::sort(children.begin(), children.end());
+  for (const auto& child : children) {
+    auto visited = visit(child, prefix + child.path().filename().string());
+    if (!visited.ok()) return visited;
+  }
+  return ok();
+}
 
 bool glob_match(std::string_view pattern, std::string_view text) {
   return glob_match_at(pattern, 0, text, 0);

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -39,6 +40,14 @@ class IgnoreRules {
   };
   std::vector<Rule> rules_;
 };
+
+// Calls `visit(entry, prefix + name)` for each entry of `folder`, in name order (so snapshots and
+// archives list the same tree the same way every time). The first failure of `visit` stops the
+// walk and is returned; an unreadable folder is an Error with `error_code`.
+Result<void> walk_sorted(const std::filesystem::path& folder, const std::string& prefix,
+                         const std::string& error_code,
+                         const std::function<Result<void>(const std::filesystem::directory_entry&,
+                                                          const std::string&)>& visit);
 
 // True if `text` matches the glob `pattern` (gitignore flavour, see IgnoreRules).
 bool glob_match(std::string_view pattern, std::string_view text);
