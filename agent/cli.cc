@@ -49,6 +49,18 @@ struct CommonOptions {
                                                    : default_state_dir();
     return std::make_pair(std::move(config), std::filesystem::absolute(dir));
   }
+
+  // Resolves into `config` and `state_dir`; on failure says why on stderr and returns false.
+  bool resolve_into(NodeConfig& config, std::filesystem::path& state_dir) const {
+    auto resolved = resolve();
+    if (!resolved.ok()) {
+      std::fprintf(stderr, "amlnode: %s\n", resolved.error().message.c_str());
+      return false;
+    }
+    config = std::move(resolved->first);
+    state_dir = std::move(resolved->second);
+    return true;
+  }
 };
 
 nlohmann::json diagnostics_json(const std::vector<spec::Diagnostic>& diagnostics) {
@@ -122,13 +134,7 @@ struct RunCommand {
   }
 
   int run() {
-    auto resolved = common.resolve();
-    if (!resolved.ok()) {
-      std::fprintf(stderr, "amlnode: %s\n", resolved.error().message.c_str());
-      return kExitUsage;
-    }
-    options.config = std::move(resolved->first);
-    options.state_dir = std::move(resolved->second);
+    if (!common.resolve_into(options.config, options.state_dir)) return kExitUsage;
     options.job_file = job_file;
     if (source_dir) options.source_dir = *source_dir;
     options.run_id = run_id;
@@ -148,12 +154,10 @@ struct AgentCommand {
   }
 
   int run() {
-    auto resolved = common.resolve();
-    if (!resolved.ok()) {
-      std::fprintf(stderr, "amlnode: %s\n", resolved.error().message.c_str());
-      return kExitUsage;
-    }
-    return run_agent(resolved->first, resolved->second);
+    NodeConfig config;
+    std::filesystem::path state_dir;
+    if (!common.resolve_into(config, state_dir)) return kExitUsage;
+    return run_agent(config, state_dir);
   }
 };
 
@@ -183,13 +187,7 @@ struct CacheCommand {
   }
 
   int run() {
-    auto resolved = common.resolve();
-    if (!resolved.ok()) {
-      std::fprintf(stderr, "amlnode: %s\n", resolved.error().message.c_str());
-      return kExitUsage;
-    }
-    options.config = std::move(resolved->first);
-    options.state_dir = std::move(resolved->second);
+    if (!common.resolve_into(options.config, options.state_dir)) return kExitUsage;
     return *list ? list_action(options) : prune_action(options);
   }
 };

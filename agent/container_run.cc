@@ -7,18 +7,14 @@
 #include <regex>
 #include <thread>
 
+#include "common/clock.h"
+
 namespace amlnode::agent {
 
 namespace {
 
 using executors::ExitReason;
 using executors::ExitRecord;
-
-long long now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // Owns the container while it runs: one Asio loop decides, blocking Engine API calls (wait, stop)
 // run on threads of their own and post their results back.
@@ -34,7 +30,7 @@ class ContainerSupervisor {
         deadline_timer_(loop_) {}
 
   ExitRecord run(std::optional<std::chrono::milliseconds> deadline) {
-    record_.started_at_ms = now_ms();
+    record_.started_at_ms = unix_millis(std::chrono::system_clock::now());
     watch_signals();
     if (deadline) {
       deadline_timer_.expires_after(*deadline);
@@ -49,7 +45,7 @@ class ContainerSupervisor {
     loop_.run();
     waiter_.join();
     if (stopper_.joinable()) stopper_.join();
-    record_.ended_at_ms = now_ms();
+    record_.ended_at_ms = unix_millis(std::chrono::system_clock::now());
     return record_;
   }
 
@@ -67,7 +63,11 @@ class ContainerSupervisor {
     if (stopping_) return;
     stopping_ = true;
     record_.reason = reason;
-    stopper_ = std::thread([this] { runtime_.stop_container(id_, grace_); });
+    // If the graceful stop fails (the daemon refused or dropped the call), kill outright:
+    // the waiter only returns once the container is no longer running.
+    stopper_ = std::thread([this] {
+      if (!runtime_.stop_container(id_, grace_).ok()) (void)runtime_.kill_container(id_, "SIGKILL");
+    });
   }
 
   void on_exit(const Result<docker::ContainerExit>& exit) {
