@@ -78,12 +78,21 @@ TEST_CASE("an agent registers once and keeps its identity across SIGKILL", "[dae
   REQUIRE(test::eventually([&] { return one_node_in_state(server, "idle"); },
                            std::chrono::seconds(15)));
   std::string node_id = nodes(server)[0]["nodeId"];
+  // The server lists the node as soon as it answers the registration, a moment before the agent
+  // has stored the identity; "registered as node" is logged only once it is stored. (A kill inside
+  // that moment loses the identity: registration is not idempotent yet; see docs/agent.md.)
+  REQUIRE(test::eventually(
+      [&] { return agent.log().find("registered as node " + node_id) != std::string::npos; },
+      std::chrono::seconds(15)));
 
   agent.kill(SIGKILL);
   // The registration token is spent, so only the stored identity lets it back in.
   agent.start();
-  REQUIRE(test::eventually([&] { return agent.log().find("identity loaded") != std::string::npos; },
-                           std::chrono::seconds(15)));
+  bool loaded =
+      test::eventually([&] { return agent.log().find("identity loaded") != std::string::npos; },
+                       std::chrono::seconds(15));
+  INFO("the restarted agent logged:\n" << agent.log());
+  REQUIRE(loaded);
   CHECK(nodes(server).size() == 1);
   CHECK(nodes(server)[0]["nodeId"] == node_id);
 
