@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/daemon/agent_main.h"
+#include "agent/daemon/log_setup.h"
 #include "agent/env_commands.h"
 #include "agent/local_run.h"
 #include "agent/user_commands.h"
@@ -146,17 +147,26 @@ struct RunCommand {
 // `amlnode agent`: the daemon.
 struct AgentCommand {
   CommonOptions common;
+  LogOverrides log;
 
   void add_to(CLI::App& app, CLI::App*& command) {
     command = app.add_subcommand(
         "agent", "Run the node agent (the daemon): register, heartbeat, run leased jobs");
     common.add_to(*command);
+    command->add_option("--log-level", log.level,
+                        "debug, info, warn or error (default: the config's log.level, else info)");
+    command->add_option("--log-format", log.format,
+                        "text or json lines (default: the config's log.format, else text)");
   }
 
   int run() {
     NodeConfig config;
     std::filesystem::path state_dir;
     if (!common.resolve_into(config, state_dir)) return kExitUsage;
+    if (auto logging = configure_daemon_logging(config, log); !logging.ok()) {
+      std::fprintf(stderr, "amlnode agent: %s\n", logging.error().message.c_str());
+      return kExitUsage;
+    }
     return run_agent(config, state_dir);
   }
 };

@@ -71,6 +71,12 @@ Result<NodeConfig> load_node_config(const std::filesystem::path& file) {
   auto node = section(*root, "node", file.string());
   if (!node.ok()) return node.error();
   config.node = *node;
+  auto log = section(*root, "log", file.string());
+  if (!log.ok()) return log.error();
+  config.log = *log;
+  auto metrics = section(*root, "metrics", file.string());
+  if (!metrics.ok()) return metrics.error();
+  config.metrics = *metrics;
   return config;
 }
 

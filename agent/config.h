@@ -9,6 +9,8 @@
 //   docker: {socket: /var/run/docker.sock, ...}
 //   control_plane: {url: https://cp.example:8631, registration_token_file: /etc/amlnode/token, ...}
 //   node: {labels: {compute_name: cpu-cluster, ...}, ssh_port: 22, run_concurrency: 1}
+//   log: {level: info, format: text}
+//   metrics: {interval_seconds: 10, listen: 127.0.0.1:9108, allow_public: false}
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -29,6 +31,10 @@ struct NodeConfig {
   // Read by the daemon (agent/daemon/settings.h).
   nlohmann::json control_plane = nlohmann::json::object();
   nlohmann::json node = nlohmann::json::object();
+  // The daemon's own log: {level, format} (agent/daemon/log_setup.h).
+  nlohmann::json log = nlohmann::json::object();
+  // The daemon's sampling and /metrics endpoint (agent/daemon/settings.h, MetricsSettings).
+  nlohmann::json metrics = nlohmann::json::object();
 };
 
 // Reads a config file; errors name the file and the key.

@@ -4,8 +4,9 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <cstdio>
 #include <regex>
-#include <thread>
 
 #include "common/clock.h"
 
@@ -15,93 +16,6 @@ namespace {
 
 using executors::ExitReason;
 using executors::ExitRecord;
-
-// Owns the container while it runs: one Asio loop decides, blocking Engine API calls (wait, stop)
-// run on threads of their own and post their results back.
-class ContainerSupervisor {
- public:
-  ContainerSupervisor(docker::ContainerRuntime& runtime, std::string id, std::chrono::seconds grace,
-                      const ContainerRunHooks& hooks)
-      : runtime_(runtime),
-        id_(std::move(id)),
-        grace_(grace),
-        hooks_(hooks),
-        signals_(loop_, SIGINT, SIGTERM),
-        deadline_timer_(loop_) {}
-
-  ExitRecord run(std::optional<std::chrono::milliseconds> deadline) {
-    record_.started_at_ms = unix_millis(std::chrono::system_clock::now());
-    watch_signals();
-    if (deadline) {
-      deadline_timer_.expires_after(*deadline);
-      deadline_timer_.async_wait([this](const boost::system::error_code& ec) {
-        if (!ec) stop(ExitReason::Timeout);
-      });
-    }
-    waiter_ = std::thread([this] {
-      auto exit = runtime_.wait_container(id_);
-      boost::asio::post(loop_, [this, exit] { on_exit(exit); });
-    });
-    loop_.run();
-    waiter_.join();
-    if (stopper_.joinable()) stopper_.join();
-    record_.ended_at_ms = unix_millis(std::chrono::system_clock::now());
-    return record_;
-  }
-
- private:
-  void watch_signals() {
-    signals_.async_wait([this](const boost::system::error_code& ec, int) {
-      if (ec) return;
-      if (!stopping_ && hooks_.on_cancel_requested) hooks_.on_cancel_requested();
-      stop(ExitReason::Canceled);
-      watch_signals();
-    });
-  }
-
-  void stop(ExitReason reason) {
-    if (stopping_) return;
-    stopping_ = true;
-    record_.reason = reason;
-    // If the graceful stop fails (the daemon refused or dropped the call), kill outright:
-    // the waiter only returns once the container is no longer running.
-    stopper_ = std::thread([this] {
-      if (!runtime_.stop_container(id_, grace_).ok()) (void)runtime_.kill_container(id_, "SIGKILL");
-    });
-  }
-
-  void on_exit(const Result<docker::ContainerExit>& exit) {
-    deadline_timer_.cancel();
-    signals_.cancel();
-    if (!exit.ok()) {
-      record_.reason = ExitReason::SpawnFailed;
-      record_.error = "lost the container while waiting for it: " + exit.error().message;
-    } else {
-      record_.exit_code = exit->exit_code;
-      if (!stopping_) record_.reason = ExitReason::Exited;
-      // docker-init reports death by a signal as 128 + the signal, like a shell does.
-      if (exit->exit_code > 128) record_.signal = exit->exit_code - 128;
-      if (exit->oom_killed) {
-        if (!stopping_) record_.reason = ExitReason::Signaled;
-        record_.signal = SIGKILL;
-        record_.error = "the kernel's OOM killer ended it: the container ran out of memory";
-      }
-    }
-    loop_.stop();
-  }
-
-  docker::ContainerRuntime& runtime_;
-  std::string id_;
-  std::chrono::seconds grace_;
-  const ContainerRunHooks& hooks_;
-  boost::asio::io_context loop_;
-  boost::asio::signal_set signals_;
-  boost::asio::steady_timer deadline_timer_;
-  std::thread waiter_;
-  std::thread stopper_;
-  bool stopping_ = false;
-  ExitRecord record_;
-};
 
 Result<std::vector<std::string>> string_list(const nlohmann::json& section, const char* key) {
   std::vector<std::string> out;
@@ -128,6 +42,155 @@ Result<void> read_string(const nlohmann::json& section, const char* key, std::st
 
 }  // namespace
 
+ContainerWatch::ContainerWatch(boost::asio::any_io_executor loop, Blocking blocking,
+                               std::shared_ptr<docker::ContainerRuntime> runtime, std::string id,
+                               Settings settings)
+    : loop_(loop),
+      blocking_(std::move(blocking)),
+      runtime_(std::move(runtime)),
+      id_(std::move(id)),
+      settings_(settings),
+      deadline_timer_(loop),
+      retry_timer_(loop) {}
+
+// Runs `work` through `blocking_` and `then` with its result on the loop, unless the watch was
+// abandoned or destroyed meanwhile.
+template <class Work, class Then>
+void ContainerWatch::off_loop(Work work, Then then) {
+  std::weak_ptr<ContainerWatch> self = weak_from_this();
+  blocking_([self, loop = loop_, runtime = runtime_, id = id_, work = std::move(work),
+             then = std::move(then)]() mutable {
+    auto result = work(*runtime, id);
+    boost::asio::post(loop, [self, then = std::move(then), result = std::move(result)]() mutable {
+      if (auto watch = self.lock(); watch && !watch->finished_) then(*watch, std::move(result));
+    });
+  });
+}
+
+void ContainerWatch::start(Done done) {
+  done_ = std::move(done);
+  record_.started_at_ms = settings_.started_at_ms ? settings_.started_at_ms
+                                                  : unix_millis(std::chrono::system_clock::now());
+  if (settings_.deadline) {
+    if (settings_.deadline->count() <= 0) {
+      stop(ExitReason::Timeout);
+    } else {
+      deadline_timer_.expires_after(*settings_.deadline);
+      std::weak_ptr<ContainerWatch> self = weak_from_this();
+      deadline_timer_.async_wait([self](const boost::system::error_code& ec) {
+        if (auto watch = self.lock(); watch && !ec) watch->stop(ExitReason::Timeout);
+      });
+    }
+  }
+  wait_slice();
+}
+
+void ContainerWatch::wait_slice() {
+  off_loop(
+      [slice = settings_.wait_slice](docker::ContainerRuntime& runtime, const std::string& id) {
+        return runtime.wait_container_for(id, slice);
+      },
+      [](ContainerWatch& watch, Result<std::optional<docker::ContainerExit>> waited) {
+        watch.on_waited(waited);
+      });
+}
+
+void ContainerWatch::on_waited(const Result<std::optional<docker::ContainerExit>>& waited) {
+  if (waited.ok() && *waited) return finish(**waited);
+  if (waited.ok()) return wait_slice();
+  if (waited.error().code != docker::kDockerUnavailable || !settings_.retry_when_unreachable)
+    return finish_lost(waited.error());
+  // Docker is down or restarting: the container is looked at again once it answers.
+  retry_timer_.expires_after(settings_.unreachable_retry);
+  std::weak_ptr<ContainerWatch> self = weak_from_this();
+  retry_timer_.async_wait([self](const boost::system::error_code& ec) {
+    if (auto watch = self.lock(); watch && !ec && !watch->finished_) watch->wait_slice();
+  });
+}
+
+void ContainerWatch::stop(ExitReason reason) {
+  if (stopping_ || finished_) return;
+  stopping_ = true;
+  record_.reason = reason;
+  send_stop();
+}
+
+// If the graceful stop fails (the daemon refused or dropped the call), the container is killed
+// outright; if Docker cannot be reached at all, the stop is tried again while the watch waits.
+void ContainerWatch::send_stop() {
+  off_loop(
+      [grace = settings_.grace](docker::ContainerRuntime& runtime, const std::string& id) {
+        if (runtime.stop_container(id, grace).ok()) return true;
+        return runtime.kill_container(id, "SIGKILL").ok();
+      },
+      [](ContainerWatch& watch, bool stopped) { watch.on_stop_sent(stopped); });
+}
+
+void ContainerWatch::on_stop_sent(bool stopped) {
+  if (stopped || !settings_.retry_when_unreachable) return;
+  auto timer = std::make_shared<boost::asio::steady_timer>(loop_, settings_.unreachable_retry);
+  std::weak_ptr<ContainerWatch> self = weak_from_this();
+  timer->async_wait([self, timer](const boost::system::error_code& ec) {
+    if (auto watch = self.lock(); watch && !ec && !watch->finished_) watch->send_stop();
+  });
+}
+
+void ContainerWatch::finish(const docker::ContainerExit& exit) {
+  record_.exit_code = exit.exit_code;
+  if (!stopping_) record_.reason = ExitReason::Exited;
+  // docker-init reports death by a signal as 128 + the signal, like a shell does.
+  if (exit.exit_code > 128) record_.signal = exit.exit_code - 128;
+  if (exit.oom_killed) {
+    if (!stopping_) record_.reason = ExitReason::Signaled;
+    record_.signal = SIGKILL;
+    record_.error = "the kernel's OOM killer ended it: the container ran out of memory";
+  }
+  finish_lost({});
+}
+
+// Ends the watch; with an error, the container was lost while waiting for it.
+void ContainerWatch::finish_lost(const Error& error) {
+  if (!error.code.empty()) {
+    record_.reason = ExitReason::SpawnFailed;
+    record_.error = "lost the container while waiting for it: " + error.message;
+  }
+  finished_ = true;
+  deadline_timer_.cancel();
+  retry_timer_.cancel();
+  record_.ended_at_ms = unix_millis(std::chrono::system_clock::now());
+  if (done_) done_(record_);
+}
+
+void ContainerWatch::abandon() {
+  finished_ = true;
+  deadline_timer_.cancel();
+  retry_timer_.cancel();
+  done_ = nullptr;
+}
+
+namespace {
+
+void watch_signals(boost::asio::signal_set& signals, ContainerWatch& watch,
+                   const ContainerRunHooks& hooks) {
+  signals.async_wait([signals = &signals, watch = &watch, hooks = &hooks](
+                         const boost::system::error_code& ec, int) {
+    if (ec) return;
+    if (!watch->stopping() && hooks->on_cancel_requested) hooks->on_cancel_requested();
+    watch->stop(ExitReason::Canceled);
+    watch_signals(*signals, *watch, *hooks);
+  });
+}
+
+void append_progress(const std::filesystem::path& file, std::string_view text) {
+  if (FILE* f = std::fopen(file.c_str(), "a")) {
+    std::fwrite(text.data(), 1, text.size(), f);
+    if (text.empty() || text.back() != '\n') std::fputc('\n', f);
+    std::fclose(f);
+  }
+}
+
+}  // namespace
+
 Result<ExitRecord> run_container_to_end(docker::ContainerRuntime& runtime,
                                         const docker::ContainerSpec& spec,
                                         std::optional<std::chrono::milliseconds> deadline,
@@ -141,10 +204,56 @@ Result<ExitRecord> run_container_to_end(docker::ContainerRuntime& runtime,
     return started.error();
   }
   if (hooks.on_running) hooks.on_running(*id);
-  ContainerSupervisor supervisor(runtime, *id, grace, hooks);
-  auto record = supervisor.run(deadline);
+  boost::asio::io_context loop;
+  // Two threads: one waits, one can stop the container meanwhile.
+  boost::asio::thread_pool blocking(2);
+  ContainerWatch::Settings settings;
+  settings.grace = grace;
+  settings.deadline = deadline;
+  // Not owned: `runtime` outlives the pool, which is joined below.
+  std::shared_ptr<docker::ContainerRuntime> borrowed(&runtime, [](docker::ContainerRuntime*) {});
+  auto watch = std::make_shared<ContainerWatch>(
+      loop.get_executor(),
+      [&blocking](std::function<void()> work) { boost::asio::post(blocking, std::move(work)); },
+      borrowed, *id, settings);
+  boost::asio::signal_set signals(loop, SIGINT, SIGTERM);
+  watch_signals(signals, *watch, hooks);
+  ExitRecord record;
+  watch->start([&](const ExitRecord& ended) {
+    record = ended;
+    signals.cancel();
+    loop.stop();
+  });
+  loop.run();
+  blocking.join();
   (void)runtime.remove_container(*id);
   return record;
+}
+
+Result<docker::ContainerSpec> prepare_run_container(
+    docker::ContainerRuntime& runtime, const docker::DockerRuntimeConfig& docker,
+    const NodeConfig& config, const executors::Plan& plan, const spec::Job& job,
+    const SystemLog& log, std::function<void(std::string_view)> progress) {
+  auto build_log = plan.system_logs / "image_build.txt";
+  auto image =
+      runtime.ensure_image(docker::image_request_for(job, plan), [&](std::string_view text) {
+        append_progress(build_log, text);
+        if (progress) progress(text);
+      });
+  if (!image.ok()) return image.error();
+  log.line("image " + image->image + " (" + docker::to_string(image->source) + ")");
+  if (auto budget = docker_disk_budget(config);
+      budget && image->source == docker::ImageSource::Built) {
+    auto pruned = runtime.prune_images(*budget);
+    if (pruned.ok()) {
+      for (const auto& old : pruned->removed)
+        log.line("evicted image " + old.id + " (over docker.disk_budget_bytes)");
+    }
+  }
+  docker::ContainerOptions options;
+  options.node.gpu_count = node_gpu_count(config);
+  options.default_gpu_image = docker.builder.default_gpu_image;
+  return docker::container_spec_for(plan, job, image->image, options);
 }
 
 Result<docker::DockerRuntimeConfig> docker_runtime_config(const NodeConfig& config,
@@ -175,6 +284,13 @@ std::optional<std::uint64_t> docker_disk_budget(const NodeConfig& config) {
   auto it = config.docker.find("disk_budget_bytes");
   if (it == config.docker.end() || !it->is_number_unsigned()) return std::nullopt;
   return it->get<std::uint64_t>();
+}
+
+Result<bool> docker_enabled(const NodeConfig& config) {
+  auto it = config.docker.find("enabled");
+  if (it == config.docker.end() || it->is_null()) return !config.docker.empty();
+  if (!it->is_boolean()) return Error{"InvalidConfig", "docker.enabled: expected true or false"};
+  return it->get<bool>();
 }
 
 int node_gpu_count(const NodeConfig& config) {

@@ -119,32 +119,12 @@ Result<void> LocalRun::prepare_container(const spec::Job& job) {
   auto runtime = docker::make_docker_runtime(*config);
   if (!runtime.ok()) return runtime.error();
   runtime_ = std::move(runtime.value());
-  auto build_log = plan_.system_logs / "image_build.txt";
-  auto image =
-      runtime_->ensure_image(docker::image_request_for(job, plan_), [&](std::string_view text) {
-        if (FILE* f = std::fopen(build_log.c_str(), "a")) {
-          std::fwrite(text.data(), 1, text.size(), f);
-          if (text.empty() || text.back() != '\n') std::fputc('\n', f);
-          std::fclose(f);
-        }
+  auto spec = prepare_run_container(
+      *runtime_, *config, options_.config, plan_, job, system_log_, [this](std::string_view text) {
         printer_.line("image: " + std::string(text.substr(0, text.find_last_not_of('\n') + 1)));
       });
-  if (!image.ok()) return image.error();
-  system_log_.line("image " + image->image + " (" + docker::to_string(image->source) + ")");
-  if (auto budget = docker_disk_budget(options_.config);
-      budget && image->source == docker::ImageSource::Built) {
-    auto pruned = runtime_->prune_images(*budget);
-    if (pruned.ok()) {
-      for (const auto& old : pruned->removed)
-        system_log_.line("evicted image " + old.id + " (over docker.disk_budget_bytes)");
-    }
-  }
-  record_.set_environment("docker", plan_.environment_hash, image->image);
-  docker::ContainerOptions options;
-  options.node.gpu_count = node_gpu_count(options_.config);
-  options.default_gpu_image = config->builder.default_gpu_image;
-  auto spec = docker::container_spec_for(plan_, job, image->image, options);
   if (!spec.ok()) return spec.error();
+  record_.set_environment("docker", plan_.environment_hash, spec->image);
   container_ = std::move(spec.value());
   return ok();
 }

@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <cstdio>
+#include <ctime>
+
 #include "common/fs.h"
 
 namespace amlnode::agent {
@@ -24,6 +27,23 @@ std::optional<std::chrono::system_clock::time_point> ended_at(
   return std::nullopt;
 }
 
+// format_utc's text back to a time; nullopt for anything else.
+std::optional<std::chrono::system_clock::time_point> parse_utc(const nlohmann::json& value) {
+  if (!value.is_string()) return std::nullopt;
+  std::tm tm{};
+  int millis = 0;
+  char zone = 0;
+  if (std::sscanf(value.get<std::string>().c_str(), "%d-%d-%dT%d:%d:%d.%3d%c", &tm.tm_year,
+                  &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &millis,
+                  &zone) != 8 ||
+      zone != 'Z') {
+    return std::nullopt;
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return std::chrono::system_clock::from_time_t(::timegm(&tm)) + std::chrono::milliseconds(millis);
+}
+
 std::string host_name() {
   char name[256] = {};
   ::gethostname(name, sizeof name - 1);
@@ -39,6 +59,42 @@ RunRecord::RunRecord(std::filesystem::path file, std::string run_id, std::string
       experiment_name_(std::move(experiment_name)),
       clock_(std::move(clock)) {
   entered_[status_] = clock_->now();
+}
+
+std::optional<RunRecord> RunRecord::load(const std::filesystem::path& file,
+                                         std::shared_ptr<Clock> clock) {
+  auto text = read_file(file, 1 << 20);
+  if (!text.ok()) return std::nullopt;
+  auto in = nlohmann::json::parse(*text, nullptr, false);
+  if (!in.is_object() || !in.contains("run_id") || !in["run_id"].is_string()) return std::nullopt;
+  auto status = spec::run_status_from_string(in.value("status", ""));
+  if (!status) return std::nullopt;
+  RunRecord record(file, in["run_id"].get<std::string>(), in.value("experiment_name", ""),
+                   std::move(clock));
+  record.status_ = *status;
+  const nlohmann::json timings = in.value("timings", nlohmann::json::object());
+  for (auto [name, phase] : {std::pair{"queued_at", RunStatus::Queued},
+                             {"preparing_at", RunStatus::Preparing},
+                             {"running_at", RunStatus::Running},
+                             {"finalizing_at", RunStatus::Finalizing}}) {
+    if (auto at = parse_utc(timings.value(name, nlohmann::json()))) record.entered_[phase] = *at;
+  }
+  if (auto end = parse_utc(timings.value("ended_at", nlohmann::json()));
+      end && spec::is_terminal(*status)) {
+    record.entered_[*status] = *end;
+  }
+  if (in.contains("exit_code") && in["exit_code"].is_number_integer())
+    record.exit_code_ = in["exit_code"].get<int>();
+  if (in.contains("error") && in["error"].is_object())
+    record.error_ = Error{in["error"].value("code", ""), in["error"].value("message", "")};
+  if (in.contains("environment") && in["environment"].is_object()) {
+    const auto& env = in["environment"];
+    record.environment_kind_ = env.value("kind", "");
+    record.environment_hash_ = env.value("hash", "");
+    if (env.contains("image") && env["image"].is_string()) record.image_ = env["image"];
+  }
+  record.job_file_ = in.value("job_file", "");
+  return record;
 }
 
 bool RunRecord::transition(RunStatus to) {

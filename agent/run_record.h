@@ -23,6 +23,11 @@ class RunRecord {
  public:
   RunRecord(std::filesystem::path file, std::string run_id, std::string experiment_name,
             std::shared_ptr<Clock> clock);
+  // A record saved earlier, read back with its status, times, exit code, error and environment
+  // (the daemon carries on with a run's record after a restart). nullopt when `file` is missing
+  // or is not a run.json.
+  static std::optional<RunRecord> load(const std::filesystem::path& file,
+                                       std::shared_ptr<Clock> clock);
 
   spec::RunStatus status() const { return status_; }
   const std::string& run_id() const { return run_id_; }

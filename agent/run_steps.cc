@@ -5,6 +5,7 @@
 
 #include "common/fs.h"
 #include "executors/inputs.h"
+#include "metrics/python_module.h"
 
 extern char** environ;
 
@@ -27,6 +28,19 @@ std::string program_name(const Plan& plan) {
                            : fs::path(plan.argv.front()).filename().string();
 }
 
+// Puts the amlnode_run module's folder last on PYTHONPATH (after the job's own, or the inherited
+// one), so `import amlnode_run` works and a module of the same name the job brings wins.
+void add_python_module_dir(std::vector<std::string>& env, const Plan& plan) {
+  if (!plan.python_module_dir) return;
+  const std::string dir = plan.python_module_dir->string();
+  for (auto& entry : env) {
+    if (entry.rfind("PYTHONPATH=", 0) != 0) continue;
+    entry += (entry.size() > std::strlen("PYTHONPATH=") ? ":" : "") + dir;
+    return;
+  }
+  env.push_back("PYTHONPATH=" + dir);
+}
+
 // The whole environment of the process: what the caller inherited, with the plan's variables
 // over it.
 std::vector<std::string> process_environment(const Plan& plan) {
@@ -39,6 +53,7 @@ std::vector<std::string> process_environment(const Plan& plan) {
     if (!overridden) env.emplace_back(kv);
   }
   for (const auto& [name, value] : plan.env) env.push_back(name + "=" + value);
+  add_python_module_dir(env, plan);
   return env;
 }
 
@@ -75,6 +90,7 @@ executors::PlanContext plan_context(
   context.kill_grace_seconds = kill_grace_seconds;
   context.envs_dir = environments.envs_dir;
   context.system_python = environments.system_python;
+  context.python_module_dir = metrics::python_module_dir();
   if (config.cpu_image) context.default_cpu_image = *config.cpu_image;
   if (config.gpu_image) context.default_gpu_image = *config.gpu_image;
   return context;

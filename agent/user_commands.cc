@@ -67,6 +67,59 @@ bool answered(const Result<HttpResponse>& response, const std::string& what) {
   return false;
 }
 
+std::string human_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int unit = 0;
+  while (bytes >= 1024 && unit < 4) {
+    bytes /= 1024;
+    ++unit;
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.1f %s", bytes, units[unit]);
+  return text;
+}
+
+// One line per metric name (its kind, how many values, the last one and its step), then the last
+// resource sample.
+std::string metrics_text(const json& body) {
+  std::string out;
+  const json& metrics = body.value("metrics", json::object());
+  char line[512];
+  if (metrics.empty()) out += "no metrics logged\n";
+  if (!metrics.empty()) {
+    std::snprintf(line, sizeof line, "%-32s %-7s %7s  %s\n", "NAME", "KIND", "COUNT", "LAST");
+    out += line;
+  }
+  for (const auto& [name, entry] : metrics.items()) {
+    const json& last = entry.value("last", json::object());
+    std::string value = last.contains("value")    ? last["value"].dump()
+                        : last.contains("values") ? last["values"].dump()
+                                                  : last.value("row", json::object()).dump();
+    if (last.contains("step")) value += " (step " + last["step"].dump() + ")";
+    std::snprintf(line, sizeof line, "%-32s %-7s %7llu  %.300s\n", name.c_str(),
+                  entry.value("kind", "").c_str(),
+                  static_cast<unsigned long long>(entry.value("count", 0ull)), value.c_str());
+    out += line;
+  }
+  if (body.value("truncated", false))
+    out += "(only the last 4 MiB of the run's metrics are shown)\n";
+  const json& r = body.contains("resources") ? body["resources"] : json(nullptr);
+  if (r.is_object()) {
+    std::snprintf(line, sizeof line,
+                  "resources at %s: CPU %.2f s, memory %s (peak %s), read %s, written %s, "
+                  "%llu process(es), GPU memory %s\n",
+                  r.value("time", "").c_str(), r.value("cpu_seconds", 0.0),
+                  human_bytes(r.value("memory_bytes", 0.0)).c_str(),
+                  human_bytes(r.value("memory_peak_bytes", 0.0)).c_str(),
+                  human_bytes(r.value("io_read_bytes", 0.0)).c_str(),
+                  human_bytes(r.value("io_write_bytes", 0.0)).c_str(),
+                  static_cast<unsigned long long>(r.value("processes", 0ull)),
+                  human_bytes(r.value("gpu_memory_bytes", 0.0)).c_str());
+    out += line;
+  }
+  return out;
+}
+
 }  // namespace
 
 struct UserCommands::State {
@@ -83,7 +136,7 @@ struct UserCommands::State {
   bool follow = false;
   bool as_json = false;
   CLI::App *submit = nullptr, *status = nullptr, *logs = nullptr, *cancel = nullptr,
-           *nodes = nullptr, *compute_status = nullptr;
+           *nodes = nullptr, *compute_status = nullptr, *metrics = nullptr;
 
   Result<UserClient> client() const {
     std::string url = control_plane.empty() ? env_or("AMLNODE_CONTROL_PLANE", "") : control_plane;
@@ -172,6 +225,32 @@ struct UserCommands::State {
     return 0;
   }
 
+  // The run record with its last resource sample ("resources", null before the first one).
+  int run_status(UserClient& client) const {
+    auto run = client.call("GET", "/v1/runs/" + run_id);
+    if (!answered(run, "status")) return kExitFailed;
+    auto body = json::parse(run->body, nullptr, false);
+    if (body.is_discarded()) return fail(Error{"BadAnswer", "status: the answer is not JSON"});
+    auto metrics = client.call("GET", "/v1/runs/" + run_id + "/metrics");
+    if (metrics.ok() && metrics->status == 200) {
+      auto answer = json::parse(metrics->body, nullptr, false);
+      if (answer.is_object()) body["resources"] = answer.value("resources", json(nullptr));
+    }
+    std::printf("%s\n", body.dump(as_json ? -1 : 2).c_str());
+    return 0;
+  }
+
+  int run_metrics(UserClient& client) const {
+    auto response = client.call("GET", "/v1/runs/" + run_id + "/metrics");
+    if (!answered(response, "metrics")) return kExitFailed;
+    auto body = json::parse(response->body, nullptr, false);
+    if (body.is_discarded()) return fail(Error{"BadAnswer", "metrics: the answer is not JSON"});
+    std::string text = as_json ? body.dump() : metrics_text(body);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    if (as_json) std::printf("\n");
+    return 0;
+  }
+
   static int fail(const Error& error) {
     std::fprintf(stderr, "amlnode: %s\n", error.message.c_str());
     return kExitFailed;
@@ -206,17 +285,20 @@ void UserCommands::add_to(CLI::App& app) {
   s.logs->add_flag("--follow,-f", s.follow, "keep printing until the run ends");
   s.cancel = app.add_subcommand("cancel", "Cancel a run");
   s.cancel->add_option("RUN_ID", s.run_id)->required();
+  s.metrics = app.add_subcommand("metrics", "Show a run's metrics and its last resource sample");
+  s.metrics->add_option("RUN_ID", s.run_id)->required();
   s.nodes = app.add_subcommand("nodes", "List the nodes (AmlCompute list_nodes)");
   auto* compute = app.add_subcommand("compute", "Compute (cluster) commands");
   s.compute_status = compute->add_subcommand("status", "Node counts by state");
   s.compute_status->add_option("NAME", s.compute_name)->required();
-  for (auto* command : {s.submit, s.status, s.logs, s.cancel, s.nodes, s.compute_status})
+  for (auto* command : {s.submit, s.status, s.logs, s.cancel, s.nodes, s.compute_status, s.metrics})
     common(command);
 }
 
 int UserCommands::run() {
   State& s = *state_;
-  bool chosen = *s.submit || *s.status || *s.logs || *s.cancel || *s.nodes || *s.compute_status;
+  bool chosen =
+      *s.submit || *s.status || *s.logs || *s.cancel || *s.nodes || *s.compute_status || *s.metrics;
   if (!chosen) return -1;
   auto client = s.client();
   if (!client.ok()) {
@@ -225,7 +307,8 @@ int UserCommands::run() {
   }
   if (*s.submit) return s.run_submit(*client);
   if (*s.logs) return s.run_logs(*client);
-  if (*s.status) return s.print_answer(*client, "GET", "/v1/runs/" + s.run_id, "status");
+  if (*s.status) return s.run_status(*client);
+  if (*s.metrics) return s.run_metrics(*client);
   if (*s.cancel)
     return s.print_answer(*client, "POST", "/v1/runs/" + s.run_id + "/cancel", "cancel");
   if (*s.nodes) return s.print_answer(*client, "GET", "/v1/nodes", "nodes");

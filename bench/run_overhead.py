@@ -24,14 +24,17 @@ def main():
     state = Path(tempfile.mkdtemp(prefix="amlnode-bench-state-"))
     export = folder / "hyperfine.json"
     ours = f"{AMLNODE} run --quiet --state-dir {state} {job}"
+    # `amlnode --version` shows how much of the run is the executable's own start-up.
     subprocess.run(
         ["hyperfine", "-N", "--warmup", "20", "--runs", str(RUNS), "--export-json", str(export),
-         "-n", "direct", "true", "-n", "amlnode run", ours],
+         "-n", "direct", "true", "-n", "amlnode --version", f"{AMLNODE} --version",
+         "-n", "amlnode run", ours],
         check=True, stdout=subprocess.DEVNULL)
     results = {r["command"]: r for r in json.loads(export.read_text())["results"]}
-    direct, amlnode = results["direct"], results["amlnode run"]
+    direct, startup, amlnode = (results[name] for name in ("direct", "amlnode --version", "amlnode run"))
     added_ms = (amlnode["median"] - direct["median"]) * 1000
     print(f"direct `true`:        median {direct['median']*1000:7.2f} ms  mean {direct['mean']*1000:7.2f} ms")
+    print(f"amlnode --version:    median {startup['median']*1000:7.2f} ms  mean {startup['mean']*1000:7.2f} ms")
     print(f"amlnode run `true`:   median {amlnode['median']*1000:7.2f} ms  mean {amlnode['mean']*1000:7.2f} ms")
     print(f"ratio amlnode/direct: {amlnode['median']/direct['median']:7.1f}x")
     print(f"added by amlnode run: median {added_ms:7.2f} ms  (target <= 15 ms)  {verdict(added_ms <= 15)}")

@@ -7,7 +7,9 @@
 
 #include "common/fs.h"
 #include "controlplane/json_fields.h"
+#include "controlplane/log_attempts.h"
 #include "controlplane/request_bodies.h"
+#include "controlplane/run_metrics.h"
 #include "controlplane/tokens.h"
 
 namespace amlnode::controlplane {
@@ -329,6 +331,13 @@ Routing Api::route(const RequestHead& head) {
   }
 
   Caller caller = ctx_.cluster.identify(bearer_token(head.authorization));
+  // A spent registration token is unknown everywhere but at registration, where the key that
+  // spent it may bring its node back.
+  bool registering = kind == "nodes" && path.size() == 3 && path[2] == "register";
+  if (caller.kind == CallerKind::Registration && !registering &&
+      ctx_.cluster.registration_token_spent(caller.token_hash)) {
+    caller = Caller{};
+  }
   if (caller.kind == CallerKind::Anonymous) {
     bool known =
         kind == "nodes" || kind == "runs" || kind == "computes" || kind == "registration-tokens";
@@ -482,10 +491,26 @@ Routing Api::route_runs(const RequestHead& head, const Caller& caller,
     if (head.method != "GET") return method_not_allowed("GET");
     if (auto run = ctx_.cluster.run_for_reader(caller, run_id); !run)
       return error_response(run.error());
-    return json_plan([this, run_id](Request, Responder respond) {
+    auto attempt = requested_attempt(run_id, query);
+    if (!attempt) return error_response(attempt.error());
+    return json_plan([this, run_id, attempt = *attempt](Request, Responder respond) {
+      int current = archived_attempts(run_dir(run_id)) + 1;
+      int shown = attempt == 0 ? current : attempt;
+      auto listed = shown == current
+                        ? ctx_.logs.list(run_id)
+                        : LogStreams(attempts_root(run_dir(run_id))).list(std::to_string(shown));
       nlohmann::json streams = nlohmann::json::object();
-      for (const auto& [name, length] : ctx_.logs.list(run_id)) streams[name] = length;
-      respond(json_response(200, {{"streams", streams}}));
+      for (const auto& [name, length] : listed) streams[name] = length;
+      respond(
+          json_response(200, {{"streams", streams}, {"attempt", shown}, {"attempts", current}}));
+    });
+  }
+  if (action == "metrics") {
+    if (head.method != "GET") return method_not_allowed("GET");
+    if (auto run = ctx_.cluster.run_for_reader(caller, run_id); !run)
+      return error_response(run.error());
+    return json_plan([this, run_id](Request, Responder respond) {
+      respond(json_response(200, run_metrics_json(ctx_.logs, run_id)));
     });
   }
   return error_response(404, kNotFound, "no such endpoint");
@@ -565,6 +590,15 @@ Routing Api::route_run_logs(const RequestHead& head, const Caller& caller,
   if (head.method != "GET") return method_not_allowed("GET, PUT");
   if (auto run = ctx_.cluster.run_for_reader(caller, run_id); !run)
     return error_response(run.error());
+  auto attempt = requested_attempt(run_id, query);
+  if (!attempt) return error_response(attempt.error());
+  if (*attempt != 0 && *attempt <= archived_attempts(run_dir(run_id))) {
+    // An earlier attempt is over: it is read at once, never waited on.
+    return json_plan(
+        [this, run_id, stream, offset = *offset, attempt = *attempt](Request, Responder respond) {
+          respond(archived_log_response(run_id, attempt, stream, offset));
+        });
+  }
   auto wait =
       seconds_param(query, "wait_seconds", static_cast<double>(ctx_.limits.max_log_wait.count()));
   if (!wait) return error_response(wait.error());
@@ -637,6 +671,13 @@ void Api::lease(const std::string& node_id, const Request& request, Responder re
 
 void Api::deliver_lease(const std::string& node_id, int max_runs, Responder respond) {
   auto leased = ctx_.cluster.lease(node_id, max_runs);
+  if (auto started = start_new_attempts(leased); !started) {
+    // The new node would append over the old attempt's bytes: better no lease than a wrong log.
+    ctx_.cluster.return_lease(node_id, leased);
+    return respond_after_commit(respond, [error = started.error()] {
+      return error_response(503, "StorageUnavailable", error.message);
+    });
+  }
   commit_then([this, node_id, leased, respond = std::move(respond)](Result<void> stored) {
     auto give_back = [this, node_id, leased] {
       if (!ctx_.cluster.return_lease(node_id, leased)) return;
@@ -776,6 +817,49 @@ void Api::put_log(const Caller& caller, const std::string& run_id, const std::st
   respond(json_response(200, {{"length", appended->length}}));
 }
 
+// A run leased again after an earlier epoch may have a previous attempt's streams: they are set
+// aside, so the new node's streams start at 0 like its files (log_attempts.h). Followers waiting
+// on the old streams are answered, and see the new attempt's number.
+Result<void> Api::start_new_attempts(const std::vector<LeasedRun>& leased) {
+  for (const auto& run : leased) {
+    if (run.epoch <= 1) continue;
+    auto moved = archive_attempt(run_dir(run.run_id));
+    if (!moved) return moved.error();
+    if (*moved) wake_log_waiters(run.run_id, true);
+  }
+  return ok();
+}
+
+// `attempt` query parameter: 0 when absent (the current attempt), else 1 to the current one.
+Result<int> Api::requested_attempt(const std::string& run_id,
+                                   const std::map<std::string, std::string>& query) const {
+  auto attempt = unsigned_param(query, "attempt", 0);
+  if (!attempt) return attempt.error();
+  if (!query.count("attempt")) return 0;
+  int current = archived_attempts(run_dir(run_id)) + 1;
+  if (*attempt < 1 || *attempt > static_cast<std::uint64_t>(current)) {
+    return Error{kNotFound, "attempt: run " + run_id + " has attempts 1 to " +
+                                std::to_string(current) + ", not " + std::to_string(*attempt)};
+  }
+  return static_cast<int>(*attempt);
+}
+
+Response Api::archived_log_response(const std::string& run_id, int attempt,
+                                    const std::string& stream, std::uint64_t offset) const {
+  LogStreams archived(attempts_root(run_dir(run_id)));
+  auto bytes = archived.read(std::to_string(attempt), stream, offset, ctx_.limits.max_log_read);
+  if (!bytes) return error_response(bytes.error());
+  Response response;
+  response.content_type = "application/octet-stream";
+  response.body = std::move(*bytes);
+  response.headers.emplace_back("X-Amlnode-Length",
+                                std::to_string(archived.length(std::to_string(attempt), stream)));
+  response.headers.emplace_back("X-Amlnode-Next-Offset",
+                                std::to_string(offset + response.body.size()));
+  response.headers.emplace_back("X-Amlnode-Attempt", std::to_string(attempt));
+  return response;
+}
+
 Response Api::log_read_response(const std::string& run_id, const std::string& stream,
                                 std::uint64_t offset) const {
   auto bytes = ctx_.logs.read(run_id, stream, offset, ctx_.limits.max_log_read);
@@ -789,6 +873,8 @@ Response Api::log_read_response(const std::string& run_id, const std::string& st
   response.headers.emplace_back("X-Amlnode-Next-Offset",
                                 std::to_string(offset + response.body.size()));
   if (run) response.headers.emplace_back("X-Amlnode-Run-Status", spec::to_string((*run)->status));
+  response.headers.emplace_back("X-Amlnode-Attempt",
+                                std::to_string(archived_attempts(run_dir(run_id)) + 1));
   return response;
 }
 
@@ -813,7 +899,7 @@ void Api::get_log(const std::string& run_id, const std::string& stream, std::uin
   });
 }
 
-void Api::wake_log_waiters(const std::string& run_id) {
+void Api::wake_log_waiters(const std::string& run_id, bool new_attempt) {
   auto found = log_waiters_.find(run_id);
   if (found == log_waiters_.end()) return;
   auto run = ctx_.cluster.run_for_reader({CallerKind::User, "", ""}, run_id);
@@ -821,7 +907,7 @@ void Api::wake_log_waiters(const std::string& run_id) {
   auto& waiters = found->second;
   for (auto it = waiters.begin(); it != waiters.end();) {
     auto waiter = *it;
-    if (!finished && ctx_.logs.length(run_id, waiter->stream) <= waiter->offset) {
+    if (!finished && !new_attempt && ctx_.logs.length(run_id, waiter->stream) <= waiter->offset) {
       ++it;
       continue;
     }

@@ -89,7 +89,14 @@ class Api final : public Router {
   // Answers `respond` with make() once everything changed so far is committed (503 if it fails).
   void respond_after_commit(Responder respond, std::function<Response()> make);
   void serve_lease_waiters(const std::string& compute_name);
-  void wake_log_waiters(const std::string& run_id);
+  // Answers the run's log long polls that have bytes to read (all of them once the run ended, or
+  // when `new_attempt` set the streams they waited on aside).
+  void wake_log_waiters(const std::string& run_id, bool new_attempt = false);
+  Result<void> start_new_attempts(const std::vector<LeasedRun>& leased);
+  Result<int> requested_attempt(const std::string& run_id,
+                                const std::map<std::string, std::string>& query) const;
+  Response archived_log_response(const std::string& run_id, int attempt, const std::string& stream,
+                                 std::uint64_t offset) const;
   Response log_read_response(const std::string& run_id, const std::string& stream,
                              std::uint64_t offset) const;
   std::filesystem::path run_dir(const std::string& run_id) const;

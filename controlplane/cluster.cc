@@ -89,16 +89,20 @@ Caller Cluster::identify(std::string_view bearer) const {
   if (auto node = node_by_token_hash_.find(hash); node != node_by_token_hash_.end()) {
     return {CallerKind::Node, node->second, ""};
   }
-  if (auto token = registration_tokens_.find(hash);
-      token != registration_tokens_.end() && token->second.spent_at == 0) {
+  if (auto token = registration_tokens_.find(hash); token != registration_tokens_.end()) {
     return {CallerKind::Registration, "", hash};
   }
   return {};
 }
 
+bool Cluster::registration_token_spent(const std::string& token_hash) const {
+  auto token = registration_tokens_.find(token_hash);
+  return token != registration_tokens_.end() && token->second.spent_at != 0;
+}
+
 std::string Cluster::create_registration_token(const std::string& compute_name) {
   std::string token = random_token("amlreg_");
-  RegistrationTokenRecord record{token_hash(token), compute_name, now_millis(), 0, ""};
+  RegistrationTokenRecord record{token_hash(token), compute_name, now_millis(), 0, "", ""};
   registration_tokens_[record.token_hash] = record;
   changes_.push_back([record](Store& store) { return store.put_registration_token(record); });
   return token;
@@ -107,7 +111,7 @@ std::string Cluster::create_registration_token(const std::string& compute_name) 
 void Cluster::ensure_registration_token(const std::string& token) {
   std::string hash = token_hash(token);
   if (registration_tokens_.count(hash)) return;
-  RegistrationTokenRecord record{hash, "", now_millis(), 0, ""};
+  RegistrationTokenRecord record{hash, "", now_millis(), 0, "", ""};
   registration_tokens_[hash] = record;
   changes_.push_back([record](Store& store) { return store.put_registration_token(record); });
 }
@@ -115,9 +119,10 @@ void Cluster::ensure_registration_token(const std::string& token) {
 Result<RegisteredNode> Cluster::register_node(const std::string& registration_token_hash,
                                               NodeRegistration registration) {
   auto token = registration_tokens_.find(registration_token_hash);
-  if (token == registration_tokens_.end() || token->second.spent_at != 0) {
+  if (token == registration_tokens_.end()) {
     return Error{kUnauthorized, "the registration token is unknown or already spent"};
   }
+  if (token->second.spent_at != 0) return registered_again(token->second, registration);
   std::string compute_name = token->second.compute_name;
   if (auto label = registration.labels.find("compute_name");
       label != registration.labels.end() && label->is_string()) {
@@ -137,7 +142,12 @@ Result<RegisteredNode> Cluster::register_node(const std::string& registration_to
   }
   registration.labels["compute_name"] = compute_name;
 
-  RegisteredNode registered{random_token("node-", 8), random_token("amlnode_")};
+  RegisteredNode registered;
+  registered.node_id = random_token("node-", 8);
+  registered.node_token =
+      registration.registration_key.empty()
+          ? random_token("amlnode_")
+          : node_token_for_key(registered.node_id, registration.registration_key);
   NodeRecord node;
   node.node_id = registered.node_id;
   node.token_hash = token_hash(registered.node_token);
@@ -154,12 +164,27 @@ Result<RegisteredNode> Cluster::register_node(const std::string& registration_to
 
   token->second.spent_at = node.registered_at;
   token->second.spent_by = node.node_id;
+  if (!registration.registration_key.empty())
+    token->second.key_hash = token_hash(registration.registration_key);
   changes_.push_back(
       [record = token->second](Store& store) { return store.put_registration_token(record); });
   save(node);
   node_by_token_hash_[node.token_hash] = registered.node_id;
   nodes_[registered.node_id] = NodeState{std::move(node), clock_->now(), {}};
   return registered;
+}
+
+// Only the key that spent the token brings its node back; the comparison is of hashes, so its
+// time says nothing about the key.
+Result<RegisteredNode> Cluster::registered_again(const RegistrationTokenRecord& token,
+                                                 const NodeRegistration& registration) const {
+  bool same_key = !token.key_hash.empty() && !registration.registration_key.empty() &&
+                  constant_time_equal(token.key_hash, token_hash(registration.registration_key));
+  if (!same_key || !nodes_.count(token.spent_by)) {
+    return Error{kUnauthorized, "the registration token is unknown or already spent"};
+  }
+  return RegisteredNode{token.spent_by,
+                        node_token_for_key(token.spent_by, registration.registration_key)};
 }
 
 Result<const NodeRecord*> Cluster::node_for(const Caller& caller,
@@ -497,6 +522,7 @@ nlohmann::json Cluster::list_nodes() const {
                                 : nlohmann::json(nullptr)},
         {"port", n.ssh_port},
         {"nodeState", n.lost ? "unusable" : n.state},
+        {"reason", n.reason},
         {"runId", node.held_runs.empty() ? nlohmann::json(nullptr)
                                          : nlohmann::json(*node.held_runs.begin())},
         {"computeName", n.compute_name},

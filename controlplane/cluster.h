@@ -38,7 +38,7 @@ enum class CallerKind { Anonymous, User, Node, Registration };
 struct Caller {
   CallerKind kind = CallerKind::Anonymous;
   std::string node_id;     // for nodes
-  std::string token_hash;  // for registration tokens
+  std::string token_hash;  // for registration tokens, spent ones included
 };
 
 struct ClusterPolicy {
@@ -58,6 +58,9 @@ struct NodeRegistration {
   int gpus = 0;
   nlohmann::json labels = nlohmann::json::object();
   std::string agent_version;
+  // A secret the node made and stored before registering (32-128 of [A-Za-z0-9_-]); "" when it
+  // sent none. The same token and key register again as the same node.
+  std::string registration_key;
 };
 
 struct RegisteredNode {
@@ -116,12 +119,17 @@ class Cluster {
   const ClusterPolicy& policy() const { return policy_; }
 
   Caller identify(std::string_view bearer_token) const;
+  // A spent registration token opens nothing but a repeated registration with the key that spent
+  // it; everywhere else it is as good as unknown.
+  bool registration_token_spent(const std::string& token_hash) const;
 
   // Registration tokens. `compute_name` "" makes a token any compute's node may use.
   std::string create_registration_token(const std::string& compute_name);
   // Makes `token` a usable registration token unless it exists already (spent or not), so the
   // same --registration-token on every restart is single-use across all of them.
   void ensure_registration_token(const std::string& token);
+  // A spent token is refused (401) unless it is presented again with the key that spent it: then
+  // the answer is the node it registered, with the same id and token, and nothing changes.
   Result<RegisteredNode> register_node(const std::string& registration_token_hash,
                                        NodeRegistration registration);
 
@@ -185,6 +193,8 @@ class Cluster {
   };
 
   Millis now_millis() const;
+  Result<RegisteredNode> registered_again(const RegistrationTokenRecord& token,
+                                          const NodeRegistration& registration) const;
   void save(const NodeRecord& node);
   void save(const RunRecord& run);
   void enqueue(RunState& run);

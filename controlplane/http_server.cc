@@ -117,11 +117,29 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
     head_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     string_parser_.reset();
     file_parser_.reset();
+    sized_body_.reset();
+    receive_low_water(1);
     lowest().expires_after(shared_->timeouts.idle);
     http::async_read_header(stream_, buffer_, *head_parser_,
                             [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
                               self->on_head(ec);
                             });
+  }
+
+  // SO_RCVLOWAT: the socket reports itself readable only once this many bytes are queued (or
+  // the peer closed). While a large body streams in, that turns thousands of wake-ups and reads
+  // of a segment each into one read per kBodyLowWater; never more than the body still owes, so a
+  // read can always complete. Headers are read with the default of 1 byte. Plain TCP only: the
+  // TLS layer keeps ciphertext it has read in a buffer of its own, so the socket may never again
+  // hold as many bytes as the body still owes.
+  void receive_low_water(std::size_t bytes) {
+    if constexpr (kTls) return;
+    if (bytes == low_water_) return;
+    int value = static_cast<int>(bytes);
+    if (::setsockopt(lowest().socket().native_handle(), SOL_SOCKET, SO_RCVLOWAT, &value,
+                     sizeof value) == 0) {
+      low_water_ = bytes;
+    }
   }
 
   void on_head(beast::error_code ec) {
@@ -201,11 +219,40 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       }
       upload_ = plan_.body_file;
       read_body(*file_parser_);
+    } else if (head_.content_length && !head_parser_->is_done()) {
+      read_sized_body(static_cast<std::size_t>(*head_.content_length));
     } else {
       string_parser_.emplace(std::move(*head_parser_));
       string_parser_->body_limit(plan_.body_limit);
       read_body(*string_parser_);
     }
+  }
+
+  // A body of known length (every log chunk) is read straight into the request's buffer: first
+  // what the header read brought along, then reads from the socket as large as the socket has,
+  // with no parser copying in between. A log chunk is so copied once on its way in and once on
+  // its way out (into the file). The length was checked against the endpoint's limit and the
+  // memory budget already. Chunked bodies go through the parser, which enforces the limit.
+  void read_sized_body(std::size_t length) {
+    sized_body_.emplace(length, '\0');
+    auto ahead = buffer_.data();
+    std::size_t have = std::min(ahead.size(), length);
+    asio::buffer_copy(asio::buffer(sized_body_->data(), have), ahead);
+    buffer_.consume(have);
+    read_sized_rest(have);
+  }
+
+  // The timeout is reset on every read: a slow but steady body may take as long as it needs.
+  void read_sized_rest(std::size_t filled) {
+    if (filled == sized_body_->size()) return dispatch();
+    receive_low_water(std::min(sized_body_->size() - filled, kBodyLowWater));
+    lowest().expires_after(shared_->timeouts.io);
+    stream_.async_read_some(
+        asio::buffer(sized_body_->data() + filled, sized_body_->size() - filled),
+        [self = this->shared_from_this(), filled](beast::error_code ec, std::size_t n) {
+          if (ec) return self->close_now();  // cut off mid-body: nobody to answer
+          self->read_sized_rest(filled + n);
+        });
   }
 
   template <class Parser>
@@ -235,6 +282,9 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
       file_parser_->get().body().file().close(ec);
       request.body_file = upload_;
       upload_.clear();  // the handler owns it now
+    } else if (sized_body_) {
+      request.body = std::move(*sized_body_);
+      sized_body_.reset();
     } else if (string_parser_) {
       request.body = std::move(string_parser_->get().body());
       string_parser_.reset();
@@ -360,6 +410,7 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
         });
   }
 
+  static constexpr std::size_t kBodyLowWater = 256 * 1024;
   static constexpr std::chrono::seconds kLingerTime{2};
   static constexpr std::size_t kLingerBytes = 16 << 20;
   static constexpr std::size_t kScratchBytes = 16 * 1024;
@@ -386,6 +437,8 @@ class Session final : public SessionBase, public std::enable_shared_from_this<Se
   std::optional<http::request_parser<http::empty_body>> head_parser_;
   std::optional<http::request_parser<http::string_body>> string_parser_;
   std::optional<http::request_parser<http::file_body>> file_parser_;
+  std::optional<std::string> sized_body_;  // a body of known length being read (read_sized_body)
+  std::size_t low_water_ = 1;              // the socket's SO_RCVLOWAT
   RequestHead head_;
   RoutePlan plan_;
   bool keep_alive_ = false;

@@ -42,6 +42,10 @@ struct RegistrationTokenRecord {
   Millis created_at = 0;
   Millis spent_at = 0;  // 0 while still usable
   std::string spent_by;
+  // SHA-256 of the registration key the spending node sent ("" when it sent none). The same token
+  // with the same key registers again as the same node, so a node that lost the answer (or died
+  // before storing it) is not locked out by its own spent token.
+  std::string key_hash;
 };
 
 struct RunRecord {

@@ -1,6 +1,7 @@
 #include "controlplane/request_bodies.h"
 
 #include <algorithm>
+#include <cctype>
 
 #include "controlplane/json_fields.h"
 #include "controlplane/tokens.h"
@@ -17,6 +18,8 @@ constexpr std::size_t kMaxShortText = 4096;
 constexpr std::size_t kMaxReportedRuns = 1024;
 constexpr std::size_t kMaxIps = 64;
 constexpr std::size_t kMaxLabels = 64;
+constexpr std::size_t kMinRegistrationKey = 32;
+constexpr std::size_t kMaxRegistrationKey = 128;
 
 Error invalid(const std::string& message) {
   return Error{kInvalidRequest, message};
@@ -84,6 +87,20 @@ Result<std::string> required_name(const nlohmann::json& body, const char* field,
   return **value;
 }
 
+// Optional; when given it must be long enough to be a secret (a node sends 64 hex digits).
+Result<std::string> parse_registration_key(const nlohmann::json& body) {
+  auto key = string_field(body, "registration_key", "registration_key", kMaxRegistrationKey);
+  if (!key) return key.error();
+  if (!*key) return std::string();
+  bool valid = (*key)->size() >= kMinRegistrationKey;
+  for (unsigned char c : **key) valid = valid && (std::isalnum(c) || c == '_' || c == '-');
+  if (!valid) {
+    return invalid("registration_key: expected 32 to 128 letters, digits, '_' or '-', got " +
+                   std::to_string((*key)->size()) + " characters");
+  }
+  return **key;
+}
+
 }  // namespace
 
 Result<NodeRegistration> parse_registration(std::string_view text) {
@@ -121,6 +138,9 @@ Result<NodeRegistration> parse_registration(std::string_view text) {
   auto version = string_field(*body, "agent_version", "agent_version", 64);
   if (!version) return version.error();
   reg.agent_version = version->value_or("");
+  auto key = parse_registration_key(*body);
+  if (!key) return key.error();
+  reg.registration_key = std::move(*key);
   return reg;
 }
 

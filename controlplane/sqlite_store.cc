@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS registration_tokens (
   compute_name TEXT NOT NULL,
   created_at INTEGER NOT NULL,
   spent_at INTEGER NOT NULL,
-  spent_by TEXT NOT NULL);
+  spent_by TEXT NOT NULL,
+  key_hash TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY,
   experiment_name TEXT NOT NULL,
@@ -212,7 +213,9 @@ class SqliteStore final : public Store {
       return r;
     }
     if (auto r = put_token_.prepare(
-            db_, "INSERT OR REPLACE INTO registration_tokens VALUES (?1,?2,?3,?4,?5)");
+            db_,
+            "INSERT OR REPLACE INTO registration_tokens (token_hash, compute_name, created_at, "
+            "spent_at, spent_by, key_hash) VALUES (?1,?2,?3,?4,?5,?6)");
         !r) {
       return r;
     }
@@ -241,10 +244,14 @@ class SqliteStore final : public Store {
     auto nodes = for_each_row(db_, "SELECT * FROM nodes",
                               [&](const Row& row) { contents.nodes.push_back(node_from(row)); });
     if (!nodes) return nodes.error();
-    auto tokens = for_each_row(db_, "SELECT * FROM registration_tokens", [&](const Row& row) {
-      contents.registration_tokens.push_back(RegistrationTokenRecord{
-          row.text(0), row.text(1), row.integer(2), row.integer(3), row.text(4)});
-    });
+    auto tokens = for_each_row(
+        db_,
+        "SELECT token_hash, compute_name, created_at, spent_at, spent_by, key_hash FROM "
+        "registration_tokens",
+        [&](const Row& row) {
+          contents.registration_tokens.push_back(RegistrationTokenRecord{
+              row.text(0), row.text(1), row.integer(2), row.integer(3), row.text(4), row.text(5)});
+        });
     if (!tokens) return tokens.error();
     auto runs = for_each_row(
         db_,
@@ -295,6 +302,7 @@ class SqliteStore final : public Store {
         .bind(3, t.created_at)
         .bind(4, t.spent_at)
         .bind(5, t.spent_by)
+        .bind(6, t.key_hash)
         .execute("storing a registration token");
   }
 
@@ -346,6 +354,18 @@ Result<void> exec(sqlite3* db, const char* sql) {
   return ok();
 }
 
+// Columns added after a data directory may have been made: a database from before gains them with
+// their defaults.
+Result<void> add_missing_columns(sqlite3* db) {
+  bool has_key_hash = false;
+  auto listed = for_each_row(db, "PRAGMA table_info(registration_tokens)", [&](const Row& row) {
+    has_key_hash = has_key_hash || row.text(1) == "key_hash";
+  });
+  if (!listed) return listed;
+  if (has_key_hash) return ok();
+  return exec(db, "ALTER TABLE registration_tokens ADD COLUMN key_hash TEXT NOT NULL DEFAULT ''");
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path) {
@@ -365,6 +385,7 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const std::string& path) {
                              "PRAGMA busy_timeout=5000", kSchema}) {
     if (auto r = exec(db, pragma); !r) return r.error();
   }
+  if (auto r = add_missing_columns(db); !r) return r.error();
   if (auto r = store->prepare_statements(); !r) return r.error();
   return std::unique_ptr<Store>(std::move(store));
 }

@@ -31,6 +31,15 @@ std::string token_hash(std::string_view token) {
   return sha256_hex(token);
 }
 
+std::string node_token_for_key(std::string_view node_id, std::string_view registration_key) {
+  std::string material = "amlnode node token";
+  material.push_back('\0');
+  material.append(node_id);
+  material.push_back('\0');
+  material.append(registration_key);
+  return "amlnode_" + sha256_hex(material);
+}
+
 bool constant_time_equal(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   unsigned char diff = 0;

@@ -14,6 +14,12 @@ std::string random_token(std::string_view prefix, std::size_t bytes = 32);
 // How a token is stored: its SHA-256, so a copy of the database opens nothing.
 std::string token_hash(std::string_view token);
 
+// The token of a node that registered with a registration key: derived from the key and the node
+// id, so the server can hand the same token out again when the same key comes back without ever
+// storing the token. The key is 128 bits or more of the node's own randomness, and only its hash
+// is stored, so the token is as hard to guess as a random one.
+std::string node_token_for_key(std::string_view node_id, std::string_view registration_key);
+
 // Compares without an early exit, so the time taken says nothing about where they differ.
 bool constant_time_equal(std::string_view a, std::string_view b);
 

@@ -1,6 +1,9 @@
 // The ContainerRuntime over the Docker Engine API.
 
+#include <cctype>
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <nlohmann/json.hpp>
 
 #include "docker/engine_client.h"
@@ -75,6 +78,33 @@ class LogDemuxer {
   std::string output_;
 };
 
+// The daemon's RFC 3339 times ("2024-11-22T11:20:33.123456789Z"); its zero time
+// ("0001-01-01T00:00:00Z", for a container that never started or ended) and anything that does
+// not parse are unset.
+std::optional<SystemTime> parse_docker_time(const std::string& text) {
+  std::tm tm{};
+  int consumed = 0;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6 ||
+      tm.tm_year < 1970) {
+    return std::nullopt;
+  }
+  long long nanos = 0;
+  if (text[consumed] == '.') {
+    int digits = 0;
+    for (std::size_t i = consumed + 1; i < text.size() && std::isdigit(text[i]); ++i, ++digits) {
+      if (digits < 9) nanos = nanos * 10 + (text[i] - '0');
+    }
+    for (; digits < 9; ++digits) nanos *= 10;
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  std::time_t seconds = ::timegm(&tm);
+  return std::chrono::system_clock::from_time_t(seconds) +
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(
+             std::chrono::nanoseconds(nanos));
+}
+
 class DockerRuntime final : public ContainerRuntime {
  public:
   DockerRuntime(std::filesystem::path socket, const DockerRuntimeConfig& config)
@@ -105,24 +135,38 @@ class DockerRuntime final : public ContainerRuntime {
                           {304});
   }
 
+  Result<void> ping(std::chrono::milliseconds limit) override {
+    Request request = Request::get("/_ping").with_timeout(limit);
+    request.versioned = false;
+    auto response = client_.call(request);
+    if (!response) return response.error();
+    if (!response->success()) return daemon_error(*response, "pinging the Docker daemon");
+    return ok();
+  }
+
   Result<ContainerExit> wait_container(const std::string& id) override {
     // No time limit: this call returns when the run ends, however long that takes.
     auto response = client_.call(Request::post(container_path(id) + "/wait?condition=not-running")
                                      .with_timeout(std::chrono::milliseconds(0)));
     if (!response) return response.error();
-    if (!response->success()) return daemon_error(*response, "waiting for container " + id);
-    auto body = parse_body(*response, "container wait");
-    if (!body) return body.error();
-    auto error = body->value("Error", nlohmann::json());
-    if (error.is_object() && !error.value("Message", "").empty()) {
-      return Error{kDockerError, "waiting for container " + id + ": " + error.value("Message", "")};
+    return exit_from_wait(id, *response);
+  }
+
+  Result<std::optional<ContainerExit>> wait_container_for(
+      const std::string& id, std::chrono::milliseconds limit) override {
+    auto response = client_.call(
+        Request::post(container_path(id) + "/wait?condition=not-running").with_timeout(limit));
+    if (response) {
+      auto exit = exit_from_wait(id, *response);
+      if (!exit) return exit.error();
+      return std::optional<ContainerExit>(*exit);
     }
-    ContainerExit exit;
-    exit.exit_code = body->value("StatusCode", -1);
+    // The slice ran out, or the daemon is gone: inspecting tells which (and a container that
+    // ended in the instant between the two is seen as ended).
     auto info = inspect_container(id);
     if (!info) return info.error();
-    exit.oom_killed = info->oom_killed;
-    return exit;
+    if (info->running) return std::optional<ContainerExit>();
+    return std::optional<ContainerExit>(ContainerExit{info->exit_code, info->oom_killed});
   }
 
   Result<void> stop_container(const std::string& id, std::chrono::seconds grace) override {
@@ -183,6 +227,8 @@ class DockerRuntime final : public ContainerRuntime {
     info.exit_code = state.value("ExitCode", 0);
     info.oom_killed = state.value("OOMKilled", false);
     info.labels = labels_of(config.value("Labels", nlohmann::json()));
+    info.started_at = parse_docker_time(state.value("StartedAt", ""));
+    info.finished_at = parse_docker_time(state.value("FinishedAt", ""));
     return info;
   }
 
@@ -208,6 +254,22 @@ class DockerRuntime final : public ContainerRuntime {
   }
 
  private:
+  Result<ContainerExit> exit_from_wait(const std::string& id, const Response& response) {
+    if (!response.success()) return daemon_error(response, "waiting for container " + id);
+    auto body = parse_body(response, "container wait");
+    if (!body) return body.error();
+    auto error = body->value("Error", nlohmann::json());
+    if (error.is_object() && !error.value("Message", "").empty()) {
+      return Error{kDockerError, "waiting for container " + id + ": " + error.value("Message", "")};
+    }
+    ContainerExit exit;
+    exit.exit_code = body->value("StatusCode", -1);
+    auto info = inspect_container(id);
+    if (!info) return info.error();
+    exit.oom_killed = info->oom_killed;
+    return exit;
+  }
+
   static std::string container_path(const std::string& id) {
     return "/containers/" + path_escape(id);
   }

@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,9 @@ struct ContainerInfo {
   int exit_code = 0;
   bool oom_killed = false;
   std::map<std::string, std::string> labels;
+  // When it last started and ended (inspect only; unset before it ever did).
+  std::optional<SystemTime> started_at;
+  std::optional<SystemTime> finished_at;
 };
 
 struct ManagedImage {
@@ -78,8 +82,10 @@ class ContainerRuntime {
  public:
   virtual ~ContainerRuntime() = default;
 
-  // The negotiated Engine API version (also a cheap "is Docker there" check).
+  // The negotiated Engine API version (asked once, then kept).
   virtual Result<std::string> api_version() = 0;
+  // Whether the daemon answers now (GET /_ping, at most `limit`): the health check.
+  virtual Result<void> ping(std::chrono::milliseconds limit) = 0;
 
   // The image for an environment: reused when its tag exists, else built once (concurrent
   // callers for the same environment wait for one build), pulling the base image first with the
@@ -92,6 +98,10 @@ class ContainerRuntime {
   // Blocks until the container is not running; then its exit code and whether the kernel's OOM
   // killer ended it.
   virtual Result<ContainerExit> wait_container(const std::string& id) = 0;
+  // The same, waiting at most `limit`: nullopt when the container is still running then. A
+  // supervisor that must stay responsive (or be able to stop) waits in such slices.
+  virtual Result<std::optional<ContainerExit>> wait_container_for(
+      const std::string& id, std::chrono::milliseconds limit) = 0;
   // SIGTERM, then SIGKILL after `grace` (docker stop).
   virtual Result<void> stop_container(const std::string& id, std::chrono::seconds grace) = 0;
   virtual Result<void> kill_container(const std::string& id, const std::string& signal) = 0;

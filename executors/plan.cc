@@ -132,6 +132,9 @@ spec::EnvVars contract_env(const Job& job, const Plan& plan, const PlanContext& 
   set_var(env, "AZ_BATCHAI_JOB_WORK_DIR", plan.working_dir.string());
   set_var(env, "AZ_BATCH_IS_CURRENT_NODE_MASTER", "true");
   set_var(env, "AZ_BATCH_MASTER_NODE", context.master_address + ":" + std::to_string(kMasterPort));
+  // Where the amlnode_run module appends the script's metrics; under system_logs/ so the agent
+  // ships it with the run's logs (metrics/python_module.h).
+  set_var(env, "AMLNODE_METRICS_FILE", (plan.system_logs / "metrics.jsonl").string());
   add_distributed_vars(env, job, context);
   for (const auto& input : plan.inputs) {
     set_var(env, "AZUREML_DATAREFERENCE_" + input.name, input.target.string());
@@ -230,6 +233,7 @@ Plan resolve_plan(const Job& job, const PlanContext& context) {
   plan.shm_size_bytes = job.environment.docker.shm_size_bytes;
   plan.deadline_seconds = job.max_run_duration_seconds;
   plan.kill_grace_seconds = context.kill_grace_seconds;
+  plan.python_module_dir = context.python_module_dir;
   if (!plan.cannot_run) plan.cannot_run = unsupported_reason(job);
   return plan;
 }
@@ -261,6 +265,9 @@ nlohmann::json plan_to_json(const Plan& plan) {
        plan.deadline_seconds ? nlohmann::json(*plan.deadline_seconds) : nlohmann::json(nullptr)},
       {"kill_grace_seconds", plan.kill_grace_seconds},
       {"inputs", inputs},
+      {"python_module_dir", plan.python_module_dir
+                                ? nlohmann::json(plan.python_module_dir->string())
+                                : nlohmann::json(nullptr)},
       {"runnable", !plan.cannot_run.has_value()},
   };
   if (plan.cannot_run) {

@@ -29,6 +29,9 @@ struct PlanContext {
   double kill_grace_seconds = 10.0;
   std::filesystem::path envs_dir;                            // <state_dir>/envs
   std::filesystem::path system_python = "/usr/bin/python3";  // what pip-only venvs are made from
+  // The folder holding the amlnode_run Python module (metrics::python_module_dir()); the run's
+  // process gets it on PYTHONPATH. Unset: the module is not offered.
+  std::optional<std::filesystem::path> python_module_dir;
 };
 
 // The port Azure ML uses for the PyTorch / MPI rendezvous (MASTER_PORT).
@@ -66,6 +69,9 @@ struct Plan {
   std::optional<std::int64_t> deadline_seconds;
   double kill_grace_seconds = 10.0;
   std::vector<StagedInput> inputs;
+  // Appended to the process's PYTHONPATH (after the job's or the inherited one), so scripts can
+  // `import amlnode_run`; see PlanContext.
+  std::optional<std::filesystem::path> python_module_dir;
 
   // Set when this node cannot execute the plan (an environment kind still to come, a conda file
   // that cannot be read); the run then fails before anything starts, with this error.

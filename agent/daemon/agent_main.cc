@@ -7,8 +7,11 @@
 #include <boost/asio/signal_set.hpp>
 #include <cstdio>
 
+#include "agent/daemon/container_runs.h"
 #include "agent/daemon/daemon.h"
+#include "agent/daemon/footprint.h"
 #include "agent/daemon/node_facts.h"
+#include "agent/daemon/service_hooks.h"
 #include "executors/shim/launcher.h"
 
 namespace amlnode::agent {
@@ -35,6 +38,10 @@ void watch_signals(boost::asio::signal_set& signals, Daemon& daemon, int& receiv
 }  // namespace
 
 int run_agent(const NodeConfig& config, const std::filesystem::path& state_dir) {
+  // Taken before any thread starts (setenv is not thread-safe) and before any run is launched, so
+  // runs do not inherit the service manager's variables.
+  ServiceManagerEnv service_env = take_service_manager_env();
+  tune_allocator_for_daemon();
   auto settings = read_agent_settings(config);
   if (!settings.ok()) {
     std::fprintf(stderr, "amlnode agent: %s\n", settings.error().message.c_str());
@@ -57,17 +64,26 @@ int run_agent(const NodeConfig& config, const std::filesystem::path& state_dir) 
   options.runs.state_dir = state_dir;
   options.runs.clock = make_system_clock();
   options.runs.launcher = executors::make_shim_launcher(executors::default_shim_binary());
+  auto docker = daemon_docker_runtime(config, state_dir, options.runs.docker_config);
+  if (!docker.ok()) {
+    std::fprintf(stderr, "amlnode agent: %s\n", docker.error().message.c_str());
+    return kExitConfig;
+  }
+  options.runs.docker = *docker;
   Daemon daemon(io, std::move(options), client, std::move(store.value()));
   DaemonExit exit;
   boost::asio::signal_set signals(io, SIGTERM, SIGINT);
   int received = 0;
   watch_signals(signals, daemon, received);
+  ServiceHooks service(io, daemon, {service_env, config, *settings});
   spdlog::info("amlnode agent starting; state in {}", state_dir.string());
+  service.start();
   daemon.start([&](DaemonExit result) {
     exit = std::move(result);
     io.stop();
   });
   io.run();
+  service.finished(exit.message);
   return exit.code;
 }
 

@@ -110,9 +110,11 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
  public:
   explicit HttpControlPlaneClient(std::unique_ptr<HttpClient> http) : http_(std::move(http)) {}
 
-  Result<Registration> register_node(const std::string& registration_token,
-                                     const NodeFacts& facts) override {
-    auto body = post_json("/v1/nodes/register", registration_token, facts_json(facts));
+  Result<Registration> register_node(const std::string& registration_token, const NodeFacts& facts,
+                                     const std::string& registration_key) override {
+    json request = facts_json(facts);
+    if (!registration_key.empty()) request["registration_key"] = registration_key;
+    auto body = post_json("/v1/nodes/register", registration_token, request);
     if (!body.ok()) return body.error();
     auto node_id = field<std::string>(*body, "node_id");
     auto token = field<std::string>(*body, "node_token");
@@ -198,7 +200,7 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
 
   Result<LogAppend> append_log(const NodeIdentity& node, const std::string& run_id,
                                std::int64_t epoch, const std::string& stream, std::uint64_t offset,
-                               std::string bytes) override {
+                               std::string_view bytes) override {
     HttpRequest request;
     request.method = "PUT";
     request.target = run_path(run_id) + "/logs/" + encode_stream_path(stream) +
@@ -206,7 +208,7 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
     request.bearer_token = node.node_token;
     request.headers.emplace_back("X-Amlnode-Epoch", std::to_string(epoch));
     request.content_type = "application/octet-stream";
-    request.body = std::move(bytes);
+    request.borrowed_body = bytes;
     request.max_response_bytes = kMaxJsonAnswer;
     auto response = http_->send(request);
     if (!response.ok()) return response.error();

@@ -100,8 +100,12 @@ class ControlPlaneClient {
  public:
   virtual ~ControlPlaneClient() = default;
 
+  // `registration_key` is the node's stored secret (see StateStore::registration_key): the same
+  // token with the same key answers the same identity again, so a registration whose answer was
+  // lost can simply be repeated. "" registers without one (the token then works exactly once).
   virtual Result<Registration> register_node(const std::string& registration_token,
-                                             const NodeFacts& facts) = 0;
+                                             const NodeFacts& facts,
+                                             const std::string& registration_key) = 0;
   virtual Result<HeartbeatAnswer> heartbeat(const NodeIdentity& node,
                                             const HeartbeatReport& report) = 0;
   // Long poll: answers an empty list after `wait` when there is nothing to run.
@@ -115,9 +119,10 @@ class ControlPlaneClient {
   // The status the server holds after the call (it may be further along than the report).
   virtual Result<std::string> report_status(const NodeIdentity& node,
                                             const StatusReport& report) = 0;
+  // `bytes` is sent from the caller's buffer, which the log shipper reuses from chunk to chunk.
   virtual Result<LogAppend> append_log(const NodeIdentity& node, const std::string& run_id,
                                        std::int64_t epoch, const std::string& stream,
-                                       std::uint64_t offset, std::string bytes) = 0;
+                                       std::uint64_t offset, std::string_view bytes) = 0;
   virtual Result<void> upload_outputs(const NodeIdentity& node, const std::string& run_id,
                                       std::int64_t epoch, std::string tar_gz) = 0;
   // Ends calls in flight and refuses later ones ("Canceled"): the daemon is stopping.

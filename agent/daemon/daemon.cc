@@ -26,6 +26,12 @@ Daemon::Daemon(asio::io_context& io, DaemonOptions options,
       log_timer_(io),
       retry_delay_(options_.first_retry) {
   options_.runs.client = client_;
+  options_.runs.before_launch = [store = store_](const LeasedRun& lease) {
+    HeldRunRecord record;
+    record.lease = lease;
+    record.status = "Preparing";
+    return store->mark_launching(record);
+  };
 }
 
 // Work still on the pool finishes (each call is bounded by its timeout) before the members it
@@ -60,8 +66,22 @@ void Daemon::offload(Work work, Done done) {
 
 void Daemon::start(std::function<void(DaemonExit)> on_exit) {
   on_exit_ = std::move(on_exit);
+  metrics_ =
+      std::make_unique<MetricsService>(io_, options_.settings.metrics, options_.runs.state_dir,
+                                       options_.runs.clock, [this] { return live_runs(); });
+  metrics_->start();
   load_identity();
   schedule_log_tick();
+}
+
+std::vector<SampledRun> Daemon::live_runs() const {
+  std::vector<SampledRun> live;
+  for (const auto& [id, run] : runs_) {
+    const auto& started = run.started;
+    if (!started || run.concluded || started->in_container || !started->shim_alive) continue;
+    live.push_back({id, started->plan.run_dir, started->shim.pid, started->shim.start_time});
+  }
+  return live;
 }
 
 void Daemon::schedule_log_tick() {
@@ -136,10 +156,13 @@ void Daemon::register_node() {
   offload(
       [client = client_, store = store_, token = *token,
        facts = options_.facts]() -> Result<Registration> {
-        auto registration = client->register_node(token, facts);
+        // The key is stored before the token is spent: whatever happens to the answer (lost on
+        // the wire, or this process killed before it stored the identity), registering again
+        // with the same token and key gets the same identity back.
+        auto key = store->registration_key();
+        if (!key.ok()) return key.error();
+        auto registration = client->register_node(token, facts, *key);
         if (!registration.ok()) return registration;
-        // Stored before it is used: a node that registered and then lost its identity could
-        // never register again (the token is spent).
         if (auto saved = store->save_identity(registration->identity); !saved) return saved.error();
         return registration;
       },
@@ -162,6 +185,7 @@ void Daemon::retry_later(std::function<void()> step) {
   if (control_plane_reachable_)
     spdlog::warn("control plane unreachable; retrying until it answers");
   control_plane_reachable_ = false;
+  notify_state();
   retry_timer_.expires_after(retry_delay_);
   retry_timer_.async_wait([step = std::move(step)](const boost::system::error_code& ec) {
     if (!ec) step();
@@ -180,6 +204,24 @@ std::string Daemon::node_state() const {
     preparing = preparing || run.status == "Queued" || run.status == "Preparing";
   }
   return preparing ? "preparing" : "idle";
+}
+
+void Daemon::notify_state() {
+  if (state_listener_) state_listener_();
+}
+
+void Daemon::reconfigure(const AgentSettings& settings, const NodeConfig& config) {
+  options_.settings.run_concurrency = settings.run_concurrency;
+  options_.settings.lease_wait = settings.lease_wait;
+  options_.settings.min_free_bytes = settings.min_free_bytes;
+  // Each preparation copies the run environment when it starts, so runs already being prepared
+  // keep the images and environment options they started with.
+  options_.runs.config.cpu_image = config.cpu_image;
+  options_.runs.config.gpu_image = config.gpu_image;
+  options_.runs.config.environments = config.environments;
+  check_health();
+  notify_state();
+  maybe_lease();
 }
 
 HeartbeatReport Daemon::heartbeat_report() const {
@@ -203,6 +245,7 @@ void Daemon::check_health() {
                std::to_string(options_.settings.min_free_bytes) + ")";
     }
   }
+  if (reason.empty()) reason = docker_unusable_;
   if (reason == unusable_reason_) return;
   if (reason.empty()) {
     spdlog::info("usable again");
@@ -210,12 +253,14 @@ void Daemon::check_health() {
     spdlog::error("unusable: {}", reason);
   }
   unusable_reason_ = reason;
+  notify_state();
   if (reason.empty()) maybe_lease();
 }
 
 void Daemon::heartbeat_now() {
   if (stopped_ || !identity_ || heartbeat_in_flight_) return;
   check_health();
+  probe_docker();
   heartbeat_timer_.cancel();
   heartbeat_in_flight_ = true;
   HeartbeatReport report = heartbeat_report();
@@ -235,6 +280,7 @@ void Daemon::on_heartbeat(Result<HeartbeatAnswer> answer, bool reported_leaving)
       if (control_plane_reachable_)
         spdlog::warn("control plane unreachable: {}", answer.error().message);
       control_plane_reachable_ = false;
+      notify_state();
     } else {
       spdlog::error("heartbeat refused: {}", answer.error().message);
     }
@@ -247,6 +293,7 @@ void Daemon::on_heartbeat(Result<HeartbeatAnswer> answer, bool reported_leaving)
   }
   if (!control_plane_reachable_) spdlog::info("control plane reachable again");
   control_plane_reachable_ = true;
+  notify_state();
   retry_delay_ = options_.first_retry;
   heartbeat_interval_ = answer->heartbeat_interval;
   for (const auto& command : answer->commands) handle_command(command);
@@ -282,6 +329,7 @@ void Daemon::on_recovered(Result<std::vector<HeldRunRecord>> held) {
   if (!held.ok()) return finish({1, held.error().message});
   for (const auto& record : *held) resume_run(record);
   recovered_ = true;
+  notify_state();
   maybe_lease();
 }
 
@@ -289,6 +337,7 @@ void Daemon::resume_run(const HeldRunRecord& record) {
   ActiveRun& run = runs_[record.lease.run_id];
   run.lease = record.lease;
   run.status = record.status;
+  start_record(run, true);
   auto status = spec::run_status_from_string(record.status);
   if (status && spec::is_terminal(*status)) {
     // Its logs are delivered and its terminal status is in the outbox; the ack forgets it.
@@ -301,23 +350,29 @@ void Daemon::resume_run(const HeldRunRecord& record) {
   if (record.shim_pid && record.shim_start_time) {
     shim = executors::LaunchedShim{*record.shim_pid, *record.shim_start_time};
   }
-  offload(
-      [env = options_.runs, lease = record.lease, shim] { return reattach_run(env, lease, shim); },
-      [this, id = record.lease.run_id](Result<std::shared_ptr<StartedRun>> started) {
-        auto found = runs_.find(id);
-        if (found == runs_.end()) return;
-        ActiveRun& again = found->second;
-        if (!started.ok() && started.error().code == "NotStarted") return prepare_run(again);
-        if (!started.ok()) return conclude(again, {spec::RunStatus::Failed, started.error(), 125});
-        again.started = *started;
-        if (again.started->shim_alive) return watch_exit(again);
-        on_shim_exit(id);
-      });
+  offload([env = options_.runs, lease = record.lease, shim, container = record.container_id,
+           launching =
+               record.launching] { return reattach_run(env, lease, shim, container, launching); },
+          [this, id = record.lease.run_id, record](Result<std::shared_ptr<StartedRun>> started) {
+            auto found = runs_.find(id);
+            if (found == runs_.end()) return;
+            ActiveRun& again = found->second;
+            if (!started.ok() && started.error().code == "NotStarted") return prepare_run(again);
+            if (!started.ok() && started.error().code == docker::kDockerUnavailable)
+              return resume_later(record, started.error());
+            if (!started.ok())
+              return conclude(again, {spec::RunStatus::Failed, started.error(), 125});
+            again.started = *started;
+            if (again.started->in_container) return resume_container(again);
+            if (again.started->shim_alive) return watch_exit(again);
+            on_shim_exit(id);
+          });
 }
 
 void Daemon::maybe_lease() {
   if (!recovered_) return;
   if (stopped_ || draining_ || !identity_ || lease_in_flight_ || !unusable_reason_.empty()) return;
+  if (!docker_ready()) return;
   int slots = free_slots();
   if (slots <= 0) return;
   lease_in_flight_ = true;
@@ -348,12 +403,32 @@ void Daemon::accept_run(const LeasedRun& lease) {
   spdlog::info("run {} leased (epoch {})", lease.run_id, lease.epoch);
   ActiveRun& run = runs_[lease.run_id];
   run.lease = lease;
+  start_record(run, false);
   enter_status(run, "Preparing");
   prepare_run(run);
 }
 
+// run.json, as `amlnode run` keeps it. A run held before a restart carries on with the record it
+// had, times included.
+void Daemon::start_record(ActiveRun& run, bool resumed) {
+  const LeasedRun& lease = run.lease;
+  auto file = options_.runs.state_dir / "runs" / lease.run_id / "run.json";
+  std::optional<RunRecord> loaded;
+  if (resumed) loaded = RunRecord::load(file, options_.runs.clock);
+  if (loaded) {
+    run.record = std::make_shared<RunRecord>(std::move(*loaded));
+  } else {
+    run.record =
+        std::make_shared<RunRecord>(file, lease.run_id, lease.experiment_name, options_.runs.clock);
+    run.record->set_job_file(lease.job_file_name);
+    run.record->transition(spec::RunStatus::Queued);
+  }
+  run.record_writable = resumed;
+}
+
 // Preparation starts from an empty run folder: one an interrupted preparation left is removed.
 void Daemon::prepare_run(ActiveRun& run) {
+  run.record_writable = false;
   offload(
       [env = options_.runs, node = *identity_, lease = run.lease] {
         discard_run_folder(env, lease.run_id);
@@ -372,13 +447,17 @@ void Daemon::on_launched(const std::string& run_id, Result<std::shared_ptr<Start
     return;
   }
   ActiveRun& run = found->second;
+  run.record_writable = true;
   if (!started.ok()) {
     if (started.error().code == "StaleEpoch") return stop_run(run_id, started.error().message);
     spdlog::warn("run {} failed before it started: {}", run_id, started.error().message);
     return conclude(run, {spec::RunStatus::Failed, started.error(), 125});
   }
   run.started = *started;
+  const executors::Plan& plan = run.started->plan;
+  run.record->set_environment(executors::to_string(plan.environment_kind), plan.environment_hash);
   enter_status(run, "Running");
+  if (run.started->in_container) return launch_container(run);
   if (run.cancel_requested) cancel_run(run_id);
   watch_exit(run);
 }
@@ -436,15 +515,32 @@ void Daemon::report_terminal(ActiveRun& run) {
 void Daemon::enter_status(ActiveRun& run, const std::string& status, std::optional<int> exit_code,
                           std::optional<Error> error) {
   run.status = status;
+  notify_state();
+  std::optional<RunRecord> run_json;
+  nlohmann::json timings = nlohmann::json::object();
+  if (run.record) {
+    if (auto entered = spec::run_status_from_string(status)) run.record->transition(*entered);
+    if (exit_code) run.record->set_exit_code(*exit_code);
+    if (error) run.record->set_error(*error);
+    timings = run.record->to_json()["durations"];
+    if (run.record_writable) run_json = *run.record;
+  }
   StatusReport report{run.lease.run_id, run.lease.epoch,  status,
-                      exit_code,        std::move(error), nlohmann::json::object()};
+                      exit_code,        std::move(error), std::move(timings)};
   HeldRunRecord record{run.lease, status, {}, {}};
-  if (run.started) {
+  if (run.started && !run.started->in_container) {
     record.shim_pid = run.started->shim.pid;
     record.shim_start_time = run.started->shim.start_time;
   }
   offload_store(
-      [store = store_, report = std::move(report), record = std::move(record)]() -> Result<void> {
+      [store = store_, report = std::move(report), record = std::move(record),
+       run_json = std::move(run_json)]() -> Result<void> {
+        // run.json is for people and local tools; failing to write it does not hold the run.
+        if (run_json) {
+          auto terminal = spec::is_terminal(run_json->status());
+          if (auto written = run_json->save(terminal); !written)
+            spdlog::warn("run {}: run.json: {}", report.run_id, written.error().message);
+        }
         if (auto saved = store->save_run(record); !saved) return saved;
         auto queued = store->enqueue_status(report);
         if (!queued.ok()) return queued.error();
@@ -527,7 +623,9 @@ void Daemon::forget_run(const std::string& run_id) {
   auto found = runs_.find(run_id);
   if (found == runs_.end()) return;
   if (found->second.exit_watch) found->second.exit_watch->cancel();
+  if (found->second.container_watch) found->second.container_watch->abandon();
   runs_.erase(found);
+  notify_state();
   offload_store([store = store_, run_id] { return store->drop_run(run_id); },
                 [](Result<void> dropped) {
                   if (!dropped.ok()) spdlog::error("{}", dropped.error().message);
@@ -542,7 +640,9 @@ void Daemon::stop_run(const std::string& run_id, const std::string& reason) {
   auto found = runs_.find(run_id);
   if (found == runs_.end()) return;
   spdlog::warn("run {}: stopping it here: {}", run_id, reason);
-  if (found->second.started) {
+  if (found->second.started && found->second.started->in_container) {
+    discard_container(found->second);
+  } else if (found->second.started) {
     auto sent = executors::request_cancel(found->second.started->shim);
     if (!sent.ok()) spdlog::info("run {}: {}", run_id, sent.error().message);
   }
@@ -556,6 +656,7 @@ void Daemon::cancel_run(const std::string& run_id) {
   run.cancel_requested = true;
   if (!run.started) return;  // canceled as soon as its shim exists
   if (run.status != "CancelRequested") enter_status(run, "CancelRequested");
+  if (run.started->in_container) return cancel_container(run);
   auto sent = executors::request_cancel(run.started->shim);
   if (!sent.ok()) spdlog::info("run {}: {}", run_id, sent.error().message);
 }
@@ -564,6 +665,7 @@ void Daemon::handle_command(const Command& command) {
   if (command.type == "drain") {
     spdlog::info("the control plane asks this node to drain");
     draining_ = true;
+    notify_state();
     return;
   }
   if (command.type == "cancel") return cancel_run(command.run_id);
@@ -576,6 +678,7 @@ void Daemon::drain() {
   if (stopped_) return;
   spdlog::info("draining: no new runs; stopping once no run is held");
   draining_ = true;
+  notify_state();
   exit_when_drained_ = true;
   // The last heartbeat tells the control plane the node is leaving; once it is answered (or the
   // control plane is unreachable) and no run is held, the daemon stops.
@@ -603,11 +706,13 @@ void Daemon::finish(DaemonExit exit) {
   lease_retry_timer_.cancel();
   outbox_retry_timer_.cancel();
   log_timer_.cancel();
+  if (metrics_) metrics_->stop();
   // A long poll in flight would hold the stop up for its whole wait.
   client_->shut_down();
   // Shims go on without the agent; only the watches of them end here.
   for (auto& [id, run] : runs_) {
     if (run.exit_watch) run.exit_watch->cancel();
+    if (run.container_watch) run.container_watch->abandon();
   }
   if (exit.code != 0)
     spdlog::error("{}", exit.message);

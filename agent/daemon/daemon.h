@@ -24,11 +24,14 @@
 #include <optional>
 #include <string>
 
+#include "agent/container_run.h"
 #include "agent/daemon/control_plane_client.h"
 #include "agent/daemon/log_shipper.h"
+#include "agent/daemon/metrics_service.h"
 #include "agent/daemon/run_execution.h"
 #include "agent/daemon/settings.h"
 #include "agent/daemon/state_store.h"
+#include "agent/run_record.h"
 #include "spec/run_status.h"
 
 namespace amlnode::agent {
@@ -73,6 +76,20 @@ class Daemon {
   const std::optional<NodeIdentity>& identity() const { return identity_; }
   std::string node_state() const;
 
+  // For the service manager's STATUS= (agent/daemon/service_hooks.h); read on the io_context.
+  // `listener` is called on the io_context whenever the node's state, the runs it holds or the
+  // control plane's reachability may have changed, and once the held runs are recovered.
+  void set_state_listener(std::function<void()> listener) { state_listener_ = std::move(listener); }
+  bool recovered() const { return recovered_; }
+  std::size_t held_runs() const { return runs_.size(); }
+  const std::string& unusable_reason() const { return unusable_reason_; }
+  bool control_plane_reachable() const { return control_plane_reachable_; }
+
+  // A SIGHUP reload: takes node.run_concurrency (at most the value the daemon started with: the
+  // pool was sized for it), node.lease_wait_seconds and node.min_free_bytes from `settings`, and
+  // images and environments from `config` for runs prepared from now on. Nothing else changes.
+  void reconfigure(const AgentSettings& settings, const NodeConfig& config);
+
  private:
   // A run this node holds, from its lease until the control plane has its terminal status.
   struct ActiveRun {
@@ -80,11 +97,16 @@ class Daemon {
     std::string status = "Queued";
     std::shared_ptr<StartedRun> started;
     std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
+    std::shared_ptr<ContainerWatch> container_watch;  // Docker runs, while their container runs
     bool cancel_requested = false;
     bool concluded = false;             // its process is over; it no longer takes a slot
     bool shipping = false;              // a log delivery for it is on the pool
     bool outputs_uploaded = false;      // ./outputs reached the control plane (or never will)
     std::optional<RunOutcome> outcome;  // set once concluded; reported after the last log bytes
+    // run.json in the run folder, kept as `amlnode run` keeps it; written only while the folder
+    // is there to stay (not while a preparation may still remove and remake it).
+    std::shared_ptr<RunRecord> record;
+    bool record_writable = false;
   };
 
   // Runs `work` on the pool and `done` with its result on the io_context.
@@ -94,6 +116,7 @@ class Daemon {
   template <class Work, class Done>
   void offload_store(Work work, Done done);
 
+  void start_record(ActiveRun& run, bool resumed);
   void recover_runs();
   void on_recovered(Result<std::vector<HeldRunRecord>> held);
   void resume_run(const HeldRunRecord& record);
@@ -104,6 +127,17 @@ class Daemon {
   void on_launched(const std::string& run_id, Result<std::shared_ptr<StartedRun>> started);
   void watch_exit(ActiveRun& run);
   void on_shim_exit(const std::string& run_id);
+  // Docker runs (daemon_containers.cc).
+  void launch_container(ActiveRun& run);
+  void on_container_started(const std::string& run_id, Result<docker::ContainerInfo> container);
+  void watch_container(ActiveRun& run, const docker::ContainerInfo& container);
+  void resume_container(ActiveRun& run);
+  void resume_later(const HeldRunRecord& record, const Error& why);
+  void on_container_exit(const std::string& run_id, std::optional<executors::ExitRecord> exit);
+  void cancel_container(ActiveRun& run);
+  void discard_container(ActiveRun& run);
+  void probe_docker();
+  bool docker_ready() const;
   void conclude(ActiveRun& run, const RunOutcome& outcome);
   void ship_logs(ActiveRun& run);
   void on_logs_shipped(const std::string& run_id, Result<ShipResult> shipped, bool final,
@@ -130,6 +164,9 @@ class Daemon {
   void retry_later(std::function<void()> step);
   void finish(DaemonExit exit);
   HeartbeatReport heartbeat_report() const;
+  // The runs whose process (under its shim) is live, for the metrics samples.
+  std::vector<SampledRun> live_runs() const;
+  void notify_state();
 
   boost::asio::io_context& io_;
   DaemonOptions options_;
@@ -146,6 +183,8 @@ class Daemon {
   boost::asio::steady_timer outbox_retry_timer_;
   boost::asio::steady_timer log_timer_;
   std::function<void(DaemonExit)> on_exit_;
+  std::unique_ptr<MetricsService> metrics_;
+  std::function<void()> state_listener_;
 
   // Results posted back from the pool check this first, so none reaches a destroyed daemon.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
@@ -163,6 +202,10 @@ class Daemon {
   bool exit_when_drained_ = false;       // SIGTERM: stop once the drain is done
   bool stopped_ = false;
   std::string unusable_reason_;
+  // The last Docker health probe (nodes that run Docker jobs): "docker unavailable: ..." or "".
+  std::string docker_unusable_;
+  bool docker_probed_ = false;  // no lease before the first probe has answered
+  bool docker_probe_in_flight_ = false;
 };
 
 }  // namespace amlnode::agent

@@ -10,6 +10,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/http/span_body.hpp>
 #include <boost/beast/ssl.hpp>
 #include <mutex>
 
@@ -144,8 +145,11 @@ class StreamConnection final : public Connection {
     return ok();
   }
 
+  // The body is sent from the request's own buffer (a span, not a copy): log chunks are up to
+  // 4 MiB, and copying each one again would cost as much as reading it from the file.
   Result<void> send(const HttpRequest& request, const std::string& target) {
-    http::request<http::string_body> message{http::string_to_verb(request.method), target, 11};
+    http::request<http::span_body<const char>> message{http::string_to_verb(request.method), target,
+                                                       11};
     message.set(http::field::host, endpoint_.host);
     message.set(http::field::user_agent, "amlnode-agent");
     if (!request.bearer_token.empty()) {
@@ -153,7 +157,8 @@ class StreamConnection final : public Connection {
     }
     for (const auto& [name, value] : request.headers) message.set(name, value);
     if (!request.content_type.empty()) message.set(http::field::content_type, request.content_type);
-    message.body() = request.body;
+    std::string_view body = request.borrowed_body.empty() ? request.body : request.borrowed_body;
+    message.body() = {body.data(), body.size()};
     message.prepare_payload();
     beast::error_code ec;
     http::async_write(stream_, message, [&](beast::error_code e, std::size_t) { ec = e; });

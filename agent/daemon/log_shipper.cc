@@ -28,7 +28,9 @@ std::vector<std::pair<std::string, fs::path>> run_streams(const fs::path& run_di
     for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
       // Links are not followed: a run must not make the agent ship files outside its folder.
       if (it->is_symlink(ec) || !it->is_regular_file(ec)) continue;
-      streams.emplace_back(prefix + fs::relative(it->path(), folder, ec).generic_string(),
+      // Lexically: the iterator's paths all start with `folder`, and fs::relative would resolve
+      // both paths through the file system (a readlink per component, every tick).
+      streams.emplace_back(prefix + it->path().lexically_relative(folder).generic_string(),
                            it->path());
     }
     ec.clear();
@@ -36,44 +38,67 @@ std::vector<std::pair<std::string, fs::path>> run_streams(const fs::path& run_di
   return streams;
 }
 
-// Reads up to `max` bytes of `file` from `offset`; "" at the end.
-Result<std::string> read_chunk(const fs::path& file, std::uint64_t offset, std::size_t max) {
+// Reads up to `max` bytes of `file` from `offset` into the start of `buffer`; returns how many
+// (0 at the end). The buffer is reused for every chunk of a delivery and only ever grows: a fresh
+// 4 MiB allocation per chunk would be a fresh mapping whose pages the kernel zeroes on first
+// touch, which costs more than the read itself.
+Result<std::size_t> read_chunk(const fs::path& file, std::uint64_t offset, std::size_t max,
+                               std::string& buffer) {
   int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Error{"LogReadFailed", file.string() + ": " + std::strerror(errno)};
-  std::string chunk(max, '\0');
+  if (buffer.size() < max) buffer.resize(max);
+  char* chunk = buffer.data();
   std::size_t got = 0;
   while (got < max) {
-    ssize_t n = ::pread(fd, chunk.data() + got, max - got, static_cast<off_t>(offset + got));
+    ssize_t n = ::pread(fd, chunk + got, max - got, static_cast<off_t>(offset + got));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     got += static_cast<std::size_t>(n);
   }
   ::close(fd);
-  chunk.resize(got);
-  return chunk;
+  return got;
 }
 
 // Delivers one stream from `cursor` up to the file's length at the start; updates `cursor`.
+// The cursor is stored when the stream is caught up, when a call fails, and every
+// kCursorSaveBytes in between, not after every chunk: a state store write waits for an fsync,
+// which would cost a large share of each chunk's time. A cursor stored behind the server's length
+// only makes the node resend bytes the server skips, so a crash costs at most that much resending.
 Result<void> ship_stream(ControlPlaneClient& client, StateStore& store, const NodeIdentity& node,
                          const std::string& run_id, std::int64_t epoch, const std::string& stream,
-                         const fs::path& file, std::uint64_t& cursor) {
+                         const fs::path& file, std::uint64_t& cursor, std::string& buffer) {
   std::error_code ec;
   std::uint64_t size = fs::file_size(file, ec);
   if (ec) return ok();  // gone meanwhile: nothing to send
+  std::uint64_t saved = cursor;
+  auto save = [&]() -> Result<void> {
+    if (cursor == saved) return ok();
+    saved = cursor;
+    return store.save_log_cursor(run_id, stream, cursor);
+  };
   while (cursor < size) {
-    auto chunk =
-        read_chunk(file, cursor,
-                   static_cast<std::size_t>(std::min<std::uint64_t>(size - cursor, kMaxLogChunk)));
-    if (!chunk.ok()) return chunk.error();
-    if (chunk->empty()) return ok();  // truncated meanwhile
-    auto appended = client.append_log(node, run_id, epoch, stream, cursor, std::move(*chunk));
-    if (!appended.ok()) return appended.error();
+    auto got = read_chunk(
+        file, cursor,
+        static_cast<std::size_t>(std::min<std::uint64_t>(size - cursor, kMaxLogChunk)), buffer);
+    if (!got.ok()) {
+      (void)save();
+      return got.error();
+    }
+    if (*got == 0) break;  // truncated meanwhile
+    auto appended = client.append_log(node, run_id, epoch, stream, cursor,
+                                      std::string_view(buffer.data(), *got));
+    if (!appended.ok()) {
+      (void)save();
+      return appended.error();
+    }
     // Accepted or not, the server's length is where the next chunk starts: past what it has
     // (a lost answer) it skips, short of it (a gap) it asks for the rest.
     cursor = appended->server_length;
-    if (auto saved = store.save_log_cursor(run_id, stream, cursor); !saved) return saved;
+    if (cursor >= saved + kCursorSaveBytes) {
+      if (auto stored = save(); !stored) return stored;
+    }
   }
-  return ok();
+  return save();
 }
 
 }  // namespace
@@ -83,9 +108,11 @@ Result<ShipResult> ship_run_logs(ControlPlaneClient& client, StateStore& store,
                                  std::int64_t epoch, const fs::path& run_dir) {
   auto cursors = store.log_cursors(run_id);
   if (!cursors.ok()) return cursors.error();
+  std::string buffer;  // one buffer for every chunk of this delivery
   for (const auto& [stream, file] : run_streams(run_dir)) {
     std::uint64_t& cursor = (*cursors)[stream];
-    if (auto shipped = ship_stream(client, store, node, run_id, epoch, stream, file, cursor);
+    if (auto shipped =
+            ship_stream(client, store, node, run_id, epoch, stream, file, cursor, buffer);
         !shipped) {
       return shipped.error();
     }

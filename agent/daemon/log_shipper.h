@@ -6,7 +6,8 @@
 //
 // Streams: user_logs/std_log.txt (and std_log_process_N.txt), system_logs/<path>, and the run's
 // ./logs as logs/<path>. A cursor moves only to a length the server answered, so a chunk whose
-// answer was lost is resent and the server skips what it already has.
+// answer was lost is resent and the server skips what it already has. The cursor is stored once
+// a stream is caught up, and every kCursorSaveBytes during a long burst.
 //
 // Memory: one chunk buffer of at most kMaxLogChunk bytes per call.
 
@@ -21,6 +22,9 @@ namespace amlnode::agent {
 
 // Bytes per request: large enough to amortise a round trip, under the server's 8 MiB limit.
 inline constexpr std::size_t kMaxLogChunk = 4 << 20;
+// How far a stream's stored cursor may fall behind what the server acknowledged while a burst is
+// being delivered: the most a crash of the agent makes it resend (the server skips those bytes).
+inline constexpr std::uint64_t kCursorSaveBytes = 64 << 20;
 
 struct ShipResult {
   bool caught_up = false;  // every stream was delivered up to the length its file had

@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "agent/daemon/container_runs.h"
+#include "agent/daemon/launch_recovery.h"
 #include "common/fs.h"
 #include "executors/archive.h"
 #include "spec/load.h"
@@ -76,19 +78,22 @@ Result<std::shared_ptr<StartedRun>> prepare_and_launch(const RunEnvironment& env
       plan_context(env.config, env.state_dir, lease.run_id, env.kill_grace_seconds, *environments));
   executors::Plan& plan = started->plan;
   if (plan.cannot_run) return *plan.cannot_run;
-  if (plan.environment_kind == executors::EnvironmentKind::Docker) {
-    return Error{"NotSupported",
-                 "Docker runs are not run by the agent yet; run this job with amlnode run"};
-  }
   if (auto staged = make_outputs_and_stage_inputs(plan, log); !staged.ok()) return staged.error();
+  if (plan.environment_kind == executors::EnvironmentKind::Docker)
+    return prepare_container_run(env, *job, started, log);
   if (plan.python_environment) {
     auto prepared = prepare_python_environment(plan, *environments, env.clock, log, nullptr);
     if (!prepared.ok()) return prepared.error();
     started->environment = std::move(prepared.value());
   }
+  if (env.before_launch) {
+    if (auto marked = env.before_launch(lease); !marked.ok()) return marked.error();
+  }
+  test_hook_crash_at("after-launch-marker");
   auto shim = env.launcher->launch(shim_launch_spec(plan), run_dir / "launch.json",
                                    run_dir / "system_logs" / "shim.txt");
   if (!shim.ok()) return shim.error();
+  test_hook_crash_at("after-launch");
   log.line("started: " + argv_text(plan));
   started->shim = *shim;
   return started;
@@ -106,15 +111,38 @@ std::optional<executors::LaunchedShim> shim_from_state_file(const fs::path& run_
                                  state["shim_start_time"].get<unsigned long long>()};
 }
 
+// The plan of a run whose snapshot is in wd/ already: resolution is deterministic from the lease.
+Result<executors::Plan> leased_plan(const RunEnvironment& env, const LeasedRun& lease,
+                                    const fs::path& run_dir) {
+  auto job = load_job(lease, run_dir / "wd");
+  if (!job.ok()) return job.error();
+  auto environments = environment_config(env.config, env.state_dir);
+  if (!environments.ok()) return environments.error();
+  return executors::resolve_plan(*job, plan_context(env.config, env.state_dir, lease.run_id,
+                                                    env.kill_grace_seconds, *environments));
+}
+
 }  // namespace
 
-Result<std::shared_ptr<StartedRun>> reattach_run(
-    const RunEnvironment& env, const LeasedRun& lease,
-    std::optional<executors::LaunchedShim> stored_shim) {
+Result<std::shared_ptr<StartedRun>> reattach_run(const RunEnvironment& env, const LeasedRun& lease,
+                                                 std::optional<executors::LaunchedShim> stored_shim,
+                                                 std::optional<std::string> stored_container,
+                                                 bool launching) {
   fs::path run_dir = env.state_dir / "runs" / lease.run_id;
+  if (!stored_shim) {
+    auto container = reattach_container_run(env, lease, stored_container,
+                                            [&] { return leased_plan(env, lease, run_dir); });
+    if (!container.ok() || *container) return container;
+  }
   std::error_code ec;
   bool exited = fs::exists(run_dir / "exit.json", ec);
   auto shim = stored_shim ? stored_shim : shim_from_state_file(run_dir);
+  if (!shim && launching) shim = find_shim_process(run_dir / "launch.json");
+  if (!shim && !exited && launching) {
+    return Error{"LaunchInterrupted",
+                 "the agent stopped while starting the run's process, and no trace of that "
+                 "process is left; the run is not started again, since it may have run"};
+  }
   if (!shim && !exited)
     return Error{"NotStarted", "run " + lease.run_id + " never started a process"};
   auto job = load_job(lease, run_dir / "wd");
@@ -127,10 +155,11 @@ Result<std::shared_ptr<StartedRun>> reattach_run(
       plan_context(env.config, env.state_dir, lease.run_id, env.kill_grace_seconds, *environments));
   if (shim) started->shim = *shim;
   started->shim_alive = shim && executors::is_same_process(shim->pid, shim->start_time);
-  SystemLog(run_dir / "system_logs" / "lifecycle.txt", env.clock)
-      .line(started->shim_alive
-                ? "agent restarted: re-attached to shim " + std::to_string(shim->pid)
-                : "agent restarted: the run's process had ended");
+  SystemLog log(run_dir / "system_logs" / "lifecycle.txt", env.clock);
+  log.line(started->shim_alive ? "agent restarted: re-attached to shim " + std::to_string(shim->pid)
+                               : "agent restarted: the run's process had ended");
+  if (started->shim_alive)
+    started->environment = retake_environment_lease(started->plan, *environments, log);
   return started;
 }
 
@@ -149,6 +178,19 @@ RunOutcome finalize_run(const RunEnvironment& env, const executors::Plan& plan) 
   return outcome;
 }
 
+namespace {
+
+// The archive of an empty ./outputs (most runs write nothing there) is the same few bytes every
+// time: packed once, in memory, instead of walking, writing, syncing and reading back a file for
+// each run.
+const Result<executors::PackedArchive>& empty_outputs_archive() {
+  static const Result<executors::PackedArchive> archive =
+      executors::pack_snapshot_to_memory({}, {}, 1 << 20);
+  return archive;
+}
+
+}  // namespace
+
 Result<void> upload_run_outputs(const RunEnvironment& env, const NodeIdentity& node,
                                 const LeasedRun& lease) {
   fs::path run_dir = env.state_dir / "runs" / lease.run_id;
@@ -156,10 +198,13 @@ Result<void> upload_run_outputs(const RunEnvironment& env, const NodeIdentity& n
   if (!fs::is_directory(run_dir / "wd" / "outputs", ec)) return ok();  // never started
   SystemLog log(run_dir / "system_logs" / "lifecycle.txt", env.clock);
   fs::path archive = run_dir / "outputs.tar.gz";
-  auto packed = executors::pack_directory(run_dir / "wd" / "outputs", archive);
-  auto bytes =
-      packed.ok() ? read_file(archive, kMaxOutputsArchive) : Result<std::string>(packed.error());
-  fs::remove(archive, ec);
+  bool empty = fs::is_empty(run_dir / "wd" / "outputs", ec) && !ec && empty_outputs_archive().ok();
+  auto packed = empty ? Result<executors::ArchiveStats>(empty_outputs_archive()->stats)
+                      : executors::pack_directory(run_dir / "wd" / "outputs", archive);
+  auto bytes = empty         ? Result<std::string>(empty_outputs_archive()->data)
+               : packed.ok() ? read_file(archive, kMaxOutputsArchive)
+                             : Result<std::string>(packed.error());
+  if (!empty) fs::remove(archive, ec);
   if (!bytes.ok()) {
     log.line("outputs not uploaded: " + bytes.error().message);
     return ok();

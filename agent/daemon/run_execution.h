@@ -6,6 +6,7 @@
 // as `amlnode run` (agent/run_steps.h).
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -13,6 +14,7 @@
 #include "agent/daemon/control_plane_client.h"
 #include "agent/run_steps.h"
 #include "common/clock.h"
+#include "docker/runtime.h"
 #include "executors/shim/launcher.h"
 
 namespace amlnode::agent {
@@ -24,6 +26,13 @@ struct RunEnvironment {
   std::shared_ptr<Clock> clock;
   std::shared_ptr<executors::ProcessLauncher> launcher;
   std::shared_ptr<ControlPlaneClient> client;
+  // Called on the preparing thread just before the shim is started; it must record durably that
+  // the run is being launched (StateStore::mark_launching), so that a restart before the shim's
+  // pid is stored never launches the process a second time. An error fails the run.
+  std::function<Result<void>(const LeasedRun&)> before_launch;
+  // Set when the node runs Docker jobs (docker_enabled); Docker jobs fail NotSupported without.
+  std::shared_ptr<docker::ContainerRuntime> docker;
+  docker::DockerRuntimeConfig docker_config;
 };
 
 // A run whose process is under its shim.
@@ -33,6 +42,11 @@ struct StartedRun {
   // Holds the environment cache's lease while the run uses it.
   std::optional<executors::environments::PreparedEnvironment> environment;
   bool shim_alive = true;  // false for a re-attached run whose shim has ended meanwhile
+  // Docker runs have no shim: the container to create, or the one found again after a restart
+  // (unset when it had ended and been removed: exit.json tells the outcome).
+  bool in_container = false;
+  std::optional<docker::ContainerSpec> container_spec;
+  std::optional<docker::ContainerInfo> container;
 };
 
 // Everything up to the shim's launch. Errors carry the code the run fails with (InvalidJob,
@@ -46,9 +60,16 @@ Result<std::shared_ptr<StartedRun>> prepare_and_launch(const RunEnvironment& env
 // deterministic from the lease and the snapshot already in wd/), and its shim, found by the pid
 // and start time stored (or, when the agent stopped before storing them, by the shim's own
 // shim.json). "NotStarted" when no shim was ever started: the caller prepares the run afresh.
+// Docker runs are found by the container id stored, else by their amlnode.run_id label;
+// "DockerUnavailable" when Docker cannot say (the caller tries again later).
+// When `launching` (the launch was recorded before the agent stopped) and neither the store nor
+// shim.json names the shim, it is looked for among the processes by its launch file; if it is not
+// there and left no exit.json, the error is "LaunchInterrupted": the run fails rather than risk
+// running its process twice. A re-attached conda / pip run takes its environment lease again.
 Result<std::shared_ptr<StartedRun>> reattach_run(
     const RunEnvironment& env, const LeasedRun& lease,
-    std::optional<executors::LaunchedShim> stored_shim);
+    std::optional<executors::LaunchedShim> stored_shim,
+    std::optional<std::string> stored_container = std::nullopt, bool launching = false);
 
 // Removes what an interrupted preparation left in the run folder, so it can start over.
 void discard_run_folder(const RunEnvironment& env, const std::string& run_id);

@@ -62,6 +62,24 @@ Result<void> read_node(const json& section, const std::string& where, AgentSetti
   return ok();
 }
 
+Result<void> read_metrics(const json& section, const std::string& where, MetricsSettings& out) {
+  int interval = static_cast<int>(out.interval.count());
+  std::string listen = "127.0.0.1:9108";
+  bool allow_public = false;
+  if (auto read = read_key(section, "interval_seconds", where, interval); !read) return read;
+  if (auto read = read_key(section, "listen", where, listen); !read) return read;
+  if (auto read = read_key(section, "allow_public", where, allow_public); !read) return read;
+  if (interval < 1 || interval > 3600)
+    return Error{"InvalidConfig", where + "interval_seconds: expected 1 to 3600"};
+  out.interval = std::chrono::seconds(interval);
+  out.listen.reset();
+  if (listen.empty()) return ok();
+  auto address = metrics::parse_listen_address(listen, allow_public, where + "listen");
+  if (!address.ok()) return address.error();
+  out.listen = *address;
+  return ok();
+}
+
 }  // namespace
 
 Result<AgentSettings> read_agent_settings(const NodeConfig& config) {
@@ -72,6 +90,8 @@ Result<AgentSettings> read_agent_settings(const NodeConfig& config) {
     return read.error();
   }
   if (auto read = read_node(config.node, file + ": node.", settings); !read) return read.error();
+  if (auto read = read_metrics(config.metrics, file + ": metrics.", settings.metrics); !read)
+    return read.error();
   return settings;
 }
 

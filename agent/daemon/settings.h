@@ -24,8 +24,19 @@
 #include "agent/config.h"
 #include "agent/daemon/http_client.h"
 #include "common/result.h"
+#include "metrics/http_endpoint.h"
 
 namespace amlnode::agent {
+
+// The `metrics` section (docs/metrics.md):
+//   metrics:
+//     interval_seconds: 10        # node and run samples (1 to 3600)
+//     listen: 127.0.0.1:9108      # /metrics; "" turns the endpoint off
+//     allow_public: false         # a non-loopback listen address is refused without it
+struct MetricsSettings {
+  std::chrono::seconds interval{10};
+  std::optional<metrics::ListenAddress> listen = metrics::ListenAddress{"127.0.0.1", 9108, true};
+};
 
 struct AgentSettings {
   HttpEndpoint endpoint;
@@ -38,6 +49,7 @@ struct AgentSettings {
   std::chrono::seconds lease_wait{20};
   // Below this much free space in the state dir the node reports `unusable` and takes no runs.
   std::uint64_t min_free_bytes = 512ull << 20;
+  MetricsSettings metrics;
 };
 
 // Errors name the file and the key ("InvalidConfig").

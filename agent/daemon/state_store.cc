@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,7 +28,16 @@ CREATE TABLE IF NOT EXISTS runs (
   job_file_name TEXT NOT NULL,
   status TEXT NOT NULL,
   shim_pid INTEGER,
-  shim_start_time INTEGER
+  shim_start_time INTEGER,
+  launching INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS registration (
+  singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+  registration_key TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_containers (
+  run_id TEXT PRIMARY KEY,
+  container_id TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS log_cursors (
   run_id TEXT NOT NULL,
@@ -94,6 +104,63 @@ Result<void> create_private_file(const std::filesystem::path& file) {
   return ok();
 }
 
+// `bytes` bytes from the kernel's CSPRNG, in hex.
+Result<std::string> random_hex(std::size_t bytes) {
+  std::string raw(bytes, '\0');
+  std::size_t got = 0;
+  while (got < bytes) {
+    ssize_t n = ::getrandom(raw.data() + got, bytes - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Error{"StateStoreError", std::string("getrandom: ") + std::strerror(errno)};
+    got += static_cast<std::size_t>(n);
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : raw) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 15]);
+  }
+  return out;
+}
+
+// Columns added after a state dir may have been made: an older agent.db gains them.
+Result<void> add_missing_columns(sqlite3* db, const std::filesystem::path& file) {
+  Statement query;
+  if (sqlite3_prepare_v2(db, "SELECT launching FROM runs LIMIT 0", -1, &query.stmt, nullptr) ==
+      SQLITE_OK) {
+    return ok();
+  }
+  char* message = nullptr;
+  if (sqlite3_exec(db, "ALTER TABLE runs ADD COLUMN launching INTEGER NOT NULL DEFAULT 0", nullptr,
+                   nullptr, &message) != SQLITE_OK) {
+    Error error{"StateStoreError", file.string() + ": " + (message ? message : "upgrade failed")};
+    sqlite3_free(message);
+    return error;
+  }
+  return ok();
+}
+
+// Within its scope, commits do not wait for an fsync of their own (synchronous=NORMAL instead of
+// FULL). In WAL mode such a commit survives a crash of this process at once, and reaches the disk
+// with the next durable commit or checkpoint; only a power cut before that can take it back. Used
+// for the writes that a power cut may undo without harm (docs/agent.md, "Identity and state"):
+// log cursors (a cursor behind the control plane resends bytes the server skips), status
+// acknowledgements (a status sent again is idempotent), dropping a finished run (the control
+// plane tells the node to stop a run it still lists, and the node drops it again), and a run's
+// record, which the daemon always follows with a synced outbox write that makes both durable.
+class RelaxedSync {
+ public:
+  explicit RelaxedSync(sqlite3* db) : db_(db) {
+    sqlite3_exec(db_, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr);
+  }
+  ~RelaxedSync() { sqlite3_exec(db_, "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr); }
+  RelaxedSync(const RelaxedSync&) = delete;
+  RelaxedSync& operator=(const RelaxedSync&) = delete;
+
+ private:
+  sqlite3* db_;
+};
+
 class SqliteStateStore final : public StateStore {
  public:
   explicit SqliteStateStore(sqlite3* db) : db_(db) {}
@@ -130,14 +197,53 @@ class SqliteStateStore final : public StateStore {
     return ok();
   }
 
-  Result<void> save_run(const HeldRunRecord& run) override {
+  Result<std::string> registration_key() override {
     std::lock_guard lock(mutex_);
+    Statement query;
+    if (sqlite3_prepare_v2(db_, "SELECT registration_key FROM registration WHERE singleton = 1", -1,
+                           &query.stmt, nullptr) != SQLITE_OK) {
+      return store_error(db_, "reading the registration key");
+    }
+    int step = sqlite3_step(query.stmt);
+    if (step == SQLITE_ROW) return std::string(column_text(query.stmt, 0));
+    if (step != SQLITE_DONE) return store_error(db_, "reading the registration key");
+    auto key = random_hex(32);
+    if (!key.ok()) return key.error();
     Statement insert;
-    if (sqlite3_prepare_v2(
-            db_,
-            "INSERT OR REPLACE INTO runs (run_id, epoch, experiment_name, job_text, job_file_name, "
-            "status, shim_pid, shim_start_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            -1, &insert.stmt, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db_,
+                           "INSERT INTO registration (singleton, registration_key) VALUES (1, ?)",
+                           -1, &insert.stmt, nullptr) != SQLITE_OK) {
+      return store_error(db_, "storing the registration key");
+    }
+    sqlite3_bind_text(insert.stmt, 1, key->c_str(), -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(insert.stmt) != SQLITE_DONE)
+      return store_error(db_, "storing the registration key");
+    return key;
+  }
+
+  Result<void> save_run(const HeldRunRecord& run) override {
+    return write_run(run, /*synced=*/false,
+                     "INSERT INTO runs (run_id, epoch, experiment_name, job_text, job_file_name, "
+                     "status, shim_pid, shim_start_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                     "ON CONFLICT(run_id) DO UPDATE SET epoch = ?2, experiment_name = ?3, "
+                     "job_text = ?4, job_file_name = ?5, status = ?6, shim_pid = ?7, "
+                     "shim_start_time = ?8");
+  }
+
+  Result<void> mark_launching(const HeldRunRecord& run) override {
+    return write_run(run, /*synced=*/true,
+                     "INSERT INTO runs (run_id, epoch, experiment_name, job_text, job_file_name, "
+                     "status, shim_pid, shim_start_time, launching) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) "
+                     "ON CONFLICT(run_id) DO UPDATE SET launching = 1");
+  }
+
+  Result<void> write_run(const HeldRunRecord& run, bool synced, const char* sql) {
+    std::lock_guard lock(mutex_);
+    std::optional<RelaxedSync> relaxed;
+    if (!synced) relaxed.emplace(db_);
+    Statement insert;
+    if (sqlite3_prepare_v2(db_, sql, -1, &insert.stmt, nullptr) != SQLITE_OK) {
       return store_error(db_, "storing run " + run.lease.run_id);
     }
     sqlite3_bind_text(insert.stmt, 1, run.lease.run_id.c_str(), -1, SQLITE_TRANSIENT);
@@ -159,8 +265,9 @@ class SqliteStateStore final : public StateStore {
     Statement query;
     if (sqlite3_prepare_v2(
             db_,
-            "SELECT run_id, epoch, experiment_name, job_text, job_file_name, status, shim_pid, "
-            "shim_start_time FROM runs ORDER BY run_id",
+            "SELECT runs.run_id, epoch, experiment_name, job_text, job_file_name, status, "
+            "shim_pid, shim_start_time, container_id, launching FROM runs LEFT JOIN run_containers "
+            "ON runs.run_id = run_containers.run_id ORDER BY runs.run_id",
             -1, &query.stmt, nullptr) != SQLITE_OK) {
       return store_error(db_, "reading the held runs");
     }
@@ -177,17 +284,49 @@ class SqliteStateStore final : public StateStore {
       if (sqlite3_column_type(query.stmt, 7) != SQLITE_NULL) {
         run.shim_start_time = static_cast<unsigned long long>(sqlite3_column_int64(query.stmt, 7));
       }
+      if (sqlite3_column_type(query.stmt, 8) != SQLITE_NULL)
+        run.container_id = column_text(query.stmt, 8);
+      run.launching = sqlite3_column_int(query.stmt, 9) != 0;
       runs.push_back(std::move(run));
     }
     if (step != SQLITE_DONE) return store_error(db_, "reading the held runs");
     return runs;
   }
 
+  Result<void> save_container_id(const std::string& run_id,
+                                 const std::string& container_id) override {
+    std::lock_guard lock(mutex_);
+    Statement insert;
+    if (sqlite3_prepare_v2(db_,
+                           "INSERT OR REPLACE INTO run_containers (run_id, container_id) "
+                           "VALUES (?, ?)",
+                           -1, &insert.stmt, nullptr) != SQLITE_OK) {
+      return store_error(db_, "storing the container of run " + run_id);
+    }
+    sqlite3_bind_text(insert.stmt, 1, run_id.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(insert.stmt, 2, container_id.c_str(), -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(insert.stmt) != SQLITE_DONE)
+      return store_error(db_, "storing the container of run " + run_id);
+    return ok();
+  }
+
+  // One transaction for the four tables, so dropping a run costs one commit.
   Result<void> drop_run(const std::string& run_id) override {
     std::lock_guard lock(mutex_);
+    RelaxedSync relaxed(db_);
+    if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
+      return store_error(db_, "dropping run " + run_id);
+    auto dropped = delete_run_rows(run_id);
+    const char* end = dropped.ok() ? "COMMIT" : "ROLLBACK";
+    if (sqlite3_exec(db_, end, nullptr, nullptr, nullptr) != SQLITE_OK && dropped.ok())
+      return store_error(db_, "dropping run " + run_id);
+    return dropped;
+  }
+
+  Result<void> delete_run_rows(const std::string& run_id) {
     for (const char* sql :
-         {"DELETE FROM runs WHERE run_id = ?", "DELETE FROM outbox WHERE run_id = ?",
-          "DELETE FROM log_cursors WHERE run_id = ?"}) {
+         {"DELETE FROM runs WHERE run_id = ?", "DELETE FROM run_containers WHERE run_id = ?",
+          "DELETE FROM outbox WHERE run_id = ?", "DELETE FROM log_cursors WHERE run_id = ?"}) {
       Statement remove;
       if (sqlite3_prepare_v2(db_, sql, -1, &remove.stmt, nullptr) != SQLITE_OK) {
         return store_error(db_, "dropping run " + run_id);
@@ -220,6 +359,7 @@ class SqliteStateStore final : public StateStore {
   Result<void> save_log_cursor(const std::string& run_id, const std::string& stream,
                                std::uint64_t offset) override {
     std::lock_guard lock(mutex_);
+    RelaxedSync relaxed(db_);
     Statement insert;
     if (sqlite3_prepare_v2(
             db_, "INSERT OR REPLACE INTO log_cursors (run_id, stream, offset) VALUES (?, ?, ?)", -1,
@@ -270,6 +410,7 @@ class SqliteStateStore final : public StateStore {
 
   Result<void> acknowledge_status(std::int64_t seq) override {
     std::lock_guard lock(mutex_);
+    RelaxedSync relaxed(db_);
     Statement remove;
     if (sqlite3_prepare_v2(db_, "DELETE FROM outbox WHERE seq = ?", -1, &remove.stmt, nullptr) !=
         SQLITE_OK) {
@@ -311,6 +452,10 @@ Result<std::unique_ptr<StateStore>> open_sqlite_state_store(
     sqlite3_free(message);
     sqlite3_close_v2(db);
     return error;
+  }
+  if (auto upgraded = add_missing_columns(db, file); !upgraded) {
+    sqlite3_close_v2(db);
+    return upgraded.error();
   }
   return std::unique_ptr<StateStore>(std::make_unique<SqliteStateStore>(db));
 }

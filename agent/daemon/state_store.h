@@ -4,7 +4,10 @@
 // token). Everything the daemon needs to carry on after SIGKILL lives here: the node identity now;
 // runs held, log cursors and the status outbox as the daemon grows them.
 //
-// Writes are synchronous (WAL, synchronous=FULL): a call that returned has reached the disk. The
+// Writes are synchronous (WAL, synchronous=FULL): a call that returned has reached the disk,
+// except the four marked "not synced" below, whose commits survive a crash of the agent at once
+// but reach the disk only with the next synced write (a power cut may undo them, harmlessly). A
+// run's status goes through save_run and then enqueue_status, so one fsync covers both. The
 // daemon calls the store from its worker pool, never from the event loop thread, because a write
 // can stall on a slow disk.
 
@@ -27,6 +30,11 @@ struct HeldRunRecord {
   std::string status;  // the last status the node entered (Queued ... a terminal one)
   std::optional<int> shim_pid;
   std::optional<unsigned long long> shim_start_time;
+  // Set (durably) just before the run's shim is started, and never cleared while the run is held:
+  // a restarted agent that finds it, and neither a stored pid nor the shim, must not start the
+  // process again.
+  bool launching = false;
+  std::optional<std::string> container_id = std::nullopt;  // Docker runs, once created
 };
 
 // A status report waiting for the control plane's acknowledgement, in the order it was made.
@@ -42,14 +50,30 @@ class StateStore {
   virtual Result<std::optional<NodeIdentity>> load_identity() = 0;
   // Stores the identity; a node has one, so this replaces any earlier one.
   virtual Result<void> save_identity(const NodeIdentity& identity) = 0;
+  // The node's registration key: made (64 random hex digits) and stored on the first call, the
+  // same on every later one. It is stored before the node registers, so a registration whose
+  // answer was lost can be repeated with it (docs/protocol.md).
+  virtual Result<std::string> registration_key() = 0;
 
-  // Inserts or replaces a held run.
+  // Inserts or updates a held run; its `launching` mark is left as it is (see mark_launching).
+  // Not synced: the daemon follows it with enqueue_status, whose fsync makes both durable.
   virtual Result<void> save_run(const HeldRunRecord& run) = 0;
+  // Sets the run's `launching` mark, inserting the run (with the given record) if it is not
+  // stored yet. Called from the thread that starts the shim, so it may overtake the save_run of
+  // the run's first status; neither write undoes the other.
+  virtual Result<void> mark_launching(const HeldRunRecord& run) = 0;
   virtual Result<std::vector<HeldRunRecord>> load_runs() = 0;
-  // Forgets a run, its log cursors and its pending status reports.
+  // The container of a Docker run, stored as soon as it is created (save_run leaves it alone).
+  virtual Result<void> save_container_id(const std::string& run_id,
+                                         const std::string& container_id) = 0;
+  // Forgets a run, its container id, its log cursors and its pending status reports. Not synced:
+  // a run dropped once its terminal status was acknowledged, if a power cut brings it back, is
+  // named in the next heartbeat and stopped (dropped again) by the control plane's answer.
   virtual Result<void> drop_run(const std::string& run_id) = 0;
 
-  // Log cursors: how many bytes of each stream of a run the control plane has acknowledged.
+  // Log cursors: how many bytes of each stream of a run the control plane has acknowledged. Not
+  // synced: a cursor behind the control plane's length only makes the node resend bytes the
+  // server skips.
   virtual Result<std::map<std::string, std::uint64_t>> log_cursors(const std::string& run_id) = 0;
   virtual Result<void> save_log_cursor(const std::string& run_id, const std::string& stream,
                                        std::uint64_t offset) = 0;
@@ -58,6 +82,7 @@ class StateStore {
   // agent or an outage of the control plane. Bounded by the runs held: a run adds a handful.
   virtual Result<std::int64_t> enqueue_status(const StatusReport& report) = 0;
   virtual Result<std::vector<OutboxEntry>> pending_statuses() = 0;
+  // Not synced: an acknowledged status sent again is acknowledged again (status is idempotent).
   virtual Result<void> acknowledge_status(std::int64_t seq) = 0;
 };
 

@@ -60,8 +60,10 @@ class ShimLauncher final : public ProcessLauncher {
 
   Result<LaunchedShim> launch(const LaunchSpec& spec, const std::filesystem::path& launch_file,
                               const std::filesystem::path& shim_log) override {
-    // The launch file holds the job's whole environment, which may carry secrets: owner only.
-    auto written = write_file_atomically(launch_file, launch_spec_to_json(spec), true, 0600);
+    // The launch file holds the job's whole environment, which may carry secrets: owner only. It
+    // is not synced: only the shim started right below reads it, and a machine that crashes before
+    // it reached the disk has no shim left that could.
+    auto written = write_file_atomically(launch_file, launch_spec_to_json(spec), false, 0600);
     if (!written.ok()) return written.error();
 
     Fd log(::open(shim_log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));

@@ -125,8 +125,10 @@ void Supervisor::write_state(pid_t child, long long started_at_ms) {
   state.child_pid = child;
   state.started_at_ms = started_at_ms;
   // A missing shim.json costs a restarted parent its way back to this run, not the run itself, so
-  // the run goes on; the caller still has the pid and, in the end, exit.json.
-  auto written = write_file_atomically(spec_.state_path, shim_state_to_json(state));
+  // the run goes on; the caller still has the pid and, in the end, exit.json. It is not synced:
+  // the pids in it mean something only while this boot lasts, and the page cache outlives any
+  // process crash, so a sync would only delay the shim's first look at its child.
+  auto written = write_file_atomically(spec_.state_path, shim_state_to_json(state), false);
   if (!written.ok()) say("cannot write the state file: %s", written.error().message.c_str());
 }
 

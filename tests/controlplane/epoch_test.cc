@@ -58,8 +58,86 @@ TEST_CASE("a lost node's run is requeued with a new epoch and the old epoch is s
   CHECK(a.status(run_id, 2, "Completed").status == 409);
 
   CHECK(server.run(run_id)["status"] == "Running");
-  // The log goes on from where it was: the restarted run appends.
-  CHECK(b.append(run_id, "user_logs/std_log.txt", 10, 2, "epoch two\n").json()["length"] == 20);
+  // The restarted run's log starts again at 0, as its file on the new node does.
+  CHECK(b.append(run_id, "user_logs/std_log.txt", 0, 2, "epoch two\n").json()["length"] == 10);
+}
+
+namespace {
+
+std::string read_log(TestServer& server, const std::string& run_id, const std::string& query) {
+  auto response = server.user().get(
+      "/v1/runs/" + run_id + "/logs/user_logs/std_log.txt?offset=0" + query, server.user_token());
+  REQUIRE(response.status == 200);
+  return response.body;
+}
+
+}  // namespace
+
+TEST_CASE("a requeued run's new attempt logs from 0 and the earlier attempt stays readable",
+          "[epoch]") {
+  TestServer server;
+  auto a = server.node("cpu");
+  auto b = server.node("cpu");
+  auto run_id = server.queue_run("cpu");
+  REQUIRE(a.lease().json()["runs"][0]["epoch"] == 1);
+  REQUIRE(a.status(run_id, 1, "Running").status == 200);
+  REQUIRE(a.append(run_id, "user_logs/std_log.txt", 0, 1, "line 1\nline 2\nline 3\n").status ==
+          200);
+  REQUIRE(a.append(run_id, "system_logs/lifecycle.txt", 0, 1, "leased on a\n").status == 200);
+
+  server.clock().advance(20s);
+  REQUIRE(b.heartbeat().status == 200);
+  server.clock().advance(11s);
+  server.server().sweep_now();
+  REQUIRE(b.lease().json()["runs"][0]["epoch"] == 2);
+
+  // b's file starts at 0; so does the stream it appends to, so nothing is skipped as "had".
+  auto first = b.append(run_id, "user_logs/std_log.txt", 0, 2, "line 1\n");
+  CHECK(first.json()["length"] == 7);
+  CHECK(b.append(run_id, "user_logs/std_log.txt", 7, 2, "line 2\n").json()["length"] == 14);
+  CHECK(read_log(server, run_id, "") == "line 1\nline 2\n");
+  CHECK(read_log(server, run_id, "&attempt=2") == "line 1\nline 2\n");
+  CHECK(read_log(server, run_id, "&attempt=1") == "line 1\nline 2\nline 3\n");
+
+  auto listing = server.user().get("/v1/runs/" + run_id + "/logs", server.user_token()).json();
+  CHECK(listing["attempt"] == 2);
+  CHECK(listing["attempts"] == 2);
+  CHECK(listing["streams"] == nlohmann::json{{"user_logs/std_log.txt", 14}});
+  auto earlier =
+      server.user().get("/v1/runs/" + run_id + "/logs?attempt=1", server.user_token()).json();
+  CHECK(earlier["streams"] ==
+        nlohmann::json{{"system_logs/lifecycle.txt", 12}, {"user_logs/std_log.txt", 21}});
+  auto read = server.user().get("/v1/runs/" + run_id + "/logs/user_logs/std_log.txt?offset=0",
+                                server.user_token());
+  CHECK(read.header("x-amlnode-attempt") == "2");
+  auto missing = server.user().get("/v1/runs/" + run_id + "/logs/user_logs/std_log.txt?attempt=3",
+                                   server.user_token());
+  CHECK(missing.status == 404);
+  CHECK(missing.json()["error"]["message"].get<std::string>().rfind("attempt", 0) == 0);
+
+  SECTION("attempts survive a restart, and the run's later attempts number on") {
+    server.restart();
+    CHECK(read_log(server, run_id, "&attempt=1") == "line 1\nline 2\nline 3\n");
+    CHECK(read_log(server, run_id, "") == "line 1\nline 2\n");
+  }
+  SECTION("a lease that was never used is not an attempt") {
+    auto c = server.node("cpu");
+    server.clock().advance(20s);
+    REQUIRE(c.heartbeat().status == 200);
+    server.clock().advance(11s);
+    server.server().sweep_now();
+    REQUIRE(c.lease().json()["runs"][0]["epoch"] == 3);
+    // b's attempt had bytes, so it is attempt 2 now; c starts attempt 3 from 0.
+    CHECK(read_log(server, run_id, "&attempt=2") == "line 1\nline 2\n");
+    CHECK(read_log(server, run_id, "") == "");
+    server.clock().advance(20s);
+    auto d = server.node("cpu");
+    server.clock().advance(11s);
+    server.server().sweep_now();
+    REQUIRE(d.lease().json()["runs"][0]["epoch"] == 4);
+    auto listed = server.user().get("/v1/runs/" + run_id + "/logs", server.user_token()).json();
+    CHECK(listed["attempt"] == 3);
+  }
 }
 
 TEST_CASE("with a requeue delay a lost node's runs show NotResponding first", "[epoch]") {

@@ -68,6 +68,54 @@ TEST_CASE("a registration token registers one node and is spent", "[registration
   }
 }
 
+TEST_CASE("a registration repeated with the same key answers the same node", "[registration]") {
+  TestServer server;
+  auto token = server.make_registration_token();
+  auto body = registration_body();
+  body["registration_key"] = std::string(64, 'k');
+  auto first = server.user().post("/v1/nodes/register", token, body);
+  REQUIRE(first.status == 200);
+  std::string node_id = first.json()["node_id"];
+  std::string node_token = first.json()["node_token"];
+
+  // The node died before storing the answer; it asks again with the key it had stored first.
+  auto again = server.user().post("/v1/nodes/register", token, body);
+  REQUIRE(again.status == 200);
+  CHECK(again.json()["node_id"] == node_id);
+  CHECK(again.json()["node_token"] == node_token);
+  CHECK(again.json()["heartbeat_interval_seconds"] == 5);
+  CHECK(NodeClient(server.port(), {node_id, node_token}).heartbeat().status == 200);
+  CHECK(server.user().get("/v1/nodes", server.user_token()).json().size() == 1);
+
+  SECTION("a different key, or none, cannot use the spent token") {
+    body["registration_key"] = std::string(64, 'x');
+    CHECK(server.user().post("/v1/nodes/register", token, body).status == 401);
+    body.erase("registration_key");
+    CHECK(server.user().post("/v1/nodes/register", token, body).status == 401);
+    CHECK(server.user().get("/v1/nodes", server.user_token()).json().size() == 1);
+  }
+  SECTION("the spent token still opens nothing else") {
+    CHECK(server.user().get("/v1/nodes", token).status == 401);
+  }
+  SECTION("the key is remembered across a restart, and stored only hashed") {
+    server.restart();
+    auto after = server.user().post("/v1/nodes/register", token, body);
+    REQUIRE(after.status == 200);
+    CHECK(after.json()["node_token"] == node_token);
+    auto db = amlnode::test::slurp(server.data_dir() / "data" / "controlplane.db") +
+              amlnode::test::slurp(server.data_dir() / "data" / "controlplane.db-wal");
+    CHECK(db.find(std::string(64, 'k')) == std::string::npos);
+    CHECK(db.find(node_token) == std::string::npos);
+  }
+  SECTION("keys too short to be secrets are refused, naming the field") {
+    auto fresh = server.make_registration_token();
+    body["registration_key"] = "short";
+    auto refused = server.user().post("/v1/nodes/register", fresh, body);
+    CHECK(refused.status == 400);
+    CHECK(refused.json()["error"]["message"].get<std::string>().rfind("registration_key", 0) == 0);
+  }
+}
+
 TEST_CASE("each token opens only its own endpoints", "[registration]") {
   TestServer server;
   auto a = server.node("cpu");

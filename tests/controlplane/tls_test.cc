@@ -29,6 +29,15 @@ TEST_CASE("the control plane speaks HTTPS with a certificate and key", "[tls]") 
   auto run_id = server.queue_run("cpu");
   REQUIRE(node.lease().json()["runs"].size() == 1);
   CHECK(node.append(run_id, "user_logs/std_log.txt", 0, 1, "over tls").json()["length"] == 8);
+  // A chunk of several MiB, read straight into its buffer through the TLS layer, arrives whole.
+  std::string big(5 << 20, 'x');
+  for (std::size_t i = 0; i < big.size(); i += 4096)
+    big[i] = static_cast<char>('a' + i / 4096 % 26);
+  CHECK(node.append(run_id, "user_logs/std_log.txt", 8, 1, big).json()["length"] == 8 + big.size());
+  auto tail = server.user().get(
+      "/v1/runs/" + run_id + "/logs/user_logs/std_log.txt?offset=" + std::to_string(1 << 20),
+      server.user_token());
+  CHECK(tail.body == big.substr((1 << 20) - 8, 4 << 20));
 
   // Plain HTTP to the TLS port gets no answer, only a closed connection.
   auto plain = raw_exchange(server.port(), "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -5,6 +5,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "agent/daemon/control_plane_client.h"
+#include "agent/daemon/state_store.h"
 #include "tests/agent/daemon/control_plane_process.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
@@ -24,7 +26,10 @@ class AgentProcess {
                   "state_dir: " + (dir_ / "state").string() + "\ncontrol_plane:\n  url: " + url +
                       "\n  registration_token: " + token +
                       "\nnode:\n  labels: {compute_name: cpu-cluster, vm_size: STANDARD_D2_V2, "
-                      "vm_priority: dedicated}\n");
+                      "vm_priority: dedicated}\n"
+                      // Port 0: /metrics on a port of its own, never the default 9108 another
+                      // agent holds.
+                      "metrics: {listen: '127.0.0.1:0'}\n");
   }
   ~AgentProcess() {
     if (pid_ > 0) kill(SIGKILL);
@@ -79,8 +84,7 @@ TEST_CASE("an agent registers once and keeps its identity across SIGKILL", "[dae
                            std::chrono::seconds(15)));
   std::string node_id = nodes(server)[0]["nodeId"];
   // The server lists the node as soon as it answers the registration, a moment before the agent
-  // has stored the identity; "registered as node" is logged only once it is stored. (A kill inside
-  // that moment loses the identity: registration is not idempotent yet; see docs/agent.md.)
+  // has stored the identity; "registered as node" is logged only once it is stored.
   REQUIRE(test::eventually(
       [&] { return agent.log().find("registered as node " + node_id) != std::string::npos; },
       std::chrono::seconds(15)));
@@ -100,6 +104,42 @@ TEST_CASE("an agent registers once and keeps its identity across SIGKILL", "[dae
     CHECK(agent.kill(SIGTERM) == 0);
     CHECK(one_node_in_state(server, "leaving"));
   }
+}
+
+TEST_CASE("an agent killed between the registration answer and storing it registers again",
+          "[daemon]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
+  server.start();
+  std::string token = server.registration_token("cpu-cluster");
+  // What a killed agent leaves: its registration key stored, the token spent by a registration
+  // made with that key, and no identity.
+  std::string node_id;
+  {
+    auto store = agent::open_sqlite_state_store(dir / "a" / "state");
+    REQUIRE(store.ok());
+    auto key = (*store)->registration_key();
+    REQUIRE(key.ok());
+    auto client = agent::make_http_control_plane_client(
+        agent::make_http_client(*agent::parse_http_url(server.url())));
+    agent::NodeFacts facts;
+    facts.hostname = "node-a";
+    facts.labels = {{"compute_name", "cpu-cluster"}};
+    auto registered = client->register_node(token, facts, *key);
+    REQUIRE(registered.ok());
+    node_id = registered->identity.node_id;
+  }
+  AgentProcess agent(dir, "a", server.url(), token);
+  agent.start();
+  bool registered = test::eventually(
+      [&] { return agent.log().find("registered as node " + node_id) != std::string::npos; },
+      std::chrono::seconds(15));
+  INFO(agent.log());
+  REQUIRE(registered);
+  REQUIRE(test::eventually([&] { return one_node_in_state(server, "idle"); },
+                           std::chrono::seconds(15)));
+  CHECK(nodes(server)[0]["nodeId"] == node_id);
+  CHECK(agent.kill(SIGTERM) == 0);
 }
 
 TEST_CASE("an agent started before its control plane registers once it is up", "[daemon]") {
@@ -137,7 +177,8 @@ TEST_CASE("a node short of disk reports unusable with the reason and takes no ru
                                               "\ncontrol_plane:\n  url: " + server.url() +
                                               "\n  registration_token: " + token +
                                               "\nnode:\n  labels: {compute_name: cpu-cluster}\n"
-                                              "  min_free_bytes: 1000000000000000000\n");
+                                              "  min_free_bytes: 1000000000000000000\n"
+                                              "metrics: {listen: '127.0.0.1:0'}\n");
   pid_t agent =
       test::start_command({test::amlnode_binary().string(), "agent", "--config", config.string()},
                           dir / "a" / "out", dir / "a" / "err");

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "agent/daemon/state_store.h"
 #include "tests/agent/daemon/control_plane_process.h"
 #include "tests/support/temp_dir.h"
 
@@ -59,13 +60,13 @@ TEST_CASE("a node registers once, heartbeats, and its spent token is refused", "
   auto client = client_for(server);
   std::string token = server.registration_token("cpu-cluster");
 
-  auto registration = client->register_node(token, facts_for("cpu-cluster"));
+  auto registration = client->register_node(token, facts_for("cpu-cluster"), "");
   REQUIRE(registration.ok());
   CHECK_FALSE(registration->identity.node_id.empty());
   CHECK_FALSE(registration->identity.node_token.empty());
   CHECK(registration->heartbeat_interval.count() > 0);
 
-  auto again = client->register_node(token, facts_for("cpu-cluster"));
+  auto again = client->register_node(token, facts_for("cpu-cluster"), "");
   REQUIRE_FALSE(again.ok());
   CHECK(again.error().code == "Unauthorized");
 
@@ -117,7 +118,7 @@ TEST_CASE("a kept-alive connection survives a control plane restart", "[daemon]"
   test::ControlPlaneProcess server(dir / "cp");
   server.start();
   auto client = client_for(server);
-  auto registration = client->register_node(server.registration_token("c"), facts_for("c"));
+  auto registration = client->register_node(server.registration_token("c"), facts_for("c"), "");
   REQUIRE(registration.ok());
   REQUIRE(client->heartbeat(registration->identity, {"idle", "", {}}).ok());
   server.stop();
@@ -125,4 +126,58 @@ TEST_CASE("a kept-alive connection survives a control plane restart", "[daemon]"
   auto answer = client->heartbeat(registration->identity, {"idle", "", {}});
   INFO((answer.ok() ? "" : answer.error().message));
   CHECK(answer.ok());
+}
+
+TEST_CASE("a node killed before storing its identity registers again with its stored key",
+          "[daemon]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp");
+  server.start();
+  auto client = client_for(server);
+  std::string token = server.registration_token("cpu-cluster");
+  std::string key;
+  {
+    auto store = open_sqlite_state_store(dir / "state");
+    REQUIRE(store.ok());
+    auto made = (*store)->registration_key();
+    REQUIRE(made.ok());
+    key = *made;
+  }
+  CHECK(key.size() == 64);
+  auto first = client->register_node(token, facts_for("cpu-cluster"), key);
+  REQUIRE(first.ok());
+  // The process dies here, before save_identity: the next one reopens the store.
+  auto store = open_sqlite_state_store(dir / "state");
+  REQUIRE(store.ok());
+  auto reloaded = (*store)->registration_key();
+  REQUIRE(reloaded.ok());
+  CHECK(*reloaded == key);
+  auto again = client->register_node(token, facts_for("cpu-cluster"), *reloaded);
+  REQUIRE(again.ok());
+  CHECK(again->identity.node_id == first->identity.node_id);
+  CHECK(again->identity.node_token == first->identity.node_token);
+  CHECK(client->heartbeat(again->identity, {"idle", "", {}}).ok());
+
+  auto [status, nodes] = server.user_call("GET", "/v1/nodes");
+  REQUIRE(status == 200);
+  CHECK(nodes.size() == 1);
+
+  SECTION("another key cannot use the spent token") {
+    auto other = open_sqlite_state_store(dir / "other-state");
+    REQUIRE(other.ok());
+    auto stolen = client->register_node(token, facts_for("cpu-cluster"),
+                                        (*other)->registration_key().value());
+    REQUIRE_FALSE(stolen.ok());
+    CHECK(stolen.error().code == "Unauthorized");
+    auto keyless = client->register_node(token, facts_for("cpu-cluster"), "");
+    REQUIRE_FALSE(keyless.ok());
+    CHECK(keyless.error().code == "Unauthorized");
+  }
+  SECTION("the answer is the same after a control plane restart") {
+    server.kill();
+    server.start();
+    auto after = client->register_node(token, facts_for("cpu-cluster"), key);
+    REQUIRE(after.ok());
+    CHECK(after->identity.node_token == first->identity.node_token);
+  }
 }

@@ -3,6 +3,8 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
+#include <map>
+#include <random>
 #include <set>
 
 #include "executors/archive.h"
@@ -22,7 +24,10 @@ std::string agent_config(const test::TempDir& dir, const std::string& name, cons
                  "\ncontrol_plane:\n  url: " + url + "\n  registration_token: " + token +
                  "\nnode:\n  labels: {compute_name: cpu-cluster}\n" +
                  "  lease_wait_seconds: 2\n  run_concurrency: " + std::to_string(concurrency) +
-                 "\n")
+                 "\n"
+                 // Port 0: each agent serves /metrics on a port of its own, so agents of one test
+                 // or of tests run in parallel never contend for the default 9108.
+                 "metrics: {listen: '127.0.0.1:0'}\n")
       .string();
 }
 
@@ -109,14 +114,16 @@ TEST_CASE("a job that cannot be loaded fails at the control plane instead of han
   CHECK(test::wait_command(agent, std::chrono::seconds(20)) == 0);
 }
 
-TEST_CASE("SIGKILLed agents and a restarted control plane lose and double nothing", "[daemon]") {
+TEST_CASE("a minute of SIGKILLed agents and restarted control planes loses and doubles nothing",
+          "[daemon]") {
   test::TempDir dir;
   test::ControlPlaneProcess server(dir / "cp",
                                    {"--heartbeat-interval", "1", "--heartbeat-timeout", "60"});
   server.start();
-  dir.write(
-      "src/count.sh",
-      "for i in $(seq 1 60); do echo \"line $i\"; sleep 0.05; done\necho ok > outputs/done\n");
+  constexpr int kLines = 1200;  // one every 50 ms: a minute
+  dir.write("src/count.sh", "for i in $(seq 1 " + std::to_string(kLines) +
+                                "); do echo \"line $i\"; sleep 0.05; done\n"
+                                "echo ok > outputs/done\n");
   std::string id = server.submit("entry_script: count.sh\nuser_managed: true\nuse_docker: false\n",
                                  dir / "src", "cpu-cluster");
   auto config = agent_config(dir, "a", server.url(), server.registration_token("cpu-cluster"), 1);
@@ -130,34 +137,114 @@ TEST_CASE("SIGKILLed agents and a restarted control plane lose and double nothin
   pid_t agent = start_agent();
   REQUIRE(test::eventually([&] { return server.run(id)["status"] == "Running"; },
                            std::chrono::seconds(20)));
-  for (int round = 0; round < 4; ++round) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+
+  // 10 agent SIGKILLs and 3 control plane SIGKILLs, at random moments of the run's minute.
+  auto seed = std::random_device{}();
+  INFO("seed " << seed);
+  std::mt19937 random(seed);
+  std::vector<std::pair<int, bool>> events;  // (ms after Running, is a control plane restart)
+  std::uniform_int_distribution<int> moment(500, 52000);
+  for (int i = 0; i < 13; ++i) events.emplace_back(moment(random), i < 3);
+  std::sort(events.begin(), events.end());
+  auto running_since = std::chrono::steady_clock::now();
+  std::uniform_int_distribution<int> pause(0, 400);
+  for (const auto& [at, control_plane] : events) {
+    std::this_thread::sleep_until(running_since + std::chrono::milliseconds(at));
+    if (control_plane) {
+      server.kill();
+      std::this_thread::sleep_for(std::chrono::milliseconds(pause(random)));
+      server.start();
+      continue;
+    }
     ::kill(agent, SIGKILL);
     test::wait_command(agent, std::chrono::seconds(10));
-    if (round == 1) {
-      server.kill();
-      std::this_thread::sleep_for(std::chrono::milliseconds(300));
-      server.start();
-    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(pause(random)));
     agent = start_agent();
   }
   bool done = test::eventually([&] { return is_terminal(server.run(id)["status"]); },
                                std::chrono::seconds(60));
   std::string logs;
-  for (int i = 1; i <= starts; ++i) logs += test::slurp(dir / "a" / ("out." + std::to_string(i)));
+  for (int i = 1; i <= starts; ++i) {
+    for (const char* stream : {"out.", "err."})
+      logs += test::slurp(dir / "a" / (stream + std::to_string(i)));
+  }
   INFO(logs);
   REQUIRE(done);
+  CHECK(starts == 11);
   CHECK(server.run(id)["status"] == "Completed");
-  // The run outlived at least one agent: a later one found its shim again.
+  // The run outlived agents: later ones found its shim again.
   CHECK(logs.find("resuming it") != std::string::npos);
   std::string expected;
-  for (int i = 1; i <= 60; ++i) expected += "line " + std::to_string(i) + "\n";
-  CHECK(test::slurp(dir / "a" / "state" / "runs" / id / "user_logs" / "std_log.txt") == expected);
+  for (int i = 1; i <= kLines; ++i) expected += "line " + std::to_string(i) + "\n";
+  auto run_dir = dir / "a" / "state" / "runs" / id;
+  CHECK(test::slurp(run_dir / "user_logs" / "std_log.txt") == expected);
   CHECK(server.log(id, "user_logs/std_log.txt") == expected);
+  CHECK(server.log(id, "system_logs/lifecycle.txt") ==
+        test::slurp(run_dir / "system_logs" / "lifecycle.txt"));
   REQUIRE(executors::extract_snapshot_from_memory(server.outputs(id), dir / "outputs").ok());
   CHECK(test::slurp(dir / "outputs" / "done") == "ok\n");
+  // run.json was carried across every restart: one record, from the first preparation to the end.
+  auto record = nlohmann::json::parse(test::slurp(run_dir / "run.json"));
+  CHECK(record["status"] == "Completed");
+  CHECK(record["exit_code"] == 0);
+  CHECK_FALSE(record["timings"]["preparing_at"].is_null());
+  CHECK_FALSE(record["timings"]["running_at"].is_null());
+  CHECK(record["durations"]["running_ms"].get<long long>() >= 55000);
   ::kill(agent, SIGTERM);
   CHECK(test::wait_command(agent, std::chrono::seconds(20)) == 0);
+}
+
+TEST_CASE("an agent killed right after starting a run's shim runs the process only once",
+          "[daemon]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
+  server.start();
+  auto starts_file = dir / "starts.txt";
+  dir.write("src/once.sh", "echo started >> " + starts_file.string() + "\nsleep 1\necho done\n");
+  std::string id = server.submit("entry_script: once.sh\nuser_managed: true\nuse_docker: false\n",
+                                 dir / "src", "cpu-cluster");
+  auto config = agent_config(dir, "a", server.url(), server.registration_token("cpu-cluster"), 1);
+  std::vector<std::string> argv{test::amlnode_binary().string(), "agent", "--config", config};
+  pid_t first = test::start_command(argv, dir / "a" / "out.1", dir / "a" / "err.1",
+                                    {"AMLNODE_TEST_HOOK_CRASH=after-launch"});
+  CHECK(test::wait_command(first, std::chrono::seconds(30)) == 128 + SIGKILL);
+  pid_t second = test::start_command(argv, dir / "a" / "out.2", dir / "a" / "err.2");
+  bool done = test::eventually([&] { return is_terminal(server.run(id)["status"]); },
+                               std::chrono::seconds(30));
+  INFO(test::slurp(dir / "a" / "err.1") + test::slurp(dir / "a" / "err.2"));
+  REQUIRE(done);
+  CHECK(server.run(id)["status"] == "Completed");
+  CHECK(test::slurp(starts_file) == "started\n");
+  CHECK(server.log(id, "user_logs/std_log.txt") == "done\n");
+  ::kill(second, SIGTERM);
+  CHECK(test::wait_command(second, std::chrono::seconds(20)) == 0);
+}
+
+TEST_CASE("an agent killed while launching, before any shim, fails the run rather than guess",
+          "[daemon]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
+  server.start();
+  auto starts_file = dir / "starts.txt";
+  dir.write("src/once.sh", "echo started >> " + starts_file.string() + "\n");
+  std::string id = server.submit("entry_script: once.sh\nuser_managed: true\nuse_docker: false\n",
+                                 dir / "src", "cpu-cluster");
+  auto config = agent_config(dir, "a", server.url(), server.registration_token("cpu-cluster"), 1);
+  std::vector<std::string> argv{test::amlnode_binary().string(), "agent", "--config", config};
+  pid_t first = test::start_command(argv, dir / "a" / "out.1", dir / "a" / "err.1",
+                                    {"AMLNODE_TEST_HOOK_CRASH=after-launch-marker"});
+  CHECK(test::wait_command(first, std::chrono::seconds(30)) == 128 + SIGKILL);
+  pid_t second = test::start_command(argv, dir / "a" / "out.2", dir / "a" / "err.2");
+  bool done = test::eventually([&] { return is_terminal(server.run(id)["status"]); },
+                               std::chrono::seconds(30));
+  INFO(test::slurp(dir / "a" / "err.2"));
+  REQUIRE(done);
+  auto record = server.run(id);
+  CHECK(record["status"] == "Failed");
+  CHECK(record["error"]["code"] == "LaunchInterrupted");
+  CHECK_FALSE(std::filesystem::exists(starts_file));
+  ::kill(second, SIGTERM);
+  CHECK(test::wait_command(second, std::chrono::seconds(20)) == 0);
 }
 
 TEST_CASE("a run canceled at the control plane is stopped on its node and ends Canceled",
@@ -178,7 +265,7 @@ TEST_CASE("a run canceled at the control plane is stopped on its node and ends C
   REQUIRE(code == 200);
   bool done = test::eventually([&] { return is_terminal(server.run(id)["status"]); },
                                std::chrono::seconds(30));
-  INFO(test::slurp(dir / "a" / "out"));
+  INFO(test::slurp(dir / "a" / "err"));
   REQUIRE(done);
   CHECK(server.run(id)["status"] == "Canceled");
   CHECK(test::processes_with_marker((dir / "a" / "state").string()).empty());
@@ -211,12 +298,13 @@ TEST_CASE("a run reassigned away from a cut-off node is stopped there when it re
   bool stopped_on_a = test::eventually(
       [&] { return test::processes_with_marker((dir / "a" / "state").string()).empty(); },
       std::chrono::seconds(15));
-  INFO(test::slurp(dir / "a" / "out"));
+  std::string log_a = test::slurp(dir / "a" / "out") + test::slurp(dir / "a" / "err");
+  INFO(log_a);
   CHECK(stopped_on_a);
-  CHECK(test::slurp(dir / "a" / "out").find("stopping it here") != std::string::npos);
+  CHECK(log_a.find("stopping it here") != std::string::npos);
   bool done = test::eventually([&] { return is_terminal(server.run(id)["status"]); },
                                std::chrono::seconds(30));
-  INFO(test::slurp(dir / "b" / "out"));
+  INFO(test::slurp(dir / "b" / "err"));
   REQUIRE(done);
   auto record = server.run(id);
   CHECK(record["status"] == "Completed");
@@ -227,18 +315,82 @@ TEST_CASE("a run reassigned away from a cut-off node is stopped there when it re
   }
 }
 
-TEST_CASE("three agents run many jobs; every log at the control plane equals the node's file",
+namespace {
+
+// The streams a node ships for a run (log_shipper.cc): user_logs/*, system_logs/** and the run's
+// ./logs as logs/**, each with its file.
+std::map<std::string, std::filesystem::path> node_streams(const std::filesystem::path& run_dir) {
+  namespace fs = std::filesystem;
+  std::map<std::string, fs::path> streams;
+  for (const auto& [prefix, folder] :
+       {std::pair<std::string, fs::path>{"user_logs/", run_dir / "user_logs"},
+        {"system_logs/", run_dir / "system_logs"},
+        {"logs/", run_dir / "wd" / "logs"}}) {
+    std::error_code ec;
+    for (fs::recursive_directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+      if (it->is_regular_file())
+        streams[prefix + fs::relative(it->path(), folder).generic_string()] = it->path();
+    }
+  }
+  return streams;
+}
+
+struct ExpectedRun {
+  std::string status;
+  std::string error_code;  // "" when the run has none
+  std::string in_log;      // a line its std_log.txt must hold
+  std::string output;      // a file its outputs must hold ("" for none)
+};
+
+}  // namespace
+
+TEST_CASE("three agents run 30 mixed jobs; each ends right and every log equals the node's file",
           "[daemon]") {
   test::TempDir dir;
   test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
   server.start();
   dir.write("src/job.sh",
             "echo \"run $AZUREML_RUN_ID\"\nseq 1 $((RANDOM % 20000))\necho err >&2\n");
-  std::vector<std::string> ids;
-  for (int i = 0; i < 24; ++i) {
-    ids.push_back(server.submit("entry_script: job.sh\nuser_managed: true\nuse_docker: false\n",
-                                dir / "src", "cpu-cluster"));
+  dir.write("src/train.py",
+            "import os, sys\n"
+            "print('args=' + ' '.join(sys.argv[1:]), flush=True)\n"
+            "for epoch in range(int(sys.argv[sys.argv.index('--epochs') + 1])):\n"
+            "    print('epoch %d loss %.3f' % (epoch, 1.0 / (epoch + 1)), flush=True)\n"
+            "open('outputs/model.txt', 'w').write('model of ' + os.environ['AZUREML_RUN_ID'])\n"
+            "open('logs/metrics.txt', 'w').write('loss=0.1\\n')\n");
+  dir.write("src/fail.sh", "echo failing >&2\nexit 3\n");
+  dir.write("src/slow.sh", "echo slow\nsleep 60\n");
+  const std::string local = "user_managed: true\nuse_docker: false\n";
+  std::map<std::string, ExpectedRun> expected;
+  // The slow ones first, so they hold slots while everything else goes through the others.
+  std::string canceled =
+      server.submit("entry_script: slow.sh\n" + local, dir / "src", "cpu-cluster");
+  expected[canceled] = {"Canceled", "Canceled", "slow", ""};
+  expected[server.submit("entry_script: slow.sh\nmax_run_duration_seconds: 1\n" + local,
+                         dir / "src", "cpu-cluster")] = {"Failed", "RunTimeout", "slow", ""};
+  expected[server.submit("entry_script: fail.sh\n" + local, dir / "src", "cpu-cluster")] = {
+      "Failed", "UserError", "failing", ""};
+  for (int i = 0; i < 10; ++i) {
+    std::string command = "command: \"echo cmd " + std::to_string(i) + "; seq 1 " +
+                          std::to_string(i * 700) + "; echo c" + std::to_string(i) +
+                          " > outputs/c.txt\"\n";
+    expected[server.submit(command + local, dir / "src", "cpu-cluster")] = {
+        "Completed", "", "cmd " + std::to_string(i), "c.txt"};
   }
+  for (int i = 0; i < 12; ++i) {
+    std::string epochs = std::to_string(1 + i % 4);
+    std::string job =
+        "entry_script: train.py\nscript_params: {--batch: 32}\narguments: [--epochs, " + epochs +
+        ", --lr, 0.01]\n";
+    expected[server.submit(job + local, dir / "src", "cpu-cluster")] = {
+        "Completed", "", "args=--batch 32 --epochs " + epochs + " --lr 0.01", "model.txt"};
+  }
+  for (int i = 0; i < 5; ++i) {
+    expected[server.submit("entry_script: job.sh\n" + local, dir / "src", "cpu-cluster")] = {
+        "Completed", "", "run ", ""};
+  }
+  REQUIRE(expected.size() == 30);
+
   std::vector<pid_t> agents;
   const std::vector<std::string> names{"a", "b", "c"};
   for (const auto& name : names) {
@@ -248,28 +400,55 @@ TEST_CASE("three agents run many jobs; every log at the control plane equals the
         test::start_command({test::amlnode_binary().string(), "agent", "--config", config},
                             dir / name / "out", dir / name / "err"));
   }
+  REQUIRE(test::eventually([&] { return server.run(canceled)["status"] == "Running"; },
+                           std::chrono::seconds(30)));
+  REQUIRE(server.user_call("POST", "/v1/runs/" + canceled + "/cancel", nlohmann::json::object())
+              .first == 200);
   bool done = test::eventually(
       [&] {
-        for (const auto& id : ids) {
+        for (const auto& [id, want] : expected) {
           if (!is_terminal(server.run(id)["status"])) return false;
         }
         return true;
       },
-      std::chrono::seconds(90));
+      std::chrono::seconds(120));
   REQUIRE(done);
   std::set<std::string> nodes_used;
-  for (const auto& id : ids) {
+  for (const auto& [id, want] : expected) {
     auto record = server.run(id);
-    CHECK(record["status"] == "Completed");
+    INFO(record.dump());
+    CHECK(record["status"] == want.status);
+    if (!want.error_code.empty()) CHECK(record["error"]["code"] == want.error_code);
     nodes_used.insert(record["node_id"].get<std::string>());
-    int holders = 0;
+    std::vector<std::filesystem::path> run_dirs;
     for (const auto& name : names) {
-      auto file = dir / name / "state" / "runs" / id / "user_logs" / "std_log.txt";
-      if (!std::filesystem::exists(file)) continue;
-      ++holders;
-      CHECK(server.log(id, "user_logs/std_log.txt") == test::slurp(file));
+      auto run_dir = dir / name / "state" / "runs" / id;
+      if (std::filesystem::exists(run_dir)) run_dirs.push_back(run_dir);
     }
-    CHECK(holders == 1);
+    REQUIRE(run_dirs.size() == 1);
+    const auto& run_dir = run_dirs[0];
+    auto streams = node_streams(run_dir);
+    CHECK(streams.count("user_logs/std_log.txt") == 1);
+    CHECK(streams.count("system_logs/lifecycle.txt") == 1);
+    for (const auto& [stream, file] : streams) {
+      INFO(stream);
+      CHECK(server.log(id, stream) == test::slurp(file));
+    }
+    CHECK(test::slurp(run_dir / "user_logs" / "std_log.txt").find(want.in_log) !=
+          std::string::npos);
+    if (!want.output.empty()) {
+      auto into = dir / "outputs" / id;
+      REQUIRE(executors::extract_snapshot_from_memory(server.outputs(id), into).ok());
+      CHECK(std::filesystem::exists(into / want.output));
+    }
+    // run.json on the node says what the control plane says, as `amlnode run` would write it.
+    auto run_json = nlohmann::json::parse(test::slurp(run_dir / "run.json"));
+    CHECK(run_json["run_id"] == id);
+    CHECK(run_json["status"] == want.status);
+    CHECK(run_json["exit_code"] == record["exit_code"]);
+    CHECK_FALSE(run_json["timings"]["running_at"].is_null());
+    CHECK_FALSE(run_json["timings"]["ended_at"].is_null());
+    CHECK(record["timings"].contains("running_ms"));
   }
   CHECK(nodes_used.size() >= 2);
   for (pid_t agent : agents) {

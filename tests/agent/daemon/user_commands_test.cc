@@ -18,7 +18,9 @@ TEST_CASE("a user submits a job, follows its log and sees the nodes", "[daemon]"
       "a/config.yml",
       "state_dir: " + (dir / "a" / "state").string() + "\ncontrol_plane:\n  url: " + server.url() +
           "\n  registration_token: " + server.registration_token("cpu-cluster") +
-          "\nnode:\n  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n");
+          "\nnode:\n  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n"
+          // Port 0: /metrics on a port of its own, never the default 9108 another test holds.
+          "metrics: {listen: '127.0.0.1:0'}\n");
   pid_t agent =
       test::start_command({test::amlnode_binary().string(), "agent", "--config", config.string()},
                           dir / "a" / "out", dir / "a" / "err");

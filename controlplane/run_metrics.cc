@@ -1,0 +1,121 @@
+#include "controlplane/run_metrics.h"
+
+#include <deque>
+#include <map>
+#include <string_view>
+
+namespace amlnode::controlplane {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr std::size_t kResourcesReadBytes = 64 * 1024;
+
+// The last `bytes` of a stream, from its first whole line; `cut` says whether anything was left
+// out before it.
+std::string tail_of(const LogStreams& logs, const std::string& run_id, const std::string& stream,
+                    std::size_t bytes, bool& cut) {
+  std::uint64_t length = logs.length(run_id, stream);
+  std::uint64_t offset = length > bytes ? length - bytes : 0;
+  auto text = logs.read(run_id, stream, offset, bytes);
+  cut = offset > 0;
+  if (!text.ok()) return {};
+  std::string out = std::move(*text);
+  if (offset > 0) {
+    auto newline = out.find('\n');
+    out.erase(0, newline == std::string::npos ? out.size() : newline + 1);
+  }
+  return out;
+}
+
+// A record's point: its value (or values, or row), step and time.
+json point_of(const json& record) {
+  json point = json::object();
+  for (const char* key : {"value", "values", "row", "step", "time"}) {
+    if (record.contains(key)) point[key] = record[key];
+  }
+  return point;
+}
+
+struct Series {
+  std::string kind;
+  std::uint64_t count = 0;
+  std::deque<json> values;  // the last kMaxValuesPerMetric
+};
+
+void add_record(std::map<std::string, Series>& series, const json& record) {
+  const std::string name = record["name"].get<std::string>();
+  auto found = series.find(name);
+  if (found == series.end()) {
+    if (series.size() >= kMaxMetricNames) return;
+    found = series.emplace(name, Series{record.value("kind", "scalar"), 0, {}}).first;
+  }
+  Series& entry = found->second;
+  ++entry.count;
+  entry.values.push_back(point_of(record));
+  if (entry.values.size() > kMaxValuesPerMetric) entry.values.pop_front();
+}
+
+json series_json(const std::map<std::string, Series>& series) {
+  json metrics = json::object();
+  for (const auto& [name, entry] : series) {
+    metrics[name] = {{"kind", entry.kind},
+                     {"count", entry.count},
+                     {"last", entry.values.back()},
+                     {"values", json::array()}};
+    json& values = metrics[name]["values"];
+    for (const auto& value : entry.values) values.push_back(value);
+  }
+  return metrics;
+}
+
+}  // namespace
+
+json run_metrics_json(const LogStreams& logs, const std::string& run_id) {
+  bool truncated = false;
+  std::string text =
+      tail_of(logs, run_id, "system_logs/metrics.jsonl", kMetricsReadBytes, truncated);
+  std::map<std::string, Series> series;
+  std::uint64_t skipped = 0;
+  std::size_t at = 0;
+  while (at < text.size()) {
+    auto end = text.find('\n', at);
+    if (end == std::string::npos) break;  // a line still being written
+    auto record = json::parse(std::string_view(text).substr(at, end - at), nullptr, false);
+    at = end + 1;
+    // A script may write the file by hand: a line that is not a record of the module's shape
+    // (its name and kind strings) is counted, never thrown over, since a type error here would
+    // take the whole server down.
+    bool usable = record.is_object() && record.contains("name") && record["name"].is_string() &&
+                  (!record.contains("kind") || record["kind"].is_string());
+    if (!usable) {
+      ++skipped;
+      continue;
+    }
+    if (record.value("kind", "") == "truncated") continue;  // the module's own end marker
+    add_record(series, record);
+  }
+  bool cut = false;
+  std::string resources =
+      tail_of(logs, run_id, "system_logs/resources.jsonl", kResourcesReadBytes, cut);
+  json last = nullptr;
+  std::size_t line_end = resources.rfind('\n');
+  while (line_end != std::string::npos && line_end > 0) {
+    std::size_t line_start = resources.rfind('\n', line_end - 1);
+    line_start = line_start == std::string::npos ? 0 : line_start + 1;
+    auto sample = json::parse(resources.substr(line_start, line_end - line_start), nullptr, false);
+    if (sample.is_object() && sample.contains("cpu_seconds")) {
+      last = sample;
+      break;
+    }
+    line_end = line_start > 0 ? line_start - 1 : std::string::npos;
+  }
+  return {{"run_id", run_id},
+          {"metrics", series_json(series)},
+          {"truncated", truncated},
+          {"skipped_lines", skipped},
+          {"resources", last}};
+}
+
+}  // namespace amlnode::controlplane

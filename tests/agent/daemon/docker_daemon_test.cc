@@ -1,0 +1,375 @@
+// Docker runs under `amlnode agent`: the real control plane, a real agent, and the real dockerd,
+// registry and base image of the docker_services fixture (scripts/test-services).
+
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "agent/daemon/state_store.h"
+#include "executors/archive.h"
+#include "tests/agent/daemon/control_plane_process.h"
+#include "tests/docker/docker_test_support.h"
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
+
+using namespace amlnode;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_terminal(const std::string& status) {
+  return status == "Completed" || status == "Failed" || status == "Canceled";
+}
+
+// A control plane and one agent whose node runs Docker jobs on the test dockerd (or on
+// `docker_host`, to point it elsewhere).
+struct DockerCluster {
+  test::TempDir dir;
+  test::ControlPlaneProcess server{dir / "cp",
+                                   {"--heartbeat-interval", "1", "--heartbeat-timeout", "60"}};
+  fs::path config;
+  pid_t agent = -1;
+  int starts = 0;
+
+  explicit DockerCluster(const std::string& docker_host = test::services().docker_host) {
+    server.start();
+    config =
+        dir.write("a/config.yml",
+                  "state_dir: " + state().string() + "\ncontrol_plane:\n  url: " + server.url() +
+                      "\n  registration_token: " + server.registration_token("gpu-less") +
+                      "\nnode:\n  labels: {compute_name: gpu-less}\n  lease_wait_seconds: 2\n" +
+                      // Port 0: /metrics on a port of its own, never the default 9108.
+                      "metrics: {listen: '127.0.0.1:0'}\ndocker:\n  host: " + docker_host +
+                      "\n  pip_install_options: [--no-index, --find-links, /amlnode/wheels]\n"
+                      "  local_wheel_dir: " +
+                      test::services().wheels.string() + "\n");
+  }
+  ~DockerCluster() {
+    if (agent > 0) {
+      ::kill(agent, SIGKILL);
+      test::wait_command(agent, 10s);
+    }
+  }
+
+  fs::path state() const { return dir / "a" / "state"; }
+  fs::path run_dir(const std::string& id) const { return state() / "runs" / id; }
+  void start_agent() {
+    ++starts;
+    agent =
+        test::start_command({test::amlnode_binary().string(), "agent", "--config", config.string()},
+                            dir / "a" / ("out." + std::to_string(starts)),
+                            dir / "a" / ("err." + std::to_string(starts)));
+  }
+  void kill_agent() {
+    ::kill(agent, SIGKILL);
+    test::wait_command(agent, 10s);
+    agent = -1;
+  }
+  int drain_agent() {
+    ::kill(agent, SIGTERM);
+    int code = test::wait_command(agent, 30s);
+    agent = -1;
+    return code;
+  }
+  std::string agent_output() const {
+    std::string out;
+    for (int i = 1; i <= starts; ++i) {
+      out += test::slurp(dir / "a" / ("out." + std::to_string(i)));
+      out += test::slurp(dir / "a" / ("err." + std::to_string(i)));
+    }
+    return out;
+  }
+  std::string submit(const std::string& body) {
+    return server.submit("use_docker: true\nuser_managed: true\ncustom_docker_image: " +
+                             test::services().base_image + "\n" + body,
+                         dir / "src", "gpu-less");
+  }
+  bool wait_for(const std::string& id, const std::string& status,
+                std::chrono::seconds limit = 60s) {
+    return test::eventually([&] { return server.run(id)["status"] == status; }, limit);
+  }
+  bool wait_terminal(const std::string& id, std::chrono::seconds limit = 120s) {
+    return test::eventually([&] { return is_terminal(server.run(id)["status"]); }, limit);
+  }
+};
+
+std::vector<docker::ContainerInfo> containers_of(const std::string& run_id) {
+  auto runtime = test::make_runtime(fs::path("/tmp"));
+  auto listed = runtime->list_containers("amlnode.run_id=" + run_id);
+  REQUIRE(listed.ok());
+  return *listed;
+}
+
+std::string numbered_lines(int count) {
+  std::string out;
+  for (int i = 1; i <= count; ++i) out += "line " + std::to_string(i) + "\n";
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a leased Docker job runs in its container and its log reaches the control plane whole",
+          "[docker]") {
+  DockerCluster cluster;
+  // Over 4 MiB, so the log goes in several chunks; stderr too; an output file.
+  cluster.dir.write(
+      "src/train.py",
+      "import os, sys\n"
+      "print('run', os.environ['AZUREML_RUN_ID'], flush=True)\n"
+      "for i in range(600000): print(i)\n"
+      "sys.stdout.flush()\n"
+      "print('to stderr', file=sys.stderr, flush=True)\n"
+      "shm = [l for l in open('/proc/mounts') if ' /dev/shm ' in l][0]\n"
+      "print('shm', [f for f in shm.split()[3].split(',') if f.startswith('size=')][0])\n"
+      "open('outputs/model.txt', 'w').write('trained\\n')\n");
+  std::string id = cluster.submit("entry_script: train.py\nshm_size: 300m\n");
+  cluster.start_agent();
+  bool done = cluster.wait_terminal(id);
+  INFO(cluster.agent_output());
+  REQUIRE(done);
+  auto record = cluster.server.run(id);
+  INFO(record.dump());
+  CHECK(record["status"] == "Completed");
+  CHECK(record["exit_code"] == 0);
+  std::string std_log = test::slurp(cluster.run_dir(id) / "user_logs" / "std_log.txt");
+  CHECK(std_log.rfind("run " + id + "\n0\n1\n", 0) == 0);
+  CHECK(std_log.find("to stderr\nshm size=307200k\n") != std::string::npos);
+  CHECK(cluster.server.log(id, "user_logs/std_log.txt") == std_log);
+  std::string lifecycle = test::slurp(cluster.run_dir(id) / "system_logs" / "lifecycle.txt");
+  CHECK(lifecycle.find("image " + test::services().base_image) != std::string::npos);
+  CHECK(lifecycle.find("started from " + test::services().base_image) != std::string::npos);
+  CHECK(cluster.server.log(id, "system_logs/lifecycle.txt") == lifecycle);
+  REQUIRE(executors::extract_snapshot_from_memory(cluster.server.outputs(id), cluster.dir / "out")
+              .ok());
+  CHECK(test::slurp(cluster.dir / "out" / "model.txt") == "trained\n");
+  // Released: no container of the run is left.
+  CHECK(containers_of(id).empty());
+  CHECK(cluster.drain_agent() == 0);
+}
+
+TEST_CASE("a SIGKILLed agent finds its Docker runs again, and the log is exact", "[docker]") {
+  DockerCluster cluster;
+  cluster.dir.write("src/count.py",
+                    "import time\n"
+                    "for i in range(1, 81):\n"
+                    "    print(f'line {i}', flush=True)\n"
+                    "    time.sleep(0.1)\n"
+                    "open('outputs/done', 'w').write('ok\\n')\n"
+                    "raise SystemExit(3)\n");
+  std::string id = cluster.submit("entry_script: count.py\n");
+  cluster.start_agent();
+  REQUIRE(cluster.wait_for(id, "Running"));
+  REQUIRE(test::eventually([&] { return containers_of(id).size() == 1; }, 20s));
+  std::string container = containers_of(id).front().id;
+
+  // Killed while the container runs; the stored id is made wrong, so the next agent has only
+  // the run-id label to find the container by.
+  std::this_thread::sleep_for(500ms);
+  cluster.kill_agent();
+  {
+    auto store = agent::open_sqlite_state_store(cluster.state());
+    REQUIRE(store.ok());
+    REQUIRE((*store)->save_container_id(id, "no-such-container").ok());
+  }
+  cluster.start_agent();
+  REQUIRE(test::eventually(
+      [&] { return cluster.agent_output().find("found again (running)") != std::string::npos; },
+      20s));
+
+  // Killed again, and the container ends while no agent is there: its exit code is read after.
+  cluster.kill_agent();
+  REQUIRE(test::eventually(
+      [&] {
+        auto found = containers_of(id);
+        return found.size() == 1 && found.front().state == "exited";
+      },
+      30s));
+  cluster.start_agent();
+  bool done = cluster.wait_terminal(id);
+  std::string output = cluster.agent_output();
+  INFO(output);
+  REQUIRE(done);
+  auto record = cluster.server.run(id);
+  INFO(record.dump());
+  CHECK(record["status"] == "Failed");
+  CHECK(record["exit_code"] == 3);
+  CHECK(record["error"]["code"] == "UserError");
+  CHECK(output.find("container " + container + " found again (running)") != std::string::npos);
+  CHECK(output.find("container " + container + " found again (exited)") != std::string::npos);
+  // One container, never a second, and none left.
+  CHECK(containers_of(id).empty());
+  CHECK(test::slurp(cluster.run_dir(id) / "user_logs" / "std_log.txt") == numbered_lines(80));
+  CHECK(cluster.server.log(id, "user_logs/std_log.txt") == numbered_lines(80));
+  REQUIRE(executors::extract_snapshot_from_memory(cluster.server.outputs(id), cluster.dir / "out")
+              .ok());
+  CHECK(test::slurp(cluster.dir / "out" / "done") == "ok\n");
+  CHECK(cluster.drain_agent() == 0);
+}
+
+TEST_CASE("a Docker run past its deadline is stopped and fails with RunTimeout", "[docker]") {
+  DockerCluster cluster;
+  cluster.dir.write("src/slow.py", "import time\nprint('started', flush=True)\ntime.sleep(120)\n");
+  std::string id = cluster.submit("entry_script: slow.py\nmax_run_duration_seconds: 2\n");
+  cluster.start_agent();
+  bool done = cluster.wait_terminal(id, 60s);
+  INFO(cluster.agent_output());
+  REQUIRE(done);
+  auto record = cluster.server.run(id);
+  INFO(record.dump());
+  CHECK(record["status"] == "Failed");
+  CHECK(record["error"]["code"] == "RunTimeout");
+  CHECK(cluster.server.log(id, "user_logs/std_log.txt") == "started\n");
+  CHECK(containers_of(id).empty());
+  CHECK(cluster.drain_agent() == 0);
+}
+
+TEST_CASE("a Docker run canceled at the control plane is stopped and ends Canceled", "[docker]") {
+  DockerCluster cluster;
+  // The script sees SIGTERM (the container's stop) and says so before it ends.
+  cluster.dir.write("src/long.py",
+                    "import signal, sys, time\n"
+                    "def bye(*_):\n"
+                    "    print('got SIGTERM', flush=True)\n"
+                    "    sys.exit(143)\n"
+                    "signal.signal(signal.SIGTERM, bye)\n"
+                    "print('started', flush=True)\n"
+                    "time.sleep(120)\n");
+  std::string id = cluster.submit("entry_script: long.py\n");
+  cluster.start_agent();
+  auto log = cluster.run_dir(id) / "user_logs" / "std_log.txt";
+  REQUIRE(
+      test::eventually([&] { return fs::exists(log) && test::slurp(log) == "started\n"; }, 60s));
+  auto [code, answer] =
+      cluster.server.user_call("POST", "/v1/runs/" + id + "/cancel", nlohmann::json::object());
+  REQUIRE(code == 200);
+  bool done = cluster.wait_terminal(id, 60s);
+  INFO(cluster.agent_output());
+  REQUIRE(done);
+  CHECK(cluster.server.run(id)["status"] == "Canceled");
+  CHECK(cluster.server.log(id, "user_logs/std_log.txt") == "started\ngot SIGTERM\n");
+  CHECK(containers_of(id).empty());
+  CHECK(cluster.drain_agent() == 0);
+}
+
+TEST_CASE("a node whose dockerd does not answer is unusable, takes no runs, and recovers",
+          "[docker]") {
+  // The agent's socket path does not exist yet; later it becomes a link to the test dockerd.
+  test::TempDir sockets;
+  fs::path socket = sockets / "docker.sock";
+  DockerCluster cluster("unix://" + socket.string());
+  cluster.dir.write("src/hi.py", "print('hello from the container')\n");
+  std::string id = cluster.submit("entry_script: hi.py\n");
+  cluster.start_agent();
+  const std::vector<std::string> env{"AMLNODE_CONTROL_PLANE=" + cluster.server.url(),
+                                     "AMLNODE_USER_TOKEN=" + cluster.server.user_token()};
+  nlohmann::json node;
+  bool unusable = test::eventually(
+      [&] {
+        auto nodes = test::run_command({test::amlnode_binary().string(), "nodes", "--json"}, env);
+        if (nodes.exit_code != 0) return false;
+        auto listed = nlohmann::json::parse(nodes.out, nullptr, false);
+        if (!listed.is_array() || listed.size() != 1) return false;
+        node = listed[0];
+        return node["nodeState"] == "unusable";
+      },
+      30s);
+  INFO(cluster.agent_output());
+  REQUIRE(unusable);
+  const std::string reason = node["reason"];
+  CHECK(reason.rfind("docker unavailable: ", 0) == 0);
+  CHECK(reason.find(socket.string()) != std::string::npos);
+  // Unusable, it leases nothing.
+  std::this_thread::sleep_for(1500ms);
+  CHECK(cluster.server.run(id)["status"] == "Queued");
+
+  // dockerd answers at that path now: the node is usable again and runs the job.
+  fs::path real = test::services().docker_host.substr(std::string("unix://").size());
+  fs::create_symlink(real, socket);
+  bool done = cluster.wait_terminal(id);
+  INFO(cluster.agent_output());
+  REQUIRE(done);
+  CHECK(cluster.server.run(id)["status"] == "Completed");
+  CHECK(cluster.server.log(id, "user_logs/std_log.txt") == "hello from the container\n");
+  CHECK(cluster.drain_agent() == 0);
+}
+
+TEST_CASE("the state store keeps a run's container id across reopening until the run is dropped",
+          "[daemon]") {
+  test::TempDir dir;
+  {
+    auto store = agent::open_sqlite_state_store(dir / "state");
+    REQUIRE(store.ok());
+    agent::HeldRunRecord run;
+    run.lease = {"run-1", 2, "exp", "use_docker: true", "job.yml"};
+    run.status = "Running";
+    REQUIRE((*store)->save_run(run).ok());
+    REQUIRE((*store)->save_container_id("run-1", "c0ffee").ok());
+    // A later status leaves the container id as it is.
+    run.status = "CancelRequested";
+    REQUIRE((*store)->save_run(run).ok());
+    REQUIRE((*store)->save_run({{"run-2", 1, "exp", "x", "job.yml"}, "Running", {}, {}}).ok());
+  }
+  auto store = agent::open_sqlite_state_store(dir / "state");
+  REQUIRE(store.ok());
+  auto runs = (*store)->load_runs();
+  REQUIRE(runs.ok());
+  REQUIRE(runs->size() == 2);
+  CHECK((*runs)[0].status == "CancelRequested");
+  CHECK((*runs)[0].container_id == std::optional<std::string>("c0ffee"));
+  CHECK_FALSE((*runs)[1].container_id.has_value());
+  REQUIRE((*store)->drop_run("run-1").ok());
+  // A run of the same id leased again later starts without the old container.
+  REQUIRE((*store)->save_run({{"run-1", 3, "exp", "x", "job.yml"}, "Queued", {}, {}}).ok());
+  runs = (*store)->load_runs();
+  REQUIRE(runs.ok());
+  REQUIRE(runs->size() == 2);
+  CHECK_FALSE((*runs)[0].container_id.has_value());
+}
+
+TEST_CASE("waiting in slices tells a running container from an ended one, with its times",
+          "[docker]") {
+  test::TempDir dir;
+  auto runtime = test::make_runtime(dir.path());
+  auto plan = test::make_plan(dir / "run", {"sh", "-c", "sleep 2; exit 7"});
+  spec::Environment environment;
+  environment.docker.enabled = true;
+  environment.docker.base_image = test::services().base_image;
+  auto spec = docker::container_spec_for(plan, test::docker_job(environment),
+                                         test::services().base_image, {});
+  REQUIRE(spec.ok());
+  auto id = runtime->create_container(*spec);
+  REQUIRE(id.ok());
+  REQUIRE(runtime->start_container(*id).ok());
+  auto before = std::chrono::system_clock::now();
+  auto early = runtime->wait_container_for(*id, 300ms);
+  REQUIRE(early.ok());
+  CHECK_FALSE(early->has_value());  // still running after the slice
+  std::optional<docker::ContainerExit> exit;
+  REQUIRE(test::eventually(
+      [&] {
+        auto waited = runtime->wait_container_for(*id, 1s);
+        REQUIRE(waited.ok());
+        exit = *waited;
+        return exit.has_value();
+      },
+      30s));
+  CHECK(exit->exit_code == 7);
+  auto info = runtime->inspect_container(*id);
+  REQUIRE(info.ok());
+  REQUIRE(info->started_at);
+  REQUIRE(info->finished_at);
+  CHECK(*info->started_at < before);
+  CHECK(*info->finished_at - *info->started_at >= 1900ms);
+  CHECK(runtime->ping(1s).ok());
+  CHECK(runtime->remove_container(*id).ok());
+
+  auto missing = test::runtime_config(dir.path());
+  missing.engine.docker_host = "unix://" + (dir / "no.sock").string();
+  auto down = docker::make_docker_runtime(missing);
+  REQUIRE(down.ok());
+  auto ping = (*down)->ping(1s);
+  REQUIRE_FALSE(ping.ok());
+  CHECK(ping.error().code == docker::kDockerUnavailable);
+}
