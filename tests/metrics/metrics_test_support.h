@@ -7,15 +7,27 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "executors/shim/launcher.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
 namespace amlnode::test {
+
+// Every line of a JSON-lines file (metrics.jsonl, resources.jsonl), parsed; a bad line throws.
+inline std::vector<nlohmann::json> read_json_lines(const std::filesystem::path& file) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
 
 // metrics_workload (tests/metrics/workload.cc) started under the real amlnode-shim, as a run's
 // process is. The constructor waits until it has done its work and holds its memory; the

@@ -6,10 +6,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "tests/metrics/metrics_test_support.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
 using amlnode::test::CommandResult;
+using amlnode::test::read_json_lines;
 using amlnode::test::run_command;
 using amlnode::test::TempDir;
 namespace fs = std::filesystem;
@@ -27,13 +29,6 @@ CommandResult python(const TempDir& dir, const std::string& script, bool with_fi
   return run_command({"python3", file.string()}, env);
 }
 
-std::vector<json> records(const fs::path& file) {
-  std::vector<json> out;
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) out.push_back(json::parse(line));
-  return out;
-}
 
 }  // namespace
 
@@ -51,7 +46,7 @@ run.flush()
 )");
   INFO(result.err);
   REQUIRE(result.exit_code == 0);
-  auto lines = records(dir / "metrics.jsonl");
+  auto lines = read_json_lines(dir / "metrics.jsonl");
   REQUIRE(lines.size() == 6);
   CHECK(lines[0]["name"] == "loss");
   CHECK(lines[0]["kind"] == "scalar");
@@ -125,7 +120,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 )");
   CHECK(result.exit_code == 128 + 9);
   CHECK(result.out == "0\n");
-  auto lines = records(dir / "metrics.jsonl");
+  auto lines = read_json_lines(dir / "metrics.jsonl");
   REQUIRE(lines.size() == 1000);
   CHECK(lines.back()["value"] == 999);
 }
@@ -146,7 +141,7 @@ if pid == 0:
 os.waitpid(pid, 0)
 )");
   REQUIRE(result.exit_code == 0);
-  auto lines = records(dir / "metrics.jsonl");
+  auto lines = read_json_lines(dir / "metrics.jsonl");
   REQUIRE(lines.size() == 3);
   int parents = 0;
   for (const auto& line : lines) parents += line["name"] == "parent";
@@ -164,7 +159,7 @@ for i in range(100):
 )");
   REQUIRE(result.exit_code == 0);
   CHECK(result.err.find("reached 2000 bytes; later metrics are dropped") != std::string::npos);
-  auto lines = records(dir / "metrics.jsonl");
+  auto lines = read_json_lines(dir / "metrics.jsonl");
   REQUIRE(lines.size() > 10);
   REQUIRE(lines.size() < 40);
   CHECK(lines.back()["kind"] == "truncated");

@@ -15,9 +15,11 @@
 
 #include "agent/daemon/metrics_service.h"
 #include "tests/agent/daemon/control_plane_process.h"
+#include "tests/metrics/metrics_test_support.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
+using amlnode::test::read_json_lines;
 using amlnode::test::run_command;
 using amlnode::test::TempDir;
 namespace fs = std::filesystem;
@@ -26,14 +28,6 @@ using nlohmann::json;
 namespace {
 
 const fs::path kModuleDir = fs::path(AMLNODE_BINARY_DIR) / "share" / "amlnode" / "python";
-
-std::vector<json> records(const fs::path& file) {
-  std::vector<json> out;
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) out.push_back(json::parse(line));
-  return out;
-}
 
 }  // namespace
 
@@ -60,7 +54,7 @@ print("python path:", os.environ["PYTHONPATH"])
   CHECK(result.out.find("metrics file: " + file.string()) != std::string::npos);
   // The caller's PYTHONPATH is kept; the module's folder comes after it.
   CHECK(result.out.find("python path: /opt/job-libs:" + kModuleDir.string()) != std::string::npos);
-  auto lines = records(file);
+  auto lines = read_json_lines(file);
   REQUIRE(lines.size() == 4);
   CHECK(lines[2]["value"] == Approx(1.0 / 3));
   CHECK(lines[2]["step"] == 2);

@@ -344,7 +344,7 @@ struct ExpectedRun {
 
 }  // namespace
 
-TEST_CASE("three agents run 30 mixed jobs; each ends right and every log equals the node's file",
+TEST_CASE("three agents run 30 mixed jobs and each ends right and every log equals the node's file",
           "[daemon]") {
   test::TempDir dir;
   test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
