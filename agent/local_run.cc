@@ -70,9 +70,9 @@ class LocalRun {
   Result<void> prepare();
   Result<void> prepare_environment(const executors::environments::EnvironmentConfig& config);
   int fail_before_start(const Error& error);
-  void supervise(const LaunchedShim& shim);
-  Result<ExitRecord> run_under_shim();
-  Result<ExitRecord> run_in_container();
+  void supervise(const LaunchedShim& shim, LogFollower& follower);
+  Result<ExitRecord> run_under_shim(LogFollower& follower);
+  Result<ExitRecord> run_in_container(LogFollower& follower);
   Result<void> prepare_container(const spec::Job& job);
   int finish(const ExitRecord& exit);
   int conclude(RunStatus status, std::optional<Error> error, int exit_code);
@@ -98,8 +98,13 @@ class LocalRun {
 
 void LocalRun::enter(RunStatus status, const std::string& detail) {
   if (!record_.transition(status)) return;
-  auto saved = record_.save(spec::is_terminal(status));
-  if (!saved.ok()) std::fprintf(stderr, "amlnode: %s\n", saved.error().message.c_str());
+  // Queued and Finalizing are followed by the next status within microseconds here, so run.json
+  // is not rewritten for them; the next write still records when they began. Every status that
+  // lasts (Preparing, Running, CancelRequested) is on disk while it does.
+  if (status != RunStatus::Queued && status != RunStatus::Finalizing) {
+    auto saved = record_.save(spec::is_terminal(status));
+    if (!saved.ok()) std::fprintf(stderr, "amlnode: %s\n", saved.error().message.c_str());
+  }
   printer_.line(run_id_ + ": " + spec::to_string(status) + (detail.empty() ? "" : ": " + detail));
 }
 
@@ -168,8 +173,19 @@ int LocalRun::fail_before_start(const Error& error) {
   return conclude(RunStatus::Failed, error, kExitBeforeStart);
 }
 
-void LocalRun::supervise(const LaunchedShim& shim) {
+void LocalRun::supervise(const LaunchedShim& shim, LogFollower& follower) {
   boost::asio::io_context loop;
+  // The run's output is copied to the terminal from this loop, which saves starting a thread.
+  boost::asio::steady_timer follow(loop);
+  std::function<void(const boost::system::error_code&)> on_follow =
+      [&](const boost::system::error_code& ec) {
+        if (ec) return;
+        follower.copy_new();
+        follow.expires_after(LogFollower::kPollInterval);
+        follow.async_wait(on_follow);
+      };
+  follow.expires_after(LogFollower::kPollInterval);
+  follow.async_wait(on_follow);
   boost::asio::signal_set signals(loop, SIGINT, SIGTERM);
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int signal) {
@@ -210,20 +226,24 @@ void LocalRun::supervise(const LaunchedShim& shim) {
   loop.run();
 }
 
-Result<ExitRecord> LocalRun::run_under_shim() {
+Result<ExitRecord> LocalRun::run_under_shim(LogFollower& follower) {
   executors::LaunchSpec spec = shim_launch_spec(plan_);
+  // finish() writes the terminal run.json synced right after reading exit.json.
+  spec.caller_syncs_outcome = true;
   auto shim =
       launcher_.launch(spec, run_dir_ / "launch.json", run_dir_ / "system_logs" / "shim.txt");
   if (!shim.ok()) return shim.error();
   enter(RunStatus::Running, argv_text(plan_));
-  supervise(*shim);
+  supervise(*shim, follower);
   int wait_status = 0;
   while (::waitpid(shim->pid, &wait_status, 0) < 0 && errno == EINTR) {
   }
   return read_exit_record(run_dir_, "wait status " + std::to_string(wait_status));
 }
 
-Result<ExitRecord> LocalRun::run_in_container() {
+Result<ExitRecord> LocalRun::run_in_container(LogFollower& follower) {
+  // Supervising a container blocks this thread, so the output is followed on a thread of its own.
+  follower.start();
   ContainerRunHooks hooks;
   // Running begins with starting the container, as it begins with launching the shim for a
   // process: Preparing is the snapshot, the inputs and the image, nothing of the run itself.
@@ -269,8 +289,7 @@ int LocalRun::execute(const std::vector<spec::Diagnostic>& warnings) {
   if (!prepared.ok()) return fail_before_start(prepared.error());
 
   LogFollower follower(plan_.std_log, options_.json ? STDERR_FILENO : STDOUT_FILENO);
-  follower.start();
-  auto exit = container_ ? run_in_container() : run_under_shim();
+  auto exit = container_ ? run_in_container(follower) : run_under_shim(follower);
   follower.finish();
   if (!exit.ok()) return fail_before_start(exit.error());
   return finish(*exit);

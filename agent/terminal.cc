@@ -11,9 +11,6 @@
 namespace amlnode::agent {
 
 namespace {
-// How often the follower looks for new bytes while the run is quiet. Low enough to feel live, high
-// enough to cost nothing.
-constexpr auto kPollInterval = std::chrono::milliseconds(25);
 // At most this much is copied per system call, so finish() is noticed promptly.
 constexpr std::size_t kChunk = 8 << 20;
 
@@ -36,6 +33,7 @@ LogFollower::LogFollower(std::filesystem::path file, int out_fd)
 
 LogFollower::~LogFollower() {
   finish();
+  if (in_fd_ >= 0) ::close(in_fd_);
 }
 
 void LogFollower::start() {
@@ -49,14 +47,20 @@ void LogFollower::finish() {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
+  copy_new();
+}
+
+void LogFollower::copy_new() {
+  if (in_fd_ < 0) in_fd_ = ::open(file_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in_fd_ >= 0 && output_alive_) output_alive_ = copy_available();
 }
 
 // Copies what the file holds beyond offset_; returns false when the output is gone (then the
 // follower stops copying, and the log file alone keeps the output).
-bool LogFollower::copy_available(int in_fd) {
+bool LogFollower::copy_available() {
   while (true) {
     if (use_sendfile_) {
-      ssize_t n = ::sendfile(out_fd_, in_fd, &offset_, kChunk);
+      ssize_t n = ::sendfile(out_fd_, in_fd_, &offset_, kChunk);
       if (n > 0) continue;
       if (n == 0) return true;
       if (errno == EINTR || errno == EAGAIN) continue;
@@ -64,7 +68,7 @@ bool LogFollower::copy_available(int in_fd) {
       use_sendfile_ = false;
     }
     char buf[65536];
-    ssize_t n = ::pread(in_fd, buf, sizeof buf, offset_);
+    ssize_t n = ::pread(in_fd_, buf, sizeof buf, offset_);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return n == 0;
     if (!write_all(out_fd_, buf, static_cast<std::size_t>(n))) return false;
@@ -73,20 +77,13 @@ bool LogFollower::copy_available(int in_fd) {
 }
 
 void LogFollower::run() {
-  int in_fd = -1;
-  bool output_alive = true;
   while (true) {
-    bool last_round;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait_for(lock, kPollInterval, [this] { return finishing_; });
-      last_round = finishing_;
+      if (wake_.wait_for(lock, kPollInterval, [this] { return finishing_; })) return;
     }
-    if (in_fd < 0) in_fd = ::open(file_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (in_fd >= 0 && output_alive) output_alive = copy_available(in_fd);
-    if (last_round) break;
+    copy_new();
   }
-  if (in_fd >= 0) ::close(in_fd);
 }
 
 void StatusPrinter::line(const std::string& text) const {

@@ -5,6 +5,7 @@
 // the terminal can never slow the job down or lose what the file has.
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
@@ -13,9 +14,11 @@
 
 namespace amlnode::agent {
 
-// Follows a growing file and copies every new byte to an output descriptor, on its own thread,
-// with sendfile(2) (no buffer of ours; a slow reader of `out_fd` only delays the copy, while the
-// log file keeps everything). finish() copies whatever is left and stops.
+// Follows a growing file and copies every new byte to an output descriptor with sendfile(2) (no
+// buffer of ours; a slow reader of `out_fd` only delays the copy, while the log file keeps
+// everything). Either the caller's event loop calls copy_new() on a timer, or start() runs the
+// polling on a thread of its own, for callers that block. finish() copies whatever is left and
+// stops.
 class LogFollower {
  public:
   LogFollower(std::filesystem::path file, int out_fd);
@@ -23,15 +26,23 @@ class LogFollower {
   LogFollower(const LogFollower&) = delete;
   LogFollower& operator=(const LogFollower&) = delete;
 
+  // How often the output should be looked at while the run is quiet: low enough to feel live,
+  // high enough to cost nothing.
+  static constexpr std::chrono::milliseconds kPollInterval{25};
+
+  // Copies what the file holds beyond what was copied. Not to be mixed with start().
+  void copy_new();
   void start();
   void finish();
 
  private:
   void run();
-  bool copy_available(int in_fd);
+  bool copy_available();
 
   std::filesystem::path file_;
   int out_fd_;
+  int in_fd_ = -1;
+  bool output_alive_ = true;
   off_t offset_ = 0;
   std::thread thread_;
   std::mutex mutex_;

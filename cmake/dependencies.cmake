@@ -74,7 +74,9 @@ if(AMLNODE_STATIC_DEPS)
     $<TARGET_PROPERTY:fmt::fmt-header-only,INTERFACE_INCLUDE_DIRECTORIES>)
   target_link_libraries(amlnode_dep_spdlog INTERFACE Threads::Threads)
   add_library(amlnode::spdlog ALIAS amlnode_dep_spdlog)
-  add_link_options(-static-libstdc++ -static-libgcc)
+  # --gc-sections drops the parts of the static archives nothing calls. libarchive's format table,
+  # for one, would otherwise pull in its xar writer, libxml2 and ICU's 30 MB of data.
+  add_link_options(-static-libstdc++ -static-libgcc -Wl,--gc-sections)
 else()
   find_package(LibArchive REQUIRED)
   find_package(yaml-cpp REQUIRED)

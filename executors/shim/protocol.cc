@@ -17,7 +17,9 @@ using nlohmann::json;
 // Launch specs carry arbitrary argv and environment strings. nlohmann refuses to dump invalid UTF-8
 // by throwing; replacing such bytes with U+FFFD is better than taking the caller down, and is
 // documented in docs/shim.md.
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 // Thrown only inside this file and turned into an Error at the public functions.
 struct FieldError {
@@ -62,6 +64,13 @@ std::vector<std::string> get_string_array(const json& object, const char* key) {
     out.push_back(item.get<std::string>());
   }
   return out;
+}
+
+bool get_bool(const json& object, const char* key) {
+  const json* value = find(object, key);
+  if (!value) return false;
+  if (!value->is_boolean()) fail(key, "true or false");
+  return value->get<bool>();
 }
 
 std::optional<double> get_seconds(const json& object, const char* key) {
@@ -126,11 +135,16 @@ std::optional<ExitReason> reason_from_string(const std::string& s) {
 
 std::string to_string(ExitReason reason) {
   switch (reason) {
-    case ExitReason::Exited: return "Exited";
-    case ExitReason::Signaled: return "Signaled";
-    case ExitReason::Timeout: return "Timeout";
-    case ExitReason::Canceled: return "Canceled";
-    case ExitReason::SpawnFailed: return "SpawnFailed";
+    case ExitReason::Exited:
+      return "Exited";
+    case ExitReason::Signaled:
+      return "Signaled";
+    case ExitReason::Timeout:
+      return "Timeout";
+    case ExitReason::Canceled:
+      return "Canceled";
+    case ExitReason::SpawnFailed:
+      return "SpawnFailed";
   }
   return "Unknown";
 }
@@ -148,6 +162,7 @@ std::string launch_spec_to_json(const LaunchSpec& spec) {
   if (spec.deadline_seconds) j["deadline_seconds"] = *spec.deadline_seconds;
   if (spec.uid) j["uid"] = *spec.uid;
   if (spec.gid) j["gid"] = *spec.gid;
+  if (spec.caller_syncs_outcome) j["caller_syncs_outcome"] = true;
   return dump(j);
 }
 
@@ -167,6 +182,7 @@ Result<LaunchSpec> launch_spec_from_json(const std::string& text) {
     if (auto grace = get_seconds(j, "kill_grace_seconds")) spec.kill_grace_seconds = *grace;
     spec.uid = get_integer<uid_t>(j, "uid", 0);
     spec.gid = get_integer<gid_t>(j, "gid", 0);
+    spec.caller_syncs_outcome = get_bool(j, "caller_syncs_outcome");
     return spec;
   });
 }

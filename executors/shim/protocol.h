@@ -18,16 +18,20 @@
 namespace amlnode::executors {
 
 struct LaunchSpec {
-  std::vector<std::string> argv;        // argv[0] is resolved against PATH of `env` if not a path
-  std::vector<std::string> env;         // the complete environment, "NAME=value"
+  std::vector<std::string> argv;  // argv[0] is resolved against PATH of `env` if not a path
+  std::vector<std::string> env;   // the complete environment, "NAME=value"
   std::filesystem::path cwd;
-  std::filesystem::path log_path;       // stdout and stderr of the process, opened O_APPEND
-  std::filesystem::path state_path;     // shim.json
-  std::filesystem::path exit_path;      // exit.json
+  std::filesystem::path log_path;          // stdout and stderr of the process, opened O_APPEND
+  std::filesystem::path state_path;        // shim.json
+  std::filesystem::path exit_path;         // exit.json
   std::optional<double> deadline_seconds;  // measured from the process's start
-  double kill_grace_seconds = 10.0;     // SIGTERM -> SIGKILL
+  double kill_grace_seconds = 10.0;        // SIGTERM -> SIGKILL
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
+  // The caller stores the outcome durably itself as soon as it reads exit.json (`amlnode run`
+  // writes the terminal run.json synced). While that caller is still the shim's parent, exit.json
+  // is then written without a sync; once the caller is gone, it is synced as always.
+  bool caller_syncs_outcome = false;
 };
 
 // Written once the entry process has been spawned.
@@ -35,7 +39,7 @@ struct ShimState {
   pid_t shim_pid = 0;
   unsigned long long shim_start_time = 0;  // /proc/<pid>/stat field 22 (clock ticks since boot)
   pid_t child_pid = 0;
-  long long started_at_ms = 0;             // Unix epoch milliseconds
+  long long started_at_ms = 0;  // Unix epoch milliseconds
 };
 
 enum class ExitReason {
@@ -52,8 +56,8 @@ struct ExitRecord {
   std::optional<int> signal;     // when it died from a signal (also set for Timeout/Canceled
                                  // when it was the shim's signal that ended it)
   long long started_at_ms = 0;
-  long long ended_at_ms = 0;     // when the last process of the run was gone
-  std::string error;             // SpawnFailed: what went wrong
+  long long ended_at_ms = 0;  // when the last process of the run was gone
+  std::string error;          // SpawnFailed: what went wrong
 };
 
 std::string to_string(ExitReason);

@@ -31,7 +31,9 @@ constexpr std::uint64_t kMaxSweepMs = 1000;
 // below from overflowing.
 constexpr double kMaxTimerSeconds = 1e9;
 
-long long now_ms() { return unix_millis(std::chrono::system_clock::now()); }
+long long now_ms() {
+  return unix_millis(std::chrono::system_clock::now());
+}
 
 std::uint64_t to_ms(double seconds) {
   if (seconds <= 0) return 0;
@@ -45,7 +47,8 @@ Supervisor& self_of(void* handle) {
 
 }  // namespace
 
-Supervisor::Supervisor(LaunchSpec spec) : spec_(std::move(spec)), self_(::getpid()) {}
+Supervisor::Supervisor(LaunchSpec spec)
+    : spec_(std::move(spec)), self_(::getpid()), parent_at_start_(::getppid()) {}
 
 int Supervisor::run() {
   if (!install_handlers()) return 1;
@@ -251,7 +254,11 @@ void Supervisor::finish() {
 }
 
 void Supervisor::write_exit_record() {
-  auto written = write_file_atomically(spec_.exit_path, exit_record_to_json(record_));
+  // A caller that syncs the outcome itself and is still our parent reads this file within
+  // milliseconds; the two syncs (about a millisecond) are then left to it. A parent that died
+  // reparented us, and then this file is the only record, so it is synced.
+  bool synced = !spec_.caller_syncs_outcome || ::getppid() != parent_at_start_;
+  auto written = write_file_atomically(spec_.exit_path, exit_record_to_json(record_), synced);
   if (!written.ok()) {
     say("cannot write the exit record: %s", written.error().message.c_str());
     exit_status_ = 1;

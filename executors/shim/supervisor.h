@@ -42,6 +42,7 @@ class Supervisor {
 
   LaunchSpec spec_;
   pid_t self_ = 0;
+  pid_t parent_at_start_ = 0;  // who started us; a different parent later means it died
   pid_t child_ = 0;
   bool entry_done_ = false;  // the entry process has been reaped
   bool stopping_ = false;    // SIGTERM has gone to the run's processes

@@ -1,3 +1,5 @@
+#include "executors/shim/protocol.h"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -6,7 +8,6 @@
 
 #include "executors/shim/launcher.h"
 #include "executors/shim/proc.h"
-#include "executors/shim/protocol.h"
 
 using namespace amlnode::executors;
 using Catch::Matchers::Contains;
@@ -23,6 +24,7 @@ TEST_CASE("a full launch spec survives a JSON round trip", "[shim][protocol]") {
   spec.kill_grace_seconds = 2.5;
   spec.uid = 1000;
   spec.gid = 1001;
+  spec.caller_syncs_outcome = true;
 
   auto back = launch_spec_from_json(launch_spec_to_json(spec));
   REQUIRE(back.ok());
@@ -36,6 +38,7 @@ TEST_CASE("a full launch spec survives a JSON round trip", "[shim][protocol]") {
   CHECK(back->kill_grace_seconds == spec.kill_grace_seconds);
   CHECK(back->uid == spec.uid);
   CHECK(back->gid == spec.gid);
+  CHECK(back->caller_syncs_outcome);
 }
 
 TEST_CASE("a minimal launch spec keeps its optional fields empty", "[shim][protocol]") {
@@ -54,11 +57,12 @@ TEST_CASE("a minimal launch spec keeps its optional fields empty", "[shim][proto
   CHECK(back->kill_grace_seconds == 10.0);
   CHECK_FALSE(back->uid);
   CHECK_FALSE(back->gid);
+  CHECK_FALSE(back->caller_syncs_outcome);  // exit.json is synced unless the caller says otherwise
 
   // A hand-written file may use null for "not set".
-  auto nulls = launch_spec_from_json(
-      R"({"argv":["true"],"log_path":"l","state_path":"s","exit_path":"e",)"
-      R"("deadline_seconds":null,"uid":null})");
+  auto nulls =
+      launch_spec_from_json(R"({"argv":["true"],"log_path":"l","state_path":"s","exit_path":"e",)"
+                            R"("deadline_seconds":null,"uid":null})");
   REQUIRE(nulls.ok());
   CHECK_FALSE(nulls->deadline_seconds);
   CHECK_FALSE(nulls->uid);
@@ -77,13 +81,16 @@ TEST_CASE("launch spec errors name the field at fault", "[shim][protocol]") {
   CHECK_THAT(error_of("{" + files + "}"), Contains("'argv'"));
   CHECK_THAT(error_of(R"({"argv":[],)" + files + "}"), Contains("'argv'"));
   CHECK_THAT(error_of(R"({"argv":["a",3],)" + files + "}"), Contains("'argv[1]'"));
-  CHECK_THAT(error_of(R"({"argv":["a"],"log_path":"l","state_path":"s"})"), Contains("'exit_path'"));
+  CHECK_THAT(error_of(R"({"argv":["a"],"log_path":"l","state_path":"s"})"),
+             Contains("'exit_path'"));
   CHECK_THAT(error_of(R"({"argv":["a"],"deadline_seconds":"soon",)" + files + "}"),
              Contains("'deadline_seconds'"));
   CHECK_THAT(error_of(R"({"argv":["a"],"kill_grace_seconds":-1,)" + files + "}"),
              Contains("'kill_grace_seconds'"));
   CHECK_THAT(error_of(R"({"argv":["a"],"uid":-5,)" + files + "}"), Contains("'uid'"));
   CHECK_THAT(error_of(R"({"argv":["a"],"env":"A=1",)" + files + "}"), Contains("'env'"));
+  CHECK_THAT(error_of(R"({"argv":["a"],"caller_syncs_outcome":"yes",)" + files + "}"),
+             Contains("'caller_syncs_outcome' must be true or false"));
 }
 
 TEST_CASE("shim state survives a JSON round trip", "[shim][protocol]") {
@@ -105,7 +112,11 @@ TEST_CASE("exit records survive a JSON round trip for every reason", "[shim][pro
   ExitRecord signaled{ExitReason::Signaled, std::nullopt, 11, 1000, 2000, ""};
   ExitRecord timeout{ExitReason::Timeout, std::nullopt, 9, 1000, 2000, ""};
   ExitRecord canceled{ExitReason::Canceled, 143, std::nullopt, 1000, 2000, ""};
-  ExitRecord failed{ExitReason::SpawnFailed, std::nullopt, std::nullopt, 1000, 1000,
+  ExitRecord failed{ExitReason::SpawnFailed,
+                    std::nullopt,
+                    std::nullopt,
+                    1000,
+                    1000,
                     "cannot start python3: No such file or directory"};
   for (const auto& record : {exited, signaled, timeout, canceled, failed}) {
     auto back = exit_record_from_json(exit_record_to_json(record));
