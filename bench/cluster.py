@@ -124,7 +124,10 @@ class LocalCluster:
             f"state_dir: {state}\n"
             f"control_plane: {{url: 'http://127.0.0.1:{self.port}', registration_token: {body['token']}}}\n"
             f"node: {{labels: {{compute_name: {compute}}}, run_concurrency: {run_concurrency}, "
-            f"lease_wait_seconds: {lease_wait}}}\n{extra_config}")
+            f"lease_wait_seconds: {lease_wait}}}\n"
+            # Metrics stay on, on a port of the kernel's choosing, so agents side by side (and an
+            # agent already on this machine) never fight over 9108.
+            f"metrics: {{listen: '127.0.0.1:0'}}\n{extra_config}")
         agent = subprocess.Popen([str(AMLNODE), "agent", "--config", str(config)],
                                  stdout=open(self.work / f"agent{index}.out", "w"), stderr=subprocess.STDOUT)
         self.agents.append(agent)

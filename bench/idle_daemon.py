@@ -67,7 +67,9 @@ def start_agent(work, port):
     (work / "agent.yml").write_text(
         f"state_dir: {work / 'state'}\n"
         f"control_plane: {{url: 'http://127.0.0.1:{port}', registration_token: {token}}}\n"
-        "node: {labels: {compute_name: bench}}\n")
+        "node: {labels: {compute_name: bench}}\n"
+        # Metrics on (sampling every 10 s and serving /metrics), on a port of the kernel's choosing.
+        "metrics: {listen: '127.0.0.1:0'}\n")
     agent = subprocess.Popen([str(AMLNODE), "agent", "--config", str(work / "agent.yml")],
                              stdout=open(work / "agent.out", "w"), stderr=subprocess.STDOUT)
 

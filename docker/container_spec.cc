@@ -378,6 +378,11 @@ Result<ContainerSpec> container_spec_for(const executors::Plan& plan, const spec
   std::string run_dir = plan.run_dir.lexically_normal().string();
   host["Binds"] = nlohmann::json::array({run_dir + ":" + run_dir});
   bind_inputs(plan, host["Binds"]);
+  if (plan.python_module_dir) {
+    spec.python_module_dir = plan.python_module_dir->lexically_normal();
+    std::string dir = spec.python_module_dir->string();
+    host["Binds"].push_back(dir + ":" + dir + ":ro");
+  }
   host["ShmSize"] = plan.shm_size_bytes > 0 ? plan.shm_size_bytes : (2ull << 30);
   host["Init"] = options.init;
   if (job.node_count > 1 || job.distributed.process_count_per_node > 1) {
@@ -390,8 +395,16 @@ Result<ContainerSpec> container_spec_for(const executors::Plan& plan, const spec
   return spec;
 }
 
-std::vector<std::string> logging_entrypoint(const std::filesystem::path& std_log) {
-  return {"/bin/sh", "-c", "exec \"$0\" \"$@\" >>" + shell_quote(std_log.string()) + " 2>&1"};
+std::vector<std::string> logging_entrypoint(
+    const std::filesystem::path& std_log,
+    const std::optional<std::filesystem::path>& python_module_dir) {
+  std::string script;
+  if (python_module_dir) {
+    script = "PYTHONPATH=\"${PYTHONPATH:+$PYTHONPATH:}\"" +
+             shell_quote(python_module_dir->string()) + "; export PYTHONPATH; ";
+  }
+  script += "exec \"$0\" \"$@\" >>" + shell_quote(std_log.string()) + " 2>&1";
+  return {"/bin/sh", "-c", script};
 }
 
 nlohmann::json create_request_body(const ContainerSpec& spec) {
@@ -399,7 +412,7 @@ nlohmann::json create_request_body(const ContainerSpec& spec) {
   for (const auto& [name, value] : spec.env) env.push_back(name + "=" + value);
   nlohmann::json body = {
       {"Image", spec.image},
-      {"Entrypoint", logging_entrypoint(spec.std_log)},
+      {"Entrypoint", logging_entrypoint(spec.std_log, spec.python_module_dir)},
       {"Cmd", spec.argv},
       {"Env", env},
       {"WorkingDir", spec.working_dir.string()},

@@ -48,6 +48,9 @@ struct ContainerSpec {
   std::filesystem::path std_log;  // where the container's stdout and stderr are appended
   spec::EnvVars env;              // the container's whole environment (over the image's ENV)
   std::filesystem::path working_dir;
+  // The host folder of the amlnode_run module, mounted read-only at the same path and put last on
+  // the PYTHONPATH the container starts with (the image's own, or the job's, comes first).
+  std::optional<std::filesystem::path> python_module_dir;
   std::optional<std::string> user;
   std::map<std::string, std::string> labels;
   nlohmann::json host_config = nlohmann::json::object();  // the Engine API's HostConfig
@@ -74,8 +77,12 @@ std::optional<std::uint64_t> parse_byte_size(std::string_view text);
 
 // The command the container runs: /bin/sh appends the command's stdout and stderr to `std_log`
 // and then becomes the command (exec), so the file keeps growing with nobody copying a stream,
-// even when amlnode itself is gone. Every Azure ML base image has /bin/sh.
-std::vector<std::string> logging_entrypoint(const std::filesystem::path& std_log);
+// even when amlnode itself is gone. Every Azure ML base image has /bin/sh. With a
+// `python_module_dir`, the shell first appends it to PYTHONPATH: only the shell sees the image's
+// own value, which the container's Env would otherwise replace.
+std::vector<std::string> logging_entrypoint(
+    const std::filesystem::path& std_log,
+    const std::optional<std::filesystem::path>& python_module_dir = std::nullopt);
 
 // The body of POST /containers/create.
 nlohmann::json create_request_body(const ContainerSpec& spec);

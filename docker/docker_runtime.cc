@@ -224,6 +224,7 @@ class DockerRuntime final : public ContainerRuntime {
     info.image = config.value("Image", "");
     info.state = state.value("Status", "");
     info.running = state.value("Running", false);
+    info.pid = static_cast<pid_t>(state.value("Pid", 0));
     info.exit_code = state.value("ExitCode", 0);
     info.oom_killed = state.value("OOMKilled", false);
     info.labels = labels_of(config.value("Labels", nlohmann::json()));

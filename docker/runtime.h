@@ -56,6 +56,7 @@ struct ContainerInfo {
   std::string image;
   std::string state;  // created, running, exited, ...
   bool running = false;
+  pid_t pid = 0;  // its first process on this host while it runs (docker-init), else 0
   int exit_code = 0;
   bool oom_killed = false;
   std::map<std::string, std::string> labels;

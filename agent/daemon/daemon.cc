@@ -7,6 +7,8 @@
 #include <boost/asio/post.hpp>
 #include <cstring>
 
+#include "agent/daemon/log_setup.h"
+
 namespace amlnode::agent {
 
 namespace asio = boost::asio;
@@ -78,8 +80,16 @@ std::vector<SampledRun> Daemon::live_runs() const {
   std::vector<SampledRun> live;
   for (const auto& [id, run] : runs_) {
     const auto& started = run.started;
-    if (!started || run.concluded || started->in_container || !started->shim_alive) continue;
-    live.push_back({id, started->plan.run_dir, started->shim.pid, started->shim.start_time});
+    if (!started || run.concluded) continue;
+    if (started->in_container) {
+      if (!started->container_root || !run.container_watch) continue;
+      auto [pid, start_time] = *started->container_root;
+      live.push_back({id, started->plan.run_dir, {pid, start_time, false}});
+      continue;
+    }
+    if (!started->shim_alive) continue;
+    live.push_back(
+        {id, started->plan.run_dir, {started->shim.pid, started->shim.start_time, true}});
   }
   return live;
 }
@@ -161,6 +171,8 @@ void Daemon::register_node() {
         // with the same token and key gets the same identity back.
         auto key = store->registration_key();
         if (!key.ok()) return key.error();
+        // With the token, the key gets this node's identity back: it is as secret as the token.
+        redact_in_logs(*key);
         auto registration = client->register_node(token, facts, *key);
         if (!registration.ok()) return registration;
         if (auto saved = store->save_identity(registration->identity); !saved) return saved.error();

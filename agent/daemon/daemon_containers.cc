@@ -7,6 +7,7 @@
 
 #include "agent/daemon/container_runs.h"
 #include "agent/daemon/daemon.h"
+#include "executors/shim/launcher.h"
 
 namespace amlnode::agent {
 
@@ -69,6 +70,12 @@ void Daemon::on_container_started(const std::string& run_id,
 }
 
 void Daemon::watch_container(ActiveRun& run, const docker::ContainerInfo& container) {
+  // Docker's pids are this host's (the daemon runs here), so the container's processes are
+  // sampled like a shim's tree. Its start time keeps a reused pid from being taken for it.
+  if (container.running && container.pid > 0) {
+    if (auto start_time = executors::process_start_time(container.pid))
+      run.started->container_root = {container.pid, *start_time};
+  }
   auto settings = container_watch_settings(options_.runs, run.started->plan, container);
   run.container_watch = std::make_shared<ContainerWatch>(
       io_.get_executor(),

@@ -106,16 +106,15 @@ void MetricsService::sample_runs(std::int64_t now_ms) {
   run_samples_.clear();
   for (const auto& run : held) {
     auto found = runs_.find(run.run_id);
-    if (found == runs_.end() || found->second.root().pid != run.shim_pid) {
+    if (found == runs_.end() || found->second.root().pid != run.root.pid) {
       runs_.erase(run.run_id);
-      metrics::RunRoot root{run.shim_pid, run.shim_start_time, true};
       found = runs_
-                  .emplace(run.run_id, metrics::RunSampler(run.run_id, root,
-                                                           metrics::own_cgroup_of(run.shim_pid)))
+                  .emplace(run.run_id, metrics::RunSampler(run.run_id, run.root,
+                                                           metrics::own_cgroup_of(run.root.pid)))
                   .first;
     }
     const auto& sample = found->second.sample(now_ms, gpu_processes_);
-    // A shim that ended (the run is being finalized, which can take long: outputs are retried
+    // A root that ended (the run is being finalized, which can take long: outputs are retried
     // while the control plane is away) would give the same counters again with nothing in use:
     // the last live sample stays the run's last line, and /metrics drops the run.
     if (!found->second.root_alive()) continue;

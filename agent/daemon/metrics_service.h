@@ -37,12 +37,12 @@ namespace amlnode::agent {
 
 inline constexpr std::uint64_t kMaxResourcesFileBytes = 16u << 20;
 
-// A run whose process is live, as the daemon knows it.
+// A run whose process is live, as the daemon knows it: the root of its process tree is its shim,
+// or for a Docker run the container's first process (docker-init), which counts as the run's.
 struct SampledRun {
   std::string run_id;
   std::filesystem::path run_dir;
-  pid_t shim_pid = 0;
-  std::uint64_t shim_start_time = 0;
+  metrics::RunRoot root;
 };
 
 // One resource sample as a line of resources.jsonl (and as `amlnode status` shows it).

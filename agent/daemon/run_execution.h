@@ -47,6 +47,9 @@ struct StartedRun {
   bool in_container = false;
   std::optional<docker::ContainerSpec> container_spec;
   std::optional<docker::ContainerInfo> container;
+  // The container's first process and its start time, once it runs: the root its resources are
+  // sampled from (unset for a process run, or a container whose process was never seen).
+  std::optional<std::pair<pid_t, std::uint64_t>> container_root;
 };
 
 // Everything up to the shim's launch. Errors carry the code the run fails with (InvalidJob,

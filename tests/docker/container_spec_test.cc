@@ -75,6 +75,23 @@ TEST_CASE("container spec: the log path is quoted for the shell", "[unit]") {
   CHECK(entrypoint[2] == "exec \"$0\" \"$@\" >>'/runs/it'\\''s here/std_log.txt' 2>&1");
 }
 
+TEST_CASE("container spec: the amlnode_run module is mounted and appended to PYTHONPATH",
+          "[unit]") {
+  auto with_module = plan();
+  with_module.python_module_dir = "/opt/amlnode/share/amlnode/python";
+  auto spec = container_spec_for(with_module, job(), "img:1", ContainerOptions{});
+  REQUIRE(spec.ok());
+  CHECK(spec->host_config["Binds"].back() ==
+        "/opt/amlnode/share/amlnode/python:/opt/amlnode/share/amlnode/python:ro");
+  // The shell sees the image's PYTHONPATH (or the job's, from Env) and appends to it.
+  CHECK(create_request_body(*spec)["Entrypoint"][2] ==
+        "PYTHONPATH=\"${PYTHONPATH:+$PYTHONPATH:}\"'/opt/amlnode/share/amlnode/python'; "
+        "export PYTHONPATH; exec \"$0\" \"$@\" >>'/state/runs/run_1/user_logs/std_log.txt' 2>&1");
+  // Without the module (a build that has no share/ folder), nothing is added.
+  CHECK(spec_for(job())->host_config["Binds"].size() == 3);
+  CHECK_FALSE(spec_for(job())->python_module_dir);
+}
+
 TEST_CASE("container spec: distributed runs use the host network", "[unit]") {
   auto nodes = job();
   nodes.node_count = 2;

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "agent/daemon/state_store.h"
 #include "executors/archive.h"
@@ -41,7 +42,8 @@ struct DockerCluster {
                       "\n  registration_token: " + server.registration_token("gpu-less") +
                       "\nnode:\n  labels: {compute_name: gpu-less}\n  lease_wait_seconds: 2\n" +
                       // Port 0: /metrics on a port of its own, never the default 9108.
-                      "metrics: {listen: '127.0.0.1:0'}\ndocker:\n  host: " + docker_host +
+                      "metrics: {listen: '127.0.0.1:0', interval_seconds: 1}\ndocker:\n  host: " +
+                      docker_host +
                       "\n  pip_install_options: [--no-index, --find-links, /amlnode/wheels]\n"
                       "  local_wheel_dir: " +
                       test::services().wheels.string() + "\n");
@@ -146,6 +148,66 @@ TEST_CASE("a leased Docker job runs in its container and its log reaches the con
   CHECK(test::slurp(cluster.dir / "out" / "model.txt") == "trained\n");
   // Released: no container of the run is left.
   CHECK(containers_of(id).empty());
+  CHECK(cluster.drain_agent() == 0);
+}
+
+// The largest value of `field` over the run's resources.jsonl lines.
+double largest_sample(const fs::path& run_dir, const std::string& field) {
+  double largest = -1;
+  fs::path file = run_dir / "system_logs" / "resources.jsonl";
+  if (!fs::exists(file)) return largest;
+  std::istringstream lines(test::slurp(file));
+  for (std::string line; std::getline(lines, line);) {
+    auto sample = nlohmann::json::parse(line, nullptr, false);
+    if (sample.is_object() && sample.contains(field))
+      largest = std::max(largest, sample[field].get<double>());
+  }
+  return largest;
+}
+
+TEST_CASE("a Docker run is sampled in its container, and amlnode_run works inside it", "[docker]") {
+  DockerCluster cluster;
+  // Holds 64 MiB and burns a second of CPU, logs through amlnode_run (which the image does not
+  // have), then waits for the test to have seen its samples.
+  cluster.dir.write("src/train.py",
+                    "import os, time\n"
+                    "import amlnode_run\n"
+                    "data = bytearray(64 << 20)\n"
+                    "for i in range(0, len(data), 4096): data[i] = 1\n"
+                    "for step in range(3): amlnode_run.log('loss', 1.0 / (step + 1), step=step)\n"
+                    "amlnode_run.flush()\n"
+                    "while time.process_time() < 1.0: pass\n"
+                    "deadline = time.monotonic() + 60\n"
+                    "while time.monotonic() < deadline and not os.path.exists('release'):\n"
+                    "    time.sleep(0.05)\n"
+                    "print('done', len(data))\n");
+  std::string id = cluster.submit("command: [python3, train.py]\n");
+  cluster.start_agent();
+  fs::path run_dir = cluster.run_dir(id);
+  bool sampled = test::eventually(
+      [&] {
+        return largest_sample(run_dir, "cpu_seconds") >= 1.0 &&
+               largest_sample(run_dir, "memory_bytes") >= 64.0 * (1 << 20);
+      },
+      90s);
+  cluster.dir.write("a/state/runs/" + id + "/wd/release", "");
+  INFO(cluster.agent_output() << test::slurp(run_dir / "user_logs" / "std_log.txt"));
+  CHECK(sampled);
+  CHECK(largest_sample(run_dir, "processes") >= 2);  // docker-init and python
+  REQUIRE(cluster.wait_terminal(id));
+  CHECK(cluster.server.run(id)["status"] == "Completed");
+  CHECK(cluster.server.log(id, "system_logs/resources.jsonl") ==
+        test::slurp(run_dir / "system_logs" / "resources.jsonl"));
+
+  const std::vector<std::string> env{"AMLNODE_CONTROL_PLANE=" + cluster.server.url(),
+                                     "AMLNODE_USER_TOKEN=" + cluster.server.user_token()};
+  auto answer = test::run_command({test::amlnode_binary().string(), "metrics", id, "--json"}, env);
+  INFO(answer.err);
+  REQUIRE(answer.exit_code == 0);
+  auto metrics = nlohmann::json::parse(answer.out);
+  CHECK(metrics["metrics"]["loss"]["count"] == 3);
+  CHECK(metrics["metrics"]["loss"]["last"]["step"] == 2);
+  CHECK(metrics["resources"]["memory_peak_bytes"].get<double>() >= 64.0 * (1 << 20));
   CHECK(cluster.drain_agent() == 0);
 }
 

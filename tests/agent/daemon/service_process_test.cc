@@ -267,6 +267,9 @@ TEST_CASE("the JSON log format writes one object per line, and no token ever app
   std::string log = agent.log();
   CHECK(log.find(token) == std::string::npos);
   CHECK(log.find((**identity).node_token) == std::string::npos);
+  auto key = (*store)->registration_key();
+  REQUIRE(key.ok());
+  CHECK(log.find(*key) == std::string::npos);
   auto lines = lines_of(test::slurp(agent.out()));
   REQUIRE(lines.size() >= 3);
   for (const auto& line : lines) {
