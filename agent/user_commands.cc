@@ -133,6 +133,7 @@ struct UserCommands::State {
   std::string run_id;
   std::string stream = "user_logs/std_log.txt";
   std::string compute_name;
+  unsigned attempt = 0;  // 0: the current attempt
   bool follow = false;
   bool as_json = false;
   CLI::App *submit = nullptr, *status = nullptr, *logs = nullptr, *cancel = nullptr,
@@ -191,27 +192,39 @@ struct UserCommands::State {
 
   int run_logs(UserClient& client) const {
     std::uint64_t offset = 0;
+    std::string seen_attempt;
+    // Following long-polls until the run is over; then one more read to the end, since bytes may
+    // have landed between the last read and the status.
+    bool waiting = follow;
     for (;;) {
       std::string target =
           "/v1/runs/" + run_id + "/logs/" + stream + "?offset=" + std::to_string(offset);
-      if (follow) target += "&wait_seconds=20";
+      if (attempt > 0) target += "&attempt=" + std::to_string(attempt);
+      if (waiting) target += "&wait_seconds=20";
       auto response = client.call("GET", target, "", "", std::chrono::seconds(40));
       if (!answered(response, "logs")) return kExitFailed;
+      // The run was leased again and its log starts over (the server set the earlier attempt's
+      // aside): what was printed stays, and the new attempt is printed from its first byte.
+      std::string now = response->header("X-Amlnode-Attempt");
+      if (!seen_attempt.empty() && !now.empty() && now != seen_attempt && offset > 0) {
+        std::fprintf(stderr,
+                     "amlnode: run %s started again (attempt %s); its log starts over (the "
+                     "earlier attempt: --attempt %s)\n",
+                     run_id.c_str(), now.c_str(), seen_attempt.c_str());
+        seen_attempt = now;
+        offset = 0;
+        continue;
+      }
+      if (!now.empty()) seen_attempt = now;
       std::fwrite(response->body.data(), 1, response->body.size(), stdout);
       std::fflush(stdout);
       offset += response->body.size();
       if (!response->body.empty()) continue;
-      if (!follow) return 0;
+      if (!waiting) return 0;
       auto run = client.call("GET", "/v1/runs/" + run_id);
       if (!answered(run, "status")) return kExitFailed;
       std::string status = json::parse(run->body).value("status", "");
-      if (status == "Completed" || status == "Failed" || status == "Canceled") {
-        // One more read: bytes may have landed between the last read and the status.
-        auto rest = client.call(
-            "GET", "/v1/runs/" + run_id + "/logs/" + stream + "?offset=" + std::to_string(offset));
-        if (answered(rest, "logs")) std::fwrite(rest->body.data(), 1, rest->body.size(), stdout);
-        return 0;
-      }
+      waiting = !(status == "Completed" || status == "Failed" || status == "Canceled");
     }
   }
 
@@ -283,6 +296,11 @@ void UserCommands::add_to(CLI::App& app) {
                    "the stream (user_logs/std_log.txt, system_logs/..., logs/...)")
       ->capture_default_str();
   s.logs->add_flag("--follow,-f", s.follow, "keep printing until the run ends");
+  s.logs
+      ->add_option("--attempt", s.attempt,
+                   "an earlier attempt of a run that was leased again (1 is the first)")
+      ->check(CLI::PositiveNumber)
+      ->excludes("--follow");
   s.cancel = app.add_subcommand("cancel", "Cancel a run");
   s.cancel->add_option("RUN_ID", s.run_id)->required();
   s.metrics = app.add_subcommand("metrics", "Show a run's metrics and its last resource sample");

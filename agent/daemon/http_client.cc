@@ -3,6 +3,7 @@
 #include "agent/daemon/http_client.h"
 
 #include <algorithm>
+#include <boost/algorithm/string/predicate.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -180,8 +181,13 @@ class StreamConnection final : public Connection {
     if (ec)
       return unreachable("reading the answer to " + request.method + " " + request.target, ec);
     reusable_ = parser.get().keep_alive();
-    return HttpResponse{static_cast<int>(parser.get().result_int()),
-                        std::move(parser.get().body())};
+    HttpResponse response{
+        static_cast<int>(parser.get().result_int()), std::move(parser.get().body()), {}};
+    for (const auto& field : parser.get()) {
+      if (boost::istarts_with(field.name_string(), "X-Amlnode-"))
+        response.headers.emplace_back(field.name_string(), field.value());
+    }
+    return response;
   }
 
   // Reads the header first, so only a 200 answer is written to the file; any other answer's
@@ -313,6 +319,13 @@ std::unique_ptr<HttpClient> make_http_client(HttpEndpoint endpoint, HttpTlsOptio
                                              std::size_t max_idle_connections) {
   return std::make_unique<PooledHttpClient>(std::move(endpoint), std::move(tls),
                                             max_idle_connections);
+}
+
+std::string HttpResponse::header(std::string_view name) const {
+  for (const auto& [key, value] : headers) {
+    if (boost::iequals(key, name)) return value;
+  }
+  return {};
 }
 
 }  // namespace amlnode::agent

@@ -62,6 +62,12 @@ struct HttpRequest {
 struct HttpResponse {
   int status = 0;
   std::string body;  // empty when streamed to response_file
+  // The answer's X-Amlnode-* headers (the protocol's own), names as sent; other headers are not
+  // kept.
+  std::vector<std::pair<std::string, std::string>> headers;
+
+  // The value of header `name` (compared without regard to case), empty when absent.
+  std::string header(std::string_view name) const;
 };
 
 class HttpClient {

@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 
 #include "tests/controlplane/cp_test_support.h"
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
 
 using namespace amlnode::controlplane;
 using namespace amlnode::controlplane::test;
@@ -194,4 +196,49 @@ TEST_CASE("heartbeats keep a node alive", "[epoch]") {
     server.server().sweep_now();
   }
   CHECK(server.run(run_id)["node_id"] == a.id());
+}
+
+TEST_CASE(
+    "amlnode logs --follow starts over when the run starts again, and --attempt reads "
+    "the earlier attempt",
+    "[epoch]") {
+  TestServer server;
+  auto a = server.node("cpu");
+  auto b = server.node("cpu");
+  auto run_id = server.queue_run("cpu");
+  REQUIRE(a.lease().json()["runs"][0]["epoch"] == 1);
+  REQUIRE(a.status(run_id, 1, "Running").status == 200);
+  REQUIRE(a.append(run_id, "user_logs/std_log.txt", 0, 1, "a 1\na 2\n").status == 200);
+
+  amlnode::test::TempDir dir;
+  const std::vector<std::string> env{
+      "AMLNODE_CONTROL_PLANE=http://127.0.0.1:" + std::to_string(server.port()),
+      "AMLNODE_USER_TOKEN=" + server.user_token()};
+  auto amlnode = amlnode::test::amlnode_binary().string();
+  pid_t follower = amlnode::test::start_command({amlnode, "logs", run_id, "--follow"}, dir / "out",
+                                                dir / "err", env);
+  auto printed = [&] { return amlnode::test::slurp(dir / "out"); };
+  REQUIRE(amlnode::test::eventually([&] { return printed() == "a 1\na 2\n"; }, 20s));
+
+  // a is cut off; b leases the run again and its process writes its log from the start.
+  server.clock().advance(20s);
+  REQUIRE(b.heartbeat().status == 200);
+  server.clock().advance(11s);
+  server.server().sweep_now();
+  REQUIRE(b.lease().json()["runs"][0]["epoch"] == 2);
+  REQUIRE(b.status(run_id, 2, "Running").status == 200);
+  REQUIRE(b.append(run_id, "user_logs/std_log.txt", 0, 2, "b 1\n").status == 200);
+  REQUIRE(amlnode::test::eventually([&] { return printed() == "a 1\na 2\nb 1\n"; }, 20s));
+  REQUIRE(b.append(run_id, "user_logs/std_log.txt", 4, 2, "b 2\nb 3\n").status == 200);
+  REQUIRE(b.status(run_id, 2, "Completed").status == 200);
+
+  CHECK(amlnode::test::wait_command(follower, 60s) == 0);
+  CHECK(printed() == "a 1\na 2\nb 1\nb 2\nb 3\n");
+  CHECK(amlnode::test::slurp(dir / "err").find("started again (attempt 2)") != std::string::npos);
+
+  auto earlier = amlnode::test::run_command({amlnode, "logs", run_id, "--attempt", "1"}, env, 30s);
+  CHECK(earlier.exit_code == 0);
+  CHECK(earlier.out == "a 1\na 2\n");
+  auto current = amlnode::test::run_command({amlnode, "logs", run_id}, env, 30s);
+  CHECK(current.out == "b 1\nb 2\nb 3\n");
 }
