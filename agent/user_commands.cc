@@ -126,6 +126,7 @@ struct UserCommands::State {
   std::string control_plane;
   std::string user_token;
   std::string user_token_file;
+  std::string ca_file;
   std::string job_file;
   std::string compute;
   std::string experiment;
@@ -155,7 +156,10 @@ struct UserCommands::State {
     }
     if (token.empty())
       return Error{"Usage", "--user-token, $AMLNODE_USER_TOKEN or --user-token-file is required"};
-    return UserClient(make_http_client(*endpoint), token);
+    HttpTlsOptions tls;
+    std::string ca = ca_file.empty() ? env_or("AMLNODE_CA_FILE", "") : ca_file;
+    if (!ca.empty()) tls.ca_file = ca;
+    return UserClient(make_http_client(*endpoint, tls), token);
   }
 
   int run_submit(UserClient& client) const {
@@ -280,6 +284,9 @@ void UserCommands::add_to(CLI::App& app) {
                         "control plane URL (default: $AMLNODE_CONTROL_PLANE)");
     command->add_option("--user-token", s.user_token, "user token (default: $AMLNODE_USER_TOKEN)");
     command->add_option("--user-token-file", s.user_token_file, "file holding the user token");
+    command->add_option("--ca-file", s.ca_file,
+                        "PEM CA certificate of an https:// control plane (default: "
+                        "$AMLNODE_CA_FILE, else the system's trust store)");
     command->add_flag("--json", s.as_json, "compact JSON output");
   };
   s.submit = app.add_subcommand("submit", "Submit a job to a control plane; prints the run id");

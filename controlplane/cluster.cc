@@ -247,7 +247,32 @@ nlohmann::json Cluster::heartbeat(const std::string& node_id, const HeartbeatRep
     }
   }
   if (node.record.draining) commands.push_back({{"type", "drain"}});
+  let_go_of_taken_runs(node, report);
   return commands;
+}
+
+void Cluster::let_go_of_taken_runs(NodeState& node, const HeartbeatReport& report) {
+  for (auto it = node.taken_runs.begin(); it != node.taken_runs.end();) {
+    bool still_held = false;
+    for (const auto& reported : report.runs) still_held = still_held || reported.run_id == *it;
+    if (still_held) {
+      ++it;
+      continue;
+    }
+    if (auto run = runs_.find(*it);
+        run != runs_.end() && run->second.taken_from == node.record.node_id) {
+      run->second.taken_from.clear();
+      node.let_go = true;
+    }
+    it = node.taken_runs.erase(it);
+  }
+}
+
+bool Cluster::take_let_go(const std::string& node_id) {
+  auto node = nodes_.find(node_id);
+  if (node == nodes_.end() || !node->second.let_go) return false;
+  node->second.let_go = false;
+  return true;
 }
 
 Result<void> Cluster::drain(const std::string& node_id) {
@@ -264,7 +289,11 @@ bool Cluster::has_work_for(const std::string& node_id) const {
   auto node = nodes_.find(node_id);
   if (node == nodes_.end() || node->second.record.draining) return false;
   auto queue = queues_.find(node->second.record.compute_name);
-  return queue != queues_.end() && !queue->second.empty();
+  if (queue == queues_.end()) return false;
+  for (const auto& [seq, run_id] : queue->second) {
+    if (may_lease(runs_.at(run_id), node_id)) return true;
+  }
+  return false;
 }
 
 std::vector<LeasedRun> Cluster::lease(const std::string& node_id, int max_runs) {
@@ -273,9 +302,14 @@ std::vector<LeasedRun> Cluster::lease(const std::string& node_id, int max_runs) 
   NodeState& node = nodes_.at(node_id);
   auto& queue = queues_.at(node.record.compute_name);
   Millis now = now_millis();
-  while (!queue.empty() && static_cast<int>(leased.size()) < max_runs) {
-    RunState& run = runs_.at(queue.begin()->second);
-    queue.erase(queue.begin());
+  for (auto next = queue.begin();
+       next != queue.end() && static_cast<int>(leased.size()) < max_runs;) {
+    RunState& run = runs_.at(next->second);
+    if (!may_lease(run, node_id)) {
+      ++next;
+      continue;
+    }
+    next = queue.erase(next);
     RunRecord& r = run.record;
     r.epoch += 1;
     r.node_id = node_id;
@@ -465,6 +499,10 @@ void Cluster::mark_outputs(const std::string& run_id) {
 
 bool Cluster::requeue(RunState& run) {
   if (!spec::can_transition(run.record.status, RunStatus::Queued)) return false;
+  if (auto node = nodes_.find(run.record.node_id); node != nodes_.end()) {
+    run.taken_from = run.record.node_id;
+    node->second.taken_runs.insert(run.record.run_id);
+  }
   release_from_node(run);
   enqueue(run);
   save(run.record);

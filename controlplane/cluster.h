@@ -139,6 +139,9 @@ class Cluster {
   void touch(const std::string& node_id);
   // Applies a heartbeat and returns the commands for the node (cancel, stop, drain).
   nlohmann::json heartbeat(const std::string& node_id, const HeartbeatReport& report);
+  // Whether the node's last heartbeat let go of a queued run that had been taken from it, so
+  // that the node may now lease it (see RunState::taken_from); cleared by the call.
+  bool take_let_go(const std::string& node_id);
   Result<void> drain(const std::string& node_id);
 
   // Leases up to `max_runs` of the node's compute queue, oldest first, each with a new epoch.
@@ -184,13 +187,24 @@ class Cluster {
   struct NodeState {
     NodeRecord record;
     std::chrono::system_clock::time_point last_seen;
-    std::set<std::string> held_runs;  // live runs whose current lease is this node's
+    std::set<std::string> held_runs;   // live runs whose current lease is this node's
+    std::set<std::string> taken_runs;  // runs requeued away from it, not yet let go of
+    bool let_go = false;               // a heartbeat let go of one of taken_runs
   };
   struct RunState {
     RunRecord record;
     std::string job_text;                // kept only while the run is live
     std::set<std::string> past_holders;  // every node that held an epoch of it
+    // The node this run was requeued away from (it was lost), while that node may still be
+    // running the old epoch. The run is not leased back to it until one of its heartbeats no
+    // longer lists the run: the node then has stopped it, and a new epoch there cannot meet the
+    // old one's process in the same run folder. In memory only: a restarted control plane
+    // forgets it, which costs nothing worse than the old behaviour.
+    std::string taken_from;
   };
+  bool may_lease(const RunState& run, const std::string& node_id) const {
+    return run.taken_from != node_id;
+  }
 
   Millis now_millis() const;
   Result<RegisteredNode> registered_again(const RegistrationTokenRecord& token,
@@ -201,6 +215,7 @@ class Cluster {
   void dequeue(const RunRecord& run);
   void finish(RunState& run, spec::RunStatus status);
   void release_from_node(RunState& run);
+  void let_go_of_taken_runs(NodeState& node, const HeartbeatReport& report);
   bool requeue(RunState& run);
 
   std::shared_ptr<Clock> clock_;

@@ -2,7 +2,8 @@
 
 #include <deque>
 #include <map>
-#include <string_view>
+
+#include "metrics/script_metrics.h"
 
 namespace amlnode::controlplane {
 
@@ -77,25 +78,9 @@ json run_metrics_json(const LogStreams& logs, const std::string& run_id) {
   std::string text =
       tail_of(logs, run_id, "system_logs/metrics.jsonl", kMetricsReadBytes, truncated);
   std::map<std::string, Series> series;
-  std::uint64_t skipped = 0;
-  std::size_t at = 0;
-  while (at < text.size()) {
-    auto end = text.find('\n', at);
-    if (end == std::string::npos) break;  // a line still being written
-    auto record = json::parse(std::string_view(text).substr(at, end - at), nullptr, false);
-    at = end + 1;
-    // A script may write the file by hand: a line that is not a record of the module's shape
-    // (its name and kind strings) is counted, never thrown over, since a type error here would
-    // take the whole server down.
-    bool usable = record.is_object() && record.contains("name") && record["name"].is_string() &&
-                  (!record.contains("kind") || record["kind"].is_string());
-    if (!usable) {
-      ++skipped;
-      continue;
-    }
-    if (record.value("kind", "") == "truncated") continue;  // the module's own end marker
-    add_record(series, record);
-  }
+  // The node reads the same lines for /metrics: one parser, so a line means the same to both.
+  auto scan = metrics::scan_metric_records(
+      text, [&series](const json& record) { add_record(series, record); });
   bool cut = false;
   std::string resources =
       tail_of(logs, run_id, "system_logs/resources.jsonl", kResourcesReadBytes, cut);
@@ -114,7 +99,7 @@ json run_metrics_json(const LogStreams& logs, const std::string& run_id) {
   return {{"run_id", run_id},
           {"metrics", series_json(series)},
           {"truncated", truncated},
-          {"skipped_lines", skipped},
+          {"skipped_lines", scan.skipped},
           {"resources", last}};
 }
 

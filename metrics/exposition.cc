@@ -245,6 +245,15 @@ void render_runs(ExpositionWriter& w, std::span<const RunSample> runs) {
   }
 }
 
+void render_script_metrics(ExpositionWriter& w, std::span<const RunScriptMetrics> runs) {
+  w.family("amlnode_run_metric", "gauge",
+           "The last value the run's script logged under each name (amlnode_run.log).");
+  for (const auto& run : runs) {
+    for (const auto& metric : run.metrics)
+      w.sample("amlnode_run_metric", {{"run_id", run.run_id}, {"name", metric.name}}, metric.value);
+  }
+}
+
 }  // namespace
 
 void append_escaped_label(std::string& out, std::string_view value) {
@@ -332,6 +341,7 @@ void render_exposition(std::string& out, const ExpositionInput& input) {
   }
   render_gpus(w, input.gpus);
   render_runs(w, input.runs);
+  render_script_metrics(w, input.script_metrics);
 }
 
 }  // namespace amlnode::metrics

@@ -42,13 +42,20 @@ void append_escaped_label(std::string& out, std::string_view value);
 // same, NaN and +Inf/-Inf as the format spells them.
 void append_value(std::string& out, double value);
 
+// The scalars one run's script logged, as amlnode_run_metric{run_id, name}.
+struct RunScriptMetrics {
+  std::string_view run_id;
+  std::span<const ScriptMetric> metrics;
+};
+
 // What a scrape shows: the node (with its state dir's filesystem labelled by `state_dir`), its
-// GPUs, and the runs it holds.
+// GPUs, the runs it holds, and what their scripts logged.
 struct ExpositionInput {
   const NodeSample* node = nullptr;  // nullptr before the first sample
   std::string_view state_dir;
   std::span<const GpuSample> gpus;
   std::span<const RunSample> runs;
+  std::span<const RunScriptMetrics> script_metrics = {};
 };
 
 // Appends the whole exposition to `out`.

@@ -81,4 +81,11 @@ struct RunSample {
   bool from_cgroup = false;  // CPU, memory and I/O came from the run's cgroup
 };
 
+// The last value a run's script logged under one name (amlnode_run.log), read from its
+// metrics.jsonl (metrics/script_metrics.h).
+struct ScriptMetric {
+  std::string name;
+  double value = 0;
+};
+
 }  // namespace amlnode::metrics

@@ -26,9 +26,15 @@ Daemon::Daemon(asio::io_context& io, DaemonOptions options,
       lease_retry_timer_(io),
       outbox_retry_timer_(io),
       log_timer_(io),
+      retiring_timer_(io),
       retry_delay_(options_.first_retry) {
   options_.runs.client = client_;
-  options_.runs.before_launch = [store = store_](const LeasedRun& lease) {
+  options_.runs.before_launch = [store = store_, canceled = canceled_in_preparation_](
+                                    const LeasedRun& lease) -> Result<void> {
+    // Checked on the pool, right before the process would start: a cancel that came while the
+    // run was being prepared (an environment build can take minutes) means it never starts.
+    if (canceled->contains(lease.run_id))
+      return Error{"Canceled", "The run was canceled before its process started"};
     HeldRunRecord record;
     record.lease = lease;
     record.status = "Preparing";
@@ -183,7 +189,8 @@ void Daemon::register_node() {
 
 void Daemon::on_registered(Result<Registration> registration) {
   if (!registration.ok()) {
-    if (registration.error().code == "Unreachable") return retry_later([this] { register_node(); });
+    if (registration.error().code == "Unreachable")
+      return retry_later(registration.error(), [this] { register_node(); });
     return finish({1, "registration failed: " + registration.error().message});
   }
   identity_ = registration->identity;
@@ -193,9 +200,12 @@ void Daemon::on_registered(Result<Registration> registration) {
   recover_runs();
 }
 
-void Daemon::retry_later(std::function<void()> step) {
-  if (control_plane_reachable_)
-    spdlog::warn("control plane unreachable; retrying until it answers");
+void Daemon::retry_later(const Error& why, std::function<void()> step) {
+  // Said once, and again whenever the reason changes: a refused certificate or a wrong address is
+  // then in the log without a line per retry.
+  if (control_plane_reachable_ || why.message != last_unreachable_reason_)
+    spdlog::warn("control plane unreachable ({}); retrying until it answers", why.message);
+  last_unreachable_reason_ = why.message;
   control_plane_reachable_ = false;
   notify_state();
   retry_timer_.expires_after(retry_delay_);
@@ -231,6 +241,8 @@ void Daemon::reconfigure(const AgentSettings& settings, const NodeConfig& config
   options_.runs.config.cpu_image = config.cpu_image;
   options_.runs.config.gpu_image = config.gpu_image;
   options_.runs.config.environments = config.environments;
+  options_.settings.metrics = settings.metrics;
+  if (metrics_) metrics_->reconfigure(settings.metrics);
   check_health();
   notify_state();
   maybe_lease();
@@ -328,6 +340,8 @@ void Daemon::schedule_heartbeat(std::chrono::milliseconds delay) {
 int Daemon::free_slots() const {
   int held = 0;
   for (const auto& [id, run] : runs_) held += run.concluded ? 0 : 1;
+  // A lease waiting for its earlier epoch's process to end holds its slot already.
+  for (const auto& [id, retiring] : retiring_) held += retiring.deferred ? 1 : 0;
   return options_.settings.run_concurrency - held;
 }
 
@@ -411,7 +425,13 @@ void Daemon::on_leased(Result<std::vector<LeasedRun>> leased) {
 }
 
 void Daemon::accept_run(const LeasedRun& lease) {
-  if (runs_.count(lease.run_id)) return;
+  if (auto held = runs_.find(lease.run_id); held != runs_.end()) {
+    if (lease.epoch <= held->second.lease.epoch) return;
+    // The control plane moved the run on while this node was cut off, and gave it back: the
+    // epoch held here is stale and stops; the new one starts once its process is gone.
+    stop_run(lease.run_id, "leased to this node again with epoch " + std::to_string(lease.epoch));
+  }
+  if (defer_while_retiring(lease)) return;
   spdlog::info("run {} leased (epoch {})", lease.run_id, lease.epoch);
   ActiveRun& run = runs_[lease.run_id];
   run.lease = lease;
@@ -441,6 +461,7 @@ void Daemon::start_record(ActiveRun& run, bool resumed) {
 // Preparation starts from an empty run folder: one an interrupted preparation left is removed.
 void Daemon::prepare_run(ActiveRun& run) {
   run.record_writable = false;
+  run.preparing = true;
   offload(
       [env = options_.runs, node = *identity_, lease = run.lease] {
         discard_run_folder(env, lease.run_id);
@@ -455,19 +476,34 @@ void Daemon::on_launched(const std::string& run_id, Result<std::shared_ptr<Start
   auto found = runs_.find(run_id);
   if (found == runs_.end()) {
     // Stopped while it was being prepared: its process must not run on unreported.
-    if (started.ok()) (void)executors::request_cancel((*started)->shim);
+    auto retiring = retiring_.find(run_id);
+    if (retiring != retiring_.end()) retiring->second.preparing = false;
+    if (started.ok() && !(*started)->in_container) {
+      (void)executors::request_cancel((*started)->shim);
+      if (retiring != retiring_.end()) retiring->second.shim = (*started)->shim;
+    }
+    check_retiring();
     return;
   }
   ActiveRun& run = found->second;
+  run.preparing = false;
   run.record_writable = true;
+  canceled_in_preparation_->remove(run_id);
   if (!started.ok()) {
     if (started.error().code == "StaleEpoch") return stop_run(run_id, started.error().message);
+    if (started.error().code == "Canceled")
+      return conclude(run, {spec::RunStatus::Canceled, started.error(), -1});
     spdlog::warn("run {} failed before it started: {}", run_id, started.error().message);
     return conclude(run, {spec::RunStatus::Failed, started.error(), 125});
   }
   run.started = *started;
   const executors::Plan& plan = run.started->plan;
   run.record->set_environment(executors::to_string(plan.environment_kind), plan.environment_hash);
+  if (run.cancel_requested && run.started->in_container) {
+    return conclude(run,
+                    {spec::RunStatus::Canceled,
+                     Error{"Canceled", "The run was canceled before its container started"}, -1});
+  }
   enter_status(run, "Running");
   if (run.started->in_container) return launch_container(run);
   if (run.cancel_requested) cancel_run(run_id);
@@ -634,6 +670,7 @@ void Daemon::flush_outbox() {
 void Daemon::forget_run(const std::string& run_id) {
   auto found = runs_.find(run_id);
   if (found == runs_.end()) return;
+  canceled_in_preparation_->remove(run_id);
   if (found->second.exit_watch) found->second.exit_watch->cancel();
   if (found->second.container_watch) found->second.container_watch->abandon();
   runs_.erase(found);
@@ -652,6 +689,7 @@ void Daemon::stop_run(const std::string& run_id, const std::string& reason) {
   auto found = runs_.find(run_id);
   if (found == runs_.end()) return;
   spdlog::warn("run {}: stopping it here: {}", run_id, reason);
+  retire(found->second);
   if (found->second.started && found->second.started->in_container) {
     discard_container(found->second);
   } else if (found->second.started) {
@@ -666,7 +704,13 @@ void Daemon::cancel_run(const std::string& run_id) {
   if (found == runs_.end() || found->second.concluded) return;
   ActiveRun& run = found->second;
   run.cancel_requested = true;
-  if (!run.started) return;  // canceled as soon as its shim exists
+  if (!run.started) {
+    // Being prepared: the process will not be started (before_launch), and the run ends Canceled
+    // as soon as the preparation returns. The control plane sees CancelRequested now.
+    canceled_in_preparation_->add(run_id);
+    if (run.status != "CancelRequested") enter_status(run, "CancelRequested");
+    return;
+  }
   if (run.status != "CancelRequested") enter_status(run, "CancelRequested");
   if (run.started->in_container) return cancel_container(run);
   auto sent = executors::request_cancel(run.started->shim);

@@ -21,7 +21,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "agent/container_run.h"
@@ -86,8 +88,9 @@ class Daemon {
   bool control_plane_reachable() const { return control_plane_reachable_; }
 
   // A SIGHUP reload: takes node.run_concurrency (at most the value the daemon started with: the
-  // pool was sized for it), node.lease_wait_seconds and node.min_free_bytes from `settings`, and
-  // images and environments from `config` for runs prepared from now on. Nothing else changes.
+  // pool was sized for it), node.lease_wait_seconds, node.min_free_bytes and the metrics section
+  // (MetricsService::reconfigure) from `settings`, and images and environments from `config` for
+  // runs prepared from now on. Nothing else changes.
   void reconfigure(const AgentSettings& settings, const NodeConfig& config);
 
  private:
@@ -107,6 +110,17 @@ class Daemon {
     // is there to stay (not while a preparation may still remove and remake it).
     std::shared_ptr<RunRecord> record;
     bool record_writable = false;
+    bool preparing = false;  // prepare_and_launch is on the pool for it
+  };
+  // A run stopped here (its lease moved on) whose process may still be ending: the same run is
+  // not prepared here again until it has, or the new preparation would remove the run folder
+  // under the old process, and the old shim would write its exit.json into the new one. A later
+  // epoch leased to this node meanwhile waits in `deferred` (daemon_relet.cc).
+  struct RetiringRun {
+    std::optional<executors::LaunchedShim> shim;  // its shim, until it is gone
+    bool preparing = false;                       // its preparation is still on the pool
+    bool container_release_pending = false;       // its container is still being removed
+    std::optional<LeasedRun> deferred;
   };
 
   // Runs `work` on the pool and `done` with its result on the io_context.
@@ -149,6 +163,11 @@ class Daemon {
   void flush_outbox();
   void forget_run(const std::string& run_id);
   void stop_run(const std::string& run_id, const std::string& reason);
+  // daemon_relet.cc: stopped runs until their process is gone, and leases of them meanwhile.
+  void retire(const ActiveRun& run);
+  bool defer_while_retiring(const LeasedRun& lease);
+  void check_retiring();
+  static bool still_retiring(const RetiringRun& run);
   void cancel_run(const std::string& run_id);
   void maybe_finish_drain();
   void check_health();
@@ -161,7 +180,7 @@ class Daemon {
   void on_heartbeat(Result<HeartbeatAnswer> answer, bool reported_leaving);
   void schedule_heartbeat(std::chrono::milliseconds delay);
   void handle_command(const Command& command);
-  void retry_later(std::function<void()> step);
+  void retry_later(const Error& why, std::function<void()> step);
   void finish(DaemonExit exit);
   HeartbeatReport heartbeat_report() const;
   // The runs whose process (under its shim) is live, for the metrics samples.
@@ -197,6 +216,31 @@ class Daemon {
   bool outbox_busy_ = false;
   bool outbox_dirty_ = false;  // statuses were queued while a delivery was under way
   std::map<std::string, ActiveRun> runs_;
+  std::map<std::string, RetiringRun> retiring_;
+  // Runs canceled while being prepared; read on the pool by before_launch, hence the lock.
+  class CanceledRuns {
+   public:
+    void add(const std::string& id) {
+      std::lock_guard lock(mutex_);
+      ids_.insert(id);
+    }
+    void remove(const std::string& id) {
+      std::lock_guard lock(mutex_);
+      ids_.erase(id);
+    }
+    bool contains(const std::string& id) const {
+      std::lock_guard lock(mutex_);
+      return ids_.count(id) > 0;
+    }
+
+   private:
+    mutable std::mutex mutex_;
+    std::set<std::string> ids_;
+  };
+  std::shared_ptr<CanceledRuns> canceled_in_preparation_ = std::make_shared<CanceledRuns>();
+  std::string last_unreachable_reason_;
+  boost::asio::steady_timer retiring_timer_;
+  bool retiring_check_scheduled_ = false;
   bool control_plane_reachable_ = true;  // for logging an outage once, not on every retry
   bool draining_ = false;                // no new leases (SIGTERM, or the control plane's drain)
   bool exit_when_drained_ = false;       // SIGTERM: stop once the drain is done

@@ -156,7 +156,11 @@ void Daemon::discard_container(ActiveRun& run) {
         release_run_container(env, started->plan, run_id, std::nullopt);
         return true;
       },
-      [](bool) {});
+      [this, run_id = run.lease.run_id](bool) {
+        auto retiring = retiring_.find(run_id);
+        if (retiring != retiring_.end()) retiring->second.container_release_pending = false;
+        check_retiring();
+      });
 }
 
 // Each heartbeat asks Docker whether it answers; a node whose Docker does not is unusable (and

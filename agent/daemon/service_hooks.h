@@ -10,8 +10,9 @@
 // - WATCHDOG=1 at half of $WATCHDOG_USEC, from a timer on the daemon's event loop.
 // - STOPPING=1 on the first SIGTERM/SIGINT (the drain), and when the daemon stops for any reason.
 // - SIGHUP reloads the config between RELOADING=1 and READY=1: the log level and format, and what
-//   Daemon::reconfigure takes; a change to anything else is logged as needing a restart. A config
-//   that no longer reads is logged and the running settings are kept.
+//   Daemon::reconfigure takes (node keys, images, environments, the metrics section); a change to
+//   anything else is logged as needing a restart. A config that no longer reads (a bad value in
+//   any section, metrics included) is logged and the running settings are kept.
 //
 // Without $NOTIFY_SOCKET only the SIGHUP reload remains.
 

@@ -1,6 +1,7 @@
 // Lost nodes, requeues and stale epochs, with a manual clock instead of waiting.
 
 #include <catch2/catch.hpp>
+#include <thread>
 
 #include "tests/controlplane/cp_test_support.h"
 #include "tests/support/process.h"
@@ -9,6 +10,19 @@
 using namespace amlnode::controlplane;
 using namespace amlnode::controlplane::test;
 using namespace std::chrono_literals;
+
+namespace {
+
+// Only `alive` heartbeats while the heartbeat timeout (30 s) passes; the sweep then finds every
+// other node lost and requeues its runs.
+void outlast_the_others(TestServer& server, NodeClient& alive) {
+  server.clock().advance(20s);
+  REQUIRE(alive.heartbeat().status == 200);
+  server.clock().advance(11s);
+  server.server().sweep_now();
+}
+
+}  // namespace
 
 TEST_CASE("a lost node's run is requeued with a new epoch and the old epoch is stopped",
           "[epoch]") {
@@ -21,10 +35,7 @@ TEST_CASE("a lost node's run is requeued with a new epoch and the old epoch is s
   REQUIRE(a.append(run_id, "user_logs/std_log.txt", 0, 1, "epoch one\n").status == 200);
 
   // b keeps heartbeating; a falls silent past the timeout.
-  server.clock().advance(20s);
-  REQUIRE(b.heartbeat().status == 200);
-  server.clock().advance(11s);
-  server.server().sweep_now();
+  outlast_the_others(server, b);
 
   auto record = server.run(run_id);
   CHECK(record["status"] == "Queued");
@@ -64,6 +75,55 @@ TEST_CASE("a lost node's run is requeued with a new epoch and the old epoch is s
   CHECK(b.append(run_id, "user_logs/std_log.txt", 0, 2, "epoch two\n").json()["length"] == 10);
 }
 
+TEST_CASE("a run taken from a cut-off node goes back to it only once that node has let go of it",
+          "[epoch]") {
+  TestServer server;
+  auto a = server.node("cpu");
+  auto run_id = server.queue_run("cpu");
+  REQUIRE(a.lease().json()["runs"][0]["epoch"] == 1);
+  REQUIRE(a.status(run_id, 1, "Running").status == 200);
+
+  // a falls silent past the timeout; its run is requeued, and a is the only node there is.
+  server.clock().advance(31s);
+  server.server().sweep_now();
+  REQUIRE(server.run(run_id)["status"] == "Queued");
+
+  // a is back, still running epoch 1: it is told to stop, and is not handed epoch 2 meanwhile,
+  // which would meet the old process in the same run folder.
+  const nlohmann::json holding = {
+      {"state", "running"}, {"runs", {{{"run_id", run_id}, {"epoch", 1}, {"status", "Running"}}}}};
+  auto answer = a.heartbeat(holding);
+  REQUIRE(answer.status == 200);
+  CHECK(answer.json()["commands"][0]["type"] == "stop");
+  CHECK(a.lease().json()["runs"].empty());
+  CHECK(a.heartbeat(holding).status == 200);
+  CHECK(a.lease().json()["runs"].empty());
+
+  // Another node would get it at once.
+  SECTION("another node leases it") {
+    auto b = server.node("cpu");
+    CHECK(b.lease().json()["runs"][0]["epoch"] == 2);
+  }
+  // Once a's heartbeat no longer lists it, a may lease it again, and a waiting lease is served.
+  SECTION("the node that let go leases it again") {
+    auto [status, leased] = std::pair{0, nlohmann::json()};
+    // The node's lease poll and its heartbeat go over connections of their own, as the agent's do.
+    NodeClient poller(server.port(), {a.id(), a.token()});
+    std::thread poll([&] {
+      auto response = poller.lease(1, 10);
+      status = response.status;
+      leased = response.json();
+    });
+    std::this_thread::sleep_for(200ms);
+    CHECK(a.heartbeat({{"state", "idle"}}).status == 200);
+    poll.join();
+    REQUIRE(status == 200);
+    REQUIRE(leased["runs"].size() == 1);
+    CHECK(leased["runs"][0]["run_id"] == run_id);
+    CHECK(leased["runs"][0]["epoch"] == 2);
+  }
+}
+
 namespace {
 
 std::string read_log(TestServer& server, const std::string& run_id, const std::string& query) {
@@ -87,10 +147,7 @@ TEST_CASE("a requeued run's new attempt logs from 0 and the earlier attempt stay
           200);
   REQUIRE(a.append(run_id, "system_logs/lifecycle.txt", 0, 1, "leased on a\n").status == 200);
 
-  server.clock().advance(20s);
-  REQUIRE(b.heartbeat().status == 200);
-  server.clock().advance(11s);
-  server.server().sweep_now();
+  outlast_the_others(server, b);
   REQUIRE(b.lease().json()["runs"][0]["epoch"] == 2);
 
   // b's file starts at 0; so does the stream it appends to, so nothing is skipped as "had".
@@ -124,10 +181,7 @@ TEST_CASE("a requeued run's new attempt logs from 0 and the earlier attempt stay
   }
   SECTION("a lease that was never used is not an attempt") {
     auto c = server.node("cpu");
-    server.clock().advance(20s);
-    REQUIRE(c.heartbeat().status == 200);
-    server.clock().advance(11s);
-    server.server().sweep_now();
+    outlast_the_others(server, c);
     REQUIRE(c.lease().json()["runs"][0]["epoch"] == 3);
     // b's attempt had bytes, so it is attempt 2 now; c starts attempt 3 from 0.
     CHECK(read_log(server, run_id, "&attempt=2") == "line 1\nline 2\n");
@@ -221,10 +275,7 @@ TEST_CASE(
   REQUIRE(amlnode::test::eventually([&] { return printed() == "a 1\na 2\n"; }, 20s));
 
   // a is cut off; b leases the run again and its process writes its log from the start.
-  server.clock().advance(20s);
-  REQUIRE(b.heartbeat().status == 200);
-  server.clock().advance(11s);
-  server.server().sweep_now();
+  outlast_the_others(server, b);
   REQUIRE(b.lease().json()["runs"][0]["epoch"] == 2);
   REQUIRE(b.status(run_id, 2, "Running").status == 200);
   REQUIRE(b.append(run_id, "user_logs/std_log.txt", 0, 2, "b 1\n").status == 200);

@@ -156,13 +156,15 @@ TEST_CASE("The daemon samples a run, serves /metrics and ships metrics to the co
   std::string id = server.submit("entry_script: train.py\nuser_managed: true\nuse_docker: false\n",
                                  dir / "src", "cpu-cluster");
 
-  // While the run is live, /metrics shows it, with what it uses.
+  // While the run is live, /metrics shows it, with what it uses and what its script logged.
   const std::string series = "{run_id=\"" + id + "\"}";
+  const std::string loss = "amlnode_run_metric{run_id=\"" + id + "\",name=\"loss\"}";
   std::string exposition;
   bool seen = amlnode::test::eventually(
       [&] {
         exposition = scrape(port);
-        return value_of(exposition, "amlnode_run_cpu_seconds_total" + series) >= 1.5;
+        return value_of(exposition, "amlnode_run_cpu_seconds_total" + series) >= 1.5 &&
+               value_of(exposition, loss) >= 0;
       },
       std::chrono::seconds(60));
   dir.write("a/state/runs/" + id + "/wd/release", "");
@@ -170,6 +172,9 @@ TEST_CASE("The daemon samples a run, serves /metrics and ships metrics to the co
   REQUIRE(seen);
   CHECK(value_of(exposition, "amlnode_run_memory_bytes" + series) >= 64.0 * (1 << 20));
   CHECK(value_of(exposition, "amlnode_node_memory_total_bytes") > 0);
+  // The last of the three losses (1, 1/2, 1/3); the row has no single value and is left out.
+  CHECK(value_of(exposition, loss) == Approx(1.0 / 3));
+  CHECK(exposition.find("name=\"final\"") == std::string::npos);
   auto file = dir.write("exposition.txt", exposition);
   auto checked = run_command({"sh", "-c", "promtool check metrics < " + file.string()});
   INFO(checked.out << checked.err);

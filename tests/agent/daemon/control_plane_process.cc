@@ -18,7 +18,11 @@ std::filesystem::path controlplane_binary() {
 
 ControlPlaneProcess::ControlPlaneProcess(std::filesystem::path data_dir,
                                          std::vector<std::string> extra_args)
-    : data_dir_(std::move(data_dir)), extra_args_(std::move(extra_args)) {}
+    : data_dir_(std::move(data_dir)), extra_args_(std::move(extra_args)) {
+  for (std::size_t i = 0; i + 1 < extra_args_.size(); ++i) {
+    if (extra_args_[i] == "--tls-cert") tls_cert_ = extra_args_[i + 1];
+  }
+}
 
 ControlPlaneProcess::~ControlPlaneProcess() {
   if (pid_ > 0) kill();
@@ -38,7 +42,7 @@ void ControlPlaneProcess::start() {
                                 user_token_};
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
   pid_ = start_command(argv, out, err);
-  static const std::regex listening("listening on http://127\\.0\\.0\\.1:([0-9]+)");
+  static const std::regex listening("listening on https?://127\\.0\\.0\\.1:([0-9]+)");
   std::string port;
   bool up = eventually(
       [&] {
@@ -54,7 +58,9 @@ void ControlPlaneProcess::start() {
   INFO(slurp(err));
   REQUIRE(up);
   port_ = static_cast<std::uint16_t>(std::stoi(port));
-  http_ = agent::make_http_client(*agent::parse_http_url(url()));
+  agent::HttpTlsOptions tls;
+  if (!tls_cert_.empty()) tls.ca_file = tls_cert_;
+  http_ = agent::make_http_client(*agent::parse_http_url(url()), tls);
 }
 
 void ControlPlaneProcess::stop() {

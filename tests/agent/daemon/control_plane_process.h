@@ -29,7 +29,13 @@ class ControlPlaneProcess {
   bool running() const { return pid_ > 0; }
 
   std::uint16_t port() const { return port_; }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  // https:// when the extra arguments give it --tls-cert (the certificate then also serves as the
+  // CA its clients here trust).
+  std::string url() const {
+    return std::string(tls_cert_.empty() ? "http" : "https") +
+           "://127.0.0.1:" + std::to_string(port_);
+  }
+  const std::filesystem::path& tls_cert() const { return tls_cert_; }
   const std::string& user_token() const { return user_token_; }
 
   // A user-token call; fails the test when it cannot be made. Returns the status and the JSON body.
@@ -50,6 +56,7 @@ class ControlPlaneProcess {
  private:
   std::filesystem::path data_dir_;
   std::vector<std::string> extra_args_;
+  std::filesystem::path tls_cert_;
   std::string user_token_ = "test-user-token";
   std::uint16_t port_ = 0;
   pid_t pid_ = -1;

@@ -315,6 +315,176 @@ TEST_CASE("a run reassigned away from a cut-off node is stopped there when it re
   }
 }
 
+TEST_CASE("a run given back to the node it was taken from starts there only after the old epoch",
+          "[daemon]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp",
+                                   {"--heartbeat-interval", "1", "--heartbeat-timeout", "2"});
+  server.start();
+  // The old epoch's process ignores SIGTERM for a while, so it is still there when the run comes
+  // back; its exit.json must never land in the new epoch's folder.
+  dir.write("src/job.sh",
+            "trap 'echo term; sleep 1; exit 143' TERM\necho \"start $AZUREML_RUN_ID\"\n"
+            "for i in 1 2 3 4 5 6; do sleep 0.5; done\necho end\n");
+  std::string id = server.submit("entry_script: job.sh\nuser_managed: true\nuse_docker: false\n",
+                                 dir / "src", "cpu-cluster");
+  auto config = agent_config(dir, "a", server.url(), server.registration_token("cpu-cluster"), 1);
+  pid_t a = test::start_command({test::amlnode_binary().string(), "agent", "--config", config},
+                                dir / "a" / "out", dir / "a" / "err");
+  REQUIRE(test::eventually([&] { return server.run(id)["status"] == "Running"; },
+                           std::chrono::seconds(20)));
+  // Cut off: the control plane loses the only node and queues the run again.
+  ::kill(a, SIGSTOP);
+  REQUIRE(test::eventually([&] { return server.run(id)["status"] == "Queued"; },
+                           std::chrono::seconds(20)));
+  SECTION("the control plane remembers where the run was taken from") {}
+  SECTION("the control plane restarted meanwhile and forgot it") {
+    server.stop();
+    server.start();
+  }
+  ::kill(a, SIGCONT);
+
+  bool done = test::eventually([&] { return is_terminal(server.run(id)["status"]); },
+                               std::chrono::seconds(60));
+  std::string log = test::slurp(dir / "a" / "out") + test::slurp(dir / "a" / "err");
+  INFO(log);
+  REQUIRE(done);
+  auto record = server.run(id);
+  CHECK(record["status"] == "Completed");
+  CHECK(record["epoch"] == 2);
+  CHECK(log.find("stopping it here") != std::string::npos);
+  // The second epoch ran whole in a folder of its own: one start, an end, its own exit.json.
+  auto run_dir = dir / "a" / "state" / "runs" / id;
+  std::string std_log = test::slurp(run_dir / "user_logs" / "std_log.txt");
+  CHECK(std_log == "start " + id + "\nend\n");
+  CHECK(server.log(id, "user_logs/std_log.txt") == std_log);
+  CHECK(test::slurp(run_dir / "exit.json").find("\"exit_code\":0") != std::string::npos);
+  ::kill(a, SIGTERM);
+  CHECK(test::wait_command(a, std::chrono::seconds(20)) == 0);
+}
+
+TEST_CASE("an agent and the user commands work against a control plane that speaks only TLS",
+          "[daemon][tls]") {
+  test::TempDir dir;
+  auto made = test::run_command({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                                 "-days", "1", "-subj", "/CN=amlnode-test", "-addext",
+                                 "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout",
+                                 (dir / "key.pem").string(), "-out", (dir / "cert.pem").string()});
+  INFO(made.err);
+  REQUIRE(made.exit_code == 0);
+  test::ControlPlaneProcess server(
+      dir / "cp", {"--heartbeat-interval", "1", "--tls-cert", (dir / "cert.pem").string(),
+                   "--tls-key", (dir / "key.pem").string()});
+  server.start();
+  REQUIRE(server.url().rfind("https://", 0) == 0);
+
+  auto config = [&](const std::string& name, const std::string& trust) {
+    return dir
+        .write(name + "/config.yml",
+               "state_dir: " + (dir / name / "state").string() +
+                   "\ncontrol_plane:\n  url: " + server.url() + "\n  registration_token: " +
+                   server.registration_token("cpu-cluster") + "\n" + trust +
+                   "node:\n  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n"
+                   "metrics: {listen: '127.0.0.1:0'}\n")
+        .string();
+  };
+  // Without the CA, the certificate is refused and the agent says so (and keeps trying).
+  pid_t untrusting =
+      test::start_command({test::amlnode_binary().string(), "agent", "--config", config("b", "")},
+                          dir / "b" / "out", dir / "b" / "err");
+  pid_t agent =
+      test::start_command({test::amlnode_binary().string(), "agent", "--config",
+                           config("a", "  ca_file: " + (dir / "cert.pem").string() + "\n")},
+                          dir / "a" / "out", dir / "a" / "err");
+
+  dir.write("src/job/hello.sh", "echo \"hello over tls from $AZUREML_RUN_ID\"\nseq 1 200000\n");
+  dir.write("src/job.yml",
+            "source_directory: job\nentry_script: hello.sh\nuser_managed: true\n"
+            "use_docker: false\n");
+  const std::vector<std::string> env{"AMLNODE_CONTROL_PLANE=" + server.url(),
+                                     "AMLNODE_USER_TOKEN=" + server.user_token()};
+  auto amlnode = test::amlnode_binary().string();
+  auto refused = test::run_command(
+      {amlnode, "submit", (dir / "src" / "job.yml").string(), "--compute", "cpu-cluster"}, env);
+  CHECK(refused.exit_code != 0);
+  CHECK(refused.err.find("certificate verify failed") != std::string::npos);
+
+  const std::vector<std::string> trusted{env[0], env[1],
+                                         "AMLNODE_CA_FILE=" + (dir / "cert.pem").string()};
+  auto submitted = test::run_command(
+      {amlnode, "submit", (dir / "src" / "job.yml").string(), "--compute", "cpu-cluster"}, trusted);
+  INFO(submitted.err);
+  REQUIRE(submitted.exit_code == 0);
+  std::string id = submitted.out.substr(0, submitted.out.find('\n'));
+  bool done = test::eventually([&] { return is_terminal(server.run(id)["status"]); },
+                               std::chrono::seconds(60));
+  INFO(test::slurp(dir / "a" / "out") + test::slurp(dir / "a" / "err"));
+  REQUIRE(done);
+  CHECK(server.run(id)["status"] == "Completed");
+  auto logs = test::run_command({amlnode, "logs", id, "--control-plane", server.url(), "--ca-file",
+                                 (dir / "cert.pem").string()},
+                                {env[1]});
+  std::string node_log =
+      test::slurp(dir / "a" / "state" / "runs" / id / "user_logs" / "std_log.txt");
+  CHECK(node_log.rfind("hello over tls from " + id + "\n1\n", 0) == 0);
+  CHECK(logs.out == node_log);
+
+  std::string refused_log = test::slurp(dir / "b" / "out") + test::slurp(dir / "b" / "err");
+  INFO(refused_log);
+  CHECK(refused_log.find("certificate verify failed") != std::string::npos);
+  for (pid_t pid : {agent, untrusting}) {
+    ::kill(pid, SIGTERM);
+    CHECK(test::wait_command(pid, std::chrono::seconds(20)) == 0);
+  }
+}
+
+TEST_CASE("a run canceled while its environment is built never starts its process", "[daemon]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
+  server.start();
+  // The conda stand-in takes 4 s to build the environment.
+  std::filesystem::create_directories(dir / "bin");
+  std::filesystem::create_symlink(AMLNODE_FAKE_CONDA, dir / "bin" / "micromamba");
+  auto config = dir.write(
+      "a/config.yml",
+      "state_dir: " + (dir / "a" / "state").string() + "\ncontrol_plane:\n  url: " + server.url() +
+          "\n  registration_token: " + server.registration_token("cpu-cluster") +
+          "\nnode:\n  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n"
+          "metrics: {listen: '127.0.0.1:0'}\nenvironments:\n  conda_tool: " +
+          (dir / "bin" / "micromamba").string() + "\n");
+  pid_t agent = test::start_command(
+      {test::amlnode_binary().string(), "agent", "--config", config.string()}, dir / "a" / "out",
+      dir / "a" / "err", {"FAKE_CONDA_LOG=" + (dir / "conda.log").string(), "FAKE_CONDA_SLEEP=4"});
+  dir.write("src/train.py", "print('the process ran')\n");
+  std::string id =
+      server.submit("entry_script: train.py\nuse_docker: false\nconda_packages: [numpy]\n",
+                    dir / "src", "cpu-cluster");
+  // The build has begun: cancel.
+  REQUIRE(test::eventually([&] { return std::filesystem::exists(dir / "conda.log"); },
+                           std::chrono::seconds(20)));
+  auto asked = std::chrono::steady_clock::now();
+  REQUIRE(server.user_call("POST", "/v1/runs/" + id + "/cancel", nlohmann::json::object()).first ==
+          200);
+  // CancelRequested is reported while the build still runs, not after it.
+  bool requested = test::eventually([&] { return server.run(id)["status"] == "CancelRequested"; },
+                                    std::chrono::seconds(3));
+  CHECK(std::chrono::steady_clock::now() - asked < std::chrono::seconds(3));
+  CHECK(requested);
+  bool done = test::eventually([&] { return is_terminal(server.run(id)["status"]); },
+                               std::chrono::seconds(60));
+  INFO(test::slurp(dir / "a" / "out") + test::slurp(dir / "a" / "err"));
+  REQUIRE(done);
+  auto record = server.run(id);
+  CHECK(record["status"] == "Canceled");
+  CHECK(record["exit_code"].is_null());
+  // The process never started: no output, no shim.
+  auto run_dir = dir / "a" / "state" / "runs" / id;
+  CHECK_FALSE(std::filesystem::exists(run_dir / "launch.json"));
+  CHECK(server.log(id, "user_logs/std_log.txt").find("the process ran") == std::string::npos);
+  ::kill(agent, SIGTERM);
+  CHECK(test::wait_command(agent, std::chrono::seconds(20)) == 0);
+}
+
 namespace {
 
 // The streams a node ships for a run (log_shipper.cc): user_logs/*, system_logs/** and the run's

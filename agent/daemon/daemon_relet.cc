@@ -1,0 +1,81 @@
+// Runs stopped on this node because their lease moved on, until their process is gone; and a
+// later epoch of such a run leased to this node meanwhile, which waits for that.
+//
+// The reference control plane does not lease a run back to the node it was taken from until that
+// node has let go of it (docs/controlplane.md), but it forgets that across its own restarts, and
+// another control plane may not do it at all. Preparing the new epoch while the old process runs
+// would remove the run folder under it, and the old shim would then write its exit.json into
+// the new folder: so the new epoch waits here, polled every kRetiringPoll.
+
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+
+#include "agent/daemon/daemon.h"
+#include "executors/shim/launcher.h"
+
+namespace amlnode::agent {
+
+namespace {
+constexpr std::chrono::milliseconds kRetiringPoll{200};
+}  // namespace
+
+void Daemon::retire(const ActiveRun& run) {
+  RetiringRun& retiring = retiring_[run.lease.run_id];
+  if (run.started && run.started->in_container) {
+    retiring.container_release_pending = true;
+  } else if (run.started && !run.concluded) {
+    retiring.shim = run.started->shim;
+  } else if (!run.started) {
+    retiring.preparing = run.preparing;
+  }
+  check_retiring();
+}
+
+bool Daemon::still_retiring(const RetiringRun& run) {
+  if (run.preparing || run.container_release_pending) return true;
+  if (!run.shim) return false;
+  // A shim this agent started is its child: once it has exited it stays a zombie (with the same
+  // pid and start time) until reaped, and a stopped run's exit is watched no more, so it is
+  // reaped here. A shim found again after a restart is not our child (ECHILD) and is looked up.
+  pid_t reaped = ::waitpid(run.shim->pid, nullptr, WNOHANG);
+  if (reaped == run.shim->pid) return false;
+  if (reaped == 0) return true;
+  return executors::is_same_process(run.shim->pid, run.shim->start_time);
+}
+
+bool Daemon::defer_while_retiring(const LeasedRun& lease) {
+  auto retiring = retiring_.find(lease.run_id);
+  if (retiring == retiring_.end()) return false;
+  if (!still_retiring(retiring->second)) {
+    retiring_.erase(retiring);
+    return false;
+  }
+  spdlog::info("run {} leased (epoch {}); it starts once its earlier epoch's process has ended",
+               lease.run_id, lease.epoch);
+  retiring->second.deferred = lease;
+  return true;
+}
+
+void Daemon::check_retiring() {
+  std::vector<LeasedRun> ready;
+  for (auto it = retiring_.begin(); it != retiring_.end();) {
+    if (still_retiring(it->second)) {
+      ++it;
+      continue;
+    }
+    if (it->second.deferred) ready.push_back(*it->second.deferred);
+    it = retiring_.erase(it);
+  }
+  if (!stopped_) {
+    for (const auto& lease : ready) accept_run(lease);
+  }
+  if (retiring_.empty() || retiring_check_scheduled_ || stopped_) return;
+  retiring_check_scheduled_ = true;
+  retiring_timer_.expires_after(kRetiringPoll);
+  retiring_timer_.async_wait([this](const boost::system::error_code& ec) {
+    retiring_check_scheduled_ = false;
+    if (!ec) check_retiring();
+  });
+}
+
+}  // namespace amlnode::agent
