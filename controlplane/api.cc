@@ -209,12 +209,7 @@ Result<void> install_upload(const std::filesystem::path& temp,
 
 nlohmann::json leased_json(const std::vector<LeasedRun>& leased) {
   nlohmann::json runs = nlohmann::json::array();
-  for (const auto& run : leased) {
-    runs.push_back({{"run_id", run.run_id},
-                    {"epoch", run.epoch},
-                    {"experiment_name", run.experiment_name},
-                    {"job", {{"text", run.job_text}, {"file_name", run.job_file_name}}}});
-  }
+  for (const auto& run : leased) runs.push_back(wire::leased_run_json(run));
   return {{"runs", runs}};
 }
 

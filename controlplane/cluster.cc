@@ -221,32 +221,29 @@ nlohmann::json Cluster::heartbeat(const std::string& node_id, const HeartbeatRep
   nlohmann::json commands = nlohmann::json::array();
   for (const auto& id : node.held_runs) {
     if (runs_.at(id).record.status == RunStatus::CancelRequested) {
-      commands.push_back({{"type", "cancel"}, {"run_id", id}});
+      commands.push_back(wire::command_json({"cancel", id, ""}));
     }
   }
   for (const auto& reported : report.runs) {
     auto run = runs_.find(reported.run_id);
     if (run == runs_.end()) {
-      commands.push_back(
-          {{"type", "stop"}, {"run_id", reported.run_id}, {"reason", "unknown run"}});
+      commands.push_back(wire::command_json({"stop", reported.run_id, "unknown run"}));
       continue;
     }
     const RunRecord& r = run->second.record;
     if (r.node_id != node_id || r.epoch != reported.epoch) {
-      commands.push_back({{"type", "stop"},
-                          {"run_id", reported.run_id},
-                          {"reason", "lease moved to another node"}});
+      commands.push_back(
+          wire::command_json({"stop", reported.run_id, "lease moved to another node"}));
       continue;
     }
     auto status = spec::run_status_from_string(reported.status);
     if (spec::is_terminal(r.status) && status && !spec::is_terminal(*status)) {
       commands.push_back(
-          {{"type", "stop"},
-           {"run_id", reported.run_id},
-           {"reason", std::string("the run is already ") + spec::to_string(r.status)}});
+          wire::command_json({"stop", reported.run_id,
+                              std::string("the run is already ") + spec::to_string(r.status)}));
     }
   }
-  if (node.record.draining) commands.push_back({{"type", "drain"}});
+  if (node.record.draining) commands.push_back(wire::command_json({"drain", "", ""}));
   let_go_of_taken_runs(node, report);
   return commands;
 }

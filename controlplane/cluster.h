@@ -21,6 +21,7 @@
 #include "common/result.h"
 #include "controlplane/records.h"
 #include "controlplane/store.h"
+#include "spec/wire.h"
 
 namespace amlnode::controlplane {
 
@@ -68,28 +69,11 @@ struct RegisteredNode {
   std::string node_token;  // handed out once; only its hash is kept
 };
 
-struct ReportedRun {
-  std::string run_id;
-  std::int64_t epoch = 0;
-  std::string status;
-};
-
-struct HeartbeatReport {
-  std::string state;  // one of kNodeStates
-  std::string reason;
-  std::vector<ReportedRun> runs;
-};
-
-inline const std::vector<std::string> kNodeStates = {"idle",     "running", "preparing",
-                                                     "unusable", "leaving", "preempted"};
-
-struct LeasedRun {
-  std::string run_id;
-  std::int64_t epoch = 0;
-  std::string experiment_name;
-  std::string job_text;
-  std::string job_file_name;
-};
+// The bodies a node sends and gets (spec/wire.h), under the names this server's code uses.
+using ReportedRun = wire::HeldRun;
+using HeartbeatReport = wire::HeartbeatReport;
+using LeasedRun = wire::LeasedRun;
+using wire::kNodeStates;
 
 struct SubmitRequest {
   std::string job_text;

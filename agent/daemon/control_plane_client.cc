@@ -87,25 +87,6 @@ json facts_json(const NodeFacts& facts) {
           {"agent_version", facts.agent_version}};
 }
 
-Result<LeasedRun> leased_run(const json& item) {
-  if (!item.is_object()) return Error{"BadAnswer", "a leased run is not an object"};
-  LeasedRun run;
-  auto run_id = field<std::string>(item, "run_id");
-  auto epoch = field<std::int64_t>(item, "epoch");
-  if (!run_id.ok()) return run_id.error();
-  if (!epoch.ok()) return epoch.error();
-  run.run_id = *run_id;
-  run.epoch = *epoch;
-  run.experiment_name = item.value("experiment_name", "");
-  auto job = item.find("job");
-  if (job == item.end() || !job->is_object()) return Error{"BadAnswer", "a leased run has no job"};
-  auto text = field<std::string>(*job, "text");
-  if (!text.ok()) return text.error();
-  run.job_text = *text;
-  run.job_file_name = job->value("file_name", "job.yml");
-  return run;
-}
-
 class HttpControlPlaneClient final : public ControlPlaneClient {
  public:
   explicit HttpControlPlaneClient(std::unique_ptr<HttpClient> http) : http_(std::move(http)) {}
@@ -131,24 +112,13 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
 
   Result<HeartbeatAnswer> heartbeat(const NodeIdentity& node,
                                     const HeartbeatReport& report) override {
-    json runs = json::array();
-    for (const auto& run : report.runs) {
-      runs.push_back({{"run_id", run.run_id}, {"epoch", run.epoch}, {"status", run.status}});
-    }
-    json request = {{"state", report.state}, {"runs", runs}};
-    if (!report.reason.empty()) request["reason"] = report.reason;
-    auto body = post_json(node_path(node.node_id) + "/heartbeat", node.node_token, request);
+    auto body = post_json(node_path(node.node_id) + "/heartbeat", node.node_token,
+                          wire::heartbeat_body(report));
     if (!body.ok()) return body.error();
     HeartbeatAnswer answer;
     answer.heartbeat_interval = std::chrono::seconds(body->value("heartbeat_interval_seconds", 5));
-    auto commands = body->find("commands");
-    if (commands != body->end() && commands->is_array()) {
-      for (const auto& item : *commands) {
-        if (!item.is_object()) continue;
-        answer.commands.push_back(
-            {item.value("type", ""), item.value("run_id", ""), item.value("reason", "")});
-      }
-    }
+    if (auto commands = body->find("commands"); commands != body->end())
+      answer.commands = wire::commands_from_json(*commands);
     return answer;
   }
 
@@ -163,7 +133,7 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
       return Error{"BadAnswer", "the lease answer has no runs"};
     std::vector<LeasedRun> leased;
     for (const auto& item : *runs) {
-      auto run = leased_run(item);
+      auto run = wire::leased_run_from_json(item);
       if (!run.ok()) return run.error();
       leased.push_back(std::move(*run));
     }

@@ -25,6 +25,7 @@
 
 #include "agent/daemon/http_client.h"
 #include "common/result.h"
+#include "spec/wire.h"
 
 namespace amlnode::agent {
 
@@ -51,35 +52,15 @@ struct Registration {
   std::chrono::seconds heartbeat_timeout{30};
 };
 
-struct HeldRun {
-  std::string run_id;
-  std::int64_t epoch = 0;
-  std::string status;
-};
-
-struct HeartbeatReport {
-  std::string state;   // idle, preparing, running, unusable, leaving, preempted
-  std::string reason;  // why, when unusable; "" otherwise
-  std::vector<HeldRun> runs;
-};
-
-struct Command {
-  std::string type;  // cancel, stop, drain (unknown types are passed on and ignored by the daemon)
-  std::string run_id;
-  std::string reason;
-};
+// The bodies the control plane also handles (spec/wire.h), under the names the agent uses.
+using HeldRun = wire::HeldRun;
+using HeartbeatReport = wire::HeartbeatReport;
+using Command = wire::Command;
+using LeasedRun = wire::LeasedRun;
 
 struct HeartbeatAnswer {
   std::chrono::seconds heartbeat_interval{5};
   std::vector<Command> commands;
-};
-
-struct LeasedRun {
-  std::string run_id;
-  std::int64_t epoch = 0;
-  std::string experiment_name;
-  std::string job_text;
-  std::string job_file_name;
 };
 
 struct StatusReport {

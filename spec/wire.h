@@ -1,0 +1,62 @@
+#pragma once
+
+// The bodies of docs/protocol.md that the agent and the control plane both handle: one declaration
+// of each and one encoder, so that the two sides cannot drift apart. The sender encodes with the
+// functions here; the agent reads the control plane's answers with the lenient readers here (a
+// field it does not know is ignored, so a newer server can add some). The control plane's strict,
+// field-by-field checking of what nodes send stays in controlplane/request_bodies.cc, since only
+// it must name the bad field of a request it refuses.
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace amlnode::wire {
+
+// What a heartbeat's `state` may be.
+inline const std::vector<std::string> kNodeStates = {"idle",     "running", "preparing",
+                                                     "unusable", "leaving", "preempted"};
+
+// A run a node holds, as its heartbeat reports it.
+struct HeldRun {
+  std::string run_id;
+  std::int64_t epoch = 0;
+  std::string status;
+};
+
+// POST /v1/nodes/{id}/heartbeat.
+struct HeartbeatReport {
+  std::string state;   // one of kNodeStates
+  std::string reason;  // why, when unusable; "" otherwise
+  std::vector<HeldRun> runs;
+};
+
+// One of a heartbeat answer's `commands`.
+struct Command {
+  std::string type;  // cancel, stop, drain; a node ignores types it does not know
+  std::string run_id;
+  std::string reason;
+};
+
+// One of a lease answer's `runs`.
+struct LeasedRun {
+  std::string run_id;
+  std::int64_t epoch = 0;
+  std::string experiment_name;
+  std::string job_text;
+  std::string job_file_name;
+};
+
+nlohmann::json heartbeat_body(const HeartbeatReport& report);
+nlohmann::json command_json(const Command& command);
+nlohmann::json leased_run_json(const LeasedRun& run);
+
+// The answers' readers. Errors are "BadAnswer", naming what is missing or of the wrong type.
+Result<LeasedRun> leased_run_from_json(const nlohmann::json& item);
+// Entries that are not objects are skipped.
+std::vector<Command> commands_from_json(const nlohmann::json& commands);
+
+}  // namespace amlnode::wire

@@ -1,0 +1,58 @@
+// The protocol bodies both sides share (spec/wire.h): what the agent encodes passes the control
+// plane's checks unchanged, and what the control plane encodes reads back on the agent's side.
+
+#include "spec/wire.h"
+
+#include <catch2/catch.hpp>
+
+#include "controlplane/request_bodies.h"
+
+using namespace amlnode;
+
+TEST_CASE("a heartbeat as the agent encodes it passes the control plane's checks", "[wire]") {
+  wire::HeartbeatReport report{"unusable",
+                               "docker unavailable: no socket",
+                               {{"run-1", 3, "Running"}, {"run-2", 1, "Finalizing"}}};
+  auto parsed = controlplane::parse_heartbeat(wire::heartbeat_body(report).dump());
+  REQUIRE(parsed);
+  CHECK(parsed->state == "unusable");
+  CHECK(parsed->reason == "docker unavailable: no socket");
+  REQUIRE(parsed->runs.size() == 2);
+  CHECK(parsed->runs[1].run_id == "run-2");
+  CHECK(parsed->runs[1].epoch == 1);
+  CHECK(parsed->runs[1].status == "Finalizing");
+  // Every state a node may report is one the control plane takes.
+  for (const auto& state : wire::kNodeStates) {
+    CHECK(controlplane::parse_heartbeat(wire::heartbeat_body({state, "", {}}).dump()));
+  }
+}
+
+TEST_CASE("a lease answer and commands as the control plane encodes them read back", "[wire]") {
+  wire::LeasedRun run{"exp_1_ab", 2, "exp", "command: [\"true\"]\n", "job.yml"};
+  auto back = wire::leased_run_from_json(wire::leased_run_json(run));
+  REQUIRE(back.ok());
+  CHECK(back->run_id == run.run_id);
+  CHECK(back->epoch == 2);
+  CHECK(back->experiment_name == "exp");
+  CHECK(back->job_text == run.job_text);
+  CHECK(back->job_file_name == "job.yml");
+
+  nlohmann::json commands =
+      nlohmann::json::array({wire::command_json({"stop", "r1", "lease moved to another node"}),
+                             wire::command_json({"drain", "", ""}),
+                             7,
+                             {{"type", 3}}});
+  auto read = wire::commands_from_json(commands);
+  REQUIRE(read.size() == 3);  // the number is skipped; a type of the wrong kind reads as ""
+  CHECK(read[0].type == "stop");
+  CHECK(read[0].run_id == "r1");
+  CHECK(read[0].reason == "lease moved to another node");
+  CHECK(read[1].type == "drain");
+  CHECK(read[2].type.empty());
+  CHECK(wire::command_json({"drain", "", ""}) == nlohmann::json{{"type", "drain"}});
+
+  auto missing = wire::leased_run_from_json({{"run_id", "r"}, {"epoch", 1}});
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().code == "BadAnswer");
+  CHECK(missing.error().message == "a leased run has no job");
+}
