@@ -167,6 +167,7 @@ class Daemon {
   void retire(const ActiveRun& run);
   bool defer_while_retiring(const LeasedRun& lease);
   void check_retiring();
+  void schedule_retiring_check();
   static bool still_retiring(const RetiringRun& run);
   void cancel_run(const std::string& run_id);
   void maybe_finish_drain();

@@ -28,7 +28,8 @@ void Daemon::retire(const ActiveRun& run) {
   } else if (!run.started) {
     retiring.preparing = run.preparing;
   }
-  check_retiring();
+  // Looked at from the timer, not from here: stop_run is still working on the run's entry.
+  schedule_retiring_check();
 }
 
 bool Daemon::still_retiring(const RetiringRun& run) {
@@ -69,6 +70,10 @@ void Daemon::check_retiring() {
   if (!stopped_) {
     for (const auto& lease : ready) accept_run(lease);
   }
+  schedule_retiring_check();
+}
+
+void Daemon::schedule_retiring_check() {
   if (retiring_.empty() || retiring_check_scheduled_ || stopped_) return;
   retiring_check_scheduled_ = true;
   retiring_timer_.expires_after(kRetiringPoll);
