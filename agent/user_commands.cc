@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "agent/daemon/http_client.h"
+#include "common/format.h"
 #include "common/fs.h"
 #include "executors/archive.h"
 #include "spec/load.h"
@@ -65,18 +66,6 @@ bool answered(const Result<HttpResponse>& response, const std::string& what) {
   std::fprintf(stderr, "amlnode: %s: HTTP %d: %s\n", what.c_str(), response->status,
                message.c_str());
   return false;
-}
-
-std::string human_bytes(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int unit = 0;
-  while (bytes >= 1024 && unit < 4) {
-    bytes /= 1024;
-    ++unit;
-  }
-  char text[32];
-  std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.1f %s", bytes, units[unit]);
-  return text;
 }
 
 // One line per metric name (its kind, how many values, the last one and its step), then the last

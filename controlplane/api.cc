@@ -625,15 +625,15 @@ void Api::registration(const Caller& caller, const Request& request, Responder r
 void Api::heartbeat(const std::string& node_id, const Request& request, Responder respond) {
   auto report = parse_heartbeat(request.body);
   if (!report) return respond(error_response(report.error()));
-  auto commands = ctx_.cluster.heartbeat(node_id, *report);
+  auto outcome = ctx_.cluster.heartbeat(node_id, *report);
   // A run taken from this node while it was cut off may be leased to it again now.
-  if (ctx_.cluster.take_let_go(node_id)) {
+  if (outcome.let_go) {
     std::string compute =
         ctx_.cluster.node_for({CallerKind::User, "", ""}, node_id).value()->compute_name;
     commit_then([this, compute](Result<void>) { serve_lease_waiters(compute); });
   }
   auto policy = ctx_.cluster.policy();
-  respond_after_commit(respond, [commands, policy] {
+  respond_after_commit(respond, [commands = std::move(outcome.commands), policy] {
     return json_response(200, {{"heartbeat_interval_seconds", policy.heartbeat_interval.count()},
                                {"heartbeat_timeout_seconds", policy.heartbeat_timeout.count()},
                                {"commands", commands}});

@@ -210,7 +210,8 @@ void Cluster::touch(const std::string& node_id) {
   }
 }
 
-nlohmann::json Cluster::heartbeat(const std::string& node_id, const HeartbeatReport& report) {
+Cluster::HeartbeatOutcome Cluster::heartbeat(const std::string& node_id,
+                                             const HeartbeatReport& report) {
   touch(node_id);
   NodeState& node = nodes_.at(node_id);
   if (node.record.state != report.state || node.record.reason != report.reason) {
@@ -244,11 +245,11 @@ nlohmann::json Cluster::heartbeat(const std::string& node_id, const HeartbeatRep
     }
   }
   if (node.record.draining) commands.push_back(wire::command_json({"drain", "", ""}));
-  let_go_of_taken_runs(node, report);
-  return commands;
+  return {commands, let_go_of_taken_runs(node, report)};
 }
 
-void Cluster::let_go_of_taken_runs(NodeState& node, const HeartbeatReport& report) {
+bool Cluster::let_go_of_taken_runs(NodeState& node, const HeartbeatReport& report) {
+  bool let_go = false;
   for (auto it = node.taken_runs.begin(); it != node.taken_runs.end();) {
     bool still_held = false;
     for (const auto& reported : report.runs) still_held = still_held || reported.run_id == *it;
@@ -259,17 +260,11 @@ void Cluster::let_go_of_taken_runs(NodeState& node, const HeartbeatReport& repor
     if (auto run = runs_.find(*it);
         run != runs_.end() && run->second.taken_from == node.record.node_id) {
       run->second.taken_from.clear();
-      node.let_go = true;
+      let_go = true;
     }
     it = node.taken_runs.erase(it);
   }
-}
-
-bool Cluster::take_let_go(const std::string& node_id) {
-  auto node = nodes_.find(node_id);
-  if (node == nodes_.end() || !node->second.let_go) return false;
-  node->second.let_go = false;
-  return true;
+  return let_go;
 }
 
 Result<void> Cluster::drain(const std::string& node_id) {

@@ -121,11 +121,13 @@ class Cluster {
   Result<const NodeRecord*> node_for(const Caller& caller, const std::string& node_id) const;
   // Records that a node was heard from; a lost node is back.
   void touch(const std::string& node_id);
-  // Applies a heartbeat and returns the commands for the node (cancel, stop, drain).
-  nlohmann::json heartbeat(const std::string& node_id, const HeartbeatReport& report);
-  // Whether the node's last heartbeat let go of a queued run that had been taken from it, so
-  // that the node may now lease it (see RunState::taken_from); cleared by the call.
-  bool take_let_go(const std::string& node_id);
+  // Applies a heartbeat: the commands for the node (cancel, stop, drain), and whether it let go of
+  // a queued run that had been taken from it, which it may now lease (see RunState::taken_from).
+  struct HeartbeatOutcome {
+    nlohmann::json commands;
+    bool let_go = false;
+  };
+  HeartbeatOutcome heartbeat(const std::string& node_id, const HeartbeatReport& report);
   Result<void> drain(const std::string& node_id);
 
   // Leases up to `max_runs` of the node's compute queue, oldest first, each with a new epoch.
@@ -173,7 +175,6 @@ class Cluster {
     std::chrono::system_clock::time_point last_seen;
     std::set<std::string> held_runs;   // live runs whose current lease is this node's
     std::set<std::string> taken_runs;  // runs requeued away from it, not yet let go of
-    bool let_go = false;               // a heartbeat let go of one of taken_runs
   };
   struct RunState {
     RunRecord record;
@@ -199,7 +200,8 @@ class Cluster {
   void dequeue(const RunRecord& run);
   void finish(RunState& run, spec::RunStatus status);
   void release_from_node(RunState& run);
-  void let_go_of_taken_runs(NodeState& node, const HeartbeatReport& report);
+  // Whether the report let go of any of the node's taken runs.
+  bool let_go_of_taken_runs(NodeState& node, const HeartbeatReport& report);
   bool requeue(RunState& run);
 
   std::shared_ptr<Clock> clock_;

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "common/format.h"
 #include "common/fs.h"
 #include "executors/environments/commands.h"
 #include "executors/environments/layout.h"
@@ -32,19 +33,6 @@ std::string quoted_command(const std::vector<std::string>& argv) {
     }
   }
   return out;
-}
-
-std::string human_size(std::uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1024 && unit < 4) {
-    value /= 1024;
-    ++unit;
-  }
-  char text[32];
-  std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
-  return text;
 }
 
 Result<FileLock> take_lease(const fs::path& envs_dir, const EnvPaths& paths) {
@@ -245,7 +233,7 @@ Result<void> EnvironmentCache::finish_build(const EnvironmentSpec& spec, const s
     return written.error();
   }
   mark_used(paths.marker);
-  log.note("Environment size: " + human_size(size));
+  log.note("Environment size: " + human_bytes(size));
   return ok();
 }
 
@@ -257,12 +245,12 @@ void EnvironmentCache::evict_over_budget(BuildLog& log) const {
     return;
   }
   for (const auto& entry : report->evicted) {
-    log.note("Evicted environment " + entry.hash + " (" + human_size(entry.size_bytes) +
+    log.note("Evicted environment " + entry.hash + " (" + human_bytes(entry.size_bytes) +
              ", last used " + format_utc(entry.last_used) + ") to stay within the disk budget");
   }
   if (report->remaining_bytes > *config_.disk_budget_bytes) {
-    log.note("The environment cache holds " + human_size(report->remaining_bytes) +
-             ", over its budget of " + human_size(*config_.disk_budget_bytes) +
+    log.note("The environment cache holds " + human_bytes(report->remaining_bytes) +
+             ", over its budget of " + human_bytes(*config_.disk_budget_bytes) +
              ", because the rest is in use");
   }
 }

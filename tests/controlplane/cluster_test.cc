@@ -75,7 +75,7 @@ TEST_CASE("every change becomes a store operation", "[cluster]") {
   f.cluster.take_changes();
   auto a = f.node("cpu");
   CHECK(f.cluster.take_changes().size() == 3);  // token made, token spent, node
-  CHECK(f.cluster.heartbeat(a, HeartbeatReport{"idle", "", {}}).empty());
+  CHECK(f.cluster.heartbeat(a, HeartbeatReport{"idle", "", {}}).commands.empty());
   CHECK(f.cluster.take_changes().empty());  // nothing changed
   f.cluster.heartbeat(a, HeartbeatReport{"running", "", {}});
   CHECK(f.cluster.take_changes().size() == 1);

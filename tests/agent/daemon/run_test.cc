@@ -16,8 +16,9 @@ using namespace amlnode;
 
 namespace {
 
+// `extra` is appended: sections of its own (environments:, ...).
 std::string agent_config(const test::TempDir& dir, const std::string& name, const std::string& url,
-                         const std::string& token, int concurrency) {
+                         const std::string& token, int concurrency, const std::string& extra = "") {
   return dir
       .write(name + "/config.yml",
              "state_dir: " + (dir.path() / name / "state").string() +
@@ -27,7 +28,8 @@ std::string agent_config(const test::TempDir& dir, const std::string& name, cons
                  "\n"
                  // Port 0: each agent serves /metrics on a port of its own, so agents of one test
                  // or of tests run in parallel never contend for the default 9108.
-                 "metrics: {listen: '127.0.0.1:0'}\n")
+                 "metrics: {listen: '127.0.0.1:0'}\n" +
+                 extra)
       .string();
 }
 
@@ -445,15 +447,11 @@ TEST_CASE("a run canceled while its environment is built never starts its proces
   // The conda stand-in takes 4 s to build the environment.
   std::filesystem::create_directories(dir / "bin");
   std::filesystem::create_symlink(AMLNODE_FAKE_CONDA, dir / "bin" / "micromamba");
-  auto config = dir.write(
-      "a/config.yml",
-      "state_dir: " + (dir / "a" / "state").string() + "\ncontrol_plane:\n  url: " + server.url() +
-          "\n  registration_token: " + server.registration_token("cpu-cluster") +
-          "\nnode:\n  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n"
-          "metrics: {listen: '127.0.0.1:0'}\nenvironments:\n  conda_tool: " +
-          (dir / "bin" / "micromamba").string() + "\n");
+  auto config =
+      agent_config(dir, "a", server.url(), server.registration_token("cpu-cluster"), 1,
+                   "environments:\n  conda_tool: " + (dir / "bin" / "micromamba").string() + "\n");
   pid_t agent = test::start_command(
-      {test::amlnode_binary().string(), "agent", "--config", config.string()}, dir / "a" / "out",
+      {test::amlnode_binary().string(), "agent", "--config", config}, dir / "a" / "out",
       dir / "a" / "err", {"FAKE_CONDA_LOG=" + (dir / "conda.log").string(), "FAKE_CONDA_SLEEP=4"});
   dir.write("src/train.py", "print('the process ran')\n");
   std::string id =
