@@ -196,6 +196,9 @@ Result<ExitRecord> run_container_to_end(docker::ContainerRuntime& runtime,
                                         std::optional<std::chrono::milliseconds> deadline,
                                         std::chrono::seconds grace,
                                         const ContainerRunHooks& hooks) {
+  boost::asio::io_context loop;
+  // Taken over before the container exists: a signal from here on waits in the set for the watch.
+  boost::asio::signal_set signals(loop, SIGINT, SIGTERM);
   auto id = runtime.create_container(spec);
   if (!id.ok()) return id.error();
   auto started = runtime.start_container(*id);
@@ -204,7 +207,6 @@ Result<ExitRecord> run_container_to_end(docker::ContainerRuntime& runtime,
     return started.error();
   }
   if (hooks.on_running) hooks.on_running(*id);
-  boost::asio::io_context loop;
   // Two threads: one waits, one can stop the container meanwhile.
   boost::asio::thread_pool blocking(2);
   ContainerWatch::Settings settings;
@@ -216,7 +218,6 @@ Result<ExitRecord> run_container_to_end(docker::ContainerRuntime& runtime,
       loop.get_executor(),
       [&blocking](std::function<void()> work) { boost::asio::post(blocking, std::move(work)); },
       borrowed, *id, settings);
-  boost::asio::signal_set signals(loop, SIGINT, SIGTERM);
   watch_signals(signals, *watch, hooks);
   ExitRecord record;
   watch->start([&](const ExitRecord& ended) {
@@ -224,22 +225,30 @@ Result<ExitRecord> run_container_to_end(docker::ContainerRuntime& runtime,
     signals.cancel();
     loop.stop();
   });
+  if (hooks.canceled_before && hooks.canceled_before() && !watch->stopping()) {
+    if (hooks.on_cancel_requested) hooks.on_cancel_requested();
+    watch->stop(ExitReason::Canceled);
+  }
   loop.run();
   blocking.join();
   (void)runtime.remove_container(*id);
   return record;
 }
 
-Result<docker::ContainerSpec> prepare_run_container(
-    docker::ContainerRuntime& runtime, const docker::DockerRuntimeConfig& docker,
-    const NodeConfig& config, const executors::Plan& plan, const spec::Job& job,
-    const SystemLog& log, std::function<void(std::string_view)> progress) {
+Result<docker::ContainerSpec> prepare_run_container(docker::ContainerRuntime& runtime,
+                                                    const docker::DockerRuntimeConfig& docker,
+                                                    const NodeConfig& config,
+                                                    const executors::Plan& plan,
+                                                    const spec::Job& job, const SystemLog& log,
+                                                    std::function<void(std::string_view)> progress,
+                                                    std::function<bool()> canceled) {
   auto build_log = plan.system_logs / "image_build.txt";
-  auto image =
-      runtime.ensure_image(docker::image_request_for(job, plan), [&](std::string_view text) {
-        append_progress(build_log, text);
-        if (progress) progress(text);
-      });
+  auto request = docker::image_request_for(job, plan);
+  request.canceled = std::move(canceled);
+  auto image = runtime.ensure_image(request, [&](std::string_view text) {
+    append_progress(build_log, text);
+    if (progress) progress(text);
+  });
   if (!image.ok()) return image.error();
   log.line("image " + image->image + " (" + docker::to_string(image->source) + ")");
   if (auto budget = docker_disk_budget(config);

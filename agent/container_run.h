@@ -90,17 +90,22 @@ class ContainerWatch : public std::enable_shared_from_this<ContainerWatch> {
 // The part of a Docker run's preparation that `amlnode run` and the daemon share: the image
 // (reused, pulled or built, its progress appended to system_logs/image_build.txt and given to
 // `progress`), eviction of old images over docker.disk_budget_bytes after a build, and the
-// container's spec. Noted in the run's system log.
+// container's spec. Noted in the run's system log. `canceled` is polled while an image is pulled
+// or built; once true the daemon abandons it and this fails "Canceled".
 Result<docker::ContainerSpec> prepare_run_container(docker::ContainerRuntime& runtime,
                                                     const docker::DockerRuntimeConfig& docker,
                                                     const NodeConfig& config,
                                                     const executors::Plan& plan,
                                                     const spec::Job& job, const SystemLog& log,
-                                                    std::function<void(std::string_view)> progress);
+                                                    std::function<void(std::string_view)> progress,
+                                                    std::function<bool()> canceled);
 
 struct ContainerRunHooks {
   std::function<void(const std::string& container_id)> on_running;
   std::function<void()> on_cancel_requested;
+  // Whether a cancel came before this call took SIGINT and SIGTERM over (cancel_signals.h); then
+  // the container is stopped as soon as it has started.
+  std::function<bool()> canceled_before;
 };
 
 // Runs `spec` to its end. SIGINT / SIGTERM to this process cancel the run. Fails only when the
@@ -121,7 +126,8 @@ Result<docker::DockerRuntimeConfig> docker_runtime_config(const NodeConfig& conf
 std::optional<std::uint64_t> docker_disk_budget(const NodeConfig& config);
 
 // Whether the daemon runs Docker jobs and watches dockerd: `docker.enabled` when given, else
-// whether the config's `docker:` section has anything in it. "InvalidConfig" for a non-boolean value.
+// whether the config's `docker:` section has anything in it. "InvalidConfig" for a non-boolean
+// value.
 Result<bool> docker_enabled(const NodeConfig& config);
 
 // GPUs this node can give containers: the config's docker.gpus, else the /dev/nvidiaN devices.

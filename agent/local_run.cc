@@ -11,6 +11,7 @@
 #include <cstring>
 #include <random>
 
+#include "agent/cancel_signals.h"
 #include "agent/container_run.h"
 #include "agent/run_record.h"
 #include "agent/run_steps.h"
@@ -70,6 +71,7 @@ class LocalRun {
   Result<void> prepare();
   Result<void> prepare_environment(const executors::environments::EnvironmentConfig& config);
   int fail_before_start(const Error& error);
+  int cancel_before_start();
   void supervise(const LaunchedShim& shim, LogFollower& follower);
   Result<ExitRecord> run_under_shim(LogFollower& follower);
   Result<ExitRecord> run_in_container(LogFollower& follower);
@@ -112,7 +114,8 @@ Result<void> LocalRun::prepare_environment(
     const executors::environments::EnvironmentConfig& config) {
   auto prepared = prepare_python_environment(
       plan_, config, clock_, system_log_,
-      [this](std::string_view line) { printer_.line("environment: " + std::string(line)); });
+      [this](std::string_view line) { printer_.line("environment: " + std::string(line)); },
+      cancel_signal_recorded);
   if (!prepared.ok()) return prepared.error();
   environment_ = std::move(prepared.value());
   return ok();
@@ -125,9 +128,11 @@ Result<void> LocalRun::prepare_container(const spec::Job& job) {
   if (!runtime.ok()) return runtime.error();
   runtime_ = std::move(runtime.value());
   auto spec = prepare_run_container(
-      *runtime_, *config, options_.config, plan_, job, system_log_, [this](std::string_view text) {
+      *runtime_, *config, options_.config, plan_, job, system_log_,
+      [this](std::string_view text) {
         printer_.line("image: " + std::string(text.substr(0, text.find_last_not_of('\n') + 1)));
-      });
+      },
+      cancel_signal_recorded);
   if (!spec.ok()) return spec.error();
   record_.set_environment("docker", plan_.environment_hash, spec->image);
   container_ = std::move(spec.value());
@@ -154,6 +159,8 @@ Result<void> LocalRun::prepare() {
   auto copied = executors::copy_snapshot(job_.source_directory, *listing, plan_.working_dir);
   if (!copied.ok()) return copied;
   if (auto staged = make_outputs_and_stage_inputs(plan_, system_log_); !staged.ok()) return staged;
+  // Ctrl-C during the snapshot copy: no environment or image is built for a run that will not run.
+  if (cancel_signal_recorded()) return ok();
   if (plan_.python_environment) return prepare_environment(*environments);
   if (plan_.environment_kind == executors::EnvironmentKind::Docker) return prepare_container(job_);
   return ok();
@@ -173,6 +180,14 @@ int LocalRun::fail_before_start(const Error& error) {
   return conclude(RunStatus::Failed, error, kExitBeforeStart);
 }
 
+// Canceled while being prepared: the process never started, so the run has no exit code.
+int LocalRun::cancel_before_start() {
+  enter(RunStatus::CancelRequested, "the process will not be started");
+  conclude(RunStatus::Canceled,
+           Error{"Canceled", "The run was canceled before its process started"}, -1);
+  return kExitCanceled;
+}
+
 void LocalRun::supervise(const LaunchedShim& shim, LogFollower& follower) {
   boost::asio::io_context loop;
   // The run's output is copied to the terminal from this loop, which saves starting a thread.
@@ -186,21 +201,25 @@ void LocalRun::supervise(const LaunchedShim& shim, LogFollower& follower) {
       };
   follow.expires_after(LogFollower::kPollInterval);
   follow.async_wait(on_follow);
+  auto cancel = [&] {
+    if (cancel_requested_) return;
+    cancel_requested_ = true;
+    enter(RunStatus::CancelRequested,
+          "stopping the run (grace " + std::to_string(static_cast<int>(plan_.kill_grace_seconds)) +
+              " s)");
+    auto sent = executors::request_cancel(shim);
+    if (!sent.ok()) printer_.line(sent.error().message);
+  };
   boost::asio::signal_set signals(loop, SIGINT, SIGTERM);
   std::function<void(const boost::system::error_code&, int)> on_signal =
-      [&](const boost::system::error_code& ec, int signal) {
+      [&](const boost::system::error_code& ec, int) {
         if (ec) return;
-        if (!cancel_requested_) {
-          cancel_requested_ = true;
-          enter(RunStatus::CancelRequested,
-                "stopping the run (grace " +
-                    std::to_string(static_cast<int>(plan_.kill_grace_seconds)) + " s)");
-          auto sent = executors::request_cancel(shim);
-          if (!sent.ok()) printer_.line(sent.error().message);
-        }
+        cancel();
         signals.async_wait(on_signal);
       };
   signals.async_wait(on_signal);
+  // One that came between the preparation and the set above.
+  if (cancel_signal_recorded()) cancel();
 
   int pidfd = executors::open_pidfd(shim.pid);
   boost::asio::posix::stream_descriptor shim_exit(loop);
@@ -251,6 +270,7 @@ Result<ExitRecord> LocalRun::run_in_container(LogFollower& follower) {
   hooks.on_running = [this](const std::string& id) {
     system_log_.line("container " + id + " started from " + container_->image);
   };
+  hooks.canceled_before = cancel_signal_recorded;
   hooks.on_cancel_requested = [this] {
     enter(RunStatus::CancelRequested,
           "stopping the container (grace " +
@@ -275,6 +295,7 @@ int LocalRun::finish(const ExitRecord& exit) {
 }
 
 int LocalRun::execute(const std::vector<spec::Diagnostic>& warnings) {
+  record_cancel_signals();
   auto made = make_run_folder(options_.state_dir, run_id_);
   if (!made.ok()) {
     std::fprintf(stderr, "amlnode: %s\n", made.error().message.c_str());
@@ -286,10 +307,13 @@ int LocalRun::execute(const std::vector<spec::Diagnostic>& warnings) {
   enter(RunStatus::Queued);
   enter(RunStatus::Preparing);
   auto prepared = prepare();
+  if (cancel_signal_recorded()) return cancel_before_start();
   if (!prepared.ok()) return fail_before_start(prepared.error());
 
   LogFollower follower(plan_.std_log, options_.json ? STDERR_FILENO : STDOUT_FILENO);
   auto exit = container_ ? run_in_container(follower) : run_under_shim(follower);
+  // The supervising loop's signal set restored the default actions when it went.
+  record_cancel_signals();
   follower.finish();
   if (!exit.ok()) return fail_before_start(exit.error());
   return finish(*exit);

@@ -134,11 +134,12 @@ Result<void> make_outputs_and_stage_inputs(const Plan& plan, const SystemLog& lo
 Result<executors::environments::PreparedEnvironment> prepare_python_environment(
     Plan& plan, const executors::environments::EnvironmentConfig& config,
     std::shared_ptr<Clock> clock, const SystemLog& log,
-    std::function<void(std::string_view)> progress) {
+    std::function<void(std::string_view)> progress, std::function<bool()> canceled) {
   executors::environments::EnvironmentCache cache(config, std::move(clock));
   executors::environments::BuildOutput output;
   output.log_file = plan.system_logs / "environment.txt";
   output.progress = std::move(progress);
+  output.canceled = std::move(canceled);
   auto prepared = cache.prepare(*plan.python_environment, output);
   if (!prepared.ok()) return prepared.error();
   log.line("environment " + prepared->hash + (prepared->built ? ": built in " : ": reused ") +

@@ -52,10 +52,12 @@ Result<void> make_outputs_and_stage_inputs(const executors::Plan& plan, const Sy
 
 // Builds or reuses the plan's conda / pip environment and adds its variables to the plan under
 // the job's own. The returned environment holds the cache lease: keep it while the run uses it.
+// `canceled` is polled while an installer runs; once true the build stops and this fails
+// "Canceled".
 Result<executors::environments::PreparedEnvironment> prepare_python_environment(
     executors::Plan& plan, const executors::environments::EnvironmentConfig& config,
     std::shared_ptr<Clock> clock, const SystemLog& log,
-    std::function<void(std::string_view)> progress);
+    std::function<void(std::string_view)> progress, std::function<bool()> canceled);
 
 // The launch spec of the run's single process under a shim, with the caller's environment under
 // the plan's variables.

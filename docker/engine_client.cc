@@ -42,6 +42,32 @@ beast::error_code complete(asio::io_context& ioc, Start&& start) {
   return result;
 }
 
+// The same, looking at `canceled` between slices of waiting; once it says so, `stop` is called,
+// which must make the operation complete (closing its socket aborts it).
+constexpr std::chrono::milliseconds kCancelPollInterval{100};
+
+template <class Start, class Stop>
+beast::error_code complete(asio::io_context& ioc, Start&& start,
+                           const std::function<bool()>& canceled, Stop&& stop) {
+  if (!canceled) return complete(ioc, std::forward<Start>(start));
+  beast::error_code result = asio::error::would_block;
+  bool done = false;
+  start([&result, &done](beast::error_code ec, auto&&...) {
+    result = ec;
+    done = true;
+  });
+  ioc.restart();
+  bool stopped = false;
+  while (!done) {
+    ioc.run_for(kCancelPollInterval);
+    if (!done && !stopped && canceled()) {
+      stopped = true;
+      stop();
+    }
+  }
+  return result;
+}
+
 // What limits a call in time: a deadline for the whole call, a limit on each silence, or nothing.
 class Timer {
  public:
@@ -119,21 +145,27 @@ class Exchange {
     parser.body_limit(boost::none);  // The callers bound what they keep.
     parser.header_limit(kErrorBodyLimit);
     timer.arm(stream_);
-    auto ec = complete(ioc_, [&](auto handler) {
-      http::async_read_header(stream_, buffer_, parser, std::move(handler));
-    });
-    if (ec) return transport_error(request, ec, timer);
+    auto ec = complete(
+        ioc_,
+        [&](auto handler) {
+          http::async_read_header(stream_, buffer_, parser, std::move(handler));
+        },
+        request.canceled, [&] { stream_.close(); });
+    if (ec) return failure(request, ec, timer);
     int status = parser.get().result_int();
     std::vector<char> piece(kReadPiece);
     while (!parser.is_done()) {
       parser.get().body().data = piece.data();
       parser.get().body().size = piece.size();
       timer.arm(stream_);
-      ec = complete(ioc_, [&](auto handler) {
-        http::async_read_some(stream_, buffer_, parser, std::move(handler));
-      });
+      ec = complete(
+          ioc_,
+          [&](auto handler) {
+            http::async_read_some(stream_, buffer_, parser, std::move(handler));
+          },
+          request.canceled, [&] { stream_.close(); });
       if (ec == http::error::need_buffer) ec = {};
-      if (ec) return transport_error(request, ec, timer);
+      if (ec) return failure(request, ec, timer);
       std::size_t received = piece.size() - parser.get().body().size;
       if (received == 0) continue;
       if (auto delivered = on_piece(status, std::string_view(piece.data(), received)); !delivered) {
@@ -144,6 +176,14 @@ class Exchange {
   }
 
  private:
+  // An operation of `request` ended with `ec`: canceled by its caller, or a transport error.
+  Error failure(const Request& request, beast::error_code ec, const Timer& timer) const {
+    if (request.canceled && request.canceled()) {
+      return Error{"Canceled", request.method + " " + request.target + " was canceled"};
+    }
+    return transport_error(request, ec, timer);
+  }
+
   Error transport_error(const Request& request, beast::error_code ec, const Timer& timer) const {
     std::string call = request.method + " " + request.target;
     if (ec == beast::error::timeout) {

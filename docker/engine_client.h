@@ -63,6 +63,10 @@ struct Request {
   // Zero means no limit, for calls that block on purpose (container wait).
   std::optional<std::chrono::milliseconds> timeout;
   bool versioned = true;
+  // Streamed calls only: polled every 100 ms while the call waits on the daemon. Once it returns
+  // true the connection is closed, which makes the daemon abandon the build or pull it was doing,
+  // and the call fails with the code "Canceled".
+  std::function<bool()> canceled;
 
   static Request get(std::string target);
   static Request post(std::string target, std::string body = {});

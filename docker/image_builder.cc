@@ -11,10 +11,13 @@ namespace {
 
 using Credentials = std::optional<spec::RegistryDetails>;
 
-// An error from a pull or build step: the daemon being away stays DockerUnavailable, anything
-// else becomes `code` with the daemon's message. Passwords are scrubbed from every message.
+// An error from a pull or build step: the daemon being away stays DockerUnavailable and a
+// canceled step stays Canceled; anything else becomes `code` with the daemon's message. Passwords
+// are scrubbed from every message.
 Error step_error(const Error& error, const char* code, const std::string& doing,
                  const Credentials& credentials) {
+  if (error.code == "Canceled")
+    return Error{error.code, redact(doing + " was canceled", credentials)};
   if (error.code == kDockerUnavailable) {
     return Error{error.code, redact(error.message, credentials)};
   }
@@ -22,12 +25,13 @@ Error step_error(const Error& error, const char* code, const std::string& doing,
 }
 
 // Runs a streamed call whose body is the daemon's JSON progress messages, relaying them to
-// `progress`; a stream that reports an error fails with that error.
-Result<std::optional<std::string>> relay_stream(EngineClient& client, const Request& request,
-                                                const ProgressSink& progress,
+// `work.progress`; a stream that reports an error fails with that error.
+Result<std::optional<std::string>> relay_stream(EngineClient& client, Request request,
+                                                const ImageWork& work,
                                                 const Credentials& credentials) {
-  ProgressRelay relay(progress, [&](std::string text) { return redact(text, credentials); });
+  ProgressRelay relay(work.progress, [&](std::string text) { return redact(text, credentials); });
   JsonLineReader reader([&](const nlohmann::json& message) { relay.handle(message); });
+  request.canceled = work.canceled;
   auto streamed = client.stream(request, [&](std::string_view piece) { reader.feed(piece); });
   reader.finish();
   if (!streamed) return streamed.error();
@@ -61,11 +65,12 @@ Result<bool> ImageBuilder::exists(const std::string& image) {
 
 Result<EnsuredImage> ImageBuilder::ensure(const ImageRequest& request,
                                           const ProgressSink& progress) {
+  const ImageWork work{progress, request.canceled};
   auto recipe = make_recipe(request, config_);
   if (!recipe) return recipe.error();
   const auto& credentials = request.environment.docker.base_image_registry;
   if (recipe->base_only) {
-    auto source = ensure_base(recipe->base_image, credentials, progress);
+    auto source = ensure_base(recipe->base_image, credentials, work);
     if (!source) return source.error();
     return EnsuredImage{recipe->base_image, *source};
   }
@@ -77,21 +82,21 @@ Result<EnsuredImage> ImageBuilder::ensure(const ImageRequest& request,
   }
   auto lock = usage_.lock(recipe->tag);
   if (!lock) return lock.error();
-  return build_once(*recipe, credentials, progress);
+  return build_once(*recipe, credentials, work);
 }
 
 Result<EnsuredImage> ImageBuilder::build_once(const ImageRecipe& recipe,
                                               const Credentials& credentials,
-                                              const ProgressSink& progress) {
+                                              const ImageWork& work) {
   // Another thread or process may have built it while this one waited for the lock.
   auto present = exists(recipe.tag);
   if (!present) return present.error();
   if (!*present) {
     if (!recipe.base_image.empty()) {
-      auto base = ensure_base(recipe.base_image, credentials, progress);
+      auto base = ensure_base(recipe.base_image, credentials, work);
       if (!base) return base.error();
     }
-    if (auto built = build(recipe, credentials, progress); !built) return built.error();
+    if (auto built = build(recipe, credentials, work); !built) return built.error();
   }
   usage_.record(recipe.tag);
   return EnsuredImage{recipe.tag, *present ? ImageSource::CacheHit : ImageSource::Built};
@@ -99,31 +104,31 @@ Result<EnsuredImage> ImageBuilder::build_once(const ImageRecipe& recipe,
 
 Result<ImageSource> ImageBuilder::ensure_base(const std::string& image,
                                               const Credentials& credentials,
-                                              const ProgressSink& progress) {
+                                              const ImageWork& work) {
   auto present = exists(image);
   if (!present)
     return step_error(present.error(), kImagePullFailed, "checking " + image, credentials);
   if (*present) return ImageSource::Present;
-  if (auto pulled = pull(image, credentials, progress); !pulled) return pulled.error();
+  if (auto pulled = pull(image, credentials, work); !pulled) return pulled.error();
   return ImageSource::Pulled;
 }
 
 Result<void> ImageBuilder::pull(const std::string& image, const Credentials& credentials,
-                                const ProgressSink& progress) {
+                                const ImageWork& work) {
   auto reference = parse_image_reference(image);
   auto request = Request::post("/images/create?fromImage=" + query_escape(reference.name) +
                                "&tag=" + query_escape(reference.version()));
   if (credentials) {
     request.with_header("X-Registry-Auth", registry_auth_header(*credentials, reference));
   }
-  if (progress) progress("Pulling " + reference.canonical() + "\n");
-  auto pulled = relay_stream(client_, request, progress, credentials);
+  if (work.progress) work.progress("Pulling " + reference.canonical() + "\n");
+  auto pulled = relay_stream(client_, std::move(request), work, credentials);
   if (!pulled) return step_error(pulled.error(), kImagePullFailed, "pulling " + image, credentials);
   return ok();
 }
 
 Result<void> ImageBuilder::build(const ImageRecipe& recipe, const Credentials& credentials,
-                                 const ProgressSink& progress) {
+                                 const ImageWork& work) {
   auto context = make_context_tar(recipe, config_.max_context_bytes);
   if (!context) return context.error();
   nlohmann::json labels = {{kManagedLabel, "true"}};
@@ -135,8 +140,8 @@ Result<void> ImageBuilder::build(const ImageRecipe& recipe, const Credentials& c
   if (credentials && !credentials->address.empty()) {
     request.headers.emplace_back("X-Registry-Config", registry_config_header(*credentials));
   }
-  if (progress) progress("Building " + recipe.tag + "\n");
-  auto built = relay_stream(client_, request, progress, credentials);
+  if (work.progress) work.progress("Building " + recipe.tag + "\n");
+  auto built = relay_stream(client_, std::move(request), work, credentials);
   if (!built) {
     return step_error(built.error(), kImageBuildFailed, "building " + recipe.tag, credentials);
   }

@@ -17,6 +17,12 @@
 
 namespace amlnode::docker {
 
+// Where a pull or a build reports, and what may stop it (ImageRequest::canceled).
+struct ImageWork {
+  ProgressSink progress;
+  std::function<bool()> canceled;
+};
+
 class ImageBuilder {
  public:
   ImageBuilder(EngineClient& client, BuilderConfig config);
@@ -31,16 +37,15 @@ class ImageBuilder {
  private:
   Result<ImageSource> ensure_base(const std::string& image,
                                   const std::optional<spec::RegistryDetails>& credentials,
-                                  const ProgressSink& progress);
+                                  const ImageWork& work);
   Result<void> pull(const std::string& image,
-                    const std::optional<spec::RegistryDetails>& credentials,
-                    const ProgressSink& progress);
+                    const std::optional<spec::RegistryDetails>& credentials, const ImageWork& work);
   Result<void> build(const ImageRecipe& recipe,
                      const std::optional<spec::RegistryDetails>& credentials,
-                     const ProgressSink& progress);
+                     const ImageWork& work);
   Result<EnsuredImage> build_once(const ImageRecipe& recipe,
                                   const std::optional<spec::RegistryDetails>& credentials,
-                                  const ProgressSink& progress);
+                                  const ImageWork& work);
 
   EngineClient& client_;
   BuilderConfig config_;

@@ -181,7 +181,11 @@ std::string chosen_base(const ImageRequest& request, const BuilderConfig& config
 }  // namespace
 
 ImageRequest image_request_for(const spec::Job& job, const executors::Plan& plan) {
-  return {job.environment, plan.image.value_or(""), job.use_gpu};
+  ImageRequest request;
+  request.environment = job.environment;
+  request.base_image = plan.image.value_or("");
+  request.use_gpu = job.use_gpu;
+  return request;
 }
 
 Result<ImageRecipe> make_recipe(const ImageRequest& request, const BuilderConfig& config) {

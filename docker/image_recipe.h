@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -66,6 +67,9 @@ struct ImageRequest {
   // image (by `use_gpu`). Ignored when the environment has a base_dockerfile.
   std::string base_image;
   bool use_gpu = false;
+  // Polled while a pull or build runs: once true the daemon is made to abandon it (nothing is
+  // tagged) and ensure_image fails with the code "Canceled". Unset: it runs to its end.
+  std::function<bool()> canceled;
 };
 
 ImageRequest image_request_for(const spec::Job& job, const executors::Plan& plan);

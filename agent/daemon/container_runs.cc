@@ -35,14 +35,15 @@ Result<std::shared_ptr<docker::ContainerRuntime>> daemon_docker_runtime(
 Result<std::shared_ptr<StartedRun>> prepare_container_run(const RunEnvironment& env,
                                                           const spec::Job& job,
                                                           std::shared_ptr<StartedRun> started,
-                                                          const SystemLog& log) {
+                                                          const SystemLog& log,
+                                                          std::function<bool()> canceled) {
   if (!env.docker) {
     return Error{"NotSupported",
                  "this node does not run Docker jobs (no docker section in its config, or "
                  "docker.enabled: false)"};
   }
   auto spec = prepare_run_container(*env.docker, env.docker_config, env.config, started->plan, job,
-                                    log, nullptr);
+                                    log, nullptr, std::move(canceled));
   if (!spec.ok()) return spec.error();
   started->in_container = true;
   started->container_spec = std::move(spec.value());

@@ -23,11 +23,13 @@ Result<std::shared_ptr<docker::ContainerRuntime>> daemon_docker_runtime(
     docker::DockerRuntimeConfig& runtime_config);
 
 // Preparing a Docker run, after its snapshot and inputs: the image (built, pulled or reused) and
-// the container's spec in `started`. NotSupported when this node does not run Docker jobs.
+// the container's spec in `started`. NotSupported when this node does not run Docker jobs;
+// Canceled when `canceled` said so while the image was pulled or built.
 Result<std::shared_ptr<StartedRun>> prepare_container_run(const RunEnvironment& env,
                                                           const spec::Job& job,
                                                           std::shared_ptr<StartedRun> started,
-                                                          const SystemLog& log);
+                                                          const SystemLog& log,
+                                                          std::function<bool()> canceled);
 
 // Creates the run's container (named amlnode-<run id>, so Docker itself refuses a second one),
 // stores its id, and starts it. A container that cannot start is removed again.

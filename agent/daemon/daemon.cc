@@ -40,6 +40,9 @@ Daemon::Daemon(asio::io_context& io, DaemonOptions options,
     record.status = "Preparing";
     return store->mark_launching(record);
   };
+  options_.runs.canceled = [canceled = canceled_in_preparation_](const std::string& run_id) {
+    return canceled->contains(run_id);
+  };
 }
 
 // Work still on the pool finishes (each call is bounded by its timeout) before the members it

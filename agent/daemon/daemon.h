@@ -192,7 +192,6 @@ class Daemon {
   DaemonOptions options_;
   std::shared_ptr<ControlPlaneClient> client_;
   std::shared_ptr<StateStore> store_;
-  // Two threads: a long poll can hold one while heartbeats and writes go through the other.
   // Threads: one can sit in a long poll, one heartbeats and delivers statuses, and each run being
   // prepared (an environment build can take minutes) holds one.
   boost::asio::thread_pool pool_;
@@ -202,6 +201,7 @@ class Daemon {
   boost::asio::steady_timer lease_retry_timer_;
   boost::asio::steady_timer outbox_retry_timer_;
   boost::asio::steady_timer log_timer_;
+  boost::asio::steady_timer retiring_timer_;
   std::function<void(DaemonExit)> on_exit_;
   std::unique_ptr<MetricsService> metrics_;
   std::function<void()> state_listener_;
@@ -218,7 +218,8 @@ class Daemon {
   bool outbox_dirty_ = false;  // statuses were queued while a delivery was under way
   std::map<std::string, ActiveRun> runs_;
   std::map<std::string, RetiringRun> retiring_;
-  // Runs canceled while being prepared; read on the pool by before_launch, hence the lock.
+  // Runs canceled while being prepared; read on the pool by before_launch and by the environment
+  // build (RunEnvironment::canceled), hence the lock.
   class CanceledRuns {
    public:
     void add(const std::string& id) {
@@ -240,7 +241,6 @@ class Daemon {
   };
   std::shared_ptr<CanceledRuns> canceled_in_preparation_ = std::make_shared<CanceledRuns>();
   std::string last_unreachable_reason_;
-  boost::asio::steady_timer retiring_timer_;
   bool retiring_check_scheduled_ = false;
   bool control_plane_reachable_ = true;  // for logging an outage once, not on every retry
   bool draining_ = false;                // no new leases (SIGTERM, or the control plane's drain)

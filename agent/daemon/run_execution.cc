@@ -79,10 +79,12 @@ Result<std::shared_ptr<StartedRun>> prepare_and_launch(const RunEnvironment& env
   executors::Plan& plan = started->plan;
   if (plan.cannot_run) return *plan.cannot_run;
   if (auto staged = make_outputs_and_stage_inputs(plan, log); !staged.ok()) return staged.error();
+  auto canceled = [&env, run_id = lease.run_id] { return env.canceled && env.canceled(run_id); };
   if (plan.environment_kind == executors::EnvironmentKind::Docker)
-    return prepare_container_run(env, *job, started, log);
+    return prepare_container_run(env, *job, started, log, canceled);
   if (plan.python_environment) {
-    auto prepared = prepare_python_environment(plan, *environments, env.clock, log, nullptr);
+    auto prepared =
+        prepare_python_environment(plan, *environments, env.clock, log, nullptr, canceled);
     if (!prepared.ok()) return prepared.error();
     started->environment = std::move(prepared.value());
   }

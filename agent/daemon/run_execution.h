@@ -30,6 +30,9 @@ struct RunEnvironment {
   // the run is being launched (StateStore::mark_launching), so that a restart before the shim's
   // pid is stored never launches the process a second time. An error fails the run.
   std::function<Result<void>(const LeasedRun&)> before_launch;
+  // Whether the run was canceled while being prepared; polled on the preparing thread, so that an
+  // environment build in progress stops instead of running to its end. Unset: never canceled.
+  std::function<bool(const std::string& run_id)> canceled;
   // Set when the node runs Docker jobs (docker_enabled); Docker jobs fail NotSupported without.
   std::shared_ptr<docker::ContainerRuntime> docker;
   docker::DockerRuntimeConfig docker_config;

@@ -124,7 +124,7 @@ Result<PreparedEnvironment> EnvironmentCache::prepare(const EnvironmentSpec& spe
 
   auto log = BuildLog::open(output.log_file, output.progress, config_.failure_tail_lines);
   if (!log) return log.error();
-  auto built = build(spec, *log);
+  auto built = build(spec, *log, output.canceled);
   if (!built) return built.error();
   if (*built) evict_over_budget(*log);
   return prepared(spec, paths, std::move(*lease), *built);
@@ -143,7 +143,8 @@ bool EnvironmentCache::mark_used(const fs::path& marker) const {
 
 // Builds the environment unless another run did while we waited for the lock. Returns whether
 // this call built it.
-Result<bool> EnvironmentCache::build(const EnvironmentSpec& spec, BuildLog& log) const {
+Result<bool> EnvironmentCache::build(const EnvironmentSpec& spec, BuildLog& log,
+                                     const std::function<bool()>& canceled) const {
   auto paths = env_paths(config_.envs_dir, spec.hash);
   auto lock = take_build_lock(paths, spec.hash, log);
   if (!lock) return lock.error();
@@ -154,7 +155,7 @@ Result<bool> EnvironmentCache::build(const EnvironmentSpec& spec, BuildLog& log)
   clear_interrupted_build(config_.envs_dir, paths, log);
   sweep_leftovers(config_.envs_dir);
   auto started = std::chrono::steady_clock::now();
-  if (auto ran = run_build(spec, log); !ran) {
+  if (auto ran = run_build(spec, log, canceled); !ran) {
     discard(config_.envs_dir, paths.prefix);
     std::error_code ec;
     fs::remove(paths.environment_file, ec);
@@ -167,7 +168,8 @@ Result<bool> EnvironmentCache::build(const EnvironmentSpec& spec, BuildLog& log)
   return true;
 }
 
-Result<void> EnvironmentCache::run_build(const EnvironmentSpec& spec, BuildLog& log) const {
+Result<void> EnvironmentCache::run_build(const EnvironmentSpec& spec, BuildLog& log,
+                                         const std::function<bool()>& canceled) const {
   auto paths = env_paths(config_.envs_dir, spec.hash);
   std::optional<CondaTool> tool;
   if (spec.conda) {
@@ -186,11 +188,17 @@ Result<void> EnvironmentCache::run_build(const EnvironmentSpec& spec, BuildLog& 
     log.note("Environment file " + paths.environment_file.string() + ":\n" +
              *plan.environment_yaml);
   }
-  for (const auto& step : plan.steps) {
+  for (auto& step : plan.steps) {
     log.note(quoted_command(step.argv));
     log.clear_tail();
+    step.canceled = canceled;
     auto outcome = runner_->run(step, log);
     if (!outcome) return outcome.error();
+    if (outcome->canceled) {
+      log.note("The build was canceled; removing what it had installed");
+      return Error{"Canceled", "the build of " + to_string(spec.kind) + " environment " +
+                                   spec.hash + " was canceled"};
+    }
     if (!outcome->succeeded()) {
       std::string tail = log.tail();
       return Error{"EnvironmentBuildFailed",

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -67,6 +68,9 @@ struct PreparedEnvironment {
 struct BuildOutput {
   std::filesystem::path log_file;  // the run's system_logs/environment.txt; empty: no file
   ProgressCallback progress;       // each line of installer output, and amlnode's own notes
+  // Polled while an installer runs: true stops the build, which then fails "Canceled" and leaves
+  // nothing behind. A build this call only waits for (another run's) is not stopped.
+  std::function<bool()> canceled;
 };
 
 enum class CacheEntryState { Ready, Building };
@@ -129,8 +133,10 @@ class EnvironmentCache {
   Result<PruneReport> prune(const PruneOptions& options) const;
 
  private:
-  Result<bool> build(const EnvironmentSpec& spec, BuildLog& log) const;
-  Result<void> run_build(const EnvironmentSpec& spec, BuildLog& log) const;
+  Result<bool> build(const EnvironmentSpec& spec, BuildLog& log,
+                     const std::function<bool()>& canceled) const;
+  Result<void> run_build(const EnvironmentSpec& spec, BuildLog& log,
+                         const std::function<bool()>& canceled) const;
   Result<void> finish_build(const EnvironmentSpec& spec, const std::string& tool,
                             BuildLog& log) const;
   bool mark_used(const std::filesystem::path& marker) const;

@@ -122,12 +122,13 @@ bool has_exited(pid_t pid) {
   return info.si_pid == pid;
 }
 
-// Passes the child's output to the log until it has exited (or the deadline passes), then kills
+// Passes the child's output to the log until it has exited (or the deadline passes, or the command
+// is canceled), then kills
 // whatever is left of its process group and reaps it.
-InstallerOutcome supervise(pid_t pid, int out_fd, BuildLog& log,
-                           std::optional<std::chrono::seconds> timeout) {
-  auto deadline =
-      timeout ? std::optional(std::chrono::steady_clock::now() + *timeout) : std::nullopt;
+InstallerOutcome supervise(pid_t pid, int out_fd, BuildLog& log, const InstallerCommand& command) {
+  auto deadline = command.timeout
+                      ? std::optional(std::chrono::steady_clock::now() + *command.timeout)
+                      : std::nullopt;
   InstallerOutcome outcome;
   bool reading = true;
   int idle_ms = 1;
@@ -145,6 +146,10 @@ InstallerOutcome supervise(pid_t pid, int out_fd, BuildLog& log,
     if (has_exited(pid)) break;
     if (deadline && std::chrono::steady_clock::now() > *deadline) {
       outcome.timed_out = true;
+      break;
+    }
+    if (command.canceled && command.canceled()) {
+      outcome.canceled = true;
       break;
     }
   }
@@ -203,7 +208,7 @@ class ProcessRunner final : public InstallerRunner {
     // Also from this side, so that the group exists before we might signal it.
     ::setpgid(pid, pid);
     ::fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
-    auto outcome = supervise(pid, pipe_fds[0], log, command.timeout);
+    auto outcome = supervise(pid, pipe_fds[0], log, command);
     ::close(pipe_fds[0]);
     return outcome;
   }
@@ -222,6 +227,7 @@ bool environ_has(std::string_view environ_text, std::string_view entry) {
 }  // namespace
 
 std::string InstallerOutcome::describe(const InstallerCommand& command) const {
+  if (canceled) return "canceled";
   if (timed_out) {
     return "timed out after " + std::to_string(command.timeout ? command.timeout->count() : 0) +
            " s";

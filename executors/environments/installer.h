@@ -5,6 +5,7 @@
 // it is asked to run.
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,15 +21,19 @@ struct InstallerCommand {
   std::vector<std::string> argv;  // argv[0] is a path, or a name looked up on the PATH of env
   spec::EnvVars env;              // set over the agent's own environment
   std::optional<std::chrono::seconds> timeout;
+  // Polled while the command runs (every 100 ms); once it returns true the command's process group
+  // is killed and the outcome says canceled. Unset: the command runs to its end or its timeout.
+  std::function<bool()> canceled;
 };
 
 struct InstallerOutcome {
   int exit_code = 0;  // the exit status, when it exited
   int signal = 0;     // the signal that ended it, when one did
   bool timed_out = false;
+  bool canceled = false;  // stopped because InstallerCommand::canceled said so
 
-  bool succeeded() const { return !timed_out && signal == 0 && exit_code == 0; }
-  // "exit status 3", "killed by signal 9 (Killed)", "timed out after 3600 s".
+  bool succeeded() const { return !timed_out && !canceled && signal == 0 && exit_code == 0; }
+  // "exit status 3", "killed by signal 9 (Killed)", "timed out after 3600 s", "canceled".
   std::string describe(const InstallerCommand& command) const;
 };
 

@@ -169,6 +169,39 @@ TEST_CASE("Ctrl-C cancels a container run with the grace period", "[docker]") {
   CHECK(containers_of(run_id) == 0);
 }
 
+TEST_CASE("SIGTERM while the image is built stops the build and never creates the container",
+          "[docker]") {
+  DockerWorkspace ws;
+  const auto run_id = "docker-cancel-build-" + test::nonce();
+  const std::string marker = "amlnode-cancel-build-" + test::nonce();
+  // The Dockerfile's RUN step says when it runs, then would take 299 s.
+  ws.file("docker/Dockerfile",
+          "FROM " + test::services().base_image +
+              "\nRUN [\"sh\", \"-c\", \"echo ready-$((6*7)); sleep 299; echo " + marker + "\"]\n");
+  ws.file("train.py", "print('the process ran')\n");
+  auto job = ws.job(
+      "entry_script: train.py\nenvironment_definition:\n  python: {user_managed_dependencies: "
+      "true}\n  docker:\n    enabled: true\n    base_dockerfile: docker/Dockerfile\n");
+  auto pid = test::start_command(ws.argv(job, {"--run-id", run_id}), ws.dir / "out.txt",
+                                 ws.dir / "err.txt");
+  auto build_log = ws.run_dir(run_id) / "system_logs" / "image_build.txt";
+  REQUIRE(test::eventually(
+      [&] {
+        return fs::exists(build_log) &&
+               test::slurp(build_log).find("ready-42") != std::string::npos;
+      },
+      120s));
+  ::kill(pid, SIGTERM);
+  CHECK(test::wait_command(pid, 30s) == 130);
+  INFO(test::slurp(ws.dir / "err.txt"));
+  auto record = ws.run_json(run_id);
+  CHECK(record["status"] == "Canceled");
+  CHECK(record["exit_code"].is_null());
+  CHECK(containers_of(run_id) == 0);
+  CHECK(test::eventually([&] { return test::processes_with_marker(marker).empty(); }, 30s));
+  CHECK_THAT(test::slurp(ws.dir / "err.txt"), Catch::Contains("was canceled"));
+}
+
 TEST_CASE("killing amlnode run mid-run loses no output of the container", "[docker]") {
   DockerWorkspace ws;
   const auto run_id = "docker-orphan-" + test::nonce();

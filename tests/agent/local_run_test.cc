@@ -166,6 +166,42 @@ TEST_CASE("SIGINT to amlnode run cancels the run with the grace period", "[local
   CHECK(test::processes_with_marker(marker).empty());
 }
 
+TEST_CASE("SIGTERM while the environment is built stops the build and never starts the process",
+          "[local_run]") {
+  Workspace ws;
+  ws.file("train.py", "print('the process ran')\n");
+  auto job = ws.job("entry_script: train.py\nuse_docker: false\nconda_packages: [numpy]\n");
+  fs::create_directories(ws.dir / "bin");
+  fs::create_symlink(AMLNODE_FAKE_CONDA, ws.dir / "bin" / "micromamba");
+  auto pid_file = ws.dir / "conda.pids";
+  // The conda stand-in would take 300 s to build the environment.
+  auto pid =
+      test::start_command({test::amlnode_binary().string(), "run", "--state-dir",
+                           ws.state().string(), "--run-id", "cancel-build", job.string()},
+                          ws.dir / "out.txt", ws.dir / "err.txt",
+                          {"PATH=" + (ws.dir / "bin").string() + ":/usr/bin:/bin",
+                           "FAKE_CONDA_LOG=" + (ws.dir / "conda.log").string(),
+                           "FAKE_CONDA_SLEEP=300", "FAKE_CONDA_PIDFILE=" + pid_file.string()});
+  REQUIRE(
+      test::eventually([&] { return fs::exists(pid_file) && fs::file_size(pid_file) > 0; }, 20s));
+  ::kill(pid, SIGTERM);
+  CHECK(test::wait_command(pid, 20s) == 130);
+  INFO(test::slurp(ws.dir / "err.txt"));
+  auto record = ws.run_json("cancel-build");
+  CHECK(record["status"] == "Canceled");
+  CHECK(record["error"]["code"] == "Canceled");
+  CHECK(record["exit_code"].is_null());
+  CHECK_THAT(test::slurp(ws.dir / "err.txt"), Catch::Contains("CancelRequested"));
+  CHECK_FALSE(fs::exists(ws.run_dir("cancel-build") / "launch.json"));
+  CHECK_FALSE(fs::exists(ws.run_dir("cancel-build") / "user_logs" / "std_log.txt"));
+  // Nothing of the build is left running, and no environment is left to be reused.
+  CHECK(test::processes_with_marker(ws.state().string()).empty());
+  auto listed = test::run_command({test::amlnode_binary().string(), "env", "list", "--json",
+                                   "--state-dir", ws.state().string()});
+  REQUIRE(listed.exit_code == 0);
+  CHECK(nlohmann::json::parse(listed.out).empty());
+}
+
 TEST_CASE("killing amlnode run with SIGKILL leaves the run going to its end", "[local_run]") {
   Workspace ws;
   auto job = ws.job(std::string(kShellJob) + "\"sleep 1; echo survived; exit 4\"\n");

@@ -7,9 +7,11 @@
 #include <mutex>
 #include <thread>
 
+#include "docker/image_recipe.h"
 #include "docker/image_usage.h"
 #include "docker/runtime.h"
 #include "tests/docker/docker_test_support.h"
+#include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
 namespace amlnode::docker {
@@ -183,6 +185,41 @@ TEST_CASE("images: a failing build ends with the daemon's message", "[docker]") 
   REQUIRE_FALSE(unparsable.ok());
   CHECK(unparsable.error().code == "ImageBuildFailed");
   CHECK(contains(unparsable.error().message, "unknown instruction"));
+}
+
+TEST_CASE("images: a canceled build is abandoned by the daemon and tags nothing", "[docker]") {
+  TempDir state;
+  auto config = test::runtime_config(state.path());
+  auto runtime = test::make_runtime(config);
+  spec::Environment environment;
+  environment.docker.enabled = true;
+  const std::string marker = "amlnode-canceled-build-" + test::nonce();
+  // The RUN step says when it runs, then would take 299 s.
+  environment.docker.base_dockerfile =
+      "FROM " + services().base_image +
+      "\nRUN [\"sh\", \"-c\", \"echo ready-$((6*7)); sleep 299; echo " + marker + "\"]\n";
+  auto request = request_for(environment);
+  bool step_running = false;
+  request.canceled = [&] { return step_running; };
+  auto started = Clock::now();
+  auto result = runtime->ensure_image(request, [&](std::string_view text) {
+    if (contains(std::string(text), "ready-42")) step_running = true;
+  });
+  REQUIRE_FALSE(result.ok());
+  INFO(result.error().message);
+  CHECK(step_running);
+  CHECK(result.error().code == "Canceled");
+  CHECK(Clock::now() - started < std::chrono::seconds(60));
+  // The daemon stops the step's container once the client has gone.
+  CHECK(test::eventually([&] { return test::processes_with_marker(marker).empty(); },
+                         std::chrono::seconds(30)));
+  auto recipe = make_recipe(request, config.builder);
+  REQUIRE(recipe.ok());
+  auto images = runtime->list_managed_images();
+  REQUIRE(images.ok());
+  for (const auto& image : *images) {
+    for (const auto& tag : image.tags) CHECK(tag != recipe->tag);
+  }
 }
 
 // Builds a managed image in its own repository and records its last use `age` hours ago.

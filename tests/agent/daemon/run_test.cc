@@ -444,7 +444,7 @@ TEST_CASE("a run canceled while its environment is built never starts its proces
   test::TempDir dir;
   test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
   server.start();
-  // The conda stand-in takes 4 s to build the environment.
+  // The conda stand-in would take 300 s to build the environment: the cancel must stop it.
   std::filesystem::create_directories(dir / "bin");
   std::filesystem::create_symlink(AMLNODE_FAKE_CONDA, dir / "bin" / "micromamba");
   auto config =
@@ -452,7 +452,8 @@ TEST_CASE("a run canceled while its environment is built never starts its proces
                    "environments:\n  conda_tool: " + (dir / "bin" / "micromamba").string() + "\n");
   pid_t agent = test::start_command(
       {test::amlnode_binary().string(), "agent", "--config", config}, dir / "a" / "out",
-      dir / "a" / "err", {"FAKE_CONDA_LOG=" + (dir / "conda.log").string(), "FAKE_CONDA_SLEEP=4"});
+      dir / "a" / "err",
+      {"FAKE_CONDA_LOG=" + (dir / "conda.log").string(), "FAKE_CONDA_SLEEP=300"});
   dir.write("src/train.py", "print('the process ran')\n");
   std::string id =
       server.submit("entry_script: train.py\nuse_docker: false\nconda_packages: [numpy]\n",
@@ -469,11 +470,12 @@ TEST_CASE("a run canceled while its environment is built never starts its proces
   CHECK(std::chrono::steady_clock::now() - asked < std::chrono::seconds(3));
   CHECK(requested);
   bool done = test::eventually([&] { return is_terminal(server.run(id)["status"]); },
-                               std::chrono::seconds(60));
+                               std::chrono::seconds(30));
   INFO(test::slurp(dir / "a" / "out") + test::slurp(dir / "a" / "err"));
   REQUIRE(done);
   auto record = server.run(id);
   CHECK(record["status"] == "Canceled");
+  CHECK_THAT(record["error"]["message"].get<std::string>(), Catch::Contains("was canceled"));
   CHECK(record["exit_code"].is_null());
   // The process never started: no output, no shim.
   auto run_dir = dir / "a" / "state" / "runs" / id;

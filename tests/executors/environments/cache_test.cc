@@ -295,6 +295,41 @@ TEST_CASE("an installer (conda stand-in) that runs past the build timeout is kil
   CHECK_FALSE(fs::exists(config.envs_dir / spec.hash));
 }
 
+TEST_CASE("a canceled build (conda stand-in) stops its installers and leaves nothing behind") {
+  TempDir dir;
+  auto config = test_config(dir);
+  auto pid_file = dir / "installer.pids";
+  config.installer_env.emplace_back("FAKE_CONDA_SLEEP", "300");
+  config.installer_env.emplace_back("FAKE_CONDA_PIDFILE", pid_file.string());
+  auto spec = spec_of(conda_job({}, {"python=3.8"}));
+  std::atomic<bool> canceled{false};
+  auto output = output_to(dir / "environment.txt");
+  output.canceled = [&] { return canceled.load(); };
+
+  std::optional<Result<envs::PreparedEnvironment>> result;
+  std::thread builder(
+      [&] { result.emplace(envs::EnvironmentCache(config).prepare(spec, output)); });
+  bool installing =
+      eventually([&] { return fs::exists(pid_file) && fs::file_size(pid_file) > 0; }, 10s);
+  auto asked = std::chrono::steady_clock::now();
+  canceled = true;
+  builder.join();
+  REQUIRE(installing);
+  CHECK(std::chrono::steady_clock::now() - asked < 5s);
+  REQUIRE_FALSE(*result);
+  CHECK(result->error().code == "Canceled");
+  CHECK(contains(result->error().message, "was canceled"));
+  pid_t installer = 0, sleeper = 0;
+  std::ifstream(pid_file) >> installer >> sleeper;
+  // The installer and its child share the build's process group, which is killed as a whole.
+  CHECK(eventually([&] { return process_gone(installer) && process_gone(sleeper); }, 5s));
+  CHECK_FALSE(fs::exists(config.envs_dir / spec.hash));
+  CHECK(contains(slurp(dir / "environment.txt"), "The build was canceled"));
+  auto listed = envs::EnvironmentCache(config).list();
+  REQUIRE(listed);
+  CHECK(listed->empty());
+}
+
 TEST_CASE("a conda spec on a node without conda fails clearly and leaves nothing") {
   TempDir dir;
   auto config = test_config(dir);
