@@ -42,10 +42,11 @@ beast::error_code complete(asio::io_context& ioc, Start&& start) {
   return result;
 }
 
-// The same, looking at `canceled` between slices of waiting; once it says so, `stop` is called,
-// which must make the operation complete (closing its socket aborts it).
+// How often a cancelable call looks at its caller's `canceled`.
 constexpr std::chrono::milliseconds kCancelPollInterval{100};
 
+// The same, looking at `canceled` between slices of waiting; once it says so, `stop` is called,
+// which must make the operation complete (closing its socket aborts it).
 template <class Start, class Stop>
 beast::error_code complete(asio::io_context& ioc, Start&& start,
                            const std::function<bool()>& canceled, Stop&& stop) {

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/daemon/metrics_service.h"
+#include "tests/agent/daemon/agent_config.h"
 #include "tests/agent/daemon/control_plane_process.h"
 #include "tests/metrics/metrics_test_support.h"
 #include "tests/support/process.h"
@@ -141,12 +142,11 @@ TEST_CASE("The daemon samples a run, serves /metrics and ships metrics to the co
   TempDir dir;
   amlnode::test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
   server.start();
-  auto config = dir.write(
-      "a/config.yml",
-      "state_dir: " + (dir / "a" / "state").string() + "\ncontrol_plane:\n  url: " + server.url() +
-          "\n  registration_token: " + server.registration_token("cpu-cluster") +
-          "\nnode:\n  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n"
-          "metrics:\n  interval_seconds: 1\n  listen: 127.0.0.1:0\n");
+  auto config = dir.write("a/config.yml", amlnode::test::agent_config_text(
+                                              dir / "a" / "state", server.url(),
+                                              server.registration_token("cpu-cluster"),
+                                              amlnode::test::AgentConfigSections().with_metrics(
+                                                  "{interval_seconds: 1, listen: '127.0.0.1:0'}")));
   pid_t agent = amlnode::test::start_command(
       {amlnode::test::amlnode_binary().string(), "agent", "--config", config.string()},
       dir / "a" / "out", dir / "a" / "err");
@@ -231,13 +231,12 @@ TEST_CASE("A metrics port already taken is logged and the agent goes on running 
   TempDir dir;
   amlnode::test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
   server.start();
-  auto config = dir.write(
-      "a/config.yml",
-      "state_dir: " + (dir / "a" / "state").string() + "\ncontrol_plane:\n  url: " + server.url() +
-          "\n  registration_token: " + server.registration_token("cpu-cluster") +
-          "\nnode:\n  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n"
-          "metrics:\n  interval_seconds: 1\n  listen: " +
-          where + "\n");
+  auto config =
+      dir.write("a/config.yml",
+                amlnode::test::agent_config_text(
+                    dir / "a" / "state", server.url(), server.registration_token("cpu-cluster"),
+                    amlnode::test::AgentConfigSections().with_metrics(
+                        "{interval_seconds: 1, listen: '" + where + "'}")));
   pid_t agent = amlnode::test::start_command(
       {amlnode::test::amlnode_binary().string(), "agent", "--config", config.string()},
       dir / "a" / "out", dir / "a" / "err");

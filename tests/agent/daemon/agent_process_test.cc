@@ -7,6 +7,7 @@
 
 #include "agent/daemon/control_plane_client.h"
 #include "agent/daemon/state_store.h"
+#include "tests/agent/daemon/agent_config.h"
 #include "tests/agent/daemon/control_plane_process.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
@@ -21,15 +22,12 @@ class AgentProcess {
   AgentProcess(const test::TempDir& dir, const std::string& name, const std::string& url,
                const std::string& token)
       : dir_(dir.path() / name) {
-    config_ =
-        dir.write(name + "/config.yml",
-                  "state_dir: " + (dir_ / "state").string() + "\ncontrol_plane:\n  url: " + url +
-                      "\n  registration_token: " + token +
-                      "\nnode:\n  labels: {compute_name: cpu-cluster, vm_size: STANDARD_D2_V2, "
-                      "vm_priority: dedicated}\n"
-                      // Port 0: /metrics on a port of its own, never the default 9108 another
-                      // agent holds.
-                      "metrics: {listen: '127.0.0.1:0'}\n");
+    config_ = dir.write(
+        name + "/config.yml",
+        test::agent_config_text(
+            dir_ / "state", url, token,
+            test::AgentConfigSections().with_node("  labels: {compute_name: cpu-cluster, vm_size: "
+                                                  "STANDARD_D2_V2, vm_priority: dedicated}\n")));
   }
   ~AgentProcess() {
     if (pid_ > 0) kill(SIGKILL);
@@ -173,12 +171,11 @@ TEST_CASE("a node short of disk reports unusable with the reason and takes no ru
   test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
   server.start();
   std::string token = server.registration_token("cpu-cluster");
-  auto config = dir.write("a/config.yml", "state_dir: " + (dir / "a" / "state").string() +
-                                              "\ncontrol_plane:\n  url: " + server.url() +
-                                              "\n  registration_token: " + token +
-                                              "\nnode:\n  labels: {compute_name: cpu-cluster}\n"
-                                              "  min_free_bytes: 1000000000000000000\n"
-                                              "metrics: {listen: '127.0.0.1:0'}\n");
+  auto config = dir.write("a/config.yml",
+                          test::agent_config_text(dir / "a" / "state", server.url(), token,
+                                                  test::AgentConfigSections().with_node(
+                                                      "  labels: {compute_name: cpu-cluster}\n"
+                                                      "  min_free_bytes: 1000000000000000000\n")));
   pid_t agent =
       test::start_command({test::amlnode_binary().string(), "agent", "--config", config.string()},
                           dir / "a" / "out", dir / "a" / "err");

@@ -9,6 +9,7 @@
 
 #include "agent/daemon/state_store.h"
 #include "executors/archive.h"
+#include "tests/agent/daemon/agent_config.h"
 #include "tests/agent/daemon/control_plane_process.h"
 #include "tests/docker/docker_test_support.h"
 #include "tests/support/process.h"
@@ -36,17 +37,16 @@ struct DockerCluster {
 
   explicit DockerCluster(const std::string& docker_host = test::services().docker_host) {
     server.start();
-    config =
-        dir.write("a/config.yml",
-                  "state_dir: " + state().string() + "\ncontrol_plane:\n  url: " + server.url() +
-                      "\n  registration_token: " + server.registration_token("gpu-less") +
-                      "\nnode:\n  labels: {compute_name: gpu-less}\n  lease_wait_seconds: 2\n" +
-                      // Port 0: /metrics on a port of its own, never the default 9108.
-                      "metrics: {listen: '127.0.0.1:0', interval_seconds: 1}\ndocker:\n  host: " +
-                      docker_host +
-                      "\n  pip_install_options: [--no-index, --find-links, /amlnode/wheels]\n"
-                      "  local_wheel_dir: " +
-                      test::services().wheels.string() + "\n");
+    test::AgentConfigSections sections;
+    sections.node = "  labels: {compute_name: gpu-less}\n  lease_wait_seconds: 2\n";
+    sections.metrics = "{listen: '127.0.0.1:0', interval_seconds: 1}";
+    sections.extra = "docker:\n  host: " + docker_host +
+                     "\n  pip_install_options: [--no-index, --find-links, /amlnode/wheels]\n"
+                     "  local_wheel_dir: " +
+                     test::services().wheels.string() + "\n";
+    config = dir.write("a/config.yml",
+                       test::agent_config_text(state(), server.url(),
+                                               server.registration_token("gpu-less"), sections));
   }
   ~DockerCluster() {
     if (agent > 0) {

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "executors/archive.h"
+#include "tests/agent/daemon/agent_config.h"
 #include "tests/agent/daemon/control_plane_process.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
@@ -19,17 +20,12 @@ namespace {
 // `extra` is appended: sections of its own (environments:, ...).
 std::string agent_config(const test::TempDir& dir, const std::string& name, const std::string& url,
                          const std::string& token, int concurrency, const std::string& extra = "") {
+  test::AgentConfigSections sections;
+  sections.node += "  run_concurrency: " + std::to_string(concurrency) + "\n";
+  sections.extra = extra;
   return dir
       .write(name + "/config.yml",
-             "state_dir: " + (dir.path() / name / "state").string() +
-                 "\ncontrol_plane:\n  url: " + url + "\n  registration_token: " + token +
-                 "\nnode:\n  labels: {compute_name: cpu-cluster}\n" +
-                 "  lease_wait_seconds: 2\n  run_concurrency: " + std::to_string(concurrency) +
-                 "\n"
-                 // Port 0: each agent serves /metrics on a port of its own, so agents of one test
-                 // or of tests run in parallel never contend for the default 9108.
-                 "metrics: {listen: '127.0.0.1:0'}\n" +
-                 extra)
+             test::agent_config_text(dir.path() / name / "state", url, token, sections))
       .string();
 }
 
@@ -383,11 +379,9 @@ TEST_CASE("an agent and the user commands work against a control plane that spea
   auto config = [&](const std::string& name, const std::string& trust) {
     return dir
         .write(name + "/config.yml",
-               "state_dir: " + (dir / name / "state").string() +
-                   "\ncontrol_plane:\n  url: " + server.url() + "\n  registration_token: " +
-                   server.registration_token("cpu-cluster") + "\n" + trust +
-                   "node:\n  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n"
-                   "metrics: {listen: '127.0.0.1:0'}\n")
+               test::agent_config_text(dir / name / "state", server.url(),
+                                       server.registration_token("cpu-cluster"),
+                                       test::AgentConfigSections().with_control_plane(trust)))
         .string();
   };
   // Without the CA, the certificate is refused and the agent says so (and keeps trying).

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "agent/daemon/state_store.h"
+#include "tests/agent/daemon/agent_config.h"
 #include "tests/agent/daemon/control_plane_process.h"
 #include "tests/agent/daemon/notify_socket.h"
 #include "tests/support/process.h"
@@ -42,16 +43,13 @@ class ServiceAgent {
       "  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n  run_concurrency: 2\n";
 
   // `node_keys` is the body of the `node:` section; `rest` is appended (a `log:` section);
-  // `metrics` is the `metrics` section as a flow mapping. Its default, port 0, serves /metrics on
-  // a port of its own, never the default 9108 another agent holds.
+  // `metrics` is the `metrics` section as a flow mapping (test::AgentConfigSections).
   void write_config(const std::string& node_keys = kNodeKeys, const std::string& rest = "",
-                    const std::string& metrics = "{listen: '127.0.0.1:0'}") {
+                    const std::string& metrics = test::AgentConfigSections{}.metrics) {
     std::filesystem::create_directories(dir_);
-    std::ofstream(dir_ / "config.yml")
-        << "state_dir: " << (dir_ / "state").string() << "\ncontrol_plane:\n  url: " << url_
-        << "\n  registration_token: " << token_ << "\nnode:\n"
-        << node_keys << "metrics: " << metrics << "\n"
-        << rest;
+    std::ofstream(dir_ / "config.yml") << test::agent_config_text(
+        dir_ / "state", url_, token_,
+        test::AgentConfigSections().with_node(node_keys).with_metrics(metrics).with_extra(rest));
   }
 
   void start(const std::vector<std::string>& env, const std::vector<std::string>& flags = {}) {

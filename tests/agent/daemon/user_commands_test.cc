@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/agent/daemon/agent_config.h"
 #include "tests/agent/daemon/control_plane_process.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
@@ -14,13 +15,9 @@ TEST_CASE("a user submits a job, follows its log and sees the nodes", "[daemon]"
   test::TempDir dir;
   test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
   server.start();
-  auto config = dir.write(
-      "a/config.yml",
-      "state_dir: " + (dir / "a" / "state").string() + "\ncontrol_plane:\n  url: " + server.url() +
-          "\n  registration_token: " + server.registration_token("cpu-cluster") +
-          "\nnode:\n  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n"
-          // Port 0: /metrics on a port of its own, never the default 9108 another test holds.
-          "metrics: {listen: '127.0.0.1:0'}\n");
+  auto config =
+      dir.write("a/config.yml", test::agent_config_text(dir / "a" / "state", server.url(),
+                                                        server.registration_token("cpu-cluster")));
   pid_t agent =
       test::start_command({test::amlnode_binary().string(), "agent", "--config", config.string()},
                           dir / "a" / "out", dir / "a" / "err");
