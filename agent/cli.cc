@@ -10,6 +10,7 @@
 
 #include "agent/daemon/agent_main.h"
 #include "agent/daemon/log_setup.h"
+#include "agent/dev_cluster.h"
 #include "agent/env_commands.h"
 #include "agent/local_run.h"
 #include "agent/user_commands.h"
@@ -171,6 +172,47 @@ struct AgentCommand {
   }
 };
 
+// `amlnode dev`: a control plane and agents on this machine, for trying and developing.
+struct DevCommand {
+  DevClusterOptions options;
+  std::optional<std::string> data_dir;
+  std::optional<std::string> node_config;
+  std::optional<std::string> submit;
+
+  void add_to(CLI::App& app, CLI::App*& command) {
+    command = app.add_subcommand(
+        "dev", "Run a local cluster for trying and developing: a control plane and N agents");
+    command->add_option("--nodes", options.nodes, "how many agents")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 64));
+    command->add_option("--data-dir", data_dir,
+                        "where the cluster keeps its state (default: a fresh folder under /tmp, "
+                        "kept on exit)");
+    command
+        ->add_option("--listen", options.listen,
+                     "HOST:PORT the control plane listens on (port 0: a free one)")
+        ->capture_default_str();
+    command->add_option("--compute", options.compute, "the compute the agents join")
+        ->capture_default_str();
+    command->add_option("--config", node_config,
+                        "a node config whose sections (images, environments, docker, node, log) "
+                        "every agent gets");
+    command->add_option("--submit", submit,
+                        "submit this job once the nodes are up and follow its log; the cluster "
+                        "then stops and the exit code is the run's (0 Completed, else 1)");
+    command->add_option("--experiment,-e", options.experiment,
+                        "the experiment of --submit's run (default: the job's)");
+    command->add_flag("--stay", options.stay, "with --submit: keep the cluster after the run");
+  }
+
+  int run() {
+    if (data_dir) options.data_dir = *data_dir;
+    if (node_config) options.node_config = *node_config;
+    options.submit_job = submit;
+    return run_dev_cluster(options);
+  }
+};
+
 // `amlnode env list|prune` and `amlnode image list|prune`: the same shape over two caches.
 struct CacheCommand {
   using Action = int (*)(const EnvCommandOptions&);
@@ -242,6 +284,9 @@ int run_cli(int argc, char** argv) {
   CLI::App* agent_command = nullptr;
   AgentCommand agent;
   agent.add_to(app, agent_command);
+  CLI::App* dev_command = nullptr;
+  DevCommand dev;
+  dev.add_to(app, dev_command);
   UserCommands user_commands;
   user_commands.add_to(app);
   auto* shim_command = app.add_subcommand("shim", "Internal: the per-process supervisor");
@@ -250,7 +295,9 @@ int run_cli(int argc, char** argv) {
   auto* controlplane_command = app.add_subcommand(
       "controlplane",
       "Run the reference control plane server (--listen ADDR --data-dir DIR; see --help)");
+  // Every argument, --help included, is the server's own: it lists its flags itself.
   controlplane_command->prefix_command();
+  controlplane_command->set_help_flag();
 
   try {
     app.parse(argc, argv);
@@ -268,6 +315,7 @@ int run_cli(int argc, char** argv) {
     return exec_sibling(binary, controlplane_command->remaining());
   }
   if (*agent_command) return agent.run();
+  if (*dev_command) return dev.run();
   if (int code = user_commands.run(); code >= 0) return code;
   return run.run();
 }

@@ -3,13 +3,9 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <nlohmann/json.hpp>
-#include <thread>
 
-#include "agent/daemon/http_client.h"
+#include "agent/user_client.h"
 #include "common/format.h"
-#include "common/fs.h"
-#include "executors/archive.h"
-#include "spec/load.h"
 
 namespace amlnode::agent {
 
@@ -19,54 +15,6 @@ namespace {
 
 constexpr int kExitFailed = 1;
 constexpr int kExitUsage = 2;
-
-std::string env_or(const char* name, const std::string& fallback) {
-  const char* value = std::getenv(name);
-  return value && *value ? std::string(value) : fallback;
-}
-
-// One call with the user token; a JSON body in, the answer out.
-class UserClient {
- public:
-  UserClient(std::unique_ptr<HttpClient> http, std::string token)
-      : http_(std::move(http)), token_(std::move(token)) {}
-
-  Result<HttpResponse> call(const std::string& method, const std::string& target,
-                            const std::string& body = "",
-                            const std::string& content_type = "application/json",
-                            std::chrono::seconds timeout = std::chrono::seconds(30)) {
-    HttpRequest request;
-    request.method = method;
-    request.target = target;
-    request.bearer_token = token_;
-    if (!body.empty() || method != "GET") {
-      request.body = body;
-      request.content_type = content_type;
-    }
-    request.timeout = timeout;
-    return http_->send(request);
-  }
-
- private:
-  std::unique_ptr<HttpClient> http_;
-  std::string token_;
-};
-
-// Prints a refused answer's error; true when the answer is 2xx.
-bool answered(const Result<HttpResponse>& response, const std::string& what) {
-  if (!response.ok()) {
-    std::fprintf(stderr, "amlnode: %s: %s\n", what.c_str(), response.error().message.c_str());
-    return false;
-  }
-  if (response->status >= 200 && response->status < 300) return true;
-  auto body = json::parse(response->body, nullptr, false);
-  std::string message = body.is_object() && body.contains("error")
-                            ? body["error"].value("message", "")
-                            : response->body;
-  std::fprintf(stderr, "amlnode: %s: HTTP %d: %s\n", what.c_str(), response->status,
-               message.c_str());
-  return false;
-}
 
 // One line per metric name (its kind, how many values, the last one and its step), then the last
 // resource sample.
@@ -124,101 +72,29 @@ struct UserCommands::State {
   std::string stream = "user_logs/std_log.txt";
   std::string compute_name;
   unsigned attempt = 0;  // 0: the current attempt
+  unsigned limit = 20;   // runs listed
+  bool live_only = false;
   bool follow = false;
   bool as_json = false;
   CLI::App *submit = nullptr, *status = nullptr, *logs = nullptr, *cancel = nullptr,
-           *nodes = nullptr, *compute_status = nullptr, *metrics = nullptr;
+           *nodes = nullptr, *compute_status = nullptr, *metrics = nullptr, *runs = nullptr,
+           *token_create = nullptr;
 
   Result<UserClient> client() const {
-    std::string url = control_plane.empty() ? env_or("AMLNODE_CONTROL_PLANE", "") : control_plane;
-    if (url.empty())
-      return Error{"Usage", "--control-plane (or $AMLNODE_CONTROL_PLANE) is required"};
-    auto endpoint = parse_http_url(url);
-    if (!endpoint.ok()) return endpoint.error();
-    std::string token = user_token.empty() ? env_or("AMLNODE_USER_TOKEN", "") : user_token;
-    if (token.empty() && !user_token_file.empty()) {
-      auto text = read_file(user_token_file, 64 * 1024);
-      if (!text.ok()) return text.error();
-      token = *text;
-      while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back())))
-        token.pop_back();
-    }
-    if (token.empty())
-      return Error{"Usage", "--user-token, $AMLNODE_USER_TOKEN or --user-token-file is required"};
-    HttpTlsOptions tls;
-    std::string ca = ca_file.empty() ? env_or("AMLNODE_CA_FILE", "") : ca_file;
-    if (!ca.empty()) tls.ca_file = ca;
-    return UserClient(make_http_client(*endpoint, tls), token);
+    return make_user_client(UserAccess{control_plane, user_token, user_token_file, ca_file});
   }
 
   int run_submit(UserClient& client) const {
-    spec::LoadOptions options;
-    if (!source_dir.empty()) options.source_dir_override = source_dir;
-    auto loaded = spec::load_job_file(job_file, options);
-    for (const auto& error : loaded.errors)
-      std::fprintf(stderr, "%s: error: %s\n", job_file.c_str(), error.to_string().c_str());
-    if (!loaded.ok()) return kExitUsage;
-    auto text = read_file(job_file, 1 << 20);
-    if (!text.ok()) return fail(text.error());
-    // The job file is left out of the snapshot, as `amlnode run` leaves it out of wd/.
-    auto listing =
-        executors::list_snapshot(loaded.job->source_directory, {}, {loaded.job->job_file});
-    if (!listing.ok()) return fail(listing.error());
-    auto packed =
-        executors::pack_snapshot_to_memory(loaded.job->source_directory, *listing, 300u << 20);
-    if (!packed.ok()) return fail(packed.error());
-    std::string name = experiment.empty() ? loaded.job->experiment_name : experiment;
-    json body = {
-        {"job",
-         {{"text", *text}, {"file_name", std::filesystem::path(job_file).filename().string()}}},
-        {"experiment_name", name},
-        {"compute_name", compute}};
-    auto created = client.call("POST", "/v1/runs", body.dump());
-    if (!answered(created, "submit")) return kExitFailed;
-    std::string id = json::parse(created->body).value("run_id", "");
-    auto uploaded = client.call("PUT", "/v1/runs/" + id + "/snapshot", packed->data,
-                                "application/gzip", std::chrono::seconds(600));
-    if (!answered(uploaded, "snapshot upload")) return kExitFailed;
-    std::printf("%s\n", id.c_str());
+    bool invalid = false;
+    auto id =
+        submit_job(client, SubmitRequest{job_file, compute, experiment, source_dir}, &invalid);
+    if (!id) return invalid ? kExitUsage : kExitFailed;
+    std::printf("%s\n", id->c_str());
     return 0;
   }
 
   int run_logs(UserClient& client) const {
-    std::uint64_t offset = 0;
-    std::string seen_attempt;
-    // Following long-polls until the run is over; then one more read to the end, since bytes may
-    // have landed between the last read and the status.
-    bool waiting = follow;
-    for (;;) {
-      std::string target =
-          "/v1/runs/" + run_id + "/logs/" + stream + "?offset=" + std::to_string(offset);
-      if (attempt > 0) target += "&attempt=" + std::to_string(attempt);
-      if (waiting) target += "&wait_seconds=20";
-      auto response = client.call("GET", target, "", "", std::chrono::seconds(40));
-      if (!answered(response, "logs")) return kExitFailed;
-      // The run was leased again and its log starts over (the server set the earlier attempt's
-      // aside): what was printed stays, and the new attempt is printed from its first byte.
-      std::string now = response->header("X-Amlnode-Attempt");
-      if (!seen_attempt.empty() && !now.empty() && now != seen_attempt && offset > 0) {
-        std::fprintf(stderr,
-                     "amlnode: run %s started again (attempt %s); its log starts over (the "
-                     "earlier attempt: --attempt %s)\n",
-                     run_id.c_str(), now.c_str(), seen_attempt.c_str());
-        seen_attempt = now;
-        offset = 0;
-        continue;
-      }
-      if (!now.empty()) seen_attempt = now;
-      std::fwrite(response->body.data(), 1, response->body.size(), stdout);
-      std::fflush(stdout);
-      offset += response->body.size();
-      if (!response->body.empty()) continue;
-      if (!waiting) return 0;
-      auto run = client.call("GET", "/v1/runs/" + run_id);
-      if (!answered(run, "status")) return kExitFailed;
-      std::string status = json::parse(run->body).value("status", "");
-      waiting = !(status == "Completed" || status == "Failed" || status == "Canceled");
-    }
+    return print_log(client, LogRequest{run_id, stream, attempt, follow});
   }
 
   int print_answer(UserClient& client, const std::string& method, const std::string& target,
@@ -254,6 +130,43 @@ struct UserCommands::State {
     std::string text = as_json ? body.dump() : metrics_text(body);
     std::fwrite(text.data(), 1, text.size(), stdout);
     if (as_json) std::printf("\n");
+    return 0;
+  }
+
+  // `amlnode runs`: one line per run, newest first.
+  int run_list(UserClient& client) const {
+    std::string target = "/v1/runs?limit=" + std::to_string(limit);
+    if (live_only) target += "&live=true";
+    if (!compute.empty()) target += "&compute=" + compute;
+    auto response = client.call("GET", target);
+    if (!answered(response, "runs")) return kExitFailed;
+    auto body = json::parse(response->body, nullptr, false);
+    if (!body.is_object() || !body["runs"].is_array())
+      return fail(Error{"BadAnswer", "runs: the answer is not a list of runs"});
+    if (as_json) {
+      std::printf("%s\n", body["runs"].dump().c_str());
+      return 0;
+    }
+    std::printf("%-44s %-15s %-16s %-20s %s\n", "RUN_ID", "STATUS", "COMPUTE", "CREATED", "NODE");
+    for (const auto& run : body["runs"]) {
+      auto text = [&run](const char* key) {
+        return run.contains(key) && run[key].is_string() ? run[key].get<std::string>() : "-";
+      };
+      std::printf("%-44s %-15s %-16s %-20.19s %s\n", text("run_id").c_str(), text("status").c_str(),
+                  text("compute_name").c_str(), text("created_utc").c_str(),
+                  text("node_id").c_str());
+    }
+    return 0;
+  }
+
+  int run_token_create(UserClient& client) const {
+    auto made =
+        client.call("POST", "/v1/registration-tokens", json{{"compute_name", compute_name}}.dump());
+    if (!answered(made, "token create")) return kExitFailed;
+    auto body = json::parse(made->body, nullptr, false);
+    if (!body.is_object() || !body["token"].is_string())
+      return fail(Error{"BadAnswer", "token create: the answer holds no token"});
+    std::printf("%s\n", as_json ? body.dump().c_str() : body["token"].get<std::string>().c_str());
     return 0;
   }
 
@@ -301,18 +214,29 @@ void UserCommands::add_to(CLI::App& app) {
   s.cancel->add_option("RUN_ID", s.run_id)->required();
   s.metrics = app.add_subcommand("metrics", "Show a run's metrics and its last resource sample");
   s.metrics->add_option("RUN_ID", s.run_id)->required();
+  s.runs = app.add_subcommand("runs", "List runs, newest first");
+  s.runs->add_flag("--live", s.live_only, "only runs that have not ended");
+  s.runs->add_option("--compute", s.compute, "only this compute's runs");
+  s.runs->add_option("--limit", s.limit, "at most this many")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   s.nodes = app.add_subcommand("nodes", "List the nodes (AmlCompute list_nodes)");
   auto* compute = app.add_subcommand("compute", "Compute (cluster) commands");
   s.compute_status = compute->add_subcommand("status", "Node counts by state");
   s.compute_status->add_option("NAME", s.compute_name)->required();
-  for (auto* command : {s.submit, s.status, s.logs, s.cancel, s.nodes, s.compute_status, s.metrics})
+  auto* token = compute->add_subcommand("token", "Registration tokens for a compute's nodes");
+  s.token_create = token->add_subcommand(
+      "create", "Make a single-use registration token for one node of the compute; prints it");
+  s.token_create->add_option("NAME", s.compute_name)->required();
+  for (auto* command : {s.submit, s.status, s.logs, s.cancel, s.nodes, s.compute_status, s.metrics,
+                        s.runs, s.token_create})
     common(command);
 }
 
 int UserCommands::run() {
   State& s = *state_;
-  bool chosen =
-      *s.submit || *s.status || *s.logs || *s.cancel || *s.nodes || *s.compute_status || *s.metrics;
+  bool chosen = *s.submit || *s.status || *s.logs || *s.cancel || *s.nodes || *s.compute_status ||
+                *s.metrics || *s.runs || *s.token_create;
   if (!chosen) return -1;
   auto client = s.client();
   if (!client.ok()) {
@@ -323,6 +247,8 @@ int UserCommands::run() {
   if (*s.logs) return s.run_logs(*client);
   if (*s.status) return s.run_status(*client);
   if (*s.metrics) return s.run_metrics(*client);
+  if (*s.runs) return s.run_list(*client);
+  if (*s.token_create) return s.run_token_create(*client);
   if (*s.cancel)
     return s.print_answer(*client, "POST", "/v1/runs/" + s.run_id + "/cancel", "cancel");
   if (*s.nodes) return s.print_answer(*client, "GET", "/v1/nodes", "nodes");

@@ -4,6 +4,8 @@
 //   amlnode submit JOB --compute NAME [--experiment NAME] [--source-dir DIR]
 //   amlnode status RUN_ID      amlnode logs RUN_ID [--stream S] [--follow]
 //   amlnode cancel RUN_ID      amlnode nodes      amlnode compute status NAME
+//   amlnode runs [--live] [--compute NAME]      amlnode metrics RUN_ID
+//   amlnode compute token create NAME
 // Each takes --control-plane URL (else $AMLNODE_CONTROL_PLANE) and --user-token (else
 // $AMLNODE_USER_TOKEN, else the file --user-token-file names).
 

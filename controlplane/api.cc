@@ -125,6 +125,9 @@ std::string bearer_token(std::string_view authorization) {
   return std::string(token.substr(0, token.find_last_not_of(' ') + 1));
 }
 
+// GET /v1/runs answers at most this many runs.
+constexpr std::uint64_t kMaxRunsListed = 1000;
+
 Result<std::uint64_t> unsigned_param(const std::map<std::string, std::string>& query,
                                      const std::string& name, std::uint64_t fallback) {
   auto it = query.find(name);
@@ -431,7 +434,8 @@ Routing Api::route_runs(const RequestHead& head, const Caller& caller,
                         const std::vector<std::string>& path,
                         const std::map<std::string, std::string>& query) {
   if (path.size() == 2) {
-    if (head.method != "POST") return method_not_allowed("POST");
+    if (head.method == "GET") return list_runs(caller, query);
+    if (head.method != "POST") return method_not_allowed("GET, POST");
     if (caller.kind != CallerKind::User) return forbidden("submitting runs needs the user token");
     return json_plan(
         [this](Request request, Responder respond) { submit(request, std::move(respond)); });
@@ -509,6 +513,31 @@ Routing Api::route_runs(const RequestHead& head, const Caller& caller,
     });
   }
   return error_response(404, kNotFound, "no such endpoint");
+}
+
+// GET /v1/runs?live=true&compute=NAME&limit=N: the runs, newest first (docs/protocol.md).
+Routing Api::list_runs(const Caller& caller, const std::map<std::string, std::string>& query) {
+  if (caller.kind != CallerKind::User) return forbidden("listing runs needs the user token");
+  Cluster::RunFilter filter;
+  auto limit = unsigned_param(query, "limit", filter.limit);
+  if (!limit) return error_response(limit.error());
+  if (*limit < 1 || *limit > kMaxRunsListed) {
+    return error_response(400, kInvalidRequest,
+                          "limit: expected 1 to " + std::to_string(kMaxRunsListed));
+  }
+  filter.limit = *limit;
+  if (auto live = query.find("live"); live != query.end()) {
+    if (live->second != "true" && live->second != "false")
+      return error_response(400, kInvalidRequest, "live: expected true or false");
+    filter.live_only = live->second == "true";
+  }
+  if (auto compute = query.find("compute"); compute != query.end())
+    filter.compute_name = compute->second;
+  return json_plan([this, filter](Request, Responder respond) {
+    respond_after_commit(respond, [this, filter] {
+      return json_response(200, {{"runs", ctx_.cluster.list_runs(filter)}});
+    });
+  });
 }
 
 // Snapshots (PUT by the user, GET by the node holding the run or a user) and outputs (PUT by the

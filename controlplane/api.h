@@ -65,6 +65,7 @@ class Api final : public Router {
   Routing route_runs(const RequestHead& head, const Caller& caller,
                      const std::vector<std::string>& path,
                      const std::map<std::string, std::string>& query);
+  Routing list_runs(const Caller& caller, const std::map<std::string, std::string>& query);
   Routing route_run_file(const RequestHead& head, const Caller& caller, const std::string& run_id,
                          const std::string& action);
   Routing route_run_logs(const RequestHead& head, const Caller& caller, const std::string& run_id,

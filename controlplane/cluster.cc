@@ -564,6 +564,24 @@ nlohmann::json Cluster::list_nodes() const {
   return out;
 }
 
+nlohmann::json Cluster::list_runs(const RunFilter& filter) const {
+  std::vector<const RunRecord*> chosen;
+  for (const auto& [id, run] : runs_) {
+    const RunRecord& r = run.record;
+    if (filter.live_only && spec::is_terminal(r.status)) continue;
+    if (!filter.compute_name.empty() && r.compute_name != filter.compute_name) continue;
+    chosen.push_back(&r);
+  }
+  auto newest_first = [](const RunRecord* a, const RunRecord* b) {
+    return a->created_at != b->created_at ? a->created_at > b->created_at : a->run_id > b->run_id;
+  };
+  std::size_t shown = std::min(filter.limit, chosen.size());
+  std::partial_sort(chosen.begin(), chosen.begin() + shown, chosen.end(), newest_first);
+  nlohmann::json out = nlohmann::json::array();
+  for (std::size_t i = 0; i < shown; ++i) out.push_back(run_json(*chosen[i]));
+  return out;
+}
+
 nlohmann::json Cluster::compute_status(const std::string& compute_name) const {
   nlohmann::json counts = nlohmann::json::object();
   for (const auto& state : kNodeStates) counts[state] = 0;

@@ -162,6 +162,14 @@ class Cluster {
   SweepOutcome sweep();
 
   nlohmann::json list_nodes() const;
+  // Runs, newest first: only live ones (not yet terminal) with `live_only`, only one compute's when
+  // `compute_name` is not empty; at most `limit` of them.
+  struct RunFilter {
+    bool live_only = false;
+    std::string compute_name;
+    std::size_t limit = 100;
+  };
+  nlohmann::json list_runs(const RunFilter& filter) const;
   nlohmann::json compute_status(const std::string& compute_name) const;
   static nlohmann::json run_json(const RunRecord& run);
   static nlohmann::json node_json(const NodeRecord& node);

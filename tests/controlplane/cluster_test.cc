@@ -145,3 +145,25 @@ TEST_CASE("request bodies name the field that is wrong", "[cluster]") {
   CHECK(message(parse_submit(R"({"job": {"text": "x"}, "experiment_name": "e"})", 100))
             .rfind("compute_name:", 0) == 0);
 }
+
+TEST_CASE("runs are listed newest first, live ones or one compute's on request", "[cluster]") {
+  Fixture f;
+  auto old_cpu = f.queued_run("cpu");
+  f.clock->advance(1s);
+  auto gpu = f.queued_run("gpu");
+  f.clock->advance(1s);
+  auto new_cpu = f.queued_run("cpu");
+  f.cluster.cancel(old_cpu);
+
+  auto ids = [](const nlohmann::json& runs) {
+    std::vector<std::string> out;
+    for (const auto& run : runs) out.push_back(run["run_id"]);
+    return out;
+  };
+  CHECK(ids(f.cluster.list_runs({})) == std::vector<std::string>{new_cpu, gpu, old_cpu});
+  CHECK(ids(f.cluster.list_runs({true, "", 100})) == std::vector<std::string>{new_cpu, gpu});
+  CHECK(ids(f.cluster.list_runs({false, "cpu", 100})) ==
+        std::vector<std::string>{new_cpu, old_cpu});
+  CHECK(ids(f.cluster.list_runs({false, "", 1})) == std::vector<std::string>{new_cpu});
+  CHECK(f.cluster.list_runs({false, "tpu", 100}).empty());
+}

@@ -51,6 +51,19 @@ TEST_CASE("a user submits a job, follows its log and sees the nodes", "[daemon]"
   CHECK(compute.exit_code == 0);
   CHECK(nlohmann::json::parse(compute.out)["current_node_count"] == 1);
 
+  auto runs = test::run_command({amlnode, "runs", "--json"}, env);
+  CHECK(runs.exit_code == 0);
+  auto listed = nlohmann::json::parse(runs.out);
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0]["run_id"] == id);
+  CHECK(listed[0]["status"] == "Completed");
+  auto live = test::run_command({amlnode, "runs", "--live", "--json"}, env);
+  CHECK(nlohmann::json::parse(live.out).empty());
+  auto table = test::run_command({amlnode, "runs", "--compute", "cpu-cluster"}, env);
+  CHECK(table.out.find(id + " ") != std::string::npos);
+  auto other = test::run_command({amlnode, "runs", "--compute", "gpu-cluster"}, env);
+  CHECK(other.out.find(id) == std::string::npos);
+
   auto unknown = test::run_command({amlnode, "status", "no-such-run"}, env);
   CHECK(unknown.exit_code == 1);
   CHECK(unknown.err.find("404") != std::string::npos);
@@ -59,6 +72,40 @@ TEST_CASE("a user submits a job, follows its log and sees the nodes", "[daemon]"
                                     {"AMLNODE_USER_TOKEN="});
   CHECK(no_token.exit_code == 2);
 
+  ::kill(agent, SIGTERM);
+  CHECK(test::wait_command(agent, std::chrono::seconds(20)) == 0);
+}
+
+TEST_CASE("a user makes a registration token and a node registers with it", "[daemon]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
+  server.start();
+  const std::vector<std::string> env{"AMLNODE_CONTROL_PLANE=" + server.url(),
+                                     "AMLNODE_USER_TOKEN=" + server.user_token()};
+  auto amlnode = test::amlnode_binary().string();
+  auto made = test::run_command({amlnode, "compute", "token", "create", "gpu-cluster"}, env);
+  INFO(made.err);
+  REQUIRE(made.exit_code == 0);
+  std::string token = made.out.substr(0, made.out.find('\n'));
+  REQUIRE_FALSE(token.empty());
+
+  // The node gives no compute of its own: the token's compute is the one it joins.
+  auto config = dir.write(
+      "a/config.yml",
+      test::agent_config_text(dir / "a" / "state", server.url(), token,
+                              test::AgentConfigSections{}.with_node("  lease_wait_seconds: 2\n")));
+  pid_t agent = test::start_command({amlnode, "agent", "--config", config.string()},
+                                    dir / "a" / "out", dir / "a" / "err");
+  CHECK(test::eventually(
+      [&] {
+        auto compute =
+            test::run_command({amlnode, "compute", "status", "gpu-cluster", "--json"}, env);
+        return compute.exit_code == 0 &&
+               nlohmann::json::parse(compute.out)["current_node_count"] == 1;
+      },
+      std::chrono::seconds(30)));
+  auto unnamed = test::run_command({amlnode, "compute", "token", "create"}, env);
+  CHECK(unnamed.exit_code == 2);
   ::kill(agent, SIGTERM);
   CHECK(test::wait_command(agent, std::chrono::seconds(20)) == 0);
 }
