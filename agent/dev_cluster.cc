@@ -24,6 +24,7 @@
 #include "agent/config.h"
 #include "agent/user_client.h"
 #include "common/fs.h"
+#include "common/json.h"
 #include "spec/run_status.h"
 
 namespace amlnode::agent {
@@ -273,7 +274,7 @@ class DevCluster {
                                json{{"compute_name", options_.compute}}.dump());
       if (!made.ok() || made->status != 201)
         return Error{"StartFailed", "cannot make a registration token for " + name};
-      std::string token = json::parse(made->body, nullptr, false).value("token", "");
+      std::string token = parse_untrusted_json(made->body).value("token", "");
       fs::path node_dir = dir_ / "nodes" / name;
       fs::create_directories(node_dir);
       fs::path config_file = node_dir / "config.json";
@@ -360,7 +361,7 @@ class DevCluster {
     std::vector<json> nodes;
     auto listed = client.call("GET", "/v1/nodes");
     if (!listed.ok() || listed->status != 200) return nodes;
-    auto body = json::parse(listed->body, nullptr, false);
+    auto body = parse_untrusted_json(listed->body);
     if (!body.is_array()) return nodes;
     for (auto& node : body)
       if (node.value("computeName", "") == options_.compute) nodes.push_back(node);
@@ -473,7 +474,7 @@ class DevCluster {
       auto listed =
           client->call("GET", "/v1/runs?live=true&limit=1000&compute=" + options_.compute);
       if (!listed.ok() || listed->status != 200) return ids;
-      auto body = json::parse(listed->body, nullptr, false);
+      auto body = parse_untrusted_json(listed->body);
       if (!body.is_object() || !body["runs"].is_array()) return ids;
       for (const auto& run : body["runs"]) ids.push_back(run.value("run_id", ""));
       return ids;

@@ -6,6 +6,7 @@
 #include <ctime>
 
 #include "common/fs.h"
+#include "common/json.h"
 
 namespace amlnode::agent {
 
@@ -65,7 +66,7 @@ std::optional<RunRecord> RunRecord::load(const std::filesystem::path& file,
                                          std::shared_ptr<Clock> clock) {
   auto text = read_file(file, 1 << 20);
   if (!text.ok()) return std::nullopt;
-  auto in = nlohmann::json::parse(*text, nullptr, false);
+  auto in = parse_untrusted_json(*text);
   if (!in.is_object() || !in.contains("run_id") || !in["run_id"].is_string()) return std::nullopt;
   auto status = spec::run_status_from_string(in.value("status", ""));
   if (!status) return std::nullopt;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/fs.h"
+#include "common/json.h"
 #include "executors/archive.h"
 #include "spec/load.h"
 #include "spec/run_status.h"
@@ -73,7 +74,7 @@ bool answered(const Result<HttpResponse>& response, const std::string& what) {
     return false;
   }
   if (response->status >= 200 && response->status < 300) return true;
-  auto body = json::parse(response->body, nullptr, false);
+  auto body = parse_untrusted_json(response->body);
   std::string message = body.is_object() && body.contains("error") && body["error"].is_object()
                             ? body["error"].value("message", "")
                             : response->body;
@@ -113,7 +114,7 @@ std::optional<std::string> submit_job(UserClient& client, const SubmitRequest& r
                {"compute_name", request.compute}};
   auto created = client.call("POST", "/v1/runs", body.dump());
   if (!answered(created, "submit")) return std::nullopt;
-  auto answer = json::parse(created->body, nullptr, false);
+  auto answer = parse_untrusted_json(created->body);
   std::string id = answer.is_object() ? answer.value("run_id", "") : "";
   if (id.empty()) return refuse(Error{"BadAnswer", "submit: the answer names no run id"});
   auto uploaded = client.call("PUT", "/v1/runs/" + id + "/snapshot", packed->data,
@@ -125,7 +126,7 @@ std::optional<std::string> submit_job(UserClient& client, const SubmitRequest& r
 Result<std::string> run_status(UserClient& client, const std::string& run_id) {
   auto run = client.call("GET", "/v1/runs/" + run_id);
   if (!run.ok()) return run.error();
-  auto body = json::parse(run->body, nullptr, false);
+  auto body = parse_untrusted_json(run->body);
   if (run->status != 200 || !body.is_object())
     return Error{"BadAnswer", "status: HTTP " + std::to_string(run->status)};
   return body.value("status", "");

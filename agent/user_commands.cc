@@ -6,6 +6,7 @@
 
 #include "agent/user_client.h"
 #include "common/format.h"
+#include "common/json.h"
 
 namespace amlnode::agent {
 
@@ -101,7 +102,7 @@ struct UserCommands::State {
                    const std::string& what) const {
     auto response = client.call(method, target, method == "GET" ? "" : "{}");
     if (!answered(response, what)) return kExitFailed;
-    auto body = json::parse(response->body, nullptr, false);
+    auto body = parse_untrusted_json(response->body);
     std::printf("%s\n",
                 body.is_discarded() ? response->body.c_str() : body.dump(as_json ? -1 : 2).c_str());
     return 0;
@@ -111,11 +112,11 @@ struct UserCommands::State {
   int run_status(UserClient& client) const {
     auto run = client.call("GET", "/v1/runs/" + run_id);
     if (!answered(run, "status")) return kExitFailed;
-    auto body = json::parse(run->body, nullptr, false);
+    auto body = parse_untrusted_json(run->body);
     if (body.is_discarded()) return fail(Error{"BadAnswer", "status: the answer is not JSON"});
     auto metrics = client.call("GET", "/v1/runs/" + run_id + "/metrics");
     if (metrics.ok() && metrics->status == 200) {
-      auto answer = json::parse(metrics->body, nullptr, false);
+      auto answer = parse_untrusted_json(metrics->body);
       if (answer.is_object()) body["resources"] = answer.value("resources", json(nullptr));
     }
     std::printf("%s\n", body.dump(as_json ? -1 : 2).c_str());
@@ -125,7 +126,7 @@ struct UserCommands::State {
   int run_metrics(UserClient& client) const {
     auto response = client.call("GET", "/v1/runs/" + run_id + "/metrics");
     if (!answered(response, "metrics")) return kExitFailed;
-    auto body = json::parse(response->body, nullptr, false);
+    auto body = parse_untrusted_json(response->body);
     if (body.is_discarded()) return fail(Error{"BadAnswer", "metrics: the answer is not JSON"});
     std::string text = as_json ? body.dump() : metrics_text(body);
     std::fwrite(text.data(), 1, text.size(), stdout);
@@ -140,7 +141,7 @@ struct UserCommands::State {
     if (!compute.empty()) target += "&compute=" + compute;
     auto response = client.call("GET", target);
     if (!answered(response, "runs")) return kExitFailed;
-    auto body = json::parse(response->body, nullptr, false);
+    auto body = parse_untrusted_json(response->body);
     if (!body.is_object() || !body["runs"].is_array())
       return fail(Error{"BadAnswer", "runs: the answer is not a list of runs"});
     if (as_json) {
@@ -163,7 +164,7 @@ struct UserCommands::State {
     auto made =
         client.call("POST", "/v1/registration-tokens", json{{"compute_name", compute_name}}.dump());
     if (!answered(made, "token create")) return kExitFailed;
-    auto body = json::parse(made->body, nullptr, false);
+    auto body = parse_untrusted_json(made->body);
     if (!body.is_object() || !body["token"].is_string())
       return fail(Error{"BadAnswer", "token create: the answer holds no token"});
     std::printf("%s\n", as_json ? body.dump().c_str() : body["token"].get<std::string>().c_str());

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "common/json.h"
 #include "controlplane/cluster.h"
 
 namespace amlnode::controlplane {
@@ -36,6 +37,10 @@ Error missing_field(std::string_view path) {
 Result<nlohmann::json> parse_json_object(std::string_view body) {
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) {
     return nlohmann::json::object();
+  }
+  if (!json_depth_within(body)) {
+    return Error{kInvalidRequest, "body: nested deeper than " + std::to_string(kMaxJsonDepth) +
+                                      " levels of arrays and objects"};
   }
   nlohmann::json value;
   // Exceptions stay inside parsing: the parser's message says where the body went wrong.

@@ -3,6 +3,7 @@
 #include <deque>
 #include <map>
 
+#include "common/json.h"
 #include "metrics/script_metrics.h"
 
 namespace amlnode::controlplane {
@@ -89,7 +90,8 @@ json run_metrics_json(const LogStreams& logs, const std::string& run_id) {
   while (line_end != std::string::npos && line_end > 0) {
     std::size_t line_start = resources.rfind('\n', line_end - 1);
     line_start = line_start == std::string::npos ? 0 : line_start + 1;
-    auto sample = json::parse(resources.substr(line_start, line_end - line_start), nullptr, false);
+    auto sample =
+        parse_untrusted_json(std::string_view(resources).substr(line_start, line_end - line_start));
     if (sample.is_object() && sample.contains("cpu_seconds")) {
       last = sample;
       break;

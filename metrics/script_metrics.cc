@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <limits>
 
+#include "common/json.h"
+
 namespace amlnode::metrics {
 
 using nlohmann::json;
@@ -32,7 +34,7 @@ RecordScan scan_metric_records(std::string_view text,
   while (at < text.size()) {
     auto end = text.find('\n', at);
     if (end == std::string_view::npos) break;  // a line still being written
-    auto line = json::parse(text.substr(at, end - at), nullptr, false);
+    auto line = parse_untrusted_json(text.substr(at, end - at));
     at = end + 1;
     if (!is_record(line)) {
       ++scan.skipped;

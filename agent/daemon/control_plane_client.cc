@@ -1,5 +1,7 @@
 #include "agent/daemon/control_plane_client.h"
 
+#include "common/json.h"
+
 namespace amlnode::agent {
 
 namespace {
@@ -36,7 +38,7 @@ std::string node_path(const std::string& node_id) {
 
 // The error an answer other than 2xx stands for.
 Error answer_error(const HttpResponse& response) {
-  json body = json::parse(response.body, nullptr, false);
+  json body = parse_untrusted_json(response.body);
   std::string code;
   std::string message;
   if (body.is_object() && body.contains("error") && body["error"].is_object()) {
@@ -60,7 +62,7 @@ Error answer_error(const HttpResponse& response) {
 Result<json> json_answer(Result<HttpResponse> response) {
   if (!response.ok()) return response.error();
   if (response->status < 200 || response->status > 299) return answer_error(*response);
-  json body = json::parse(response->body, nullptr, false);
+  json body = parse_untrusted_json(response->body);
   if (!body.is_object()) return Error{"BadAnswer", "the answer is not a JSON object"};
   return body;
 }
@@ -182,7 +184,7 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
     request.max_response_bytes = kMaxJsonAnswer;
     auto response = http_->send(request);
     if (!response.ok()) return response.error();
-    json body = json::parse(response->body, nullptr, false);
+    json body = parse_untrusted_json(response->body);
     bool has_length =
         body.is_object() && body.contains("length") && body["length"].is_number_unsigned();
     if (response->status == 409 && has_length && !body.value("stop", false)) {

@@ -6,6 +6,7 @@
 #include "agent/daemon/container_runs.h"
 #include "agent/daemon/launch_recovery.h"
 #include "common/fs.h"
+#include "common/json.h"
 #include "executors/archive.h"
 #include "spec/load.h"
 
@@ -106,7 +107,7 @@ namespace {
 std::optional<executors::LaunchedShim> shim_from_state_file(const fs::path& run_dir) {
   auto text = read_file(run_dir / "shim.json", 1 << 20);
   if (!text.ok()) return std::nullopt;
-  auto state = nlohmann::json::parse(*text, nullptr, false);
+  auto state = parse_untrusted_json(*text);
   if (!state.is_object() || !state.contains("shim_pid") || !state.contains("shim_start_time"))
     return std::nullopt;
   return executors::LaunchedShim{state["shim_pid"].get<pid_t>(),

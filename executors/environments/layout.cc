@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "common/fs.h"
+#include "common/json.h"
 #include "executors/environments/file_lock.h"
 
 namespace amlnode::executors::environments {
@@ -53,7 +54,7 @@ void discard(const fs::path& envs_dir, const fs::path& dir) {
 std::optional<nlohmann::json> read_marker(const fs::path& marker) {
   auto text = read_file(marker, kMaxMarkerBytes);
   if (!text) return std::nullopt;
-  auto json = nlohmann::json::parse(*text, nullptr, false);
+  auto json = parse_untrusted_json(*text);
   if (json.is_discarded() || !json.is_object()) return std::nullopt;
   return json;
 }

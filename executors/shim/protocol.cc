@@ -4,6 +4,8 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "common/json.h"
+
 // The three files are plain JSON objects whose keys are the struct fields in snake_case. Optional
 // fields are left out when they have no value; readers accept a missing key and `null` alike, so a
 // hand-written file works too. Every reader names the offending field in its error, because the
@@ -111,7 +113,7 @@ Int get_required_integer(const json& object, const char* key, long long min) {
 // message starts with `what` ("launch spec", ...).
 template <class T, class Read>
 Result<T> parse_object(const std::string& text, const char* what, const char* code, Read read) {
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  json j = parse_untrusted_json(text);
   if (j.is_discarded()) return Error{code, std::string(what) + " is not valid JSON"};
   if (!j.is_object()) return Error{code, std::string(what) + " must be a JSON object"};
   try {
