@@ -62,7 +62,7 @@ class LocalRun {
         run_id_(std::move(run_id)),
         run_dir_(options.state_dir / "runs" / run_id_),
         record_(run_dir_ / "run.json", run_id_, job_.experiment_name, clock),
-        system_log_(run_dir_ / "system_logs" / "lifecycle.txt", clock),
+        system_log_(run_dir_, clock),
         printer_(options.quiet || options.json) {}
 
   int execute(const std::vector<spec::Diagnostic>& warnings);

@@ -70,10 +70,11 @@ void add_environment_variables(Plan& plan, const spec::EnvVars& variables) {
 }  // namespace
 
 void SystemLog::line(const std::string& text) const {
-  if (FILE* f = std::fopen(file_.c_str(), "a")) {
-    std::fprintf(f, "%s %s\n", format_utc(clock_->now()).c_str(), text.c_str());
-    std::fclose(f);
-  }
+  auto written = folder_.append(executors::RunFolder::kLifecycle,
+                                format_utc(clock_->now()) + " " + text + "\n");
+  if (!written.ok() && written.error().code == kLinkRefused)
+    std::fprintf(stderr, "amlnode: %s (the line was: %s)\n", written.error().message.c_str(),
+                 text.c_str());
 }
 
 Result<executors::environments::EnvironmentConfig> environment_config(const NodeConfig& config,

@@ -17,6 +17,7 @@
 #include "executors/environments/cache.h"
 #include "executors/environments/config.h"
 #include "executors/plan.h"
+#include "executors/run_folder.h"
 #include "executors/shim/launcher.h"
 #include "executors/shim/protocol.h"
 #include "spec/run_status.h"
@@ -24,14 +25,16 @@
 namespace amlnode::agent {
 
 // Appends lines about the run's preparation and release to system_logs/lifecycle.txt.
+// The job may have put a link where the file goes: it is not followed, and the line goes to the
+// agent's own log instead, with the refusal.
 class SystemLog {
  public:
-  SystemLog(std::filesystem::path file, std::shared_ptr<Clock> clock)
-      : file_(std::move(file)), clock_(std::move(clock)) {}
+  SystemLog(std::filesystem::path run_dir, std::shared_ptr<Clock> clock)
+      : folder_{std::move(run_dir)}, clock_(std::move(clock)) {}
   void line(const std::string& text) const;
 
  private:
-  std::filesystem::path file_;
+  executors::RunFolder folder_;
   std::shared_ptr<Clock> clock_;
 };
 

@@ -1,8 +1,12 @@
 #include "common/fs.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <random>
@@ -29,7 +33,82 @@ std::filesystem::path temp_sibling(const std::filesystem::path& path) {
   return path.parent_path() / name;
 }
 
+// Whether `relative` stays below its root on its face: relative, no "..", not empty.
+bool stays_beneath(const std::filesystem::path& relative) {
+  if (relative.empty() || relative.is_absolute()) return false;
+  for (const auto& part : relative)
+    if (part == "..") return false;
+  return true;
+}
+
+int openat2_beneath(int dirfd, const std::filesystem::path& relative, int flags, unsigned mode) {
+  open_how how{};
+  how.flags = static_cast<std::uint64_t>(flags);
+  how.mode = (flags & O_CREAT) ? mode : 0;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(::syscall(SYS_openat2, dirfd, relative.c_str(), &how, sizeof how));
+}
+
+// Without openat2: each folder on the way opened with O_NOFOLLOW | O_DIRECTORY from the last.
+int openat_each_component(int dirfd, const std::filesystem::path& relative, int flags,
+                          unsigned mode) {
+  UniqueFd current(::dup(dirfd));
+  auto last = relative.filename();
+  for (const auto& part : relative.parent_path()) {
+    if (part == ".") continue;
+    int next =
+        ::openat(current.get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (next < 0) return -1;
+    current.reset(next);
+  }
+  return ::openat(current.get(), last.c_str(), flags | O_NOFOLLOW, mode);
+}
+
 }  // namespace
+
+Result<UniqueFd> open_beneath(const std::filesystem::path& root,
+                              const std::filesystem::path& relative, int flags, unsigned mode) {
+  auto path = root / relative;
+  if (!stays_beneath(relative))
+    return Error{kLinkRefused, path.string() + ": not a path below " + root.string()};
+  UniqueFd dir(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) return Error{"IoError", errno_message("open", root, errno)};
+  flags |= O_CLOEXEC | O_NOCTTY;
+  static std::atomic<bool> have_openat2{true};
+  int fd = -1;
+  if (have_openat2) {
+    fd = openat2_beneath(dir.get(), relative, flags, mode);
+    if (fd < 0 && errno == ENOSYS) have_openat2 = false;
+  }
+  if (!have_openat2) fd = openat_each_component(dir.get(), relative, flags, mode);
+  if (fd < 0) {
+    int err = errno;
+    // openat2 says ELOOP (or EXDEV) for a link it will not follow, and O_NOFOLLOW says ELOOP.
+    if (err == ELOOP || err == EXDEV)
+      return Error{kLinkRefused,
+                   path.string() + ": a symbolic link is on the way; it is not followed"};
+    return Error{"IoError", errno_message("open", path, err)};
+  }
+  UniqueFd file(fd);
+  if ((flags & O_ACCMODE) != O_RDONLY) {
+    struct stat st {};
+    if (::fstat(file.get(), &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink > 1)
+      return Error{kLinkRefused, path.string() + ": has " + std::to_string(st.st_nlink) +
+                                     " names (a hard link); it is not written"};
+  }
+  return file;
+}
+
+Result<void> write_all_to(int fd, std::string_view data, const std::filesystem::path& path) {
+  return write_all(fd, data, path);
+}
+
+Result<void> append_beneath(const std::filesystem::path& root,
+                            const std::filesystem::path& relative, std::string_view data) {
+  auto file = open_beneath(root, relative, O_WRONLY | O_APPEND | O_CREAT);
+  if (!file.ok()) return file.error();
+  return write_all(file->get(), data, root / relative);
+}
 
 std::string errno_message(std::string_view what, const std::filesystem::path& path, int err) {
   return std::string(what) + " " + path.string() + ": " + std::strerror(err);

@@ -5,6 +5,10 @@
 
 namespace amlnode {
 
+// Bytes as lower-case hex, and back ("" for text that is not hex).
+std::string hex_encode(std::string_view bytes);
+std::string hex_decode(std::string_view hex);
+
 // Lower-case hex SHA-256 of `data` (nettle).
 std::string sha256_hex(std::string_view data);
 

@@ -215,11 +215,14 @@ class Packer {
     return write_header(header, relative);
   }
 
-  // The file is opened without following links and its size taken from the open descriptor, so
-  // the header always matches the bytes that follow even when the folder changes meanwhile.
+  // The file is opened without following links on the way (a run's ./outputs is the job's to
+  // change while it is packed) and without blocking (a FIFO put in its place), and its size is
+  // taken from the open descriptor, so the header always matches the bytes that follow even when
+  // the folder changes meanwhile.
   Result<void> add_file(archive_entry* header, const std::string& relative, const fs::path& path) {
-    Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-    if (fd.get() < 0) return failed("cannot open", path, errno);
+    auto opened = open_beneath(root_, relative, O_RDONLY | O_NONBLOCK);
+    if (!opened.ok()) return opened.error();
+    Fd fd(opened->release());
     struct stat info {};
     if (::fstat(fd.get(), &info) != 0) return failed("cannot stat", path, errno);
     if (!S_ISREG(info.st_mode)) return changed(relative);

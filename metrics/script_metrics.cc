@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <limits>
 
+#include "common/fs.h"
 #include "common/json.h"
 
 namespace amlnode::metrics {
@@ -63,8 +64,11 @@ std::optional<double> scalar_value(const json& record) {
 }
 
 ScriptMetricsReader::ScriptMetricsReader(std::filesystem::path file, std::size_t max_read,
-                                         std::size_t max_names)
-    : file_(std::move(file)), max_read_(max_read), max_names_(max_names) {}
+                                         std::size_t max_names, std::filesystem::path beneath)
+    : file_(std::move(file)),
+      beneath_(beneath.empty() ? file_.parent_path() : std::move(beneath)),
+      max_read_(max_read),
+      max_names_(max_names) {}
 
 ScriptMetricsReader::OwnedFd& ScriptMetricsReader::OwnedFd::operator=(OwnedFd&& other) noexcept {
   if (this != &other) {
@@ -89,16 +93,20 @@ void ScriptMetricsReader::read() {
 // one held (the script replaced it). False when there is nothing at the path to read: the script
 // has logged nothing yet, or the file or the run folder is gone.
 //
-// The job owns its run folder and may put anything at the path. Only a regular file is read: a
-// symbolic link is not followed (it could point at any file the agent can read), and a FIFO is
-// opened without blocking and then refused, since a blocked open would stall the event loop.
+// The job owns its run folder and may put anything at the path. Only a regular file is read: no
+// symbolic link is followed below `beneath_` (it could point at any file the agent can read), and
+// a FIFO is opened without blocking and then refused, since a blocked open would stall the event
+// loop.
 bool ScriptMetricsReader::follow_file() {
   struct stat at_path {};
   if (::lstat(file_.c_str(), &at_path) != 0 || !S_ISREG(at_path.st_mode)) return false;
   if (fd_.get() >= 0 && at_path.st_dev == device_ && at_path.st_ino == inode_) return true;
-  OwnedFd fd(::open(file_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  auto opened_fd =
+      open_beneath(beneath_, file_.lexically_relative(beneath_), O_RDONLY | O_NONBLOCK);
+  if (!opened_fd.ok()) return false;
+  OwnedFd fd(opened_fd->release());
   struct stat opened {};
-  if (fd.get() < 0 || ::fstat(fd.get(), &opened) != 0 || !S_ISREG(opened.st_mode)) return false;
+  if (::fstat(fd.get(), &opened) != 0 || !S_ISREG(opened.st_mode)) return false;
   fd_ = std::move(fd);
   device_ = opened.st_dev;
   inode_ = opened.st_ino;

@@ -71,8 +71,11 @@ class ScriptMetricsReader {
   static constexpr std::size_t kMaxNames = 100;
   static constexpr std::size_t kMaxNameBytes = 1024;
 
+  // `beneath`: the folder below which no link on the way to `file` is followed (the run folder);
+  // empty: the file's own folder.
   explicit ScriptMetricsReader(std::filesystem::path file, std::size_t max_read = kMaxReadBytes,
-                               std::size_t max_names = kMaxNames);
+                               std::size_t max_names = kMaxNames,
+                               std::filesystem::path beneath = {});
 
   // Reads what was appended since the last call (nothing when the file is not there yet).
   void read();
@@ -109,6 +112,7 @@ class ScriptMetricsReader {
   void keep(const nlohmann::json& record);
 
   std::filesystem::path file_;
+  std::filesystem::path beneath_;
   std::size_t max_read_;
   std::size_t max_names_;
   OwnedFd fd_;

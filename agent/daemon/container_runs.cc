@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "common/fs.h"
+#include "executors/run_folder.h"
 
 namespace amlnode::agent {
 
@@ -53,7 +54,7 @@ Result<std::shared_ptr<StartedRun>> prepare_container_run(const RunEnvironment& 
 Result<docker::ContainerInfo> create_and_start_container(const RunEnvironment& env,
                                                          StateStore& store, const StartedRun& run,
                                                          const std::string& run_id) {
-  SystemLog log(run.plan.system_logs / "lifecycle.txt", env.clock);
+  SystemLog log(run.plan.run_dir, env.clock);
   auto id = env.docker->create_container(*run.container_spec);
   if (!id.ok()) return id.error();
   // Stored before it starts; should this write fail, the label still finds it after a restart.
@@ -113,7 +114,7 @@ Result<std::shared_ptr<StartedRun>> reattach_container_run(
   // With exit.json written, only the release was left to do: the container is not watched again.
   if (!exited) started->container = *found;
   started->shim_alive = false;
-  SystemLog(run_dir / "system_logs" / "lifecycle.txt", env.clock)
+  SystemLog(run_dir, env.clock)
       .line(started->container
                 ? "agent restarted: found container " + (*found)->id + " (" + (*found)->state + ")"
                 : "agent restarted: the run's container had ended");
@@ -140,7 +141,7 @@ ContainerWatch::Settings container_watch_settings(const RunEnvironment& env,
 void release_run_container(const RunEnvironment& env, const executors::Plan& plan,
                            const std::string& run_id,
                            const std::optional<executors::ExitRecord>& exit) {
-  SystemLog log(plan.system_logs / "lifecycle.txt", env.clock);
+  SystemLog log(plan.run_dir, env.clock);
   if (exit) {
     auto written =
         write_file_atomically(plan.run_dir / "exit.json", executors::exit_record_to_json(*exit));
@@ -155,7 +156,7 @@ void release_run_container(const RunEnvironment& env, const executors::Plan& pla
   for (const auto& container : *containers) {
     auto output = env.docker->container_output(container.id, kRuntimeOutputLimit);
     if (output.ok() && !output->empty()) {
-      (void)write_file_atomically(plan.system_logs / "container.txt", *output);
+      (void)executors::RunFolder{plan.run_dir}.write(executors::RunFolder::kContainerLog, *output);
     }
     auto removed = env.docker->remove_container(container.id);
     log.line(removed.ok() ? "container " + container.id + " removed"

@@ -127,8 +127,10 @@ void Daemon::ship_logs(ActiveRun& run) {
           if (auto uploaded = upload_run_outputs(env, node, lease); !uploaded)
             return uploaded.error();
         }
-        return ship_run_logs(*client, *store, node, lease.run_id, lease.epoch,
-                             env.state_dir / "runs" / lease.run_id);
+        auto run_dir = env.state_dir / "runs" / lease.run_id;
+        SystemLog lifecycle(run_dir, env.clock);
+        return ship_run_logs(*client, *store, node, lease.run_id, lease.epoch, run_dir,
+                             [&lifecycle](const std::string& line) { lifecycle.line(line); });
       },
       [this, id = run.lease.run_id, final, with_outputs](Result<ShipResult> shipped) {
         on_logs_shipped(id, std::move(shipped), final, with_outputs);

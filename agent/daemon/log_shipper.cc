@@ -1,11 +1,15 @@
 #include "agent/daemon/log_shipper.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
+#include <optional>
 #include <vector>
+
+#include "common/format.h"
+#include "common/fs.h"
 
 namespace amlnode::agent {
 
@@ -13,111 +17,298 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// A hole is at least a block; what SEEK_DATA reports below this is not one.
+constexpr std::uint64_t kMinHoleBytes = 4096;
+
+struct StreamFile {
+  std::string name;   // the stream name ("logs/a.txt")
+  fs::path relative;  // its file, relative to the run folder ("wd/logs/a.txt")
+};
+
 // Every stream of the run with the file it is read from.
-std::vector<std::pair<std::string, fs::path>> run_streams(const fs::path& run_dir) {
-  std::vector<std::pair<std::string, fs::path>> streams;
+std::vector<StreamFile> run_streams(const fs::path& run_dir) {
+  std::vector<StreamFile> streams;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(run_dir / "user_logs", ec)) {
-    if (entry.is_regular_file(ec))
-      streams.emplace_back("user_logs/" + entry.path().filename().string(), entry.path());
+    if (entry.is_regular_file(ec)) {
+      auto name = entry.path().filename().string();
+      streams.push_back({"user_logs/" + name, fs::path("user_logs") / name});
+    }
   }
   for (const auto& [prefix, folder] :
-       {std::pair<std::string, fs::path>{"system_logs/", run_dir / "system_logs"},
-        {"logs/", run_dir / "wd" / "logs"}}) {
-    fs::recursive_directory_iterator it(folder, fs::directory_options::none, ec);
+       {std::pair<std::string, fs::path>{"system_logs/", "system_logs"}, {"logs/", "wd/logs"}}) {
+    fs::recursive_directory_iterator it(run_dir / folder, fs::directory_options::none, ec);
     for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
       // Links are not followed: a run must not make the agent ship files outside its folder.
       if (it->is_symlink(ec) || !it->is_regular_file(ec)) continue;
-      // Lexically: the iterator's paths all start with `folder`, and fs::relative would resolve
+      // Lexically: the iterator's paths all start with the folder, and fs::relative would resolve
       // both paths through the file system (a readlink per component, every tick).
-      streams.emplace_back(prefix + it->path().lexically_relative(folder).generic_string(),
-                           it->path());
+      auto inside = it->path().lexically_relative(run_dir / folder);
+      streams.push_back({prefix + inside.generic_string(), folder / inside});
     }
     ec.clear();
   }
   return streams;
 }
 
-// Reads up to `max` bytes of `file` from `offset` into the start of `buffer`; returns how many
-// (0 at the end). The buffer is reused for every chunk of a delivery and only ever grows: a fresh
-// 4 MiB allocation per chunk would be a fresh mapping whose pages the kernel zeroes on first
-// touch, which costs more than the read itself.
-Result<std::size_t> read_chunk(const fs::path& file, std::uint64_t offset, std::size_t max,
-                               std::string& buffer) {
-  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Error{"LogReadFailed", file.string() + ": " + std::strerror(errno)};
+// Reads up to `max` bytes of `fd` from `offset` into the start of `buffer`; returns how many (0 at
+// the end). The buffer is reused for every chunk of a delivery and only ever grows: a fresh 4 MiB
+// allocation per chunk would be a fresh mapping whose pages the kernel zeroes on first touch,
+// which costs more than the read itself.
+std::size_t read_at(int fd, std::uint64_t offset, std::size_t max, std::string& buffer) {
   if (buffer.size() < max) buffer.resize(max);
-  char* chunk = buffer.data();
   std::size_t got = 0;
   while (got < max) {
-    ssize_t n = ::pread(fd, chunk + got, max - got, static_cast<off_t>(offset + got));
+    ssize_t n = ::pread(fd, buffer.data() + got, max - got, static_cast<off_t>(offset + got));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     got += static_cast<std::size_t>(n);
   }
-  ::close(fd);
   return got;
 }
 
-// Delivers one stream from `cursor` up to the file's length at the start; updates `cursor`.
-// The cursor is stored when the stream is caught up, when a call fails, and every
-// kCursorSaveBytes in between, not after every chunk: a state store write waits for an fsync,
-// which would cost a large share of each chunk's time. A cursor stored behind the server's length
-// only makes the node resend bytes the server skips, so a crash costs at most that much resending.
-Result<void> ship_stream(ControlPlaneClient& client, StateStore& store, const NodeIdentity& node,
-                         const std::string& run_id, std::int64_t epoch, const std::string& stream,
-                         const fs::path& file, std::uint64_t& cursor, std::string& buffer) {
-  std::error_code ec;
-  std::uint64_t size = fs::file_size(file, ec);
-  if (ec) return ok();  // gone meanwhile: nothing to send
-  std::uint64_t saved = cursor;
-  auto save = [&]() -> Result<void> {
-    if (cursor == saved) return ok();
-    saved = cursor;
-    return store.save_log_cursor(run_id, stream, cursor);
-  };
-  while (cursor < size) {
-    auto got = read_chunk(
-        file, cursor,
-        static_cast<std::size_t>(std::min<std::uint64_t>(size - cursor, kMaxLogChunk)), buffer);
-    if (!got.ok()) {
-      (void)save();
-      return got.error();
+// Where the next data at or after `offset` starts, and where that data ends (the next hole, or
+// `size`). A file system without SEEK_DATA has data everywhere.
+std::pair<std::uint64_t, std::uint64_t> data_region(int fd, std::uint64_t offset,
+                                                    std::uint64_t size) {
+  off_t start = ::lseek(fd, static_cast<off_t>(offset), SEEK_DATA);
+  if (start < 0) return {errno == ENXIO ? size : offset, size};
+  off_t end = ::lseek(fd, start, SEEK_HOLE);
+  auto data_end = end < 0 ? size : std::min<std::uint64_t>(static_cast<std::uint64_t>(end), size);
+  return {std::min<std::uint64_t>(static_cast<std::uint64_t>(start), size), data_end};
+}
+
+// Delivers one stream: what became of its file since the last delivery, then its new bytes.
+class StreamDelivery {
+ public:
+  StreamDelivery(ControlPlaneClient& client, StateStore& store, const NodeIdentity& node,
+                 const std::string& run_id, std::int64_t epoch, const StreamFile& stream,
+                 LogCursor& cursor, std::string& buffer,
+                 const std::function<void(const std::string&)>& note)
+      : client_(client),
+        store_(store),
+        node_(node),
+        run_id_(run_id),
+        epoch_(epoch),
+        stream_(stream),
+        cursor_(cursor),
+        buffer_(buffer),
+        note_(note),
+        saved_(cursor) {}
+
+  Result<void> deliver(const fs::path& run_dir) {
+    if (!cursor_.set_aside.empty()) return ok();
+    // Gone meanwhile, a link put in its place, a FIFO: nothing to send this time.
+    auto file = open_beneath(run_dir, stream_.relative, O_RDONLY | O_NONBLOCK);
+    if (!file.ok()) return ok();
+    struct stat st {};
+    if (::fstat(file->get(), &st) != 0 || !S_ISREG(st.st_mode)) return ok();
+    fd_ = file->get();
+    size_ = static_cast<std::uint64_t>(st.st_size);
+    if (auto noticed = notice_changes(static_cast<std::uint64_t>(st.st_ino)); !noticed)
+      return finish(noticed);
+    while (cursor_.file < size_ && cursor_.set_aside.empty() && !stalled_) {
+      auto [start, end] = data_region(fd_, cursor_.file, size_);
+      auto sent = start - cursor_.file >= kMinHoleBytes
+                      ? skip_hole(start)
+                      : send_data(end > cursor_.file ? end : size_);
+      if (!sent) return finish(sent);
     }
-    if (*got == 0) break;  // truncated meanwhile
-    auto appended = client.append_log(node, run_id, epoch, stream, cursor,
-                                      std::string_view(buffer.data(), *got));
-    if (!appended.ok()) {
-      (void)save();
-      return appended.error();
-    }
-    // Accepted or not, the server's length is where the next chunk starts: past what it has
-    // (a lost answer) it skips, short of it (a gap) it asks for the rest.
-    cursor = appended->server_length;
-    if (cursor >= saved + kCursorSaveBytes) {
-      if (auto stored = save(); !stored) return stored;
-    }
+    return finish(ok());
   }
-  return save();
+
+ private:
+  // A file that was replaced, cut shorter or rewritten is read again from its start, after a
+  // marker saying so. The cursor changes only once the marker is in, and is then stored at once:
+  // the same change must never be told twice, nor be forgotten.
+  Result<void> notice_changes(std::uint64_t inode) {
+    std::string what;
+    if (cursor_.inode != 0 && inode != cursor_.inode) {
+      what = "was replaced by another file; what follows is the new file from its start";
+    } else if (size_ < cursor_.file) {
+      what = "was cut shorter (" + std::to_string(size_) + " bytes now, " +
+             std::to_string(cursor_.file) +
+             " read before); what follows is its content again from its start";
+    } else if (!tail_matches()) {
+      what = "was rewritten before byte " + std::to_string(cursor_.file) +
+             "; what follows is its content again from its start";
+    }
+    if (what.empty()) {
+      cursor_.inode = inode;
+      return ok();
+    }
+    auto marked = send_marker(stream_.name + " " + what);
+    if (!marked || stalled_) return marked;
+    cursor_.inode = inode;
+    cursor_.file = 0;
+    cursor_.tail.clear();
+    return store_now();
+  }
+
+  // Whether the bytes just before the read position are still those read last time.
+  bool tail_matches() {
+    if (cursor_.tail.empty() || cursor_.file < cursor_.tail.size()) return true;
+    std::string now;
+    std::size_t got = read_at(fd_, cursor_.file - cursor_.tail.size(), cursor_.tail.size(), now);
+    return got == cursor_.tail.size() && now.compare(0, got, cursor_.tail) == 0;
+  }
+
+  Result<void> skip_hole(std::uint64_t data_start) {
+    std::uint64_t hole = data_start - cursor_.file;
+    auto marked =
+        send_marker(human_bytes(static_cast<double>(hole)) + " (" + std::to_string(hole) +
+                    " bytes) of " + stream_.name + " from byte " + std::to_string(cursor_.file) +
+                    " are a hole (a sparse file region holding no data): left out");
+    if (!marked || stalled_) return marked;
+    cursor_.file = data_start;
+    cursor_.dropped += hole;
+    cursor_.tail.clear();
+    return store_now();
+  }
+
+  // Sends a marker on a line of its own. The caller moves the file's side of the cursor and
+  // stores it.
+  Result<void> send_marker(const std::string& text) {
+    bool line_open = !cursor_.tail.empty() && cursor_.tail.back() != '\n';
+    std::string marker = (line_open ? "\n" : "") + std::string("[amlnode: ") + text + "]\n";
+    auto appended = append(marker);
+    if (!appended || stalled_) return appended;
+    if (answered_ < cursor_.server + marker.size()) {
+      // The server has less than this node thought (it lost bytes to a power cut): the bytes
+      // from its length are sent again, and the change is told again after them.
+      rewind_to(answered_);
+      return Error{"Unreachable", "the control plane lost bytes of " + stream_.name};
+    }
+    cursor_.server = answered_;
+    return ok();
+  }
+
+  void rewind_to(std::uint64_t length) {
+    cursor_.file -= std::min(cursor_.file, cursor_.server - length);
+    cursor_.server = length;
+    cursor_.tail.clear();
+  }
+
+  Result<void> send_data(std::uint64_t until) {
+    auto want =
+        static_cast<std::size_t>(std::min<std::uint64_t>(until - cursor_.file, kMaxLogChunk));
+    std::size_t got = read_at(fd_, cursor_.file, want, buffer_);
+    if (got == 0) {
+      stalled_ = true;  // cut meanwhile: the next delivery sees how
+      return ok();
+    }
+    std::string_view chunk(buffer_.data(), got);
+    auto appended = append(chunk);
+    if (!appended || stalled_) return appended;
+    // Accepted or not, the server's length is where the next chunk starts: past what it has (a
+    // lost answer) it skips, short of it (a gap after the server lost bytes) it asks for the rest.
+    std::uint64_t before = cursor_.server;
+    if (answered_ < before) {
+      rewind_to(answered_);
+      return ok();
+    }
+    cursor_.file += answered_ - before;
+    cursor_.server = answered_;
+    if (answered_ == before + got) {
+      std::string joined =
+          cursor_.tail + std::string(chunk.substr(got > kLogTailBytes ? got - kLogTailBytes : 0));
+      cursor_.tail =
+          joined.substr(joined.size() > kLogTailBytes ? joined.size() - kLogTailBytes : 0);
+    } else {
+      read_tail();
+    }
+    if (cursor_.server >= saved_.server + kCursorSaveBytes) return store(false);
+    return ok();
+  }
+
+  void read_tail() {
+    std::size_t length =
+        static_cast<std::size_t>(std::min<std::uint64_t>(cursor_.file, kLogTailBytes));
+    std::string tail;
+    std::size_t got = read_at(fd_, cursor_.file - length, length, tail);
+    cursor_.tail = tail.substr(0, got);
+  }
+
+  // Sends `bytes` at the stream's length; sets answered_. A refusal for good sets the stream
+  // aside (stalled_), which is not an error.
+  Result<void> append(std::string_view bytes) {
+    auto appended = client_.append_log(node_, run_id_, epoch_, stream_.name, cursor_.server, bytes);
+    if (appended.ok()) {
+      answered_ = appended->server_length;
+      return ok();
+    }
+    if (appended.error().code != "Rejected") return appended.error();
+    cursor_.set_aside = appended.error().message;
+    stalled_ = true;
+    if (note_) {
+      note_("log stream " + stream_.name + " is set aside: the control plane refused it (" +
+            cursor_.set_aside + "); its later bytes are not delivered and are counted as dropped");
+    }
+    return store_now();
+  }
+
+  Result<void> store_now() { return store(true); }
+
+  Result<void> store(bool synced) {
+    if (cursor_ == saved_) return ok();
+    auto stored = store_.save_log_cursor(run_id_, stream_.name, cursor_, synced);
+    if (stored) saved_ = cursor_;
+    return stored;
+  }
+
+  // Stores the cursor when it moved (the delivery's own error, if any, wins).
+  Result<void> finish(Result<void> outcome) {
+    auto stored = store(false);
+    return outcome ? stored : outcome;
+  }
+
+  ControlPlaneClient& client_;
+  StateStore& store_;
+  const NodeIdentity& node_;
+  const std::string& run_id_;
+  std::int64_t epoch_;
+  const StreamFile& stream_;
+  LogCursor& cursor_;
+  std::string& buffer_;
+  const std::function<void(const std::string&)>& note_;
+  LogCursor saved_;
+  int fd_ = -1;
+  std::uint64_t size_ = 0;
+  std::uint64_t answered_ = 0;
+  bool stalled_ = false;  // nothing more can be sent this time (cut meanwhile, or set aside)
+};
+
+// The bytes of a stream that did not and will not reach the control plane, and why.
+std::optional<DroppedBytes> dropped_of(const LogCursor& cursor, const fs::path& file) {
+  std::uint64_t after = 0;
+  struct stat st {};
+  if (!cursor.set_aside.empty() && ::lstat(file.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+      static_cast<std::uint64_t>(st.st_size) > cursor.file)
+    after = static_cast<std::uint64_t>(st.st_size) - cursor.file;
+  if (cursor.dropped == 0 && after == 0) return std::nullopt;
+  std::string why = cursor.set_aside.empty() ? "holes" : cursor.set_aside;
+  if (!cursor.set_aside.empty() && cursor.dropped > 0) why += "; and holes";
+  return DroppedBytes{cursor.dropped + after, why};
 }
 
 }  // namespace
 
 Result<ShipResult> ship_run_logs(ControlPlaneClient& client, StateStore& store,
                                  const NodeIdentity& node, const std::string& run_id,
-                                 std::int64_t epoch, const fs::path& run_dir) {
+                                 std::int64_t epoch, const fs::path& run_dir,
+                                 const std::function<void(const std::string&)>& note) {
   auto cursors = store.log_cursors(run_id);
   if (!cursors.ok()) return cursors.error();
   std::string buffer;  // one buffer for every chunk of this delivery
-  for (const auto& [stream, file] : run_streams(run_dir)) {
-    std::uint64_t& cursor = (*cursors)[stream];
-    if (auto shipped =
-            ship_stream(client, store, node, run_id, epoch, stream, file, cursor, buffer);
-        !shipped) {
-      return shipped.error();
-    }
+  ShipResult result{true, {}};
+  for (const auto& stream : run_streams(run_dir)) {
+    LogCursor& cursor = (*cursors)[stream.name];
+    StreamDelivery delivery(client, store, node, run_id, epoch, stream, cursor, buffer, note);
+    if (auto delivered = delivery.deliver(run_dir); !delivered) return delivered.error();
+    if (auto dropped = dropped_of(cursor, run_dir / stream.relative))
+      result.dropped[stream.name] = *dropped;
   }
-  return ShipResult{true};
+  return result;
 }
 
 }  // namespace amlnode::agent

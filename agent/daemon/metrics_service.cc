@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "executors/run_folder.h"
 #include "metrics/exposition.h"
 #include "metrics/python_module.h"
 
@@ -184,6 +185,7 @@ void MetricsService::forget_runs_not_in(const std::vector<SampledRun>& held) {
   };
   std::erase_if(runs_, [&](const auto& entry) { return !is_held(entry.first); });
   std::erase_if(scripts_, [&](const auto& entry) { return !is_held(entry.first); });
+  std::erase_if(refused_links_, [&](const auto& id) { return !is_held(id); });
 }
 
 // A run whose root is not the process sampled so far gets a fresh sampler: the old one's counters
@@ -204,9 +206,10 @@ void MetricsService::read_script_metrics(const SampledRun& run) {
   auto found = scripts_.find(run.run_id);
   if (found == scripts_.end())
     found = scripts_
-                .emplace(
-                    run.run_id,
-                    ScriptRun{metrics::ScriptMetricsReader(metrics::run_metrics_file(run.run_dir))})
+                .emplace(run.run_id, ScriptRun{metrics::ScriptMetricsReader(
+                                         metrics::run_metrics_file(run.run_dir),
+                                         metrics::ScriptMetricsReader::kMaxReadBytes,
+                                         metrics::ScriptMetricsReader::kMaxNames, run.run_dir)})
                 .first;
   ScriptRun& script = found->second;
   script.reader.read();
@@ -233,15 +236,20 @@ std::string resources_line(std::uint64_t size, const metrics::RunSample& sample)
 }
 
 void MetricsService::append_sample(const SampledRun& run, const metrics::RunSample& sample) {
-  fs::path file = metrics::run_resources_file(run.run_dir);
-  int fd = ::open(file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return;  // the run folder is gone: the run is being forgotten
-  off_t size = ::lseek(fd, 0, SEEK_END);
+  // The job may have put a link where the file goes: it is not followed (the sample is dropped).
+  auto file = executors::RunFolder{run.run_dir}.open(executors::RunFolder::kResources,
+                                                     O_WRONLY | O_APPEND | O_CREAT);
+  if (!file.ok()) {
+    // A folder that is gone belongs to a run being forgotten; a link is said once per run.
+    if (file.error().code == kLinkRefused && refused_links_.insert(run.run_id).second)
+      spdlog::warn("run {}: {}", run.run_id, file.error().message);
+    return;
+  }
+  off_t size = ::lseek(file->get(), 0, SEEK_END);
   std::string line =
       size < 0 ? std::string() : resources_line(static_cast<std::uint64_t>(size), sample);
-  if (!line.empty() && ::write(fd, line.data(), line.size()) < 0)
-    spdlog::warn("run {}: cannot append to {}", run.run_id, file.string());
-  ::close(fd);
+  if (!line.empty() && ::write(file->get(), line.data(), line.size()) < 0)
+    spdlog::warn("run {}: cannot append to its resources.jsonl", run.run_id);
 }
 
 void MetricsService::render(std::string& out) const {

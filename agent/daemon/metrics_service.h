@@ -28,6 +28,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -119,6 +120,8 @@ class MetricsService {
   std::map<std::string, metrics::RunSampler> runs_;
   std::vector<metrics::RunSample> run_samples_;
   std::map<std::string, ScriptRun> scripts_;
+  // Runs whose resources.jsonl was a link (not followed), said once each.
+  std::set<std::string> refused_links_;
   // Views into scripts_ (the map's keys, the readers' values) for the runs sampled live. Both
   // change only in sample_runs, which rebuilds these after them, so a render between two samples
   // sees valid views.

@@ -65,7 +65,7 @@ Result<std::shared_ptr<StartedRun>> prepare_and_launch(const RunEnvironment& env
                                                        const LeasedRun& lease) {
   if (auto made = make_run_folder(env.state_dir, lease.run_id); !made.ok()) return made.error();
   fs::path run_dir = env.state_dir / "runs" / lease.run_id;
-  SystemLog log(run_dir / "system_logs" / "lifecycle.txt", env.clock);
+  SystemLog log(run_dir, env.clock);
   log.line("leased with epoch " + std::to_string(lease.epoch));
   if (auto fetched = fetch_snapshot(env, node, lease, run_dir, log); !fetched.ok())
     return fetched.error();
@@ -158,7 +158,7 @@ Result<std::shared_ptr<StartedRun>> reattach_run(const RunEnvironment& env, cons
       plan_context(env.config, env.state_dir, lease.run_id, env.kill_grace_seconds, *environments));
   if (shim) started->shim = *shim;
   started->shim_alive = shim && executors::is_same_process(shim->pid, shim->start_time);
-  SystemLog log(run_dir / "system_logs" / "lifecycle.txt", env.clock);
+  SystemLog log(run_dir, env.clock);
   log.line(started->shim_alive ? "agent restarted: re-attached to shim " + std::to_string(shim->pid)
                                : "agent restarted: the run's process had ended");
   if (started->shim_alive)
@@ -172,7 +172,7 @@ void discard_run_folder(const RunEnvironment& env, const std::string& run_id) {
 }
 
 RunOutcome finalize_run(const RunEnvironment& env, const executors::Plan& plan) {
-  SystemLog log(plan.system_logs / "lifecycle.txt", env.clock);
+  SystemLog log(plan.run_dir, env.clock);
   auto exit = read_exit_record(plan.run_dir, "the shim is gone");
   RunOutcome outcome =
       exit.ok() ? outcome_of(*exit, plan) : RunOutcome{spec::RunStatus::Failed, exit.error(), 125};
@@ -199,7 +199,7 @@ Result<void> upload_run_outputs(const RunEnvironment& env, const NodeIdentity& n
   fs::path run_dir = env.state_dir / "runs" / lease.run_id;
   std::error_code ec;
   if (!fs::is_directory(run_dir / "wd" / "outputs", ec)) return ok();  // never started
-  SystemLog log(run_dir / "system_logs" / "lifecycle.txt", env.clock);
+  SystemLog log(run_dir, env.clock);
   fs::path archive = run_dir / "outputs.tar.gz";
   bool empty = fs::is_empty(run_dir / "wd" / "outputs", ec) && !ec && empty_outputs_archive().ok();
   auto packed = empty ? Result<executors::ArchiveStats>(empty_outputs_archive()->stats)

@@ -9,6 +9,11 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "common/hash.h"
+#include "common/json.h"
 
 namespace amlnode::agent {
 
@@ -114,30 +119,57 @@ Result<std::string> random_hex(std::size_t bytes) {
     if (n < 0) return Error{"StateStoreError", std::string("getrandom: ") + std::strerror(errno)};
     got += static_cast<std::size_t>(n);
   }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : raw) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 15]);
-  }
-  return out;
+  return hex_encode(raw);
 }
 
 // Columns added after a state dir may have been made: an older agent.db gains them.
+// Columns added since the first release, each with the statement that adds it to an older store.
 Result<void> add_missing_columns(sqlite3* db, const std::filesystem::path& file) {
-  Statement query;
-  if (sqlite3_prepare_v2(db, "SELECT launching FROM runs LIMIT 0", -1, &query.stmt, nullptr) ==
-      SQLITE_OK) {
-    return ok();
-  }
-  char* message = nullptr;
-  if (sqlite3_exec(db, "ALTER TABLE runs ADD COLUMN launching INTEGER NOT NULL DEFAULT 0", nullptr,
-                   nullptr, &message) != SQLITE_OK) {
-    Error error{"StateStoreError", file.string() + ": " + (message ? message : "upgrade failed")};
-    sqlite3_free(message);
-    return error;
+  struct Column {
+    const char* probe;
+    const char* add;
+  };
+  for (const auto& column :
+       {Column{"SELECT launching FROM runs LIMIT 0",
+               "ALTER TABLE runs ADD COLUMN launching INTEGER NOT NULL DEFAULT 0"},
+        Column{"SELECT state FROM log_cursors LIMIT 0",
+               "ALTER TABLE log_cursors ADD COLUMN state TEXT"}}) {
+    Statement query;
+    if (sqlite3_prepare_v2(db, column.probe, -1, &query.stmt, nullptr) == SQLITE_OK) continue;
+    char* message = nullptr;
+    if (sqlite3_exec(db, column.add, nullptr, nullptr, &message) != SQLITE_OK) {
+      Error error{"StateStoreError", file.string() + ": " + (message ? message : "upgrade failed")};
+      sqlite3_free(message);
+      return error;
+    }
   }
   return ok();
+}
+
+// A cursor's fields beyond the control plane's length, as the JSON of its `state` column (null in
+// a store written before they existed: the file was read exactly as far as the server has).
+std::string cursor_state_json(const LogCursor& cursor) {
+  nlohmann::json state = {{"file", cursor.file},
+                          {"inode", cursor.inode},
+                          {"tail", hex_encode(cursor.tail)},
+                          {"dropped", cursor.dropped}};
+  if (!cursor.set_aside.empty()) state["set_aside"] = cursor.set_aside;
+  return state.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+LogCursor cursor_from_row(std::uint64_t server, const char* state_text) {
+  LogCursor cursor;
+  cursor.server = server;
+  cursor.file = server;
+  if (!state_text) return cursor;
+  auto state = parse_untrusted_json(state_text);
+  if (!state.is_object()) return cursor;
+  cursor.file = state.value("file", server);
+  cursor.inode = state.value("inode", std::uint64_t{0});
+  cursor.tail = hex_decode(state.value("tail", ""));
+  cursor.dropped = state.value("dropped", std::uint64_t{0});
+  cursor.set_aside = state.value("set_aside", "");
+  return cursor;
 }
 
 // Within its scope, commits do not wait for an fsync of their own (synchronous=NORMAL instead of
@@ -338,37 +370,42 @@ class SqliteStateStore final : public StateStore {
     return ok();
   }
 
-  Result<std::map<std::string, std::uint64_t>> log_cursors(const std::string& run_id) override {
+  Result<std::map<std::string, LogCursor>> log_cursors(const std::string& run_id) override {
     std::lock_guard lock(mutex_);
     Statement query;
-    if (sqlite3_prepare_v2(db_, "SELECT stream, offset FROM log_cursors WHERE run_id = ?", -1,
-                           &query.stmt, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db_, "SELECT stream, offset, state FROM log_cursors WHERE run_id = ?",
+                           -1, &query.stmt, nullptr) != SQLITE_OK) {
       return store_error(db_, "reading the log cursors of run " + run_id);
     }
     sqlite3_bind_text(query.stmt, 1, run_id.c_str(), -1, SQLITE_TRANSIENT);
-    std::map<std::string, std::uint64_t> cursors;
+    std::map<std::string, LogCursor> cursors;
     int step;
     while ((step = sqlite3_step(query.stmt)) == SQLITE_ROW) {
       cursors[column_text(query.stmt, 0)] =
-          static_cast<std::uint64_t>(sqlite3_column_int64(query.stmt, 1));
+          cursor_from_row(static_cast<std::uint64_t>(sqlite3_column_int64(query.stmt, 1)),
+                          reinterpret_cast<const char*>(sqlite3_column_text(query.stmt, 2)));
     }
     if (step != SQLITE_DONE) return store_error(db_, "reading the log cursors of run " + run_id);
     return cursors;
   }
 
   Result<void> save_log_cursor(const std::string& run_id, const std::string& stream,
-                               std::uint64_t offset) override {
+                               const LogCursor& cursor, bool synced) override {
     std::lock_guard lock(mutex_);
-    RelaxedSync relaxed(db_);
+    std::optional<RelaxedSync> relaxed;
+    if (!synced) relaxed.emplace(db_);
     Statement insert;
-    if (sqlite3_prepare_v2(
-            db_, "INSERT OR REPLACE INTO log_cursors (run_id, stream, offset) VALUES (?, ?, ?)", -1,
-            &insert.stmt, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db_,
+                           "INSERT OR REPLACE INTO log_cursors (run_id, stream, offset, state) "
+                           "VALUES (?, ?, ?, ?)",
+                           -1, &insert.stmt, nullptr) != SQLITE_OK) {
       return store_error(db_, "storing a log cursor of run " + run_id);
     }
+    std::string state = cursor_state_json(cursor);
     sqlite3_bind_text(insert.stmt, 1, run_id.c_str(), -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(insert.stmt, 2, stream.c_str(), -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(insert.stmt, 3, static_cast<sqlite3_int64>(offset));
+    sqlite3_bind_int64(insert.stmt, 3, static_cast<sqlite3_int64>(cursor.server));
+    sqlite3_bind_text(insert.stmt, 4, state.c_str(), -1, SQLITE_TRANSIENT);
     if (sqlite3_step(insert.stmt) != SQLITE_DONE)
       return store_error(db_, "storing a log cursor of run " + run_id);
     return ok();

@@ -43,6 +43,21 @@ struct OutboxEntry {
   StatusReport report;
 };
 
+// Where the delivery of one log stream stands. The file and the stream differ where the agent
+// put a marker line in (a truncated or replaced file) or left bytes out (a hole, or everything
+// after the control plane refused the stream for good): see log_shipper.h.
+struct LogCursor {
+  std::uint64_t server = 0;   // the stream's length on the control plane, as last answered
+  std::uint64_t file = 0;     // how far the file has been read
+  std::uint64_t inode = 0;    // the file read so far (0: none yet)
+  std::string tail;           // the file's last bytes before `file` (at most kLogTailBytes)
+  std::string set_aside;      // why the control plane refused the stream for good ("": it did not)
+  std::uint64_t dropped = 0;  // bytes of the file not delivered (holes; all after a set-aside)
+
+  bool operator==(const LogCursor&) const = default;
+};
+inline constexpr std::size_t kLogTailBytes = 32;
+
 class StateStore {
  public:
   virtual ~StateStore() = default;
@@ -71,12 +86,13 @@ class StateStore {
   // named in the next heartbeat and stopped (dropped again) by the control plane's answer.
   virtual Result<void> drop_run(const std::string& run_id) = 0;
 
-  // Log cursors: how many bytes of each stream of a run the control plane has acknowledged. Not
-  // synced: a cursor behind the control plane's length only makes the node resend bytes the
-  // server skips.
-  virtual Result<std::map<std::string, std::uint64_t>> log_cursors(const std::string& run_id) = 0;
+  // Log cursors: where the delivery of each stream of a run stands (LogCursor). Not synced unless
+  // asked: a cursor behind the control plane's length only makes the node resend bytes the server
+  // skips. A cursor saved just after a marker or a set-aside is synced, since those must not be
+  // decided twice (log_shipper.h).
+  virtual Result<std::map<std::string, LogCursor>> log_cursors(const std::string& run_id) = 0;
   virtual Result<void> save_log_cursor(const std::string& run_id, const std::string& stream,
-                                       std::uint64_t offset) = 0;
+                                       const LogCursor& cursor, bool synced = false) = 0;
 
   // The status outbox: reports are kept until acknowledged, so none is lost to a restart of the
   // agent or an outage of the control plane. Bounded by the runs held: a run adds a handful.
