@@ -3,10 +3,16 @@
 // Numbers as people read them in logs and command output.
 
 #include <string>
+#include <string_view>
 
 namespace amlnode {
 
 // Binary multiples with one decimal: "512 B", "1.5 KiB", "3.2 GiB" (up to TiB).
 std::string human_bytes(double bytes);
+
+// Text someone else gave (a name, a path, a value), fit to quote in a message: control bytes, NUL
+// included, and backslashes written as \xNN, and anything past `max_bytes` cut with "...". A NUL
+// would end the message early for any C reader; a newline would forge a log line.
+std::string printable(std::string_view text, std::size_t max_bytes = 200);
 
 }  // namespace amlnode

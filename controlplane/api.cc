@@ -1,10 +1,12 @@
 #include "controlplane/api.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cerrno>
 
+#include "common/format.h"
 #include "common/fs.h"
 #include "controlplane/json_fields.h"
 #include "controlplane/log_attempts.h"
@@ -33,6 +35,7 @@ int http_status_for(const std::string& code) {
   if (code == kForbidden) return 403;
   if (code == kNotFound) return 404;
   if (code == kInvalidRequest || code == "InvalidStreamName") return 400;
+  if (code == kLogBudgetExceeded) return 413;
   if (code == kStaleEpoch || code == kConflict) return 409;
   if (code == "StoreError" || code == "StorageError") return 503;
   return 500;
@@ -48,6 +51,14 @@ Response error_response(int status, const std::string& code, const std::string& 
 }
 
 Response error_response(const Error& error) {
+  // The server's own storage failing says nothing a client can act on, and its message names the
+  // server's files: it goes to the server's log, and the client is told to try again later.
+  if (error.code == "StoreError" || error.code == "StorageError") {
+    spdlog::error("{}", error.message);
+    return error_response(503, error.code,
+                          "the control plane could not store this; try again later (its log "
+                          "says why)");
+  }
   return error_response(http_status_for(error.code), error.code, error.message);
 }
 
@@ -238,7 +249,8 @@ struct Api::LogWaiter {
   bool answered = false;
 };
 
-Api::Api(ApiContext context) : ctx_(std::move(context)) {
+Api::Api(ApiContext context)
+    : ctx_(std::move(context)), budgets_(ctx_.logs, ctx_.limits.log_budgets) {
   // Uploads cut off by a crash are never resumed; their temporary files are garbage.
   std::error_code ec;
   std::filesystem::remove_all(ctx_.data_dir / "tmp", ec);
@@ -817,7 +829,12 @@ void Api::post_status(const Caller& caller, const std::string& run_id, const Req
   if (auto run = ctx_.cluster.run_for_writer(caller, run_id, update->epoch); !run) {
     return respond(error_response(run.error()));
   }
+  RunStatus before = ctx_.cluster.run_for_user({CallerKind::User, "", ""}, run_id).value()->status;
   RunStatus now = ctx_.cluster.update_status(run_id, update->report);
+  if (spec::is_terminal(now) && !spec::is_terminal(before)) {
+    mark_dropped_logs(run_id, update->report.dropped_logs);
+    budgets_.forget(run_id);
+  }
   if (spec::is_terminal(now)) wake_log_waiters(run_id);
   respond_after_commit(respond, [now] {
     return json_response(200, {{"status", spec::to_string(now)}});
@@ -831,8 +848,17 @@ void Api::put_log(const Caller& caller, const std::string& run_id, const std::st
   if (auto run = ctx_.cluster.run_for_writer(caller, run_id, epoch); !run) {
     return respond(error_response(run.error()));
   }
-  auto appended = ctx_.logs.append(run_id, stream, offset, request.body);
+  auto taken = within_budget(run_id, stream, caller.node_id, offset, request.body);
+  if (!taken) {
+    Response refused = error_response(taken.error());
+    auto body = nlohmann::json::parse(refused.body);
+    body["length"] = ctx_.logs.length(run_id, stream);
+    return respond(json_response(refused.status, body));
+  }
+  std::uint64_t before = ctx_.logs.length(run_id, stream);
+  auto appended = ctx_.logs.append(run_id, stream, offset, *taken);
   if (!appended) return respond(error_response(appended.error()));
+  if (appended->length > before) budgets_.appended(run_id, appended->length - before);
   if (appended->gap) {
     Response response = json_response(
         409,
@@ -847,6 +873,50 @@ void Api::put_log(const Caller& caller, const std::string& run_id, const std::st
   respond(json_response(200, {{"length", appended->length}}));
 }
 
+Result<std::string_view> Api::within_budget(const std::string& run_id, const std::string& stream,
+                                            const std::string& node_id, std::uint64_t offset,
+                                            std::string_view bytes) {
+  if (!is_valid_stream_name(stream))
+    return Error{"InvalidStreamName", "not a log stream name: " + printable(stream)};
+  std::uint64_t length = ctx_.logs.length(run_id, stream);
+  // A gap, or bytes the stream has already: LogStreams answers those as always.
+  if (offset > length || offset + bytes.size() <= length) return bytes;
+  auto room = budgets_.room(run_id, length, ctx_.cluster.held_runs(node_id));
+  std::uint64_t fresh = offset + bytes.size() - length;
+  if (fresh <= room.bytes) return bytes;
+  if (room.bytes > 0)
+    return bytes.substr(0, static_cast<std::size_t>(length - offset + room.bytes));
+  std::string what =
+      "the log budget of " + human_bytes(static_cast<double>(room.limit)) + " per " + room.budget;
+  if (budgets_.first_refusal(run_id, stream)) {
+    auto last = ctx_.logs.read(run_id, stream, length > 0 ? length - 1 : 0, 1);
+    bool line_open = last.ok() && !last->empty() && last->back() != '\n';
+    std::string marker = std::string(line_open ? "\n" : "") + "[amlnode: this stream reached " +
+                         what +
+                         "; later bytes are dropped, and the run's record counts them "
+                         "(dropped_logs)]\n";
+    if (auto marked = ctx_.logs.append(run_id, stream, length, marker); !marked)
+      return marked.error();
+  }
+  return Error{kLogBudgetExceeded, stream + " reached " + what};
+}
+
+void Api::mark_dropped_logs(const std::string& run_id, const nlohmann::json& dropped_logs) {
+  if (!dropped_logs.is_object()) return;
+  auto streams = ctx_.logs.list(run_id);
+  for (const auto& [stream, dropped] : dropped_logs.items()) {
+    if (!streams.count(stream)) continue;  // never taken (a refused name): nothing to mark
+    std::uint64_t bytes = dropped.value("bytes", std::uint64_t{0});
+    std::string marker = "[amlnode: in all " + human_bytes(static_cast<double>(bytes)) + " (" +
+                         std::to_string(bytes) + " bytes) of this stream's file were not " +
+                         "delivered: " + dropped.value("why", std::string("unknown")) + "]\n";
+    auto last = ctx_.logs.read(run_id, stream, streams[stream] > 0 ? streams[stream] - 1 : 0, 1);
+    if (last.ok() && !last->empty() && last->back() != '\n') marker = "\n" + marker;
+    if (auto marked = ctx_.logs.append(run_id, stream, streams[stream], marker); !marked)
+      spdlog::error("run {}: marking {}: {}", run_id, stream, marked.error().message);
+  }
+}
+
 // A run leased again after an earlier epoch may have a previous attempt's streams: they are set
 // aside, so the new node's streams start at 0 like its files (log_attempts.h). Followers waiting
 // on the old streams are answered, and see the new attempt's number.
@@ -855,6 +925,7 @@ Result<void> Api::start_new_attempts(const std::vector<LeasedRun>& leased) {
     if (run.epoch <= 1) continue;
     auto moved = archive_attempt(run_dir(run.run_id));
     if (!moved) return moved.error();
+    budgets_.forget(run.run_id);
     if (*moved) wake_log_waiters(run.run_id, true);
   }
   return ok();

@@ -19,6 +19,7 @@
 
 #include "controlplane/cluster.h"
 #include "controlplane/http_types.h"
+#include "controlplane/log_budgets.h"
 #include "controlplane/log_streams.h"
 #include "controlplane/options.h"
 #include "controlplane/worker.h"
@@ -103,7 +104,15 @@ class Api final : public Router {
   std::filesystem::path run_dir(const std::string& run_id) const;
   std::filesystem::path new_upload_path();
 
+  // The part of a log chunk the stream's budgets leave room for, or the refusal (413).
+  Result<std::string_view> within_budget(const std::string& run_id, const std::string& stream,
+                                         const std::string& node_id, std::uint64_t offset,
+                                         std::string_view bytes);
+  // The last marker of each stream the node could not deliver in full (the run's dropped_logs).
+  void mark_dropped_logs(const std::string& run_id, const nlohmann::json& dropped_logs);
+
   ApiContext ctx_;
+  LogBudgets budgets_;
   std::map<std::string, std::list<std::shared_ptr<LeaseWaiter>>> lease_waiters_;  // by compute
   std::unordered_map<std::string, std::list<std::shared_ptr<LogWaiter>>> log_waiters_;  // by run
   std::set<std::string> snapshot_uploads_;  // runs whose snapshot is being stored

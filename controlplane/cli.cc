@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
+#include <tuple>
 
 #include "common/result.h"
 #include "controlplane/server.h"
@@ -27,6 +28,7 @@ struct ControlPlaneCommand::Flags {
   std::size_t max_connections = 10000;
   int idle_timeout = 75;
   std::string log_level = "info";
+  LogBudgetLimits log_budgets;
 };
 
 namespace {
@@ -99,6 +101,18 @@ void ControlPlaneCommand::add_to(CLI::App& command) {
       ->check(CLI::Range(1, 3600));
   command.add_option("--log-level", f.log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
+  for (auto [flag, budget, what] :
+       {std::tuple{"--log-budget-stream", &f.log_budgets.stream, "one log stream"},
+        {"--log-budget-run", &f.log_budgets.run, "the log streams of one run together"},
+        {"--log-budget-node", &f.log_budgets.node,
+         "the log streams of the runs one node holds, together"}}) {
+    command
+        .add_option(flag, *budget,
+                    std::string("bytes kept of ") + what +
+                        " (suffixes KiB, MiB, GiB); later bytes are refused, marked and counted")
+        ->transform(CLI::AsSizeValue(false))
+        ->capture_default_str();
+  }
 }
 
 int ControlPlaneCommand::run() {
@@ -126,6 +140,7 @@ int ControlPlaneCommand::run() {
   options.requeue_delay = std::chrono::seconds(f.requeue_delay);
   options.limits.max_connections = f.max_connections;
   options.timeouts.idle = std::chrono::seconds(f.idle_timeout);
+  options.limits.log_budgets = f.log_budgets;
 
   raise_open_file_limit();
   // Blocked here, before any thread starts, so every thread inherits the mask and the signals

@@ -17,6 +17,13 @@ std::string run_id_for(const std::string& experiment, Millis now) {
   return experiment + "_" + std::to_string(now / 1000) + "_" + random_token("", 4);
 }
 
+std::uint64_t dropped_log_bytes(const nlohmann::json& dropped_logs) {
+  std::uint64_t total = 0;
+  for (const auto& [stream, dropped] : dropped_logs.items())
+    if (dropped.is_object()) total += dropped.value("bytes", std::uint64_t{0});
+  return total;
+}
+
 nlohmann::json utc_or_null(Millis t) {
   if (t == 0) return nullptr;
   return format_utc(std::chrono::system_clock::time_point(std::chrono::milliseconds(t)));
@@ -453,6 +460,7 @@ RunStatus Cluster::update_status(const std::string& run_id, const StatusReport& 
   if (report.exit_code) r.exit_code = report.exit_code;
   if (report.error.is_object()) r.error = report.error;
   for (const auto& [key, value] : report.timings.items()) r.timings[key] = value;
+  if (report.dropped_logs.is_object()) r.dropped_logs = report.dropped_logs;
   if (spec::is_terminal(report.status)) {
     finish(run, report.status);
   } else {
@@ -564,6 +572,12 @@ nlohmann::json Cluster::list_nodes() const {
   return out;
 }
 
+std::vector<std::string> Cluster::held_runs(const std::string& node_id) const {
+  auto node = nodes_.find(node_id);
+  if (node == nodes_.end()) return {};
+  return {node->second.held_runs.begin(), node->second.held_runs.end()};
+}
+
 nlohmann::json Cluster::list_runs(const RunFilter& filter) const {
   std::vector<const RunRecord*> chosen;
   for (const auto& [id, run] : runs_) {
@@ -621,7 +635,9 @@ nlohmann::json Cluster::run_json(const RunRecord& r) {
           {"queued_utc", utc_or_null(r.queued_at)},
           {"start_time_utc", utc_or_null(r.started_at)},
           {"end_time_utc", utc_or_null(r.ended_at)},
-          {"has_outputs", r.has_outputs}};
+          {"has_outputs", r.has_outputs},
+          {"dropped_log_bytes", dropped_log_bytes(r.dropped_logs)},
+          {"dropped_logs", r.dropped_logs}};
 }
 
 nlohmann::json Cluster::node_json(const NodeRecord& n) {

@@ -26,12 +26,13 @@
 namespace amlnode::controlplane {
 
 // Error codes the Cluster returns; the HTTP layer maps each to its status.
-inline constexpr const char* kUnauthorized = "Unauthorized";      // 401
-inline constexpr const char* kForbidden = "Forbidden";            // 403
-inline constexpr const char* kNotFound = "NotFound";              // 404
-inline constexpr const char* kInvalidRequest = "InvalidRequest";  // 400
-inline constexpr const char* kStaleEpoch = "StaleEpoch";          // 409, with "stop": true
-inline constexpr const char* kConflict = "Conflict";              // 409
+inline constexpr const char* kUnauthorized = "Unauthorized";            // 401
+inline constexpr const char* kForbidden = "Forbidden";                  // 403
+inline constexpr const char* kNotFound = "NotFound";                    // 404
+inline constexpr const char* kInvalidRequest = "InvalidRequest";        // 400
+inline constexpr const char* kStaleEpoch = "StaleEpoch";                // 409, with "stop": true
+inline constexpr const char* kConflict = "Conflict";                    // 409
+inline constexpr const char* kLogBudgetExceeded = "LogBudgetExceeded";  // 413
 
 enum class CallerKind { Anonymous, User, Node, Registration };
 
@@ -87,6 +88,8 @@ struct StatusReport {
   std::optional<int> exit_code;
   nlohmann::json error;                               // null or an object
   nlohmann::json timings = nlohmann::json::object();  // merged into the run's timings
+  // With a terminal status: {stream: {"bytes", "why"}} of what the node did not deliver.
+  nlohmann::json dropped_logs = nullptr;
 };
 
 // What a lost-node sweep changed that others wait on.
@@ -161,6 +164,8 @@ class Cluster {
   // NotResponding for requeue_delay (with a new epoch at their next lease).
   SweepOutcome sweep();
 
+  // The live runs whose current lease is the node's.
+  std::vector<std::string> held_runs(const std::string& node_id) const;
   nlohmann::json list_nodes() const;
   // Runs, newest first: only live ones (not yet terminal) with `live_only`, only one compute's when
   // `compute_name` is not empty; at most `limit` of them.

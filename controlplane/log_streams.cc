@@ -9,6 +9,7 @@
 #include <cerrno>
 
 #include "common/fs.h"
+#include "common/hash.h"
 
 namespace amlnode::controlplane {
 namespace {
@@ -93,7 +94,16 @@ bool is_valid_stream_name(std::string_view name) {
 
 std::filesystem::path LogStreams::file_of(const std::string& run_id,
                                           const std::string& stream) const {
-  return runs_dir_ / run_id / "logs" / encode_file_name(stream);
+  return runs_dir_ / run_id / "logs" / file_name_of(stream);
+}
+
+// A name whose escaped form would not fit in a file name (each byte can take three) is stored
+// under its hash, with its real name in a file beside it ("~<hash>.name"). '~' is never written
+// by the escaping, so the two kinds cannot meet.
+std::string LogStreams::file_name_of(const std::string& stream) {
+  std::string encoded = encode_file_name(stream);
+  if (encoded.size() <= kMaxPlainFileName) return encoded;
+  return "~" + sha256_hex(stream);
 }
 
 Result<AppendOutcome> LogStreams::append(const std::string& run_id, const std::string& stream,
@@ -106,6 +116,11 @@ Result<AppendOutcome> LogStreams::append(const std::string& run_id, const std::s
   std::filesystem::create_directories(file.parent_path(), ec);
   if (ec)
     return Error{"StorageError", "creating " + file.parent_path().string() + ": " + ec.message()};
+  auto name_file = file;
+  name_file += ".name";
+  if (file.filename().string().front() == '~' && !std::filesystem::exists(name_file, ec)) {
+    if (auto named = write_file_atomically(name_file, stream); !named) return named.error();
+  }
   int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return Error{"StorageError", errno_message("opening", file, errno)};
   struct stat st {};
@@ -182,10 +197,19 @@ std::map<std::string, std::uint64_t> LogStreams::list(const std::string& run_id)
   std::error_code ec;
   for (std::filesystem::directory_iterator it(runs_dir_ / run_id / "logs", ec), end;
        !ec && it != end; it.increment(ec)) {
+    std::string file_name = it->path().filename().string();
+    if (file_name.ends_with(".name")) continue;  // the real name of a hashed one
     std::error_code size_ec;
     auto size = it->file_size(size_ec);
     if (size_ec) continue;
-    auto name = decode_file_name(it->path().filename().string());
+    std::string name;
+    if (file_name.front() == '~') {
+      auto stored = read_file(it->path().string() + ".name", kMaxStreamNameBytes);
+      if (!stored.ok()) continue;
+      name = *stored;
+    } else {
+      name = decode_file_name(file_name);
+    }
     if (is_valid_stream_name(name)) streams[name] = size;
   }
   return streams;

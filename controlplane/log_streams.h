@@ -48,6 +48,9 @@ class LogStreams {
   std::map<std::string, std::uint64_t> list(const std::string& run_id) const;
 
  private:
+  // Escaped names longer than this are stored under their hash (file_name_of).
+  static constexpr std::size_t kMaxPlainFileName = 200;
+  static std::string file_name_of(const std::string& stream);
   std::filesystem::path file_of(const std::string& run_id, const std::string& stream) const;
 
   std::filesystem::path runs_dir_;

@@ -19,6 +19,14 @@ struct TlsFiles {
   std::filesystem::path private_key;        // PEM
 };
 
+// What the control plane keeps of the logs a node appends (controlplane/log_budgets.h): the rest
+// is refused, marked and counted.
+struct LogBudgetLimits {
+  std::uint64_t stream = 1ull << 30;  // 1 GiB
+  std::uint64_t run = 4ull << 30;     // 4 GiB: a run's streams together
+  std::uint64_t node = 16ull << 30;   // 16 GiB: the streams of the runs a node holds, together
+};
+
 // Every buffer a client can fill, and what happens when it is full.
 struct Limits {
   // Request line plus headers; more is answered 431 and the connection closed.
@@ -40,6 +48,7 @@ struct Limits {
   std::chrono::seconds max_lease_wait{60};
   std::chrono::seconds max_log_wait{60};
   int max_runs_per_lease = 16;
+  LogBudgetLimits log_budgets;
 };
 
 struct Timeouts {

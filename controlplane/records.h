@@ -66,6 +66,8 @@ struct RunRecord {
   Millis ended_at = 0;    // terminal
   Millis not_responding_since = 0;
   bool has_outputs = false;
+  // What the node could not deliver of the run's log streams: {stream: {"bytes", "why"}}.
+  nlohmann::json dropped_logs = nlohmann::json::object();
 };
 
 struct LeaseRecord {

@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "controlplane/json_fields.h"
+#include "controlplane/log_streams.h"
 #include "controlplane/tokens.h"
 
 namespace amlnode::controlplane {
@@ -12,7 +13,12 @@ using spec::RunStatus;
 
 namespace {
 
-constexpr std::size_t kMaxExperimentName = 255;
+// A run id is <experiment>_<unix seconds>_<8 hex> and names a folder on the node and here; a
+// folder's name holds at most 255 bytes, so the experiment's name at most 235 (Azure ML allows
+// 256).
+constexpr std::size_t kMaxExperimentName = 235;
+// A run reports at most this many streams with dropped bytes.
+constexpr std::size_t kMaxDroppedStreams = 1000;
 constexpr std::size_t kMaxComputeName = 64;
 constexpr std::size_t kMaxShortText = 4096;
 constexpr std::size_t kMaxReportedRuns = 1024;
@@ -183,6 +189,28 @@ Result<LeaseRequest> parse_lease(std::string_view text, const Limits& limits) {
   return LeaseRequest{static_cast<int>(max_runs->value_or(1)), wait->value_or(0)};
 }
 
+// "dropped_logs": {stream: {"bytes": N, "why": "..."}}, for the streams the control plane has a
+// name for; null when absent.
+Result<nlohmann::json> parse_dropped_logs(const nlohmann::json& body) {
+  auto dropped = object_field(body, "dropped_logs", "dropped_logs");
+  if (!dropped) return dropped.error();
+  if (!*dropped) return nlohmann::json(nullptr);
+  if ((*dropped)->size() > kMaxDroppedStreams)
+    return invalid("dropped_logs: more than " + std::to_string(kMaxDroppedStreams) + " streams");
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [stream, entry] : (*dropped)->items()) {
+    std::string path = "dropped_logs[" + shown(stream) + "]";
+    if (stream.size() > kMaxStreamNameBytes) return invalid(path + ": not a stream name");
+    if (!entry.is_object()) return invalid(path + ": expected an object");
+    auto bytes = integer_field(entry, "bytes", path + ".bytes", 0, INT64_MAX);
+    if (!bytes) return bytes.error();
+    auto why = string_field(entry, "why", path + ".why", kMaxShortText);
+    if (!why) return why.error();
+    out[stream] = {{"bytes", bytes->value_or(0)}, {"why", why->value_or("")}};
+  }
+  return out;
+}
+
 Result<StatusUpdate> parse_status(std::string_view text) {
   auto body = parse_json_object(text);
   if (!body) return body.error();
@@ -218,6 +246,9 @@ Result<StatusUpdate> parse_status(std::string_view text) {
   if (*timings && dump_json(**timings).size() > kMaxShortText)
     return invalid("timings: larger than 4 KiB");
   if (*timings) update.report.timings = **timings;
+  auto dropped = parse_dropped_logs(*body);
+  if (!dropped) return dropped.error();
+  update.report.dropped_logs = std::move(*dropped);
   return update;
 }
 

@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "common/json.h"
 #include "controlplane/json_fields.h"
 #include "controlplane/store.h"
 
@@ -55,7 +56,8 @@ CREATE TABLE IF NOT EXISTS runs (
   started_at INTEGER NOT NULL,
   ended_at INTEGER NOT NULL,
   not_responding_since INTEGER NOT NULL,
-  has_outputs INTEGER NOT NULL);
+  has_outputs INTEGER NOT NULL,
+  dropped_logs TEXT NOT NULL DEFAULT '{}');
 CREATE TABLE IF NOT EXISTS leases (
   run_id TEXT NOT NULL,
   epoch INTEGER NOT NULL,
@@ -225,11 +227,11 @@ class SqliteStore final : public Store {
             db_,
             "INSERT INTO runs (run_id, experiment_name, compute_name, job_file_name, status, "
             "epoch, node_id, queue_seq, exit_code, error, timings, created_at, queued_at, "
-            "started_at, ended_at, not_responding_since, has_outputs) VALUES "
-            "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17) "
+            "started_at, ended_at, not_responding_since, has_outputs, dropped_logs) VALUES "
+            "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18) "
             "ON CONFLICT(run_id) DO UPDATE SET status=?5, epoch=?6, node_id=?7, queue_seq=?8, "
             "exit_code=?9, error=?10, timings=?11, queued_at=?13, started_at=?14, ended_at=?15, "
-            "not_responding_since=?16, has_outputs=?17");
+            "not_responding_since=?16, has_outputs=?17, dropped_logs=?18");
         !r) {
       return r;
     }
@@ -257,9 +259,12 @@ class SqliteStore final : public Store {
         db_,
         "SELECT run_id, experiment_name, compute_name, job_file_name, status, epoch, node_id, "
         "queue_seq, exit_code, error, timings, created_at, queued_at, started_at, ended_at, "
-        "not_responding_since, has_outputs, job_text FROM runs ORDER BY created_at, run_id",
+        "not_responding_since, has_outputs, job_text, dropped_logs FROM runs ORDER BY "
+        "created_at, run_id",
         [&](const Row& row) {
           RunRecord run = run_from(row);
+          auto dropped = parse_untrusted_json(row.text(18));
+          if (dropped.is_object()) run.dropped_logs = std::move(dropped);
           if (!spec::is_terminal(run.status)) contents.live_job_texts[run.run_id] = row.text(17);
           contents.runs.push_back(std::move(run));
         });
@@ -324,6 +329,7 @@ class SqliteStore final : public Store {
         .bind(15, r.ended_at)
         .bind(16, r.not_responding_since)
         .bind(17, std::int64_t{r.has_outputs})
+        .bind(18, dump_json(r.dropped_logs))
         .execute("storing run " + r.run_id);
   }
 
@@ -357,13 +363,26 @@ Result<void> exec(sqlite3* db, const char* sql) {
 // Columns added after a data directory may have been made: a database from before gains them with
 // their defaults.
 Result<void> add_missing_columns(sqlite3* db) {
-  bool has_key_hash = false;
-  auto listed = for_each_row(db, "PRAGMA table_info(registration_tokens)", [&](const Row& row) {
-    has_key_hash = has_key_hash || row.text(1) == "key_hash";
-  });
-  if (!listed) return listed;
-  if (has_key_hash) return ok();
-  return exec(db, "ALTER TABLE registration_tokens ADD COLUMN key_hash TEXT NOT NULL DEFAULT ''");
+  struct Column {
+    const char* table;
+    const char* name;
+    const char* add;
+  };
+  for (const auto& column :
+       {Column{"registration_tokens", "key_hash",
+               "ALTER TABLE registration_tokens ADD COLUMN key_hash TEXT NOT NULL DEFAULT ''"},
+        Column{"runs", "dropped_logs",
+               "ALTER TABLE runs ADD COLUMN dropped_logs TEXT NOT NULL DEFAULT '{}'"}}) {
+    bool present = false;
+    std::string pragma = std::string("PRAGMA table_info(") + column.table + ")";
+    auto listed = for_each_row(db, pragma.c_str(), [&](const Row& row) {
+      present = present || row.text(1) == column.name;
+    });
+    if (!listed) return listed;
+    if (present) continue;
+    if (auto added = exec(db, column.add); !added) return added;
+  }
+  return ok();
 }
 
 }  // namespace

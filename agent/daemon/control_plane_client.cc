@@ -165,6 +165,7 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
     request["error"] = report.error
                            ? json{{"code", report.error->code}, {"message", report.error->message}}
                            : json(nullptr);
+    if (!report.dropped_logs.empty()) request["dropped_logs"] = report.dropped_logs;
     auto body = post_json(run_path(report.run_id) + "/status", node.node_token, request);
     if (!body.ok()) return body.error();
     return field<std::string>(*body, "status");

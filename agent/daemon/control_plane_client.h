@@ -70,6 +70,8 @@ struct StatusReport {
   std::optional<int> exit_code;
   std::optional<Error> error;
   nlohmann::json timings = nlohmann::json::object();
+  // With a terminal status: {stream: {"bytes", "why"}} of the log bytes not delivered.
+  nlohmann::json dropped_logs = nlohmann::json::object();
 };
 
 struct LogAppend {

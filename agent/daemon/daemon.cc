@@ -154,6 +154,9 @@ void Daemon::on_logs_shipped(const std::string& run_id, Result<ShipResult> shipp
     return;  // the next tick tries again
   }
   if (with_outputs) run.outputs_uploaded = true;
+  run.dropped_logs = nlohmann::json::object();
+  for (const auto& [stream, dropped] : shipped->dropped)
+    run.dropped_logs[stream] = {{"bytes", dropped.bytes}, {"why", dropped.why}};
   if (final && run.status != spec::to_string(run.outcome->status)) report_terminal(run);
 }
 
@@ -580,6 +583,8 @@ void Daemon::enter_status(ActiveRun& run, const std::string& status, std::option
   }
   StatusReport report{run.lease.run_id, run.lease.epoch,  status,
                       exit_code,        std::move(error), std::move(timings)};
+  if (auto entered = spec::run_status_from_string(status); entered && spec::is_terminal(*entered))
+    report.dropped_logs = run.dropped_logs;
   HeldRunRecord record{run.lease, status, {}, {}};
   if (run.started && !run.started->in_container) {
     record.shim_pid = run.started->shim.pid;

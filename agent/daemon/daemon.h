@@ -106,6 +106,9 @@ class Daemon {
     bool shipping = false;              // a log delivery for it is on the pool
     bool outputs_uploaded = false;      // ./outputs reached the control plane (or never will)
     std::optional<RunOutcome> outcome;  // set once concluded; reported after the last log bytes
+    // The log bytes not delivered, by stream, as the last delivery found them
+    // (ShipResult::dropped).
+    nlohmann::json dropped_logs = nlohmann::json::object();
     // run.json in the run folder, kept as `amlnode run` keeps it; written only while the folder
     // is there to stay (not while a preparation may still remove and remake it).
     std::shared_ptr<RunRecord> record;

@@ -301,12 +301,22 @@ Result<ShipResult> ship_run_logs(ControlPlaneClient& client, StateStore& store,
   if (!cursors.ok()) return cursors.error();
   std::string buffer;  // one buffer for every chunk of this delivery
   ShipResult result{true, {}};
-  for (const auto& stream : run_streams(run_dir)) {
-    LogCursor& cursor = (*cursors)[stream.name];
-    StreamDelivery delivery(client, store, node, run_id, epoch, stream, cursor, buffer, note);
-    if (auto delivered = delivery.deliver(run_dir); !delivered) return delivered.error();
-    if (auto dropped = dropped_of(cursor, run_dir / stream.relative))
-      result.dropped[stream.name] = *dropped;
+  // A line noted in lifecycle.txt during a pass may come after that stream was delivered: a
+  // second pass takes it (and finds every other stream caught up).
+  bool noted = false;
+  std::function<void(const std::string&)> noting = [&](const std::string& line) {
+    noted = true;
+    if (note) note(line);
+  };
+  for (int pass = 0; pass < 2 && (pass == 0 || noted); ++pass) {
+    noted = false;
+    for (const auto& stream : run_streams(run_dir)) {
+      LogCursor& cursor = (*cursors)[stream.name];
+      StreamDelivery delivery(client, store, node, run_id, epoch, stream, cursor, buffer, noting);
+      if (auto delivered = delivery.deliver(run_dir); !delivered) return delivered.error();
+      if (auto dropped = dropped_of(cursor, run_dir / stream.relative))
+        result.dropped[stream.name] = *dropped;
+    }
   }
   return result;
 }

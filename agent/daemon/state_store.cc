@@ -80,6 +80,7 @@ nlohmann::json report_json(const StatusReport& report) {
   if (report.exit_code) out["exit_code"] = *report.exit_code;
   if (report.error)
     out["error"] = {{"code", report.error->code}, {"message", report.error->message}};
+  if (!report.dropped_logs.empty()) out["dropped_logs"] = report.dropped_logs;
   return out;
 }
 
@@ -92,6 +93,8 @@ StatusReport report_from_json(const nlohmann::json& in) {
   if (in.contains("exit_code")) report.exit_code = in["exit_code"].get<int>();
   if (in.contains("error"))
     report.error = Error{in["error"].value("code", ""), in["error"].value("message", "")};
+  if (in.contains("dropped_logs") && in["dropped_logs"].is_object())
+    report.dropped_logs = in["dropped_logs"];
   return report;
 }
 

@@ -66,3 +66,159 @@ TEST_CASE("a request body nested 100 000 deep is refused with 400", "[daemon][ho
   CHECK(answer->body.find("nested deeper than 64") != std::string::npos);
   CHECK(server.user_call("GET", "/v1/nodes").first == 200);
 }
+
+namespace {
+
+// Bytes the files below `dir` take on disk (allocated blocks, not their apparent sizes).
+std::uint64_t disk_usage(const fs::path& dir) {
+  std::uint64_t total = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    struct stat st {};
+    if (::lstat(entry.path().c_str(), &st) == 0)
+      total += static_cast<std::uint64_t>(st.st_blocks) * 512;
+  }
+  return total;
+}
+
+}  // namespace
+
+TEST_CASE("holes and bytes past the budgets cost the control plane nothing, and are counted",
+          "[daemon][hostile]") {
+  test::OneNodeCluster cluster({"--log-budget-stream", "1MiB", "--log-budget-run", "64MiB"});
+  cluster.dir().write("src/job.sh",
+                      "truncate -s 200G logs/sparse.bin\n"
+                      "head -c 3000000 /dev/zero | tr '\\0' 'x' > logs/big.txt\n"
+                      "echo done\n");
+  std::string id = cluster.submit(kShellJob);
+  auto record = cluster.wait_terminal(id, std::chrono::seconds(120));
+  INFO(record.dump());
+  CHECK(record["status"] == "Completed");
+
+  // logs/big.txt: its first MiB, the budget's marker, and the count once the run ended.
+  std::string big = cluster.server().log(id, "logs/big.txt");
+  CHECK(big.size() < (1u << 20) + 1000);
+  CHECK(big.rfind(std::string(1 << 20, 'x'), 0) == 0);
+  CHECK(big.find("[amlnode: this stream reached the log budget of 1.0 MiB per stream; later "
+                 "bytes are dropped") != std::string::npos);
+  CHECK(big.find("[amlnode: in all 1.9 MiB (" + std::to_string(3000000 - (1 << 20)) +
+                 " bytes) of this stream's file were not delivered: HTTP 413 LogBudgetExceeded") !=
+        std::string::npos);
+  // logs/sparse.bin: no data at all, one marker for its 200 GiB hole.
+  std::string sparse = cluster.server().log(id, "logs/sparse.bin");
+  CHECK(sparse.size() < 1000);
+  CHECK(sparse.find("200.0 GiB (214748364800 bytes) of logs/sparse.bin from byte 0 are a hole") !=
+        std::string::npos);
+
+  CHECK(record["dropped_logs"]["logs/big.txt"]["bytes"] == 3000000 - (1 << 20));
+  CHECK(record["dropped_logs"]["logs/sparse.bin"]["bytes"] == 214748364800ull);
+  CHECK(record["dropped_logs"]["logs/sparse.bin"]["why"] == "holes");
+  CHECK(record["dropped_log_bytes"] == 214748364800ull + 3000000 - (1 << 20));
+  CHECK(disk_usage(cluster.dir() / "cp" / "runs" / id) < (8u << 20));
+  // The node says which stream it set aside, and why.
+  std::string lifecycle = cluster.server().log(id, "system_logs/lifecycle.txt");
+  CHECK(lifecycle.find("log stream logs/big.txt is set aside: the control plane refused it (HTTP "
+                       "413 LogBudgetExceeded") != std::string::npos);
+}
+
+TEST_CASE("links a job plants where the agent writes lead the agent nowhere", "[daemon][hostile]") {
+  test::OneNodeCluster cluster(
+      {}, test::AgentConfigSections{}.with_metrics("{listen: '127.0.0.1:0', interval_seconds: 1}"));
+  auto victim = cluster.dir().write("victim.txt", "the host's file\n");
+  fs::path absent = cluster.dir() / "absent.txt";
+  cluster.dir().write(
+      "src/job.sh",
+      "ln -sf " + victim.string() +
+          " ../system_logs/lifecycle.txt\n"
+          "ln -sf " +
+          absent.string() +
+          " ../system_logs/resources.jsonl\n"
+          "mkdir -p ../elsewhere && ln -sfn " +
+          cluster.dir().path().string() +
+          " ../elsewhere/up\n"
+          // Long enough for the agent to sample the run (every second) through the planted link.
+          "sleep 2.5\necho planted\n");
+  std::string id = cluster.submit(kShellJob);
+  auto record = cluster.wait_terminal(id);
+  INFO(record.dump());
+  CHECK(record["status"] == "Completed");
+  CHECK(test::slurp(victim) == "the host's file\n");
+  CHECK_FALSE(fs::exists(absent));
+  CHECK(cluster.server().log(id, "user_logs/std_log.txt") == "planted\n");
+  // The agent said it would not follow them.
+  CHECK(cluster.agent_output().find("symbolic link is on the way; it is not followed") !=
+        std::string::npos);
+}
+
+TEST_CASE("a log file whose name only fits the control plane hashed is delivered",
+          "[daemon][hostile]") {
+  test::OneNodeCluster cluster;
+  // 194 bytes as a stream name (under the 200-byte limit), about 290 once escaped.
+  std::string folders;
+  for (int i = 0; i < 47; ++i) folders += "a/";
+  cluster.dir().write("src/job.sh",
+                      "mkdir -p logs/" + folders + " && echo deep > logs/" + folders + "x.txt\n");
+  std::string id = cluster.submit(kShellJob);
+  auto record = cluster.wait_terminal(id);
+  INFO(record.dump());
+  CHECK(record["status"] == "Completed");
+  CHECK(cluster.server().log(id, "logs/" + folders + "x.txt") == "deep\n");
+  auto [status, listed] = cluster.server().user_call("GET", "/v1/runs/" + id + "/logs");
+  CHECK(listed["streams"].contains("logs/" + folders + "x.txt"));
+}
+
+TEST_CASE("log files named with a backslash or a newline are set aside and the run ends",
+          "[daemon][hostile]") {
+  test::OneNodeCluster cluster;
+  cluster.dir().write("src/job.sh",
+                      "echo a > 'logs/back\\slash.txt'\n"
+                      "echo b > \"logs/new$(printf '\\nline').txt\"\n"
+                      "echo c > logs/fine.txt\n");
+  std::string id = cluster.submit(kShellJob);
+  auto record = cluster.wait_terminal(id);
+  INFO(record.dump());
+  CHECK(record["status"] == "Completed");
+  CHECK(cluster.server().log(id, "logs/fine.txt") == "c\n");
+  CHECK(record["dropped_logs"]["logs/back\\slash.txt"]["bytes"] == 2);
+  CHECK(record["dropped_logs"]["logs/new\nline.txt"]["bytes"] == 2);
+  std::string lifecycle = cluster.server().log(id, "system_logs/lifecycle.txt");
+  CHECK(lifecycle.find("InvalidStreamName") != std::string::npos);
+  // Said once each, not once a tick.
+  std::size_t count = 0;
+  for (auto at = lifecycle.find("is set aside"); at != std::string::npos;
+       at = lifecycle.find("is set aside", at + 1))
+    ++count;
+  CHECK(count == 2);
+}
+
+TEST_CASE("a truncated std_log and a rewritten log file are told, not lost", "[daemon][hostile]") {
+  test::OneNodeCluster cluster;
+  fs::path go = cluster.dir() / "go";
+  cluster.dir().write("src/job.sh",
+                      "echo first\necho one > logs/t.txt\n"
+                      "while [ ! -e " +
+                          go.string() +
+                          " ]; do sleep 0.02; done\n"
+                          ": > ../user_logs/std_log.txt\necho second\n"
+                          "echo two-rewritten > logs/t.txt\n");
+  std::string id = cluster.submit(kShellJob);
+  // The test lets the job go on once the control plane has the first lines.
+  REQUIRE(test::eventually(
+      [&] {
+        return cluster.server().log(id, "user_logs/std_log.txt") == "first\n" &&
+               cluster.server().log(id, "logs/t.txt") == "one\n";
+      },
+      std::chrono::seconds(30)));
+  cluster.dir().write("go", "");
+  auto record = cluster.wait_terminal(id);
+  INFO(record.dump());
+  CHECK(record["status"] == "Completed");
+  std::string std_log = cluster.server().log(id, "user_logs/std_log.txt");
+  INFO(std_log);
+  CHECK(std_log.rfind("first\n[amlnode: user_logs/std_log.txt was ", 0) == 0);
+  CHECK(std_log.find("what follows is its content again from its start]\nsecond\n") !=
+        std::string::npos);
+  std::string t = cluster.server().log(id, "logs/t.txt");
+  INFO(t);
+  CHECK(t.rfind("one\n[amlnode: logs/t.txt was ", 0) == 0);
+  CHECK(t.find("]\ntwo-rewritten\n") != std::string::npos);
+}
