@@ -23,6 +23,7 @@
 
 #include "agent/config.h"
 #include "agent/user_client.h"
+#include "common/format.h"
 #include "common/fs.h"
 #include "common/json.h"
 #include "spec/run_status.h"
@@ -484,7 +485,8 @@ class DevCluster {
     say("canceling %zu run%s", ids.size(), ids.size() == 1 ? "" : "s");
     // A cancel that does not go through leaves its run live: the wait below then runs out, and
     // the agents' stop and the sweep end its processes all the same.
-    for (const auto& id : ids) (void)client->call("POST", "/v1/runs/" + id + "/cancel", "{}");
+    for (const auto& id : ids)
+      (void)client->call("POST", "/v1/runs/" + url_path_escape(id) + "/cancel", "{}");
     auto deadline = Clock::now() + kRunsCanceled;
     while (!live().empty() && Clock::now() < deadline) {
       if (reap() && control_plane_gone()) return;

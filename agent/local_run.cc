@@ -16,6 +16,7 @@
 #include "agent/run_record.h"
 #include "agent/run_steps.h"
 #include "agent/terminal.h"
+#include "common/format.h"
 #include "common/fs.h"
 #include "executors/environments/cache.h"
 #include "executors/environments/config.h"
@@ -257,6 +258,7 @@ Result<ExitRecord> LocalRun::run_under_shim(LogFollower& follower) {
   int wait_status = 0;
   while (::waitpid(shim->pid, &wait_status, 0) < 0 && errno == EINTR) {
   }
+  end_run_processes(run_dir_, system_log_);
   return read_exit_record(run_dir_, "wait status " + std::to_string(wait_status));
 }
 
@@ -338,8 +340,11 @@ std::string new_run_id(const std::string& experiment_name,
   return sanitized(experiment_name) + "_" + std::to_string(unix_millis(now) / 1000) + "_" + suffix;
 }
 
+// A run id names its folder, and a folder's name holds at most 255 bytes.
+constexpr std::size_t kMaxRunIdBytes = 200;
+
 bool is_valid_run_id(const std::string& run_id) {
-  if (run_id.empty() || run_id.size() > 200 || run_id.front() == '.') return false;
+  if (run_id.empty() || run_id.size() > kMaxRunIdBytes || run_id.front() == '.') return false;
   for (char c : run_id) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.')
       return false;
@@ -355,10 +360,17 @@ int run_local(const LocalRunOptions& options, std::shared_ptr<Clock> clock,
   print_diagnostics(loaded, options.job_file);
   if (!loaded.ok()) return kExitInvalidJob;
   if (options.run_id && !is_valid_run_id(*options.run_id)) {
-    std::fprintf(
-        stderr,
-        "amlnode: --run-id: expected letters, digits, '_', '-' or '.' (not first), got \"%s\"\n",
-        options.run_id->c_str());
+    std::string shown = printable(*options.run_id, 60);
+    if (options.run_id->size() > kMaxRunIdBytes) {
+      std::fprintf(stderr,
+                   "amlnode: --run-id: at most %zu characters (it names a folder), got %zu: %s\n",
+                   kMaxRunIdBytes, options.run_id->size(), shown.c_str());
+    } else {
+      std::fprintf(stderr,
+                   "amlnode: --run-id: expected letters, digits, '_', '-' or '.' (not first), got "
+                   "\"%s\"\n",
+                   shown.c_str());
+    }
     return kExitInvalidJob;
   }
   std::string run_id =

@@ -1,10 +1,15 @@
 #include "agent/run_steps.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
 
+#include "common/format.h"
 #include "common/fs.h"
 #include "executors/inputs.h"
+#include "executors/run_cgroup.h"
 #include "metrics/python_module.h"
 
 extern char** environ;
@@ -159,17 +164,56 @@ executors::LaunchSpec shim_launch_spec(const Plan& plan) {
   spec.exit_path = plan.run_dir / "exit.json";
   if (plan.deadline_seconds) spec.deadline_seconds = static_cast<double>(*plan.deadline_seconds);
   spec.kill_grace_seconds = plan.kill_grace_seconds;
+  spec.cgroup = executors::run_cgroup_path(plan.run_dir);
   return spec;
 }
 
+void end_run_processes(const fs::path& run_dir, const SystemLog& log) {
+  auto cgroup = executors::run_cgroup_path(run_dir);
+  if (!cgroup) return;
+  auto ended = executors::end_run_cgroup(*cgroup);
+  if (!ended.ok()) {
+    log.line("cannot end the run's cgroup: " + ended.error().message);
+  } else if (*ended > 0) {
+    log.line("killed " + std::to_string(*ended) +
+             " process(es) of the run left after its supervisor ended (its cgroup)");
+  }
+}
+
+// The last line of a small log file, fit to quote ("" when there is none).
+static std::string last_line_of(const fs::path& file) {
+  auto text = read_file(file, 1 << 20);
+  if (!text.ok()) return "";
+  std::string_view view = *text;
+  while (!view.empty() && view.back() == '\n') view.remove_suffix(1);
+  auto start = view.rfind('\n');
+  return printable(view.substr(start == std::string_view::npos ? 0 : start + 1), 300);
+}
+
 Result<executors::ExitRecord> read_exit_record(const fs::path& run_dir, const std::string& detail) {
-  auto text = read_file(run_dir / "exit.json", 1 << 20);
-  auto record = text.ok() ? executors::exit_record_from_json(*text)
-                          : Result<executors::ExitRecord>(text.error());
+  std::error_code ec;
+  if (!fs::exists(run_dir, ec)) {
+    return Error{"SupervisorFailed", "the run folder " + run_dir.string() +
+                                         " was removed while the run ran; how it ended is unknown"};
+  }
+  executors::RunFolder folder{run_dir};
+  auto file = folder.open(executors::RunFolder::kExit, O_RDONLY | O_NONBLOCK);
+  std::string text;
+  if (file.ok()) {
+    char buffer[4096];
+    ssize_t n;
+    while (text.size() < (1u << 20) && (n = ::read(file->get(), buffer, sizeof buffer)) > 0)
+      text.append(buffer, static_cast<std::size_t>(n));
+  }
+  auto record = file.ok() ? executors::exit_record_from_json(text)
+                          : Result<executors::ExitRecord>(file.error());
   if (!record.ok()) {
-    return Error{"SupervisorFailed", "the run's supervisor ended without recording the exit (" +
-                                         detail + "); see " +
-                                         (run_dir / "system_logs" / "shim.txt").string()};
+    // The shim's last words say why it could not write exit.json (a full disk, say).
+    std::string last = last_line_of(folder.path(executors::RunFolder::kShimLog));
+    return Error{"SupervisorFailed",
+                 "the run's supervisor ended without recording the exit (" + detail + ")" +
+                     (last.empty() ? "" : "; its last message: " + last) + "; see " +
+                     folder.path(executors::RunFolder::kShimLog).string()};
   }
   return record;
 }

@@ -67,6 +67,10 @@ Result<executors::environments::PreparedEnvironment> prepare_python_environment(
 executors::LaunchSpec shim_launch_spec(const executors::Plan& plan);
 
 // exit.json of a run whose shim has ended; "SupervisorFailed" when the shim left none.
+// Once a run's shim is gone, for whatever reason: kills what is left in the run's cgroup and
+// removes it (executors/run_cgroup.h), saying in the system log how many processes it had to kill.
+void end_run_processes(const std::filesystem::path& run_dir, const SystemLog& log);
+
 Result<executors::ExitRecord> read_exit_record(const std::filesystem::path& run_dir,
                                                const std::string& detail);
 

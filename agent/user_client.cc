@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "common/format.h"
 #include "common/fs.h"
 #include "common/json.h"
 #include "executors/archive.h"
@@ -117,14 +118,14 @@ std::optional<std::string> submit_job(UserClient& client, const SubmitRequest& r
   auto answer = parse_untrusted_json(created->body);
   std::string id = answer.is_object() ? answer.value("run_id", "") : "";
   if (id.empty()) return refuse(Error{"BadAnswer", "submit: the answer names no run id"});
-  auto uploaded = client.call("PUT", "/v1/runs/" + id + "/snapshot", packed->data,
+  auto uploaded = client.call("PUT", "/v1/runs/" + url_path_escape(id) + "/snapshot", packed->data,
                               "application/gzip", std::chrono::seconds(600));
   if (!answered(uploaded, "snapshot upload")) return std::nullopt;
   return id;
 }
 
 Result<std::string> run_status(UserClient& client, const std::string& run_id) {
-  auto run = client.call("GET", "/v1/runs/" + run_id);
+  auto run = client.call("GET", "/v1/runs/" + url_path_escape(run_id));
   if (!run.ok()) return run.error();
   auto body = parse_untrusted_json(run->body);
   if (run->status != 200 || !body.is_object())
@@ -139,7 +140,8 @@ int print_log(UserClient& client, const LogRequest& request) {
   // have landed between the last read and the status.
   bool waiting = request.follow;
   for (;;) {
-    std::string target = "/v1/runs/" + request.run_id + "/logs/" + request.stream +
+    std::string target = "/v1/runs/" + url_path_escape(request.run_id) + "/logs/" +
+                         url_path_escape(request.stream, true) +
                          "?offset=" + std::to_string(offset);
     if (request.attempt > 0) target += "&attempt=" + std::to_string(request.attempt);
     if (waiting) target += "&wait_seconds=20";

@@ -110,11 +110,11 @@ struct UserCommands::State {
 
   // The run record with its last resource sample ("resources", null before the first one).
   int run_status(UserClient& client) const {
-    auto run = client.call("GET", "/v1/runs/" + run_id);
+    auto run = client.call("GET", "/v1/runs/" + url_path_escape(run_id));
     if (!answered(run, "status")) return kExitFailed;
     auto body = parse_untrusted_json(run->body);
     if (body.is_discarded()) return fail(Error{"BadAnswer", "status: the answer is not JSON"});
-    auto metrics = client.call("GET", "/v1/runs/" + run_id + "/metrics");
+    auto metrics = client.call("GET", "/v1/runs/" + url_path_escape(run_id) + "/metrics");
     if (metrics.ok() && metrics->status == 200) {
       auto answer = parse_untrusted_json(metrics->body);
       if (answer.is_object()) body["resources"] = answer.value("resources", json(nullptr));
@@ -124,7 +124,7 @@ struct UserCommands::State {
   }
 
   int run_metrics(UserClient& client) const {
-    auto response = client.call("GET", "/v1/runs/" + run_id + "/metrics");
+    auto response = client.call("GET", "/v1/runs/" + url_path_escape(run_id) + "/metrics");
     if (!answered(response, "metrics")) return kExitFailed;
     auto body = parse_untrusted_json(response->body);
     if (body.is_discarded()) return fail(Error{"BadAnswer", "metrics: the answer is not JSON"});
@@ -138,7 +138,7 @@ struct UserCommands::State {
   int run_list(UserClient& client) const {
     std::string target = "/v1/runs?limit=" + std::to_string(limit);
     if (live_only) target += "&live=true";
-    if (!compute.empty()) target += "&compute=" + compute;
+    if (!compute.empty()) target += "&compute=" + url_path_escape(compute);
     auto response = client.call("GET", target);
     if (!answered(response, "runs")) return kExitFailed;
     auto body = parse_untrusted_json(response->body);
@@ -251,9 +251,11 @@ int UserCommands::run() {
   if (*s.runs) return s.run_list(*client);
   if (*s.token_create) return s.run_token_create(*client);
   if (*s.cancel)
-    return s.print_answer(*client, "POST", "/v1/runs/" + s.run_id + "/cancel", "cancel");
+    return s.print_answer(*client, "POST", "/v1/runs/" + url_path_escape(s.run_id) + "/cancel",
+                          "cancel");
   if (*s.nodes) return s.print_answer(*client, "GET", "/v1/nodes", "nodes");
-  return s.print_answer(*client, "GET", "/v1/computes/" + s.compute_name + "/status",
+  return s.print_answer(*client, "GET",
+                        "/v1/computes/" + url_path_escape(s.compute_name) + "/status",
                         "compute status");
 }
 

@@ -10,6 +10,10 @@ namespace amlnode {
 // Binary multiples with one decimal: "512 B", "1.5 KiB", "3.2 GiB" (up to TiB).
 std::string human_bytes(double bytes);
 
+// `text` as one part of a URL's path: every byte but letters, digits and -_.~ written %XX, and
+// '/' too unless `keep_slash` (a log stream's name keeps its folders).
+std::string url_path_escape(std::string_view text, bool keep_slash = false);
+
 // Text someone else gave (a name, a path, a value), fit to quote in a message: control bytes, NUL
 // included, and backslashes written as \xNN, and anything past `max_bytes` cut with "...". A NUL
 // would end the message early for any C reader; a newline would forge a log line.

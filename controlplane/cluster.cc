@@ -426,8 +426,14 @@ Result<const RunRecord*> Cluster::run_for_writer(const Caller& caller, const std
   const RunRecord& r = run->second.record;
   if (r.node_id == caller.node_id && r.epoch == epoch) return &r;
   if (run->second.past_holders.count(caller.node_id)) {
+    if (r.epoch == epoch) {
+      return Error{kStaleEpoch, "this node's lease of run " + run_id + " (epoch " +
+                                    std::to_string(epoch) +
+                                    ") was taken back: the node was lost and the run queued again"};
+    }
     return Error{kStaleEpoch, "epoch " + std::to_string(epoch) + " of run " + run_id +
-                                  " is over; the run is at epoch " + std::to_string(r.epoch)};
+                                  " is over; the run was leased again (epoch " +
+                                  std::to_string(r.epoch) + ")"};
   }
   return Error{kForbidden, "run " + run_id + " is not leased to this node"};
 }

@@ -204,11 +204,7 @@ class Packer {
     auto target = fs::read_symlink(path, ec);
     if (ec)
       return Error{"ArchiveFailed", "cannot read the link " + path.string() + ": " + ec.message()};
-    if (auto why = link_escape(relative, target.string())) {
-      return unsafe(relative, *why + " ('" + target.string() +
-                                  "'), so it would not work on the node; list it in .amlignore "
-                                  "or replace it with what it points to");
-    }
+    if (auto why = unsafe_snapshot_link(relative, target)) return unsafe(relative, *why);
     archive_entry_set_filetype(header, AE_IFLNK);
     archive_entry_set_symlink(header, target.c_str());
     ++stats.files;
@@ -741,6 +737,14 @@ Result<ArchiveStats> extract(Input& input, const std::string& name, const fs::pa
 }
 
 }  // namespace
+
+std::optional<std::string> unsafe_snapshot_link(std::string_view relative, const fs::path& target) {
+  auto why = link_escape(relative, target.string());
+  if (!why) return std::nullopt;
+  return *why + " ('" + target.string() +
+         "'), so it would not work on the node; list it in .amlignore or replace it with what it "
+         "points to";
+}
 
 Result<ArchiveStats> pack_snapshot(const fs::path& source, const SnapshotListing& listing,
                                    const fs::path& out_tar_gz) {

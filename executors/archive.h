@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -61,6 +62,13 @@ struct ExtractLimits {
 Result<ArchiveStats> pack_snapshot(const std::filesystem::path& source,
                                    const SnapshotListing& listing,
                                    const std::filesystem::path& out_tar_gz);
+
+// Why a symbolic link of a snapshot (at `relative`, pointing at `target`) cannot travel with it:
+// it is absolute or climbs out of the folder, so extraction on the node would refuse it. nullopt
+// for a link that stays inside. `amlnode submit` (packing) and `amlnode run` (copying) refuse the
+// same links with this text.
+std::optional<std::string> unsafe_snapshot_link(std::string_view relative,
+                                                const std::filesystem::path& target);
 
 // A tar.gz held in memory.
 struct PackedArchive {

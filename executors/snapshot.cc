@@ -4,6 +4,7 @@
 #include <system_error>
 
 #include "common/fs.h"
+#include "executors/archive.h"
 
 namespace amlnode::executors {
 namespace fs = std::filesystem;
@@ -249,6 +250,12 @@ Result<void> copy_snapshot(const fs::path& source, const SnapshotListing& listin
         fs::create_directory(to, ec);
         break;
       case SnapshotEntry::Type::Symlink:
+        // The same links `amlnode submit` refuses: a run here must not see what a node would not.
+        if (auto why =
+                unsafe_snapshot_link(entry.relative.generic_string(), fs::read_symlink(from, ec))) {
+          return Error{"SnapshotFailed",
+                       "refused snapshot entry '" + entry.relative.generic_string() + "': " + *why};
+        }
         fs::copy_symlink(from, to, ec);
         break;
       case SnapshotEntry::Type::File:

@@ -120,7 +120,17 @@ std::optional<std::string> Reader::text(const Field& field, bool secret) {
 }
 
 std::optional<std::string> Reader::argument(const Field& field, std::string_view expected) {
-  if (field.node && field.node->is_scalar()) return field.node->text;
+  if (field.node && field.node->is_scalar()) {
+    // Arguments and variables end at a NUL byte on their way into the process: refused rather
+    // than silently cut.
+    if (auto nul = field.node->text.find('\0'); nul != std::string::npos) {
+      diagnostics().error(field.path, "contains a NUL byte (at byte " + std::to_string(nul) +
+                                          "), which a process's arguments and environment "
+                                          "cannot hold");
+      return std::nullopt;
+    }
+    return field.node->text;
+  }
   wrong(field, expected);
   return std::nullopt;
 }

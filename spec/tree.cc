@@ -13,6 +13,8 @@
 #include <regex>
 #include <sstream>
 
+#include "common/format.h"
+
 namespace amlnode::spec::detail {
 namespace {
 
@@ -420,6 +422,11 @@ const Node* Node::find(std::string_view key) const {
 }
 
 std::string join_path(std::string_view parent, std::string_view key) {
+  // A key with control bytes (a NUL would end the message for any C reader) is shown escaped.
+  bool plain = std::none_of(key.begin(), key.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) == 0x7f;
+  });
+  if (!plain) return std::string(parent) + "[\"" + printable(key) + "\"]";
   if (parent.empty()) return std::string(key);
   return std::string(parent) + "." + std::string(key);
 }

@@ -12,6 +12,7 @@
 #include "agent/daemon/footprint.h"
 #include "agent/daemon/node_facts.h"
 #include "agent/daemon/service_hooks.h"
+#include "executors/run_cgroup.h"
 #include "executors/shim/launcher.h"
 
 namespace amlnode::agent {
@@ -77,6 +78,14 @@ int run_agent(const NodeConfig& config, const std::filesystem::path& state_dir) 
   watch_signals(signals, daemon, received);
   ServiceHooks service(io, daemon, {service_env, config, *settings});
   spdlog::info("amlnode agent starting; state in {}", state_dir.string());
+  if (const auto& cgroups = executors::run_cgroup_support(); cgroups.available) {
+    spdlog::info("runs are held in cgroups below {}", cgroups.base.string());
+  } else {
+    spdlog::warn(
+        "runs are not held in cgroups ({}): a run's processes can outlive a killed "
+        "supervisor",
+        cgroups.why_not);
+  }
   service.start();
   daemon.start([&](DaemonExit result) {
     exit = std::move(result);

@@ -1,5 +1,6 @@
 #include "agent/daemon/control_plane_client.h"
 
+#include "common/format.h"
 #include "common/json.h"
 
 namespace amlnode::agent {
@@ -13,27 +14,11 @@ constexpr std::uint64_t kMaxJsonAnswer = 1 << 20;
 // A long poll gets its wait plus this much for the server to answer.
 constexpr std::chrono::seconds kLongPollMargin{15};
 
-std::string percent_encode(const std::string& text, bool keep_slash) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' ||
-        (keep_slash && c == '/')) {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
-
 std::string run_path(const std::string& run_id) {
-  return "/v1/runs/" + percent_encode(run_id, false);
+  return "/v1/runs/" + url_path_escape(run_id, false);
 }
 std::string node_path(const std::string& node_id) {
-  return "/v1/nodes/" + percent_encode(node_id, false);
+  return "/v1/nodes/" + url_path_escape(node_id, false);
 }
 
 // The error an answer other than 2xx stands for.
@@ -234,7 +219,7 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
 }  // namespace
 
 std::string encode_stream_path(const std::string& stream) {
-  return percent_encode(stream, true);
+  return url_path_escape(stream, true);
 }
 
 std::unique_ptr<ControlPlaneClient> make_http_control_plane_client(

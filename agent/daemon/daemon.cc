@@ -114,6 +114,24 @@ void Daemon::schedule_log_tick() {
   });
 }
 
+bool RepeatedError::due(const std::string& text, std::chrono::steady_clock::time_point now,
+                        std::string& line) {
+  constexpr auto kEvery = std::chrono::minutes(1);
+  if (text != message) {
+    message = text;
+    logged = now;
+    since_logged = 0;
+    line = text;
+    return true;
+  }
+  ++since_logged;
+  if (now - logged < kEvery) return false;
+  line = text + " (again " + std::to_string(since_logged) + " times in the last minute)";
+  logged = now;
+  since_logged = 0;
+  return true;
+}
+
 // After the run concluded, ./outputs goes first (once), then the logs to their last byte.
 void Daemon::ship_logs(ActiveRun& run) {
   if (run.shipping || !identity_) return;
@@ -148,11 +166,14 @@ void Daemon::on_logs_shipped(const std::string& run_id, Result<ShipResult> shipp
   run.shipping = false;
   if (!shipped.ok()) {
     if (shipped.error().code == "StaleEpoch") return stop_run(run_id, shipped.error().message);
-    if (shipped.error().code != "Unreachable" && shipped.error().code != "Canceled") {
-      spdlog::error("run {}: log delivery: {}", run_id, shipped.error().message);
+    std::string line;
+    if (shipped.error().code != "Unreachable" && shipped.error().code != "Canceled" &&
+        run.delivery_error.due(shipped.error().message, std::chrono::steady_clock::now(), line)) {
+      spdlog::error("run {}: log delivery: {}", run_id, line);
     }
     return;  // the next tick tries again
   }
+  run.delivery_error = {};
   if (with_outputs) run.outputs_uploaded = true;
   run.dropped_logs = nlohmann::json::object();
   for (const auto& [stream, dropped] : shipped->dropped)

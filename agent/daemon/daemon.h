@@ -56,6 +56,16 @@ struct DaemonExit {
   std::string message;  // why, for the log
 };
 
+// An error that may come back at every tick: logged when it first comes or changes, then once a
+// minute with how often it came since.
+struct RepeatedError {
+  std::string message;
+  std::chrono::steady_clock::time_point logged;
+  std::uint64_t since_logged = 0;
+  // Whether to log `text` now; sets what the line should say in `line`.
+  bool due(const std::string& text, std::chrono::steady_clock::time_point now, std::string& line);
+};
+
 class Daemon {
  public:
   Daemon(boost::asio::io_context& io, DaemonOptions options,
@@ -109,6 +119,9 @@ class Daemon {
     // The log bytes not delivered, by stream, as the last delivery found them
     // (ShipResult::dropped).
     nlohmann::json dropped_logs = nlohmann::json::object();
+    // The last failure of a log delivery, said once and then once a minute while it repeats (a
+    // full disk would otherwise fill the agent's log at every tick).
+    RepeatedError delivery_error;
     // run.json in the run folder, kept as `amlnode run` keeps it; written only while the folder
     // is there to stay (not while a preparation may still remove and remake it).
     std::shared_ptr<RunRecord> record;

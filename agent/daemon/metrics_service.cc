@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "executors/run_cgroup.h"
 #include "executors/run_folder.h"
 #include "metrics/exposition.h"
 #include "metrics/python_module.h"
@@ -256,6 +257,11 @@ void MetricsService::render(std::string& out) const {
   std::string state_dir = state_dir_.string();
   metrics::render_exposition(
       out, {sampled_ ? &node_ : nullptr, state_dir, gpus_, run_samples_, script_metrics_});
+  out +=
+      "# HELP amlnode_run_cgroups Whether each run's processes are held in a cgroup of their own "
+      "(1), or by their supervisor alone (0).\n# TYPE amlnode_run_cgroups gauge\n"
+      "amlnode_run_cgroups ";
+  out += executors::run_cgroup_support().available ? "1\n" : "0\n";
 }
 
 }  // namespace amlnode::agent

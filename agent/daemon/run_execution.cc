@@ -173,6 +173,7 @@ void discard_run_folder(const RunEnvironment& env, const std::string& run_id) {
 
 RunOutcome finalize_run(const RunEnvironment& env, const executors::Plan& plan) {
   SystemLog log(plan.run_dir, env.clock);
+  end_run_processes(plan.run_dir, log);
   auto exit = read_exit_record(plan.run_dir, "the shim is gone");
   RunOutcome outcome =
       exit.ok() ? outcome_of(*exit, plan) : RunOutcome{spec::RunStatus::Failed, exit.error(), 125};

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "common/fs.h"
+#include "executors/run_cgroup.h"
 #include "executors/shim/proc.h"
 
 extern char** environ;
@@ -52,14 +53,26 @@ class Fd {
   int fd_;
 };
 
-Error launch_error(const std::string& message) { return Error{"ShimLaunchFailed", message}; }
+Error launch_error(const std::string& message) {
+  return Error{"ShimLaunchFailed", message};
+}
 
 class ShimLauncher final : public ProcessLauncher {
  public:
   explicit ShimLauncher(std::filesystem::path binary) : binary_(std::move(binary)) {}
 
-  Result<LaunchedShim> launch(const LaunchSpec& spec, const std::filesystem::path& launch_file,
+  Result<LaunchedShim> launch(const LaunchSpec& requested, const std::filesystem::path& launch_file,
                               const std::filesystem::path& shim_log) override {
+    // The run's cgroup is made here, for the shim to join; a run whose cgroup cannot be made runs
+    // without one (its shim still stops its process tree), and the shim's log says so.
+    LaunchSpec spec = requested;
+    std::string cgroup_problem;
+    if (spec.cgroup) {
+      if (auto made = create_run_cgroup(*spec.cgroup); !made) {
+        cgroup_problem = made.error().message;
+        spec.cgroup.reset();
+      }
+    }
     // The launch file holds the job's whole environment, which may carry secrets: owner only. It
     // is not synced: only the shim started right below reads it, and a machine that crashes before
     // it reached the disk has no shim left that could.
@@ -68,6 +81,10 @@ class ShimLauncher final : public ProcessLauncher {
 
     Fd log(::open(shim_log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
     if (log.get() < 0) return launch_error(errno_message("cannot open", shim_log, errno));
+    if (!cgroup_problem.empty()) {
+      std::string line = "amlnode-shim: the run has no cgroup: " + cgroup_problem + "\n";
+      (void)write_all_to(log.get(), line, shim_log);
+    }
     Fd null(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     if (null.get() < 0) return launch_error(errno_message("cannot open", "/dev/null", errno));
 
@@ -156,6 +173,8 @@ Result<void> request_cancel(const LaunchedShim& shim) {
   return ok();
 }
 
-int open_pidfd(pid_t pid) { return proc::pidfd_open(pid); }
+int open_pidfd(pid_t pid) {
+  return proc::pidfd_open(pid);
+}
 
 }  // namespace amlnode::executors

@@ -165,6 +165,7 @@ std::string launch_spec_to_json(const LaunchSpec& spec) {
   if (spec.uid) j["uid"] = *spec.uid;
   if (spec.gid) j["gid"] = *spec.gid;
   if (spec.caller_syncs_outcome) j["caller_syncs_outcome"] = true;
+  if (spec.cgroup) j["cgroup"] = spec.cgroup->string();
   return dump(j);
 }
 
@@ -185,6 +186,7 @@ Result<LaunchSpec> launch_spec_from_json(const std::string& text) {
     spec.uid = get_integer<uid_t>(j, "uid", 0);
     spec.gid = get_integer<gid_t>(j, "gid", 0);
     spec.caller_syncs_outcome = get_bool(j, "caller_syncs_outcome");
+    if (j.contains("cgroup")) spec.cgroup = get_required_path(j, "cgroup");
     return spec;
   });
 }

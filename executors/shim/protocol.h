@@ -32,6 +32,9 @@ struct LaunchSpec {
   // writes the terminal run.json synced). While that caller is still the shim's parent, exit.json
   // is then written without a sync; once the caller is gone, it is synced as always.
   bool caller_syncs_outcome = false;
+  // The run's cgroup (executors/run_cgroup.h), made by the caller: the shim joins it before it
+  // starts the entry process, so every process of the run is in it. Unset: no cgroup.
+  std::optional<std::filesystem::path> cgroup;
 };
 
 // Written once the entry process has been spawned.

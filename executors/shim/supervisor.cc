@@ -1,5 +1,6 @@
 #include "executors/shim/supervisor.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -63,6 +64,7 @@ int Supervisor::run() {
   sigaddset(&early, SIGHUP);
   ::sigprocmask(SIG_UNBLOCK, &early, nullptr);
 
+  join_cgroup();
   record_.started_at_ms = now_ms();
   std::uint64_t spawned_ns = uv_hrtime();
   auto child = spawn_entry(spec_);
@@ -81,6 +83,20 @@ int Supervisor::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
   return exit_status_;
+}
+
+// Moves the shim into the run's cgroup (writing "0" to cgroup.procs moves the writer), so that
+// the entry process and all it starts are in it. Without it the run is still supervised as
+// before, so a failure is said and the run goes on.
+void Supervisor::join_cgroup() {
+  if (!spec_.cgroup) return;
+  auto procs = *spec_.cgroup / "cgroup.procs";
+  int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
+  bool joined = fd >= 0 && ::write(fd, "0", 1) == 1;
+  int err = errno;
+  if (fd >= 0) ::close(fd);
+  if (!joined)
+    say("cannot join the run's cgroup %s: %s", spec_.cgroup->c_str(), std::strerror(err));
 }
 
 bool Supervisor::install_handlers() {

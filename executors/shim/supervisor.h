@@ -29,6 +29,7 @@ class Supervisor {
   static void on_sweep(uv_timer_t* handle);
 
   bool install_handlers();
+  void join_cgroup();
   void start_deadline(std::uint64_t spawned_ns);
   void write_state(pid_t child, long long started_at_ms);
   void reap();

@@ -419,3 +419,27 @@ TEST_CASE("amlnode controlplane runs the control plane server", "[cli]") {
   CHECK(listening);
   CHECK(fs::exists(dir / "cp"));
 }
+
+TEST_CASE("a run id too long for a folder name is refused saying how long it may be",
+          "[local_run]") {
+  Workspace ws;
+  auto job = ws.job(std::string(kShellJob) + "\"true\"\n");
+  auto result = ws.run(job, {"--run-id", std::string(300, 'r')});
+  CHECK(result.exit_code == 2);
+  CHECK_THAT(result.err, Catch::Contains("--run-id: at most 200 characters"));
+  CHECK_THAT(result.err, Catch::Contains("got 300"));
+}
+
+TEST_CASE("amlnode run refuses a link out of the snapshot as amlnode submit does", "[local_run]") {
+  Workspace ws;
+  auto job = ws.job(std::string(kShellJob) + "\"cat pw\"\n");
+  fs::create_symlink("/etc/passwd", ws.dir / "project" / "pw");
+  auto result = ws.run(job, {"--run-id", "link-1"});
+  CHECK(result.exit_code == 125);
+  auto record = ws.run_json("link-1");
+  CHECK(record["error"]["code"] == "SnapshotFailed");
+  CHECK_THAT(record["error"]["message"].get<std::string>(),
+             Catch::Contains("refused snapshot entry 'pw': the link points to an absolute path "
+                             "('/etc/passwd'), so it would not work on the node"));
+  CHECK_FALSE(fs::exists(ws.run_dir("link-1") / "wd" / "pw"));
+}

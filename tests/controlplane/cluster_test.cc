@@ -167,3 +167,23 @@ TEST_CASE("runs are listed newest first, live ones or one compute's on request",
   CHECK(ids(f.cluster.list_runs({false, "", 1})) == std::vector<std::string>{new_cpu});
   CHECK(f.cluster.list_runs({false, "tpu", 100}).empty());
 }
+
+TEST_CASE("a node whose lease was taken back is told so, with the epochs that apply", "[cluster]") {
+  Fixture f;
+  auto a = f.node("cpu");
+  auto run = f.queued_run("cpu");
+  REQUIRE(f.cluster.lease(a, 1).size() == 1);
+  f.clock->advance(31s);
+  f.cluster.sweep();  // a is lost; the run is queued again, still at epoch 1
+  Caller node_a{CallerKind::Node, a, ""};
+  auto taken = f.cluster.run_for_writer(node_a, run, 1);
+  REQUIRE_FALSE(taken.ok());
+  CHECK(taken.error().code == kStaleEpoch);
+  CHECK(taken.error().message.find("was taken back: the node was lost and the run queued again") !=
+        std::string::npos);
+  auto b = f.node("cpu");
+  REQUIRE(f.cluster.lease(b, 1).size() == 1);
+  auto moved = f.cluster.run_for_writer(node_a, run, 1);
+  REQUIRE_FALSE(moved.ok());
+  CHECK(moved.error().message.find("the run was leased again (epoch 2)") != std::string::npos);
+}

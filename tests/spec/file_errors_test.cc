@@ -199,3 +199,25 @@ inputs: {train: {path: data, mode: download}}
     check_loads(round % 2 ? "garbage.json" : "garbage.yml", garbage);
   }
 }
+
+TEST_CASE("a NUL byte in a variable is refused, and a message never ends at one", "[spec]") {
+  Project project;
+  project.write("train.py", "print(1)\n");
+  std::string value_with_nul =
+      std::string(R"({"entry_script": "train.py", "environment_variables": {"A": "x)") + "\\u0000" +
+      R"(y"}})";
+  auto refused = load_job_text(value_with_nul, project.root() / "job.json");
+  REQUIRE(refused.errors.size() == 1);
+  CHECK(refused.errors[0].path == "environment_variables.A");
+  CHECK_THAT(refused.errors[0].message, Catch::Contains("contains a NUL byte (at byte 1)"));
+
+  std::string name_with_nul =
+      std::string(R"({"entry_script": "train.py", "environment_variables": {"A)") + "\\u0000" +
+      R"(B": "1"}})";
+  auto named = load_job_text(name_with_nul, project.root() / "job.json");
+  REQUIRE(named.errors.size() == 1);
+  std::string text = named.errors[0].to_string();
+  CHECK(text.find('\0') == std::string::npos);
+  CHECK_THAT(text, Catch::Contains("environment_variables[\"A\\x00B\"]"));
+  CHECK_THAT(text, Catch::Contains("expected a variable name"));
+}

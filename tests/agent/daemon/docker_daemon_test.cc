@@ -435,3 +435,36 @@ TEST_CASE("waiting in slices tells a running container from an ended one, with i
   REQUIRE_FALSE(ping.ok());
   CHECK(ping.error().code == docker::kDockerUnavailable);
 }
+
+// The run folder is mounted read-write into the container, whose root is the host's root for
+// files: links it plants where the agent writes must lead the agent nowhere.
+TEST_CASE("links a container plants in its run folder lead the agent nowhere", "[docker]") {
+  DockerCluster cluster;
+  auto victim = cluster.dir.write("victim.txt", "the host's file\n");
+  fs::path absent = cluster.dir / "absent.txt";
+  cluster.dir.write("src/plant.py",
+                    "import os, time\n"
+                    "if os.path.lexists('../system_logs/lifecycle.txt'):\n"
+                    "    os.remove('../system_logs/lifecycle.txt')\n"
+                    "os.symlink('" +
+                        victim.string() +
+                        "', '../system_logs/lifecycle.txt')\n"
+                        "os.symlink('" +
+                        absent.string() +
+                        "', '../system_logs/resources.jsonl')\n"
+                        "time.sleep(2.5)\n"
+                        "print('planted', flush=True)\n");
+  std::string id = cluster.submit("command: [python3, plant.py]\n");
+  cluster.start_agent();
+  bool done = cluster.wait_terminal(id);
+  INFO(cluster.agent_output());
+  REQUIRE(done);
+  auto record = cluster.server.run(id);
+  INFO(record.dump());
+  CHECK(record["status"] == "Completed");
+  CHECK(test::slurp(victim) == "the host's file\n");
+  CHECK_FALSE(fs::exists(absent));
+  CHECK(cluster.server.log(id, "user_logs/std_log.txt").find("planted\n") != std::string::npos);
+  CHECK(cluster.agent_output().find("symbolic link is on the way; it is not followed") !=
+        std::string::npos);
+}

@@ -222,3 +222,120 @@ TEST_CASE("a truncated std_log and a rewritten log file are told, not lost", "[d
   CHECK(t.rfind("one\n[amlnode: logs/t.txt was ", 0) == 0);
   CHECK(t.find("]\ntwo-rewritten\n") != std::string::npos);
 }
+
+namespace {
+
+// A zombie is not alive: its process is gone, and only whoever inherited it has yet to reap it
+// (init, here, after the shim that would have reaped it was killed).
+bool alive(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
+}
+
+// The pids a job wrote into `file`, one a line.
+std::vector<pid_t> pids_in(const fs::path& file) {
+  std::vector<pid_t> pids;
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) pids.push_back(std::stoi(line));
+  return pids;
+}
+
+// A job whose processes (one in the background, one setsid'd away, one in front) say where they
+// are and stay until they are stopped.
+const char* kLingeringJob =
+    "sleep 300 & echo $! >> \"$PIDS\"\n"
+    "setsid sleep 300 & echo $! >> \"$PIDS\"\n"
+    "echo $$ >> \"$PIDS\"\n"
+    "touch \"$PIDS.ready\"\n"
+    "wait\n";
+
+}  // namespace
+
+TEST_CASE("SIGKILL of a run's shim takes every process of the run with it", "[daemon][hostile]") {
+  test::OneNodeCluster cluster;
+  fs::path pids = cluster.dir() / "pids";
+  cluster.dir().write("src/job.sh", kLingeringJob);
+  std::string id =
+      cluster.submit(kShellJob + "environment_variables: {PIDS: " + pids.string() + "}\n");
+  REQUIRE(test::eventually([&] { return fs::exists(pids.string() + ".ready"); },
+                           std::chrono::seconds(30)));
+  auto job = pids_in(pids);
+  REQUIRE(job.size() == 3);
+  auto shims = test::processes_with_marker((cluster.run_dir(id) / "launch.json").string());
+  REQUIRE(shims.size() == 1);
+  ::kill(shims[0], SIGKILL);
+
+  auto record = cluster.wait_terminal(id);
+  INFO(record.dump());
+  CHECK(record["status"] == "Failed");
+  CHECK(record["error"]["code"] == "SupervisorFailed");
+  for (pid_t pid : job) CHECK_FALSE(alive(pid));
+  CHECK(cluster.server()
+            .log(id, "system_logs/lifecycle.txt")
+            .find("killed 3 process(es) of the "
+                  "run left after its supervisor") != std::string::npos);
+  CHECK(cluster.scrape_metrics().find("\namlnode_run_cgroups 1\n") != std::string::npos);
+}
+
+TEST_CASE("without cgroups the agent says so at start and on /metrics", "[daemon][hostile]") {
+  test::OneNodeCluster cluster({}, {}, {"AMLNODE_RUN_CGROUPS=0"});
+  CHECK(cluster.scrape_metrics().find("\namlnode_run_cgroups 0\n") != std::string::npos);
+  CHECK(cluster.agent_output().find("runs are not held in cgroups (turned off "
+                                    "($AMLNODE_RUN_CGROUPS=0)): a run's processes can outlive a "
+                                    "killed supervisor") != std::string::npos);
+  // Runs still run, held by their shim as before.
+  cluster.dir().write("src/job.sh", "echo still runs\n");
+  std::string id = cluster.submit(kShellJob);
+  CHECK(cluster.wait_terminal(id)["status"] == "Completed");
+}
+
+TEST_CASE("an experiment name too long for a run id is refused at submit, naming the field",
+          "[daemon][hostile]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp");
+  server.start();
+  dir.write("src/job.yml", kShellJob);
+  dir.write("src/job.sh", "true\n");
+  auto submitted = test::run_command(
+      {test::amlnode_binary().string(), "submit", (dir / "src" / "job.yml").string(), "--compute",
+       "cpu", "--experiment", std::string(240, 'e')},
+      {"AMLNODE_CONTROL_PLANE=" + server.url(), "AMLNODE_USER_TOKEN=" + server.user_token()});
+  CHECK(submitted.exit_code == 1);
+  CHECK(submitted.err.find("HTTP 400") != std::string::npos);
+  CHECK(submitted.err.find("experiment_name") != std::string::npos);
+  // At the limit it is taken, and its snapshot stored.
+  auto taken = test::run_command(
+      {test::amlnode_binary().string(), "submit", (dir / "src" / "job.yml").string(), "--compute",
+       "cpu", "--experiment", std::string(235, 'e')},
+      {"AMLNODE_CONTROL_PLANE=" + server.url(), "AMLNODE_USER_TOKEN=" + server.user_token()});
+  INFO(taken.err);
+  CHECK(taken.exit_code == 0);
+}
+
+TEST_CASE("a log file named with a percent sign is listed and read back as named",
+          "[daemon][hostile]") {
+  test::OneNodeCluster cluster;
+  cluster.dir().write("src/job.sh", "echo percent > 'logs/%ff'\n");
+  std::string id = cluster.submit(kShellJob);
+  CHECK(cluster.wait_terminal(id)["status"] == "Completed");
+  auto [status, listed] = cluster.server().user_call("GET", "/v1/runs/" + id + "/logs");
+  INFO(listed.dump());
+  CHECK(listed["streams"].contains("logs/%ff"));
+  auto read = test::run_command(
+      {test::amlnode_binary().string(), "logs", id, "--stream", "logs/%ff"}, cluster.user_env());
+  CHECK(read.out == "percent\n");
+}
+
+TEST_CASE("a run whose folder is removed under it says so", "[daemon][hostile]") {
+  test::TempDir dir;
+  dir.write("src/job.yml", kShellJob);
+  dir.write("src/job.sh", "rm -rf \"$(dirname \"$PWD\")\"\n");
+  auto result = test::run_command({test::amlnode_binary().string(), "run", "--state-dir",
+                                   (dir / "state").string(), (dir / "src" / "job.yml").string()});
+  CHECK(result.exit_code != 0);
+  CHECK(result.err.find("was removed while the run ran") != std::string::npos);
+}

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 
+#include "agent/daemon/daemon.h"
 #include "tests/agent/daemon/control_plane_process.h"
 #include "tests/support/temp_dir.h"
 
@@ -215,4 +216,21 @@ TEST_CASE("a link planted where a log file was is not followed", "[daemon]") {
   fs::create_directory_symlink(run.dir / "outside", run.run_dir / "wd" / "logs" / "real");
   REQUIRE(run.ship().ok());
   CHECK(run.held("logs/real/a.txt") == "mine\n");
+}
+
+TEST_CASE("a delivery failure that repeats every tick is logged once a minute", "[daemon]") {
+  RepeatedError error;
+  auto start = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  std::string line;
+  CHECK(error.due("disk full", start, line));
+  CHECK(line == "disk full");
+  int logged = 0;
+  // Four ticks a second for a minute and a half.
+  for (int tick = 1; tick <= 360; ++tick)
+    if (error.due("disk full", start + std::chrono::milliseconds(250 * tick), line)) ++logged;
+  CHECK(logged == 1);
+  CHECK(line == "disk full (again 240 times in the last minute)");
+  // Another error is said at once.
+  CHECK(error.due("unreachable", start + std::chrono::seconds(91), line));
+  CHECK(line == "unreachable");
 }

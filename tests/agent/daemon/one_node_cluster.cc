@@ -16,7 +16,8 @@ bool terminal(const nlohmann::json& status) {
 
 }  // namespace
 
-OneNodeCluster::OneNodeCluster(std::vector<std::string> server_args, AgentConfigSections sections)
+OneNodeCluster::OneNodeCluster(std::vector<std::string> server_args, AgentConfigSections sections,
+                               std::vector<std::string> agent_env)
     : server_(dir_ / "cp", [&] {
         server_args.insert(server_args.begin(), {"--heartbeat-interval", "1"});
         return server_args;
@@ -26,7 +27,7 @@ OneNodeCluster::OneNodeCluster(std::vector<std::string> server_args, AgentConfig
                            agent_config_text(dir_ / "node" / "state", server_.url(),
                                              server_.registration_token("cpu-cluster"), sections));
   agent_ = start_command({amlnode_binary().string(), "agent", "--config", config.string()},
-                         dir_ / "node" / "out", dir_ / "node" / "err");
+                         dir_ / "node" / "out", dir_ / "node" / "err", agent_env);
 }
 
 OneNodeCluster::~OneNodeCluster() {
@@ -54,6 +55,28 @@ std::filesystem::path OneNodeCluster::run_dir(const std::string& run_id) const {
 
 std::string OneNodeCluster::agent_output() const {
   return slurp(dir_.path() / "node" / "out") + slurp(dir_.path() / "node" / "err");
+}
+
+std::string OneNodeCluster::scrape_metrics() {
+  const std::string prefix = "metrics: serving http://127.0.0.1:";
+  std::string port;
+  bool serving = eventually(
+      [&] {
+        auto output = agent_output();
+        auto at = output.find(prefix);
+        if (at == std::string::npos) return false;
+        port = output.substr(at + prefix.size(),
+                             output.find('/', at + prefix.size()) - at - prefix.size());
+        return true;
+      },
+      std::chrono::seconds(30));
+  REQUIRE(serving);
+  auto http = agent::make_http_client(*agent::parse_http_url("http://127.0.0.1:" + port));
+  agent::HttpRequest request;
+  request.target = "/metrics";
+  auto answer = http->send(request);
+  REQUIRE(answer.ok());
+  return answer->body;
 }
 
 void OneNodeCluster::stop_agent() {

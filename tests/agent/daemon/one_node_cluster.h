@@ -19,9 +19,11 @@ namespace amlnode::test {
 
 class OneNodeCluster {
  public:
-  // `server_args` are the control plane's extra flags; `sections` the agent's config.
+  // `server_args` are the control plane's extra flags; `sections` the agent's config;
+  // `agent_env` entries ("NAME=value") are added to the agent's environment.
   explicit OneNodeCluster(std::vector<std::string> server_args = {},
-                          AgentConfigSections sections = {});
+                          AgentConfigSections sections = {},
+                          std::vector<std::string> agent_env = {});
   ~OneNodeCluster();  // SIGKILLs the agent if it still runs
 
   // Submits `job_text` with the snapshot of `source` (relative to dir()); returns the run id.
@@ -34,6 +36,8 @@ class OneNodeCluster {
   std::filesystem::path run_dir(const std::string& run_id) const;
   // The agent's stdout and stderr so far.
   std::string agent_output() const;
+  // A scrape of the agent's /metrics (its config must keep the default metrics section).
+  std::string scrape_metrics();
   // Drains the agent (SIGTERM) and checks it exits 0.
   void stop_agent();
 
