@@ -732,8 +732,21 @@ void Daemon::stop_run(const std::string& run_id, const std::string& reason) {
 
 void Daemon::cancel_run(const std::string& run_id) {
   auto found = runs_.find(run_id);
-  if (found == runs_.end() || found->second.concluded) return;
+  if (found == runs_.end()) return;
   ActiveRun& run = found->second;
+  if (run.concluded) {
+    // Its process is over and only its logs are still on their way (maybe for good, if the
+    // control plane keeps failing to store them): a cancel stops the wait, so the run reaches its
+    // terminal status now. Delivery goes on until the control plane acknowledges that status.
+    if (run.outcome && run.status != spec::to_string(run.outcome->status)) {
+      SystemLog(options_.runs.state_dir / "runs" / run_id, options_.runs.clock)
+          .line(
+              "canceled while its logs were being delivered: its status is reported without "
+              "waiting for the rest of them");
+      report_terminal(run);
+    }
+    return;
+  }
   run.cancel_requested = true;
   if (!run.started) {
     // Being prepared: the process will not be started (before_launch), and the run ends Canceled

@@ -339,3 +339,29 @@ TEST_CASE("a run whose folder is removed under it says so", "[daemon][hostile]")
   CHECK(result.exit_code != 0);
   CHECK(result.err.find("was removed while the run ran") != std::string::npos);
 }
+
+TEST_CASE("a run whose logs cannot be stored can still be canceled to a terminal status",
+          "[daemon][hostile]") {
+  test::OneNodeCluster cluster;
+  fs::path go = cluster.dir() / "go";
+  cluster.dir().write("src/job.sh", "echo started\nwhile [ ! -e " + go.string() +
+                                        " ]; do sleep 0.02; done\necho more\n");
+  std::string id = cluster.submit(kShellJob);
+  REQUIRE(test::eventually(
+      [&] { return cluster.server().log(id, "user_logs/std_log.txt") == "started\n"; },
+      std::chrono::seconds(30)));
+  // The control plane's stream files become unreachable for it: every append fails as storage
+  // trouble (503), which the node retries, as it would for a full disk.
+  fs::path logs = cluster.dir() / "cp" / "runs" / id / "logs";
+  fs::remove_all(logs);
+  cluster.dir().write("cp/runs/" + id + "/logs", "in the way\n");
+  cluster.dir().write("go", "");
+  REQUIRE(test::eventually([&] { return cluster.server().run(id)["status"] == "Finalizing"; },
+                           std::chrono::seconds(30)));
+  auto canceled =
+      test::run_command({test::amlnode_binary().string(), "cancel", id}, cluster.user_env());
+  CHECK(canceled.exit_code == 0);
+  auto record = cluster.wait_terminal(id, std::chrono::seconds(30));
+  INFO(record.dump());
+  CHECK(record["status"] == "Completed");
+}
