@@ -6,7 +6,8 @@ and checks the files the script leaves. Run them with
 
     cd /work/wt-sdk && PYTHONPATH=python python3 -m unittest discover -s tests/python -v
 
-Scripts that need numpy or pandas run under the first interpreter that has them
+$AMLNODE_PYTHON_DIR, when set, names the folder of the packages to test (ctest sets it to the
+build's share/amlnode/python). Scripts that need numpy or pandas run under the first interpreter that has them
 ($AMLNODE_TEST_PYTHON, this one, /usr/bin/python3); without one those tests are skipped.
 """
 
@@ -20,7 +21,8 @@ import textwrap
 import unittest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYTHON_DIR = os.path.join(REPO, "python")
+# The packages under test: python/, or the copy a build puts beside the binaries.
+PYTHON_DIR = os.environ.get("AMLNODE_PYTHON_DIR") or os.path.join(REPO, "python")
 RUN_ID = "train_1763800980_0a1b2c3d"
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
        b"\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00"
