@@ -4,10 +4,14 @@
     amlnode_run.log("loss", 0.25, step=10)
     amlnode_run.log_list("accuracies", [0.5, 0.7, 0.8])
     amlnode_run.log_row("confusion", tp=10, fp=2)
+    amlnode_run.log_table("curve", {"x": [1, 2, 3], "y": [0.5, 0.7, 0.8]})
     amlnode_run.flush()
 
-The calls mirror Azure ML's Run.log, Run.log_list and Run.log_row (a `description` is accepted and
-kept). Each record is one JSON line appended to the file named by $AMLNODE_METRICS_FILE, which
+The calls mirror Azure ML's Run.log, Run.log_list, Run.log_row and Run.log_table (a `description`
+is accepted and kept). Numbers may be numpy scalars and lists numpy arrays (or anything with a
+`tolist()`, such as a pandas Series): they are duck-typed, numpy is never imported here. The
+`azureml` package beside this one (amlnode's stand-in for the Azure ML SDK v1, docs/sdk-compat.md)
+writes its run.log calls through this module. Each record is one JSON line appended to the file named by $AMLNODE_METRICS_FILE, which
 amlnode sets for every run (<run folder>/system_logs/metrics.jsonl); the agent ships that file to
 the control plane like the run's logs. Pure Python, standard library only.
 
@@ -35,7 +39,7 @@ import sys
 import threading
 import time
 
-__all__ = ["log", "log_list", "log_row", "flush", "ENV_VAR"]
+__all__ = ["log", "log_list", "log_row", "log_table", "flush", "ENV_VAR"]
 
 ENV_VAR = "AMLNODE_METRICS_FILE"
 MAX_BUFFERED_RECORDS = 1000
@@ -56,7 +60,11 @@ def _check_name(name):
 
 
 def _scalar(value, field):
-    """A JSON-safe scalar: numbers, strings and booleans; NaN and infinities as strings."""
+    """A JSON-safe scalar: numbers, strings and booleans; NaN and infinities as strings.
+
+    numpy scalars (np.float32, np.int64, np.bool_, a 0-d array) are taken through their `item()`,
+    found by duck typing, so numpy is never imported here.
+    """
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, numbers.Integral):
@@ -68,7 +76,26 @@ def _scalar(value, field):
         if math.isinf(value):
             return "Infinity" if value > 0 else "-Infinity"
         return value
+    if _is_numpy_scalar(value):
+        return _scalar(value.item(), field)
     raise TypeError(f"{field}: expected a number, str or bool, got {type(value).__name__}")
+
+
+def _is_numpy_scalar(value):
+    # np.generic and 0-d arrays: a dtype, an item(), and no dimensions. item() of one of them is a
+    # Python scalar, never another numpy object, so _scalar recurses at most once.
+    return (hasattr(value, "dtype") and callable(getattr(value, "item", None))
+            and getattr(value, "ndim", None) == 0)
+
+
+def _values(value, field):
+    """A list of JSON-safe scalars from a list, tuple, numpy array, pandas Series or Index."""
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist) and not isinstance(value, (str, bytes)):
+        value = tolist()
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{field}: expected a list of values, got {type(value).__name__}")
+    return [_scalar(v, f"{field}[{i}]") for i, v in enumerate(value)]
 
 
 class _Writer:
@@ -161,31 +188,63 @@ def _record(name, kind, description, **fields):
     _writer.add(record)
 
 
-def log(name, value, description="", step=None):
-    """Logs one value (a number, str or bool) under `name`, at `step` when given (an int >= 0)."""
+# The fields of each kind, checked and converted; the azureml stand-in builds its records with them.
+
+def _scalar_fields(value, step):
+    if _is_numpy_scalar(step):
+        step = step.item()
     if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)
                              or step < 0):
         raise ValueError(f"step: expected an int >= 0 or None, got {step!r}")
     fields = {"value": _scalar(value, "value")}
     if step is not None:
         fields["step"] = int(step)
-    _record(name, "scalar", description, **fields)
+    return fields
+
+
+def _list_fields(value):
+    return {"values": _values(value, "value")}
+
+
+def _row_fields(kwargs):
+    if not kwargs:
+        raise ValueError("log_row: give at least one column, e.g. log_row(name, loss=0.1)")
+    return {"row": {str(k): _scalar(v, k) for k, v in kwargs.items()}}
+
+
+def _table_fields(value):
+    if not hasattr(value, "items") or not callable(value.items):
+        raise TypeError(f"value: expected a dict of column name -> list of values, got "
+                        f"{type(value).__name__}")
+    table = {}
+    for column, values in value.items():
+        if not isinstance(column, str):
+            raise TypeError(f"value: column names must be str, got {type(column).__name__}")
+        table[column] = _values(values, f"value[{column!r}]")
+    if not table:
+        raise ValueError("log_table: give at least one column, e.g. log_table(name, {'x': [1, 2]})")
+    return {"table": table}
+
+
+def log(name, value, description="", step=None):
+    """Logs one value (a number, str or bool) under `name`, at `step` when given (an int >= 0)."""
+    _record(name, "scalar", description, **_scalar_fields(value, step))
 
 
 def log_list(name, value, description=""):
-    """Logs a list of values under `name`, as one record."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise TypeError(f"value: expected a list of values, got {type(value).__name__}")
-    values = [_scalar(v, f"value[{i}]") for i, v in enumerate(value)]
-    _record(name, "list", description, values=values)
+    """Logs a list of values (a list, tuple, numpy array, pandas Series) under `name`, as one record."""
+    _record(name, "list", description, **_list_fields(value))
 
 
 def log_row(name, description=None, **kwargs):
     """Logs a row of named values (log_row("metrics", loss=0.1, acc=0.9)) under `name`."""
-    if not kwargs:
-        raise ValueError("log_row: give at least one column, e.g. log_row(name, loss=0.1)")
-    row = {str(k): _scalar(v, k) for k, v in kwargs.items()}
-    _record(name, "row", description, row=row)
+    _record(name, "row", description, **_row_fields(kwargs))
+
+
+def log_table(name, value, description=""):
+    """Logs a table, a dict of column name -> list of values, under `name`, as one record:
+    {"kind": "table", "table": {"x": [1, 2], "y": [0.5, 0.7]}}."""
+    _record(name, "table", description, **_table_fields(value))
 
 
 def flush():
