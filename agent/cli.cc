@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -111,17 +112,29 @@ struct ValidateCommand {
   }
 };
 
+// `amlnode run [options] JOB [SCRIPT ARGS...]`, or `amlnode run -c JOB [options] [SCRIPT ARGS...]`
+// as `az ml run submit-script -c CONFIG -e EXPERIMENT train.py --alpha 1` takes them: options come
+// first, and everything from the first word that is not one of them is the job file (unless -c
+// named it) and then the script with its own arguments, passed on untouched.
 struct RunCommand {
   CommonOptions common;
   LocalRunOptions options;
-  std::string job_file;
+  std::optional<std::string> job_option;
   std::optional<std::string> source_dir;
   std::optional<std::string> run_id;
+  std::optional<std::string> experiment;
+  CLI::App* command_ = nullptr;
 
   void add_to(CLI::App& app, CLI::App*& command) {
-    command = app.add_subcommand("run", "Run a job on this machine, with no control plane");
-    command->add_option("JOB", job_file, "job file (native YAML/JSON, or a v1 .runconfig)")
-        ->required();
+    command = app.add_subcommand(
+        "run",
+        "Run a job on this machine, with no control plane: amlnode run [options] JOB [SCRIPT "
+        "ARGS...]");
+    command_ = command;
+    command->add_option("-c,--job", job_option,
+                        "the job file (native YAML/JSON, or a v1 .runconfig); then the words after "
+                        "the options are SCRIPT ARGS...");
+    command->add_option("-e,--experiment", experiment, "the experiment (default: the job's)");
     common.add_to(*command);
     command->add_option("--run-id", run_id, "the run's id (default: <experiment>_<time>_<random>)");
     command->add_option("--source-dir", source_dir,
@@ -135,11 +148,29 @@ struct RunCommand {
     command->add_flag("--quiet,-q", options.quiet, "print only the run's output");
   }
 
+  // The words that are not run's own options (split_job_words): the job file, unless -c named
+  // it, then the script and its arguments.
+  std::vector<std::string> words;
+
   int run() {
+    std::vector<std::string> rest = words;
+    if (!job_option) {
+      if (rest.empty()) {
+        std::fprintf(stderr, "amlnode run: the job file is required (JOB, or -c JOB)\n");
+        return kExitUsage;
+      }
+      job_option = rest.front();
+      rest.erase(rest.begin());
+    }
     if (!common.resolve_into(options.config, options.state_dir)) return kExitUsage;
-    options.job_file = job_file;
+    options.job_file = *job_option;
     if (source_dir) options.source_dir = *source_dir;
     options.run_id = run_id;
+    options.experiment = experiment;
+    if (!rest.empty()) {
+      options.script = rest.front();
+      options.script_arguments.assign(rest.begin() + 1, rest.end());
+    }
     auto launcher = executors::make_shim_launcher(executors::default_shim_binary());
     return run_local(options, make_system_clock(), *launcher);
   }
@@ -258,6 +289,40 @@ int exec_sibling(const std::filesystem::path& binary, const std::vector<std::str
   return kExitBeforeStart;
 }
 
+// `run` and `submit` take `[options] JOB [options] [SCRIPT ARGS...]` (or `-c JOB` and then
+// SCRIPT ARGS...), as `az ml run submit-script` does: the subcommand's own options may stand before
+// and after the job file, and from the script on every word is the script's, options included.
+// Splits the words after the subcommand into its options (for CLI11) and the rest, in order.
+std::pair<std::vector<std::string>, std::vector<std::string>> split_job_words(
+    CLI::App& command, const std::vector<std::string>& words) {
+  std::vector<std::string> options, rest;
+  bool job_by_option = false;
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    const std::string& word = words[i];
+    std::size_t script_at = job_by_option ? 0 : 1;  // rest's index where the script starts
+    if (rest.size() > script_at || (rest.size() == script_at && !word.starts_with("-"))) {
+      rest.push_back(word);
+      continue;
+    }
+    if (word == "--") {
+      rest.insert(rest.end(), words.begin() + static_cast<std::ptrdiff_t>(i) + 1, words.end());
+      break;
+    }
+    if (!word.starts_with("-") || word == "-") {
+      rest.push_back(word);
+      continue;
+    }
+    options.push_back(word);
+    std::string name = word.substr(0, word.find('='));
+    const CLI::Option* option = command.get_option_no_throw(name);
+    if (option && option->check_name("-c")) job_by_option = true;
+    bool takes_value = option && option->get_expected_min() > 0;
+    if (takes_value && word.find('=') == std::string::npos && i + 1 < words.size())
+      options.push_back(words[++i]);
+  }
+  return {options, rest};
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
@@ -299,8 +364,23 @@ int run_cli(int argc, char** argv) {
   controlplane_command->prefix_command();
   controlplane_command->set_help_flag();
 
+  // For run and submit, CLI11 gets their options only; the job, script and arguments are theirs.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && (args.front() == "run" || args.front() == "submit")) {
+    CLI::App* command = app.get_subcommand(args.front());
+    auto [options, rest] =
+        split_job_words(*command, std::vector<std::string>(args.begin() + 1, args.end()));
+    args.resize(1);
+    args.insert(args.end(), options.begin(), options.end());
+    if (command == run_command) {
+      run.words = rest;
+    } else {
+      user_commands.set_submit_words(rest);
+    }
+  }
+  std::reverse(args.begin(), args.end());  // CLI11 takes the arguments last first
   try {
-    app.parse(argc, argv);
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     return code == 0 ? 0 : kExitUsage;

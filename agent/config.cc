@@ -1,5 +1,7 @@
 #include "agent/config.h"
 
+#include <utility>
+
 #include "common/fs.h"
 #include "spec/tree.h"
 
@@ -59,24 +61,19 @@ Result<NodeConfig> load_node_config(const std::filesystem::path& file) {
   if (!gpu.ok()) return gpu.error();
   config.cpu_image = *cpu;
   config.gpu_image = *gpu;
-  auto environments = section(*root, "environments", file.string());
-  if (!environments.ok()) return environments.error();
-  config.environments = *environments;
-  auto docker = section(*root, "docker", file.string());
-  if (!docker.ok()) return docker.error();
-  config.docker = *docker;
-  auto control_plane = section(*root, "control_plane", file.string());
-  if (!control_plane.ok()) return control_plane.error();
-  config.control_plane = *control_plane;
-  auto node = section(*root, "node", file.string());
-  if (!node.ok()) return node.error();
-  config.node = *node;
-  auto log = section(*root, "log", file.string());
-  if (!log.ok()) return log.error();
-  config.log = *log;
-  auto metrics = section(*root, "metrics", file.string());
-  if (!metrics.ok()) return metrics.error();
-  config.metrics = *metrics;
+  for (auto [key, target] : {std::pair{"environments", &config.environments},
+                             {"docker", &config.docker},
+                             {"control_plane", &config.control_plane},
+                             {"node", &config.node},
+                             {"log", &config.log},
+                             {"metrics", &config.metrics},
+                             {"named_environments", &config.named_environments},
+                             {"datasets", &config.datasets},
+                             {"sdk", &config.sdk}}) {
+    auto read = section(*root, key, file.string());
+    if (!read.ok()) return read.error();
+    *target = std::move(*read);
+  }
   return config;
 }
 

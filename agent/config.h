@@ -11,6 +11,9 @@
 //   node: {labels: {compute_name: cpu-cluster, ...}, ssh_port: 22, run_concurrency: 1}
 //   log: {level: info, format: text}
 //   metrics: {interval_seconds: 10, listen: 127.0.0.1:9108, allow_public: false}
+//   named_environments: {AzureML-sklearn-0.24-ubuntu18.04-py37-cpu: {python: {...}}, default: ...}
+//   datasets: {<name or id>: {path: /data/mnist, kind: file|tabular, format: delimited, ...}}
+//   sdk: {stand_in: true, install_azureml_packages: false}
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -35,6 +38,15 @@ struct NodeConfig {
   nlohmann::json log = nlohmann::json::object();
   // The daemon's sampling and /metrics endpoint (agent/daemon/settings.h, MetricsSettings).
   nlohmann::json metrics = nlohmann::json::object();
+  // Environments jobs name rather than define (ScriptRunConfig's environment="NAME", curated
+  // names, framework estimators; "default" for a ScriptRunConfig that names none): each in the
+  // shape of a job's environment_definition (docs/sdk-compat.md).
+  nlohmann::json named_environments = nlohmann::json::object();
+  // Registered datasets a .runconfig's data: section names by id or name, with their local path.
+  nlohmann::json datasets = nlohmann::json::object();
+  // The SDK stand-in in runs: {stand_in: true, install_azureml_packages: false}
+  // (docs/sdk-compat.md, "azureml packages in a job's environment").
+  nlohmann::json sdk = nlohmann::json::object();
 };
 
 // Reads a config file; errors name the file and the key.

@@ -178,6 +178,7 @@ int LocalRun::conclude(RunStatus status, std::optional<Error> error, int exit_co
 }
 
 int LocalRun::fail_before_start(const Error& error) {
+  release_outside_inputs(plan_);
   return conclude(RunStatus::Failed, error, kExitBeforeStart);
 }
 
@@ -293,6 +294,8 @@ Result<ExitRecord> LocalRun::run_in_container(LogFollower& follower) {
 int LocalRun::finish(const ExitRecord& exit) {
   enter(RunStatus::Finalizing);
   RunOutcome outcome = outcome_of(exit, plan_);
+  apply_script_status(outcome, run_dir_, system_log_);
+  release_outside_inputs(plan_);
   return conclude(outcome.status, outcome.error, outcome.exit_code);
 }
 
@@ -356,6 +359,9 @@ int run_local(const LocalRunOptions& options, std::shared_ptr<Clock> clock,
               executors::ProcessLauncher& launcher) {
   spec::LoadOptions load_options;
   load_options.source_dir_override = options.source_dir;
+  load_options.experiment_override = options.experiment;
+  load_options.script_override = options.script;
+  load_options.arguments_override = options.script_arguments;
   auto loaded = spec::load_job_file(options.job_file, load_options);
   print_diagnostics(loaded, options.job_file);
   if (!loaded.ok()) return kExitInvalidJob;
@@ -371,6 +377,11 @@ int run_local(const LocalRunOptions& options, std::shared_ptr<Clock> clock,
                    "\"%s\"\n",
                    shown.c_str());
     }
+    return kExitInvalidJob;
+  }
+  if (auto resolved = resolve_node_references(*loaded.job, options.config); !resolved) {
+    std::fprintf(stderr, "%s: error: %s\n", options.job_file.string().c_str(),
+                 resolved.error().message.c_str());
     return kExitInvalidJob;
   }
   std::string run_id =

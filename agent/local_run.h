@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "agent/config.h"
 #include "common/clock.h"
@@ -26,6 +27,9 @@ struct LocalRunOptions {
   std::optional<std::filesystem::path> source_dir;
   std::filesystem::path state_dir;
   std::optional<std::string> run_id;
+  std::optional<std::string> experiment;      // -e/--experiment, over the job's
+  std::optional<std::string> script;          // SCRIPT after the job file, over the job's
+  std::vector<std::string> script_arguments;  // its arguments, over the job's
   double kill_grace_seconds = 10.0;
   bool dry_run = false;
   bool json = false;   // print the final run.json (or the plan) as JSON on stdout

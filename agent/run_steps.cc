@@ -8,9 +8,11 @@
 
 #include "common/format.h"
 #include "common/fs.h"
+#include "common/json.h"
 #include "executors/inputs.h"
 #include "executors/run_cgroup.h"
 #include "metrics/python_module.h"
+#include "spec/load.h"
 
 extern char** environ;
 
@@ -102,6 +104,51 @@ executors::PlanContext plan_context(
   return context;
 }
 
+namespace {
+
+std::string known_names(const nlohmann::json& registry) {
+  std::string names;
+  for (const auto& [name, value] : registry.items()) names += (names.empty() ? "" : ", ") + name;
+  return names.empty() ? "none" : names;
+}
+
+Result<void> resolve_environment(spec::Job& job, const NodeConfig& config) {
+  std::string name = job.environment_name.value_or("default");
+  auto found = config.named_environments.find(name);
+  if (found == config.named_environments.end()) {
+    if (!job.environment_name) return ok();  // no default on this node: the SDK's default stays
+    return Error{"UnknownEnvironment",
+                 job.environment_name_path + ": this node has no environment named \"" +
+                     printable(name) + "\" (its config's named_environments has: " +
+                     known_names(config.named_environments) + ")"};
+  }
+  auto base = config.file.empty() ? fs::current_path() : config.file.parent_path();
+  auto definition =
+      spec::load_environment_definition(found->dump(), base, "named_environments." + name);
+  if (!definition.environment) {
+    std::string why;
+    for (const auto& error : definition.errors)
+      why += (why.empty() ? "" : "; ") + error.to_string();
+    return Error{"UnknownEnvironment",
+                 "the node's environment \"" + name + "\" is invalid: " + why};
+  }
+  job.environment = std::move(*definition.environment);
+  job.use_gpu = job.use_gpu || definition.gpu_support;
+  spec::apply_docker_runtime(job);
+  return ok();
+}
+
+}  // namespace
+
+Result<void> resolve_node_references(spec::Job& job, const NodeConfig& config) {
+  if (job.environment_name || job.node_default_environment) {
+    if (auto resolved = resolve_environment(job, config); !resolved) return resolved;
+    job.environment_name.reset();
+    job.node_default_environment = false;
+  }
+  return ok();
+}
+
 Result<void> make_run_folder(const fs::path& state_dir, const std::string& run_id) {
   fs::path run_dir = state_dir / "runs" / run_id;
   std::error_code ec;
@@ -124,17 +171,51 @@ Result<void> make_run_folder(const fs::path& state_dir, const std::string& run_i
   return ok();
 }
 
+// Where the places a run's inputs made outside its folder are recorded (executors/inputs.h).
+static fs::path made_outside(const fs::path& run_dir) {
+  return run_dir / "outside_inputs.txt";
+}
+
 Result<void> make_outputs_and_stage_inputs(const Plan& plan, const SystemLog& log) {
   std::error_code ec;
   for (const char* sub : {"outputs", "logs"}) fs::create_directories(plan.working_dir / sub, ec);
   if (ec) return Error{"SnapshotFailed", "cannot create wd/outputs or wd/logs: " + ec.message()};
-  auto staged = executors::stage_inputs(plan.inputs);
+  auto staged = executors::stage_inputs(plan.inputs, made_outside(plan.run_dir));
   if (!staged.ok()) return staged;
+  if (auto models = executors::stage_inputs(plan.models, made_outside(plan.run_dir)); !models.ok())
+    return models;
   for (const auto& input : plan.inputs) {
     log.line("input " + input.name + ": " + spec::to_string(input.mode) + " " +
              input.source.string() + " -> " + input.target.string());
   }
-  return ok();
+  for (const auto& model : plan.models)
+    log.line(model.name + ": " + model.source.string() + " -> " + model.target.string());
+  return write_file_atomically(plan.run_context_file, plan.run_context.dump(2) + "\n", false);
+}
+
+void release_outside_inputs(const Plan& plan) {
+  executors::unstage_inputs(made_outside(plan.run_dir));
+}
+
+void apply_script_status(RunOutcome& outcome, const fs::path& run_dir, const SystemLog& log) {
+  executors::RunFolder folder{run_dir};
+  auto file = folder.open("system_logs/script_status.json", O_RDONLY | O_NONBLOCK);
+  if (!file.ok()) return;
+  std::string text(64 << 10, '\0');
+  ssize_t n = ::read(file->get(), text.data(), text.size());
+  text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  auto status = parse_untrusted_json(text);
+  if (!status.is_object() || status.value("status", "") != "Failed") return;
+  const auto& error = status.contains("error") && status["error"].is_object()
+                          ? status["error"]
+                          : nlohmann::json::object();
+  std::string code = error.value("code", "UserError");
+  std::string message = error.value("message", "The script called run.fail()");
+  log.line("the script marked the run failed (run.fail()): " + code + ": " +
+           printable(message, 300));
+  outcome.status = spec::RunStatus::Failed;
+  outcome.error = Error{printable(code, 64), printable(message, 4096)};
+  if (outcome.exit_code == 0) outcome.exit_code = 1;
 }
 
 Result<executors::environments::PreparedEnvironment> prepare_python_environment(

@@ -46,12 +46,21 @@ executors::PlanContext plan_context(const NodeConfig& config,
                                     const std::string& run_id, double kill_grace_seconds,
                                     const executors::environments::EnvironmentConfig& environments);
 
+// What a job names that the node defines (agent/config.h): its environment by name (or the
+// node's default one for a ScriptRunConfig that names none), and registered datasets by id or
+// name. An unknown name is an "UnknownEnvironment" / "UnknownDataset" error naming the field and
+// what the node has, before anything runs.
+Result<void> resolve_node_references(spec::Job& job, const NodeConfig& config);
+
 // Creates <state_dir>/runs/<run_id>/ with user_logs/ and system_logs/. A run folder that exists
 // already is "RunIdTaken"; one that cannot be made is "StateDirUnusable".
 Result<void> make_run_folder(const std::filesystem::path& state_dir, const std::string& run_id);
 
 // What follows the snapshot: wd/outputs and wd/logs, then the inputs (each logged).
 Result<void> make_outputs_and_stage_inputs(const executors::Plan& plan, const SystemLog& log);
+
+// Removes what the run's inputs put outside the run folder (an absolute path_on_compute).
+void release_outside_inputs(const executors::Plan& plan);
 
 // Builds or reuses the plan's conda / pip environment and adds its variables to the plan under
 // the job's own. The returned environment holds the cache lease: keep it while the run uses it.
@@ -81,6 +90,11 @@ struct RunOutcome {
   int exit_code = 0;  // what `amlnode run` exits with
 };
 RunOutcome outcome_of(const executors::ExitRecord& exit, const executors::Plan& plan);
+
+// After the process ended: a script that called run.fail() (the SDK stand-in wrote
+// system_logs/script_status.json) ends the run Failed with its error, even when it exited 0.
+void apply_script_status(RunOutcome& outcome, const std::filesystem::path& run_dir,
+                         const SystemLog& log);
 
 std::string argv_text(const executors::Plan& plan);
 

@@ -12,6 +12,8 @@
 #include "executors/archive.h"
 #include "spec/load.h"
 #include "spec/run_status.h"
+#include "spec/shapes.h"
+#include "spec/tree.h"
 
 namespace amlnode::agent {
 
@@ -84,6 +86,31 @@ bool answered(const Result<HttpResponse>& response, const std::string& what) {
   return false;
 }
 
+namespace {
+
+// The job text with a command line's script and arguments written in, as JSON (which both shapes
+// read): a .runconfig's script and arguments; a native file's entry_script (or script, in the
+// ScriptRunConfig shape) and arguments; whatever the file said to run instead is taken out.
+Result<std::string> job_text_with_script(const std::string& text, const std::string& file_name,
+                                         const std::string& script,
+                                         const std::vector<std::string>& arguments) {
+  auto parsed = spec::detail::parse_yaml(text);
+  if (!parsed.root || !parsed.root->is_mapping())
+    return Error{"InvalidJob", file_name + ": not a mapping of job fields"};
+  json job = spec::detail::to_json(*parsed.root);
+  bool runconfig = std::filesystem::path(file_name).extension() == ".runconfig" ||
+                   spec::detail::looks_like_runconfig(*parsed.root);
+  for (const char* key : {"command", "script_params", "entry_script", "script"}) job.erase(key);
+  bool script_run_config = false;
+  for (const char* key : {"environment", "distributed_job_config", "docker_runtime_config"})
+    script_run_config = script_run_config || job.contains(key);
+  job[runconfig || script_run_config ? "script" : "entry_script"] = script;
+  job["arguments"] = arguments;
+  return job.dump(2);
+}
+
+}  // namespace
+
 std::optional<std::string> submit_job(UserClient& client, const SubmitRequest& request,
                                       bool* invalid) {
   auto refuse = [&](const Error& error) -> std::optional<std::string> {
@@ -92,6 +119,9 @@ std::optional<std::string> submit_job(UserClient& client, const SubmitRequest& r
   };
   spec::LoadOptions options;
   if (!request.source_dir.empty()) options.source_dir_override = request.source_dir;
+  if (!request.experiment.empty()) options.experiment_override = request.experiment;
+  options.script_override = request.script;
+  options.arguments_override = request.arguments;
   auto loaded = spec::load_job_file(request.job_file, options);
   for (const auto& error : loaded.errors)
     std::fprintf(stderr, "%s: error: %s\n", request.job_file.c_str(), error.to_string().c_str());
@@ -101,6 +131,12 @@ std::optional<std::string> submit_job(UserClient& client, const SubmitRequest& r
   }
   auto text = read_file(request.job_file, kMaxJobFileBytes);
   if (!text.ok()) return refuse(text.error());
+  std::string file_name = std::filesystem::path(request.job_file).filename().string();
+  if (request.script) {
+    auto rewritten = job_text_with_script(*text, file_name, *request.script, request.arguments);
+    if (!rewritten.ok()) return refuse(rewritten.error());
+    *text = std::move(*rewritten);
+  }
   // The job file is left out of the snapshot, as `amlnode run` leaves it out of wd/.
   auto listing = executors::list_snapshot(loaded.job->source_directory, {}, {loaded.job->job_file});
   if (!listing.ok()) return refuse(listing.error());
@@ -108,9 +144,7 @@ std::optional<std::string> submit_job(UserClient& client, const SubmitRequest& r
       executors::pack_snapshot_to_memory(loaded.job->source_directory, *listing, kMaxSnapshotBytes);
   if (!packed.ok()) return refuse(packed.error());
   std::string name = request.experiment.empty() ? loaded.job->experiment_name : request.experiment;
-  json body = {{"job",
-                {{"text", *text},
-                 {"file_name", std::filesystem::path(request.job_file).filename().string()}}},
+  json body = {{"job", {{"text", *text}, {"file_name", file_name}}},
                {"experiment_name", name},
                {"compute_name", request.compute}};
   auto created = client.call("POST", "/v1/runs", body.dump());

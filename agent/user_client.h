@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "agent/daemon/http_client.h"
 #include "common/result.h"
@@ -56,6 +57,10 @@ struct SubmitRequest {
   std::string compute;
   std::string experiment;  // "" : the job's own experiment name
   std::string source_dir;  // "" : the job's own source directory
+  // A script and its arguments from the command line, over what the job file says to run (the
+  // job text sent is the file's with them written in).
+  std::optional<std::string> script;
+  std::vector<std::string> arguments;
 };
 
 // Loads and checks the job file (each problem printed on stderr), submits it and uploads the

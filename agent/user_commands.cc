@@ -65,7 +65,8 @@ struct UserCommands::State {
   std::string user_token;
   std::string user_token_file;
   std::string ca_file;
-  std::string job_file;
+  std::optional<std::string> job_option;
+  std::vector<std::string> submit_words;
   std::string compute;
   std::string experiment;
   std::string source_dir;
@@ -86,9 +87,22 @@ struct UserCommands::State {
   }
 
   int run_submit(UserClient& client) const {
+    std::vector<std::string> rest = submit_words;
+    SubmitRequest request{job_option.value_or(""), compute, experiment, source_dir, {}, {}};
+    if (!job_option) {
+      if (rest.empty()) {
+        std::fprintf(stderr, "amlnode submit: the job file is required (JOB, or -c JOB)\n");
+        return kExitUsage;
+      }
+      request.job_file = rest.front();
+      rest.erase(rest.begin());
+    }
+    if (!rest.empty()) {
+      request.script = rest.front();
+      request.arguments.assign(rest.begin() + 1, rest.end());
+    }
     bool invalid = false;
-    auto id =
-        submit_job(client, SubmitRequest{job_file, compute, experiment, source_dir}, &invalid);
+    auto id = submit_job(client, request, &invalid);
     if (!id) return invalid ? kExitUsage : kExitFailed;
     std::printf("%s\n", id->c_str());
     return 0;
@@ -178,6 +192,10 @@ struct UserCommands::State {
 };
 
 UserCommands::UserCommands() : state_(std::make_unique<State>()) {}
+
+void UserCommands::set_submit_words(std::vector<std::string> words) {
+  state_->submit_words = std::move(words);
+}
 UserCommands::~UserCommands() = default;
 
 void UserCommands::add_to(CLI::App& app) {
@@ -192,10 +210,14 @@ void UserCommands::add_to(CLI::App& app) {
                         "$AMLNODE_CA_FILE, else the system's trust store)");
     command->add_flag("--json", s.as_json, "compact JSON output");
   };
-  s.submit = app.add_subcommand("submit", "Submit a job to a control plane; prints the run id");
-  s.submit->add_option("JOB", s.job_file, "job file")->required();
+  s.submit = app.add_subcommand(
+      "submit",
+      "Submit a job to a control plane; prints the run id: amlnode submit [options] JOB [SCRIPT "
+      "ARGS...]");
+  s.submit->add_option("-c,--job", s.job_option,
+                       "the job file; then the words after the options are SCRIPT ARGS...");
   s.submit->add_option("--compute", s.compute, "compute (cluster) name")->required();
-  s.submit->add_option("--experiment", s.experiment, "experiment name (default: the job's)");
+  s.submit->add_option("-e,--experiment", s.experiment, "experiment name (default: the job's)");
   s.submit->add_option("--source-dir", s.source_dir, "source directory, overriding the job file");
   s.status = app.add_subcommand("status", "Show a run");
   s.status->add_option("RUN_ID", s.run_id)->required();

@@ -10,6 +10,8 @@
 // $AMLNODE_USER_TOKEN, else the file --user-token-file names).
 
 #include <memory>
+#include <string>
+#include <vector>
 
 namespace CLI {
 class App;
@@ -23,6 +25,9 @@ class UserCommands {
   UserCommands();
   ~UserCommands();
   void add_to(CLI::App& app);
+  // The words of `submit` that are not its options: the job file (unless -c named it), then a
+  // script and its arguments (agent/cli.cc splits them off before parsing).
+  void set_submit_words(std::vector<std::string> words);
   // -1 when none of these commands was chosen; else the exit code (0 ok, 1 refused or
   // unreachable, 2 usage or an invalid job).
   int run();

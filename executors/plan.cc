@@ -1,6 +1,7 @@
 #include "executors/plan.h"
 
 #include <algorithm>
+#include <cctype>
 #include <sstream>
 
 #include "common/hash.h"
@@ -46,9 +47,7 @@ std::vector<std::string> entry_argv(const Job& job) {
     argv = {"/bin/sh", "-c", *job.shell_command};
     return argv;
   }
-  if (!job.command_argv.empty()) {
-    argv = job.command_argv;
-  } else if (job.entry_script) {
+  if (job.entry_script) {
     const std::string& script = *job.entry_script;
     auto ends_with = [&](std::string_view suffix) {
       return script.size() >= suffix.size() &&
@@ -74,6 +73,9 @@ std::vector<StagedInput> staged_inputs(const Job& job, const PlanContext& contex
     if (input.mode == spec::InputMode::Upload) {
       // An upload reference is where the run writes results; locally that is the path itself.
       staged.target = input.path;
+    } else if (std::filesystem::path(input.path_on_compute).is_absolute()) {
+      staged.target = input.path_on_compute;
+      staged.outside_run_folder = true;
     } else {
       staged.target =
           inputs_dir / (input.path_on_compute.empty() ? input.name : input.path_on_compute);
@@ -85,6 +87,132 @@ std::vector<StagedInput> staged_inputs(const Job& job, const PlanContext& contex
                       spec::InputMode::Mount});
   }
   return inputs;
+}
+
+std::vector<StagedInput> staged_models(const Job& job, const PlanContext& context) {
+  std::vector<StagedInput> models;
+  for (const auto& model : job.models) {
+    std::filesystem::path source = model.path;
+    models.push_back({"model " + model.name, source,
+                      context.run_dir / "models" / model.name / std::to_string(model.version) /
+                          source.filename(),
+                      spec::InputMode::Mount});
+  }
+  return models;
+}
+
+// The run context file's contents (docs/sdk-compat.md): what the run is, where its files are,
+// and what its datasets and models are.
+nlohmann::json run_context_of(const Job& job, const Plan& plan) {
+  nlohmann::json datasets = nlohmann::json::object();
+  for (std::size_t i = 0; i < job.inputs.size() && i < plan.inputs.size(); ++i) {
+    const spec::Input& input = job.inputs[i];
+    nlohmann::json entry = {{"kind", spec::to_string(input.kind)},
+                            {"path", plan.inputs[i].target.string()}};
+    if (input.kind == spec::DatasetKind::Tabular) {
+      entry["format"] = spec::to_string(input.format);
+      if (input.format == spec::TabularFormat::Delimited)
+        entry["options"] = {{"separator", input.separator}, {"header", input.header}};
+    }
+    datasets[input.name] = entry;
+  }
+  nlohmann::json models = nlohmann::json::object();
+  for (std::size_t i = 0; i < job.models.size() && i < plan.models.size(); ++i) {
+    models[job.models[i].name] = {{"path", plan.models[i].target.string()},
+                                  {"version", job.models[i].version}};
+  }
+  return {{"run_id", plan.run_id},
+          {"experiment", plan.experiment_name},
+          {"parent_run_id", nullptr},
+          {"working_dir", plan.working_dir.string()},
+          {"outputs_dir", (plan.working_dir / "outputs").string()},
+          {"logs_dir", (plan.working_dir / "logs").string()},
+          {"metrics_file", (plan.system_logs / "metrics.jsonl").string()},
+          {"tags_file", (plan.system_logs / "tags.jsonl").string()},
+          {"status_file", (plan.system_logs / "script_status.json").string()},
+          {"input_datasets", datasets},
+          {"models", models},
+          {"node_count", job.node_count},
+          {"process_name", "process000"},
+          {"target", job.compute_target}};
+}
+
+// A dataset's placeholder as the SDK writes it into arguments, and the data reference variables
+// of the run's own contract, become the staged paths; what a placeholder names must exist.
+Result<std::string> substitute_placeholders(const std::string& arg, const Plan& plan) {
+  static constexpr std::string_view kDataset = "DatasetConsumptionConfig:";
+  std::string out;
+  std::size_t at = 0;
+  while (at < arg.size()) {
+    if (arg.compare(at, kDataset.size(), kDataset) == 0) {
+      std::size_t end = at + kDataset.size();
+      while (end < arg.size() &&
+             (std::isalnum(static_cast<unsigned char>(arg[end])) || arg[end] == '_'))
+        ++end;
+      std::string name = arg.substr(at + kDataset.size(), end - at - kDataset.size());
+      auto input = std::find_if(plan.inputs.begin(), plan.inputs.end(),
+                                [&](const StagedInput& staged) { return staged.name == name; });
+      if (input == plan.inputs.end())
+        return Error{"UnknownInput", "the argument " + arg + " names dataset \"" + name +
+                                         "\", which is not among the job's inputs"};
+      out += input->target.string();
+      at = end;
+      continue;
+    }
+    if (arg[at] == '$') {
+      bool braced = at + 1 < arg.size() && arg[at + 1] == '{';
+      std::size_t start = at + (braced ? 2 : 1);
+      std::size_t end = start;
+      while (end < arg.size() &&
+             (std::isalnum(static_cast<unsigned char>(arg[end])) || arg[end] == '_'))
+        ++end;
+      std::string name = arg.substr(start, end - start);
+      bool closed = !braced || (end < arg.size() && arg[end] == '}');
+      bool ours = name.rfind("AZUREML_DATAREFERENCE_", 0) == 0 ||
+                  name.rfind("AZ_BATCHAI_", 0) == 0 || name.rfind("AZ_BATCH_", 0) == 0;
+      if (ours && closed) {
+        auto var = std::find_if(plan.env.begin(), plan.env.end(),
+                                [&](const auto& kv) { return kv.first == name; });
+        if (var == plan.env.end())
+          return Error{"UnknownInput", "the argument " + arg + " refers to $" + name +
+                                           ", which this run does not have (no such input)"};
+        out += var->second;
+        at = end + (braced ? 1 : 0);
+        continue;
+      }
+    }
+    out += arg[at++];
+  }
+  return out;
+}
+
+// What this node cannot run yet, named by the field that asks for it, so a run never starts
+// doing less than its job says.
+std::optional<Error> not_yet_supported(const Job& job) {
+  auto refuse = [](const std::string& what) { return Error{"NotSupported", what}; };
+  if (job.parallel_run)
+    return refuse(
+        "parallel_run: ParallelRunStep runs are not supported on this node yet; "
+        "nothing was run");
+  if (job.framework == Framework::PySpark)
+    return refuse(
+        "framework: PySpark runs need an HDInsight compute with spark-submit, which "
+        "this node does not offer yet");
+  if (job.node_count > 1 || job.distributed.process_count_per_node > 1) {
+    return refuse("node_count / process_count_per_node: distributed runs (node_count " +
+                  std::to_string(job.node_count) + ", process_count_per_node " +
+                  std::to_string(job.distributed.process_count_per_node) +
+                  ") are not supported on this node yet");
+  }
+  if (job.distributed.communicator == Communicator::ParameterServer &&
+      (job.distributed.worker_count > 1 || job.distributed.parameter_server_count > 0)) {
+    return refuse("distributed_training: a TensorFlow job with " +
+                  std::to_string(job.distributed.worker_count) + " worker(s) and " +
+                  std::to_string(job.distributed.parameter_server_count) +
+                  " parameter server(s) needs several processes, which this node does not run "
+                  "yet");
+  }
+  return std::nullopt;
 }
 
 // Single-process values of the distributed contract, so a script written for MPI, PyTorch or
@@ -140,16 +268,6 @@ spec::EnvVars contract_env(const Job& job, const Plan& plan, const PlanContext& 
     set_var(env, "AZUREML_DATAREFERENCE_" + input.name, input.target.string());
   }
   return env;
-}
-
-std::optional<Error> unsupported_reason(const Job& job) {
-  if (job.node_count > 1 || job.distributed.process_count_per_node > 1) {
-    return Error{"NotSupported", "distributed runs (node_count " + std::to_string(job.node_count) +
-                                     ", process_count_per_node " +
-                                     std::to_string(job.distributed.process_count_per_node) +
-                                     ") are not supported yet on this node"};
-  }
-  return std::nullopt;
 }
 
 bool is_python_environment(EnvironmentKind kind) {
@@ -216,15 +334,30 @@ Plan resolve_plan(const Job& job, const PlanContext& context) {
   plan.std_log = context.run_dir / "user_logs" / "std_log.txt";
   plan.system_logs = context.run_dir / "system_logs";
   plan.inputs = staged_inputs(job, context);
+  plan.models = staged_models(job, context);
   plan.argv = entry_argv(job);
   if (job.resume_from) {
     plan.argv.push_back("--resume-from");
     plan.argv.push_back(plan.inputs.back().target.string());
   }
   plan.env = contract_env(job, plan, context);
+  plan.run_context_file = context.run_dir / "run_context.json";
+  plan.run_context = run_context_of(job, plan);
+  set_var(plan.env, "AMLNODE_RUN_CONTEXT", plan.run_context_file.string());
+  if (!plan.models.empty())
+    set_var(plan.env, "AZUREML_MODEL_DIR", (context.run_dir / "models").string());
   for (const auto& [name, value] : job.environment.environment_variables)
     set_var(plan.env, name, value);
   for (const auto& [name, value] : job.environment_variables) set_var(plan.env, name, value);
+  // The arguments after the program (a shell command's line included) get the staged paths.
+  for (std::size_t i = job.shell_command ? 2 : 1; i < plan.argv.size(); ++i) {
+    auto substituted = substitute_placeholders(plan.argv[i], plan);
+    if (!substituted.ok()) {
+      plan.cannot_run = substituted.error();
+      break;
+    }
+    plan.argv[i] = *substituted;
+  }
   plan.environment_kind = kind_of(job);
   plan.environment_hash = sha256_hex(environment_identity(job).dump()).substr(0, 32);
   if (is_python_environment(plan.environment_kind)) resolve_python_environment(job, context, plan);
@@ -234,7 +367,7 @@ Plan resolve_plan(const Job& job, const PlanContext& context) {
   plan.deadline_seconds = job.max_run_duration_seconds;
   plan.kill_grace_seconds = context.kill_grace_seconds;
   plan.python_module_dir = context.python_module_dir;
-  if (!plan.cannot_run) plan.cannot_run = unsupported_reason(job);
+  if (!plan.cannot_run) plan.cannot_run = not_yet_supported(job);
   return plan;
 }
 

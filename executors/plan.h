@@ -43,6 +43,9 @@ struct StagedInput {
   std::filesystem::path source;  // the local path the job named
   std::filesystem::path target;  // what AZUREML_DATAREFERENCE_<name> points at
   spec::InputMode mode = spec::InputMode::Mount;
+  // An absolute path_on_compute (below /tmp): outside the run folder, so the agent makes it only
+  // when nothing is there and removes it when the run is released.
+  bool outside_run_folder = false;
 };
 
 struct Plan {
@@ -69,6 +72,13 @@ struct Plan {
   std::optional<std::int64_t> deadline_seconds;
   double kill_grace_seconds = 10.0;
   std::vector<StagedInput> inputs;
+  // The job's models, staged as inputs are (linked) under run_dir/models/<name>/<version>/, for
+  // Model.get_model_path; AZUREML_MODEL_DIR is run_dir/models.
+  std::vector<StagedInput> models;
+  // What the SDK stand-in in the run reads (docs/sdk-compat.md, "The run context file"), written
+  // to run_context_file before the process starts; $AMLNODE_RUN_CONTEXT names it.
+  nlohmann::json run_context = nlohmann::json::object();
+  std::filesystem::path run_context_file;
   // Appended to the process's PYTHONPATH (after the job's or the inherited one), so scripts can
   // `import amlnode_run`; see PlanContext.
   std::optional<std::filesystem::path> python_module_dir;

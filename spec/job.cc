@@ -42,6 +42,35 @@ std::string to_string(Communicator communicator) {
   return "None";
 }
 
+void apply_docker_runtime(Job& job) {
+  if (!job.docker_runtime) return;
+  const DockerRuntime& runtime = *job.docker_runtime;
+  DockerSection& docker = job.environment.docker;
+  if (runtime.use_docker) docker.enabled = *runtime.use_docker;
+  if (runtime.shm_size) {
+    docker.shm_size = *runtime.shm_size;
+    docker.shm_size_bytes = runtime.shm_size_bytes;
+  }
+  if (runtime.arguments) docker.arguments = *runtime.arguments;
+  if (runtime.shared_volumes) docker.shared_volumes = *runtime.shared_volumes;
+}
+
+std::string to_string(DatasetKind kind) {
+  return kind == DatasetKind::Tabular ? "tabular" : "file";
+}
+
+std::string to_string(TabularFormat format) {
+  switch (format) {
+    case TabularFormat::Delimited:
+      return "delimited";
+    case TabularFormat::JsonLines:
+      return "json_lines";
+    case TabularFormat::Parquet:
+      return "parquet";
+  }
+  return "delimited";
+}
+
 std::string to_string(InputMode mode) {
   switch (mode) {
     case InputMode::Mount:

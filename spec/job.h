@@ -8,12 +8,11 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace amlnode::spec {
 
@@ -29,18 +28,43 @@ enum class SourceShape { Native, RunConfig };
 
 inline constexpr const char* kDefaultShmSize = "2g";
 inline constexpr const char* kDefaultInterpreter = "python";
-inline constexpr const char* kDefaultCpuImage = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04";
+inline constexpr const char* kDefaultCpuImage =
+    "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04";
 inline constexpr const char* kDefaultGpuImage =
     "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.3-cudnn8-ubuntu20.04";
 
 using EnvVars = std::vector<std::pair<std::string, std::string>>;  // ordered, names unique
 
+// What a script gets for an input through run.input_datasets (the SDK stand-in): a file dataset's
+// path, or a tabular dataset it can turn into a DataFrame.
+enum class DatasetKind { File, Tabular };
+enum class TabularFormat { Delimited, JsonLines, Parquet };
+
 struct Input {
-  std::string name;          // becomes AZUREML_DATAREFERENCE_<name>
-  std::string path;          // local path (absolute after normalisation)
+  std::string name;  // becomes AZUREML_DATAREFERENCE_<name>
+  std::string path;  // local path (absolute after normalisation); "" until a dataset id
+                     // is resolved by the node (dataset_id)
   InputMode mode = InputMode::Mount;
-  std::string path_on_compute;  // optional; relative to the run folder when set
+  // Optional. Relative: below the run's inputs folder. Absolute (as the SDK writes /tmp/<uuid>):
+  // made by the agent there and removed when the run is released.
+  std::string path_on_compute;
   bool overwrite = false;
+  // Declared as a dataset (DatasetConsumptionConfig), not a plain data reference.
+  bool dataset = false;
+  DatasetKind kind = DatasetKind::File;
+  TabularFormat format = TabularFormat::Delimited;
+  std::string separator = ",";  // delimited tables
+  bool header = true;           // delimited tables
+  // A registered dataset (a .runconfig's data: section names it by id), resolved to a local path
+  // through the node's datasets registry before the run starts.
+  std::string dataset_id;
+};
+
+// A model the job declares, for Model.get_model_path(name) in the script.
+struct ModelRef {
+  std::string name;
+  std::string path;  // local path (absolute after normalisation): a file or a folder
+  int version = 1;
 };
 
 // Registry credentials. `password` is a secret: it is never printed, logged or written to
@@ -55,24 +79,24 @@ struct PythonSection {
   bool user_managed_dependencies = false;
   std::string interpreter_path = kDefaultInterpreter;
   // The conda specification, merged from conda_packages / pip_packages / inline condaDependencies.
-  std::string conda_env_name;                 // "name:" of the conda spec, if any
+  std::string conda_env_name;  // "name:" of the conda spec, if any
   std::vector<std::string> channels;
-  std::vector<std::string> conda_packages;    // e.g. "python=3.8", "numpy"
-  std::vector<std::string> pip_packages;      // e.g. "scikit-learn==1.2"
-  std::vector<std::string> pip_options;       // --index-url and friends from a conda spec's pip list
+  std::vector<std::string> conda_packages;  // e.g. "python=3.8", "numpy"
+  std::vector<std::string> pip_packages;    // e.g. "scikit-learn==1.2"
+  std::vector<std::string> pip_options;     // --index-url and friends from a conda spec's pip list
   std::optional<std::filesystem::path> conda_dependencies_file;  // absolute
   std::optional<std::filesystem::path> pip_requirements_file;    // absolute
 };
 
 struct DockerSection {
   bool enabled = false;
-  std::string base_image;  // empty when base_dockerfile is set
+  std::string base_image;                      // empty when base_dockerfile is set
   std::optional<std::string> base_dockerfile;  // Dockerfile text (inline or read from a file)
   std::optional<RegistryDetails> base_image_registry;
   std::string shm_size = kDefaultShmSize;  // as written, e.g. "2g"
   std::uint64_t shm_size_bytes = 2ull << 30;
-  std::vector<std::string> arguments;       // extra `docker run` arguments
-  bool gpu_support = false;                 // deprecated no-op in the SDK; kept for the record
+  std::vector<std::string> arguments;  // extra `docker run` arguments
+  bool gpu_support = false;            // deprecated no-op in the SDK; kept for the record
   bool shared_volumes = true;
 };
 
@@ -87,10 +111,20 @@ struct Environment {
 struct Distributed {
   Communicator communicator = Communicator::None;
   int process_count_per_node = 1;
-  std::optional<int> pytorch_process_count;           // PyTorchConfiguration.process_count
-  std::string communication_backend;                  // "nccl", "gloo" (lower-case)
-  int worker_count = 1;                               // TensorFlow
-  int parameter_server_count = 0;                     // TensorFlow
+  std::optional<int> pytorch_process_count;  // PyTorchConfiguration.process_count
+  std::string communication_backend;         // "nccl", "gloo" (lower-case)
+  int worker_count = 1;                      // TensorFlow
+  int parameter_server_count = 0;            // TensorFlow
+};
+
+// ScriptRunConfig's docker_runtime_config (DockerConfiguration): what is given is laid over the
+// job's environment, named or inline, once it is known (apply_docker_runtime).
+struct DockerRuntime {
+  std::optional<bool> use_docker;
+  std::optional<std::string> shm_size;
+  std::uint64_t shm_size_bytes = 0;
+  std::optional<std::vector<std::string>> arguments;
+  std::optional<bool> shared_volumes;
 };
 
 struct Job {
@@ -102,9 +136,10 @@ struct Job {
 
   // What to run: exactly one of entry_script or a command.
   std::optional<std::string> entry_script;  // relative to source_directory, stays inside it
-  std::vector<std::string> command_argv;    // a command given as a list: exec'd as is
-  std::optional<std::string> shell_command; // a command given as one string: run by /bin/sh -c
-  std::vector<std::string> arguments;       // script_params (flattened) then arguments
+  // A command, run by /bin/sh -c as one line; a command given as a list is joined with spaces into
+  // that line, as the SDK joins it (["python train.py --epochs 30"] works).
+  std::optional<std::string> shell_command;
+  std::vector<std::string> arguments;  // script_params (flattened) then arguments
 
   Framework framework = Framework::Python;
   Distributed distributed;
@@ -112,7 +147,18 @@ struct Job {
   bool use_gpu = false;
 
   Environment environment;
+  // An environment named rather than defined (ScriptRunConfig's environment="NAME", a curated
+  // name, or a framework estimator's): resolved into `environment` through the node's named
+  // environments before the run starts; an unknown name is an error naming it.
+  std::optional<std::string> environment_name;
+  std::string environment_name_path;  // the field that named it, for errors
+  // A ScriptRunConfig that names no environment gets the node's default one when the node has one
+  // (named environment "default"), else the SDK's default: no Docker, a Python environment with
+  // nothing installed.
+  bool node_default_environment = false;
+  std::optional<DockerRuntime> docker_runtime;
   EnvVars environment_variables;  // the job's own; applied last, over everything else
+  std::vector<ModelRef> models;
 
   std::vector<Input> inputs;
   std::optional<std::string> resume_from;  // a local path; becomes input MODEL_LOCATION
@@ -125,8 +171,13 @@ struct Job {
   nlohmann::json unused_runconfig_sections = nlohmann::json::object();
 };
 
+// Lays docker_runtime_config over the job's environment (once a named one is resolved).
+void apply_docker_runtime(Job& job);
+
 std::string to_string(Framework);
 std::string to_string(Communicator);
 std::string to_string(InputMode);
+std::string to_string(DatasetKind);
+std::string to_string(TabularFormat);
 
 }  // namespace amlnode::spec

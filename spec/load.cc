@@ -47,6 +47,26 @@ LoadResult finish(Diagnostics& diagnostics, std::optional<Job> job) {
   return result;
 }
 
+// The command line's script and arguments, and experiment, over the file's.
+void apply_overrides(Job& job, const LoadOptions& options, Diagnostics& diagnostics) {
+  if (options.experiment_override) {
+    if (options.experiment_override->empty()) {
+      diagnostics.error("--experiment", "expected an experiment name, got nothing");
+    } else {
+      job.experiment_name = *options.experiment_override;
+    }
+  }
+  if (!options.script_override) return;
+  const std::string& script = *options.script_override;
+  if (auto why = detail::unrunnable_entry(script)) return diagnostics.error("SCRIPT", *why);
+  if (job.source_directory.empty()) return;  // its problem is reported already
+  auto resolved = detail::resolve_entry_script(script, job.source_directory);
+  if (!resolved.ok()) return diagnostics.error("SCRIPT", resolved.error().message);
+  job.entry_script = resolved.value();
+  job.shell_command.reset();
+  job.arguments = options.arguments_override;
+}
+
 LoadResult load_text(const std::string& text, const fs::path& file, const LoadOptions& options) {
   Diagnostics diagnostics;
   std::error_code ec;
@@ -74,6 +94,7 @@ LoadResult load_text(const std::string& text, const fs::path& file, const LoadOp
   bool runconfig = has_extension(job_file, ".runconfig") || detail::looks_like_runconfig(root);
   Job job = runconfig ? detail::read_runconfig(root, context, reader)
                       : detail::read_native(root, context, reader);
+  apply_overrides(job, options, diagnostics);
   return finish(diagnostics, std::move(job));
 }
 
@@ -96,6 +117,37 @@ LoadResult load_job_text(const std::string& text, const fs::path& file,
   } catch (...) {
     return internal_error("unknown exception");
   }
+}
+
+EnvironmentDefinition load_environment_definition(const std::string& text, const fs::path& base_dir,
+                                                  const std::string& where) {
+  EnvironmentDefinition out;
+  Diagnostics diagnostics;
+  try {
+    detail::ParsedFile parsed = detail::parse_yaml(text);
+    diagnostics.add_errors(parsed.errors);
+    if (parsed.root && !parsed.root->is_mapping()) diagnostics.error(where, "expected a mapping");
+    if (parsed.root && parsed.root->is_mapping()) {
+      detail::Reader reader(diagnostics);
+      detail::ShapeContext context(SourceShape::Native, reader);
+      context.set_source_dir(base_dir);
+      detail::Field field{&*parsed.root, where};
+      detail::EnvironmentFields fields = detail::read_environment(field, context);
+      if (!fields.user_managed_path.empty() && !fields.conda_path.empty()) {
+        diagnostics.error(fields.conda_path, "cannot be combined with " + fields.user_managed_path +
+                                                 ": true; nothing installs packages into an "
+                                                 "environment you manage yourself");
+      }
+      fields.environment.docker.enabled = fields.docker_enabled.value_or(false);
+      out.gpu_support = fields.gpu_support.value_or(false);
+      if (diagnostics.errors().empty()) out.environment = std::move(fields.environment);
+    }
+  } catch (const std::exception& error) {
+    diagnostics.error(where, std::string("internal error: ") + error.what());
+  }
+  out.errors = std::move(diagnostics.errors());
+  if (!out.errors.empty()) out.environment.reset();
+  return out;
 }
 
 LoadResult load_job_file(const fs::path& file, const LoadOptions& options) {

@@ -26,12 +26,19 @@ struct Diagnostic {
 struct LoadOptions {
   // Overrides the source directory (`--source-dir`).
   std::optional<std::filesystem::path> source_dir_override;
+  // A script and its arguments given on the command line after the job file, as `az ml run
+  // submit-script -c CONFIG SCRIPT ARGS...` takes them: they replace what the file says to run
+  // (its script or command, and its arguments), and a file that names nothing to run is fine.
+  std::optional<std::string> script_override;
+  std::vector<std::string> arguments_override;
+  // -e/--experiment: replaces the file's experiment name.
+  std::optional<std::string> experiment_override;
 };
 
 struct LoadResult {
-  std::optional<Job> job;             // set only when there are no errors
-  std::vector<Diagnostic> errors;     // every problem found, in file order where possible
-  std::vector<Diagnostic> warnings;   // deprecations and other non-fatal notes
+  std::optional<Job> job;            // set only when there are no errors
+  std::vector<Diagnostic> errors;    // every problem found, in file order where possible
+  std::vector<Diagnostic> warnings;  // deprecations and other non-fatal notes
 
   bool ok() const { return job.has_value() && errors.empty(); }
 };
@@ -44,5 +51,17 @@ LoadResult load_job_file(const std::filesystem::path& file, const LoadOptions& o
 // for relative paths and messages only.
 LoadResult load_job_text(const std::string& text, const std::filesystem::path& file,
                          const LoadOptions& options = {});
+
+// An environment definition in the shape of a native job's environment_definition (python,
+// docker, environment_variables, ...), given as YAML or JSON text: one of the node config's named
+// environments. Files it names are relative to `base_dir`; errors name their path below `where`.
+struct EnvironmentDefinition {
+  std::optional<Environment> environment;  // set only when there are no errors
+  bool gpu_support = false;                // docker.gpu_support, for use_gpu
+  std::vector<Diagnostic> errors;
+};
+EnvironmentDefinition load_environment_definition(const std::string& text,
+                                                  const std::filesystem::path& base_dir,
+                                                  const std::string& where);
 
 }  // namespace amlnode::spec

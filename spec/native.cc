@@ -1,6 +1,7 @@
 // The native job file: the Estimator / ScriptRunConfig parameters in snake_case, read with the
 // Estimator's defaults and rules.
 
+#include <algorithm>
 #include <set>
 
 #include "spec/paths.h"
@@ -22,6 +23,47 @@ constexpr auto kPackageFields = std::to_array<std::string_view>(
     {"conda_packages", "pip_packages", "conda_dependencies_file", "conda_dependencies_file_path",
      "pip_requirements_file", "pip_requirements_file_path"});
 
+// The two SDK classes a native file can stand for. Their own parameters cannot be mixed in one
+// file (the Estimator is deprecated in favour of ScriptRunConfig, which spells the same things
+// differently); the rest (source_directory, arguments, command, compute_target,
+// max_run_duration_seconds, node_count, inputs, environment_variables, ...) belongs to both.
+constexpr auto kEstimatorOnlyFields =
+    std::to_array<std::string_view>({"entry_script",
+                                     "script_params",
+                                     "use_gpu",
+                                     "use_docker",
+                                     "custom_docker_image",
+                                     "custom_docker_base_image",
+                                     "image_registry_details",
+                                     "user_managed",
+                                     "conda_packages",
+                                     "pip_packages",
+                                     "conda_dependencies_file",
+                                     "conda_dependencies_file_path",
+                                     "pip_requirements_file",
+                                     "pip_requirements_file_path",
+                                     "environment_definition",
+                                     "distributed_training",
+                                     "distributed_backend",
+                                     "process_count_per_node",
+                                     "shm_size",
+                                     "framework",
+                                     "framework_version"});
+constexpr auto kScriptRunConfigOnlyFields = std::to_array<std::string_view>(
+    {"script", "environment", "distributed_job_config", "docker_runtime_config"});
+
+// The framework estimators (PyTorch, TensorFlow, SKLearn, Chainer) ran in Azure ML's curated
+// environments; here each maps to the node's named environment of that name.
+std::optional<std::string> curated_environment(const std::string& framework,
+                                               const std::string& version, bool gpu) {
+  std::string device = gpu ? "GPU" : "CPU";
+  if (framework == "pytorch") return "AzureML-PyTorch-" + version + "-" + device;
+  if (framework == "tensorflow") return "AzureML-TensorFlow-" + version + "-" + device;
+  if (framework == "chainer") return "AzureML-Chainer-" + version + "-" + device;
+  if (framework == "sklearn") return "AzureML-Scikit-learn-" + version;
+  return std::nullopt;
+}
+
 constexpr std::string_view kStepNameExpected =
     "a step name of 3-32 lowercase letters, digits and dashes, starting with a letter";
 
@@ -35,6 +77,7 @@ struct Backend {
   std::optional<int> process_count;           // PyTorchConfiguration(process_count=N)
   int worker_count = 1;
   int parameter_server_count = 1;
+  std::optional<int> node_count;  // distributed_job_config: MpiConfiguration(node_count=N), ...
 };
 
 Backend make_backend(const std::string& path, Framework framework, Communicator communicator) {
@@ -84,6 +127,14 @@ struct NativeFields {
   std::optional<fs::path> pip_requirements_file_path;
   std::optional<EnvironmentFields> environment_definition;
   std::optional<Size> shm_size;
+  // ScriptRunConfig
+  std::optional<EnvironmentFields> environment;  // inline
+  std::optional<std::string> environment_name;   // or by name
+  std::optional<Backend> distributed_job_config;
+  std::optional<DockerRuntime> docker_runtime_config;
+  // The framework estimators
+  std::optional<std::string> framework;
+  std::optional<std::string> framework_version;
 };
 
 class NativeReader {
@@ -100,14 +151,24 @@ class NativeReader {
     job_.job_file = context_.job_file;
     settle_source_directory();
     fields().walk_strict(root_, reader_.diagnostics());
+    check_one_class();
+    check_framework_fields();
     prefer_new_parameters();
     build_what_to_run();
     build_distribution();
     if (fields_.environment_definition) {
-      build_environment_from_definition();
+      build_environment_from_definition(*fields_.environment_definition, "environment_definition");
+    } else if (fields_.environment) {
+      build_environment_from_definition(*fields_.environment, "environment");
+    } else if (fields_.environment_name || fields_.framework) {
+      build_named_environment();
+    } else if (script_run_config()) {
+      job_.node_default_environment = true;
     } else {
       build_environment_from_parameters();
     }
+    job_.docker_runtime = fields_.docker_runtime_config;
+    apply_docker_runtime(job_);
     check_inputs();
     apply_defaults(job_);
     return std::move(job_);
@@ -189,7 +250,131 @@ class NativeReader {
       job_.max_run_duration_seconds = reader_.integer(f, 1, "an integer > 0 (seconds)");
     });
     on("parallel_run", [this](const Field& f) { read_parallel_run(f); });
+    on("script", [this](const Field& f) { read_entry_script(f, shape_, job_); });
+    on("environment", [this](const Field& f) { read_script_run_environment(f); });
+    on("distributed_job_config", [this](const Field& f) {
+      if (!f.node->is_mapping())
+        return reader_.wrong(f, "a mapping with a type: mpi, pytorch or tensorflow");
+      fields_.distributed_job_config = read_backend_object(f);
+    });
+    on("docker_runtime_config", [this](const Field& f) { read_docker_runtime(f); });
+    on("framework", [this](const Field& f) { read_framework(f); });
+    on("framework_version",
+       [this](const Field& f) { fields_.framework_version = reader_.text(f); });
+    on("models", [this](const Field& f) { read_models(f); });
     return walker;
+  }
+
+  void check_framework_fields() {
+    if (given("framework_version") && !given("framework"))
+      diagnostics().error("framework_version",
+                          "given without framework, which it is the version of");
+    if (given("framework") && given("environment_definition"))
+      diagnostics().error("framework",
+                          "cannot be combined with environment_definition: the "
+                          "framework picks its named environment");
+  }
+
+  bool script_run_config() const {
+    return std::any_of(kScriptRunConfigOnlyFields.begin(), kScriptRunConfigOnlyFields.end(),
+                       [this](std::string_view key) { return given(key); });
+  }
+
+  // Estimator-only and ScriptRunConfig-only parameters in one file: each of the latter is named
+  // with the first of the former.
+  void check_one_class() {
+    auto estimator = std::find_if(kEstimatorOnlyFields.begin(), kEstimatorOnlyFields.end(),
+                                  [this](std::string_view key) { return given(key); });
+    if (estimator == kEstimatorOnlyFields.end()) return;
+    for (std::string_view key : kScriptRunConfigOnlyFields) {
+      if (!given(key)) continue;
+      diagnostics().error(std::string(key),
+                          "a ScriptRunConfig parameter, which cannot be mixed with the "
+                          "Estimator's " +
+                              std::string(*estimator) +
+                              " in one file; write the job in one of the two shapes");
+    }
+  }
+
+  // ScriptRunConfig(environment=...): an inline definition, or a name the node resolves. A
+  // definition holding only a name (and version) is a name too.
+  void read_script_run_environment(const Field& field) {
+    if (field.node->is_scalar()) {
+      auto name = reader_.text(field);
+      if (name && name->empty()) return reader_.wrong(field, "an environment name or definition");
+      fields_.environment_name = name;
+      return;
+    }
+    if (!reader_.mapping(field)) return;
+    bool only_named = field["name"].is_set();
+    for (const auto& [key, value] : field.node->entries)
+      only_named = only_named && (key == "name" || key == "version");
+    if (only_named) {
+      fields_.environment_name = reader_.text(field["name"]);
+      return;
+    }
+    fields_.environment = read_environment(field, shape_);
+  }
+
+  // DockerConfiguration(use_docker, shared_volumes, arguments, shm_size).
+  void read_docker_runtime(const Field& field) {
+    if (!reader_.mapping(field)) return;
+    DockerRuntime runtime;
+    MappingWalker walker;
+    walker.on("use_docker", [&](const Field& f) { runtime.use_docker = reader_.boolean(f); })
+        .on("shared_volumes", [&](const Field& f) { runtime.shared_volumes = reader_.boolean(f); })
+        .on("arguments", [&](const Field& f) { runtime.arguments = reader_.text_list(f); })
+        .on("shm_size", [&](const Field& f) {
+          if (auto size = read_size(f, reader_)) {
+            runtime.shm_size = size->text;
+            runtime.shm_size_bytes = size->bytes;
+          }
+        });
+    walker.walk_strict(field, diagnostics());
+    fields_.docker_runtime_config = runtime;
+  }
+
+  void read_framework(const Field& field) {
+    auto text = reader_.text(field);
+    if (!text) return;
+    std::string name = lower(*text);
+    if (name == "pytorch" || name == "tensorflow" || name == "sklearn" || name == "chainer") {
+      fields_.framework = name;
+    } else {
+      reader_.wrong(field, "pytorch, tensorflow, sklearn or chainer (a framework estimator)");
+    }
+  }
+
+  // models: {name: path} or {name: {path, version}}, for Model.get_model_path(name).
+  void read_models(const Field& field) {
+    if (!reader_.mapping(field)) return;
+    for (const auto& [name, value] : field.node->entries) {
+      Field model{&value, join_path(field.path, name)};
+      ModelRef ref;
+      ref.name = name;
+      std::optional<std::string> path;
+      if (value.is_scalar()) {
+        path = reader_.text(model);
+      } else if (reader_.mapping(model)) {
+        MappingWalker walker;
+        walker.on("path", [&](const Field& f) { path = reader_.text(f); })
+            .on("version", [&](const Field& f) {
+              if (auto version = reader_.integer(f, 1, "a version number >= 1"))
+                ref.version = static_cast<int>(*version);
+            });
+        walker.walk_strict(model, diagnostics());
+        if (!model["path"].is_set()) reader_.wrong(model["path"], "the model's local path");
+      }
+      if (!path) continue;
+      auto resolved = resolve_existing_path(*path, job_dir_);
+      if (!resolved.ok()) {
+        diagnostics().error(value.is_scalar() ? model.path : join_path(model.path, "path"),
+                            resolved.error().message);
+        continue;
+      }
+      ref.path = resolved.value().string();
+      job_.models.push_back(std::move(ref));
+    }
   }
 
   void set_text(const Field& field, std::string& target) {
@@ -260,6 +445,8 @@ class NativeReader {
     std::size_t errors_before = diagnostics().error_count();
     MappingWalker walker;
     walker.on("type", [](const Field&) {});
+    if (field.path == "distributed_job_config")
+      walker.on("node_count", [&](const Field& f) { backend.node_count = reader_.count(f); });
     if (kind == "mpi") {
       walker.on("process_count_per_node",
                 [&](const Field& f) { backend.process_count_per_node = reader_.count(f); });
@@ -362,23 +549,35 @@ class NativeReader {
     job_.arguments = fields_.script_params;
     job_.arguments.insert(job_.arguments.end(), fields_.arguments.begin(), fields_.arguments.end());
     WhatToRun what;
-    what.script_key = "entry_script";
+    what.script_key = given("script") ? "script" : "entry_script";
     what.command_key = "command";
-    what.script_given = given("entry_script");
+    what.script_given = given("entry_script") || given("script");
     what.command_given = given("command");
     for (std::string_view key : {"script_params", "arguments"}) {
       if (given(key)) what.argument_fields.emplace_back(key);
     }
-    check_what_to_run(what, diagnostics());
+    // A script given on the command line replaces whatever the file says to run.
+    if (!context_.options.script_override) check_what_to_run(what, diagnostics());
   }
 
   void build_distribution() {
     job_.node_count = fields_.node_count.value_or(1);
     int per_node = fields_.process_count_per_node.value_or(1);
     job_.distributed.process_count_per_node = per_node;
+    if (!fields_.distributed_training && fields_.distributed_job_config) {
+      fields_.distributed_training = fields_.distributed_job_config;
+      if (auto nodes = fields_.distributed_job_config->node_count) {
+        if (given("node_count") && job_.node_count != *nodes) {
+          diagnostics().error("node_count", "conflicts with distributed_job_config.node_count (" +
+                                                std::to_string(*nodes) + "); give it once");
+        }
+        job_.node_count = *nodes;
+      }
+    }
     if (!fields_.distributed_training) {
       // A backend that was given but is invalid has been reported already.
-      if (!given("distributed_training") && !given("distributed_backend")) {
+      if (!given("distributed_training") && !given("distributed_backend") &&
+          !given("distributed_job_config")) {
         require_backend_for(per_node);
       }
       return;
@@ -448,18 +647,31 @@ class NativeReader {
     apply_shm_size();
   }
 
-  // environment_definition replaces the flat environment parameters: use_gpu and use_docker are
-  // overridden (with a warning), and the others cannot be given alongside it.
-  void build_environment_from_definition() {
-    const EnvironmentFields& definition = *fields_.environment_definition;
+  // environment_definition (or ScriptRunConfig's inline environment) defines the whole
+  // environment: none of the flat environment parameters can be given alongside it, use_docker and
+  // use_gpu included (the SDK reports such combinations as errors).
+  void build_environment_from_definition(const EnvironmentFields& definition,
+                                         const std::string& key_of_definition) {
+    if (definition.environment.name.size() > 0 && key_of_definition == "environment_definition") {
+      // {name: AzureML-...} and nothing else names a (curated) environment rather than define one.
+      Field field = root_["environment_definition"];
+      bool only_named = true;
+      for (const auto& [key, value] : field.node->entries)
+        only_named = only_named && (key == "name" || key == "version");
+      if (only_named) {
+        fields_.environment_name = definition.environment.name;
+        return build_named_environment("environment_definition.name");
+      }
+    }
     for (std::string_view key : kFlatEnvironmentFields) {
       if (!given(key)) continue;
-      diagnostics().error(std::string(key),
-                          "cannot be combined with environment_definition, which defines the "
-                          "whole environment; set it inside environment_definition instead");
+      diagnostics().error(std::string(key), "cannot be combined with " + key_of_definition +
+                                                ", which defines the whole environment; set it "
+                                                "inside " +
+                                                key_of_definition + " instead");
     }
-    warn_overridden("use_docker", "environment_definition.docker.enabled");
-    warn_overridden("use_gpu", "environment_definition.docker.gpu_support");
+    reject_overridden("use_docker", key_of_definition + ".docker.enabled");
+    reject_overridden("use_gpu", key_of_definition + ".docker.gpu_support");
     job_.environment = definition.environment;
     job_.use_gpu = definition.gpu_support.value_or(false);
     DockerSection& docker = job_.environment.docker;
@@ -485,10 +697,47 @@ class NativeReader {
     apply_shm_size();
   }
 
-  void warn_overridden(std::string_view key, std::string_view decided_by) {
+  void reject_overridden(std::string_view key, const std::string& decided_by) {
     if (!given(key)) return;
-    diagnostics().warning(std::string(key), "ignored because environment_definition is given; " +
-                                                std::string(decided_by) + " decides instead");
+    diagnostics().error(std::string(key),
+                        "cannot be combined with a whole environment definition; " + decided_by +
+                            " decides it there");
+  }
+
+  // A named environment (ScriptRunConfig's environment: NAME, a definition holding only a name, or
+  // a framework estimator's curated one): resolved by the node before the run starts.
+  void build_named_environment(const std::string& named_by = "") {
+    if (fields_.framework) {
+      for (std::string_view key : kFlatEnvironmentFields) {
+        if (!given(key) || key == "user_managed") continue;
+        diagnostics().error(std::string(key),
+                            "cannot be combined with framework, whose named environment defines "
+                            "the packages and image; put them in the node's named environment");
+      }
+      if (!fields_.framework_version) {
+        return diagnostics().error("framework_version",
+                                   "required with framework: the version picks the framework's "
+                                   "environment (e.g. 1.13)");
+      }
+      job_.use_gpu = fields_.use_gpu.value_or(false);
+      job_.environment_name =
+          curated_environment(*fields_.framework, *fields_.framework_version, job_.use_gpu);
+      job_.environment_name_path = "framework";
+      if (*fields_.framework == "pytorch") job_.framework = Framework::PyTorch;
+      if (*fields_.framework == "tensorflow") job_.framework = Framework::TensorFlow;
+      return;
+    }
+    if (!fields_.environment_name) return;
+    job_.environment_name = *fields_.environment_name;
+    job_.environment_name_path = named_by.empty() ? "environment" : named_by;
+    for (std::string_view key : kFlatEnvironmentFields) {
+      if (!given(key)) continue;
+      diagnostics().error(std::string(key), "cannot be combined with " +
+                                                job_.environment_name_path +
+                                                ", which names a whole environment");
+    }
+    reject_overridden("use_docker", "the named environment");
+    reject_overridden("use_gpu", "the named environment");
   }
 
   void apply_shm_size() {

@@ -197,17 +197,25 @@ std::optional<std::string> closest_name(std::string_view unknown,
   std::string wanted = normalised_name(unknown);
   std::optional<std::string> best;
   std::size_t best_distance = std::numeric_limits<std::size_t>::max();
+  std::size_t best_prefix = 0;
   for (std::string_view candidate : known) {
     std::string name = normalised_name(candidate);
     std::size_t distance = edit_distance(wanted, name);
     std::size_t longest = std::max(wanted.size(), name.size());
     std::size_t prefix = common_prefix(wanted, name);
+    // A name the unknown one starts with and goes past is less likely meant than a longer name
+    // as near: environment_vars is environment_variables more than environment.
+    if (prefix == name.size() && wanted.size() > name.size()) distance += 2;
     bool abbreviation = wanted.size() >= 3 && prefix == wanted.size();
     bool close = distance <= std::max<std::size_t>(2, longest / 3) || abbreviation ||
                  (prefix >= 5 && prefix * 2 >= std::min(wanted.size(), name.size()));
-    if (close && distance < best_distance) {
+    // Between two as near, the one that shares more of the start wins (environment_vars:
+    // environment_variables, not environment).
+    bool nearer = distance < best_distance || (distance == best_distance && prefix > best_prefix);
+    if (close && nearer) {
       best = std::string(candidate);
       best_distance = distance;
+      best_prefix = prefix;
     }
   }
   return best;

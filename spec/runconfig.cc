@@ -192,7 +192,8 @@ class RunConfigReader {
     what.script_given = fields_.script_given;
     what.command_given = fields_.command_given;
     if (fields_.arguments_given) what.argument_fields.push_back("arguments");
-    check_what_to_run(what, diagnostics());
+    // A script given on the command line replaces whatever the file says to run.
+    if (!context_.options.script_override) check_what_to_run(what, diagnostics());
   }
 
   // The communicator decides which of the mpi, pyTorch and tensorflow sections applies; save()

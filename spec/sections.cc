@@ -326,6 +326,70 @@ void add_pip_entries(PythonSection& python, const std::vector<std::string>& entr
   }
 }
 
+namespace {
+
+// Where an input goes on the node: "" (the inputs folder's <name>) for "./" and the like, a
+// relative path kept inside the inputs folder, or an absolute one below /tmp, which the SDK writes
+// (/tmp/<uuid>) and the agent makes and removes; nullopt for anything else.
+std::optional<std::string> path_on_compute(std::string_view text) {
+  fs::path given = fs::path(text).lexically_normal();
+  if (given.is_absolute()) {
+    auto below = given.lexically_relative("/tmp");
+    if (below.empty() || *below.begin() == ".." || below == ".") return std::nullopt;
+    std::string absolute = given.string();
+    while (absolute.size() > 1 && absolute.back() == '/') absolute.pop_back();
+    return absolute;
+  }
+  std::string normal = given.string();
+  if (normal == "." || normal == "./") return "";
+  if (!is_contained_relative(text)) return std::nullopt;
+  while (!normal.empty() && normal.back() == '/') normal.pop_back();
+  return normal == "." ? "" : normal;
+}
+
+// A native input declared as a dataset (DatasetConsumptionConfig): `dataset: file|tabular`, and
+// for tables `format` (delimited, json_lines, parquet), `separator` and `header`.
+void read_dataset_fields(MappingWalker& walker, Input& input, const ShapeContext& context) {
+  Reader& reader = context.reader();
+  walker
+      .on("dataset",
+          [&](const Field& f) {
+            auto text = reader.text(f);
+            if (!text) return;
+            input.dataset = true;
+            if (*text == "file") {
+              input.kind = DatasetKind::File;
+            } else if (*text == "tabular") {
+              input.kind = DatasetKind::Tabular;
+            } else {
+              reader.wrong(f, "file or tabular");
+            }
+          })
+      .on("format",
+          [&](const Field& f) {
+            auto text = reader.text(f);
+            if (!text) return;
+            if (*text == "delimited") {
+              input.format = TabularFormat::Delimited;
+            } else if (*text == "json_lines") {
+              input.format = TabularFormat::JsonLines;
+            } else if (*text == "parquet") {
+              input.format = TabularFormat::Parquet;
+            } else {
+              reader.wrong(f, "delimited, json_lines or parquet");
+            }
+          })
+      .on("separator",
+          [&](const Field& f) {
+            if (auto text = reader.text(f)) input.separator = *text;
+          })
+      .on("header", [&](const Field& f) {
+        if (auto header = reader.boolean(f)) input.header = *header;
+      });
+}
+
+}  // namespace
+
 std::optional<Input> read_input(const std::string& name, const Field& field,
                                 const ShapeContext& context, const fs::path& anchor) {
   Reader& reader = context.reader();
@@ -360,15 +424,18 @@ std::optional<Input> read_input(const std::string& name, const Field& field,
             [&](const Field& f) {
               auto text = reader.text(f);
               if (!text) return;
-              if (is_contained_relative(*text)) {
-                input.path_on_compute = *text;
+              if (auto where = path_on_compute(*text)) {
+                input.path_on_compute = *where;
               } else {
-                reader.wrong(f, "a relative path inside the run folder");
+                reader.wrong(f,
+                             "a relative path inside the run's inputs folder, or an absolute "
+                             "path below /tmp (as the SDK makes them)");
               }
             })
         .on("overwrite", [&](const Field& f) {
           if (auto overwrite = reader.boolean(f)) input.overwrite = *overwrite;
         });
+    if (context.shape() == SourceShape::Native) read_dataset_fields(walker, input, context);
     context.walk(walker, field, kDataReferenceUnused);
     if (!field[path_key].is_set()) reader.wrong(field[path_key], "the input's local path");
   }

@@ -4,6 +4,7 @@
 #include <array>
 
 #include "spec/paths.h"
+#include "spec/values.h"
 
 namespace amlnode::spec::detail {
 namespace fs = std::filesystem;
@@ -63,7 +64,11 @@ constexpr auto kNativeKeys = std::to_array<std::string_view>({"source_directory"
                                                               "vm_size",
                                                               "vm_priority",
                                                               "source_directory_data_store",
-                                                              "parallel_run"});
+                                                              "parallel_run",
+                                                              "distributed_job_config",
+                                                              "docker_runtime_config",
+                                                              "framework_version",
+                                                              "models"});
 
 template <std::size_t N>
 bool contains(const std::array<std::string_view, N>& keys, std::string_view key) {
@@ -72,10 +77,23 @@ bool contains(const std::array<std::string_view, N>& keys, std::string_view key)
 
 }  // namespace
 
+// Whether a mapping (or one of the mappings in it) has a snake_case key: the native shape spells
+// an environment's keys so (user_managed_dependencies), a .runconfig in camelCase.
+bool has_snake_case_key(const Node& node, int depth) {
+  if (!node.is_mapping() || depth < 0) return false;
+  for (const auto& [key, value] : node.entries) {
+    if (key.find('_') != std::string::npos || has_snake_case_key(value, depth - 1)) return true;
+  }
+  return false;
+}
+
 bool looks_like_runconfig(const Node& root) {
   bool runconfig_key = false;
-  for (const auto& [key, _] : root.entries) {
+  for (const auto& [key, value] : root.entries) {
     if (contains(kNativeKeys, key)) return false;
+    // ScriptRunConfig's environment: a name, or a definition in snake_case; a .runconfig's is a
+    // camelCase mapping.
+    if (key == "environment" && (value.is_scalar() || has_snake_case_key(value, 2))) return false;
     runconfig_key = runconfig_key || contains(kRunConfigKeys, key);
   }
   return runconfig_key;
@@ -96,8 +114,30 @@ std::optional<fs::path> settle_source_dir(const fs::path& dir, const std::string
   return std::nullopt;
 }
 
+// Entry points this node cannot run as a script, and what would be needed instead.
+std::optional<std::string> unrunnable_entry(std::string_view script) {
+  auto dot = script.rfind('.');
+  std::string extension = dot == std::string_view::npos ? "" : lower(script.substr(dot));
+  if (extension == ".ipynb") {
+    return "a Jupyter notebook cannot run as a script: export it first (jupyter nbconvert --to "
+           "script " +
+           std::string(script) + ") and give the .py it writes";
+  }
+  if (extension == ".cmd" || extension == ".bat" || extension == ".ps1" || extension == ".exe") {
+    return "a Windows entry point (" + extension +
+           ") needs a Windows compute; this node runs Linux (give a .py or .sh script)";
+  }
+  return std::nullopt;
+}
+
 void read_entry_script(const Field& field, const ShapeContext& context, Job& job) {
   auto value = context.reader().text(field);
+  if (value) {
+    if (auto why = unrunnable_entry(*value)) {
+      context.diagnostics().error(field.path, *why);
+      return;
+    }
+  }
   // Without a valid source directory (already reported) there is nothing to check against.
   if (!value || !context.source_dir()) return;
   auto script = resolve_entry_script(*value, *context.source_dir());
@@ -110,9 +150,16 @@ void read_entry_script(const Field& field, const ShapeContext& context, Job& job
 
 void read_command(const Field& field, Reader& reader, Job& job) {
   if (field.node->is_sequence()) {
-    if (auto argv = reader.text_list(field)) job.command_argv = *argv;
+    // The SDK joins the list into one line for the shell: ["python train.py --epochs 30"] and
+    // [python, train.py, --epochs, 30] are the same command.
+    auto parts = reader.text_list(field);
+    if (!parts) return;
+    std::string line;
+    for (const auto& part : *parts) line += (line.empty() ? "" : " ") + part;
+    job.shell_command = line;
   } else if (field.node->is_scalar()) {
-    job.shell_command = field.node->text;
+    if (auto text = reader.argument(field, "a list of arguments or a command string"))
+      job.shell_command = *text;
   } else {
     reader.wrong(field, "a list of arguments or a command string");
   }

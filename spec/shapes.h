@@ -41,6 +41,9 @@ std::optional<std::filesystem::path> settle_source_dir(const std::filesystem::pa
                                                        const LoadOptions& options,
                                                        Diagnostics& diagnostics);
 
+// Why a script cannot run on this node (a notebook, a Windows entry point), or nullopt.
+std::optional<std::string> unrunnable_entry(std::string_view script);
+
 void read_entry_script(const Field& field, const ShapeContext& context, Job& job);
 
 // `command`: a list is an argv exec'd as is; a single string is a shell command.

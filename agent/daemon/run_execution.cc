@@ -71,6 +71,7 @@ Result<std::shared_ptr<StartedRun>> prepare_and_launch(const RunEnvironment& env
     return fetched.error();
   auto job = load_job(lease, run_dir / "wd");
   if (!job.ok()) return job.error();
+  if (auto resolved = resolve_node_references(*job, env.config); !resolved) return resolved.error();
   auto environments = environment_config(env.config, env.state_dir);
   if (!environments.ok()) return environments.error();
   auto started = std::make_shared<StartedRun>();
@@ -119,6 +120,7 @@ Result<executors::Plan> leased_plan(const RunEnvironment& env, const LeasedRun& 
                                     const fs::path& run_dir) {
   auto job = load_job(lease, run_dir / "wd");
   if (!job.ok()) return job.error();
+  if (auto resolved = resolve_node_references(*job, env.config); !resolved) return resolved.error();
   auto environments = environment_config(env.config, env.state_dir);
   if (!environments.ok()) return environments.error();
   return executors::resolve_plan(*job, plan_context(env.config, env.state_dir, lease.run_id,
@@ -150,6 +152,7 @@ Result<std::shared_ptr<StartedRun>> reattach_run(const RunEnvironment& env, cons
     return Error{"NotStarted", "run " + lease.run_id + " never started a process"};
   auto job = load_job(lease, run_dir / "wd");
   if (!job.ok()) return job.error();
+  if (auto resolved = resolve_node_references(*job, env.config); !resolved) return resolved.error();
   auto environments = environment_config(env.config, env.state_dir);
   if (!environments.ok()) return environments.error();
   auto started = std::make_shared<StartedRun>();
@@ -177,6 +180,8 @@ RunOutcome finalize_run(const RunEnvironment& env, const executors::Plan& plan) 
   auto exit = read_exit_record(plan.run_dir, "the shim is gone");
   RunOutcome outcome =
       exit.ok() ? outcome_of(*exit, plan) : RunOutcome{spec::RunStatus::Failed, exit.error(), 125};
+  if (exit.ok()) apply_script_status(outcome, plan.run_dir, log);
+  release_outside_inputs(plan);
   log.line(std::string("run ended: ") + spec::to_string(outcome.status) +
            (outcome.error ? " (" + outcome.error->code + ": " + outcome.error->message + ")" : ""));
   return outcome;

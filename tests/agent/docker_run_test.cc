@@ -140,7 +140,7 @@ TEST_CASE("a container past its deadline is stopped, fails as RunTimeout and is 
   DockerWorkspace ws;
   const auto run_id = "docker-timeout-" + test::nonce();
   auto job =
-      ws.job(docker_job("command: [sh, -c, 'trap \"\" TERM; echo started; sleep 300']\n"
+      ws.job(docker_job("command: \"trap '' TERM; echo started; sleep 300\"\n"
                         "max_run_duration_seconds: 1\n"));
   auto started = std::chrono::steady_clock::now();
   auto result = ws.run(job, {"--run-id", run_id, "--kill-grace", "1"});
@@ -157,7 +157,7 @@ TEST_CASE("a container past its deadline is stopped, fails as RunTimeout and is 
 TEST_CASE("Ctrl-C cancels a container run with the grace period", "[docker]") {
   DockerWorkspace ws;
   const auto run_id = "docker-cancel-" + test::nonce();
-  auto job = ws.job(docker_job("command: [sh, -c, 'echo started; exec sleep 300']\n"));
+  auto job = ws.job(docker_job("command: 'echo started; exec sleep 300'\n"));
   auto pid = test::start_command(ws.argv(job, {"--run-id", run_id}), ws.dir / "out.txt",
                                  ws.dir / "err.txt");
   auto log = ws.run_dir(run_id) / "user_logs" / "std_log.txt";
@@ -206,8 +206,8 @@ TEST_CASE("killing amlnode run mid-run loses no output of the container", "[dock
   DockerWorkspace ws;
   const auto run_id = "docker-orphan-" + test::nonce();
   auto job =
-      ws.job(docker_job("command: [sh, -c, 'i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo line "
-                        "$i; sleep 0.01; done; echo done']\n"));
+      ws.job(docker_job("command: 'i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo line "
+                        "$i; sleep 0.01; done; echo done'\n"));
   auto pid = test::start_command(ws.argv(job, {"--run-id", run_id}), ws.dir / "out.txt",
                                  ws.dir / "err.txt");
   auto log = ws.run_dir(run_id) / "user_logs" / "std_log.txt";
@@ -232,7 +232,7 @@ TEST_CASE("a private base image is pulled with credentials that appear nowhere",
   DockerWorkspace ws;
   const auto run_id = "docker-private-" + test::nonce();
   auto job = ws.job(
-      "command: [python, -c, 'print(\"private ok\")']\n"
+      "command: \"python -c 'print(1 and \\\"private ok\\\")'\"\n"
       "environment_definition:\n"
       "  docker:\n    enabled: true\n    base_image: " +
       services.private_image +
@@ -254,7 +254,7 @@ TEST_CASE("a private base image is pulled with credentials that appear nowhere",
 
   const auto wrong_id = "docker-wrong-" + test::nonce();
   auto wrong = ws.job(
-      "command: [python, -c, 'print(1)']\n"
+      "command: \"python -c 'print(1)'\"\n"
       "environment_definition:\n"
       "  docker:\n    enabled: true\n    base_image: " +
       services.private_image_unpulled +

@@ -248,13 +248,25 @@ TEST_CASE("a conda job on a node without conda fails before starting, saying wha
 
 TEST_CASE("a missing program fails as ProcessStartFailed with exit 125", "[local_run]") {
   Workspace ws;
-  auto job =
-      ws.job("user_managed: true\nuse_docker: false\ncommand: [no-such-program-amlnode, x]\n");
+  ws.file("train.py", "print('never')\n");
+  auto job = ws.job(
+      "entry_script: train.py\nenvironment_definition:\n  python:\n"
+      "    user_managed_dependencies: true\n    interpreter_path: no-such-program-amlnode\n");
   auto result = ws.run(job, {"--run-id", "missing-1"});
   CHECK(result.exit_code == 125);
   auto record = ws.run_json("missing-1");
   CHECK(record["error"]["code"] == "ProcessStartFailed");
   CHECK_THAT(record["error"]["message"].get<std::string>(),
+             Catch::Contains("no-such-program-amlnode"));
+}
+
+TEST_CASE("a command's missing program is the shell's exit 127, as on Azure ML", "[local_run]") {
+  Workspace ws;
+  auto job =
+      ws.job("user_managed: true\nuse_docker: false\ncommand: [no-such-program-amlnode, x]\n");
+  auto result = ws.run(job, {"--run-id", "missing-2"});
+  CHECK(result.exit_code == 127);
+  CHECK_THAT(test::slurp(ws.run_dir("missing-2") / "user_logs" / "std_log.txt"),
              Catch::Contains("no-such-program-amlnode"));
 }
 
@@ -286,12 +298,12 @@ TEST_CASE("a dry run prints the plan and runs nothing", "[local_run]") {
       ws.job(std::string(kShellJob) + "[touch, should-not-exist]\nmax_run_duration_seconds: 30\n");
   auto text = ws.run(job, {"--dry-run", "--run-id", "dry-1"});
   REQUIRE(text.exit_code == 0);
-  CHECK_THAT(text.out, Catch::Contains("\"touch\" \"should-not-exist\""));
+  CHECK_THAT(text.out, Catch::Contains("\"/bin/sh\" \"-c\" \"touch should-not-exist\""));
   CHECK_THAT(text.out, Catch::Contains("AZUREML_RUN_ID=dry-1"));
   CHECK_THAT(text.out, Catch::Contains("30 s after start"));
   auto json = ws.run(job, {"--dry-run", "--json", "--run-id", "dry-1"});
   auto plan = nlohmann::json::parse(json.out);
-  CHECK(plan["argv"] == nlohmann::json({"touch", "should-not-exist"}));
+  CHECK(plan["argv"] == nlohmann::json({"/bin/sh", "-c", "touch should-not-exist"}));
   CHECK(plan["shm_size"] == "2g");
   CHECK(plan["max_run_duration_seconds"] == 30);
   CHECK_FALSE(fs::exists(ws.state()));

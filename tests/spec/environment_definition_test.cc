@@ -89,7 +89,7 @@ TEST_CASE("environment_definition defaults are the SDK Environment's", "[spec][e
   CHECK_FALSE(job.use_gpu);
 }
 
-TEST_CASE("environment_definition overrides use_gpu and use_docker with a warning",
+TEST_CASE("use_gpu and use_docker cannot be combined with environment_definition",
           "[spec][environment]") {
   Project project;
   auto result = project.load("job.yml", R"(entry_script: train.py
@@ -98,14 +98,12 @@ use_docker: true
 environment_definition:
   docker: {enabled: false}
 )");
-  Job job = require_job(result);
-  CHECK_FALSE(job.use_gpu);
-  CHECK_FALSE(job.environment.docker.enabled);
-  CHECK(job.environment.docker.base_image == kDefaultCpuImage);
-  CHECK(find(result.warnings, "use_gpu",
-             "ignored because environment_definition is given; "
-             "environment_definition.docker.gpu_support decides"));
-  CHECK(find(result.warnings, "use_docker", "environment_definition.docker.enabled decides"));
+  // Honoured or refused, never dropped: the definition decides, so the two are refused.
+  CHECK_FALSE(result.ok());
+  CHECK(find(result.errors, "use_gpu",
+             "cannot be combined with a whole environment definition; "
+             "environment_definition.docker.gpu_support decides it there"));
+  CHECK(find(result.errors, "use_docker", "environment_definition.docker.enabled decides"));
 }
 
 TEST_CASE("environment_definition cannot be combined with the flat environment parameters",
@@ -120,7 +118,9 @@ TEST_CASE("environment_definition cannot be combined with the flat environment p
   project.write("conda.yml", "dependencies: []\n");
   project.write("requirements.txt", "numpy\n");
   auto result = project.load(
-      "job.yml", "entry_script: train.py\nenvironment_definition: {name: e}\n" + field + "\n");
+      "job.yml",
+      "entry_script: train.py\nenvironment_definition: {name: e, docker: {enabled: false}}\n" +
+          field + "\n");
   std::string key = field.substr(0, field.find(':'));
   INFO(listing(result.errors));
   CHECK_FALSE(result.ok());
@@ -130,8 +130,10 @@ TEST_CASE("environment_definition cannot be combined with the flat environment p
 TEST_CASE("shm_size applies unless environment_definition sets its own", "[spec][environment]") {
   Project project;
   SECTION("definition without shm_size") {
-    Job job = require_job(project.load(
-        "job.yml", "entry_script: train.py\nshm_size: 8g\nenvironment_definition: {name: e}\n"));
+    Job job =
+        require_job(project.load("job.yml",
+                                 "entry_script: train.py\nshm_size: 8g\nenvironment_definition: "
+                                 "{name: e, docker: {enabled: false}}\n"));
     CHECK(job.environment.docker.shm_size == "8g");
   }
   SECTION("definition with shm_size") {

@@ -18,7 +18,6 @@ TEST_CASE("a minimal native job gets the Estimator's defaults", "[spec][native]"
   CHECK(job.experiment_name == project.root().filename().string());
   CHECK(job.compute_target == "local");
   CHECK(job.entry_script == "train.py");
-  CHECK(job.command_argv.empty());
   CHECK_FALSE(job.shell_command);
   CHECK(job.arguments.empty());
   CHECK(job.framework == Framework::Python);
@@ -106,18 +105,20 @@ arguments: [--seed, 42, 1e-3, ""]
                                                   ""});
 }
 
-TEST_CASE("command is an argv as a list and a shell command as a string", "[spec][native]") {
+TEST_CASE("command is one shell line, a list joined as the SDK joins it", "[spec][native]") {
   Project project;
   SECTION("list") {
     Job job = require_job(project.load("job.yml", "command: [python, train.py, --lr, 0.5]\n"));
-    CHECK(job.command_argv == std::vector<std::string>{"python", "train.py", "--lr", "0.5"});
-    CHECK_FALSE(job.shell_command);
+    CHECK(job.shell_command == "python train.py --lr 0.5");
     CHECK_FALSE(job.entry_script);
+  }
+  SECTION("a list of one line, as the pipelines samples write it") {
+    Job job = require_job(project.load("job.yml", "command: [\"python train.py --epochs 30\"]\n"));
+    CHECK(job.shell_command == "python train.py --epochs 30");
   }
   SECTION("string") {
     Job job = require_job(project.load("job.yml", "command: python train.py && echo done\n"));
     CHECK(job.shell_command == "python train.py && echo done");
-    CHECK(job.command_argv.empty());
   }
 }
 
@@ -262,7 +263,8 @@ TEST_CASE("native fields with wrong values name the field, the expectation and t
       {"inputs: {train: nowhere}", "inputs.train", "\"nowhere\" not found"},
       {"inputs: {train: {path: nowhere}}", "inputs.train.path", "\"nowhere\" not found"},
       {"inputs: {train: {path: data, path_on_compute: ../x}}", "inputs.train.path_on_compute",
-       "expected a relative path inside the run folder, got \"../x\""},
+       "expected a relative path inside the run's inputs folder, or an absolute path below /tmp "
+       "(as the SDK makes them), got \"../x\""},
       {"inputs: {train: {path: data, colour: red}}", "inputs.train.colour", "unknown field"},
       {"inputs: {train: {path: data, overwrite: yes please}}", "inputs.train.overwrite",
        "expected true or false"},

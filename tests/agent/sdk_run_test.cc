@@ -1,0 +1,145 @@
+// A script that uses the Azure ML SDK's runtime surface, run by the real `amlnode run`: the run
+// context file, named environments from the node config, datasets and models, placeholders in the
+// arguments, and run.fail().
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
+
+using namespace amlnode;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Debian's interpreter, which has numpy and pandas (scripts/setup installs them).
+const char* kNodePython = "/usr/bin/python3";
+
+struct SdkWorkspace {
+  test::TempDir dir;
+  fs::path config = dir.write("node.yml", std::string("named_environments:\n"
+                                                      "  AzureML-Minimal:\n"
+                                                      "    python: {user_managed_dependencies: "
+                                                      "true, interpreter_path: ") +
+                                              kNodePython + "}\n");
+
+  test::CommandResult run(const std::string& job, std::vector<std::string> extra = {}) {
+    auto file = dir.write("project/job.yml", job);
+    std::vector<std::string> argv = {
+        test::amlnode_binary().string(), "run", "--config", config.string(), "--state-dir",
+        (dir / "state").string()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back(file.string());
+    return test::run_command(argv, {}, std::chrono::seconds(120));
+  }
+  fs::path run_dir(const std::string& id) const { return dir / "state" / "runs" / id; }
+  json run_json(const std::string& id) const {
+    return json::parse(test::slurp(run_dir(id) / "run.json"));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a script using azureml.core runs with its datasets, model and metrics", "[sdk]") {
+  SdkWorkspace ws;
+  ws.dir.write("project/data/diabetes.csv", "age;bmi\n50;22.5\n61;30.1\n");
+  ws.dir.write("project/data/images/a.png", "png");
+  ws.dir.write("project/models/iris.pkl", "weights");
+  ws.dir.write("project/train.py", R"(
+import sys
+import numpy as np
+from azureml.core import Run, Model
+run = Run.get_context()
+table = run.input_datasets["diabetes"].to_pandas_dataframe()
+print("rows", len(table), "columns", list(table.columns))
+print("images", run.input_datasets["images"])
+print("model", Model.get_model_path("iris"))
+print("args", sys.argv[1:])
+run.log("mean_bmi", np.float64(table["bmi"].mean()))
+run.log_list("ages", np.array(table["age"]))
+run.tag("team", "vision")
+run.complete()
+)");
+  auto result = ws.run(R"(
+experiment_name: sdk
+script: train.py
+arguments: [--data, DatasetConsumptionConfig:images, --table, $AZUREML_DATAREFERENCE_diabetes]
+environment: AzureML-Minimal
+inputs:
+  diabetes: {path: data/diabetes.csv, dataset: tabular, separator: ';'}
+  images: {path: data/images, dataset: file, path_on_compute: /tmp/amlnode-sdk-test-images}
+models:
+  iris: {path: models/iris.pkl, version: 3}
+)",
+                       {"--run-id", "sdk-1"});
+  INFO(result.out << result.err);
+  REQUIRE(result.exit_code == 0);
+  CHECK(result.out.find("rows 2 columns ['age', 'bmi']") != std::string::npos);
+  CHECK(result.out.find("images /tmp/amlnode-sdk-test-images\n") != std::string::npos);
+  CHECK(result.out.find("model " + (ws.run_dir("sdk-1") / "models/iris/3/iris.pkl").string()) !=
+        std::string::npos);
+  CHECK(result.out.find("args ['--data', '/tmp/amlnode-sdk-test-images', '--table', '" +
+                        (ws.run_dir("sdk-1") / "inputs/diabetes").string() + "']") !=
+        std::string::npos);
+  // The place on compute outside the run folder is gone with the run.
+  CHECK_FALSE(fs::exists(fs::symlink_status("/tmp/amlnode-sdk-test-images")));
+  std::string metrics = test::slurp(ws.run_dir("sdk-1") / "system_logs" / "metrics.jsonl");
+  CHECK(metrics.find("\"name\":\"mean_bmi\"") != std::string::npos);
+  CHECK(metrics.find("\"value\":26.3") != std::string::npos);
+  CHECK(metrics.find("\"values\":[50,61]") != std::string::npos);
+  CHECK(test::slurp(ws.run_dir("sdk-1") / "system_logs" / "tags.jsonl").find("\"team\"") !=
+        std::string::npos);
+  CHECK(ws.run_json("sdk-1")["status"] == "Completed");
+}
+
+TEST_CASE("run.fail() ends the run Failed with its error, though the script exits 0", "[sdk]") {
+  SdkWorkspace ws;
+  ws.dir.write("project/train.py",
+               "from azureml.core import Run\n"
+               "Run.get_context().fail(error_details='validation loss diverged', "
+               "error_code='Diverged')\n");
+  auto result =
+      ws.run("script: train.py\nenvironment: AzureML-Minimal\n", {"--run-id", "sdk-fail"});
+  INFO(result.out << result.err);
+  CHECK(result.exit_code == 1);
+  auto record = ws.run_json("sdk-fail");
+  CHECK(record["status"] == "Failed");
+  CHECK(record["error"]["code"] == "Diverged");
+  CHECK(record["error"]["message"] == "validation loss diverged");
+}
+
+TEST_CASE("an environment the node does not know is refused before anything runs", "[sdk]") {
+  SdkWorkspace ws;
+  ws.dir.write("project/train.py", "print('never')\n");
+  auto result = ws.run("script: train.py\nenvironment: AzureML-sklearn-0.24-ubuntu18.04-py37-cpu\n",
+                       {"--run-id", "sdk-unknown"});
+  CHECK(result.exit_code == 2);
+  CHECK(result.err.find("environment: this node has no environment named "
+                        "\"AzureML-sklearn-0.24-ubuntu18.04-py37-cpu\" (its config's "
+                        "named_environments has: AzureML-Minimal)") != std::string::npos);
+  CHECK_FALSE(fs::exists(ws.run_dir("sdk-unknown")));
+}
+
+TEST_CASE("what this node cannot run yet is refused by the field that asks for it", "[sdk]") {
+  SdkWorkspace ws;
+  ws.dir.write("project/train.py", "print('never')\n");
+  struct Case {
+    std::string job;
+    std::string message;
+  };
+  for (const auto& c :
+       std::vector<Case>{{"parallel_run: {name: score, entry_script: train.py}\n",
+                          "parallel_run: ParallelRunStep"},
+                         {"distributed_job_config: {type: tensorflow, worker_count: 2, "
+                          "parameter_server_count: 1}\n",
+                          "a TensorFlow job with 2 worker(s) and 1 parameter server(s)"},
+                         {"distributed_job_config: {type: mpi, process_count_per_node: 4}\n",
+                          "distributed runs (node_count 1, process_count_per_node 4)"}}) {
+    auto result = ws.run("script: train.py\nenvironment: AzureML-Minimal\n" + c.job);
+    INFO(c.job << result.out << result.err);
+    CHECK(result.exit_code == 125);
+    CHECK(result.err.find(c.message) != std::string::npos);
+  }
+}
