@@ -411,6 +411,8 @@ class JsonTreeBuilder final : public nlohmann::json_sax<nlohmann::json> {
 
 }  // namespace
 
+Node::Node() = default;
+
 const Node* Node::find(std::string_view key) const {
   for (const auto& [name, value] : entries) {
     if (name == key) return &value;
