@@ -66,7 +66,7 @@ amlnode::executors::ExtractLimits fuzz_limits() {
   amlnode::executors::ExtractLimits limits;
   limits.max_total_bytes = 4 << 20;
   limits.max_entry_bytes = 2 << 20;
-  limits.max_files = 64;
+  limits.max_files = 16;
   limits.max_directories = 256;
   limits.ratio_floor_bytes = 1 << 20;
   return limits;
