@@ -61,7 +61,8 @@ def job_seeds():
         "complex-key.yml": YML + b"? [a, b]\n: c\n? {x: y}\n: d\nentry_script: train.py\n",
         "tags.yml": YML + b"entry_script: !!str train.py\nnode_count: !!int 2\nuse_gpu: !!bool yes\n",
         "documents.yml": YML + b"entry_script: a.py\n---\nentry_script: b.py\n...\n---\n",
-        "long-digits.yml": YML + b"entry_script: train.py\nshm_size: " + b"9" * 20000 + b"\n",
+        # Overflowed the loader's stack while the number rules were std::regex (fixed).
+        "long-digits.yml": YML + b"entry_script: train.py\nshm_size: " + b"9" * 200000 + b"\n",
         "long-float.yml": YML + b"parallel_run: {a: 0." + b"1" * 20000 + b"e5}\n",
         "escapes.yml": YML + b'entry_script: "\\ud800\\x00\\u00e9\\U0001F600"\nscript_params: {"\\t": "\\N\\_"}\n',
         "invalid-utf8.yml": YML + b"entry_script: tr\xffain.py\nenvironment_variables: {A: \xc3\x28}\n",
@@ -121,6 +122,7 @@ def request_seeds():
         + b'[{"type": "cancel", "run_id": "r"}, {"type": "stop", "run_id": "r", "reason": "moved"}, '
         b'{"type": "drain"}, 7, {"type": 3}]',
         # Hostile: what the parsers must refuse with a 400, never with an exception.
+        # An out_of_range exception that escaped the server's handler (fixed).
         "register-overflow.json": REGISTRATION + b'{"hostname": "h", "cpus": 1e500}',
         "register-huge-int.json": REGISTRATION
         + b'{"hostname": "h", "memory_bytes": 18446744073709551615, "ssh_port": -1}',
@@ -136,6 +138,7 @@ def request_seeds():
         + b'{"job": {"text": "x", "file_name": ".."}, "experiment_name": "-x", "compute_name": "c"}',
         "submit-utf8.json": SUBMIT
         + b'{"job": {"text": "\\ud83d\\ude00"}, "experiment_name": "\xe6\x97\xa5", "compute_name": "c"}',
+        # A json::type_error out of the agent's lease answer reader (fixed).
         "lease-answer-types.json": ANSWERS
         + b'{"run_id": "r", "epoch": 1, "experiment_name": 5, "job": {"text": "x", "file_name": []}}',
         "empty.json": HEARTBEAT + b"   ",
