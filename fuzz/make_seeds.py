@@ -55,27 +55,34 @@ def job_seeds():
             count += 1
             write("job_spec", f"{source.stem}-{count}", prefix + body.encode())
     hostile = {
-        "anchors.yml": YML + b"a: &a [x, x]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\nentry_script: train.py\n",
+        "anchors.yml": YML
+        + b"a: &a [x, x]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\nentry_script: train.py\n",
         "deep-flow.yml": YML + b"entry_script: train.py\nx: " + b"[" * 100 + b"]" * 100 + b"\n",
         "deep-json.json": JSON + b'{"x": ' + b"[" * 100 + b"]" * 100 + b"}",
         "complex-key.yml": YML + b"? [a, b]\n: c\n? {x: y}\n: d\nentry_script: train.py\n",
-        "tags.yml": YML + b"entry_script: !!str train.py\nnode_count: !!int 2\nuse_gpu: !!bool yes\n",
+        "tags.yml": YML
+        + b"entry_script: !!str train.py\nnode_count: !!int 2\nuse_gpu: !!bool yes\n",
         "documents.yml": YML + b"entry_script: a.py\n---\nentry_script: b.py\n...\n---\n",
         # Overflowed the loader's stack while the number rules were std::regex (fixed).
         "long-digits.yml": YML + b"entry_script: train.py\nshm_size: " + b"9" * 200000 + b"\n",
         "long-float.yml": YML + b"parallel_run: {a: 0." + b"1" * 20000 + b"e5}\n",
-        "escapes.yml": YML + b'entry_script: "\\ud800\\x00\\u00e9\\U0001F600"\nscript_params: {"\\t": "\\N\\_"}\n',
-        "invalid-utf8.yml": YML + b"entry_script: tr\xffain.py\nenvironment_variables: {A: \xc3\x28}\n",
+        "escapes.yml": YML
+        + b'entry_script: "\\ud800\\x00\\u00e9\\U0001F600"\n'
+        + b'script_params: {"\\t": "\\N\\_"}\n',
+        "invalid-utf8.yml": YML
+        + b"entry_script: tr\xffain.py\nenvironment_variables: {A: \xc3\x28}\n",
         "bom.json": JSON + b'\xef\xbb\xbf{"entry_script": "train.py", "node_count": 1e500}',
         "numbers.json": JSON + b'{"entry_script": "train.py", "node_count": 18446744073709551616, '
         b'"max_run_duration_seconds": -9223372036854775809, "shm_size": 1.5e3}',
         "duplicates.json": JSON + b'{"entry_script": "a.py", "entry_script": "b.py"}',
         "absolute-files.yml": YML
         + b"entry_script: /etc/hostname\nsource_directory: /\nenvironment_definition:\n"
-        b"  python: {conda_dependencies_file: /dev/null}\n  docker: {base_dockerfile: /proc/self/status}\n",
+        b"  python: {conda_dependencies_file: /dev/null}\n"
+        b"  docker: {base_dockerfile: /proc/self/status}\n",
         "runconfig-sections.runconfig": RUNCONFIG
         + b"script: train.py\nspark: {configuration: {a: 1}}\nhdi: {yarnDeployMode: cluster}\n"
-        b"dataReferences: {d: {dataStoreName: s, mode: download, pathOnCompute: /x, overwrite: true}}\n",
+        b"dataReferences: {d: {dataStoreName: s, mode: download, pathOnCompute: /x, "
+        b"overwrite: true}}\n",
         "command-string.yml": YML + b"command: python train.py --lr 0.5 && echo 'done' | tee x\n",
         "parallel-run.yml": YML
         + b"entry_script: train.py\nparallel_run: {mini_batch_size: 10MB, error_threshold: -1, "
@@ -87,7 +94,9 @@ def job_seeds():
 
 # ---- request_bodies: the first byte picks the parser ----
 
-REGISTRATION, HEARTBEAT, LEASE, STATUS, SUBMIT, TOKEN, STREAM, ANSWERS = (bytes([i]) for i in range(8))
+REGISTRATION, HEARTBEAT, LEASE, STATUS, SUBMIT, TOKEN, STREAM, ANSWERS = (
+    bytes([i]) for i in range(8)
+)
 
 
 def request_seeds():
@@ -119,7 +128,8 @@ def request_seeds():
         + b'{"run_id": "exp_1_ab", "epoch": 2, "experiment_name": "exp", '
         b'"job": {"text": "command: [\\"true\\"]\\n", "file_name": "job.yml"}}',
         "commands-answer.json": ANSWERS
-        + b'[{"type": "cancel", "run_id": "r"}, {"type": "stop", "run_id": "r", "reason": "moved"}, '
+        + b'[{"type": "cancel", "run_id": "r"}, '
+        b'{"type": "stop", "run_id": "r", "reason": "moved"}, '
         b'{"type": "drain"}, 7, {"type": 3}]',
         # Hostile: what the parsers must refuse with a 400, never with an exception.
         # An out_of_range exception that escaped the server's handler (fixed).
@@ -135,12 +145,15 @@ def request_seeds():
         + b'{"epoch": 9223372036854775807, "status": "Canceled", "dropped_logs": '
         b'{"a": {"bytes": 9223372036854775807}, "b": {"bytes": 9223372036854775807}}}',
         "submit-bad-name.json": SUBMIT
-        + b'{"job": {"text": "x", "file_name": ".."}, "experiment_name": "-x", "compute_name": "c"}',
+        + b'{"job": {"text": "x", "file_name": ".."}, '
+        b'"experiment_name": "-x", "compute_name": "c"}',
         "submit-utf8.json": SUBMIT
-        + b'{"job": {"text": "\\ud83d\\ude00"}, "experiment_name": "\xe6\x97\xa5", "compute_name": "c"}',
+        + b'{"job": {"text": "\\ud83d\\ude00"}, '
+        b'"experiment_name": "\xe6\x97\xa5", "compute_name": "c"}',
         # A json::type_error out of the agent's lease answer reader (fixed).
         "lease-answer-types.json": ANSWERS
-        + b'{"run_id": "r", "epoch": 1, "experiment_name": 5, "job": {"text": "x", "file_name": []}}',
+        + b'{"run_id": "r", "epoch": 1, "experiment_name": 5, '
+        b'"job": {"text": "x", "file_name": []}}',
         "empty.json": HEARTBEAT + b"   ",
     }
     for name, data in bodies.items():
@@ -223,7 +236,9 @@ def snapshot_seeds():
                 member(t, "d/t", tarfile.SYMTYPE, link="../s/s/../.."),
             )
         ),
-        "hardlink-out": tar_bytes(lambda t: member(t, "passwd", tarfile.LNKTYPE, link="/etc/passwd")),
+        "hardlink-out": tar_bytes(
+            lambda t: member(t, "passwd", tarfile.LNKTYPE, link="/etc/passwd")
+        ),
         "hardlink-dotdot": tar_bytes(lambda t: member(t, "h", tarfile.LNKTYPE, link="../x")),
         "hardlink-later": tar_bytes(
             lambda t: (
@@ -282,7 +297,8 @@ def snapshot_seeds():
     for name in ("project", "dotdot", "symlink-out", "hardlink-out"):
         write("snapshot", f"{name}.tar.gz", gz(archives[name]))
     write("snapshot", "gzip-truncated.tar.gz", gz(archives["project"])[:100])
-    write("snapshot", "gzip-concatenated.tar.gz", gz(archives["project"][:512]) + gz(archives["project"][512:]))
+    project_tar = archives["project"]
+    write("snapshot", "gzip-concatenated.tar.gz", gz(project_tar[:512]) + gz(project_tar[512:]))
     write("snapshot", "gzip-garbage-after.tar.gz", gz(archives["project"]) + b"garbage")
 
 
@@ -328,7 +344,8 @@ def shim_seeds():
     files = {
         "launch.json": b"\x00"
         b'{"argv":["python","train.py","--lr","0.5"],"env":["PATH=/usr/bin","HOME=/root"],'
-        b'"cwd":"/runs/r/wd","log_path":"/runs/r/user_logs/std_log.txt","state_path":"/runs/r/shim.json",'
+        b'"cwd":"/runs/r/wd","log_path":"/runs/r/user_logs/std_log.txt",'
+        b'"state_path":"/runs/r/shim.json",'
         b'"exit_path":"/runs/r/exit.json","deadline_seconds":3600.5,"kill_grace_seconds":10,'
         b'"uid":1000,"gid":1000,"caller_syncs_outcome":true}',
         "launch-nulls.json": b"\x00"
@@ -339,7 +356,8 @@ def shim_seeds():
         "launch-negative-grace.json": b"\x00"
         b'{"argv":["a"],"log_path":"l","state_path":"s","exit_path":"e","kill_grace_seconds":-0.0}',
         "state.json": b"\x01"
-        b'{"shim_pid":1234,"shim_start_time":987654321,"child_pid":1235,"started_at_ms":1700000000000}',
+        b'{"shim_pid":1234,"shim_start_time":987654321,"child_pid":1235,'
+        b'"started_at_ms":1700000000000}',
         "state-huge.json": b"\x01"
         b'{"shim_pid":2147483648,"shim_start_time":18446744073709551615,"child_pid":1,'
         b'"started_at_ms":9223372036854775807}',
