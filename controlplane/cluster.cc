@@ -17,10 +17,17 @@ std::string run_id_for(const std::string& experiment, Millis now) {
   return experiment + "_" + std::to_string(now / 1000) + "_" + random_token("", 4);
 }
 
+// The total of a run's dropped log bytes; saturates rather than wrapping (each count is at most
+// INT64_MAX as parsed, and a node may report many).
 std::uint64_t dropped_log_bytes(const nlohmann::json& dropped_logs) {
   std::uint64_t total = 0;
-  for (const auto& [stream, dropped] : dropped_logs.items())
-    if (dropped.is_object()) total += dropped.value("bytes", std::uint64_t{0});
+  for (const auto& [stream, dropped] : dropped_logs.items()) {
+    if (!dropped.is_object()) continue;
+    auto bytes = dropped.find("bytes");
+    if (bytes == dropped.end() || !bytes->is_number_unsigned()) continue;
+    std::uint64_t value = bytes->get<std::uint64_t>();
+    total = value > UINT64_MAX - total ? UINT64_MAX : total + value;
+  }
   return total;
 }
 

@@ -43,10 +43,12 @@ Result<nlohmann::json> parse_json_object(std::string_view body) {
                                       " levels of arrays and objects"};
   }
   nlohmann::json value;
-  // Exceptions stay inside parsing: the parser's message says where the body went wrong.
+  // Exceptions stay inside parsing: the parser's message says where the body went wrong. Not
+  // only parse_error: a number too large for a double (1e500) is an out_of_range, which once
+  // escaped the request handler and took the server down.
   try {
     value = nlohmann::json::parse(body);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     return Error{kInvalidRequest, std::string("body: malformed JSON: ") + e.what()};
   }
   if (!value.is_object()) return invalid("body", "a JSON object", value);

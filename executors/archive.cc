@@ -294,8 +294,10 @@ Result<ArchiveStats> pack_to_file(const fs::path& source, const SnapshotListing&
                                   const fs::path& out) {
   auto temporary = temporary_file_beside(out);
   if (!temporary.ok()) return temporary.error();
-  auto [temp_path, raw_fd] = *temporary;
-  Fd fd(raw_fd);
+  // Not a structured binding: clang before 16 cannot capture one in the lambda below, and the
+  // fuzz build (AMLNODE_FUZZ) uses clang.
+  const fs::path temp_path = temporary->first;
+  Fd fd(temporary->second);
   auto packed = [&]() -> Result<ArchiveStats> {
     auto writer = new_tar_gz_writer();
     if (!writer.ok()) return writer.error();

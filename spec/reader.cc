@@ -239,10 +239,13 @@ std::vector<std::string_view> MappingWalker::keys() const {
 
 void MappingWalker::walk(const Field& mapping, const UnknownHandler& unknown) const {
   if (!mapping.node || !mapping.node->is_mapping()) return;
-  for (const auto& [key, value] : mapping.node->entries) {
-    Field child{&value, join_path(mapping.path, key)};
+  // Named references rather than a structured binding: clang before 16 cannot capture a binding
+  // in a lambda, and the fuzz build (AMLNODE_FUZZ) uses clang.
+  for (const auto& entry : mapping.node->entries) {
+    const std::string& key = entry.first;
+    Field child{&entry.second, join_path(mapping.path, key)};
     auto handler = std::find_if(handlers_.begin(), handlers_.end(),
-                                [&](const auto& entry) { return entry.first == key; });
+                                [&](const auto& known) { return known.first == key; });
     if (handler == handlers_.end()) {
       unknown(key, child);
     } else if (child.is_set()) {

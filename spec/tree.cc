@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <deque>
 #include <map>
-#include <regex>
 #include <sstream>
 
 #include "common/format.h"
@@ -414,6 +413,8 @@ class JsonTreeBuilder final : public nlohmann::json_sax<nlohmann::json> {
 
 }  // namespace
 
+Node::Node() = default;
+
 const Node* Node::find(std::string_view key) const {
   for (const auto& [name, value] : entries) {
     if (name == key) return &value;
@@ -486,14 +487,56 @@ std::optional<bool> core_bool(std::string_view text) {
   return std::nullopt;
 }
 
-bool looks_like_integer(std::string_view text) {
-  static const std::regex kInteger("[-+]?[0-9]+");
-  return std::regex_match(text.begin(), text.end(), kInteger);
+// The number rules below are scanned by hand rather than matched with std::regex: libstdc++'s
+// regex engine recurses once per character it matches, so a plain scalar of some 100,000 digits
+// (a job file may hold 4 MiB) overflowed the stack of whoever loaded it.
+
+namespace {
+
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
 }
 
+// The position after the run of digits starting at `at`.
+std::size_t skip_digits(std::string_view text, std::size_t at) {
+  while (at < text.size() && is_digit(text[at])) ++at;
+  return at;
+}
+
+// The position after an optional sign at `at`.
+std::size_t skip_sign(std::string_view text, std::size_t at) {
+  return at < text.size() && (text[at] == '-' || text[at] == '+') ? at + 1 : at;
+}
+
+}  // namespace
+
+// [-+]?[0-9]+
+bool looks_like_integer(std::string_view text) {
+  std::size_t start = skip_sign(text, 0);
+  std::size_t end = skip_digits(text, start);
+  return end > start && end == text.size();
+}
+
+// [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
 bool looks_like_float(std::string_view text) {
-  static const std::regex kFloat(R"([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?)");
-  return std::regex_match(text.begin(), text.end(), kFloat);
+  std::size_t at = skip_sign(text, 0);
+  if (at < text.size() && text[at] == '.') {
+    std::size_t end = skip_digits(text, at + 1);
+    if (end == at + 1) return false;
+    at = end;
+  } else {
+    std::size_t end = skip_digits(text, at);
+    if (end == at) return false;
+    at = end;
+    if (at < text.size() && text[at] == '.') at = skip_digits(text, at + 1);
+  }
+  if (at < text.size() && (text[at] == 'e' || text[at] == 'E')) {
+    std::size_t start = skip_sign(text, at + 1);
+    std::size_t end = skip_digits(text, start);
+    if (end == start) return false;
+    at = end;
+  }
+  return at == text.size();
 }
 
 nlohmann::json to_json(const Node& node) {

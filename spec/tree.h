@@ -19,6 +19,11 @@ namespace amlnode::spec::detail {
 struct Node {
   enum class Kind { Null, Scalar, Sequence, Mapping };
 
+  // Defaulted in tree.cc, where Node is complete. Left implicit, clang 14 with libstdc++ 12 (the
+  // fuzz build, AMLNODE_FUZZ) checks whether `entries` can be default-constructed while Node, and
+  // so its pair, is still incomplete, and refuses to compile.
+  Node();
+
   Kind kind = Kind::Null;
   std::string text;     // a scalar's text: as written when plain, decoded when quoted
   bool quoted = false;  // a quoted YAML scalar or a JSON string: a string, never a number or bool

@@ -4,7 +4,6 @@
 #include <array>
 #include <cctype>
 #include <charconv>
-#include <regex>
 
 namespace amlnode::spec::detail {
 namespace {
@@ -16,6 +15,18 @@ constexpr std::array kCommunicators = {Communicator::None,    Communicator::Para
                                        Communicator::Mpi,     Communicator::Gloo,
                                        Communicator::Nccl,    Communicator::ParallelTask};
 constexpr std::array kInputModes = {InputMode::Mount, InputMode::Download, InputMode::Upload};
+
+// The name rules and the size format below are checked by hand rather than with std::regex:
+// libstdc++'s regex engine recurses once per character it matches, so a long enough value in a job
+// file overflowed the stack of whoever loaded it.
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+// [A-Za-z0-9_], in ASCII whatever the locale.
+bool is_word(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '_';
+}
 
 template <class Enum, std::size_t N>
 std::optional<Enum> parse_enum(std::string_view text, const std::array<Enum, N>& values) {
@@ -51,46 +62,39 @@ std::string lower(std::string_view text) {
 }
 
 std::optional<std::uint64_t> parse_size(std::string_view text) {
-  static const std::regex kSize("([0-9]+)([bkmg]|[kmg]b)?", std::regex::icase);
-  std::match_results<std::string_view::const_iterator> match;
-  if (!std::regex_match(text.begin(), text.end(), match, kSize)) return std::nullopt;
-  std::uint64_t digits = 0;
-  std::string number = match[1].str();
-  auto [_, ec] = std::from_chars(number.data(), number.data() + number.size(), digits);
-  if (ec != std::errc{} || digits == 0) return std::nullopt;
+  std::size_t digits_end = 0;
+  while (digits_end < text.size() && is_digit(text[digits_end])) ++digits_end;
+  if (digits_end == 0) return std::nullopt;
+  std::string unit = lower(text.substr(digits_end));
   int shift = 0;
-  if (match[2].matched) {
-    switch (std::tolower(static_cast<unsigned char>(match[2].str().front()))) {
-      case 'k':
-        shift = 10;
-        break;
-      case 'm':
-        shift = 20;
-        break;
-      case 'g':
-        shift = 30;
-        break;
-      default:
-        break;
-    }
+  if (unit == "k" || unit == "kb") {
+    shift = 10;
+  } else if (unit == "m" || unit == "mb") {
+    shift = 20;
+  } else if (unit == "g" || unit == "gb") {
+    shift = 30;
+  } else if (!unit.empty() && unit != "b") {
+    return std::nullopt;
   }
+  std::uint64_t digits = 0;
+  auto [_, ec] = std::from_chars(text.data(), text.data() + digits_end, digits);
+  if (ec != std::errc{} || digits == 0) return std::nullopt;
   if (digits > (UINT64_MAX >> shift)) return std::nullopt;
   return digits << shift;
 }
 
 bool is_variable_name(std::string_view name) {
-  static const std::regex kName("[A-Za-z_][A-Za-z0-9_]*");
-  return std::regex_match(name.begin(), name.end(), kName);
+  return !name.empty() && !is_digit(name.front()) && std::all_of(name.begin(), name.end(), is_word);
 }
 
 bool is_input_name(std::string_view name) {
-  static const std::regex kName("[A-Za-z0-9_]+");
-  return std::regex_match(name.begin(), name.end(), kName);
+  return !name.empty() && std::all_of(name.begin(), name.end(), is_word);
 }
 
 bool is_step_name(std::string_view name) {
-  static const std::regex kName("[a-z][a-z0-9-]{2,31}");
-  return std::regex_match(name.begin(), name.end(), kName);
+  return name.size() >= 3 && name.size() <= 32 && name.front() >= 'a' && name.front() <= 'z' &&
+         std::all_of(name.begin(), name.end(),
+                     [](char c) { return (c >= 'a' && c <= 'z') || is_digit(c) || c == '-'; });
 }
 
 std::optional<Framework> parse_framework(std::string_view text) {

@@ -48,12 +48,20 @@ Result<LeasedRun> leased_run_from_json(const json& item) {
   if (job == item.end() || !job->is_object()) return bad_answer("a leased run has no job");
   auto text = job->find("text");
   if (text == job->end() || !text->is_string()) return bad_answer("a leased run's job has no text");
+  // The optional fields are checked too: json::value() throws when a field is there with another
+  // type, and the agent's lease call expects a Result, not an exception.
+  auto experiment = item.find("experiment_name");
+  if (experiment != item.end() && !experiment->is_string())
+    return bad_answer("a leased run's experiment_name is not a string");
+  auto file_name = job->find("file_name");
+  if (file_name != job->end() && !file_name->is_string())
+    return bad_answer("a leased run's job file_name is not a string");
   LeasedRun run;
   run.run_id = run_id->get<std::string>();
   run.epoch = epoch->get<std::int64_t>();
-  run.experiment_name = item.value("experiment_name", "");
+  run.experiment_name = experiment != item.end() ? experiment->get<std::string>() : "";
   run.job_text = text->get<std::string>();
-  run.job_file_name = job->value("file_name", "job.yml");
+  run.job_file_name = file_name != job->end() ? file_name->get<std::string>() : "job.yml";
   return run;
 }
 

@@ -63,6 +63,16 @@ Result<T> field(const json& body, const char* key) {
   }
 }
 
+// A number of seconds the server sets; the default when it is missing, not a whole number, or
+// outside 1 s to a day (a broken or hostile answer must not make the node spin or sleep forever).
+std::chrono::seconds seconds_field(const json& body, const char* key, int fallback) {
+  auto it = body.find(key);
+  if (it == body.end() || !it->is_number_integer()) return std::chrono::seconds(fallback);
+  auto value = it->get<std::int64_t>();
+  if (value < 1 || value > 86400) return std::chrono::seconds(fallback);
+  return std::chrono::seconds(value);
+}
+
 json facts_json(const NodeFacts& facts) {
   return {{"hostname", facts.hostname},
           {"ips", facts.ips},
@@ -90,10 +100,8 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
     if (!token.ok()) return token.error();
     Registration registration;
     registration.identity = {*node_id, *token};
-    registration.heartbeat_interval =
-        std::chrono::seconds(body->value("heartbeat_interval_seconds", 5));
-    registration.heartbeat_timeout =
-        std::chrono::seconds(body->value("heartbeat_timeout_seconds", 30));
+    registration.heartbeat_interval = seconds_field(*body, "heartbeat_interval_seconds", 5);
+    registration.heartbeat_timeout = seconds_field(*body, "heartbeat_timeout_seconds", 30);
     return registration;
   }
 
@@ -103,7 +111,7 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
                           wire::heartbeat_body(report));
     if (!body.ok()) return body.error();
     HeartbeatAnswer answer;
-    answer.heartbeat_interval = std::chrono::seconds(body->value("heartbeat_interval_seconds", 5));
+    answer.heartbeat_interval = seconds_field(*body, "heartbeat_interval_seconds", 5);
     if (auto commands = body->find("commands"); commands != body->end())
       answer.commands = wire::commands_from_json(*commands);
     return answer;

@@ -187,3 +187,19 @@ TEST_CASE("a node whose lease was taken back is told so, with the epochs that ap
   REQUIRE_FALSE(moved.ok());
   CHECK(moved.error().message.find("the run was leased again (epoch 2)") != std::string::npos);
 }
+
+TEST_CASE("a run's dropped log bytes add up without wrapping around", "[cluster]") {
+  Fixture f;
+  auto a = f.node("cpu");
+  auto run = f.queued_run("cpu");
+  REQUIRE(f.cluster.lease(a, 1).size() == 1);
+  StatusReport report;
+  report.status = RunStatus::Completed;
+  report.dropped_logs = {{"logs/a", {{"bytes", INT64_MAX}, {"why", "holes"}}},
+                         {"logs/b", {{"bytes", INT64_MAX}, {"why", "holes"}}},
+                         {"logs/c", {{"bytes", 5}, {"why", "holes"}}}};
+  f.cluster.update_status(run, report);
+  auto json = Cluster::run_json(**f.cluster.run_for_user({CallerKind::User, "", ""}, run));
+  CHECK(json["dropped_log_bytes"] == UINT64_MAX);
+  CHECK(json["dropped_logs"]["logs/c"]["bytes"] == 5);
+}

@@ -55,4 +55,24 @@ TEST_CASE("a lease answer and commands as the control plane encodes them read ba
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.error().code == "BadAnswer");
   CHECK(missing.error().message == "a leased run has no job");
+
+  // Optional fields of the wrong type are a BadAnswer too, never an exception (found by
+  // fuzz/request_bodies_fuzz.cc).
+  nlohmann::json answer = wire::leased_run_json(run);
+  answer["experiment_name"] = 5;
+  auto experiment = wire::leased_run_from_json(answer);
+  REQUIRE_FALSE(experiment.ok());
+  CHECK(experiment.error().code == "BadAnswer");
+  answer = wire::leased_run_json(run);
+  answer["job"]["file_name"] = nlohmann::json::array();
+  auto file_name = wire::leased_run_from_json(answer);
+  REQUIRE_FALSE(file_name.ok());
+  CHECK(file_name.error().code == "BadAnswer");
+  answer = wire::leased_run_json(run);
+  answer.erase("experiment_name");
+  answer["job"].erase("file_name");
+  auto defaults = wire::leased_run_from_json(answer);
+  REQUIRE(defaults.ok());
+  CHECK(defaults->experiment_name.empty());
+  CHECK(defaults->job_file_name == "job.yml");
 }

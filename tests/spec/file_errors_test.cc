@@ -2,6 +2,8 @@
 
 #include <random>
 
+#include "spec/tree.h"
+#include "spec/values.h"
 #include "tests/spec/spec_test_support.h"
 
 using namespace amlnode::spec;
@@ -220,4 +222,60 @@ TEST_CASE("a NUL byte in a variable is refused, and a message never ends at one"
   CHECK(text.find('\0') == std::string::npos);
   CHECK_THAT(text, Catch::Contains("environment_variables[\"A\\x00B\"]"));
   CHECK_THAT(text, Catch::Contains("expected a variable name"));
+}
+
+TEST_CASE("long values are checked in one pass without recursing per character", "[spec][syntax]") {
+  // A job file may hold 4 MiB. Number, size and name rules once went through std::regex, whose
+  // libstdc++ engine recursed per character: a run of 100,000 digits overflowed the stack.
+  Project project;
+  const std::string digits(1'000'000, '7');
+  const std::string letters(1'000'000, 'a');
+
+  auto size = project.load("job.yml", "entry_script: train.py\nshm_size: " + digits + "\n");
+  CHECK(find(size.errors, "shm_size", "expected a size"));
+
+  Job job = require_job(
+      project.load("job.yml", "entry_script: train.py\nparallel_run: {count: " + digits +
+                                  ", ratio: 0." + digits + ", step: " + letters + "}\n"));
+  REQUIRE(job.parallel_run);
+  CHECK((*job.parallel_run)["count"].is_number_float());  // too large for 64 bits
+  CHECK((*job.parallel_run)["ratio"].is_number_float());
+  CHECK((*job.parallel_run)["step"] == letters);
+
+  // YAML allows plain keys of at most 1024 characters, JSON any length.
+  job = require_job(project.load("job.json", R"({"entry_script": "train.py", )"
+                                             R"("environment_variables": {")" +
+                                                 letters + R"(": "x"}})"));
+  REQUIRE(job.environment_variables.size() == 1);
+  CHECK(job.environment_variables[0].first == letters);
+  auto input = project.load(
+      "job.json", R"({"entry_script": "train.py", "inputs": {")" + letters + R"(-": "data"}})");
+  CHECK_FALSE(input.ok());
+}
+
+TEST_CASE("the number and size rules match what they did as regular expressions", "[spec]") {
+  using namespace amlnode::spec::detail;
+  for (const char* text : {"0", "-1", "+42", "007"}) CHECK(looks_like_integer(text));
+  for (const char* text : {"", "-", "+", "1-", "1.0", " 1", "0x1", "1e3"})
+    CHECK_FALSE(looks_like_integer(text));
+  for (const char* text : {"1", "1.", ".5", "-.5", "+1.25", "1e3", "1.5E-7", ".5e+2", "3."})
+    CHECK(looks_like_float(text));
+  for (const char* text : {"", ".", "-.", "e3", "1e", "1e+", "1.2.3", "..5", "1 ", "inf", "NaN"})
+    CHECK_FALSE(looks_like_float(text));
+  CHECK(parse_size("2g") == 2ull << 30);
+  CHECK(parse_size("512MB") == 512ull << 20);
+  CHECK(parse_size("3Kb") == 3ull << 10);
+  CHECK(parse_size("100b") == 100u);
+  CHECK(parse_size("1073741824") == 1073741824u);
+  for (const char* text : {"", "g", "0", "0g", "2gib", "2 g", "-2g", "2bb", "17179869184g"})
+    CHECK_FALSE(parse_size(text));
+  CHECK(is_variable_name("_A1"));
+  CHECK_FALSE(is_variable_name("1A"));
+  CHECK_FALSE(is_variable_name("MY-VAR"));
+  CHECK(is_input_name("1_a"));
+  CHECK_FALSE(is_input_name("a.b"));
+  CHECK(is_step_name("step-1"));
+  CHECK_FALSE(is_step_name("st"));
+  CHECK_FALSE(is_step_name("Step"));
+  CHECK_FALSE(is_step_name(std::string(33, 'a')));
 }
