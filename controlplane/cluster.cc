@@ -24,7 +24,8 @@ std::uint64_t dropped_log_bytes(const nlohmann::json& dropped_logs) {
   for (const auto& [stream, dropped] : dropped_logs.items()) {
     if (!dropped.is_object()) continue;
     auto bytes = dropped.find("bytes");
-    if (bytes == dropped.end() || !bytes->is_number_unsigned()) continue;
+    if (bytes == dropped.end() || !bytes->is_number_integer()) continue;
+    if (!bytes->is_number_unsigned() && bytes->get<std::int64_t>() < 0) continue;
     std::uint64_t value = bytes->get<std::uint64_t>();
     total = value > UINT64_MAX - total ? UINT64_MAX : total + value;
   }
