@@ -138,6 +138,58 @@ Result<void> resolve_environment(spec::Job& job, const NodeConfig& config) {
   return ok();
 }
 
+// A registered dataset the job names by id or name: its entry in the node's datasets registry,
+// a path (relative to the config file's folder) or {path, kind, format, separator, header}.
+Result<void> resolve_dataset(spec::Input& input, const NodeConfig& config) {
+  const nlohmann::json* entry = nullptr;
+  for (const std::string& key : {input.dataset_id, input.dataset_name}) {
+    if (key.empty() || entry) continue;
+    if (auto found = config.datasets.find(key); found != config.datasets.end()) entry = &*found;
+  }
+  std::string named =
+      input.dataset_id.empty()
+          ? "name \"" + input.dataset_name + "\""
+          : "id " + input.dataset_id +
+                (input.dataset_name.empty() ? std::string()
+                                            : " or name \"" + input.dataset_name + "\"");
+  if (!entry) {
+    return Error{"UnknownDataset",
+                 input.field_path + ": this node has no dataset with " + named +
+                     " (its config's datasets has: " + known_names(config.datasets) + ")"};
+  }
+  auto bad = [&](const std::string& why) {
+    return Error{"UnknownDataset", "the node's dataset " + printable(named) + ": " + why};
+  };
+  std::string path = entry->is_string()   ? entry->get<std::string>()
+                     : entry->is_object() ? entry->value("path", "")
+                                          : "";
+  if (path.empty()) return bad("expected a path, or {path, kind, format, ...}");
+  auto base = config.file.empty() ? fs::current_path() : config.file.parent_path();
+  fs::path resolved = fs::path(path).is_absolute() ? fs::path(path) : base / path;
+  std::error_code ec;
+  if (!fs::exists(resolved, ec)) return bad(resolved.string() + " does not exist");
+  input.path = resolved.lexically_normal().string();
+  if (!entry->is_object()) return ok();
+  std::string kind = entry->value("kind", "file");
+  if (kind != "file" && kind != "tabular") return bad("kind: expected file or tabular");
+  input.kind = kind == "tabular" ? spec::DatasetKind::Tabular : spec::DatasetKind::File;
+  std::string format = entry->value("format", "delimited");
+  if (format == "delimited") {
+    input.format = spec::TabularFormat::Delimited;
+  } else if (format == "json_lines") {
+    input.format = spec::TabularFormat::JsonLines;
+  } else if (format == "parquet") {
+    input.format = spec::TabularFormat::Parquet;
+  } else {
+    return bad("format: expected delimited, json_lines or parquet");
+  }
+  if (entry->contains("separator") && (*entry)["separator"].is_string())
+    input.separator = (*entry)["separator"].get<std::string>();
+  if (entry->contains("header") && (*entry)["header"].is_boolean())
+    input.header = (*entry)["header"].get<bool>();
+  return ok();
+}
+
 }  // namespace
 
 Result<void> resolve_node_references(spec::Job& job, const NodeConfig& config) {
@@ -145,6 +197,10 @@ Result<void> resolve_node_references(spec::Job& job, const NodeConfig& config) {
     if (auto resolved = resolve_environment(job, config); !resolved) return resolved;
     job.environment_name.reset();
     job.node_default_environment = false;
+  }
+  for (auto& input : job.inputs) {
+    if (!input.dataset || !input.path.empty()) continue;
+    if (auto resolved = resolve_dataset(input, config); !resolved) return resolved;
   }
   return ok();
 }

@@ -267,6 +267,11 @@ spec::EnvVars contract_env(const Job& job, const Plan& plan, const PlanContext& 
   for (const auto& input : plan.inputs) {
     set_var(env, "AZUREML_DATAREFERENCE_" + input.name, input.target.string());
   }
+  // A .runconfig's data: entry may name a variable of its own for the path, as Azure ML sets it.
+  for (std::size_t i = 0; i < job.inputs.size() && i < plan.inputs.size(); ++i) {
+    if (!job.inputs[i].environment_variable_name.empty())
+      set_var(env, job.inputs[i].environment_variable_name, plan.inputs[i].target.string());
+  }
   return env;
 }
 

@@ -55,9 +55,13 @@ struct Input {
   TabularFormat format = TabularFormat::Delimited;
   std::string separator = ",";  // delimited tables
   bool header = true;           // delimited tables
-  // A registered dataset (a .runconfig's data: section names it by id), resolved to a local path
-  // through the node's datasets registry before the run starts.
+  // A registered dataset (a .runconfig's data: section names it by id or name), resolved to a
+  // local path through the node's datasets registry before the run starts.
   std::string dataset_id;
+  std::string dataset_name;
+  std::string field_path;  // where the job declared it, for errors
+  // A .runconfig's environmentVariableName: the run also gets the staged path under this name.
+  std::string environment_variable_name;
 };
 
 // A model the job declares, for Model.get_model_path(name) in the script.

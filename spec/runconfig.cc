@@ -99,6 +99,18 @@ class RunConfigReader {
     walker.on("pytorch", [this](const Field& f) { read_pytorch(f); });
     walker.on("tensorflow", [this](const Field& f) { read_tensorflow(f); });
     walker.on("dataReferences", [this](const Field& f) { read_data_references(f); });
+    walker.on("data", [this](const Field& f) { read_data(f); });
+    walker.on("outputData", [this](const Field& f) {
+      // Outputs registered as datasets in a workspace: nothing on a node can do that, and
+      // accepting the section would drop what it asks for.
+      if (f.node->is_mapping() && !f.node->entries.empty()) {
+        reader_.wrong(f,
+                      "no entries: registering outputs as workspace datasets is not possible "
+                      "on this node; write them to ./outputs, which is kept with the run");
+      } else {
+        shape_.keep(f);
+      }
+    });
     return walker;
   }
 
@@ -183,6 +195,91 @@ class RunConfigReader {
         job_.inputs.push_back(*input);
       }
     }
+  }
+
+  // data: {name: {dataLocation: {dataset: {id, name, version}, datapath}, mechanism,
+  // environmentVariableName, pathOnCompute, overwrite, createOutputDirectories}}: the datasets a
+  // run consumes (DatasetConsumptionConfig), registered in the workspace. The node resolves each
+  // by id or name through its datasets registry before the run starts.
+  void read_data(const Field& field) {
+    if (field.node->is_null()) return;
+    if (!reader_.mapping(field)) return;
+    for (const auto& [name, value] : field.node->entries) {
+      Field entry{&value, join_path(field.path, name)};
+      if (!reader_.mapping(entry)) continue;
+      Input input;
+      input.name = name;
+      input.dataset = true;
+      input.field_path = entry.path;
+      MappingWalker walker;
+      walker
+          .on("dataLocation",
+              [&](const Field& location) {
+                if (!reader_.mapping(location)) return;
+                MappingWalker where;
+                where
+                    .on("dataset",
+                        [&](const Field& dataset) {
+                          if (dataset.node->is_null() || !reader_.mapping(dataset)) return;
+                          MappingWalker ids;
+                          ids.on("id", [&](const Field& f) { set_text(f, input.dataset_id); })
+                              .on("name", [&](const Field& f) { set_text(f, input.dataset_name); })
+                              .on("version", [&](const Field&) {});
+                          shape_.walk(ids, dataset);
+                        })
+                    .on("datapath", [&](const Field& datapath) {
+                      if (datapath.node->is_null()) return;
+                      reader_.wrong(datapath,
+                                    "nothing: a datastore path cannot be reached from "
+                                    "this node (register the data as a dataset)");
+                    });
+                shape_.walk(where, location);
+              })
+          .on("mechanism",
+              [&](const Field& f) {
+                auto text = reader_.text(f);
+                if (!text) return;
+                if (auto mode = parse_input_mode(*text)) {
+                  input.mode = *mode;
+                } else if (lower(*text) != "direct") {
+                  reader_.wrong(f, "mount, download or direct");
+                }
+              })
+          .on("environmentVariableName",
+              [&](const Field& f) {
+                if (f.node->is_null()) return;
+                set_text(f, input.environment_variable_name);
+                if (!input.environment_variable_name.empty() &&
+                    !is_variable_name(input.environment_variable_name))
+                  reader_.wrong(f, "a variable name");
+              })
+          .on("pathOnCompute",
+              [&](const Field& f) {
+                if (f.node->is_null()) return;
+                auto text = reader_.text(f);
+                if (!text || text->empty()) return;
+                if (auto where = path_on_compute(*text)) {
+                  input.path_on_compute = *where;
+                } else {
+                  reader_.wrong(f,
+                                "a relative path inside the run's inputs folder, or an absolute "
+                                "path below /tmp");
+                }
+              })
+          .on("overwrite",
+              [&](const Field& f) {
+                if (auto overwrite = reader_.boolean(f)) input.overwrite = *overwrite;
+              })
+          .on("createOutputDirectories", [&](const Field& f) { reader_.boolean(f); });
+      shape_.walk(walker, entry);
+      if (input.dataset_name.empty()) input.dataset_name = name;
+      job_.inputs.push_back(std::move(input));
+    }
+  }
+
+  void set_text(const Field& field, std::string& target) {
+    if (field.node->is_null()) return;
+    if (auto text = reader_.text(field)) target = *text;
   }
 
   void build_what_to_run() {

@@ -326,8 +326,6 @@ void add_pip_entries(PythonSection& python, const std::vector<std::string>& entr
   }
 }
 
-namespace {
-
 // Where an input goes on the node: "" (the inputs folder's <name>) for "./" and the like, a
 // relative path kept inside the inputs folder, or an absolute one below /tmp, which the SDK writes
 // (/tmp/<uuid>) and the agent makes and removes; nullopt for anything else.
@@ -346,6 +344,8 @@ std::optional<std::string> path_on_compute(std::string_view text) {
   while (!normal.empty() && normal.back() == '/') normal.pop_back();
   return normal == "." ? "" : normal;
 }
+
+namespace {
 
 // A native input declared as a dataset (DatasetConsumptionConfig): `dataset: file|tabular`, and
 // for tables `format` (delimited, json_lines, parquet), `separator` and `header`.

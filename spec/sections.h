@@ -72,6 +72,11 @@ EnvironmentFields read_environment(const Field& field, const ShapeContext& conte
 // message, whatever is wrong with it.
 std::optional<RegistryDetails> read_registry(const Field& field, const ShapeContext& context);
 
+// Where an input goes on the node from a path_on_compute as written: "" (the default place), a
+// relative path inside the run's inputs folder, or an absolute path below /tmp; nullopt for
+// anything else.
+std::optional<std::string> path_on_compute(std::string_view text);
+
 // A mapping of variable names to scalar values. A null value leaves the variable unset; `""`
 // sets it to the empty string.
 std::optional<EnvVars> read_variables(const Field& field, Reader& reader);

@@ -143,3 +143,57 @@ TEST_CASE("what this node cannot run yet is refused by the field that asks for i
     CHECK(result.err.find(c.message) != std::string::npos);
   }
 }
+
+TEST_CASE("a runconfig's registered datasets come from the node's datasets registry", "[sdk]") {
+  SdkWorkspace ws;
+  ws.dir.write("registry/mnist/0.bin", "digits");
+  ws.config = ws.dir.write(
+      "node.yml",
+      std::string("named_environments:\n  AzureML-Minimal:\n    python: "
+                  "{user_managed_dependencies: true, interpreter_path: ") +
+          kNodePython +
+          "}\ndatasets:\n  ed4b4117-8eec-4a5f-afb6-481bd5ef0017: {path: registry/mnist, "
+          "kind: file}\n");
+  ws.dir.write("project/train.py",
+               "import os, sys\nprint('argv', sys.argv[1:])\nprint('var', os.environ['mnist'])\n"
+               "print('files', os.listdir(sys.argv[2]))\n");
+  auto runconfig = ws.dir.write("project/.azureml/mnist.runconfig", R"(
+script: train.py
+arguments: [--data-folder, DatasetConsumptionConfig:mnist]
+framework: Python
+environment:
+  python:
+    userManagedDependencies: true
+    interpreterPath: /usr/bin/python3
+data:
+  mnist:
+    dataLocation:
+      dataset:
+        id: ed4b4117-8eec-4a5f-afb6-481bd5ef0017
+      datapath:
+    createOutputDirectories: false
+    mechanism: mount
+    environmentVariableName: mnist
+    pathOnCompute:
+    overwrite: false
+)");
+  auto result = test::run_command({test::amlnode_binary().string(), "run", "--config",
+                                   ws.config.string(), "--state-dir", (ws.dir / "state").string(),
+                                   "--run-id", "data-1", runconfig.string()});
+  INFO(result.out << result.err);
+  REQUIRE(result.exit_code == 0);
+  std::string staged = (ws.run_dir("data-1") / "inputs" / "mnist").string();
+  CHECK(result.out.find("argv ['--data-folder', '" + staged + "']") != std::string::npos);
+  CHECK(result.out.find("var " + staged + "\n") != std::string::npos);
+  CHECK(result.out.find("files ['0.bin']") != std::string::npos);
+
+  // A dataset the node does not have is refused before anything runs, naming it.
+  ws.config = ws.dir.write("node.yml", "datasets: {}\n");
+  auto unknown = test::run_command({test::amlnode_binary().string(), "run", "--config",
+                                    ws.config.string(), "--state-dir", (ws.dir / "state").string(),
+                                    "--run-id", "data-2", runconfig.string()});
+  CHECK(unknown.exit_code == 2);
+  CHECK(unknown.err.find("data.mnist: this node has no dataset with id "
+                         "ed4b4117-8eec-4a5f-afb6-481bd5ef0017 or name \"mnist\"") !=
+        std::string::npos);
+}

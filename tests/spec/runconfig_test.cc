@@ -75,10 +75,10 @@ TEST_CASE("unused runconfig sections are kept verbatim", "[spec][runconfig]") {
   Job job = require_job(load_job_file(kFixtureProject / ".azureml" / "train.runconfig"));
   const nlohmann::json& unused = job.unused_runconfig_sections;
   for (const char* key :
-       {"priority", "history", "spark", "hdi", "paralleltask", "data", "outputData",
-        "sourceDirectoryDataStore", "amlcompute", "credentialPassthrough", "environment.spark",
-        "environment.databricks", "environment.r", "environment.inferencingStackVersion",
-        "environment.docker.platform", "environment.python.baseCondaEnvironment"}) {
+       {"priority", "history", "spark", "hdi", "paralleltask", "sourceDirectoryDataStore",
+        "amlcompute", "credentialPassthrough", "environment.spark", "environment.databricks",
+        "environment.r", "environment.inferencingStackVersion", "environment.docker.platform",
+        "environment.python.baseCondaEnvironment"}) {
     INFO(key);
     CHECK(unused.contains(key));
   }
@@ -92,6 +92,7 @@ TEST_CASE("unused runconfig sections are kept verbatim", "[spec][runconfig]") {
   CHECK_FALSE(unused.contains("script"));
   CHECK_FALSE(unused.contains("environment"));
   CHECK_FALSE(unused.contains("mpi"));
+  CHECK_FALSE(unused.contains("data"));  // the datasets it consumes: read (none here)
 }
 
 TEST_CASE("a minimal runconfig gets RunConfiguration's defaults", "[spec][runconfig]") {
@@ -413,4 +414,31 @@ TEST_CASE("runconfig commands", "[spec][runconfig]") {
   Job shell =
       require_job(project.load("job.runconfig", "script:\ncommand: python train.py | tee out\n"));
   CHECK(shell.shell_command == "python train.py | tee out");
+}
+
+TEST_CASE("a runconfig's datasets are read, and outputs it would register are refused",
+          "[spec][runconfig]") {
+  Project project;
+  Job job = require_job(project.load("job.runconfig", R"(
+script: train.py
+data:
+  mnist:
+    dataLocation: {dataset: {id: ed4b, name: mnist-digits}, datapath: null}
+    mechanism: download
+    environmentVariableName: MNIST
+    pathOnCompute: /tmp/mnist-here
+)"));
+  REQUIRE(job.inputs.size() == 1);
+  const Input& input = job.inputs[0];
+  CHECK(input.dataset);
+  CHECK(input.dataset_id == "ed4b");
+  CHECK(input.dataset_name == "mnist-digits");
+  CHECK(input.mode == InputMode::Download);
+  CHECK(input.environment_variable_name == "MNIST");
+  CHECK(input.path_on_compute == "/tmp/mnist-here");
+  CHECK(input.path.empty());  // the node resolves it
+
+  auto outputs =
+      project.load("job.runconfig", "script: train.py\noutputData:\n  out: {outputLocation: {}}\n");
+  CHECK(find(outputs.errors, "outputData", "registering outputs as workspace datasets"));
 }
