@@ -379,11 +379,13 @@ int run_local(const LocalRunOptions& options, std::shared_ptr<Clock> clock,
     }
     return kExitInvalidJob;
   }
-  if (auto resolved = resolve_node_references(*loaded.job, options.config); !resolved) {
+  auto resolved = resolve_node_references(*loaded.job, options.config);
+  if (!resolved) {
     std::fprintf(stderr, "%s: error: %s\n", options.job_file.string().c_str(),
                  resolved.error().message.c_str());
     return kExitInvalidJob;
   }
+  for (const auto& note : *resolved) std::fprintf(stderr, "amlnode: note: %s\n", note.c_str());
   std::string run_id =
       options.run_id.value_or(new_run_id(loaded.job->experiment_name, clock->now()));
   if (options.dry_run) {

@@ -190,19 +190,55 @@ Result<void> resolve_dataset(spec::Input& input, const NodeConfig& config) {
   return ok();
 }
 
+// The SDK's runtime packages a job's environment may list (azureml-core, azureml-defaults,
+// azureml-sdk, azureml-dataset-runtime, ...): left out unless the node installs them, since the
+// stand-in is what runs offer (docs/sdk-compat.md).
+bool is_azureml_package(const std::string& spec) {
+  std::string name = spec.substr(0, spec.find_first_of("=<>!~[; "));
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name.rfind("azureml-", 0) == 0 || name.rfind("azureml_", 0) == 0 || name == "azureml";
+}
+
+std::vector<std::string> leave_out_azureml_packages(spec::PythonSection& python) {
+  std::vector<std::string> notes;
+  for (auto* list : {&python.pip_packages, &python.conda_packages}) {
+    std::string left_out;
+    std::erase_if(*list, [&](const std::string& package) {
+      if (!is_azureml_package(package)) return false;
+      left_out += (left_out.empty() ? "" : ", ") + package;
+      return true;
+    });
+    if (!left_out.empty()) {
+      notes.push_back("left out of the environment: " + left_out +
+                      " (the node's SDK stand-in provides azureml.core in every run; "
+                      "sdk.install_azureml_packages: true in the node config installs them)");
+    }
+  }
+  return notes;
+}
+
 }  // namespace
 
-Result<void> resolve_node_references(spec::Job& job, const NodeConfig& config) {
+Result<std::vector<std::string>> resolve_node_references(spec::Job& job, const NodeConfig& config) {
   if (job.environment_name || job.node_default_environment) {
-    if (auto resolved = resolve_environment(job, config); !resolved) return resolved;
+    if (auto resolved = resolve_environment(job, config); !resolved) return resolved.error();
     job.environment_name.reset();
     job.node_default_environment = false;
   }
   for (auto& input : job.inputs) {
     if (!input.dataset || !input.path.empty()) continue;
-    if (auto resolved = resolve_dataset(input, config); !resolved) return resolved;
+    if (auto resolved = resolve_dataset(input, config); !resolved) return resolved.error();
   }
-  return ok();
+  std::vector<std::string> notes;
+  if (!config.sdk.value("install_azureml_packages", false))
+    notes = leave_out_azureml_packages(job.environment.python);
+  // sdk.stand_in: false lets every run import the azureml packages its environment has installed.
+  bool stand_in = !config.sdk.contains("stand_in") || !config.sdk["stand_in"].is_boolean() ||
+                  config.sdk["stand_in"].get<bool>();
+  bool job_decides = std::any_of(job.environment_variables.begin(), job.environment_variables.end(),
+                                 [](const auto& var) { return var.first == "AMLNODE_SDK_STANDIN"; });
+  if (!stand_in && !job_decides) job.environment_variables.emplace_back("AMLNODE_SDK_STANDIN", "0");
+  return notes;
 }
 
 Result<void> make_run_folder(const fs::path& state_dir, const std::string& run_id) {

@@ -48,9 +48,11 @@ executors::PlanContext plan_context(const NodeConfig& config,
 
 // What a job names that the node defines (agent/config.h): its environment by name (or the
 // node's default one for a ScriptRunConfig that names none), and registered datasets by id or
-// name. An unknown name is an "UnknownEnvironment" / "UnknownDataset" error naming the field and
-// what the node has, before anything runs.
-Result<void> resolve_node_references(spec::Job& job, const NodeConfig& config);
+// name; and the node's choice about the SDK (sdk.stand_in, sdk.install_azureml_packages,
+// docs/sdk-compat.md). An unknown name is an "UnknownEnvironment" / "UnknownDataset" error naming
+// the field and what the node has, before anything runs. Returns notes for the run's system log
+// (azureml packages left out of its environment).
+Result<std::vector<std::string>> resolve_node_references(spec::Job& job, const NodeConfig& config);
 
 // Creates <state_dir>/runs/<run_id>/ with user_logs/ and system_logs/. A run folder that exists
 // already is "RunIdTaken"; one that cannot be made is "StateDirUnusable".

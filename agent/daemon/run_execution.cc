@@ -71,7 +71,9 @@ Result<std::shared_ptr<StartedRun>> prepare_and_launch(const RunEnvironment& env
     return fetched.error();
   auto job = load_job(lease, run_dir / "wd");
   if (!job.ok()) return job.error();
-  if (auto resolved = resolve_node_references(*job, env.config); !resolved) return resolved.error();
+  auto resolved = resolve_node_references(*job, env.config);
+  if (!resolved) return resolved.error();
+  for (const auto& note : *resolved) log.line(note);
   auto environments = environment_config(env.config, env.state_dir);
   if (!environments.ok()) return environments.error();
   auto started = std::make_shared<StartedRun>();
@@ -120,7 +122,8 @@ Result<executors::Plan> leased_plan(const RunEnvironment& env, const LeasedRun& 
                                     const fs::path& run_dir) {
   auto job = load_job(lease, run_dir / "wd");
   if (!job.ok()) return job.error();
-  if (auto resolved = resolve_node_references(*job, env.config); !resolved) return resolved.error();
+  if (auto resolved = resolve_node_references(*job, env.config); !resolved)
+    return resolved.error();
   auto environments = environment_config(env.config, env.state_dir);
   if (!environments.ok()) return environments.error();
   return executors::resolve_plan(*job, plan_context(env.config, env.state_dir, lease.run_id,
@@ -152,7 +155,8 @@ Result<std::shared_ptr<StartedRun>> reattach_run(const RunEnvironment& env, cons
     return Error{"NotStarted", "run " + lease.run_id + " never started a process"};
   auto job = load_job(lease, run_dir / "wd");
   if (!job.ok()) return job.error();
-  if (auto resolved = resolve_node_references(*job, env.config); !resolved) return resolved.error();
+  if (auto resolved = resolve_node_references(*job, env.config); !resolved)
+    return resolved.error();
   auto environments = environment_config(env.config, env.state_dir);
   if (!environments.ok()) return environments.error();
   auto started = std::make_shared<StartedRun>();
