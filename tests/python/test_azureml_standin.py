@@ -443,9 +443,12 @@ class ChildRunTest(unittest.TestCase):
                          "NotImplementedError child runs of Run.parent or of a child run\n"
                          "NotImplementedError child runs of Run.parent or of a child run\n")
         self.assertEqual(run.metrics(), [
-            {"name": "Hello from child run ", "kind": "scalar", "value": 0, "run_id": f"{RUN_ID}_0"},
-            {"name": "Hello from child run ", "kind": "scalar", "value": 1, "run_id": f"{RUN_ID}_1"},
-            {"name": "Hello from child run ", "kind": "scalar", "value": 2, "run_id": f"{RUN_ID}_2"},
+            {"name": "Hello from child run ", "kind": "scalar", "value": 0,
+             "run_id": f"{RUN_ID}_0"},
+            {"name": "Hello from child run ", "kind": "scalar", "value": 1,
+             "run_id": f"{RUN_ID}_1"},
+            {"name": "Hello from child run ", "kind": "scalar", "value": 2,
+             "run_id": f"{RUN_ID}_2"},
             {"name": "losses", "kind": "list", "values": [0.5, 0.25], "run_id": f"{RUN_ID}_5"},
         ])
         self.assertEqual(run.tags(), [

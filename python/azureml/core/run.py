@@ -155,7 +155,8 @@ class Run:
 
     def get_status(self):
         """"Running", or "Failed" once run.fail() was called (by this process or another). A child
-        run made here: "Running", then "Completed" or "Failed" once complete() or fail() ended it."""
+        run made here: "Running", then "Completed" or "Failed" once complete() or fail() ends it.
+        """
         if self._is_parent:
             return "Running"
         if self._child_of is not None:
