@@ -394,6 +394,71 @@ class RunTest(unittest.TestCase):
                          "AttributeError True Run.no_such_call\n")
 
 
+class ChildRunTest(unittest.TestCase):
+    def test_create_children_log_under_their_own_run_ids_in_the_runs_files(self):
+        # manage-runs/hello_with_children.py (Azure/MachineLearningNotebooks), and the forms
+        # around it: tag_key/tag_values, child_run() as a context manager, ids, statuses.
+        run = RunFolder(self)
+        run.context["parent_run_id"] = "pipeline_1"
+        result = run.run("""
+            from azureml.core import Run
+            run = Run.get_context()
+            child_runs = run.create_children(count=3)
+            for c, child in enumerate(child_runs):
+                child.log(name="Hello from child run ", value=c)
+                child.complete()
+            print([child.id for child in child_runs], child_runs[0].get_status())
+            print(child_runs[1].parent is run, child_runs[1].input_datasets)
+            tagged = run.create_children(tag_key="fold", tag_values=["a", "b"])
+            print([(c.id, c.get_tags()) for c in tagged], run.get_tags())
+            with run.child_run() as part:
+                part.log_list("losses", [0.5, 0.25])
+            print(part.id, part.get_status())
+            try:
+                with run.child_run(run_id="my_child") as part:
+                    raise ValueError("boom")
+            except ValueError:
+                pass
+            print(part.id, part.get_status(), run.get_status())
+            for call in (lambda: run.create_children(),
+                         lambda: run.create_children(count=1, tag_key="k", tag_values=["a", "b"]),
+                         lambda: run.create_children(count=-1),
+                         lambda: run.parent.create_children(count=1),
+                         lambda: tagged[0].create_children(count=1)):
+                try:
+                    call()
+                except Exception as e:
+                    print(type(e).__name__, str(e).split(" is not")[0])
+        """)
+        self.assertEqual(result.stdout,
+                         f"['{RUN_ID}_0', '{RUN_ID}_1', '{RUN_ID}_2'] Completed\n"
+                         "True {}\n"
+                         f"[('{RUN_ID}_3', {{'fold': 'a'}}), ('{RUN_ID}_4', {{'fold': 'b'}})] {{}}\n"
+                         f"{RUN_ID}_5 Completed\n"
+                         "my_child Failed Running\n"
+                         "UserErrorException create_children: give count or tag_values\n"
+                         "UserErrorException create_children: count (1) differs from the number "
+                         "of tag_values (2)\n"
+                         "UserErrorException count: expected an int >= 0, got -1\n"
+                         "NotImplementedError child runs of Run.parent or of a child run\n"
+                         "NotImplementedError child runs of Run.parent or of a child run\n")
+        self.assertEqual(run.metrics(), [
+            {"name": "Hello from child run ", "kind": "scalar", "value": 0,
+             "run_id": f"{RUN_ID}_0"},
+            {"name": "Hello from child run ", "kind": "scalar", "value": 1,
+             "run_id": f"{RUN_ID}_1"},
+            {"name": "Hello from child run ", "kind": "scalar", "value": 2,
+             "run_id": f"{RUN_ID}_2"},
+            {"name": "losses", "kind": "list", "values": [0.5, 0.25], "run_id": f"{RUN_ID}_5"},
+        ])
+        self.assertEqual(run.tags(), [
+            {"kind": "tag", "name": "fold", "value": "a", "run_id": f"{RUN_ID}_3"},
+            {"kind": "tag", "name": "fold", "value": "b", "run_id": f"{RUN_ID}_4"},
+        ])
+        # A failed child leaves the run's own status alone.
+        self.assertFalse(os.path.exists(run.status_file))
+
+
 class TagsTest(unittest.TestCase):
     def test_tags_and_properties_go_to_the_tags_file_and_come_back(self):
         run = RunFolder(self)

@@ -14,12 +14,15 @@ its amlnode node instead of Azure's run history:
   log_image, written under the run's ./outputs and ./logs, which the agent keeps;
 - the run: id, experiment (name, workspace), parent, input_datasets, get_status, get_details,
   complete, fail (which makes the agent end the run Failed), flush;
+- child runs made inside the script (create_children, child_run): their metrics and tags go to
+  the run's own files, each record carrying the child's "run_id" (<run id>_<n>); the agent keeps
+  no record of its own for them, and child.fail() fails only the child (in this process);
 - Run.get_context(allow_offline=True): the run; outside one (no $AZUREML_RUN_ID and no run
   context), an offline run, as the SDK's _OfflineRun: its log calls print a notice and record
   nothing; with allow_offline=False, RunEnvironmentException as in the SDK.
 
 Not provided, since they need Azure or a run history: Run(experiment, run_id), Run.get,
-register_model, download_file(s), child runs (child_run, create_children, submit_child),
+register_model, download_file(s), submit_child (a child that is a run of its own),
 get_metrics, get_children, wait_for_completion, cancel, log_accuracy_table, log_residuals,
 log_predictions, ... They raise NotImplementedError (methods) or AttributeError (other names),
 naming docs/sdk-compat.md.
@@ -54,6 +57,7 @@ class _Session:
         self.tags = _records.TagStore(context.tags_file)
         self.failed = False
         self.lock = threading.Lock()
+        self.children = 0  # child runs made so far, for their ids
 
 
 _lock = threading.Lock()
@@ -72,6 +76,9 @@ class Run:
         self._experiment = experiment
         self._run_id = run_id
         self._is_parent = kwargs.pop("_amlnode_is_parent", False)
+        # A child run made by this script (create_children, child_run): the run it belongs to.
+        self._child_of = kwargs.pop("_amlnode_child_of", None)
+        self._child_status = "Running"
         self._input_datasets = None
 
     # Getting the run.
@@ -113,6 +120,8 @@ class Run:
         """The parent run (a pipeline's run for a step), when the agent declares one; else None."""
         if self._is_parent:
             return None
+        if self._child_of is not None:
+            return self._child_of
         parent_id = self._session.context.parent_run_id
         if parent_id is None:
             return None
@@ -122,7 +131,7 @@ class Run:
     @property
     def input_datasets(self):
         """{name: path} for file datasets and {name: TabularDataset} for tabular ones."""
-        if self._is_parent:
+        if self._is_parent or self._child_of is not None:
             return {}
         if self._input_datasets is None:
             from azureml.core.dataset import TabularDataset
@@ -145,9 +154,13 @@ class Run:
         return self.get_status()
 
     def get_status(self):
-        """"Running", or "Failed" once run.fail() was called (by this process or another)."""
+        """"Running", or "Failed" once run.fail() was called (by this process or another). A child
+        run made here: "Running", then "Completed" or "Failed" once complete() or fail() ends it.
+        """
         if self._is_parent:
             return "Running"
+        if self._child_of is not None:
+            return self._child_status
         if self._session.failed or _records.read_status(
                 self._session.context.status_file) == "Failed":
             return "Failed"
@@ -158,10 +171,10 @@ class Run:
         context = self._session.context
         details = {"runId": self._run_id, "target": context.target or "local",
                    "status": self.get_status(),
-                   "startTimeUtc": None if self._is_parent else context.start_time_utc,
+                   "startTimeUtc": None if self._own_record() else context.start_time_utc,
                    "properties": self.get_properties(), "inputDatasets": [],
                    "outputDatasets": [], "runDefinition": {}, "logFiles": {}}
-        if not self._is_parent:
+        if not self._own_record():
             for name, decl in sorted(context.input_datasets.items()):
                 details["inputDatasets"].append({
                     "dataset": {"name": name, "id": decl.id or name, "kind": decl.kind,
@@ -177,8 +190,12 @@ class Run:
 
     # Metrics.
 
+    def _own_record(self):
+        """Whether this handle's records carry its run id: the parent's, and a child run's."""
+        return self._is_parent or self._child_of is not None
+
     def _emit(self, kind, name, description, fields):
-        if self._is_parent:
+        if self._own_record():
             fields = dict(fields, run_id=self._run_id)
         amlnode_run._record(name, kind, description, **fields)
 
@@ -296,7 +313,7 @@ class Run:
         return self._session.tags.current("property", self._target())
 
     def _target(self):
-        return self._run_id if self._is_parent else None
+        return self._run_id if self._own_record() else None
 
     # Artifacts.
 
@@ -343,14 +360,21 @@ class Run:
     # Ending.
 
     def complete(self, _set_status=True):
-        """Flushes; the run ends when the script exits (Completed, unless run.fail() was called)."""
+        """Flushes; the run ends when the script exits (Completed, unless run.fail() was called).
+        A child run made here is Completed from then on (get_status)."""
         amlnode_run.flush()
+        if self._child_of is not None and _set_status:
+            self._child_status = "Completed"
 
     def fail(self, error_details=None, error_code=None, _set_status=True):
         """Flushes and marks the run Failed with the error given: the agent ends it Failed even
         if the script then exits 0."""
         amlnode_run.flush()
         if not _set_status:
+            return
+        if self._child_of is not None:
+            # The child alone fails, as in the SDK; the script's own run goes on.
+            self._child_status = "Failed"
             return
         if self._is_parent:
             raise not_provided("Run.parent.fail()", "a step cannot end its pipeline's run here")
@@ -388,13 +412,61 @@ class Run:
                            "(amlnode metrics RUN), not from inside the run")
 
     def child_run(self, name=None, run_id=None, outputs=None):
-        raise not_provided("Run.child_run()", "amlnode runs no child runs")
+        """A child run of this one, to log a part of the script under (`with run.child_run() as
+        child:` completes it, or fails it on an exception). Its id is `run_id`, else
+        <run id>_<n>; its metrics and tags go to this run's files with its "run_id"."""
+        if run_id is not None and (not isinstance(run_id, str) or not run_id):
+            raise UserErrorException(f"run_id: expected a non-empty str, got {run_id!r}")
+        return self._new_child(run_id)
 
     def create_children(self, count=None, tag_key=None, tag_values=None):
-        raise not_provided("Run.create_children()", "amlnode runs no child runs")
+        """`count` child runs of this one (or one per value of `tag_values`, each tagged
+        `tag_key`: value), ids <run id>_<n> with n counting from 0 in this process. Their
+        metrics and tags go to this run's files, each record with the child's "run_id"."""
+        if tag_values is not None:
+            tag_values = list(tag_values)
+            if tag_key is None:
+                raise UserErrorException("create_children: tag_values needs a tag_key")
+            if count is not None and count != len(tag_values):
+                raise UserErrorException(f"create_children: count ({count}) differs from the "
+                                         f"number of tag_values ({len(tag_values)})")
+            count = len(tag_values)
+        if count is None:
+            raise UserErrorException("create_children: give count or tag_values")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise UserErrorException(f"count: expected an int >= 0, got {count!r}")
+        children = [self._new_child(None) for _ in range(count)]
+        if tag_values is not None:
+            for child, value in zip(children, tag_values):
+                child.tag(tag_key, value)
+        return children
+
+    def _new_child(self, run_id):
+        if self._own_record():
+            raise not_provided("child runs of Run.parent or of a child run",
+                               "only the script's own run makes child runs here")
+        with self._session.lock:
+            if run_id is None:
+                run_id = f"{self._run_id}_{self._session.children}"
+            self._session.children += 1
+        return Run(self._experiment, run_id, _amlnode_session=self._session,
+                   _amlnode_child_of=self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        """A child run ends Completed, or Failed when the block raised; the script's own run
+        only flushes (it ends when the script exits)."""
+        if self._child_of is not None and exc_type is not None:
+            self.fail(error_details=exc_value)
+        else:
+            self.complete()
+        return False
 
     def submit_child(self, config, tags=None, **kwargs):
-        raise not_provided("Run.submit_child()", "amlnode runs no child runs")
+        raise not_provided("Run.submit_child()", "a child that is a run of its own needs a "
+                           "submission; amlnode runs no child runs")
 
     def get_children(self, recursive=False, tags=None, properties=None, type=None, status=None,
                      _rehydrate_runs=True):
