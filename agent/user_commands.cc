@@ -17,27 +17,39 @@ namespace {
 constexpr int kExitFailed = 1;
 constexpr int kExitUsage = 2;
 
-// One line per metric name (its kind, how many values, the last one and its step), then the last
-// resource sample.
-std::string metrics_text(const json& body) {
+// One line per metric name: its kind, how many values, the last one and its step.
+std::string series_text(const json& metrics, const std::string& indent) {
   std::string out;
-  const json& metrics = body.value("metrics", json::object());
   char line[512];
-  if (metrics.empty()) out += "no metrics logged\n";
-  if (!metrics.empty()) {
-    std::snprintf(line, sizeof line, "%-32s %-7s %7s  %s\n", "NAME", "KIND", "COUNT", "LAST");
-    out += line;
-  }
+  std::snprintf(line, sizeof line, "%s%-32s %-7s %7s  %s\n", indent.c_str(), "NAME", "KIND",
+                "COUNT", "LAST");
+  out += line;
   for (const auto& [name, entry] : metrics.items()) {
     const json& last = entry.value("last", json::object());
     std::string value = last.contains("value")    ? last["value"].dump()
                         : last.contains("values") ? last["values"].dump()
                                                   : last.value("row", json::object()).dump();
     if (last.contains("step")) value += " (step " + last["step"].dump() + ")";
-    std::snprintf(line, sizeof line, "%-32s %-7s %7llu  %.300s\n", name.c_str(),
+    std::snprintf(line, sizeof line, "%s%-32s %-7s %7llu  %.300s\n", indent.c_str(), name.c_str(),
                   entry.value("kind", "").c_str(),
                   static_cast<unsigned long long>(entry.value("count", 0ull)), value.c_str());
     out += line;
+  }
+  return out;
+}
+
+// The run's own series, then each child run's (run.create_children), then the last resource
+// sample.
+std::string metrics_text(const json& body) {
+  std::string out;
+  const json& metrics = body.value("metrics", json::object());
+  const json& children = body.value("children", json::object());
+  char line[512];
+  if (metrics.empty() && children.empty()) out += "no metrics logged\n";
+  if (!metrics.empty()) out += series_text(metrics, "");
+  for (const auto& [child, series] : children.items()) {
+    out += "child run " + printable(child) + ":\n";
+    out += series_text(series, "  ");
   }
   if (body.value("truncated", false))
     out += "(only the last 4 MiB of the run's metrics are shown)\n";

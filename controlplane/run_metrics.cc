@@ -79,9 +79,18 @@ json run_metrics_json(const LogStreams& logs, const std::string& run_id) {
   std::string text =
       tail_of(logs, run_id, "system_logs/metrics.jsonl", kMetricsReadBytes, truncated);
   std::map<std::string, Series> series;
+  // Child runs a script made (run.create_children) log to the same file with their own run_id:
+  // their series are kept apart, per child, at most kMaxChildRuns of them.
+  std::map<std::string, std::map<std::string, Series>> children;
   // The node reads the same lines for /metrics: one parser, so a line means the same to both.
-  auto scan = metrics::scan_metric_records(
-      text, [&series](const json& record) { add_record(series, record); });
+  auto scan = metrics::scan_metric_records(text, [&](const json& record) {
+    auto owner = record.find("run_id");
+    if (owner == record.end() || !owner->is_string() || owner->get<std::string>() == run_id)
+      return add_record(series, record);
+    const std::string& child = owner->get_ref<const std::string&>();
+    if (children.size() >= kMaxChildRuns && !children.count(child)) return;
+    add_record(children[child], record);
+  });
   bool cut = false;
   std::string resources =
       tail_of(logs, run_id, "system_logs/resources.jsonl", kResourcesReadBytes, cut);
@@ -98,11 +107,11 @@ json run_metrics_json(const LogStreams& logs, const std::string& run_id) {
     }
     line_end = line_start > 0 ? line_start - 1 : std::string::npos;
   }
-  return {{"run_id", run_id},
-          {"metrics", series_json(series)},
-          {"truncated", truncated},
-          {"skipped_lines", scan.skipped},
-          {"resources", last}};
+  json child_metrics = json::object();
+  for (const auto& [child, child_series] : children)
+    child_metrics[child] = series_json(child_series);
+  return {{"run_id", run_id},       {"metrics", series_json(series)}, {"children", child_metrics},
+          {"truncated", truncated}, {"skipped_lines", scan.skipped},  {"resources", last}};
 }
 
 }  // namespace amlnode::controlplane

@@ -19,8 +19,11 @@ namespace amlnode::controlplane {
 inline constexpr std::size_t kMetricsReadBytes = 4u << 20;
 inline constexpr std::size_t kMaxValuesPerMetric = 1000;
 inline constexpr std::size_t kMaxMetricNames = 1000;
+// Child runs (run.create_children) whose records are kept apart; records of more are dropped.
+inline constexpr std::size_t kMaxChildRuns = 100;
 
-// {"metrics": {NAME: {"kind", "count", "last", "values": [...]}}, "truncated": bool,
+// {"metrics": {NAME: {"kind", "count", "last", "values": [...]}}, "children": {CHILD_RUN_ID:
+//  {NAME: ...}} (records a script logged on child runs it made), "truncated": bool,
 //  "resources": {...the last sample...} or null}. Lines that are not records (not a JSON object,
 // no string "name", a "kind" that is not a string) are skipped and counted in "skipped_lines", so
 // a script writing to the file by hand cannot break the answer.

@@ -198,15 +198,16 @@ std::optional<Error> not_yet_supported(const Job& job) {
     return refuse(
         "framework: PySpark runs need an HDInsight compute with spark-submit, which "
         "this node does not offer yet");
+  std::string field = job.distributed_field.empty() ? "node_count" : job.distributed_field;
   if (job.node_count > 1 || job.distributed.process_count_per_node > 1) {
-    return refuse("node_count / process_count_per_node: distributed runs (node_count " +
-                  std::to_string(job.node_count) + ", process_count_per_node " +
+    return refuse(field + ": distributed runs (node_count " + std::to_string(job.node_count) +
+                  ", process_count_per_node " +
                   std::to_string(job.distributed.process_count_per_node) +
                   ") are not supported on this node yet");
   }
   if (job.distributed.communicator == Communicator::ParameterServer &&
       (job.distributed.worker_count > 1 || job.distributed.parameter_server_count > 0)) {
-    return refuse("distributed_training: a TensorFlow job with " +
+    return refuse(field + ": a TensorFlow job with " +
                   std::to_string(job.distributed.worker_count) + " worker(s) and " +
                   std::to_string(job.distributed.parameter_server_count) +
                   " parameter server(s) needs several processes, which this node does not run "

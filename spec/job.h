@@ -147,6 +147,9 @@ struct Job {
 
   Framework framework = Framework::Python;
   Distributed distributed;
+  // The field that asked for distribution (distributed_job_config, distributed_training,
+  // communicator, ...), for messages about it; "" when none did.
+  std::string distributed_field;
   int node_count = 1;
   bool use_gpu = false;
 

@@ -551,7 +551,8 @@ class NativeReader {
     WhatToRun what;
     what.script_key = given("script") ? "script" : "entry_script";
     what.command_key = "command";
-    what.script_given = given("entry_script") || given("script");
+    // A ParallelRunStep names its entry script inside parallel_run.
+    what.script_given = given("entry_script") || given("script") || given("parallel_run");
     what.command_given = given("command");
     for (std::string_view key : {"script_params", "arguments"}) {
       if (given(key)) what.argument_fields.emplace_back(key);
@@ -561,6 +562,10 @@ class NativeReader {
   }
 
   void build_distribution() {
+    for (const char* key : {"node_count", "process_count_per_node", "distributed_backend",
+                            "distributed_training", "distributed_job_config"}) {
+      if (given(key)) job_.distributed_field = key;
+    }
     job_.node_count = fields_.node_count.value_or(1);
     int per_node = fields_.process_count_per_node.value_or(1);
     job_.distributed.process_count_per_node = per_node;
@@ -609,14 +614,12 @@ class NativeReader {
     }
   }
 
-  // The SDK runs several nodes or processes only through a distributed backend.
+  // The SDK runs several processes on a node only through a distributed backend. Several nodes
+  // without one are valid (the script runs once on each, and launches what it needs); a node that
+  // cannot run them refuses them when it plans the run.
   void require_backend_for(int per_node) {
     const std::string hint =
         "; set distributed_training (mpi, pytorch or tensorflow) to run more than one";
-    if (job_.node_count > 1) {
-      diagnostics().error("node_count", "expected 1 without a distributed backend, got " +
-                                            std::to_string(job_.node_count) + hint);
-    }
     if (per_node > 1) {
       diagnostics().error(
           "process_count_per_node",

@@ -27,6 +27,7 @@ struct RunConfigFields {
   std::optional<Framework> framework;
   std::optional<Communicator> communicator;
   std::optional<int> node_count;
+  bool environment_given = false;
   EnvironmentFields environment;
   DockerConfiguration docker;
   std::optional<int> mpi_process_count_per_node;
@@ -55,12 +56,15 @@ class RunConfigReader {
       job_.source_directory = *dir;
       shape_.set_source_dir(*dir);
     }
+    shape_.set_files_dir(project_dir_);
     // Top-level keys amlnode does not read are kept silently: which sections save() writes
     // changes from one SDK version to the next.
     fields().walk(root_, [this](const std::string&, const Field& f) { shape_.keep(f); });
     build_what_to_run();
     build_distribution();
     build_environment();
+    // RunConfiguration() without an environment gets the SDK's default one; here, the node's.
+    if (!fields_.environment_given) job_.node_default_environment = true;
     apply_defaults(job_);
     return std::move(job_);
   }
@@ -91,8 +95,10 @@ class RunConfigReader {
       job_.max_run_duration_seconds = reader_.integer(f, 1, "an integer > 0 (seconds)");
     });
     walker.on("nodeCount", [this](const Field& f) { fields_.node_count = reader_.count(f); });
-    walker.on("environment",
-              [this](const Field& f) { fields_.environment = read_environment(f, shape_); });
+    walker.on("environment", [this](const Field& f) {
+      fields_.environment_given = true;
+      fields_.environment = read_environment(f, shape_);
+    });
     walker.on("docker", [this](const Field& f) { read_docker_configuration(f); });
     walker.on("mpi", [this](const Field& f) { read_mpi(f); });
     walker.on("pyTorch", [this](const Field& f) { read_pytorch(f); });
@@ -298,6 +304,9 @@ class RunConfigReader {
   void build_distribution() {
     job_.framework = fields_.framework.value_or(Framework::Python);
     job_.node_count = fields_.node_count.value_or(1);
+    if (fields_.node_count) job_.distributed_field = "nodeCount";
+    if (fields_.communicator && *fields_.communicator != Communicator::None)
+      job_.distributed_field = "communicator";
     Distributed& distributed = job_.distributed;
     distributed.communicator = fields_.communicator.value_or(Communicator::None);
     switch (distributed.communicator) {
@@ -315,12 +324,8 @@ class RunConfigReader {
         distributed.parameter_server_count = fields_.tensorflow_parameter_server_count.value_or(1);
         break;
       case Communicator::None:
-        if (job_.node_count > 1) {
-          diagnostics().error("nodeCount", "expected 1 with communicator None, got " +
-                                               std::to_string(job_.node_count) +
-                                               "; set a communicator (such as IntelMpi or Nccl) "
-                                               "to run on several nodes");
-        }
+        // Valid for the SDK (the script runs once on each node, and launches what it needs); a
+        // node that cannot run it refuses it when it plans the run.
         break;
       case Communicator::ParallelTask:
         break;

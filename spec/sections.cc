@@ -51,8 +51,8 @@ bool starts_with_instruction(std::string_view text) {
 std::optional<std::string> read_dockerfile(const Field& field, const ShapeContext& context) {
   auto value = context.reader().text(field);
   if (!value) return std::nullopt;
-  if (value->find('\n') != std::string::npos || !context.source_dir()) return value;
-  fs::path file = clean_absolute(fs::path(*value), *context.source_dir());
+  if (value->find('\n') != std::string::npos || !context.files_dir()) return value;
+  fs::path file = clean_absolute(fs::path(*value), *context.files_dir());
   std::error_code ec;
   if (fs::is_regular_file(file, ec)) {
     auto content = read_small_file(file);
@@ -122,8 +122,8 @@ void read_python(const Field& field, const ShapeContext& context, EnvironmentFie
       .on(context.key("conda_dependencies_file"), [&](const Field& f) {
         file_path = f.path;
         auto value = reader.text(f);
-        if (!value || !context.source_dir()) return;
-        auto file = resolve_existing_file(*value, *context.source_dir());
+        if (!value || !context.files_dir()) return;
+        auto file = resolve_existing_file(*value, *context.files_dir());
         if (file.ok()) {
           python.conda_dependencies_file = file.value();
         } else {
@@ -439,7 +439,10 @@ std::optional<Input> read_input(const std::string& name, const Field& field,
     context.walk(walker, field, kDataReferenceUnused);
     if (!field[path_key].is_set()) reader.wrong(field[path_key], "the input's local path");
   }
-  if (path) {
+  if (path && input.mode == InputMode::Upload) {
+    // Where the run writes its results: made when the run is staged if it is not there yet.
+    input.path = clean_absolute(fs::path(*path), anchor).string();
+  } else if (path) {
     auto resolved = resolve_existing_path(*path, anchor);
     if (resolved.ok()) {
       input.path = resolved.value().string();

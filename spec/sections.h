@@ -27,9 +27,16 @@ class ShapeContext {
   Reader& reader() const { return reader_; }
   Diagnostics& diagnostics() const { return reader_.diagnostics(); }
 
-  // The source directory, once known to be valid; files an environment names are relative to it.
+  // The source directory, once known to be valid.
   const std::optional<std::filesystem::path>& source_dir() const { return source_dir_; }
   void set_source_dir(std::filesystem::path dir) { source_dir_ = std::move(dir); }
+  // Where files an environment names (a conda file, a Dockerfile) are relative to: the source
+  // directory, unless set (a .runconfig's project folder, whatever --source-dir says, as the SDK
+  // resolves them next to .azureml/).
+  const std::optional<std::filesystem::path>& files_dir() const {
+    return files_dir_ ? files_dir_ : source_dir_;
+  }
+  void set_files_dir(std::filesystem::path dir) { files_dir_ = std::move(dir); }
 
   // Where a .runconfig's unused keys are kept, by their path in the file.
   void keep_unused_in(nlohmann::json* unused) { unused_ = unused; }
@@ -49,6 +56,7 @@ class ShapeContext {
   SourceShape shape_;
   Reader& reader_;
   std::optional<std::filesystem::path> source_dir_;
+  std::optional<std::filesystem::path> files_dir_;
   nlohmann::json* unused_ = nullptr;
 };
 

@@ -462,7 +462,7 @@ TEST_CASE("dist-pytorch-ddp-cifar: two processes on two nodes are refused up fro
   Case c("dist-pytorch-ddp-cifar");
   CHECK(c.originals() == std::vector<std::string>{"train.py"});
   c.check_refused(c.run("job.yml", "ddp-1"), "ddp-1",
-                  "node_count / process_count_per_node: distributed runs (node_count 2, "
+                  "distributed_job_config: distributed runs (node_count 2, "
                   "process_count_per_node 1) are not supported on this node yet");
 }
 
@@ -471,7 +471,7 @@ TEST_CASE("dist-tf-parameter-server: workers and a parameter server are refused 
   Case c("dist-tf-parameter-server");
   CHECK(c.originals() == std::vector<std::string>{"tf_mnist_replica.py"});
   c.check_refused(c.run("job.yml", "tf-ps-1"), "tf-ps-1",
-                  "distributed_training: a TensorFlow job with 2 worker(s) and 1 parameter "
+                  "distributed_job_config: a TensorFlow job with 2 worker(s) and 1 parameter "
                   "server(s) needs several processes, which this node does not run yet");
 }
 
@@ -561,25 +561,33 @@ TEST_CASE("runconfigs: the saved .runconfig files validate, or are refused namin
   }
 
   // mnist.runconfig, as train-model.sh submits it (az ml run submit-script -c mnist
-  // --source-directory scripts): refused, naming nodeCount (4 nodes without a communicator) and,
-  // since the source directory is scripts/, the conda file .azureml/ holds (see README.md, gaps).
+  // --source-directory scripts): valid (its conda file is found beside .azureml/, as the SDK finds
+  // it, whatever the source directory), and refused when planned: four nodes are still to come.
+  // Its data: section names a registered dataset, which the node resolves through its registry.
   auto mnist = root / "microsoft-MLOps/cli-train-deploy/.azureml/mnist.runconfig";
-  auto validated = test::run_command({amlnode, "validate", "--json", "--source-dir",
-                                      (root / "microsoft-MLOps/cli-train-deploy/scripts").string(),
-                                      mnist.string()});
+  auto scripts = (root / "microsoft-MLOps/cli-train-deploy/scripts").string();
+  auto validated =
+      test::run_command({amlnode, "validate", "--json", "--source-dir", scripts, mnist.string()});
   INFO(validated.out << validated.err);
-  CHECK(validated.exit_code == 2);
-  auto answer = json::parse(validated.out);
-  CHECK(answer["valid"] == false);
-  REQUIRE(answer["errors"].size() == 2);
-  CHECK(answer["errors"][0]["path"] == "environment.python.condaDependenciesFile");
-  CHECK_THAT(answer["errors"][0]["message"].get<std::string>(),
-             Catch::StartsWith("\".azureml/conda_dependencies.yml\" not found"));
-  CHECK(answer["errors"][1] ==
-        json({{"path", "nodeCount"},
+  CHECK(validated.exit_code == 0);
+  CHECK(json::parse(validated.out)["valid"] == true);
+  dir.write("mnist-data/0.bin", "digits");
+  auto with_dataset =
+      dir.write("node-mnist.yml", named_environments_text() +
+                                      "datasets:\n  ed4b4117-8eec-4a5f-afb6-481bd5ef0017: "
+                                      "{path: mnist-data}\n");
+  auto planned = test::run_command({amlnode, "run", "--config", with_dataset.string(),
+                                    "--state-dir", (dir / "state").string(), "--source-dir",
+                                    scripts, "--dry-run", "--json", mnist.string()});
+  INFO(planned.out << planned.err);
+  REQUIRE(planned.exit_code == 0);
+  auto plan = json::parse(planned.out);
+  CHECK(plan["cannot_run"] ==
+        json({{"code", "NotSupported"},
               {"message",
-               "expected 1 with communicator None, got 4; set a communicator (such as IntelMpi "
-               "or Nccl) to run on several nodes"}}));
+               "nodeCount: distributed runs (node_count 4, process_count_per_node 1) "
+               "are not supported on this node yet"}}));
+  CHECK(plan["inputs"][0]["source"] == (dir / "mnist-data").string());
 }
 
 // ---- through a control plane and an agent --------------------------------------------------
@@ -612,7 +620,7 @@ TEST_CASE(
                                    cluster.user_env());
     INFO(shown.out << shown.err);
     REQUIRE(shown.exit_code == 0);
-    return json::parse(shown.out)["metrics"];
+    return json::parse(shown.out);
   };
 
   std::string hello_id = submit(hello);
@@ -622,12 +630,12 @@ TEST_CASE(
   CHECK(cluster.wait_terminal(estimator_id)["status"] == "Completed");
   CHECK(cluster.wait_terminal(children_id)["status"] == "Completed");
 
-  auto message = metrics_of(hello_id);
+  auto message = metrics_of(hello_id)["metrics"];
   REQUIRE(message.size() == 1);
   CHECK(message["message"]["count"] == 1);
   CHECK(message["message"]["last"]["value"] == "Hello from run!");
 
-  auto series = metrics_of(estimator_id);
+  auto series = metrics_of(estimator_id)["metrics"];
   REQUIRE(series.size() == 1);
   auto& fibonacci = series["Fibonacci numbers"];
   CHECK(fibonacci["kind"] == "scalar");
@@ -635,11 +643,21 @@ TEST_CASE(
   json values = json::array();
   for (const auto& point : fibonacci["values"]) values.push_back(point["value"]);
   CHECK(values == json::parse("[0, 1, 1, 2, 3, 5, 8, 13, 21]"));
-  // The child runs' records count as the run's own: one series of five values.
-  auto child = metrics_of(children_id);
-  REQUIRE(child.size() == 1);
-  CHECK(child["Hello from child run "]["count"] == 5);
-  CHECK(child["Hello from child run "]["last"]["value"] == 4);
+  // The child runs' records are kept apart, one entry per child run, as the run history shows
+  // them on Azure ML; the parent logged nothing of its own.
+  auto parent = metrics_of(children_id);
+  CHECK(parent["metrics"].empty());
+  REQUIRE(parent["children"].size() == 5);
+  for (int n = 0; n < 5; ++n) {
+    auto& child = parent["children"][children_id + "_" + std::to_string(n)];
+    INFO(parent.dump());
+    REQUIRE(child.size() == 1);
+    CHECK(child["Hello from child run "]["count"] == 1);
+    CHECK(child["Hello from child run "]["last"]["value"] == n);
+  }
+  auto shown = test::run_command({test::amlnode_binary().string(), "metrics", children_id},
+                                 cluster.user_env());
+  CHECK_THAT(shown.out, Catch::Contains("child run " + children_id + "_4:\n  NAME"));
 
   // The node kept the same in the run folder, and the script that ran is the original.
   CHECK(json_lines(cluster.run_dir(estimator_id) / "system_logs" / "metrics.jsonl").size() == 9);

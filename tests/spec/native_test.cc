@@ -249,7 +249,6 @@ TEST_CASE("native fields with wrong values name the field, the expectation and t
       {"distributed_training: {type: mpi, process_count_per_node: 2}\nprocess_count_per_node: 3",
        "process_count_per_node", "conflicts with distributed_training.process_count_per_node"},
       {"distributed_backend: gloo", "distributed_backend", "expected \"mpi\""},
-      {"node_count: 2", "node_count", "expected 1 without a distributed backend"},
       {"process_count_per_node: 4", "process_count_per_node",
        "expected 1 without a distributed backend"},
       {"inputs: [data]", "inputs", "expected a mapping of input names to local paths, got a list"},

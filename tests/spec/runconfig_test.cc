@@ -185,7 +185,6 @@ TEST_CASE("runconfig fields with wrong values name the field in camelCase", "[sp
       {"communicator: Horovod", "communicator",
        "expected None, ParameterServer, OpenMpi, IntelMpi, Mpi, Gloo, Nccl or ParallelTask, got "
        "\"Horovod\""},
-      {"nodeCount: 2", "nodeCount", "expected 1 with communicator None, got 2"},
       {"nodeCount: two", "nodeCount", "expected an integer >= 1, got \"two\""},
       {"maxRunDurationSeconds: -5", "maxRunDurationSeconds",
        "expected an integer > 0 (seconds), got -5"},

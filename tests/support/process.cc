@@ -134,7 +134,12 @@ int wait_command(pid_t pid, std::chrono::seconds timeout) {
 
 std::vector<pid_t> processes_with_marker(const std::string& marker) {
   std::vector<pid_t> found;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+  // Processes come and go while /proc is read: an entry that vanishes mid-scan is skipped, and
+  // an iteration error ends the scan with what was found rather than throwing.
+  std::error_code error;
+  std::filesystem::directory_iterator it("/proc", error), end;
+  for (; !error && it != end; it.increment(error)) {
+    const auto& entry = *it;
     auto name = entry.path().filename().string();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
     std::ifstream in(entry.path() / "cmdline", std::ios::binary);
