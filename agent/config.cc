@@ -74,6 +74,15 @@ Result<NodeConfig> load_node_config(const std::filesystem::path& file) {
     if (!read.ok()) return read.error();
     *target = std::move(*read);
   }
+  // The sdk switches are read where runs are planned; a wrong one is refused here, at start.
+  for (const auto& [key, value] : config.sdk.items()) {
+    if (key != "stand_in" && key != "install_azureml_packages")
+      return Error{"InvalidConfig", file.string() + ": sdk." + key +
+                                        ": unknown setting (stand_in, install_azureml_packages)"};
+    if (!value.is_boolean())
+      return Error{"InvalidConfig", file.string() + ": sdk." + key +
+                                        ": expected true or false, got " + value.dump()};
+  }
   return config;
 }
 

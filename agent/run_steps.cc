@@ -235,8 +235,9 @@ Result<std::vector<std::string>> resolve_node_references(spec::Job& job, const N
   // sdk.stand_in: false lets every run import the azureml packages its environment has installed.
   bool stand_in = !config.sdk.contains("stand_in") || !config.sdk["stand_in"].is_boolean() ||
                   config.sdk["stand_in"].get<bool>();
-  bool job_decides = std::any_of(job.environment_variables.begin(), job.environment_variables.end(),
-                                 [](const auto& var) { return var.first == "AMLNODE_SDK_STANDIN"; });
+  bool job_decides =
+      std::any_of(job.environment_variables.begin(), job.environment_variables.end(),
+                  [](const auto& var) { return var.first == "AMLNODE_SDK_STANDIN"; });
   if (!stand_in && !job_decides) job.environment_variables.emplace_back("AMLNODE_SDK_STANDIN", "0");
   return notes;
 }
@@ -298,6 +299,10 @@ void apply_script_status(RunOutcome& outcome, const fs::path& run_dir, const Sys
   text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
   auto status = parse_untrusted_json(text);
   if (!status.is_object() || status.value("status", "") != "Failed") return;
+  // A deadline or a cancel is what ended the run, whatever the script said before it.
+  if (outcome.status == spec::RunStatus::Canceled ||
+      (outcome.error && outcome.error->code == "RunTimeout"))
+    return;
   const auto& error = status.contains("error") && status["error"].is_object()
                           ? status["error"]
                           : nlohmann::json::object();

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <set>
 
+#include "common/format.h"
 #include "spec/paths.h"
 #include "spec/shapes.h"
 #include "spec/values.h"
@@ -345,11 +346,27 @@ class NativeReader {
     }
   }
 
+  static bool is_model_name(const std::string& name) {
+    if (name.empty() || name.size() > 255 || !std::isalnum(static_cast<unsigned char>(name[0])))
+      return false;
+    return std::all_of(name.begin(), name.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+    });
+  }
+
   // models: {name: path} or {name: {path, version}}, for Model.get_model_path(name).
   void read_models(const Field& field) {
     if (!reader_.mapping(field)) return;
     for (const auto& [name, value] : field.node->entries) {
       Field model{&value, join_path(field.path, name)};
+      // Azure ML's rule for model names; the name is also a folder of the run (models/<name>/).
+      if (!is_model_name(name)) {
+        diagnostics().error(model.path,
+                            "a model name is 1-255 letters, digits, '-', '_' or '.', starting "
+                            "with a letter or digit; got \"" +
+                                printable(name, 60) + "\"");
+        continue;
+      }
       ModelRef ref;
       ref.name = name;
       std::optional<std::string> path;

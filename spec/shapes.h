@@ -46,7 +46,8 @@ std::optional<std::string> unrunnable_entry(std::string_view script);
 
 void read_entry_script(const Field& field, const ShapeContext& context, Job& job);
 
-// `command`: a list is an argv exec'd as is; a single string is a shell command.
+// `command`: a shell command; a list's items are joined with spaces into one line, as the SDK's
+// ScriptRunConfig joins them.
 void read_command(const Field& field, Reader& reader, Job& job);
 
 // Exactly one of the script and the command; a command carries its own arguments.

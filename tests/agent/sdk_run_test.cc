@@ -197,3 +197,51 @@ data:
                          "ed4b4117-8eec-4a5f-afb6-481bd5ef0017 or name \"mnist\"") !=
         std::string::npos);
 }
+
+TEST_CASE("a deadline ends the run RunTimeout even after the script called run.fail()", "[sdk]") {
+  SdkWorkspace ws;
+  ws.dir.write("project/train.py",
+               "import time\n"
+               "from azureml.core import Run\n"
+               "Run.get_context().fail(error_details='gave up', error_code='Diverged')\n"
+               "time.sleep(60)\n");
+  auto result = ws.run(
+      "script: train.py\nenvironment: AzureML-Minimal\n"
+      "max_run_duration_seconds: 1\n",
+      {"--run-id", "sdk-deadline", "--kill-grace", "1"});
+  INFO(result.out << result.err);
+  CHECK(result.exit_code == 124);
+  CHECK(ws.run_json("sdk-deadline")["error"]["code"] == "RunTimeout");
+}
+
+TEST_CASE("the node's sdk switches are booleans it knows, and stand_in: false reaches the run",
+          "[sdk]") {
+  SdkWorkspace ws;
+  ws.dir.write("project/train.py",
+               "import os\nprint('standin', os.environ.get("
+               "'AMLNODE_SDK_STANDIN'))\n");
+  auto node = test::slurp(ws.config);
+  ws.dir.write("node.yml", node + "sdk: {stand_in: \"no\"}\n");
+  auto refused = ws.run("script: train.py\nenvironment: AzureML-Minimal\n");
+  CHECK(refused.exit_code != 0);
+  CHECK_THAT(refused.err, Catch::Contains("sdk.stand_in: expected true or false, got \"no\""));
+  ws.dir.write("node.yml", node + "sdk: {standin: false}\n");
+  CHECK_THAT(ws.run("script: train.py\nenvironment: AzureML-Minimal\n").err,
+             Catch::Contains("sdk.standin: unknown setting"));
+  ws.dir.write("node.yml", node + "sdk: {stand_in: false}\n");
+  auto ran = ws.run("script: train.py\nenvironment: AzureML-Minimal\n");
+  INFO(ran.out << ran.err);
+  CHECK(ran.exit_code == 0);
+  CHECK_THAT(ran.out, Catch::Contains("standin 0\n"));
+}
+
+TEST_CASE("a model name that is not Azure ML's shape is refused, naming it", "[sdk]") {
+  SdkWorkspace ws;
+  ws.dir.write("project/train.py", "print('never')\n");
+  ws.dir.write("project/model.pkl", "weights");
+  auto result = ws.run(
+      "script: train.py\nenvironment: AzureML-Minimal\n"
+      "models: {'../../escape': model.pkl}\n");
+  CHECK(result.exit_code == 2);
+  CHECK_THAT(result.err, Catch::Contains("models.../../escape: a model name is 1-255 letters"));
+}
