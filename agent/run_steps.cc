@@ -10,6 +10,7 @@
 #include "common/fs.h"
 #include "common/json.h"
 #include "executors/inputs.h"
+#include "executors/ranks.h"
 #include "executors/run_cgroup.h"
 #include "metrics/python_module.h"
 #include "spec/load.h"
@@ -99,6 +100,8 @@ executors::PlanContext plan_context(
   context.envs_dir = environments.envs_dir;
   context.system_python = environments.system_python;
   context.python_module_dir = metrics::python_module_dir();
+  context.port_free = executors::port_is_free;
+  context.free_port = executors::pick_free_port;
   if (config.cpu_image) context.default_cpu_image = *config.cpu_image;
   if (config.gpu_image) context.default_gpu_image = *config.gpu_image;
   return context;
@@ -337,7 +340,14 @@ executors::LaunchSpec shim_launch_spec(const Plan& plan) {
   spec.argv = plan.argv;
   spec.env = process_environment(plan);
   spec.cwd = plan.working_dir;
-  spec.log_path = plan.std_log;
+  spec.log_path = plan.launcher_log.value_or(plan.std_log);
+  if (plan.launcher == executors::RankLauncher::Processes) {
+    for (const auto& rank : plan.ranks) {
+      executors::RankLaunch launch{rank.rank, rank.argv, {}, rank.std_log};
+      for (const auto& [name, value] : rank.env) launch.env.push_back(name + "=" + value);
+      spec.ranks.push_back(std::move(launch));
+    }
+  }
   spec.state_path = plan.run_dir / "shim.json";
   spec.exit_path = plan.run_dir / "exit.json";
   if (plan.deadline_seconds) spec.deadline_seconds = static_cast<double>(*plan.deadline_seconds);
@@ -396,6 +406,61 @@ Result<executors::ExitRecord> read_exit_record(const fs::path& run_dir, const st
   return record;
 }
 
+namespace {
+
+// The rank of a distributed run that failed first, when the shim (ranks it started) or mpirun
+// (its own message in mpi_log.txt) names one.
+std::optional<int> failed_rank_of(const executors::ExitRecord& exit, const Plan& plan) {
+  if (exit.failed_rank) return exit.failed_rank;
+  if (plan.launcher != executors::RankLauncher::Mpirun || !plan.launcher_log) return std::nullopt;
+  if (exit.reason != ExitReason::Exited || exit.exit_code.value_or(0) == 0) return std::nullopt;
+  // The job can write in its run folder: the file is read beneath it and bounded.
+  executors::RunFolder folder{plan.run_dir};
+  auto file = folder.open("user_logs/mpi_log.txt", O_RDONLY | O_NONBLOCK);
+  if (!file.ok()) return std::nullopt;
+  std::string text(256 << 10, '\0');
+  ssize_t n = ::read(file->get(), text.data(), text.size());
+  text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  auto rank = executors::mpirun_failed_rank(text);
+  if (rank && (*rank < 0 || *rank >= static_cast<int>(plan.ranks.size()))) return std::nullopt;
+  return rank;
+}
+
+std::optional<RunOutcome> failed_rank_outcome(const executors::ExitRecord& exit, const Plan& plan) {
+  if (plan.ranks.empty()) return std::nullopt;
+  if (exit.reason != ExitReason::Exited && exit.reason != ExitReason::Signaled &&
+      exit.reason != ExitReason::SpawnFailed)
+    return std::nullopt;
+  auto rank = failed_rank_of(exit, plan);
+  std::string program = plan.ranks.front().argv.empty()
+                            ? program_name(plan)
+                            : fs::path(plan.ranks.front().argv.front()).filename().string();
+  std::string log = "user_logs/" + plan.ranks[rank.value_or(0)].std_log.filename().string();
+  if (exit.reason == ExitReason::SpawnFailed)
+    return RunOutcome{RunStatus::Failed, Error{"ProcessStartFailed", exit.error}, 125};
+  if (!rank) {
+    if (exit.exit_code.value_or(1) == 0) return std::nullopt;
+    return RunOutcome{
+        RunStatus::Failed,
+        Error{"UserError", "mpirun exited with status code " +
+                               std::to_string(exit.exit_code.value_or(-1)) +
+                               " without naming a failed rank; see user_logs/mpi_log.txt"},
+        exit.exit_code.value_or(1)};
+  }
+  std::string how = exit.signal
+                        ? "was killed by signal " + describe_signal(*exit.signal)
+                        : "exited with status code " + std::to_string(exit.exit_code.value_or(-1));
+  int code = exit.signal ? 128 + *exit.signal : exit.exit_code.value_or(1);
+  return RunOutcome{
+      RunStatus::Failed,
+      Error{"UserError", "Rank " + std::to_string(*rank) + " of " +
+                             std::to_string(plan.ranks.size()) + " ('" + program + "') " + how +
+                             "; the other ranks were stopped; its log is " + log},
+      code};
+}
+
+}  // namespace
+
 std::string argv_text(const Plan& plan) {
   std::string text;
   for (const auto& arg : plan.argv) text += (text.empty() ? "" : " ") + arg;
@@ -405,6 +470,7 @@ std::string argv_text(const Plan& plan) {
 RunOutcome outcome_of(const executors::ExitRecord& exit, const Plan& plan) {
   // Exit codes of `amlnode run` (local_run.h): 124 timeout, 125 before start, 130 canceled.
   const std::string program = program_name(plan);
+  if (auto failed = failed_rank_outcome(exit, plan)) return *failed;
   switch (exit.reason) {
     case ExitReason::Exited:
       if (exit.exit_code.value_or(1) == 0) return {RunStatus::Completed, std::nullopt, 0};

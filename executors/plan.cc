@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "common/hash.h"
+#include "executors/ranks.h"
 
 namespace amlnode::executors {
 namespace {
@@ -199,19 +200,10 @@ std::optional<Error> not_yet_supported(const Job& job) {
         "framework: PySpark runs need an HDInsight compute with spark-submit, which "
         "this node does not offer yet");
   std::string field = job.distributed_field.empty() ? "node_count" : job.distributed_field;
-  if (job.node_count > 1 || job.distributed.process_count_per_node > 1) {
-    return refuse(field + ": distributed runs (node_count " + std::to_string(job.node_count) +
-                  ", process_count_per_node " +
-                  std::to_string(job.distributed.process_count_per_node) +
-                  ") are not supported on this node yet");
-  }
-  if (job.distributed.communicator == Communicator::ParameterServer &&
-      (job.distributed.worker_count > 1 || job.distributed.parameter_server_count > 0)) {
-    return refuse(field + ": a TensorFlow job with " +
-                  std::to_string(job.distributed.worker_count) + " worker(s) and " +
-                  std::to_string(job.distributed.parameter_server_count) +
-                  " parameter server(s) needs several processes, which this node does not run "
-                  "yet");
+  if (job.node_count > 1) {
+    return refuse(field + ": runs across nodes (node_count " + std::to_string(job.node_count) +
+                  ") are not supported on this node yet; one node runs several processes "
+                  "(process_count_per_node)");
   }
   return std::nullopt;
 }
@@ -331,6 +323,10 @@ std::string environment_hash(const Job& job, const PlanContext& context) {
   return sha256_hex(environment_identity(job).dump()).substr(0, 32);
 }
 
+void set_env_var(spec::EnvVars& env, const std::string& name, const std::string& value) {
+  set_var(env, name, value);
+}
+
 Plan resolve_plan(const Job& job, const PlanContext& context) {
   Plan plan;
   plan.run_id = context.run_id;
@@ -374,6 +370,7 @@ Plan resolve_plan(const Job& job, const PlanContext& context) {
   plan.kill_grace_seconds = context.kill_grace_seconds;
   plan.python_module_dir = context.python_module_dir;
   if (!plan.cannot_run) plan.cannot_run = not_yet_supported(job);
+  if (!plan.cannot_run) plan_ranks(job, context, plan);
   return plan;
 }
 
@@ -408,7 +405,24 @@ nlohmann::json plan_to_json(const Plan& plan) {
                                 ? nlohmann::json(plan.python_module_dir->string())
                                 : nlohmann::json(nullptr)},
       {"runnable", !plan.cannot_run.has_value()},
+      {"launcher", to_string(plan.launcher)},
+      {"notes", plan.notes},
   };
+  if (!plan.ranks.empty()) {
+    nlohmann::json ranks = nlohmann::json::array();
+    for (const auto& rank : plan.ranks) {
+      nlohmann::json rank_env = nlohmann::json::object();
+      for (const auto& [name, value] : rank.env) rank_env[name] = value;
+      ranks.push_back({{"rank", rank.rank},
+                       {"local_rank", rank.local_rank},
+                       {"role", rank.role},
+                       {"argv", rank.argv},
+                       {"env", rank_env},
+                       {"std_log", rank.std_log.string()}});
+    }
+    out["ranks"] = ranks;
+  }
+  if (plan.launcher_log) out["launcher_log"] = plan.launcher_log->string();
   if (plan.cannot_run) {
     out["cannot_run"] = {{"code", plan.cannot_run->code}, {"message", plan.cannot_run->message}};
   }
@@ -434,6 +448,17 @@ std::string plan_to_text(const Plan& plan) {
     out << "input:        " << input.name << " (" << spec::to_string(input.mode) << ") "
         << input.source.string() << " -> " << input.target.string() << "\n";
   }
+  if (!plan.ranks.empty()) {
+    out << "processes:    " << plan.ranks.size() << " ranks, started by "
+        << (plan.launcher == RankLauncher::Mpirun ? "mpirun" : "the shim") << "\n";
+    for (const auto& rank : plan.ranks) {
+      out << "  rank " << rank.rank << (rank.role.empty() ? "" : " (" + rank.role + ")") << " -> "
+          << rank.std_log.filename().string();
+      for (const auto& [name, value] : rank.env) out << " " << name << "=" << value;
+      out << "\n";
+    }
+  }
+  for (const auto& note : plan.notes) out << "note:         " << note << "\n";
   out << "variables (over the inherited environment):\n";
   for (const auto& [name, value] : plan.env) out << "  " << name << "=" << value << "\n";
   if (plan.cannot_run) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -32,6 +33,12 @@ struct PlanContext {
   // The folder holding the amlnode_run Python module (metrics::python_module_dir()); the run's
   // process gets it on PYTHONPATH. Unset: the module is not offered.
   std::optional<std::filesystem::path> python_module_dir;
+  // Ports for a distributed run's rendezvous: whether MASTER_PORT's default (6105) is free here,
+  // and a free port when it is not (or for each TensorFlow task). These look at the machine, so
+  // the caller supplies them (executors/ranks.h, make_port_probe); unset, 6105 is taken as free
+  // and further ports are counted up from it.
+  std::function<bool(int port)> port_free;
+  std::function<int()> free_port;
 };
 
 // The port Azure ML uses for the PyTorch / MPI rendezvous (MASTER_PORT).
@@ -46,6 +53,24 @@ struct StagedInput {
   // An absolute path_on_compute (below /tmp): outside the run folder, so the agent makes it only
   // when nothing is there and removes it when the run is released.
   bool outside_run_folder = false;
+};
+
+// How the ranks of a distributed run start on this node.
+enum class RankLauncher {
+  Single,     // one process, as every run that is not distributed (Plan::ranks is empty)
+  Processes,  // each rank started by the shim itself (PyTorch, TensorFlow)
+  Mpirun,     // Open MPI's mpirun starts them (MPI), the shim supervising mpirun
+};
+std::string to_string(RankLauncher);
+
+// One process of a distributed run: the rank's own variables over the plan's, and its log.
+struct RankPlan {
+  int rank = 0;
+  int local_rank = 0;
+  std::string role;  // TensorFlow: "worker" or "ps"; otherwise empty
+  std::vector<std::string> argv;
+  spec::EnvVars env;
+  std::filesystem::path std_log;  // run_dir/user_logs/std_log_process_NN.txt
 };
 
 struct Plan {
@@ -83,12 +108,24 @@ struct Plan {
   // `import amlnode_run`; see PlanContext.
   std::optional<std::filesystem::path> python_module_dir;
 
+  // A distributed run on this node (executors/ranks.h): one entry per rank, in rank order, and
+  // how they start. std_log is then rank 0's log (what `amlnode run` shows); an MPI run's
+  // mpirun writes its own messages to launcher_log (user_logs/mpi_log.txt).
+  RankLauncher launcher = RankLauncher::Single;
+  std::vector<RankPlan> ranks;
+  std::optional<std::filesystem::path> launcher_log;
+  // Things the plan chose that a user should hear about (a port other than 6105, ...).
+  std::vector<std::string> notes;
+
   // Set when this node cannot execute the plan (an environment kind still to come, a conda file
   // that cannot be read); the run then fails before anything starts, with this error.
   std::optional<Error> cannot_run;
 };
 
 Plan resolve_plan(const spec::Job& job, const PlanContext& context);
+
+// Sets `name` in `env`, in place when it is there, else at the end.
+void set_env_var(spec::EnvVars& env, const std::string& name, const std::string& value);
 
 // The content hash of a job's environment: for conda / pip the hash of the canonical spec
 // (environments::environment_spec), otherwise of environment_identity.

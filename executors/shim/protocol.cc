@@ -151,6 +151,34 @@ std::string to_string(ExitReason reason) {
   return "Unknown";
 }
 
+namespace {
+
+// At most this many ranks in one launch spec: far above any node's process count, and it bounds
+// what a hand-written spec can make the shim start.
+constexpr std::size_t kMaxRanks = 4096;
+
+std::vector<RankLaunch> get_ranks(const json& j) {
+  std::vector<RankLaunch> ranks;
+  const json* list = find(j, "ranks");
+  if (!list) return ranks;
+  if (!list->is_array() || list->size() > kMaxRanks)
+    fail("ranks", "an array of at most " + std::to_string(kMaxRanks) + " objects");
+  for (const auto& entry : *list) {
+    if (!entry.is_object()) fail("ranks", "an array of objects");
+    RankLaunch rank;
+    rank.rank = get_required_integer<int>(entry, "rank", 0);
+    rank.argv = get_string_array(entry, "argv");
+    if (rank.argv.empty() || rank.argv[0].empty())
+      fail("ranks[].argv", "a non-empty array whose first element names the program");
+    rank.env = get_string_array(entry, "env");
+    rank.log_path = get_required_path(entry, "log_path");
+    ranks.push_back(std::move(rank));
+  }
+  return ranks;
+}
+
+}  // namespace
+
 std::string launch_spec_to_json(const LaunchSpec& spec) {
   json j = {
       {"argv", spec.argv},
@@ -166,6 +194,16 @@ std::string launch_spec_to_json(const LaunchSpec& spec) {
   if (spec.gid) j["gid"] = *spec.gid;
   if (spec.caller_syncs_outcome) j["caller_syncs_outcome"] = true;
   if (spec.cgroup) j["cgroup"] = spec.cgroup->string();
+  if (!spec.ranks.empty()) {
+    json ranks = json::array();
+    for (const auto& rank : spec.ranks) {
+      ranks.push_back({{"rank", rank.rank},
+                       {"argv", rank.argv},
+                       {"env", rank.env},
+                       {"log_path", rank.log_path.string()}});
+    }
+    j["ranks"] = ranks;
+  }
   return dump(j);
 }
 
@@ -187,6 +225,7 @@ Result<LaunchSpec> launch_spec_from_json(const std::string& text) {
     spec.gid = get_integer<gid_t>(j, "gid", 0);
     spec.caller_syncs_outcome = get_bool(j, "caller_syncs_outcome");
     if (j.contains("cgroup")) spec.cgroup = get_required_path(j, "cgroup");
+    spec.ranks = get_ranks(j);
     return spec;
   });
 }
@@ -220,6 +259,17 @@ std::string exit_record_to_json(const ExitRecord& record) {
   if (record.exit_code) j["exit_code"] = *record.exit_code;
   if (record.signal) j["signal"] = *record.signal;
   if (!record.error.empty()) j["error"] = record.error;
+  if (!record.ranks.empty()) {
+    json ranks = json::array();
+    for (const auto& rank : record.ranks) {
+      json entry = {{"rank", rank.rank}, {"ended_at_ms", rank.ended_at_ms}};
+      if (rank.exit_code) entry["exit_code"] = *rank.exit_code;
+      if (rank.signal) entry["signal"] = *rank.signal;
+      ranks.push_back(entry);
+    }
+    j["ranks"] = ranks;
+  }
+  if (record.failed_rank) j["failed_rank"] = *record.failed_rank;
   return dump(j);
 }
 
@@ -234,6 +284,20 @@ Result<ExitRecord> exit_record_from_json(const std::string& text) {
     record.started_at_ms = get_integer<long long>(j, "started_at_ms", 0).value_or(0);
     record.ended_at_ms = get_integer<long long>(j, "ended_at_ms", 0).value_or(0);
     record.error = get_string(j, "error", false);
+    if (const json* ranks = find(j, "ranks")) {
+      if (!ranks->is_array() || ranks->size() > kMaxRanks)
+        fail("ranks", "an array of at most " + std::to_string(kMaxRanks) + " objects");
+      for (const auto& entry : *ranks) {
+        if (!entry.is_object()) fail("ranks", "an array of objects");
+        RankExit rank;
+        rank.rank = get_required_integer<int>(entry, "rank", 0);
+        rank.exit_code = get_integer<int>(entry, "exit_code", std::numeric_limits<int>::min());
+        rank.signal = get_integer<int>(entry, "signal", 1);
+        rank.ended_at_ms = get_integer<long long>(entry, "ended_at_ms", 0).value_or(0);
+        record.ranks.push_back(rank);
+      }
+    }
+    record.failed_rank = get_integer<int>(j, "failed_rank", 0);
     return record;
   });
 }

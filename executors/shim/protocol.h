@@ -17,6 +17,14 @@
 
 namespace amlnode::executors {
 
+// One process of a run of several (a distributed run's ranks on this node).
+struct RankLaunch {
+  int rank = 0;
+  std::vector<std::string> argv;
+  std::vector<std::string> env;  // "NAME=value" over the LaunchSpec's env (same name: replaced)
+  std::filesystem::path log_path;
+};
+
 struct LaunchSpec {
   std::vector<std::string> argv;  // argv[0] is resolved against PATH of `env` if not a path
   std::vector<std::string> env;   // the complete environment, "NAME=value"
@@ -35,6 +43,11 @@ struct LaunchSpec {
   // The run's cgroup (executors/run_cgroup.h), made by the caller: the shim joins it before it
   // starts the entry process, so every process of the run is in it. Unset: no cgroup.
   std::optional<std::filesystem::path> cgroup;
+  // A run of several processes: each rank started as the entry process is (argv, env and log its
+  // own), all under this one shim. The first rank to end with a non-zero status or a signal ends
+  // the run: every other process gets SIGTERM, the grace period, then SIGKILL. Empty: the one
+  // process of argv and log_path (argv is then still required, and names the run's program).
+  std::vector<RankLaunch> ranks;
 };
 
 // Written once the entry process has been spawned.
@@ -53,6 +66,14 @@ enum class ExitReason {
   SpawnFailed,  // the process never started (error says why)
 };
 
+// How one rank of a run of several ended.
+struct RankExit {
+  int rank = 0;
+  std::optional<int> exit_code;
+  std::optional<int> signal;
+  long long ended_at_ms = 0;
+};
+
 struct ExitRecord {
   ExitReason reason = ExitReason::Exited;
   std::optional<int> exit_code;  // when the entry process exited
@@ -61,6 +82,11 @@ struct ExitRecord {
   long long started_at_ms = 0;
   long long ended_at_ms = 0;  // when the last process of the run was gone
   std::string error;          // SpawnFailed: what went wrong
+  // Runs of several ranks: each rank's end, in the order they ended, and the first rank that
+  // ended with a non-zero status or a signal (its status is exit_code / signal above). For a
+  // single process both are empty.
+  std::vector<RankExit> ranks;
+  std::optional<int> failed_rank;
 };
 
 std::string to_string(ExitReason);

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -19,6 +20,8 @@ namespace {
 
 // execvp's fallback when the environment has no PATH at all.
 constexpr std::string_view kDefaultPath = "/usr/local/bin:/usr/bin:/bin";
+
+Result<pid_t> spawn_process(const LaunchSpec& spec);
 
 // What the child reports through the error pipe when it cannot reach exec.
 enum class Step : int { Stdio = 1, Groups, Gid, Uid, Cwd, Exec };
@@ -61,12 +64,18 @@ std::vector<char*> c_strings(const std::vector<std::string>& strings) {
 std::string describe(const ChildFailure& failure, const LaunchSpec& spec) {
   std::string reason = std::strerror(failure.err);
   switch (failure.step) {
-    case Step::Stdio: return "cannot connect stdin/stdout/stderr of " + spec.argv[0] + ": " + reason;
-    case Step::Groups: return "cannot set the supplementary groups: " + reason;
-    case Step::Gid: return "cannot switch to group id " + std::to_string(*spec.gid) + ": " + reason;
-    case Step::Uid: return "cannot switch to user id " + std::to_string(*spec.uid) + ": " + reason;
-    case Step::Cwd: return "cannot change directory to " + spec.cwd.string() + ": " + reason;
-    case Step::Exec: return "cannot start " + spec.argv[0] + ": " + reason;
+    case Step::Stdio:
+      return "cannot connect stdin/stdout/stderr of " + spec.argv[0] + ": " + reason;
+    case Step::Groups:
+      return "cannot set the supplementary groups: " + reason;
+    case Step::Gid:
+      return "cannot switch to group id " + std::to_string(*spec.gid) + ": " + reason;
+    case Step::Uid:
+      return "cannot switch to user id " + std::to_string(*spec.uid) + ": " + reason;
+    case Step::Cwd:
+      return "cannot change directory to " + spec.cwd.string() + ": " + reason;
+    case Step::Exec:
+      return "cannot start " + spec.argv[0] + ": " + reason;
   }
   return "cannot start " + spec.argv[0] + ": " + reason;
 }
@@ -146,8 +155,14 @@ void change_identity(const LaunchSpec& spec, int error_fd) {
       err = errno;
     }
     switch (err) {
-      case EACCES: saw_eacces = true; [[fallthrough]];
-      case ENOENT: case ENOTDIR: case ESTALE: case ENODEV: case ETIMEDOUT:
+      case EACCES:
+        saw_eacces = true;
+        [[fallthrough]];
+      case ENOENT:
+      case ENOTDIR:
+      case ESTALE:
+      case ENODEV:
+      case ETIMEDOUT:
         last = err;
         continue;
       default:
@@ -160,6 +175,29 @@ void change_identity(const LaunchSpec& spec, int error_fd) {
 }  // namespace
 
 Result<pid_t> spawn_entry(const LaunchSpec& spec) {
+  return spawn_process(spec);
+}
+
+Result<pid_t> spawn_rank(const LaunchSpec& spec, const RankLaunch& rank) {
+  LaunchSpec process = spec;
+  process.argv = rank.argv;
+  process.log_path = rank.log_path;
+  for (const auto& entry : rank.env) {
+    auto name = entry.substr(0, entry.find('=') + 1);
+    auto same = std::find_if(process.env.begin(), process.env.end(),
+                             [&](const std::string& e) { return e.starts_with(name); });
+    if (same != process.env.end()) {
+      *same = entry;
+    } else {
+      process.env.push_back(entry);
+    }
+  }
+  return spawn_process(process);
+}
+
+namespace {
+
+Result<pid_t> spawn_process(const LaunchSpec& spec) {
   int log_fd = ::open(spec.log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (log_fd < 0) {
     return Error{"SpawnFailed", errno_message("cannot open the log file", spec.log_path, errno)};
@@ -199,8 +237,8 @@ Result<pid_t> spawn_entry(const LaunchSpec& spec) {
   ::close(null_fd);
   if (pid < 0) {
     ::close(error_pipe[0]);
-    return Error{"SpawnFailed", std::string("cannot start ") + spec.argv[0] + ": fork: " +
-                                    std::strerror(fork_errno)};
+    return Error{"SpawnFailed", std::string("cannot start ") + spec.argv[0] +
+                                    ": fork: " + std::strerror(fork_errno)};
   }
 
   // The pipe closes on a successful exec (EOF) or carries why the child gave up. Waiting here
@@ -218,5 +256,7 @@ Result<pid_t> spawn_entry(const LaunchSpec& spec) {
   }
   return pid;
 }
+
+}  // namespace
 
 }  // namespace amlnode::executors::shim

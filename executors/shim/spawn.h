@@ -22,4 +22,8 @@ namespace amlnode::executors::shim {
 // "cannot start python3: No such file or directory".
 Result<pid_t> spawn_entry(const LaunchSpec& spec);
 
+// The same for one rank of a run of several: the rank's argv and log, and spec.env with the rank's
+// variables over it. cwd, uid and gid are the spec's.
+Result<pid_t> spawn_rank(const LaunchSpec& spec, const RankLaunch& rank);
+
 }  // namespace amlnode::executors::shim

@@ -67,6 +67,15 @@ int Supervisor::run() {
   join_cgroup();
   record_.started_at_ms = now_ms();
   std::uint64_t spawned_ns = uv_hrtime();
+  if (!spec_.ranks.empty()) {
+    if (spawn_ranks()) {
+      write_state(child_, record_.started_at_ms);
+      start_deadline(spawned_ns);
+    }
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+    return exit_status_;
+  }
   auto child = spawn_entry(spec_);
   if (!child.ok()) {
     say("%s", child.error().message.c_str());
@@ -83,6 +92,32 @@ int Supervisor::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
   return exit_status_;
+}
+
+// Starts every rank. When one cannot be started the run fails as a whole: the ranks already
+// started are stopped as a failed rank's peers are.
+bool Supervisor::spawn_ranks() {
+  for (const auto& rank : spec_.ranks) {
+    auto child = spawn_rank(spec_, rank);
+    if (!child.ok()) {
+      say("rank %d: %s", rank.rank, child.error().message.c_str());
+      record_.reason = ExitReason::SpawnFailed;
+      record_.error = "rank " + std::to_string(rank.rank) + ": " + child.error().message;
+      record_.failed_rank = rank.rank;
+      if (rank_of_pid_.empty()) {
+        finish();
+      } else {
+        entry_done_ = true;  // what was started is reaped as the run's leftovers
+        begin_stop("a rank could not be started");
+      }
+      return false;
+    }
+    if (child_ == 0) child_ = *child;
+    rank_of_pid_[*child] = rank.rank;
+    say("rank %d: started %s as pid %d", rank.rank, rank.argv[0].c_str(), static_cast<int>(*child));
+  }
+  ranks_left_ = rank_of_pid_.size();
+  return true;
 }
 
 // Moves the shim into the run's cgroup (writing "0" to cgroup.procs moves the writer), so that
@@ -198,7 +233,13 @@ void Supervisor::reap() {
     int status = 0;
     pid_t pid = ::waitpid(-1, &status, WNOHANG);
     if (pid > 0) {
-      if (pid == child_) entry_ended(status);
+      if (spec_.ranks.empty() && pid == child_) entry_ended(status);
+      auto rank = rank_of_pid_.find(pid);
+      if (rank != rank_of_pid_.end()) {
+        int number = rank->second;
+        rank_of_pid_.erase(rank);
+        rank_ended(number, status);
+      }
       continue;
     }
     if (pid < 0 && errno == EINTR) continue;
@@ -237,6 +278,48 @@ void Supervisor::entry_ended(int status) {
   // belongs to the run and is stopped like a timed-out run, so that the run's end is the end of
   // all of its processes.
   begin_stop("the entry process ended");
+}
+
+void Supervisor::rank_ended(int rank, int status) {
+  RankExit exit{rank, std::nullopt, std::nullopt, now_ms()};
+  if (WIFEXITED(status)) exit.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) exit.signal = WTERMSIG(status);
+  record_.ranks.push_back(exit);
+  if (exit.exit_code) {
+    say("rank %d exited with code %d", rank, *exit.exit_code);
+  } else {
+    say("rank %d was killed by signal %d", rank, exit.signal.value_or(0));
+  }
+  bool failed = exit.signal || exit.exit_code.value_or(0) != 0;
+  // The run's status is the first failed rank's; while it is stopped (a failure, a deadline, a
+  // cancel) the others' statuses are only recorded in `ranks`.
+  if (failed && !record_.failed_rank && !stopping_) {
+    record_.failed_rank = rank;
+    record_.exit_code = exit.exit_code;
+    record_.signal = exit.signal;
+    record_.reason = exit.signal ? ExitReason::Signaled : ExitReason::Exited;
+    std::string why = "rank " + std::to_string(rank) + " failed";
+    if (--ranks_left_ == 0) return all_ranks_ended();
+    return begin_stop(why.c_str());
+  }
+  if (stopping_ && !record_.exit_code && !record_.signal) {
+    record_.exit_code = exit.exit_code;
+    record_.signal = exit.signal;
+  }
+  if (--ranks_left_ == 0) all_ranks_ended();
+}
+
+void Supervisor::all_ranks_ended() {
+  entry_done_ = true;
+  uv_timer_stop(&deadline_);
+  if (stopping_) return;
+  if (!record_.failed_rank) {
+    record_.reason = ExitReason::Exited;
+    record_.exit_code = 0;
+  }
+  // As for a single process: whatever the ranks left running belongs to the run and is stopped.
+  if (!has_children()) return;
+  begin_stop("every rank ended");
 }
 
 void Supervisor::begin_stop(const char* why) {

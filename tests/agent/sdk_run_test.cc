@@ -132,11 +132,8 @@ TEST_CASE("what this node cannot run yet is refused by the field that asks for i
   for (const auto& c :
        std::vector<Case>{{"parallel_run: {name: score, entry_script: train.py}\n",
                           "parallel_run: ParallelRunStep"},
-                         {"distributed_job_config: {type: tensorflow, worker_count: 2, "
-                          "parameter_server_count: 1}\n",
-                          "a TensorFlow job with 2 worker(s) and 1 parameter server(s)"},
-                         {"distributed_job_config: {type: mpi, process_count_per_node: 4}\n",
-                          "distributed runs (node_count 1, process_count_per_node 4)"}}) {
+                         {"distributed_job_config: {type: mpi, node_count: 2}\n",
+                          "distributed_job_config: runs across nodes (node_count 2)"}}) {
     auto result = ws.run("script: train.py\nenvironment: AzureML-Minimal\n" + c.job);
     INFO(c.job << result.out << result.err);
     CHECK(result.exit_code == 125);

@@ -125,6 +125,17 @@ class Case {
         env(), 60s);
   }
 
+  // What `amlnode run --dry-run --json` plans for the job on this node.
+  json plan(const std::string& job) const {
+    auto planned = test::run_command(
+        {test::amlnode_binary().string(), "run", "--config", config_.string(), "--state-dir",
+         (dir_ / "state").string(), "--dry-run", "--json", (project_ / job).string()},
+        env(), 60s);
+    INFO(planned.err);
+    REQUIRE(planned.exit_code == 0);
+    return json::parse(planned.out);
+  }
+
   fs::path run_dir(const std::string& run_id) const { return dir_ / "state" / "runs" / run_id; }
   fs::path project() const { return project_; }
   json run_json(const std::string& run_id) const {
@@ -462,17 +473,40 @@ TEST_CASE("dist-pytorch-ddp-cifar: two processes on two nodes are refused up fro
   Case c("dist-pytorch-ddp-cifar");
   CHECK(c.originals() == std::vector<std::string>{"train.py"});
   c.check_refused(c.run("job.yml", "ddp-1"), "ddp-1",
-                  "distributed_job_config: distributed runs (node_count 2, "
-                  "process_count_per_node 1) are not supported on this node yet");
+                  "distributed_job_config: runs across nodes (node_count 2) are not supported on "
+                  "this node yet; one node runs several processes (process_count_per_node)");
 }
 
-TEST_CASE("dist-tf-parameter-server: workers and a parameter server are refused up front",
-          "[compat][distributed]") {
+TEST_CASE(
+    "dist-tf-parameter-server: two workers and a parameter server start with the sample's "
+    "TF_CONFIG, and stop at import tensorflow (not in Debian)",
+    "[compat][distributed]") {
   Case c("dist-tf-parameter-server");
   CHECK(c.originals() == std::vector<std::string>{"tf_mnist_replica.py"});
-  c.check_refused(c.run("job.yml", "tf-ps-1"), "tf-ps-1",
-                  "distributed_job_config: a TensorFlow job with 2 worker(s) and 1 parameter "
-                  "server(s) needs several processes, which this node does not run yet");
+  auto result = c.run("job.yml", "tf-ps-1");
+  INFO(result.out << result.err);
+  CHECK(result.exit_code == 1);
+  auto record = c.run_json("tf-ps-1");
+  CHECK(record["status"] == "Failed");
+  CHECK_THAT(
+      record["error"]["message"].get<std::string>(),
+      Catch::Matches("Rank [012] of 3 \\('python3?'\\) exited with status code 1; the other "
+                     "ranks were stopped; its log is user_logs/std_log_process_0[012]\\.txt"));
+  // Every task started, each with its own TF_CONFIG, as the sample's tf.train.ClusterSpec reads
+  // it; the first to fail stops at the sample's own import, and the others are stopped with it.
+  std::string message = record["error"]["message"];
+  auto failed_log = message.substr(message.rfind("user_logs/"));
+  CHECK_THAT(test::slurp(c.run_dir("tf-ps-1") / failed_log),
+             Catch::Contains("No module named 'tensorflow'"));
+  for (const char* log :
+       {"std_log_process_00.txt", "std_log_process_01.txt", "std_log_process_02.txt"})
+    CHECK(fs::exists(c.run_dir("tf-ps-1") / "user_logs" / log));
+  auto plan = c.plan("job.yml");
+  REQUIRE(plan["ranks"].size() == 3);
+  auto ps = json::parse(plan["ranks"][2]["env"]["TF_CONFIG"].get<std::string>());
+  CHECK(ps["task"] == json({{"type", "ps"}, {"index", 0}}));
+  CHECK(ps["cluster"]["worker"].size() == 2);
+  CHECK(ps["cluster"]["ps"].size() == 1);
 }
 
 TEST_CASE("prs-tabular-iris: a ParallelRunStep is refused up front", "[compat][parallel_run]") {
@@ -585,8 +619,8 @@ TEST_CASE("runconfigs: the saved .runconfig files validate, or are refused namin
   CHECK(plan["cannot_run"] ==
         json({{"code", "NotSupported"},
               {"message",
-               "nodeCount: distributed runs (node_count 4, process_count_per_node 1) "
-               "are not supported on this node yet"}}));
+               "nodeCount: runs across nodes (node_count 4) are not supported on this node "
+               "yet; one node runs several processes (process_count_per_node)"}}));
   CHECK(plan["inputs"][0]["source"] == (dir / "mnist-data").string());
 }
 

@@ -1,0 +1,259 @@
+#include "executors/ranks.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+namespace amlnode::executors {
+namespace {
+
+using spec::Communicator;
+
+bool is_mpi(Communicator communicator) {
+  return communicator == Communicator::OpenMpi || communicator == Communicator::IntelMpi ||
+         communicator == Communicator::Mpi;
+}
+
+std::filesystem::path rank_log(const Plan& plan, int rank) {
+  char name[64];
+  std::snprintf(name, sizeof name, "std_log_process_%02d.txt", rank);
+  return plan.run_dir / "user_logs" / name;
+}
+
+// Gives out the ports of one plan: 6105 first when it is free, then free ones.
+class PortChooser {
+ public:
+  explicit PortChooser(const PlanContext& context) : context_(context) {}
+
+  int master(Plan& plan) {
+    if (!context_.port_free || context_.port_free(kMasterPort)) return take(kMasterPort);
+    int port = next_free();
+    plan.notes.push_back("MASTER_PORT is " + std::to_string(port) + ": port " +
+                         std::to_string(kMasterPort) + " is in use on this node");
+    return port;
+  }
+  int next_free() {
+    if (!context_.free_port) return take(kMasterPort + static_cast<int>(given_.size()));
+    for (int tries = 0; tries < 16; ++tries) {
+      int port = context_.free_port();
+      if (port > 0 && std::find(given_.begin(), given_.end(), port) == given_.end())
+        return take(port);
+    }
+    return take(context_.free_port());
+  }
+
+ private:
+  int take(int port) {
+    given_.push_back(port);
+    return port;
+  }
+  const PlanContext& context_;
+  std::vector<int> given_;
+};
+
+std::string address(const PlanContext& context, int port) {
+  return context.master_address + ":" + std::to_string(port);
+}
+
+void remove_var(spec::EnvVars& env, const std::string& name) {
+  std::erase_if(env, [&](const auto& kv) { return kv.first == name; });
+}
+
+// The variables every rank of every kind shares.
+void set_common(Plan& plan, const PlanContext& context, int master_port) {
+  set_env_var(plan.env, "AZ_BATCH_MASTER_NODE", address(context, master_port));
+  set_env_var(plan.env, "AZ_BATCHAI_MPI_MASTER_NODE", context.master_address);
+  set_env_var(plan.env, "AZ_BATCHAI_JOB_MASTER_NODE_IP", context.master_address);
+  set_env_var(plan.env, "AZ_BATCH_HOST_LIST", context.master_address);
+  set_env_var(plan.env, "AZ_BATCH_NODE_LIST", context.master_address);
+}
+
+RankPlan new_rank(const Plan& plan, int rank) {
+  RankPlan out;
+  out.rank = rank;
+  out.local_rank = rank;
+  out.argv = plan.argv;
+  out.std_log = rank_log(plan, rank);
+  set_env_var(out.env, "AZUREML_PROCESS_NAME", "rank_" + std::to_string(rank));
+  return out;
+}
+
+void plan_pytorch(const spec::Job& job, const PlanContext& context, Plan& plan, int count) {
+  PortChooser ports(context);
+  int master_port = ports.master(plan);
+  set_common(plan, context, master_port);
+  set_env_var(plan.env, "MASTER_ADDR", context.master_address);
+  set_env_var(plan.env, "MASTER_PORT", std::to_string(master_port));
+  set_env_var(plan.env, "WORLD_SIZE", std::to_string(count));
+  set_env_var(plan.env, "NODE_RANK", "0");
+  for (int rank = 0; rank < count; ++rank) {
+    RankPlan r = new_rank(plan, rank);
+    set_env_var(r.env, "RANK", std::to_string(rank));
+    set_env_var(r.env, "LOCAL_RANK", std::to_string(rank));
+    set_env_var(r.env, "LOCAL_WORLD_SIZE", std::to_string(count));
+    plan.ranks.push_back(std::move(r));
+  }
+  (void)job;
+}
+
+void plan_tensorflow(const spec::Job& job, const PlanContext& context, Plan& plan) {
+  int workers = job.distributed.worker_count;
+  int servers = job.distributed.parameter_server_count;
+  PortChooser ports(context);
+  int master_port = ports.master(plan);
+  set_common(plan, context, master_port);
+  nlohmann::json worker_addresses = nlohmann::json::array();
+  nlohmann::json server_addresses = nlohmann::json::array();
+  // Worker 0 listens on the master port; every other task on a port of its own.
+  worker_addresses.push_back(address(context, master_port));
+  for (int i = 1; i < workers; ++i) worker_addresses.push_back(address(context, ports.next_free()));
+  for (int i = 0; i < servers; ++i) server_addresses.push_back(address(context, ports.next_free()));
+  nlohmann::json cluster = {{"worker", worker_addresses}};
+  if (servers > 0) cluster["ps"] = server_addresses;
+  for (int rank = 0; rank < workers + servers; ++rank) {
+    RankPlan r = new_rank(plan, rank);
+    bool worker = rank < workers;
+    r.role = worker ? "worker" : "ps";
+    nlohmann::json tf_config = {
+        {"cluster", cluster},
+        {"task", {{"type", r.role}, {"index", worker ? rank : rank - workers}}},
+        {"environment", "cloud"}};
+    set_env_var(r.env, "TF_CONFIG", tf_config.dump());
+    plan.ranks.push_back(std::move(r));
+  }
+  remove_var(plan.env, "TF_CONFIG");
+}
+
+// mpirun starts the ranks; each one's output goes to its own std_log_process_NN.txt through a
+// shell that then becomes the rank's program (exec), so mpirun's signals reach the program itself.
+constexpr const char* kRankRedirect =
+    "exec \"$0\" \"$@\" >>\"$AMLNODE_RANK_LOG_DIR/std_log_process_$(printf %02d "
+    "\"$OMPI_COMM_WORLD_RANK\").txt\" 2>&1";
+
+void plan_mpi(const PlanContext& context, Plan& plan, int count) {
+  PortChooser ports(context);
+  int master_port = ports.master(plan);
+  set_common(plan, context, master_port);
+  set_env_var(plan.env, "MASTER_ADDR", context.master_address);
+  set_env_var(plan.env, "MASTER_PORT", std::to_string(master_port));
+  // Open MPI sets these in each rank; the single-process values must not shadow them.
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+                           "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"})
+    remove_var(plan.env, name);
+  // A node agent runs jobs as root; Open MPI refuses that unless told. Single-copy shared memory
+  // (CMA) needs ptrace rights that containers and hardened kernels withhold, and the copy-in/out
+  // path is as fast for the message sizes of a rendezvous.
+  set_env_var(plan.env, "OMPI_ALLOW_RUN_AS_ROOT", "1");
+  set_env_var(plan.env, "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+  set_env_var(plan.env, "OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+  set_env_var(plan.env, "AMLNODE_RANK_LOG_DIR", (plan.run_dir / "user_logs").string());
+  for (int rank = 0; rank < count; ++rank) {
+    RankPlan r = new_rank(plan, rank);
+    r.env.clear();  // Open MPI's own variables are the rank's
+    plan.ranks.push_back(std::move(r));
+  }
+  std::vector<std::string> argv = {"mpirun",          "-np",       std::to_string(count),
+                                   "--oversubscribe", "--bind-to", "none",
+                                   "/bin/sh",         "-c",        kRankRedirect};
+  argv.insert(argv.end(), plan.argv.begin(), plan.argv.end());
+  plan.argv = std::move(argv);
+  plan.launcher_log = plan.run_dir / "user_logs" / "mpi_log.txt";
+}
+
+}  // namespace
+
+std::string to_string(RankLauncher launcher) {
+  switch (launcher) {
+    case RankLauncher::Single:
+      return "single";
+    case RankLauncher::Processes:
+      return "processes";
+    case RankLauncher::Mpirun:
+      return "mpirun";
+  }
+  return "single";
+}
+
+void plan_ranks(const spec::Job& job, const PlanContext& context, Plan& plan) {
+  const auto& distributed = job.distributed;
+  int per_node = distributed.process_count_per_node;
+  bool tensorflow = distributed.communicator == Communicator::ParameterServer;
+  int tasks = distributed.worker_count + distributed.parameter_server_count;
+  if (tensorflow ? tasks <= 1 : per_node <= 1) return;
+  if (plan.environment_kind == EnvironmentKind::Docker) {
+    std::string field =
+        job.distributed_field.empty() ? "process_count_per_node" : job.distributed_field;
+    plan.cannot_run =
+        Error{"NotSupported", field +
+                                  ": several processes in a Docker run are not supported on "
+                                  "this node yet (they run on the host: set use_docker: false "
+                                  "or docker.enabled: false)"};
+    return;
+  }
+  if (tensorflow) {
+    plan.launcher = RankLauncher::Processes;
+    plan_tensorflow(job, context, plan);
+  } else if (is_mpi(distributed.communicator)) {
+    plan.launcher = RankLauncher::Mpirun;
+    plan_mpi(context, plan, per_node);
+  } else {
+    plan.launcher = RankLauncher::Processes;
+    plan_pytorch(job, context, plan, per_node);
+  }
+  plan.std_log = plan.ranks.front().std_log;
+}
+
+bool port_is_free(int port) {
+  // Bound on the wildcard address, a port is taken for every address; the loopback is what the
+  // ranks of one node use.
+  for (in_addr_t host : {htonl(INADDR_ANY), htonl(INADDR_LOOPBACK)}) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return true;  // nothing can be learnt; 6105 is Azure ML's choice
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<std::uint16_t>(port));
+    address.sin_addr.s_addr = host;
+    bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+    ::close(fd);
+    if (!bound) return false;
+  }
+  return true;
+}
+
+int pick_free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_ANY);
+  socklen_t length = sizeof address;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0)
+    port = ntohs(address.sin_port);
+  ::close(fd);
+  return port;
+}
+
+std::optional<int> mpirun_failed_rank(const std::string& mpirun_output) {
+  static const std::regex process_name(R"(Process name:\s*\[\[\d+,\d+\],(\d+)\])");
+  static const std::regex process_rank(R"(process rank (\d+) with PID)");
+  std::smatch match;
+  if (std::regex_search(mpirun_output, match, process_name) ||
+      std::regex_search(mpirun_output, match, process_rank)) {
+    int rank = -1;
+    const std::string digits = match[1].str();
+    auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), rank);
+    if (error == std::errc()) return rank;
+  }
+  return std::nullopt;
+}
+
+}  // namespace amlnode::executors
