@@ -374,8 +374,7 @@ class DevCluster {
         client, SubmitRequest{*options_.submit_job, options_.compute, options_.experiment, ""});
     if (!id) return kExitFailed;
     say("submitted run %s; following its log (amlnode logs -f %s)", id->c_str(), id->c_str());
-    if (print_log(client, LogRequest{*id, "user_logs/std_log.txt", 0, true}) != 0)
-      return kExitFailed;
+    if (print_log(client, LogRequest{*id, "", 0, true}) != 0) return kExitFailed;
     auto status = run_status(client, *id);
     if (!status.ok()) return kExitFailed;
     say("run %s: %s", id->c_str(), status->c_str());

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "common/format.h"
 #include "common/fs.h"
@@ -167,7 +168,40 @@ Result<std::string> run_status(UserClient& client, const std::string& run_id) {
   return body.value("status", "");
 }
 
-int print_log(UserClient& client, const LogRequest& request) {
+namespace {
+
+constexpr const char* kStdLog = "user_logs/std_log.txt";
+constexpr const char* kRankZeroLog = "user_logs/std_log_process_00.txt";
+
+// The run's main log: std_log.txt, or rank 0's log for a run of several processes. Following a
+// run that has written neither yet waits (listing its streams twice a second) until one appears
+// or the run is over.
+std::string main_log_stream(UserClient& client, const LogRequest& request) {
+  for (;;) {
+    auto listed = client.call(
+        "GET",
+        "/v1/runs/" + url_path_escape(request.run_id) + "/logs" +
+            (request.attempt > 0 ? "?attempt=" + std::to_string(request.attempt) : std::string()));
+    if (!listed.ok() || listed->status != 200) return kStdLog;
+    auto body = parse_untrusted_json(listed->body);
+    const auto streams = body.is_object() && body.contains("streams") && body["streams"].is_object()
+                             ? body["streams"]
+                             : nlohmann::json::object();
+    if (streams.contains(kStdLog)) return kStdLog;
+    if (streams.contains(kRankZeroLog)) return kRankZeroLog;
+    if (!request.follow) return kStdLog;
+    auto status = run_status(client, request.run_id);
+    auto parsed = status.ok() ? spec::run_status_from_string(*status) : std::nullopt;
+    if (!parsed || spec::is_terminal(*parsed)) return kStdLog;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
+}  // namespace
+
+int print_log(UserClient& client, const LogRequest& given) {
+  LogRequest request = given;
+  if (request.stream.empty()) request.stream = main_log_stream(client, request);
   std::uint64_t offset = 0;
   std::string seen_attempt;
   // Following long-polls until the run is over; then one more read to the end, since bytes may

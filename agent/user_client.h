@@ -71,7 +71,9 @@ std::optional<std::string> submit_job(UserClient& client, const SubmitRequest& r
 
 struct LogRequest {
   std::string run_id;
-  std::string stream = "user_logs/std_log.txt";
+  // Empty: the run's main log (std_log.txt, or rank 0's std_log_process_00.txt for a run of
+  // several processes).
+  std::string stream;
   unsigned attempt = 0;  // 0: the current attempt
   bool follow = false;   // keep printing until the run is over
 };

@@ -83,7 +83,7 @@ struct UserCommands::State {
   std::string experiment;
   std::string source_dir;
   std::string run_id;
-  std::string stream = "user_logs/std_log.txt";
+  std::string stream;  // empty: the run's main log (user_client.h)
   std::string compute_name;
   unsigned attempt = 0;  // 0: the current attempt
   unsigned limit = 20;   // runs listed
@@ -237,7 +237,8 @@ void UserCommands::add_to(CLI::App& app) {
   s.logs->add_option("RUN_ID", s.run_id)->required();
   s.logs
       ->add_option("--stream", s.stream,
-                   "the stream (user_logs/std_log.txt, system_logs/..., logs/...)")
+                   "the stream (default: user_logs/std_log.txt, or rank 0's "
+                   "user_logs/std_log_process_00.txt; system_logs/..., logs/...)")
       ->capture_default_str();
   s.logs->add_flag("--follow,-f", s.follow, "keep printing until the run ends");
   s.logs

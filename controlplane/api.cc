@@ -603,7 +603,7 @@ Routing Api::route_run_logs(const RequestHead& head, const Caller& caller,
     return error_response(
         400, "InvalidStreamName",
         "stream: expected user_logs/std_log.txt, user_logs/std_log_process_N.txt, "
-        "system_logs/<path> or logs/<path> with no '..', got \"" +
+        "user_logs/mpi_log.txt, system_logs/<path> or logs/<path> with no '..', got \"" +
             stream.substr(0, 80) + "\"");
   }
   auto offset = unsigned_param(query, "offset", 0);

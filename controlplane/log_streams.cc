@@ -77,7 +77,8 @@ std::string decode_file_name(std::string_view name) {
 
 bool is_valid_stream_name(std::string_view name) {
   if (name.empty() || name.size() > kMaxStreamNameBytes) return false;
-  if (name == "user_logs/std_log.txt") return true;
+  // mpi_log.txt: what mpirun itself says in a distributed MPI run (docs/distributed.md).
+  if (name == "user_logs/std_log.txt" || name == "user_logs/mpi_log.txt") return true;
   constexpr std::string_view kProcessPrefix = "user_logs/std_log_process_";
   constexpr std::string_view kTxt = ".txt";
   if (has_prefix(name, kProcessPrefix) && name.size() > kProcessPrefix.size() + kTxt.size() &&
