@@ -411,7 +411,9 @@ namespace {
 // The rank of a distributed run that failed first, when the shim (ranks it started) or mpirun
 // (its own message in mpi_log.txt) names one.
 std::optional<int> failed_rank_of(const executors::ExitRecord& exit, const Plan& plan) {
-  if (exit.failed_rank) return exit.failed_rank;
+  // exit.json is in the run folder, where the job can write: a rank is believed only in range.
+  auto in_range = [&](int rank) { return rank >= 0 && rank < static_cast<int>(plan.ranks.size()); };
+  if (exit.failed_rank) return in_range(*exit.failed_rank) ? exit.failed_rank : std::nullopt;
   if (plan.launcher != executors::RankLauncher::Mpirun || !plan.launcher_log) return std::nullopt;
   if (exit.reason != ExitReason::Exited || exit.exit_code.value_or(0) == 0) return std::nullopt;
   // The job can write in its run folder: the file is read beneath it and bounded.
@@ -422,7 +424,7 @@ std::optional<int> failed_rank_of(const executors::ExitRecord& exit, const Plan&
   ssize_t n = ::read(file->get(), text.data(), text.size());
   text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
   auto rank = executors::mpirun_failed_rank(text);
-  if (rank && (*rank < 0 || *rank >= static_cast<int>(plan.ranks.size()))) return std::nullopt;
+  if (rank && !in_range(*rank)) return std::nullopt;
   return rank;
 }
 
@@ -439,13 +441,16 @@ std::optional<RunOutcome> failed_rank_outcome(const executors::ExitRecord& exit,
   if (exit.reason == ExitReason::SpawnFailed)
     return RunOutcome{RunStatus::Failed, Error{"ProcessStartFailed", exit.error}, 125};
   if (!rank) {
-    if (exit.exit_code.value_or(1) == 0) return std::nullopt;
-    return RunOutcome{
-        RunStatus::Failed,
-        Error{"UserError", "mpirun exited with status code " +
-                               std::to_string(exit.exit_code.value_or(-1)) +
-                               " without naming a failed rank; see user_logs/mpi_log.txt"},
-        exit.exit_code.value_or(1)};
+    if (!exit.signal && exit.exit_code.value_or(1) == 0) return std::nullopt;
+    if (plan.launcher != executors::RankLauncher::Mpirun) return std::nullopt;
+    std::string how =
+        exit.signal ? "was killed by signal " + describe_signal(*exit.signal)
+                    : "exited with status code " + std::to_string(exit.exit_code.value_or(-1));
+    return RunOutcome{RunStatus::Failed,
+                      Error{"UserError", "mpirun " + how +
+                                             " without naming a failed rank; see "
+                                             "user_logs/mpi_log.txt"},
+                      exit.signal ? 128 + *exit.signal : exit.exit_code.value_or(1)};
   }
   std::string how = exit.signal
                         ? "was killed by signal " + describe_signal(*exit.signal)

@@ -35,7 +35,8 @@ struct PlanContext {
   std::optional<std::filesystem::path> python_module_dir;
   // Ports for a distributed run's rendezvous: whether MASTER_PORT's default (6105) is free here,
   // and a free port when it is not (or for each TensorFlow task). These look at the machine, so
-  // the caller supplies them (executors/ranks.h, make_port_probe); unset, 6105 is taken as free
+  // the caller supplies them (executors/ranks.h: port_is_free, pick_free_port); unset, 6105 is
+  // taken as free
   // and further ports are counted up from it.
   std::function<bool(int port)> port_free;
   std::function<int()> free_port;

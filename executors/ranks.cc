@@ -32,10 +32,11 @@ class PortChooser {
  public:
   explicit PortChooser(const PlanContext& context) : context_(context) {}
 
-  int master(Plan& plan) {
+  // `what` names the port in the note: MASTER_PORT, or TensorFlow's first worker.
+  int master(Plan& plan, const std::string& what = "MASTER_PORT") {
     if (!context_.port_free || context_.port_free(kMasterPort)) return take(kMasterPort);
     int port = next_free();
-    plan.notes.push_back("MASTER_PORT is " + std::to_string(port) + ": port " +
+    plan.notes.push_back(what + " is " + std::to_string(port) + ": port " +
                          std::to_string(kMasterPort) + " is in use on this node");
     return port;
   }
@@ -107,7 +108,7 @@ void plan_tensorflow(const spec::Job& job, const PlanContext& context, Plan& pla
   int workers = job.distributed.worker_count;
   int servers = job.distributed.parameter_server_count;
   PortChooser ports(context);
-  int master_port = ports.master(plan);
+  int master_port = ports.master(plan, "worker 0's port");
   set_common(plan, context, master_port);
   nlohmann::json worker_addresses = nlohmann::json::array();
   nlohmann::json server_addresses = nlohmann::json::array();
@@ -134,20 +135,29 @@ void plan_tensorflow(const spec::Job& job, const PlanContext& context, Plan& pla
 // mpirun starts the ranks; each one's output goes to its own std_log_process_NN.txt through a
 // shell that then becomes the rank's program (exec), so mpirun's signals reach the program itself.
 constexpr const char* kRankRedirect =
+    "AZUREML_PROCESS_NAME=rank_$OMPI_COMM_WORLD_RANK; export AZUREML_PROCESS_NAME; "
     "exec \"$0\" \"$@\" >>\"$AMLNODE_RANK_LOG_DIR/std_log_process_$(printf %02d "
     "\"$OMPI_COMM_WORLD_RANK\").txt\" 2>&1";
 
-void plan_mpi(const PlanContext& context, Plan& plan, int count) {
+void plan_mpi(const spec::Job& job, const PlanContext& context, Plan& plan, int count) {
   PortChooser ports(context);
   int master_port = ports.master(plan);
   set_common(plan, context, master_port);
   set_env_var(plan.env, "MASTER_ADDR", context.master_address);
   set_env_var(plan.env, "MASTER_PORT", std::to_string(master_port));
   // Open MPI sets these in each rank; the single-process values must not shadow them.
-  for (const char* name : {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
-                           "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"})
+  // So must the single-process values of the other frameworks' contracts (a PyTorch job over
+  // MPI, as Horovod's are): the world is the ranks'.
+  for (const char* name :
+       {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+        "OMPI_COMM_WORLD_LOCAL_SIZE", "RANK", "LOCAL_RANK", "TF_CONFIG"})
     remove_var(plan.env, name);
-  // A node agent runs jobs as root; Open MPI refuses that unless told. Single-copy shared memory
+  if (job.framework == spec::Framework::PyTorch) {
+    set_env_var(plan.env, "WORLD_SIZE", std::to_string(count));
+    set_env_var(plan.env, "NODE_RANK", "0");
+  }
+  // Jobs may run as root (amlnode run by root, a container's user); Open MPI refuses that unless
+  // told, and the variables mean nothing to it otherwise. Single-copy shared memory
   // (CMA) needs ptrace rights that containers and hardened kernels withhold, and the copy-in/out
   // path is as fast for the message sizes of a rendezvous.
   set_env_var(plan.env, "OMPI_ALLOW_RUN_AS_ROOT", "1");
@@ -202,12 +212,20 @@ void plan_ranks(const spec::Job& job, const PlanContext& context, Plan& plan) {
     plan_tensorflow(job, context, plan);
   } else if (is_mpi(distributed.communicator)) {
     plan.launcher = RankLauncher::Mpirun;
-    plan_mpi(context, plan, per_node);
+    plan_mpi(job, context, plan, per_node);
   } else {
     plan.launcher = RankLauncher::Processes;
     plan_pytorch(job, context, plan, per_node);
   }
   plan.std_log = plan.ranks.front().std_log;
+  // The job's own variables are applied last, over everything else, for every rank too.
+  for (const auto* variables :
+       {&job.environment.environment_variables, &job.environment_variables}) {
+    for (const auto& [name, value] : *variables) {
+      set_env_var(plan.env, name, value);
+      for (auto& rank : plan.ranks) remove_var(rank.env, name);
+    }
+  }
 }
 
 bool port_is_free(int port) {

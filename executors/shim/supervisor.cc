@@ -107,6 +107,8 @@ bool Supervisor::spawn_ranks() {
       if (rank_of_pid_.empty()) {
         finish();
       } else {
+        ranks_left_ = rank_of_pid_.size();
+        write_state(child_, record_.started_at_ms);
         entry_done_ = true;  // what was started is reaped as the run's leftovers
         begin_stop("a rank could not be started");
       }
