@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -13,6 +14,7 @@
 
 #include "agent/cancel_signals.h"
 #include "agent/container_run.h"
+#include "agent/run_lifecycle.h"
 #include "agent/run_record.h"
 #include "agent/run_steps.h"
 #include "agent/terminal.h"
@@ -52,6 +54,14 @@ std::string sanitized(const std::string& name) {
   return out.empty() ? "run" : out;
 }
 
+// How long a stop may take before the run's processes are killed outright: the grace period, and
+// a margin for the supervisor's own SIGKILL sweep to land.
+constexpr std::chrono::milliseconds kStopMargin{5000};
+std::chrono::milliseconds stop_timeout(double grace_seconds) {
+  return std::chrono::milliseconds(static_cast<long long>(std::ceil(grace_seconds * 1000))) +
+         kStopMargin;
+}
+
 class LocalRun {
  public:
   LocalRun(const LocalRunOptions& options, std::shared_ptr<Clock> clock,
@@ -64,22 +74,25 @@ class LocalRun {
         run_dir_(options.state_dir / "runs" / run_id_),
         record_(run_dir_ / "run.json", run_id_, job_.experiment_name, clock),
         system_log_(run_dir_, clock),
-        printer_(options.quiet || options.json) {}
+        printer_(options.quiet || options.json),
+        lifecycle_(stop_timeout(options.kill_grace_seconds)) {}
 
   int execute(const std::vector<spec::Diagnostic>& warnings);
 
  private:
   Result<void> prepare();
   Result<void> prepare_environment(const executors::environments::EnvironmentConfig& config);
-  int fail_before_start(const Error& error);
-  int cancel_before_start();
   void supervise(const LaunchedShim& shim, LogFollower& follower);
   Result<ExitRecord> run_under_shim(LogFollower& follower);
   Result<ExitRecord> run_in_container(LogFollower& follower);
   Result<void> prepare_container(const spec::Job& job);
-  int finish(const ExitRecord& exit);
-  int conclude(RunStatus status, std::optional<Error> error, int exit_code);
+  RunOutcome finish(const Result<ExitRecord>& exit);
+  int conclude(const RunOutcome& outcome);
+  // Shows and records the status a lifecycle transition entered, if any.
+  void show(const RunLifecycle::Transition& transition, const std::string& detail = "");
   void enter(RunStatus status, const std::string& detail = "");
+  static bool has(const RunLifecycle::Transition& transition, RunAction action);
+  RunLifecycle::TimePoint now() const { return std::chrono::steady_clock::now(); }
 
   const LocalRunOptions& options_;
   std::shared_ptr<Clock> clock_;
@@ -96,7 +109,7 @@ class LocalRun {
   RunRecord record_;
   SystemLog system_log_;
   StatusPrinter printer_;
-  bool cancel_requested_ = false;
+  RunLifecycle lifecycle_;
 };
 
 void LocalRun::enter(RunStatus status, const std::string& detail) {
@@ -167,27 +180,26 @@ Result<void> LocalRun::prepare() {
   return ok();
 }
 
-int LocalRun::conclude(RunStatus status, std::optional<Error> error, int exit_code) {
+bool LocalRun::has(const RunLifecycle::Transition& transition, RunAction action) {
+  return std::find(transition.actions.begin(), transition.actions.end(), action) !=
+         transition.actions.end();
+}
+
+void LocalRun::show(const RunLifecycle::Transition& transition, const std::string& detail) {
+  if (transition.entered) enter(*transition.entered, detail);
+}
+
+// Records the terminal status the lifecycle concluded with. A run canceled before its process
+// started has no exit code; `amlnode run` then exits 130.
+int LocalRun::conclude(const RunOutcome& outcome) {
+  const auto& error = outcome.error;
   if (error) record_.set_error(*error);
-  if (status != RunStatus::Canceled || exit_code >= 0) record_.set_exit_code(exit_code);
-  enter(status, error ? error->code + ": " + error->message : "");
-  system_log_.line(std::string("run ended: ") + spec::to_string(status) +
+  if (outcome.exit_code >= 0) record_.set_exit_code(outcome.exit_code);
+  enter(outcome.status, error ? error->code + ": " + error->message : "");
+  system_log_.line(std::string("run ended: ") + spec::to_string(outcome.status) +
                    (error ? " (" + error->code + ": " + error->message + ")" : ""));
   if (options_.json) std::printf("%s\n", record_.to_json().dump(2).c_str());
-  return exit_code;
-}
-
-int LocalRun::fail_before_start(const Error& error) {
-  release_outside_inputs(plan_);
-  return conclude(RunStatus::Failed, error, kExitBeforeStart);
-}
-
-// Canceled while being prepared: the process never started, so the run has no exit code.
-int LocalRun::cancel_before_start() {
-  enter(RunStatus::CancelRequested, "the process will not be started");
-  conclude(RunStatus::Canceled,
-           Error{"Canceled", "The run was canceled before its process started"}, -1);
-  return kExitCanceled;
+  return outcome.exit_code >= 0 ? outcome.exit_code : kExitCanceled;
 }
 
 void LocalRun::supervise(const LaunchedShim& shim, LogFollower& follower) {
@@ -203,15 +215,29 @@ void LocalRun::supervise(const LaunchedShim& shim, LogFollower& follower) {
       };
   follow.expires_after(LogFollower::kPollInterval);
   follow.async_wait(on_follow);
-  auto cancel = [&] {
-    if (cancel_requested_) return;
-    cancel_requested_ = true;
-    enter(RunStatus::CancelRequested,
-          "stopping the run (grace " + std::to_string(static_cast<int>(plan_.kill_grace_seconds)) +
-              " s)");
-    auto sent = executors::request_cancel(shim);
-    if (!sent.ok()) printer_.line(sent.error().message);
-  };
+  // A stop that the supervisor has not carried out in time (a stopped or stuck shim) ends with
+  // every process of the run killed through its cgroup.
+  boost::asio::steady_timer overdue(loop);
+  std::function<void(const RunLifecycle::Transition&)> act =
+      [&](const RunLifecycle::Transition& transition) {
+        show(transition, "stopping the run (grace " +
+                             std::to_string(static_cast<int>(plan_.kill_grace_seconds)) + " s)");
+        if (has(transition, RunAction::Stop)) {
+          auto sent = executors::request_cancel(shim);
+          if (!sent.ok()) printer_.line(sent.error().message);
+        }
+        if (has(transition, RunAction::Kill)) {
+          system_log_.line("the run did not stop within its grace period: killing its processes");
+          end_run_processes(run_dir_, system_log_);
+        }
+        if (auto deadline = lifecycle_.next_deadline()) {
+          overdue.expires_at(*deadline);
+          overdue.async_wait([&](const boost::system::error_code& ec) {
+            if (!ec) act(lifecycle_.tick(now()));
+          });
+        }
+      };
+  auto cancel = [&] { act(lifecycle_.cancel(now())); };
   boost::asio::signal_set signals(loop, SIGINT, SIGTERM);
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int) {
@@ -254,7 +280,13 @@ Result<ExitRecord> LocalRun::run_under_shim(LogFollower& follower) {
   auto shim =
       launcher_.launch(spec, run_dir_ / "launch.json", run_dir_ / "system_logs" / "shim.txt");
   if (!shim.ok()) return shim.error();
-  enter(RunStatus::Running, argv_text(plan_));
+  auto launched = lifecycle_.launched(now());
+  show(launched, argv_text(plan_));
+  // Canceled while the shim was being started: it is stopped as soon as it can hear it.
+  if (has(launched, RunAction::Stop)) {
+    auto sent = executors::request_cancel(*shim);
+    if (!sent.ok()) printer_.line(sent.error().message);
+  }
   supervise(*shim, follower);
   int wait_status = 0;
   while (::waitpid(shim->pid, &wait_status, 0) < 0 && errno == EINTR) {
@@ -269,15 +301,17 @@ Result<ExitRecord> LocalRun::run_in_container(LogFollower& follower) {
   ContainerRunHooks hooks;
   // Running begins with starting the container, as it begins with launching the shim for a
   // process: Preparing is the snapshot, the inputs and the image, nothing of the run itself.
-  enter(RunStatus::Running, container_->image + ": " + argv_text(plan_));
+  // The container runner carries out the stop itself (a cancel reaches it as a signal); the
+  // lifecycle keeps the statuses.
+  show(lifecycle_.launched(now()), container_->image + ": " + argv_text(plan_));
   hooks.on_running = [this](const std::string& id) {
     system_log_.line("container " + id + " started from " + container_->image);
   };
   hooks.canceled_before = cancel_signal_recorded;
   hooks.on_cancel_requested = [this] {
-    enter(RunStatus::CancelRequested,
-          "stopping the container (grace " +
-              std::to_string(static_cast<int>(plan_.kill_grace_seconds)) + " s)");
+    show(lifecycle_.cancel(now()), "stopping the container (grace " +
+                                       std::to_string(static_cast<int>(plan_.kill_grace_seconds)) +
+                                       " s)");
   };
   std::optional<std::chrono::milliseconds> deadline;
   if (plan_.deadline_seconds) deadline = std::chrono::seconds(*plan_.deadline_seconds);
@@ -291,12 +325,20 @@ Result<ExitRecord> LocalRun::run_in_container(LogFollower& follower) {
   return record;
 }
 
-int LocalRun::finish(const ExitRecord& exit) {
-  enter(RunStatus::Finalizing);
-  RunOutcome outcome = outcome_of(exit, plan_);
-  apply_script_status(outcome, run_dir_, system_log_);
+// How the run ended, from its exit record. Without one, a run whose cancel had to kill its
+// processes is Canceled all the same; otherwise the supervisor failed.
+RunOutcome LocalRun::finish(const Result<ExitRecord>& exit) {
+  RunOutcome outcome;
+  if (exit.ok()) {
+    outcome = outcome_of(*exit, plan_);
+    apply_script_status(outcome, run_dir_, system_log_);
+  } else if (lifecycle_.cancel_requested()) {
+    outcome = {RunStatus::Canceled, Error{"Canceled", "The run was canceled"}, kExitCanceled};
+  } else {
+    outcome = {RunStatus::Failed, exit.error(), kExitBeforeStart};
+  }
   release_outside_inputs(plan_);
-  return conclude(outcome.status, outcome.error, outcome.exit_code);
+  return outcome;
 }
 
 int LocalRun::execute(const std::vector<spec::Diagnostic>& warnings) {
@@ -310,18 +352,30 @@ int LocalRun::execute(const std::vector<spec::Diagnostic>& warnings) {
   for (const auto& warning : warnings) record_.add_warning(warning.to_string());
   printer_.line(run_id_ + ": run folder " + run_dir_.string());
   enter(RunStatus::Queued);
-  enter(RunStatus::Preparing);
+  show(lifecycle_.start(now()));
   auto prepared = prepare();
-  if (cancel_signal_recorded()) return cancel_before_start();
-  if (!prepared.ok()) return fail_before_start(prepared.error());
+  if (cancel_signal_recorded()) show(lifecycle_.cancel(now()), "the process will not be started");
+  auto next = prepared.ok() ? lifecycle_.prepared(now())
+                            : lifecycle_.preparation_failed(prepared.error(), now());
+  if (has(next, RunAction::Conclude)) {
+    release_outside_inputs(plan_);
+    return conclude(*next.outcome);
+  }
 
   LogFollower follower(plan_.std_log, options_.json ? STDERR_FILENO : STDOUT_FILENO);
   auto exit = container_ ? run_in_container(follower) : run_under_shim(follower);
   // The supervising loop's signal set restored the default actions when it went.
   record_cancel_signals();
   follower.finish();
-  if (!exit.ok()) return fail_before_start(exit.error());
-  return finish(*exit);
+  // A process (or container) that never started fails the run as a failed preparation does.
+  if (lifecycle_.phase() == RunPhase::Launching) {
+    auto failed = lifecycle_.preparation_failed(
+        exit.ok() ? Error{"ProcessStartFailed", "not started"} : exit.error(), now());
+    release_outside_inputs(plan_);
+    return conclude(*failed.outcome);
+  }
+  show(lifecycle_.process_ended(now()));
+  return conclude(*lifecycle_.finalized(finish(exit), now()).outcome);
 }
 
 }  // namespace

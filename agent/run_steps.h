@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "agent/config.h"
+#include "agent/run_lifecycle.h"
 #include "common/clock.h"
 #include "common/result.h"
 #include "executors/environments/cache.h"
@@ -86,11 +87,6 @@ Result<executors::ExitRecord> read_exit_record(const std::filesystem::path& run_
                                                const std::string& detail);
 
 // How a run ends, from its exit record.
-struct RunOutcome {
-  spec::RunStatus status = spec::RunStatus::Failed;
-  std::optional<Error> error;
-  int exit_code = 0;  // what `amlnode run` exits with
-};
 RunOutcome outcome_of(const executors::ExitRecord& exit, const executors::Plan& plan);
 
 // After the process ended: a script that called run.fail() (the SDK stand-in wrote
