@@ -332,10 +332,9 @@ RunOutcome LocalRun::finish(const Result<ExitRecord>& exit) {
   if (exit.ok()) {
     outcome = outcome_of(*exit, plan_);
     apply_script_status(outcome, run_dir_, system_log_);
-  } else if (lifecycle_.cancel_requested()) {
-    outcome = {RunStatus::Canceled, Error{"Canceled", "The run was canceled"}, kExitCanceled};
   } else {
-    outcome = {RunStatus::Failed, exit.error(), kExitBeforeStart};
+    outcome = canceled_if_stopped({RunStatus::Failed, exit.error(), kExitBeforeStart},
+                                  lifecycle_.cancel_requested());
   }
   release_outside_inputs(plan_);
   return outcome;

@@ -66,8 +66,12 @@ RunLifecycle RunLifecycle::resumed(RunStatus status, std::chrono::milliseconds s
       lifecycle.phase_ = RunPhase::Ended;
       lifecycle.status_ = status;
       break;
+    case RunStatus::Queued:
+    case RunStatus::Preparing:
+      lifecycle.status_ = status;  // prepared afresh, from the Queued phase
+      break;
     default:
-      break;  // Queued / Preparing: prepared afresh
+      break;
   }
   return lifecycle;
 }
@@ -155,6 +159,11 @@ RunLifecycle::Transition RunLifecycle::process_ended(TimePoint) {
 
 RunLifecycle::Transition RunLifecycle::finalized(const RunOutcome& outcome, TimePoint) {
   if (phase_ != RunPhase::Finalizing) return {};
+  return conclude(outcome);
+}
+
+RunLifecycle::Transition RunLifecycle::end(const RunOutcome& outcome) {
+  if (phase_ == RunPhase::Ended) return {};
   return conclude(outcome);
 }
 

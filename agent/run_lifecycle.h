@@ -75,6 +75,9 @@ class RunLifecycle {
   Transition finalized(const RunOutcome& outcome, TimePoint now);
   // Time passing: a stop that is overdue becomes a Kill.
   Transition tick(TimePoint now);
+  // The run ended outside the path above (its process could not be found again after a restart,
+  // its supervisor failed): concluded with `outcome` from whatever live phase it was in.
+  Transition end(const RunOutcome& outcome);
 
   // When tick() next has something to decide; unset when nothing waits on time.
   std::optional<TimePoint> next_deadline() const;

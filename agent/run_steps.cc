@@ -381,8 +381,8 @@ static std::string last_line_of(const fs::path& file) {
 Result<executors::ExitRecord> read_exit_record(const fs::path& run_dir, const std::string& detail) {
   std::error_code ec;
   if (!fs::exists(run_dir, ec)) {
-    return Error{"SupervisorFailed", "the run folder " + run_dir.string() +
-                                         " was removed while the run ran; how it ended is unknown"};
+    return Error{kSupervisorFailed, "the run folder " + run_dir.string() +
+                                        " was removed while the run ran; how it ended is unknown"};
   }
   executors::RunFolder folder{run_dir};
   auto file = folder.open(executors::RunFolder::kExit, O_RDONLY | O_NONBLOCK);
@@ -398,7 +398,7 @@ Result<executors::ExitRecord> read_exit_record(const fs::path& run_dir, const st
   if (!record.ok()) {
     // The shim's last words say why it could not write exit.json (a full disk, say).
     std::string last = last_line_of(folder.path(executors::RunFolder::kShimLog));
-    return Error{"SupervisorFailed",
+    return Error{kSupervisorFailed,
                  "the run's supervisor ended without recording the exit (" + detail + ")" +
                      (last.empty() ? "" : "; its last message: " + last) + "; see " +
                      folder.path(executors::RunFolder::kShimLog).string()};
@@ -472,6 +472,12 @@ std::string argv_text(const Plan& plan) {
   return text;
 }
 
+RunOutcome canceled_if_stopped(RunOutcome outcome, bool cancel_requested) {
+  if (!cancel_requested || !outcome.error || outcome.error->code != kSupervisorFailed)
+    return outcome;
+  return {RunStatus::Canceled, Error{"Canceled", "The run was canceled"}, 130};
+}
+
 RunOutcome outcome_of(const executors::ExitRecord& exit, const Plan& plan) {
   // Exit codes of `amlnode run` (local_run.h): 124 timeout, 125 before start, 130 canceled.
   const std::string program = program_name(plan);
@@ -500,7 +506,7 @@ RunOutcome outcome_of(const executors::ExitRecord& exit, const Plan& plan) {
     case ExitReason::SpawnFailed:
       return {RunStatus::Failed, Error{"ProcessStartFailed", exit.error}, 125};
   }
-  return {RunStatus::Failed, Error{"SupervisorFailed", "unknown exit reason"}, 125};
+  return {RunStatus::Failed, Error{kSupervisorFailed, "unknown exit reason"}, 125};
 }
 
 }  // namespace amlnode::agent

@@ -78,7 +78,14 @@ Result<executors::environments::PreparedEnvironment> prepare_python_environment(
 // the plan's variables.
 executors::LaunchSpec shim_launch_spec(const executors::Plan& plan);
 
-// exit.json of a run whose shim has ended; "SupervisorFailed" when the shim left none.
+// The error code of a run whose supervisor ended without recording how the run ended.
+inline constexpr const char* kSupervisorFailed = "SupervisorFailed";
+
+// A run whose cancel had to kill its processes (the stop was overdue) leaves no exit record; it
+// is Canceled all the same. Other outcomes are returned as they are.
+RunOutcome canceled_if_stopped(RunOutcome outcome, bool cancel_requested);
+
+// exit.json of a run whose shim has ended; kSupervisorFailed when the shim left none.
 // Once a run's shim is gone, for whatever reason: kills what is left in the run's cgroup and
 // removes it (executors/run_cgroup.h), saying in the system log how many processes it had to kill.
 void end_run_processes(const std::filesystem::path& run_dir, const SystemLog& log);

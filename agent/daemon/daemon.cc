@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <boost/asio/post.hpp>
+#include <cmath>
 #include <cstring>
 
 #include "agent/daemon/log_setup.h"
@@ -37,7 +38,7 @@ Daemon::Daemon(asio::io_context& io, DaemonOptions options,
       return Error{"Canceled", "The run was canceled before its process started"};
     HeldRunRecord record;
     record.lease = lease;
-    record.status = "Preparing";
+    record.status = spec::to_string(spec::RunStatus::Preparing);
     return store->mark_launching(record);
   };
   options_.runs.canceled = [canceled = canceled_in_preparation_](const std::string& run_id) {
@@ -178,7 +179,7 @@ void Daemon::on_logs_shipped(const std::string& run_id, Result<ShipResult> shipp
   run.dropped_logs = nlohmann::json::object();
   for (const auto& [stream, dropped] : shipped->dropped)
     run.dropped_logs[stream] = {{"bytes", dropped.bytes}, {"why", dropped.why}};
-  if (final && run.status != spec::to_string(run.outcome->status)) report_terminal(run);
+  if (final && run.status != run.outcome->status) report_terminal(run);
 }
 
 void Daemon::load_identity() {
@@ -250,9 +251,11 @@ std::string Daemon::node_state() const {
   if (!unusable_reason_.empty()) return "unusable";
   bool preparing = false;
   for (const auto& [id, run] : runs_) {
-    if (run.status == "Running" || run.status == "CancelRequested" || run.status == "Finalizing")
+    using spec::RunStatus;
+    if (run.status == RunStatus::Running || run.status == RunStatus::CancelRequested ||
+        run.status == RunStatus::Finalizing)
       return "running";
-    preparing = preparing || run.status == "Queued" || run.status == "Preparing";
+    preparing = preparing || run.status == RunStatus::Queued || run.status == RunStatus::Preparing;
   }
   return preparing ? "preparing" : "idle";
 }
@@ -281,7 +284,8 @@ HeartbeatReport Daemon::heartbeat_report() const {
   HeartbeatReport report;
   report.state = node_state();
   report.reason = unusable_reason_;
-  for (const auto& [id, run] : runs_) report.runs.push_back({id, run.lease.epoch, run.status});
+  for (const auto& [id, run] : runs_)
+    report.runs.push_back({id, run.lease.epoch, spec::to_string(run.status)});
   return report;
 }
 
@@ -391,9 +395,10 @@ void Daemon::on_recovered(Result<std::vector<HeldRunRecord>> held) {
 void Daemon::resume_run(const HeldRunRecord& record) {
   ActiveRun& run = runs_[record.lease.run_id];
   run.lease = record.lease;
-  run.status = record.status;
-  start_record(run, true);
   auto status = spec::run_status_from_string(record.status);
+  run.status = status.value_or(spec::RunStatus::Queued);
+  run.lifecycle = RunLifecycle::resumed(run.status, stop_timeout());
+  start_record(run, true);
   if (status && spec::is_terminal(*status)) {
     // Its logs are delivered and its terminal status is in the outbox; the ack forgets it.
     run.concluded = true;
@@ -415,9 +420,13 @@ void Daemon::resume_run(const HeldRunRecord& record) {
             if (!started.ok() && started.error().code == "NotStarted") return prepare_run(again);
             if (!started.ok() && started.error().code == docker::kDockerUnavailable)
               return resume_later(record, started.error());
-            if (!started.ok())
-              return conclude(again, {spec::RunStatus::Failed, started.error(), 125});
+            if (!started.ok()) {
+              auto ended = again.lifecycle.end({spec::RunStatus::Failed, started.error(), 125});
+              return conclude(again, ended.outcome.value_or(RunOutcome{spec::RunStatus::Failed,
+                                                                       started.error(), 125}));
+            }
             again.started = *started;
+            resume_as_launched(again);
             if (again.started->in_container) return resume_container(again);
             if (again.started->shim_alive) return watch_exit(again);
             on_shim_exit(id);
@@ -464,8 +473,8 @@ void Daemon::accept_run(const LeasedRun& lease) {
   spdlog::info("run {} leased (epoch {})", lease.run_id, lease.epoch);
   ActiveRun& run = runs_[lease.run_id];
   run.lease = lease;
+  run.lifecycle = RunLifecycle(stop_timeout());
   start_record(run, false);
-  enter_status(run, "Preparing");
   prepare_run(run);
 }
 
@@ -489,6 +498,7 @@ void Daemon::start_record(ActiveRun& run, bool resumed) {
 
 // Preparation starts from an empty run folder: one an interrupted preparation left is removed.
 void Daemon::prepare_run(ActiveRun& run) {
+  apply(run, run.lifecycle.start(std::chrono::steady_clock::now()));
   run.record_writable = false;
   run.preparing = true;
   offload(
@@ -518,25 +528,89 @@ void Daemon::on_launched(const std::string& run_id, Result<std::shared_ptr<Start
   run.preparing = false;
   run.record_writable = true;
   canceled_in_preparation_->remove(run_id);
+  auto now = std::chrono::steady_clock::now();
   if (!started.ok()) {
     if (started.error().code == "StaleEpoch") return stop_run(run_id, started.error().message);
-    if (started.error().code == "Canceled")
-      return conclude(run, {spec::RunStatus::Canceled, started.error(), -1});
-    spdlog::warn("run {} failed before it started: {}", run_id, started.error().message);
-    return conclude(run, {spec::RunStatus::Failed, started.error(), 125});
+    auto failed = run.lifecycle.preparation_failed(started.error(), now);
+    if (failed.outcome && failed.outcome->status == spec::RunStatus::Failed)
+      spdlog::warn("run {} failed before it started: {}", run_id, started.error().message);
+    return conclude(
+        run, failed.outcome.value_or(RunOutcome{spec::RunStatus::Failed, started.error(), 125}));
   }
   run.started = *started;
   const executors::Plan& plan = run.started->plan;
   run.record->set_environment(executors::to_string(plan.environment_kind), plan.environment_hash);
-  if (run.cancel_requested && run.started->in_container) {
-    return conclude(run,
-                    {spec::RunStatus::Canceled,
-                     Error{"Canceled", "The run was canceled before its container started"}, -1});
-  }
-  enter_status(run, "Running");
+  // A process run's shim is started by the preparation (before_launch refuses a canceled one);
+  // a container is created next. A cancel that came meanwhile concludes the run here.
+  auto prepared = run.lifecycle.prepared(now);
+  if (prepared.outcome) return conclude(run, *prepared.outcome);
+  apply(run, run.lifecycle.launched(now));
   if (run.started->in_container) return launch_container(run);
-  if (run.cancel_requested) cancel_run(run_id);
   watch_exit(run);
+}
+
+// A run found again after a restart, whose process (or container) exists: it is Running, even
+// when the restart came between its launch and storing that status.
+void Daemon::resume_as_launched(ActiveRun& run) {
+  auto now = std::chrono::steady_clock::now();
+  if (run.lifecycle.phase() != RunPhase::Queued) return;
+  apply(run, run.lifecycle.start(now));
+  apply(run, run.lifecycle.prepared(now));
+  apply(run, run.lifecycle.launched(now));
+}
+
+std::chrono::milliseconds Daemon::stop_timeout() const {
+  // The supervisor's grace period, and a margin for its own SIGKILL sweep to land.
+  return std::chrono::milliseconds(
+             static_cast<long long>(std::ceil(options_.runs.kill_grace_seconds * 1000))) +
+         std::chrono::seconds(5);
+}
+
+void Daemon::apply(ActiveRun& run, const RunLifecycle::Transition& transition) {
+  if (transition.entered && !spec::is_terminal(*transition.entered))
+    enter_status(run, *transition.entered);
+  for (RunAction action : transition.actions) {
+    if (action == RunAction::Stop) {
+      if (run.started && run.started->in_container) {
+        cancel_container(run);
+      } else if (run.started) {
+        auto sent = executors::request_cancel(run.started->shim);
+        if (!sent.ok()) spdlog::info("run {}: {}", run.lease.run_id, sent.error().message);
+      }
+      schedule_overdue_stop(run);
+    }
+    if (action == RunAction::Kill) kill_run_processes(run);
+  }
+}
+
+void Daemon::schedule_overdue_stop(ActiveRun& run) {
+  auto deadline = run.lifecycle.next_deadline();
+  if (!deadline) return;
+  run.stop_timer = std::make_shared<asio::steady_timer>(io_, *deadline);
+  run.stop_timer->async_wait(
+      [this, id = run.lease.run_id, timer = run.stop_timer](const boost::system::error_code& ec) {
+        if (ec || stopped_) return;
+        auto found = runs_.find(id);
+        if (found == runs_.end() || found->second.stop_timer != timer) return;
+        apply(found->second, found->second.lifecycle.tick(std::chrono::steady_clock::now()));
+      });
+}
+
+// A stop the supervisor has not carried out in time (a stopped or stuck shim): every process of
+// the run is killed through its cgroup, which ends the shim too; finalizing then finds no exit
+// record. A container's stop is Docker's, with its own grace period.
+void Daemon::kill_run_processes(ActiveRun& run) {
+  if (!run.started || run.started->in_container) return;
+  spdlog::warn(
+      "run {}: the stop was not carried out within the grace period: killing its "
+      "processes",
+      run.lease.run_id);
+  offload(
+      [env = options_.runs, run_dir = run.started->plan.run_dir] {
+        end_run_processes(run_dir, SystemLog(run_dir, env.clock));
+        return true;
+      },
+      [](bool) {});
 }
 
 // The shim is watched through a pidfd, which becomes readable when it exits.
@@ -562,15 +636,27 @@ void Daemon::on_shim_exit(const std::string& run_id) {
   int wait_status = 0;
   ::waitpid(run.started->shim.pid, &wait_status, WNOHANG);
   run.exit_watch.reset();
-  enter_status(run, "Finalizing");
+  run.stop_timer.reset();
+  apply(run, run.lifecycle.process_ended(std::chrono::steady_clock::now()));
   offload([env = options_.runs, started = run.started] { return finalize_run(env, started->plan); },
           [this, run_id](RunOutcome outcome) {
             auto again = runs_.find(run_id);
-            if (again != runs_.end()) conclude(again->second, outcome);
+            if (again == runs_.end()) return;
+            ActiveRun& run = again->second;
+            conclude(run, canceled_if_stopped(outcome, run.lifecycle.cancel_requested()));
           });
 }
 
 void Daemon::conclude(ActiveRun& run, const RunOutcome& outcome) {
+  // The lifecycle ends here whichever way the run got here: finalized after its process ended,
+  // or ended early (a failed preparation, a process that could not be found again).
+  auto now = std::chrono::steady_clock::now();
+  if (run.lifecycle.phase() == RunPhase::Finalizing) {
+    run.lifecycle.finalized(outcome, now);
+  } else {
+    run.lifecycle.end(outcome);
+  }
+  run.stop_timer.reset();
   run.concluded = true;
   run.started.reset();  // releases the environment lease
   run.outcome = outcome;
@@ -584,29 +670,28 @@ void Daemon::report_terminal(ActiveRun& run) {
   if (outcome.status != spec::RunStatus::Canceled || outcome.exit_code >= 0)
     exit_code = outcome.exit_code;
   spdlog::info("run {} {}", run.lease.run_id, spec::to_string(outcome.status));
-  enter_status(run, spec::to_string(outcome.status), exit_code, outcome.error);
+  enter_status(run, outcome.status, exit_code, outcome.error);
 }
 
 // Statuses go through the persisted outbox: stored first, then delivered in order until
 // acknowledged, so none is lost to a restart or an outage.
-void Daemon::enter_status(ActiveRun& run, const std::string& status, std::optional<int> exit_code,
+void Daemon::enter_status(ActiveRun& run, spec::RunStatus status, std::optional<int> exit_code,
                           std::optional<Error> error) {
   run.status = status;
   notify_state();
   std::optional<RunRecord> run_json;
   nlohmann::json timings = nlohmann::json::object();
   if (run.record) {
-    if (auto entered = spec::run_status_from_string(status)) run.record->transition(*entered);
+    run.record->transition(status);
     if (exit_code) run.record->set_exit_code(*exit_code);
     if (error) run.record->set_error(*error);
     timings = run.record->to_json()["durations"];
     if (run.record_writable) run_json = *run.record;
   }
-  StatusReport report{run.lease.run_id, run.lease.epoch,  status,
+  StatusReport report{run.lease.run_id, run.lease.epoch,  spec::to_string(status),
                       exit_code,        std::move(error), std::move(timings)};
-  if (auto entered = spec::run_status_from_string(status); entered && spec::is_terminal(*entered))
-    report.dropped_logs = run.dropped_logs;
-  HeldRunRecord record{run.lease, status, {}, {}};
+  if (spec::is_terminal(status)) report.dropped_logs = run.dropped_logs;
+  HeldRunRecord record{run.lease, spec::to_string(status), {}, {}};
   if (run.started && !run.started->in_container) {
     record.shim_pid = run.started->shim.pid;
     record.shim_start_time = run.started->shim.start_time;
@@ -738,7 +823,7 @@ void Daemon::cancel_run(const std::string& run_id) {
     // Its process is over and only its logs are still on their way (maybe for good, if the
     // control plane keeps failing to store them): a cancel stops the wait, so the run reaches its
     // terminal status now. Delivery goes on until the control plane acknowledges that status.
-    if (run.outcome && run.status != spec::to_string(run.outcome->status)) {
+    if (run.outcome && run.status != run.outcome->status) {
       SystemLog(options_.runs.state_dir / "runs" / run_id, options_.runs.clock)
           .line(
               "canceled while its logs were being delivered: its status is reported without "
@@ -747,18 +832,11 @@ void Daemon::cancel_run(const std::string& run_id) {
     }
     return;
   }
-  run.cancel_requested = true;
-  if (!run.started) {
-    // Being prepared: the process will not be started (before_launch), and the run ends Canceled
-    // as soon as the preparation returns. The control plane sees CancelRequested now.
-    canceled_in_preparation_->add(run_id);
-    if (run.status != "CancelRequested") enter_status(run, "CancelRequested");
-    return;
-  }
-  if (run.status != "CancelRequested") enter_status(run, "CancelRequested");
-  if (run.started->in_container) return cancel_container(run);
-  auto sent = executors::request_cancel(run.started->shim);
-  if (!sent.ok()) spdlog::info("run {}: {}", run_id, sent.error().message);
+  // Being prepared: the process will not be started (before_launch), and the run ends Canceled
+  // as soon as the preparation returns. The control plane sees CancelRequested now. A running
+  // one is told to stop (RunAction::Stop).
+  if (!run.started) canceled_in_preparation_->add(run_id);
+  apply(run, run.lifecycle.cancel(std::chrono::steady_clock::now()));
 }
 
 void Daemon::handle_command(const Command& command) {

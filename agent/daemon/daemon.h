@@ -33,6 +33,7 @@
 #include "agent/daemon/run_execution.h"
 #include "agent/daemon/settings.h"
 #include "agent/daemon/state_store.h"
+#include "agent/run_lifecycle.h"
 #include "agent/run_record.h"
 #include "spec/run_status.h"
 
@@ -107,11 +108,15 @@ class Daemon {
   // A run this node holds, from its lease until the control plane has its terminal status.
   struct ActiveRun {
     LeasedRun lease;
-    std::string status = "Queued";
+    // The rules of the run's life (agent/run_lifecycle.h), and the status last recorded and put
+    // in the outbox: the terminal status waits there until the run's logs are delivered.
+    RunLifecycle lifecycle{std::chrono::seconds(15)};
+    spec::RunStatus status = spec::RunStatus::Queued;
     std::shared_ptr<StartedRun> started;
     std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
     std::shared_ptr<ContainerWatch> container_watch;  // Docker runs, while their container runs
-    bool cancel_requested = false;
+    // Kills the run's processes when a stop is overdue (RunAction::Kill).
+    std::shared_ptr<boost::asio::steady_timer> stop_timer;
     bool concluded = false;             // its process is over; it no longer takes a slot
     bool shipping = false;              // a log delivery for it is on the pool
     bool outputs_uploaded = false;      // ./outputs reached the control plane (or never will)
@@ -174,8 +179,15 @@ class Daemon {
                        bool with_outputs);
   void report_terminal(ActiveRun& run);
   void schedule_log_tick();
-  void enter_status(ActiveRun& run, const std::string& status, std::optional<int> exit_code = {},
+  void enter_status(ActiveRun& run, spec::RunStatus status, std::optional<int> exit_code = {},
                     std::optional<Error> error = {});
+  // Records the status a lifecycle transition entered (not a terminal one: report_terminal does,
+  // once the logs are delivered) and arms the overdue-stop timer.
+  void apply(ActiveRun& run, const RunLifecycle::Transition& transition);
+  void schedule_overdue_stop(ActiveRun& run);
+  void resume_as_launched(ActiveRun& run);
+  std::chrono::milliseconds stop_timeout() const;
+  void kill_run_processes(ActiveRun& run);
   void flush_outbox();
   void forget_run(const std::string& run_id);
   void stop_run(const std::string& run_id, const std::string& reason);

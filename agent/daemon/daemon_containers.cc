@@ -85,15 +85,12 @@ void Daemon::watch_container(ActiveRun& run, const docker::ContainerInfo& contai
     on_container_exit(id, exit);
   });
   // A cancel that came while the container was being started, or before a restart.
-  if (run.cancel_requested || run.status == "CancelRequested")
-    run.container_watch->stop(executors::ExitReason::Canceled);
+  if (run.lifecycle.cancel_requested()) run.container_watch->stop(executors::ExitReason::Canceled);
 }
 
 void Daemon::resume_container(ActiveRun& run) {
   const std::string& id = run.lease.run_id;
   if (!run.started->container) return on_container_exit(id, std::nullopt);
-  // The container may have been created before the Running status was stored.
-  if (run.status == "Queued" || run.status == "Preparing") enter_status(run, "Running");
   spdlog::info("run {}: container {} found again ({})", id, run.started->container->id,
                run.started->container->state);
   if (run.started->container->state != "created")
@@ -127,7 +124,8 @@ void Daemon::on_container_exit(const std::string& run_id,
   if (found == runs_.end()) return;
   ActiveRun& run = found->second;
   run.container_watch.reset();
-  enter_status(run, "Finalizing");
+  run.stop_timer.reset();
+  apply(run, run.lifecycle.process_ended(std::chrono::steady_clock::now()));
   on_pool(
       pool_, io_, alive_,
       [env = options_.runs, started = run.started, run_id, exit] {

@@ -163,3 +163,13 @@ TEST_CASE("events out of order are ignored, never moving a status backwards", "[
   CHECK(lifecycle.start(t0).actions.empty());
   CHECK(lifecycle.status() == RunStatus::Preparing);
 }
+
+TEST_CASE("a run that ends outside the usual path concludes once, from any live phase",
+          "[lifecycle]") {
+  auto lifecycle = running();
+  auto ended = lifecycle.end({RunStatus::Failed, Error{"SupervisorFailed", "gone"}, 125});
+  CHECK(ended.entered == RunStatus::Failed);
+  CHECK(ended.actions == Actions{RunAction::Conclude});
+  CHECK(lifecycle.end({RunStatus::Completed, std::nullopt, 0}).actions.empty());
+  CHECK(lifecycle.status() == RunStatus::Failed);
+}

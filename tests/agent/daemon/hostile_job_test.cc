@@ -365,3 +365,32 @@ TEST_CASE("a run whose logs cannot be stored can still be canceled to a terminal
   INFO(record.dump());
   CHECK(record["status"] == "Completed");
 }
+
+TEST_CASE("a cancel the run's stopped shim cannot carry out ends with the run's processes killed",
+          "[daemon][hostile]") {
+  test::OneNodeCluster cluster;
+  fs::path pids = cluster.dir() / "pids";
+  cluster.dir().write("src/job.sh", kLingeringJob);
+  std::string id =
+      cluster.submit(kShellJob + "environment_variables: {PIDS: " + pids.string() + "}\n");
+  REQUIRE(test::eventually([&] { return fs::exists(pids.string() + ".ready"); },
+                           std::chrono::seconds(30)));
+  auto job = pids_in(pids);
+  auto shims = test::processes_with_marker((cluster.run_dir(id) / "launch.json").string());
+  REQUIRE(shims.size() == 1);
+  // A stopped supervisor holds the SIGTERM the cancel sends; the agent's lifecycle gives it the
+  // grace period (10 s) and a margin (5 s), then kills the run's cgroup.
+  ::kill(shims[0], SIGSTOP);
+  auto started = std::chrono::steady_clock::now();
+  auto canceled =
+      test::run_command({test::amlnode_binary().string(), "cancel", id}, cluster.user_env());
+  REQUIRE(canceled.exit_code == 0);
+  auto record = cluster.wait_terminal(id, std::chrono::seconds(60));
+  auto took = std::chrono::steady_clock::now() - started;
+  INFO(record.dump());
+  CHECK(record["status"] == "Canceled");
+  CHECK(took >= std::chrono::seconds(14));
+  CHECK(took < std::chrono::seconds(30));
+  for (pid_t pid : job) CHECK_FALSE(alive(pid));
+  CHECK_FALSE(alive(shims[0]));
+}
