@@ -1,8 +1,12 @@
 // A run of several processes under the daemon: leased, run by one shim, each rank's log shipped
 // as its own stream, and `amlnode logs` showing rank 0's by default.
 
+#include <signal.h>
+
 #include <catch2/catch.hpp>
 
+#include "tests/agent/daemon/agent_config.h"
+#include "tests/agent/daemon/control_plane_process.h"
 #include "tests/agent/daemon/one_node_cluster.h"
 #include "tests/support/process.h"
 
@@ -47,4 +51,58 @@ TEST_CASE("under the daemon, an MPI run's ranks each ship their own log stream",
   CHECK(logs_of(cluster, id).out == "rank 0 of 3 local 0/3 sum 6\n");
   CHECK(logs_of(cluster, id, {"--stream", "user_logs/mpi_log.txt"}).exit_code == 0);
   CHECK(cluster.agent_output().find("refused") == std::string::npos);
+}
+
+TEST_CASE("an agent killed under a 3-rank run finds every rank again when it restarts",
+          "[daemon][distributed]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
+  server.start();
+  fs::create_directories(dir / "src");
+  fs::copy_file(kScripts / "ranks_wait_file.py", dir / "src" / "ranks_wait_file.py");
+  auto go = dir / "go";
+  auto starts = dir / "starts.txt";
+  std::string id = server.submit(
+      "script: ranks_wait_file.py\n"
+      "environment:\n  python: {user_managed_dependencies: true, interpreter_path: "
+      "/usr/bin/python3}\n"
+      "distributed_job_config: {type: pytorch, communication_backend: gloo, process_count: 3}\n"
+      "environment_variables: {GO: " +
+          go.string() + ", STARTS: " + starts.string() + "}\n",
+      dir / "src", "cpu-cluster");
+  auto config = dir.write("a/config.yml",
+                          test::agent_config_text(dir.path() / "a" / "state", server.url(),
+                                                  server.registration_token("cpu-cluster"), {}))
+                    .string();
+  std::vector<std::string> argv{test::amlnode_binary().string(), "agent", "--config", config};
+  pid_t first = test::start_command(argv, dir / "a" / "out.1", dir / "a" / "err.1");
+  REQUIRE(test::eventually(
+      [&] {
+        std::error_code ec;
+        return fs::exists(starts, ec) &&
+               test::slurp(starts).size() == 3 * std::string("rank 0\n").size();
+      },
+      std::chrono::seconds(30)));
+  ::kill(first, SIGKILL);
+  CHECK(test::wait_command(first, std::chrono::seconds(10)) == 128 + SIGKILL);
+  pid_t second = test::start_command(argv, dir / "a" / "out.2", dir / "a" / "err.2");
+  dir.write("go", "");
+  bool done = test::eventually(
+      [&] {
+        std::string status = server.run(id)["status"];
+        return status == "Completed" || status == "Failed" || status == "Canceled";
+      },
+      std::chrono::seconds(60));
+  INFO(test::slurp(dir / "a" / "err.1") + test::slurp(dir / "a" / "err.2"));
+  REQUIRE(done);
+  CHECK(server.run(id)["status"] == "Completed");
+  // Each rank ran once, and each stream holds its whole output.
+  CHECK(test::slurp(starts).size() == 3 * std::string("rank 0\n").size());
+  for (int rank = 0; rank < 3; ++rank) {
+    std::string r = std::to_string(rank);
+    CHECK(server.log(id, "user_logs/std_log_process_0" + r + ".txt") ==
+          "rank " + r + " up\nrank " + r + " done\n");
+  }
+  ::kill(second, SIGTERM);
+  CHECK(test::wait_command(second, std::chrono::seconds(20)) == 0);
 }
