@@ -170,17 +170,6 @@ void ContainerWatch::abandon() {
 
 namespace {
 
-void watch_signals(boost::asio::signal_set& signals, ContainerWatch& watch,
-                   const ContainerRunHooks& hooks) {
-  signals.async_wait([signals = &signals, watch = &watch, hooks = &hooks](
-                         const boost::system::error_code& ec, int) {
-    if (ec) return;
-    if (!watch->stopping() && hooks->on_cancel_requested) hooks->on_cancel_requested();
-    watch->stop(ExitReason::Canceled);
-    watch_signals(*signals, *watch, *hooks);
-  });
-}
-
 void append_progress(const std::filesystem::path& file, std::string_view text) {
   if (FILE* f = std::fopen(file.c_str(), "a")) {
     std::fwrite(text.data(), 1, text.size(), f);
@@ -190,50 +179,6 @@ void append_progress(const std::filesystem::path& file, std::string_view text) {
 }
 
 }  // namespace
-
-Result<ExitRecord> run_container_to_end(docker::ContainerRuntime& runtime,
-                                        const docker::ContainerSpec& spec,
-                                        std::optional<std::chrono::milliseconds> deadline,
-                                        std::chrono::seconds grace,
-                                        const ContainerRunHooks& hooks) {
-  boost::asio::io_context loop;
-  // Taken over before the container exists: a signal from here on waits in the set for the watch.
-  boost::asio::signal_set signals(loop, SIGINT, SIGTERM);
-  auto id = runtime.create_container(spec);
-  if (!id.ok()) return id.error();
-  auto started = runtime.start_container(*id);
-  if (!started.ok()) {
-    (void)runtime.remove_container(*id);
-    return started.error();
-  }
-  if (hooks.on_running) hooks.on_running(*id);
-  // Two threads: one waits, one can stop the container meanwhile.
-  boost::asio::thread_pool blocking(2);
-  ContainerWatch::Settings settings;
-  settings.grace = grace;
-  settings.deadline = deadline;
-  // Not owned: `runtime` outlives the pool, which is joined below.
-  std::shared_ptr<docker::ContainerRuntime> borrowed(&runtime, [](docker::ContainerRuntime*) {});
-  auto watch = std::make_shared<ContainerWatch>(
-      loop.get_executor(),
-      [&blocking](std::function<void()> work) { boost::asio::post(blocking, std::move(work)); },
-      borrowed, *id, settings);
-  watch_signals(signals, *watch, hooks);
-  ExitRecord record;
-  watch->start([&](const ExitRecord& ended) {
-    record = ended;
-    signals.cancel();
-    loop.stop();
-  });
-  if (hooks.canceled_before && hooks.canceled_before() && !watch->stopping()) {
-    if (hooks.on_cancel_requested) hooks.on_cancel_requested();
-    watch->stop(ExitReason::Canceled);
-  }
-  loop.run();
-  blocking.join();
-  (void)runtime.remove_container(*id);
-  return record;
-}
 
 Result<docker::ContainerSpec> prepare_run_container(docker::ContainerRuntime& runtime,
                                                     const docker::DockerRuntimeConfig& docker,

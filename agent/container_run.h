@@ -1,8 +1,9 @@
 #pragma once
 
-// Running a Docker run's container to its end, for `amlnode run`: start it, stop it (SIGTERM, the
-// grace period, SIGKILL) at the deadline or on cancel, wait for it, remove it. The outcome is the
-// same ExitRecord the shim writes for a process, so both kinds of run finish the same way.
+// Supervising a Docker run's container (ContainerWatch: its deadline, a stop with SIGTERM, the
+// grace period and SIGKILL, its exit record) and preparing it (the image and the spec), for the
+// container runtime of `amlnode run` (agent/run_runtime.cc) and for the daemon. The outcome is
+// the same ExitRecord the shim writes for a process, so both kinds of run finish the same way.
 //
 // The container writes its own output into the run's std_log.txt (docker/container_spec.h), so
 // nothing here copies output and the log keeps growing even if this process dies; the container
@@ -99,21 +100,6 @@ Result<docker::ContainerSpec> prepare_run_container(docker::ContainerRuntime& ru
                                                     const spec::Job& job, const SystemLog& log,
                                                     std::function<void(std::string_view)> progress,
                                                     std::function<bool()> canceled);
-
-struct ContainerRunHooks {
-  std::function<void(const std::string& container_id)> on_running;
-  std::function<void()> on_cancel_requested;
-  // Whether a cancel came before this call took SIGINT and SIGTERM over (cancel_signals.h); then
-  // the container is stopped as soon as it has started.
-  std::function<bool()> canceled_before;
-};
-
-// Runs `spec` to its end. SIGINT / SIGTERM to this process cancel the run. Fails only when the
-// container could not be created or started (the run never ran).
-Result<executors::ExitRecord> run_container_to_end(
-    docker::ContainerRuntime& runtime, const docker::ContainerSpec& spec,
-    std::optional<std::chrono::milliseconds> deadline, std::chrono::seconds grace,
-    const ContainerRunHooks& hooks);
 
 // The Docker settings of the node config (`docker:` and `images:` sections):
 //   docker: {host: unix:///var/run/docker.sock, image_repository: amlnode/env,

@@ -13,9 +13,9 @@
 #include <random>
 
 #include "agent/cancel_signals.h"
-#include "agent/container_run.h"
 #include "agent/run_lifecycle.h"
 #include "agent/run_record.h"
+#include "agent/run_runtime.h"
 #include "agent/run_steps.h"
 #include "agent/terminal.h"
 #include "common/format.h"
@@ -32,7 +32,6 @@ namespace amlnode::agent {
 namespace fs = std::filesystem;
 using executors::ExitReason;
 using executors::ExitRecord;
-using executors::LaunchedShim;
 using executors::Plan;
 using spec::RunStatus;
 
@@ -81,11 +80,9 @@ class LocalRun {
 
  private:
   Result<void> prepare();
-  Result<void> prepare_environment(const executors::environments::EnvironmentConfig& config);
-  void supervise(const LaunchedShim& shim, LogFollower& follower);
-  Result<ExitRecord> run_under_shim(LogFollower& follower);
-  Result<ExitRecord> run_in_container(LogFollower& follower);
-  Result<void> prepare_container(const spec::Job& job);
+  // Launches the run through its runtime and supervises it until nothing of it is left: its
+  // output to the terminal, cancel signals, an overdue stop. Fails only when it did not start.
+  Result<ExitRecord> run_to_end(LogFollower& follower);
   RunOutcome finish(const Result<ExitRecord>& exit);
   int conclude(const RunOutcome& outcome);
   // Shows and records the status a lifecycle transition entered, if any.
@@ -101,11 +98,8 @@ class LocalRun {
   std::string run_id_;
   fs::path run_dir_;
   Plan plan_;
-  // Holds the environment's lease (it is not evicted) for as long as the run uses it.
-  std::optional<executors::environments::PreparedEnvironment> environment_;
-  // Docker runs: the Engine API client and the container to run.
-  std::unique_ptr<docker::ContainerRuntime> runtime_;
-  std::optional<docker::ContainerSpec> container_;
+  // How the run's processes run here (agent/run_runtime.h): host processes or a container.
+  std::unique_ptr<RunRuntime> runtime_;
   RunRecord record_;
   SystemLog system_log_;
   StatusPrinter printer_;
@@ -122,35 +116,6 @@ void LocalRun::enter(RunStatus status, const std::string& detail) {
     if (!saved.ok()) std::fprintf(stderr, "amlnode: %s\n", saved.error().message.c_str());
   }
   printer_.line(run_id_ + ": " + spec::to_string(status) + (detail.empty() ? "" : ": " + detail));
-}
-
-Result<void> LocalRun::prepare_environment(
-    const executors::environments::EnvironmentConfig& config) {
-  auto prepared = prepare_python_environment(
-      plan_, config, clock_, system_log_,
-      [this](std::string_view line) { printer_.line("environment: " + std::string(line)); },
-      cancel_signal_recorded);
-  if (!prepared.ok()) return prepared.error();
-  environment_ = std::move(prepared.value());
-  return ok();
-}
-
-Result<void> LocalRun::prepare_container(const spec::Job& job) {
-  auto config = docker_runtime_config(options_.config, options_.state_dir);
-  if (!config.ok()) return config.error();
-  auto runtime = docker::make_docker_runtime(*config);
-  if (!runtime.ok()) return runtime.error();
-  runtime_ = std::move(runtime.value());
-  auto spec = prepare_run_container(
-      *runtime_, *config, options_.config, plan_, job, system_log_,
-      [this](std::string_view text) {
-        printer_.line("image: " + std::string(text.substr(0, text.find_last_not_of('\n') + 1)));
-      },
-      cancel_signal_recorded);
-  if (!spec.ok()) return spec.error();
-  record_.set_environment("docker", plan_.environment_hash, spec->image);
-  container_ = std::move(spec.value());
-  return ok();
 }
 
 Result<void> LocalRun::prepare() {
@@ -175,9 +140,18 @@ Result<void> LocalRun::prepare() {
   if (auto staged = make_outputs_and_stage_inputs(plan_, system_log_); !staged.ok()) return staged;
   // Ctrl-C during the snapshot copy: no environment or image is built for a run that will not run.
   if (cancel_signal_recorded()) return ok();
-  if (plan_.python_environment) return prepare_environment(*environments);
-  if (plan_.environment_kind == executors::EnvironmentKind::Docker) return prepare_container(job_);
-  return ok();
+  runtime_ = make_run_runtime(
+      plan_, {options_.config, options_.state_dir, clock_, &launcher_, &system_log_});
+  const std::string label(runtime_->prepares());
+  auto prepared = runtime_->prepare(
+      plan_, job_,
+      [this, label](std::string_view text) {
+        printer_.line(label + ": " + std::string(text.substr(0, text.find_last_not_of('\n') + 1)));
+      },
+      cancel_signal_recorded);
+  if (prepared.ok() && !runtime_->image().empty())
+    record_.set_environment("docker", plan_.environment_hash, runtime_->image());
+  return prepared;
 }
 
 bool LocalRun::has(const RunLifecycle::Transition& transition, RunAction action) {
@@ -202,8 +176,33 @@ int LocalRun::conclude(const RunOutcome& outcome) {
   return outcome.exit_code >= 0 ? outcome.exit_code : kExitCanceled;
 }
 
-void LocalRun::supervise(const LaunchedShim& shim, LogFollower& follower) {
+Result<ExitRecord> LocalRun::run_to_end(LogFollower& follower) {
   boost::asio::io_context loop;
+  // Taken over before the run starts: a signal from here on waits in the set for the loop.
+  boost::asio::signal_set signals(loop, SIGINT, SIGTERM);
+  if (auto launched = runtime_->launch(plan_); !launched.ok()) return launched.error();
+  // A stop the runtime has not carried out in time (a stopped or stuck supervisor) ends with
+  // every process of the run killed.
+  boost::asio::steady_timer overdue(loop);
+  std::function<void(const RunLifecycle::Transition&)> act =
+      [&](const RunLifecycle::Transition& transition) {
+        show(transition, "stopping the run (grace " +
+                             std::to_string(static_cast<int>(plan_.kill_grace_seconds)) + " s)");
+        if (has(transition, RunAction::Stop)) runtime_->stop();
+        if (has(transition, RunAction::Kill)) runtime_->kill();
+        if (auto deadline = lifecycle_.next_deadline()) {
+          overdue.expires_at(*deadline);
+          overdue.async_wait([&](const boost::system::error_code& ec) {
+            if (!ec) act(lifecycle_.tick(now()));
+          });
+        }
+      };
+  show(lifecycle_.launched(now()), runtime_->describe(plan_));
+  runtime_->watch(loop, [&] {
+    signals.cancel();
+    overdue.cancel();
+    loop.stop();
+  });
   // The run's output is copied to the terminal from this loop, which saves starting a thread.
   boost::asio::steady_timer follow(loop);
   std::function<void(const boost::system::error_code&)> on_follow =
@@ -215,114 +214,17 @@ void LocalRun::supervise(const LaunchedShim& shim, LogFollower& follower) {
       };
   follow.expires_after(LogFollower::kPollInterval);
   follow.async_wait(on_follow);
-  // A stop that the supervisor has not carried out in time (a stopped or stuck shim) ends with
-  // every process of the run killed through its cgroup.
-  boost::asio::steady_timer overdue(loop);
-  std::function<void(const RunLifecycle::Transition&)> act =
-      [&](const RunLifecycle::Transition& transition) {
-        show(transition, "stopping the run (grace " +
-                             std::to_string(static_cast<int>(plan_.kill_grace_seconds)) + " s)");
-        if (has(transition, RunAction::Stop)) {
-          auto sent = executors::request_cancel(shim);
-          if (!sent.ok()) printer_.line(sent.error().message);
-        }
-        if (has(transition, RunAction::Kill)) {
-          system_log_.line("the run did not stop within its grace period: killing its processes");
-          end_run_processes(run_dir_, system_log_);
-        }
-        if (auto deadline = lifecycle_.next_deadline()) {
-          overdue.expires_at(*deadline);
-          overdue.async_wait([&](const boost::system::error_code& ec) {
-            if (!ec) act(lifecycle_.tick(now()));
-          });
-        }
-      };
-  auto cancel = [&] { act(lifecycle_.cancel(now())); };
-  boost::asio::signal_set signals(loop, SIGINT, SIGTERM);
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int) {
         if (ec) return;
-        cancel();
+        act(lifecycle_.cancel(now()));
         signals.async_wait(on_signal);
       };
   signals.async_wait(on_signal);
   // One that came between the preparation and the set above.
-  if (cancel_signal_recorded()) cancel();
-
-  int pidfd = executors::open_pidfd(shim.pid);
-  boost::asio::posix::stream_descriptor shim_exit(loop);
-  boost::asio::steady_timer poll(loop);
-  std::function<void(const boost::system::error_code&)> poll_exit =
-      [&](const boost::system::error_code&) {
-        siginfo_t info{};
-        if (::waitid(P_PID, static_cast<id_t>(shim.pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 ||
-            info.si_pid != 0) {
-          loop.stop();
-          return;
-        }
-        poll.expires_after(std::chrono::milliseconds(10));
-        poll.async_wait(poll_exit);
-      };
-  if (pidfd >= 0) {
-    shim_exit.assign(pidfd);
-    shim_exit.async_wait(boost::asio::posix::descriptor_base::wait_read,
-                         [&](const boost::system::error_code&) { loop.stop(); });
-  } else {
-    poll_exit({});
-  }
+  if (cancel_signal_recorded()) act(lifecycle_.cancel(now()));
   loop.run();
-}
-
-Result<ExitRecord> LocalRun::run_under_shim(LogFollower& follower) {
-  executors::LaunchSpec spec = shim_launch_spec(plan_);
-  // finish() writes the terminal run.json synced right after reading exit.json.
-  spec.caller_syncs_outcome = true;
-  auto shim =
-      launcher_.launch(spec, run_dir_ / "launch.json", run_dir_ / "system_logs" / "shim.txt");
-  if (!shim.ok()) return shim.error();
-  auto launched = lifecycle_.launched(now());
-  show(launched, argv_text(plan_));
-  // Canceled while the shim was being started: it is stopped as soon as it can hear it.
-  if (has(launched, RunAction::Stop)) {
-    auto sent = executors::request_cancel(*shim);
-    if (!sent.ok()) printer_.line(sent.error().message);
-  }
-  supervise(*shim, follower);
-  int wait_status = 0;
-  while (::waitpid(shim->pid, &wait_status, 0) < 0 && errno == EINTR) {
-  }
-  end_run_processes(run_dir_, system_log_);
-  return read_exit_record(run_dir_, "wait status " + std::to_string(wait_status));
-}
-
-Result<ExitRecord> LocalRun::run_in_container(LogFollower& follower) {
-  // Supervising a container blocks this thread, so the output is followed on a thread of its own.
-  follower.start();
-  ContainerRunHooks hooks;
-  // Running begins with starting the container, as it begins with launching the shim for a
-  // process: Preparing is the snapshot, the inputs and the image, nothing of the run itself.
-  // The container runner carries out the stop itself (a cancel reaches it as a signal); the
-  // lifecycle keeps the statuses.
-  show(lifecycle_.launched(now()), container_->image + ": " + argv_text(plan_));
-  hooks.on_running = [this](const std::string& id) {
-    system_log_.line("container " + id + " started from " + container_->image);
-  };
-  hooks.canceled_before = cancel_signal_recorded;
-  hooks.on_cancel_requested = [this] {
-    show(lifecycle_.cancel(now()), "stopping the container (grace " +
-                                       std::to_string(static_cast<int>(plan_.kill_grace_seconds)) +
-                                       " s)");
-  };
-  std::optional<std::chrono::milliseconds> deadline;
-  if (plan_.deadline_seconds) deadline = std::chrono::seconds(*plan_.deadline_seconds);
-  auto grace = std::chrono::seconds(static_cast<long long>(std::ceil(plan_.kill_grace_seconds)));
-  auto record = run_container_to_end(*runtime_, *container_, deadline, grace, hooks);
-  if (record.ok()) {
-    auto written =
-        write_file_atomically(run_dir_ / "exit.json", executors::exit_record_to_json(*record));
-    if (!written.ok()) system_log_.line(written.error().message);
-  }
-  return record;
+  return runtime_->release();
 }
 
 // How the run ended, from its exit record. Without one, a run whose cancel had to kill its
@@ -362,7 +264,7 @@ int LocalRun::execute(const std::vector<spec::Diagnostic>& warnings) {
   }
 
   LogFollower follower(plan_.std_log, options_.json ? STDERR_FILENO : STDOUT_FILENO);
-  auto exit = container_ ? run_in_container(follower) : run_under_shim(follower);
+  auto exit = run_to_end(follower);
   // The supervising loop's signal set restored the default actions when it went.
   record_cancel_signals();
   follower.finish();
