@@ -1,5 +1,8 @@
 #include "agent/container_run.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -9,6 +12,9 @@
 #include <regex>
 
 #include "common/clock.h"
+#include "common/fs.h"
+#include "executors/run_folder.h"
+#include "executors/shim/launcher.h"
 
 namespace amlnode::agent {
 
@@ -180,6 +186,29 @@ void append_progress(const std::filesystem::path& file, std::string_view text) {
 
 }  // namespace
 
+Result<void> write_container_launch(const docker::ContainerSpec& spec) {
+  if (!spec.launch_spec) return ok();
+  return write_file_atomically(spec.launch_file, *spec.launch_spec);
+}
+
+ExitRecord container_exit_record(const executors::Plan& plan, const ExitRecord& watched) {
+  if (plan.launcher != executors::RankLauncher::Processes) return watched;
+  executors::RunFolder folder{plan.run_dir};
+  auto file = folder.open(executors::RunFolder::kRanksExit, O_RDONLY | O_NONBLOCK);
+  if (!file.ok()) return watched;  // the shim did not get to write it: the container's record
+  std::string text(1 << 20, '\0');
+  ssize_t n = ::read(file->get(), text.data(), text.size());
+  text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  auto ranks = executors::exit_record_from_json(text);
+  if (!ranks.ok()) return watched;
+  ExitRecord record = *ranks;
+  // A deadline or a cancel stopped the container, and with it the shim, which took the stop for
+  // a cancel of its own.
+  if (watched.reason == ExitReason::Timeout || watched.reason == ExitReason::Canceled)
+    record.reason = watched.reason;
+  return record;
+}
+
 Result<docker::ContainerSpec> prepare_run_container(docker::ContainerRuntime& runtime,
                                                     const docker::DockerRuntimeConfig& docker,
                                                     const NodeConfig& config,
@@ -207,6 +236,7 @@ Result<docker::ContainerSpec> prepare_run_container(docker::ContainerRuntime& ru
   docker::ContainerOptions options;
   options.node.gpu_count = node_gpu_count(config);
   options.default_gpu_image = docker.builder.default_gpu_image;
+  options.shim_binary = executors::default_shim_binary();
   return docker::container_spec_for(plan, job, image->image, options);
 }
 

@@ -101,6 +101,17 @@ Result<docker::ContainerSpec> prepare_run_container(docker::ContainerRuntime& ru
                                                     std::function<void(std::string_view)> progress,
                                                     std::function<bool()> canceled);
 
+// A run of several ranks: writes the launch spec the shim inside its container reads
+// (ContainerSpec::launch_spec). Nothing to do for a run of one process.
+Result<void> write_container_launch(const docker::ContainerSpec& spec);
+
+// How a container run ended: the container's own exit record, or, for a run of several ranks,
+// the record the shim inside wrote (each rank's end, the failed rank), under the reason a
+// deadline or cancel gave the container. The shim's record is read beneath the run folder
+// (the job can write there) and bounded.
+executors::ExitRecord container_exit_record(const executors::Plan& plan,
+                                            const executors::ExitRecord& watched);
+
 // The Docker settings of the node config (`docker:` and `images:` sections):
 //   docker: {host: unix:///var/run/docker.sock, image_repository: amlnode/env,
 //            pip_install_options: [--no-index, --find-links, /amlnode/wheels],

@@ -133,6 +133,8 @@ class ContainerRunRuntime final : public RunRuntime {
 
   Result<void> launch(const Plan& plan) override {
     run_dir_ = plan.run_dir;
+    plan_ = plan;
+    if (auto written = write_container_launch(*spec_); !written.ok()) return written.error();
     if (plan.deadline_seconds) settings_.deadline = std::chrono::seconds(*plan.deadline_seconds);
     settings_.grace =
         std::chrono::seconds(static_cast<long long>(std::ceil(plan.kill_grace_seconds)));
@@ -176,6 +178,7 @@ class ContainerRunRuntime final : public RunRuntime {
   Result<ExitRecord> release() override {
     pool_.join();
     (void)docker_->remove_container(id_);
+    record_ = container_exit_record(plan_, record_);
     auto written =
         write_file_atomically(run_dir_ / "exit.json", executors::exit_record_to_json(record_));
     if (!written.ok()) context_.log->line(written.error().message);
@@ -187,6 +190,7 @@ class ContainerRunRuntime final : public RunRuntime {
   std::shared_ptr<docker::ContainerRuntime> docker_;
   std::optional<docker::ContainerSpec> spec_;
   std::filesystem::path run_dir_;
+  Plan plan_;
   std::string id_;
   ContainerWatch::Settings settings_;
   // Two threads: one waits for the container, one can stop it meanwhile.

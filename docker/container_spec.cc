@@ -9,6 +9,8 @@
 #include <string_view>
 
 #include "executors/plan.h"
+#include "executors/run_folder.h"
+#include "executors/shim/protocol.h"
 
 namespace amlnode::docker {
 namespace {
@@ -359,6 +361,42 @@ Result<void> apply_docker_arguments(const std::vector<std::string>& arguments,
   return ok();
 }
 
+namespace {
+
+// The ranks of the run start under amlnode-shim inside the container, as they do on the host: its
+// launch spec names each rank's command, variables (over the container's) and log, and the
+// container's command becomes the shim. Its files are the ranks_*.json of the run folder
+// (executors/run_folder.h), apart from the agent's own.
+Result<void> run_ranks_under_shim(const executors::Plan& plan, const ContainerOptions& options,
+                                  ContainerSpec& spec) {
+  if (options.shim_binary.empty())
+    return Error{"NotSupported", "several ranks in a container need amlnode-shim on this node"};
+  using executors::RunFolder;
+  RunFolder folder{plan.run_dir};
+  executors::LaunchSpec launch;
+  launch.argv = plan.ranks.front().argv;
+  launch.cwd = plan.working_dir;
+  launch.log_path = plan.std_log;
+  launch.state_path = folder.path(RunFolder::kRanksShimState);
+  launch.exit_path = folder.path(RunFolder::kRanksExit);
+  launch.kill_grace_seconds = plan.kill_grace_seconds;
+  launch.inherit_env = true;
+  for (const auto& rank : plan.ranks) {
+    executors::RankLaunch entry{rank.rank, rank.argv, {}, rank.std_log};
+    for (const auto& [name, value] : rank.env) entry.env.push_back(name + "=" + value);
+    launch.ranks.push_back(std::move(entry));
+  }
+  spec.launch_spec = executors::launch_spec_to_json(launch);
+  spec.launch_file = folder.path(RunFolder::kRanksLaunch);
+  std::string shim = options.shim_binary.lexically_normal().string();
+  spec.host_config["Binds"].push_back(shim + ":" + shim + ":ro");
+  spec.argv = {shim, spec.launch_file.string()};
+  spec.std_log = folder.path(RunFolder::kShimLog);
+  return ok();
+}
+
+}  // namespace
+
 Result<ContainerSpec> container_spec_for(const executors::Plan& plan, const spec::Job& job,
                                          const std::string& image,
                                          const ContainerOptions& options) {
@@ -392,6 +430,9 @@ Result<ContainerSpec> container_spec_for(const executors::Plan& plan, const spec
     return applied.error();
   }
   if (auto gpus = request_gpus(job, spec, options); !gpus) return gpus.error();
+  if (plan.launcher == executors::RankLauncher::Processes) {
+    if (auto ranks = run_ranks_under_shim(plan, options, spec); !ranks) return ranks.error();
+  }
   return spec;
 }
 

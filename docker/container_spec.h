@@ -39,6 +39,9 @@ struct ContainerOptions {
   bool init = true;
   // The configured default GPU image: running it counts as wanting GPUs.
   std::string default_gpu_image = spec::kDefaultGpuImage;
+  // amlnode-shim on this host (statically linked): a run of several ranks runs it inside its
+  // container, mounted read-only at the same path, to start and supervise the ranks.
+  std::filesystem::path shim_binary;
 };
 
 struct ContainerSpec {
@@ -54,6 +57,11 @@ struct ContainerSpec {
   std::optional<std::string> user;
   std::map<std::string, std::string> labels;
   nlohmann::json host_config = nlohmann::json::object();  // the Engine API's HostConfig
+  // A run of several ranks: the launch spec (executors/shim/protocol.h) the shim inside the
+  // container reads, to be written to `launch_file` before the container is created. The shim's
+  // own messages go to `std_log` (system_logs/shim.txt), each rank's output to its own log.
+  std::optional<std::string> launch_spec;
+  std::filesystem::path launch_file;
 };
 
 // Whether the job needs GPUs: use_gpu, a framework set-up that only runs on GPUs (NCCL), or a GPU

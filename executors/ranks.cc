@@ -197,16 +197,6 @@ void plan_ranks(const spec::Job& job, const PlanContext& context, Plan& plan) {
   bool tensorflow = distributed.communicator == Communicator::ParameterServer;
   int tasks = distributed.worker_count + distributed.parameter_server_count;
   if (tensorflow ? tasks <= 1 : per_node <= 1) return;
-  if (plan.environment_kind == EnvironmentKind::Docker) {
-    std::string field =
-        job.distributed_field.empty() ? "process_count_per_node" : job.distributed_field;
-    plan.cannot_run =
-        Error{"NotSupported", field +
-                                  ": several processes in a Docker run are not supported on "
-                                  "this node yet (they run on the host: set use_docker: false "
-                                  "or docker.enabled: false)"};
-    return;
-  }
   if (tensorflow) {
     plan.launcher = RankLauncher::Processes;
     plan_tensorflow(job, context, plan);

@@ -11,6 +11,8 @@
 //   system_logs/metrics.jsonl     what the script logged (amlnode_run, azureml.core.Run)
 //   system_logs/container.txt     the Docker side of a container run
 //   run.json, exit.json, shim.json, launch.json
+//   ranks_launch.json, ranks_shim.json, ranks_exit.json   a Docker run of several ranks: the
+//                                 files of the shim inside its container
 //
 // The job can write in the whole folder (a container gets it mounted read-write), so whatever the
 // agent itself writes or reads there goes through write()/read() below, which never follow a link
@@ -42,6 +44,9 @@ struct RunFolder {
   static constexpr std::string_view kExit = "exit.json";
   static constexpr std::string_view kShimState = "shim.json";
   static constexpr std::string_view kLaunch = "launch.json";
+  static constexpr std::string_view kRanksLaunch = "ranks_launch.json";
+  static constexpr std::string_view kRanksShimState = "ranks_shim.json";
+  static constexpr std::string_view kRanksExit = "ranks_exit.json";
 
   std::filesystem::path root;
 

@@ -55,6 +55,8 @@ Result<docker::ContainerInfo> create_and_start_container(const RunEnvironment& e
                                                          StateStore& store, const StartedRun& run,
                                                          const std::string& run_id) {
   SystemLog log(run.plan.run_dir, env.clock);
+  if (auto written = write_container_launch(*run.container_spec); !written.ok())
+    return written.error();
   auto id = env.docker->create_container(*run.container_spec);
   if (!id.ok()) return id.error();
   // Stored before it starts; should this write fail, the label still finds it after a restart.
@@ -144,7 +146,8 @@ void release_run_container(const RunEnvironment& env, const executors::Plan& pla
   SystemLog log(plan.run_dir, env.clock);
   if (exit) {
     auto written =
-        write_file_atomically(plan.run_dir / "exit.json", executors::exit_record_to_json(*exit));
+        write_file_atomically(plan.run_dir / "exit.json",
+                              executors::exit_record_to_json(container_exit_record(plan, *exit)));
     if (!written.ok()) log.line(written.error().message);
   }
   if (!env.docker) return;

@@ -194,6 +194,7 @@ std::string launch_spec_to_json(const LaunchSpec& spec) {
   if (spec.gid) j["gid"] = *spec.gid;
   if (spec.caller_syncs_outcome) j["caller_syncs_outcome"] = true;
   if (spec.cgroup) j["cgroup"] = spec.cgroup->string();
+  if (spec.inherit_env) j["inherit_env"] = true;
   if (!spec.ranks.empty()) {
     json ranks = json::array();
     for (const auto& rank : spec.ranks) {
@@ -226,6 +227,7 @@ Result<LaunchSpec> launch_spec_from_json(const std::string& text) {
     spec.caller_syncs_outcome = get_bool(j, "caller_syncs_outcome");
     if (j.contains("cgroup")) spec.cgroup = get_required_path(j, "cgroup");
     spec.ranks = get_ranks(j);
+    spec.inherit_env = get_bool(j, "inherit_env");
     return spec;
   });
 }

@@ -48,6 +48,10 @@ struct LaunchSpec {
   // the run: every other process gets SIGTERM, the grace period, then SIGKILL. Empty: the one
   // process of argv and log_path (argv is then still required, and names the run's program).
   std::vector<RankLaunch> ranks;
+  // The processes start from the shim's own environment with `env` over it, instead of `env`
+  // alone: a shim inside a container passes on the image's variables, which its caller cannot
+  // know.
+  bool inherit_env = false;
 };
 
 // Written once the entry process has been spawned.

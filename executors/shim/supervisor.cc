@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <string_view>
 
 #include "common/clock.h"
 #include "common/fs.h"
@@ -42,6 +43,20 @@ std::uint64_t to_ms(double seconds) {
   return static_cast<std::uint64_t>(std::llround(seconds * 1000.0));
 }
 
+// The shim's own environment with `over` applied: a variable of the same name is replaced.
+std::vector<std::string> inherited_env(const std::vector<std::string>& over) {
+  std::vector<std::string> env;
+  for (char** entry = environ; *entry; ++entry) {
+    std::string_view kv(*entry);
+    auto name = kv.substr(0, kv.find('=') + 1);
+    bool replaced = std::any_of(over.begin(), over.end(),
+                                [&](const std::string& e) { return e.starts_with(name); });
+    if (!replaced) env.emplace_back(kv);
+  }
+  env.insert(env.end(), over.begin(), over.end());
+  return env;
+}
+
 Supervisor& self_of(void* handle) {
   return *static_cast<Supervisor*>(static_cast<uv_handle_t*>(handle)->data);
 }
@@ -49,7 +64,9 @@ Supervisor& self_of(void* handle) {
 }  // namespace
 
 Supervisor::Supervisor(LaunchSpec spec)
-    : spec_(std::move(spec)), self_(::getpid()), parent_at_start_(::getppid()) {}
+    : spec_(std::move(spec)), self_(::getpid()), parent_at_start_(::getppid()) {
+  if (spec_.inherit_env) spec_.env = inherited_env(spec_.env);
+}
 
 int Supervisor::run() {
   if (!install_handlers()) return 1;

@@ -214,19 +214,3 @@ TEST_CASE("the plan lists the ranks, and takes another port when 6105 is in use"
   REQUIRE(plan["notes"].size() == 1);
   CHECK(plan["notes"][0] == "MASTER_PORT is " + port + ": port 6105 is in use on this node");
 }
-
-TEST_CASE("several processes in a Docker run are refused before anything runs", "[distributed]") {
-  DistributedWorkspace ws;
-  fs::create_directories(ws.dir / "project");
-  fs::copy_file(kScripts / "ddp_step.py", ws.dir / "project" / "ddp_step.py");
-  auto job = ws.dir.write("project/job.yml",
-                          "entry_script: ddp_step.py\nuse_docker: true\n"
-                          "distributed_training: {type: pytorch, communication_backend: gloo, "
-                          "process_count: 2}\n");
-  auto planned = ws.run(job, "docker-1", {"--dry-run", "--json"});
-  INFO(planned.out << planned.err);
-  auto plan = json::parse(planned.out);
-  CHECK(plan["cannot_run"]["message"] ==
-        "distributed_training: several processes in a Docker run are not supported on this node "
-        "yet (they run on the host: set use_docker: false or docker.enabled: false)");
-}

@@ -289,3 +289,51 @@ TEST_CASE("Docker being down is a clear error, not a hang", "[docker]") {
   CHECK(record["error"]["code"] == "DockerUnavailable");
   CHECK_THAT(record["error"]["message"].get<std::string>(), Catch::Contains("no-docker.sock"));
 }
+
+TEST_CASE("a Docker run of several ranks starts them in one container under the shim",
+          "[docker][distributed]") {
+  DockerWorkspace ws;
+  const auto run_id = "docker-ranks-" + test::nonce();
+  const auto scripts = fs::path(AMLNODE_SOURCE_DIR) / "tests" / "agent" / "distributed";
+  ws.file("tf_peers.py", test::slurp(scripts / "tf_peers.py"));
+  auto job = ws.job(docker_job(
+      "user_managed: true\nentry_script: tf_peers.py\n"
+      "distributed_training: {type: tensorflow, worker_count: 2, parameter_server_count: 1}\n"));
+  auto result = ws.run(job, {"--run-id", run_id});
+  INFO(result.out << result.err);
+  REQUIRE(result.exit_code == 0);
+  auto logs = ws.run_dir(run_id) / "user_logs";
+  CHECK_THAT(test::slurp(logs / "std_log_process_00.txt"), Catch::Contains("worker 0 at"));
+  CHECK_THAT(test::slurp(logs / "std_log_process_01.txt"), Catch::Contains("worker 1 at"));
+  CHECK_THAT(test::slurp(logs / "std_log_process_02.txt"),
+             Catch::Contains("heard ['worker0', 'worker1']"));
+  // The shim inside said what it did in the run's shim log, and each rank's end is recorded.
+  CHECK_THAT(test::slurp(ws.run_dir(run_id) / "system_logs" / "shim.txt"),
+             Catch::Contains("rank 2: started"));
+  auto exit = nlohmann::json::parse(test::slurp(ws.run_dir(run_id) / "exit.json"));
+  CHECK(exit["ranks"].size() == 3);
+  CHECK(containers_of(run_id) == 0);
+}
+
+TEST_CASE("in a Docker run, the first rank to fail stops the others and is named",
+          "[docker][distributed]") {
+  DockerWorkspace ws;
+  const auto run_id = "docker-rank-fails-" + test::nonce();
+  const auto scripts = fs::path(AMLNODE_SOURCE_DIR) / "tests" / "agent" / "distributed";
+  ws.file("rank_fails.py", test::slurp(scripts / "rank_fails.py"));
+  auto job =
+      ws.job(docker_job("user_managed: true\nentry_script: rank_fails.py\n"
+                        "distributed_training: {type: pytorch, communication_backend: gloo, "
+                        "process_count: 4}\n"));
+  auto started = std::chrono::steady_clock::now();
+  auto result = ws.run(job, {"--run-id", run_id, "--kill-grace", "1"});
+  auto took = std::chrono::steady_clock::now() - started;
+  INFO(result.out << result.err);
+  CHECK(result.exit_code == 3);
+  CHECK(took < 30s);
+  auto record = ws.run_json(run_id);
+  CHECK(record["error"]["message"] ==
+        "Rank 2 of 4 ('python') exited with status code 3; the other ranks were stopped; its "
+        "log is user_logs/std_log_process_02.txt");
+  CHECK(containers_of(run_id) == 0);
+}

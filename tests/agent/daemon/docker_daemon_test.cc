@@ -468,3 +468,25 @@ TEST_CASE("links a container plants in its run folder lead the agent nowhere", "
   CHECK(cluster.agent_output().find("symbolic link is on the way; it is not followed") !=
         std::string::npos);
 }
+
+TEST_CASE("under the daemon, a Docker run's ranks start in its container and each ships its log",
+          "[docker][distributed]") {
+  DockerCluster cluster;
+  cluster.dir.write("src/tf_peers.py", test::slurp(fs::path(AMLNODE_SOURCE_DIR) / "tests" /
+                                                   "agent" / "distributed" / "tf_peers.py"));
+  std::string id = cluster.submit(
+      "entry_script: tf_peers.py\n"
+      "distributed_training: {type: tensorflow, worker_count: 2, parameter_server_count: 1}\n");
+  cluster.start_agent();
+  bool done = cluster.wait_terminal(id);
+  INFO(cluster.agent_output());
+  REQUIRE(done);
+  CHECK(cluster.server.run(id)["status"] == "Completed");
+  CHECK_THAT(cluster.server.log(id, "user_logs/std_log_process_00.txt"),
+             Catch::Contains("worker 0 at"));
+  CHECK_THAT(cluster.server.log(id, "user_logs/std_log_process_02.txt"),
+             Catch::Contains("heard ['worker0', 'worker1']"));
+  auto exit = nlohmann::json::parse(test::slurp(cluster.run_dir(id) / "exit.json"));
+  CHECK(exit["ranks"].size() == 3);
+  CHECK(containers_of(id).empty());
+}
