@@ -17,7 +17,7 @@ def require_build():
 
 
 def project(command, extra=""):
-    """A temporary project folder with a user-managed job running `command` (a YAML list)."""
+    """A temporary project folder with a user-managed job running `command` (a list, joined into one shell line as the SDK joins it, or a shell line)."""
     folder = Path(tempfile.mkdtemp(prefix="amlnode-bench-"))
     job = folder / "job.yml"
     job.write_text(
