@@ -207,7 +207,8 @@ class StreamConnection final : public Connection {
       run();
       if (ec) return unreachable("reading the answer to " + request.target, ec);
       reusable_ = rest.get().keep_alive();
-      return HttpResponse{static_cast<int>(rest.get().result_int()), std::move(rest.get().body())};
+      return HttpResponse{
+          static_cast<int>(rest.get().result_int()), std::move(rest.get().body()), {}};
     }
     parser.get().body().open(request.response_file->c_str(), beast::file_mode::write, ec);
     if (ec) return Error{"FileError", request.response_file->string() + ": " + ec.message()};
@@ -219,7 +220,7 @@ class StreamConnection final : public Connection {
     }
     if (ec) return unreachable("reading the answer to " + request.target, ec);
     reusable_ = parser.get().keep_alive();
-    return HttpResponse{200, ""};
+    return HttpResponse{200, "", {}};
   }
 
   HttpEndpoint endpoint_;

@@ -73,8 +73,14 @@ TEST_CASE("the script sees Azure ML's variables, and the job's own come last", "
 
 TEST_CASE("inputs and resume_from become data references", "[plan]") {
   auto job = user_managed_job();
-  job.inputs = {{"train", "/data/train", spec::InputMode::Download, "", false},
-                {"cache", "/data/cache", spec::InputMode::Mount, "shared/cache", false}};
+  spec::Input train, cache;
+  train.name = "train";
+  train.path = "/data/train";
+  train.mode = spec::InputMode::Download;
+  cache.name = "cache";
+  cache.path = "/data/cache";
+  cache.path_on_compute = "shared/cache";
+  job.inputs = {train, cache};
   job.resume_from = "/models/ckpt";
   auto plan = resolve_plan(job, context());
   CHECK(env_of(plan, "AZUREML_DATAREFERENCE_train") == "/state/runs/mnist_1_abcd/inputs/train");

@@ -108,17 +108,28 @@ TEST_CASE("shim state survives a JSON round trip", "[shim][protocol]") {
 }
 
 TEST_CASE("exit records survive a JSON round trip for every reason", "[shim][protocol]") {
-  ExitRecord exited{ExitReason::Exited, 3, std::nullopt, 1000, 2000, ""};
-  ExitRecord signaled{ExitReason::Signaled, std::nullopt, 11, 1000, 2000, ""};
-  ExitRecord timeout{ExitReason::Timeout, std::nullopt, 9, 1000, 2000, ""};
-  ExitRecord canceled{ExitReason::Canceled, 143, std::nullopt, 1000, 2000, ""};
+  ExitRecord exited{ExitReason::Exited, 3, std::nullopt, 1000, 2000, "", {}, std::nullopt};
+  ExitRecord signaled{ExitReason::Signaled, std::nullopt, 11, 1000, 2000, "", {}, std::nullopt};
+  ExitRecord timeout{ExitReason::Timeout, std::nullopt, 9, 1000, 2000, "", {}, std::nullopt};
+  ExitRecord canceled{ExitReason::Canceled, 143, std::nullopt, 1000, 2000, "", {}, std::nullopt};
   ExitRecord failed{ExitReason::SpawnFailed,
                     std::nullopt,
                     std::nullopt,
                     1000,
                     1000,
-                    "cannot start python3: No such file or directory"};
-  for (const auto& record : {exited, signaled, timeout, canceled, failed}) {
+                    "cannot start python3: No such file or directory",
+                    {},
+                    std::nullopt};
+  // A run of several ranks: each rank's end and the first that failed.
+  ExitRecord ranks{ExitReason::Exited,
+                   3,
+                   std::nullopt,
+                   1000,
+                   2000,
+                   "",
+                   {{2, 3, std::nullopt, 1500}, {0, std::nullopt, 15, 1600}},
+                   2};
+  for (const auto& record : {exited, signaled, timeout, canceled, failed, ranks}) {
     auto back = exit_record_from_json(exit_record_to_json(record));
     REQUIRE(back.ok());
     CHECK(back->reason == record.reason);
@@ -127,6 +138,14 @@ TEST_CASE("exit records survive a JSON round trip for every reason", "[shim][pro
     CHECK(back->started_at_ms == record.started_at_ms);
     CHECK(back->ended_at_ms == record.ended_at_ms);
     CHECK(back->error == record.error);
+    CHECK(back->failed_rank == record.failed_rank);
+    REQUIRE(back->ranks.size() == record.ranks.size());
+    for (std::size_t i = 0; i < record.ranks.size(); ++i) {
+      CHECK(back->ranks[i].rank == record.ranks[i].rank);
+      CHECK(back->ranks[i].exit_code == record.ranks[i].exit_code);
+      CHECK(back->ranks[i].signal == record.ranks[i].signal);
+      CHECK(back->ranks[i].ended_at_ms == record.ranks[i].ended_at_ms);
+    }
   }
   CHECK(to_string(ExitReason::SpawnFailed) == "SpawnFailed");
 
