@@ -729,10 +729,17 @@ class NativeReader {
   void build_named_environment(const std::string& named_by = "") {
     if (fields_.framework) {
       for (std::string_view key : kFlatEnvironmentFields) {
-        if (!given(key) || key == "user_managed") continue;
+        if (!given(key)) continue;
         diagnostics().error(std::string(key),
                             "cannot be combined with framework, whose named environment defines "
                             "the packages and image; put them in the node's named environment");
+      }
+      // The framework estimators' use_docker chooses a container or not, over the named
+      // environment's own docker.enabled, as it did in the SDK.
+      if (fields_.use_docker) {
+        if (!fields_.docker_runtime_config) fields_.docker_runtime_config = DockerRuntime{};
+        auto& runtime = *fields_.docker_runtime_config;
+        if (!runtime.use_docker) runtime.use_docker = fields_.use_docker;
       }
       if (!fields_.framework_version) {
         return diagnostics().error("framework_version",

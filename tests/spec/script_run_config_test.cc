@@ -99,6 +99,17 @@ TEST_CASE("framework estimators name their curated environment", "[spec][src]") 
                                "'7'\npip_packages: [x]\n");
     CHECK(find(result.errors, "pip_packages", "cannot be combined with framework"));
   }
+  SECTION("use_docker is honoured over the named environment, and user_managed refused") {
+    Job job = require_job(project.load("job.yml",
+                                       "entry_script: train.py\nframework: pytorch\n"
+                                       "framework_version: '1.13'\nuse_docker: false\n"));
+    REQUIRE(job.docker_runtime);
+    CHECK(job.docker_runtime->use_docker == false);
+    auto result = project.load("job.yml",
+                               "entry_script: train.py\nframework: pytorch\n"
+                               "framework_version: '1.13'\nuser_managed: true\n");
+    CHECK(find(result.errors, "user_managed", "cannot be combined with framework"));
+  }
   SECTION("an unknown framework") {
     auto result = project.load("job.yml", "entry_script: train.py\nframework: caffe\n");
     CHECK(find(result.errors, "framework", "pytorch, tensorflow, sklearn or chainer"));
