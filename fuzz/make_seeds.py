@@ -367,6 +367,17 @@ def shim_seeds():
         "exit-spawn-failed.json": b"\x02" b'{"reason":"SpawnFailed","error":"no such file"}',
         "exit-unknown.json": b"\x02" b'{"reason":"Exploded"}',
         "deep.json": b"\x00" b'{"argv":' + b"[" * 70 + b"]" * 70 + b"}",
+        "launch-ranks.json": b"\x00"
+        b'{"argv":["python","train.py"],"log_path":"l0","state_path":"s","exit_path":"e",'
+        b'"inherit_env":true,"ranks":[{"rank":0,"argv":["python","train.py"],'
+        b'"env":["RANK=0"],"log_path":"l0"},{"rank":1,"argv":["python"],"env":[],'
+        b'"log_path":"l1"}]}',
+        "launch-ranks-bad.json": b"\x00"
+        b'{"argv":["a"],"log_path":"l","state_path":"s","exit_path":"e",'
+        b'"ranks":[{"rank":-1,"argv":[],"log_path":""},7]}',
+        "exit-ranks.json": b"\x02"
+        b'{"reason":"Exited","exit_code":3,"failed_rank":2,"ranks":[{"rank":2,"exit_code":3,'
+        b'"ended_at_ms":5},{"rank":0,"signal":15,"ended_at_ms":6},{"rank":1}]}',
     }
     for name, data in files.items():
         write("shim_protocol", name, data)
