@@ -1,5 +1,7 @@
 #include "agent/run_lifecycle.h"
 
+#include "common/error_codes.h"
+
 namespace amlnode::agent {
 
 using spec::RunStatus;
@@ -77,8 +79,8 @@ RunLifecycle RunLifecycle::resumed(RunStatus status, std::chrono::milliseconds s
 }
 
 RunOutcome RunLifecycle::canceled_before_start() {
-  return {RunStatus::Canceled, Error{"Canceled", "The run was canceled before its process started"},
-          -1};
+  return {RunStatus::Canceled,
+          Error{errors::kCanceled, "The run was canceled before its process started"}, -1};
 }
 
 bool RunLifecycle::enter(RunStatus status, Transition& transition) {

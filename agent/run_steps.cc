@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/error_codes.h"
 #include "common/format.h"
 #include "common/fs.h"
 #include "common/json.h"
@@ -304,7 +305,7 @@ void apply_script_status(RunOutcome& outcome, const fs::path& run_dir, const Sys
   if (!status.is_object() || status.value("status", "") != "Failed") return;
   // A deadline or a cancel is what ended the run, whatever the script said before it.
   if (outcome.status == spec::RunStatus::Canceled ||
-      (outcome.error && outcome.error->code == "RunTimeout"))
+      (outcome.error && outcome.error->code == errors::kRunTimeout))
     return;
   const auto& error = status.contains("error") && status["error"].is_object()
                           ? status["error"]
@@ -381,8 +382,9 @@ static std::string last_line_of(const fs::path& file) {
 Result<executors::ExitRecord> read_exit_record(const fs::path& run_dir, const std::string& detail) {
   std::error_code ec;
   if (!fs::exists(run_dir, ec)) {
-    return Error{kSupervisorFailed, "the run folder " + run_dir.string() +
-                                        " was removed while the run ran; how it ended is unknown"};
+    return Error{errors::kSupervisorFailed,
+                 "the run folder " + run_dir.string() +
+                     " was removed while the run ran; how it ended is unknown"};
   }
   executors::RunFolder folder{run_dir};
   auto file = folder.open(executors::RunFolder::kExit, O_RDONLY | O_NONBLOCK);
@@ -398,7 +400,7 @@ Result<executors::ExitRecord> read_exit_record(const fs::path& run_dir, const st
   if (!record.ok()) {
     // The shim's last words say why it could not write exit.json (a full disk, say).
     std::string last = last_line_of(folder.path(executors::RunFolder::kShimLog));
-    return Error{kSupervisorFailed,
+    return Error{errors::kSupervisorFailed,
                  "the run's supervisor ended without recording the exit (" + detail + ")" +
                      (last.empty() ? "" : "; its last message: " + last) + "; see " +
                      folder.path(executors::RunFolder::kShimLog).string()};
@@ -473,9 +475,9 @@ std::string argv_text(const Plan& plan) {
 }
 
 RunOutcome canceled_if_stopped(RunOutcome outcome, bool cancel_requested) {
-  if (!cancel_requested || !outcome.error || outcome.error->code != kSupervisorFailed)
+  if (!cancel_requested || !outcome.error || outcome.error->code != errors::kSupervisorFailed)
     return outcome;
-  return {RunStatus::Canceled, Error{"Canceled", "The run was canceled"}, 130};
+  return {RunStatus::Canceled, Error{errors::kCanceled, "The run was canceled"}, 130};
 }
 
 RunOutcome outcome_of(const executors::ExitRecord& exit, const Plan& plan) {
@@ -497,16 +499,16 @@ RunOutcome outcome_of(const executors::ExitRecord& exit, const Plan& plan) {
               128 + exit.signal.value_or(0)};
     case ExitReason::Timeout:
       return {RunStatus::Failed,
-              Error{"RunTimeout", "The run exceeded max_run_duration_seconds (" +
-                                      std::to_string(plan.deadline_seconds.value_or(0)) +
-                                      " s) and was stopped"},
+              Error{errors::kRunTimeout, "The run exceeded max_run_duration_seconds (" +
+                                             std::to_string(plan.deadline_seconds.value_or(0)) +
+                                             " s) and was stopped"},
               124};
     case ExitReason::Canceled:
-      return {RunStatus::Canceled, Error{"Canceled", "The run was canceled"}, 130};
+      return {RunStatus::Canceled, Error{errors::kCanceled, "The run was canceled"}, 130};
     case ExitReason::SpawnFailed:
       return {RunStatus::Failed, Error{"ProcessStartFailed", exit.error}, 125};
   }
-  return {RunStatus::Failed, Error{kSupervisorFailed, "unknown exit reason"}, 125};
+  return {RunStatus::Failed, Error{errors::kSupervisorFailed, "unknown exit reason"}, 125};
 }
 
 }  // namespace amlnode::agent

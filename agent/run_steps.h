@@ -78,9 +78,6 @@ Result<executors::environments::PreparedEnvironment> prepare_python_environment(
 // the plan's variables.
 executors::LaunchSpec shim_launch_spec(const executors::Plan& plan);
 
-// The error code of a run whose supervisor ended without recording how the run ended.
-inline constexpr const char* kSupervisorFailed = "SupervisorFailed";
-
 // A run whose cancel had to kill its processes (the stop was overdue) leaves no exit record; it
 // is Canceled all the same. Other outcomes are returned as they are.
 RunOutcome canceled_if_stopped(RunOutcome outcome, bool cancel_requested);

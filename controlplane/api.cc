@@ -6,6 +6,7 @@
 
 #include <cerrno>
 
+#include "common/error_codes.h"
 #include "common/format.h"
 #include "common/fs.h"
 #include "controlplane/json_fields.h"
@@ -34,10 +35,10 @@ int http_status_for(const std::string& code) {
   if (code == kUnauthorized) return 401;
   if (code == kForbidden) return 403;
   if (code == kNotFound) return 404;
-  if (code == kInvalidRequest || code == "InvalidStreamName") return 400;
+  if (code == kInvalidRequest || code == errors::kInvalidStreamName) return 400;
   if (code == kLogBudgetExceeded) return 413;
   if (code == kStaleEpoch || code == kConflict) return 409;
-  if (code == "StoreError" || code == "StorageError") return 503;
+  if (code == errors::kStoreError || code == errors::kStorageError) return 503;
   return 500;
 }
 
@@ -53,7 +54,7 @@ Response error_response(int status, const std::string& code, const std::string& 
 Response error_response(const Error& error) {
   // The server's own storage failing says nothing a client can act on, and its message names the
   // server's files: it goes to the server's log, and the client is told to try again later.
-  if (error.code == "StoreError" || error.code == "StorageError") {
+  if (error.code == errors::kStoreError || error.code == errors::kStorageError) {
     spdlog::error("{}", error.message);
     return error_response(503, error.code,
                           "the control plane could not store this; try again later (its log "
@@ -200,18 +201,18 @@ std::chrono::milliseconds to_millis(double seconds) {
 Result<void> install_upload(const std::filesystem::path& temp,
                             const std::filesystem::path& final_path) {
   int fd = ::open(temp.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Error{"StorageError", errno_message("opening", temp, errno)};
+  if (fd < 0) return Error{errors::kStorageError, errno_message("opening", temp, errno)};
   int rc = ::fsync(fd);
   int err = errno;
   ::close(fd);
-  if (rc != 0) return Error{"StorageError", errno_message("syncing", temp, err)};
+  if (rc != 0) return Error{errors::kStorageError, errno_message("syncing", temp, err)};
   std::error_code ec;
   std::filesystem::create_directories(final_path.parent_path(), ec);
   if (ec)
-    return Error{"StorageError",
+    return Error{errors::kStorageError,
                  "creating " + final_path.parent_path().string() + ": " + ec.message()};
   if (::rename(temp.c_str(), final_path.c_str()) != 0) {
-    return Error{"StorageError", errno_message("renaming into", final_path, errno)};
+    return Error{errors::kStorageError, errno_message("renaming into", final_path, errno)};
   }
   int dir = ::open(final_path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir >= 0) {
@@ -877,7 +878,7 @@ Result<std::string_view> Api::within_budget(const std::string& run_id, const std
                                             const std::string& node_id, std::uint64_t offset,
                                             std::string_view bytes) {
   if (!is_valid_stream_name(stream))
-    return Error{"InvalidStreamName", "not a log stream name: " + printable(stream)};
+    return Error{errors::kInvalidStreamName, "not a log stream name: " + printable(stream)};
   std::uint64_t length = ctx_.logs.length(run_id, stream);
   // A gap, or bytes the stream has already: LogStreams answers those as always.
   if (offset > length || offset + bytes.size() <= length) return bytes;

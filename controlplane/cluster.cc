@@ -237,29 +237,29 @@ Cluster::HeartbeatOutcome Cluster::heartbeat(const std::string& node_id,
   nlohmann::json commands = nlohmann::json::array();
   for (const auto& id : node.held_runs) {
     if (runs_.at(id).record.status == RunStatus::CancelRequested) {
-      commands.push_back(wire::command_json({"cancel", id, ""}));
+      commands.push_back(wire::command_json({wire::kCommandCancel, id, ""}));
     }
   }
   for (const auto& reported : report.runs) {
     auto run = runs_.find(reported.run_id);
     if (run == runs_.end()) {
-      commands.push_back(wire::command_json({"stop", reported.run_id, "unknown run"}));
+      commands.push_back(wire::command_json({wire::kCommandStop, reported.run_id, "unknown run"}));
       continue;
     }
     const RunRecord& r = run->second.record;
     if (r.node_id != node_id || r.epoch != reported.epoch) {
       commands.push_back(
-          wire::command_json({"stop", reported.run_id, "lease moved to another node"}));
+          wire::command_json({wire::kCommandStop, reported.run_id, "lease moved to another node"}));
       continue;
     }
     auto status = spec::run_status_from_string(reported.status);
     if (spec::is_terminal(r.status) && status && !spec::is_terminal(*status)) {
       commands.push_back(
-          wire::command_json({"stop", reported.run_id,
+          wire::command_json({wire::kCommandStop, reported.run_id,
                               std::string("the run is already ") + spec::to_string(r.status)}));
     }
   }
-  if (node.record.draining) commands.push_back(wire::command_json({"drain", "", ""}));
+  if (node.record.draining) commands.push_back(wire::command_json({wire::kCommandDrain, "", ""}));
   return {commands, let_go_of_taken_runs(node, report)};
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/error_codes.h"
 #include "common/result.h"
 #include "controlplane/records.h"
 #include "controlplane/store.h"
@@ -30,7 +31,7 @@ inline constexpr const char* kUnauthorized = "Unauthorized";            // 401
 inline constexpr const char* kForbidden = "Forbidden";                  // 403
 inline constexpr const char* kNotFound = "NotFound";                    // 404
 inline constexpr const char* kInvalidRequest = "InvalidRequest";        // 400
-inline constexpr const char* kStaleEpoch = "StaleEpoch";                // 409, with "stop": true
+inline constexpr const char* kStaleEpoch = errors::kStaleEpoch;         // 409, with "stop": true
 inline constexpr const char* kConflict = "Conflict";                    // 409
 inline constexpr const char* kLogBudgetExceeded = "LogBudgetExceeded";  // 413
 

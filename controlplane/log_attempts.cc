@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <string>
 
+#include "common/error_codes.h"
 #include "common/fs.h"
 
 namespace amlnode::controlplane {
@@ -16,11 +17,11 @@ namespace {
 
 Result<void> sync_directory(const fs::path& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Error{"StorageError", errno_message("opening", dir, errno)};
+  if (fd < 0) return Error{errors::kStorageError, errno_message("opening", dir, errno)};
   int synced = ::fsync(fd);
   int err = errno;
   ::close(fd);
-  if (synced != 0) return Error{"StorageError", errno_message("syncing", dir, err)};
+  if (synced != 0) return Error{errors::kStorageError, errno_message("syncing", dir, err)};
   return ok();
 }
 
@@ -50,9 +51,9 @@ Result<bool> archive_attempt(const fs::path& run_dir) {
   fs::path attempt = attempts_root(run_dir) / std::to_string(archived_attempts(run_dir) + 1);
   std::error_code ec;
   fs::create_directories(attempt, ec);
-  if (ec) return Error{"StorageError", "creating " + attempt.string() + ": " + ec.message()};
+  if (ec) return Error{errors::kStorageError, "creating " + attempt.string() + ": " + ec.message()};
   fs::rename(current, attempt / "logs", ec);
-  if (ec) return Error{"StorageError", "moving " + current.string() + ": " + ec.message()};
+  if (ec) return Error{errors::kStorageError, "moving " + current.string() + ": " + ec.message()};
   for (const auto& dir : {attempt, attempts_root(run_dir), run_dir}) {
     if (auto synced = sync_directory(dir); !synced) return synced.error();
   }

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cerrno>
 
+#include "common/error_codes.h"
 #include "common/fs.h"
 #include "common/hash.h"
 
@@ -110,25 +111,26 @@ std::string LogStreams::file_name_of(const std::string& stream) {
 Result<AppendOutcome> LogStreams::append(const std::string& run_id, const std::string& stream,
                                          std::uint64_t offset, std::string_view bytes) {
   if (!is_valid_stream_name(stream)) {
-    return Error{"InvalidStreamName", "not a log stream name: " + stream};
+    return Error{errors::kInvalidStreamName, "not a log stream name: " + stream};
   }
   auto file = file_of(run_id, stream);
   std::error_code ec;
   std::filesystem::create_directories(file.parent_path(), ec);
   if (ec)
-    return Error{"StorageError", "creating " + file.parent_path().string() + ": " + ec.message()};
+    return Error{errors::kStorageError,
+                 "creating " + file.parent_path().string() + ": " + ec.message()};
   auto name_file = file;
   name_file += ".name";
   if (file.filename().string().front() == '~' && !std::filesystem::exists(name_file, ec)) {
     if (auto named = write_file_atomically(name_file, stream); !named) return named.error();
   }
   int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) return Error{"StorageError", errno_message("opening", file, errno)};
+  if (fd < 0) return Error{errors::kStorageError, errno_message("opening", file, errno)};
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     int err = errno;
     ::close(fd);
-    return Error{"StorageError", errno_message("reading the length of", file, err)};
+    return Error{errors::kStorageError, errno_message("reading the length of", file, err)};
   }
   auto length = static_cast<std::uint64_t>(st.st_size);
   if (offset > length) {
@@ -144,7 +146,7 @@ Result<AppendOutcome> LogStreams::append(const std::string& run_id, const std::s
       // Whatever part was written stays and counts: the answer to the retry says where it ends.
       int err = errno;
       ::close(fd);
-      return Error{"StorageError", errno_message("appending to", file, err)};
+      return Error{errors::kStorageError, errno_message("appending to", file, err)};
     }
     rest.remove_prefix(static_cast<std::size_t>(n));
     length += static_cast<std::uint64_t>(n);
@@ -159,7 +161,7 @@ Result<std::string> LogStreams::read(const std::string& run_id, const std::strin
   int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return std::string();
-    return Error{"StorageError", errno_message("opening", file, errno)};
+    return Error{errors::kStorageError, errno_message("opening", file, errno)};
   }
   // Only what is there is allocated, so a large `max_bytes` costs nothing for a short stream.
   struct stat st {};
@@ -177,7 +179,7 @@ Result<std::string> LogStreams::read(const std::string& run_id, const std::strin
     if (n < 0) {
       int err = errno;
       ::close(fd);
-      return Error{"StorageError", errno_message("reading", file, err)};
+      return Error{errors::kStorageError, errno_message("reading", file, err)};
     }
     if (n == 0) break;
     filled += static_cast<std::size_t>(n);

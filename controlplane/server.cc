@@ -11,6 +11,7 @@
 #include <optional>
 #include <thread>
 
+#include "common/error_codes.h"
 #include "common/fs.h"
 #include "controlplane/api.h"
 #include "controlplane/cluster.h"
@@ -93,7 +94,8 @@ Result<void> ControlPlaneServer::Impl::start() {
   std::error_code ec;
   std::filesystem::create_directories(options.data_dir / "runs", ec);
   if (ec)
-    return Error{"StorageError", "creating " + options.data_dir.string() + ": " + ec.message()};
+    return Error{errors::kStorageError,
+                 "creating " + options.data_dir.string() + ": " + ec.message()};
   // The database holds token hashes only, but the user token file is a secret.
   ::chmod(options.data_dir.c_str(), 0700);
 

@@ -6,6 +6,7 @@
 #include <map>
 #include <string>
 
+#include "common/error_codes.h"
 #include "common/json.h"
 #include "controlplane/json_fields.h"
 #include "controlplane/store.h"
@@ -67,7 +68,7 @@ CREATE TABLE IF NOT EXISTS leases (
 )sql";
 
 Error sqlite_error(sqlite3* db, const std::string& what) {
-  return Error{"StoreError", what + ": " + sqlite3_errmsg(db)};
+  return Error{errors::kStoreError, what + ": " + sqlite3_errmsg(db)};
 }
 
 // A prepared statement with positional binding; finalized on destruction.

@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "common/error_codes.h"
+
 namespace amlnode::docker {
 namespace {
 
@@ -180,7 +182,7 @@ class Exchange {
   // An operation of `request` ended with `ec`: canceled by its caller, or a transport error.
   Error failure(const Request& request, beast::error_code ec, const Timer& timer) const {
     if (request.canceled && request.canceled()) {
-      return Error{"Canceled", request.method + " " + request.target + " was canceled"};
+      return Error{errors::kCanceled, request.method + " " + request.target + " was canceled"};
     }
     return transport_error(request, ec, timer);
   }

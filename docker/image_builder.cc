@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "common/error_codes.h"
 #include "docker/registry.h"
 
 namespace amlnode::docker {
@@ -16,7 +17,7 @@ using Credentials = std::optional<spec::RegistryDetails>;
 // are scrubbed from every message.
 Error step_error(const Error& error, const char* code, const std::string& doing,
                  const Credentials& credentials) {
-  if (error.code == "Canceled")
+  if (error.code == errors::kCanceled)
     return Error{error.code, redact(doing + " was canceled", credentials)};
   if (error.code == kDockerUnavailable) {
     return Error{error.code, redact(error.message, credentials)};

@@ -34,9 +34,14 @@ struct HeartbeatReport {
   std::vector<HeldRun> runs;
 };
 
+// The types of a heartbeat answer's commands.
+inline constexpr const char* kCommandCancel = "cancel";  // cancel run_id
+inline constexpr const char* kCommandStop = "stop";      // stop run_id here: its lease moved on
+inline constexpr const char* kCommandDrain = "drain";    // take no new runs
+
 // One of a heartbeat answer's `commands`.
 struct Command {
-  std::string type;  // cancel, stop, drain; a node ignores types it does not know
+  std::string type;  // a kCommand*; a node ignores types it does not know
   std::string run_id;
   std::string reason;
 };

@@ -1,5 +1,6 @@
 #include "agent/daemon/control_plane_client.h"
 
+#include "common/error_codes.h"
 #include "common/format.h"
 #include "common/json.h"
 
@@ -35,13 +36,13 @@ Error answer_error(const HttpResponse& response) {
   if (response.status == 401) return Error{"Unauthorized", detail};
   if (response.status == 403) return Error{"Forbidden", detail};
   if (response.status == 409 && body.is_object() && body.value("stop", false)) {
-    return Error{"StaleEpoch", detail};
+    return Error{errors::kStaleEpoch, detail};
   }
   // The server being overloaded or restarting is as good as unreachable: the caller retries.
   if (response.status == 502 || response.status == 503 || response.status == 504) {
-    return Error{"Unreachable", detail};
+    return Error{errors::kUnreachable, detail};
   }
-  return Error{"Rejected", detail};
+  return Error{errors::kRejected, detail};
 }
 
 Result<json> json_answer(Result<HttpResponse> response) {

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "agent/daemon/log_setup.h"
+#include "common/error_codes.h"
 
 namespace amlnode::agent {
 
@@ -35,7 +36,7 @@ Daemon::Daemon(asio::io_context& io, DaemonOptions options,
     // Checked on the pool, right before the process would start: a cancel that came while the
     // run was being prepared (an environment build can take minutes) means it never starts.
     if (canceled->contains(lease.run_id))
-      return Error{"Canceled", "The run was canceled before its process started"};
+      return Error{errors::kCanceled, "The run was canceled before its process started"};
     HeldRunRecord record;
     record.lease = lease;
     record.status = spec::to_string(spec::RunStatus::Preparing);
@@ -166,9 +167,10 @@ void Daemon::on_logs_shipped(const std::string& run_id, Result<ShipResult> shipp
   ActiveRun& run = found->second;
   run.shipping = false;
   if (!shipped.ok()) {
-    if (shipped.error().code == "StaleEpoch") return stop_run(run_id, shipped.error().message);
+    if (shipped.error().code == errors::kStaleEpoch)
+      return stop_run(run_id, shipped.error().message);
     std::string line;
-    if (shipped.error().code != "Unreachable" && shipped.error().code != "Canceled" &&
+    if (shipped.error().code != errors::kUnreachable && shipped.error().code != errors::kCanceled &&
         run.delivery_error.due(shipped.error().message, std::chrono::steady_clock::now(), line)) {
       spdlog::error("run {}: log delivery: {}", run_id, line);
     }
@@ -219,7 +221,7 @@ void Daemon::register_node() {
 
 void Daemon::on_registered(Result<Registration> registration) {
   if (!registration.ok()) {
-    if (registration.error().code == "Unreachable")
+    if (registration.error().code == errors::kUnreachable)
       return retry_later(registration.error(), [this] { register_node(); });
     return finish({1, "registration failed: " + registration.error().message});
   }
@@ -333,7 +335,7 @@ void Daemon::on_heartbeat(Result<HeartbeatAnswer> answer, bool reported_leaving)
   heartbeat_in_flight_ = false;
   if (stopped_) return;
   if (!answer.ok()) {
-    if (answer.error().code == "Unreachable") {
+    if (answer.error().code == errors::kUnreachable) {
       if (control_plane_reachable_)
         spdlog::warn("control plane unreachable: {}", answer.error().message);
       control_plane_reachable_ = false;
@@ -417,7 +419,8 @@ void Daemon::resume_run(const HeldRunRecord& record) {
             auto found = runs_.find(id);
             if (found == runs_.end()) return;
             ActiveRun& again = found->second;
-            if (!started.ok() && started.error().code == "NotStarted") return prepare_run(again);
+            if (!started.ok() && started.error().code == errors::kNotStarted)
+              return prepare_run(again);
             if (!started.ok() && started.error().code == docker::kDockerUnavailable)
               return resume_later(record, started.error());
             if (!started.ok()) {
@@ -449,7 +452,7 @@ void Daemon::on_leased(Result<std::vector<LeasedRun>> leased) {
   lease_in_flight_ = false;
   if (stopped_) return;
   if (!leased.ok()) {
-    if (leased.error().code != "Unreachable")
+    if (leased.error().code != errors::kUnreachable)
       spdlog::error("lease refused: {}", leased.error().message);
     lease_retry_timer_.expires_after(options_.last_retry);
     lease_retry_timer_.async_wait([this](const boost::system::error_code& ec) {
@@ -530,7 +533,8 @@ void Daemon::on_launched(const std::string& run_id, Result<std::shared_ptr<Start
   canceled_in_preparation_->remove(run_id);
   auto now = std::chrono::steady_clock::now();
   if (!started.ok()) {
-    if (started.error().code == "StaleEpoch") return stop_run(run_id, started.error().message);
+    if (started.error().code == errors::kStaleEpoch)
+      return stop_run(run_id, started.error().message);
     auto failed = run.lifecycle.preparation_failed(started.error(), now);
     if (failed.outcome && failed.outcome->status == spec::RunStatus::Failed)
       spdlog::warn("run {} failed before it started: {}", run_id, started.error().message);
@@ -733,11 +737,11 @@ Delivery deliver(ControlPlaneClient& client, StateStore& store, const NodeIdenti
   }
   for (const auto& entry : *pending) {
     auto answer = client.report_status(node, entry.report);
-    if (!answer.ok() && answer.error().code == "Unreachable") {
+    if (!answer.ok() && answer.error().code == errors::kUnreachable) {
       delivery.unreachable = true;
       break;
     }
-    if (!answer.ok() && answer.error().code == "StaleEpoch") {
+    if (!answer.ok() && answer.error().code == errors::kStaleEpoch) {
       delivery.stale.emplace_back(entry.report.run_id, answer.error().message);
     } else if (!answer.ok()) {
       // A refusal other than an outage will not change by retrying; keeping it would stop every
@@ -840,14 +844,14 @@ void Daemon::cancel_run(const std::string& run_id) {
 }
 
 void Daemon::handle_command(const Command& command) {
-  if (command.type == "drain") {
+  if (command.type == wire::kCommandDrain) {
     spdlog::info("the control plane asks this node to drain");
     draining_ = true;
     notify_state();
     return;
   }
-  if (command.type == "cancel") return cancel_run(command.run_id);
-  if (command.type == "stop") return stop_run(command.run_id, command.reason);
+  if (command.type == wire::kCommandCancel) return cancel_run(command.run_id);
+  if (command.type == wire::kCommandStop) return stop_run(command.run_id, command.reason);
   spdlog::warn("ignoring the control plane's {} command for run {}: this node holds no such run",
                command.type, command.run_id);
 }

@@ -15,6 +15,8 @@
 #include <boost/beast/ssl.hpp>
 #include <mutex>
 
+#include "common/error_codes.h"
+
 namespace amlnode::agent {
 
 namespace asio = boost::asio;
@@ -61,7 +63,7 @@ Result<HttpEndpoint> parse_http_url(const std::string& url) {
 namespace {
 
 Error unreachable(const std::string& what, const beast::error_code& ec) {
-  return Error{"Unreachable", what + ": " + ec.message()};
+  return Error{errors::kUnreachable, what + ": " + ec.message()};
 }
 
 // One kept-alive connection. Every operation is asynchronous on the connection's own io_context,
@@ -136,7 +138,7 @@ class StreamConnection final : public Connection {
     tcp().socket().set_option(tcp::no_delay(true), ec);
     if constexpr (kTls) {
       if (!SSL_set_tlsext_host_name(stream_.native_handle(), endpoint_.host.c_str())) {
-        return Error{"Unreachable", "TLS: cannot set the server name " + endpoint_.host};
+        return Error{errors::kUnreachable, "TLS: cannot set the server name " + endpoint_.host};
       }
       stream_.set_verify_callback(ssl::host_name_verification(endpoint_.host));
       stream_.async_handshake(ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
@@ -255,7 +257,7 @@ class PooledHttpClient final : public HttpClient {
     bool was_idle = connection != nullptr;
     if (!connection) connection = open();
     auto response = exchange(*connection, request, target);
-    if (!response.ok() && response.error().code == "Unreachable" && was_idle) {
+    if (!response.ok() && response.error().code == errors::kUnreachable && was_idle) {
       connection = open();
       response = exchange(*connection, request, target);
     }
@@ -275,13 +277,13 @@ class PooledHttpClient final : public HttpClient {
                                 const std::string& target) {
     {
       std::lock_guard lock(mutex_);
-      if (canceled_) return Error{"Canceled", "the client was shut down"};
+      if (canceled_) return Error{errors::kCanceled, "the client was shut down"};
       busy_.push_back(&connection);
     }
     auto response = connection.exchange(request, target);
     std::lock_guard lock(mutex_);
     busy_.erase(std::find(busy_.begin(), busy_.end(), &connection));
-    if (canceled_ && !response.ok()) return Error{"Canceled", "the client was shut down"};
+    if (canceled_ && !response.ok()) return Error{errors::kCanceled, "the client was shut down"};
     return response;
   }
 

@@ -8,6 +8,7 @@
 #include <optional>
 #include <vector>
 
+#include "common/error_codes.h"
 #include "common/format.h"
 #include "common/fs.h"
 
@@ -177,7 +178,7 @@ class StreamDelivery {
       // The server has less than this node thought (it lost bytes to a power cut): the bytes
       // from its length are sent again, and the change is told again after them.
       rewind_to(answered_);
-      return Error{"Unreachable", "the control plane lost bytes of " + stream_.name};
+      return Error{errors::kUnreachable, "the control plane lost bytes of " + stream_.name};
     }
     cursor_.server = answered_;
     return ok();
@@ -237,7 +238,7 @@ class StreamDelivery {
       answered_ = appended->server_length;
       return ok();
     }
-    if (appended.error().code != "Rejected") return appended.error();
+    if (appended.error().code != errors::kRejected) return appended.error();
     cursor_.set_aside = appended.error().message;
     stalled_ = true;
     if (note_) {

@@ -5,6 +5,7 @@
 
 #include "agent/daemon/container_runs.h"
 #include "agent/daemon/launch_recovery.h"
+#include "common/error_codes.h"
 #include "common/fs.h"
 #include "common/json.h"
 #include "executors/archive.h"
@@ -45,7 +46,7 @@ Result<void> fetch_snapshot(const RunEnvironment& env, const NodeIdentity& node,
     auto downloaded = env.client->download_snapshot(node, lease.run_id, lease.epoch, archive,
                                                     kMaxSnapshotDownload);
     if (downloaded.ok()) break;
-    if (downloaded.error().code != "Unreachable") return downloaded.error();
+    if (downloaded.error().code != errors::kUnreachable) return downloaded.error();
     std::this_thread::sleep_for(delay);
     delay = std::min(delay * 2, std::chrono::milliseconds(5000));
   }
@@ -122,8 +123,7 @@ Result<executors::Plan> leased_plan(const RunEnvironment& env, const LeasedRun& 
                                     const fs::path& run_dir) {
   auto job = load_job(lease, run_dir / "wd");
   if (!job.ok()) return job.error();
-  if (auto resolved = resolve_node_references(*job, env.config); !resolved)
-    return resolved.error();
+  if (auto resolved = resolve_node_references(*job, env.config); !resolved) return resolved.error();
   auto environments = environment_config(env.config, env.state_dir);
   if (!environments.ok()) return environments.error();
   return executors::resolve_plan(*job, plan_context(env.config, env.state_dir, lease.run_id,
@@ -152,11 +152,10 @@ Result<std::shared_ptr<StartedRun>> reattach_run(const RunEnvironment& env, cons
                  "process is left; the run is not started again, since it may have run"};
   }
   if (!shim && !exited)
-    return Error{"NotStarted", "run " + lease.run_id + " never started a process"};
+    return Error{errors::kNotStarted, "run " + lease.run_id + " never started a process"};
   auto job = load_job(lease, run_dir / "wd");
   if (!job.ok()) return job.error();
-  if (auto resolved = resolve_node_references(*job, env.config); !resolved)
-    return resolved.error();
+  if (auto resolved = resolve_node_references(*job, env.config); !resolved) return resolved.error();
   auto environments = environment_config(env.config, env.state_dir);
   if (!environments.ok()) return environments.error();
   auto started = std::make_shared<StartedRun>();
@@ -225,7 +224,8 @@ Result<void> upload_run_outputs(const RunEnvironment& env, const NodeIdentity& n
   auto uploaded = env.client->upload_outputs(node, lease.run_id, lease.epoch, std::move(*bytes));
   if (!uploaded.ok()) {
     const std::string& code = uploaded.error().code;
-    if (code == "Unreachable" || code == "StaleEpoch" || code == "Canceled") return uploaded;
+    if (code == errors::kUnreachable || code == errors::kStaleEpoch || code == errors::kCanceled)
+      return uploaded;
     log.line("outputs not uploaded: " + uploaded.error().message);
     return ok();
   }

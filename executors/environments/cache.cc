@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "common/error_codes.h"
 #include "common/format.h"
 #include "common/fs.h"
 #include "executors/environments/commands.h"
@@ -196,8 +197,8 @@ Result<void> EnvironmentCache::run_build(const EnvironmentSpec& spec, BuildLog& 
     if (!outcome) return outcome.error();
     if (outcome->canceled) {
       log.note("The build was canceled; removing what it had installed");
-      return Error{"Canceled", "the build of " + to_string(spec.kind) + " environment " +
-                                   spec.hash + " was canceled"};
+      return Error{errors::kCanceled, "the build of " + to_string(spec.kind) + " environment " +
+                                          spec.hash + " was canceled"};
     }
     if (!outcome->succeeded()) {
       std::string tail = log.tail();
