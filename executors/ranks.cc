@@ -86,12 +86,17 @@ RankPlan new_rank(const Plan& plan, int rank) {
   return out;
 }
 
-void plan_pytorch(const spec::Job& job, const PlanContext& context, Plan& plan, int count) {
+// The rendezvous every rank of an MPI or PyTorch run shares: the master's address and port.
+void set_rendezvous(Plan& plan, const PlanContext& context) {
   PortChooser ports(context);
   int master_port = ports.master(plan);
   set_common(plan, context, master_port);
   set_env_var(plan.env, "MASTER_ADDR", context.master_address);
   set_env_var(plan.env, "MASTER_PORT", std::to_string(master_port));
+}
+
+void plan_pytorch(const spec::Job& job, const PlanContext& context, Plan& plan, int count) {
+  set_rendezvous(plan, context);
   set_env_var(plan.env, "WORLD_SIZE", std::to_string(count));
   set_env_var(plan.env, "NODE_RANK", "0");
   for (int rank = 0; rank < count; ++rank) {
@@ -140,11 +145,7 @@ constexpr const char* kRankRedirect =
     "\"$OMPI_COMM_WORLD_RANK\").txt\" 2>&1";
 
 void plan_mpi(const spec::Job& job, const PlanContext& context, Plan& plan, int count) {
-  PortChooser ports(context);
-  int master_port = ports.master(plan);
-  set_common(plan, context, master_port);
-  set_env_var(plan.env, "MASTER_ADDR", context.master_address);
-  set_env_var(plan.env, "MASTER_PORT", std::to_string(master_port));
+  set_rendezvous(plan, context);
   // Open MPI sets these in each rank; the single-process values must not shadow them.
   // So must the single-process values of the other frameworks' contracts (a PyTorch job over
   // MPI, as Horovod's are): the world is the ranks'.

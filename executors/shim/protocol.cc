@@ -157,21 +157,30 @@ namespace {
 // what a hand-written spec can make the shim start.
 constexpr std::size_t kMaxRanks = 4096;
 
+// The objects of the array at `key` (none when it is missing), at most kMaxRanks of them.
+std::vector<const json*> rank_objects(const json& j, const char* key) {
+  std::vector<const json*> objects;
+  const json* list = find(j, key);
+  if (!list) return objects;
+  if (!list->is_array() || list->size() > kMaxRanks)
+    fail(key, "an array of at most " + std::to_string(kMaxRanks) + " objects");
+  for (const auto& entry : *list) {
+    if (!entry.is_object()) fail(key, "an array of objects");
+    objects.push_back(&entry);
+  }
+  return objects;
+}
+
 std::vector<RankLaunch> get_ranks(const json& j) {
   std::vector<RankLaunch> ranks;
-  const json* list = find(j, "ranks");
-  if (!list) return ranks;
-  if (!list->is_array() || list->size() > kMaxRanks)
-    fail("ranks", "an array of at most " + std::to_string(kMaxRanks) + " objects");
-  for (const auto& entry : *list) {
-    if (!entry.is_object()) fail("ranks", "an array of objects");
+  for (const json* entry : rank_objects(j, "ranks")) {
     RankLaunch rank;
-    rank.rank = get_required_integer<int>(entry, "rank", 0);
-    rank.argv = get_string_array(entry, "argv");
+    rank.rank = get_required_integer<int>(*entry, "rank", 0);
+    rank.argv = get_string_array(*entry, "argv");
     if (rank.argv.empty() || rank.argv[0].empty())
       fail("ranks[].argv", "a non-empty array whose first element names the program");
-    rank.env = get_string_array(entry, "env");
-    rank.log_path = get_required_path(entry, "log_path");
+    rank.env = get_string_array(*entry, "env");
+    rank.log_path = get_required_path(*entry, "log_path");
     ranks.push_back(std::move(rank));
   }
   return ranks;
@@ -286,18 +295,13 @@ Result<ExitRecord> exit_record_from_json(const std::string& text) {
     record.started_at_ms = get_integer<long long>(j, "started_at_ms", 0).value_or(0);
     record.ended_at_ms = get_integer<long long>(j, "ended_at_ms", 0).value_or(0);
     record.error = get_string(j, "error", false);
-    if (const json* ranks = find(j, "ranks")) {
-      if (!ranks->is_array() || ranks->size() > kMaxRanks)
-        fail("ranks", "an array of at most " + std::to_string(kMaxRanks) + " objects");
-      for (const auto& entry : *ranks) {
-        if (!entry.is_object()) fail("ranks", "an array of objects");
-        RankExit rank;
-        rank.rank = get_required_integer<int>(entry, "rank", 0);
-        rank.exit_code = get_integer<int>(entry, "exit_code", std::numeric_limits<int>::min());
-        rank.signal = get_integer<int>(entry, "signal", 1);
-        rank.ended_at_ms = get_integer<long long>(entry, "ended_at_ms", 0).value_or(0);
-        record.ranks.push_back(rank);
-      }
+    for (const json* entry : rank_objects(j, "ranks")) {
+      RankExit rank;
+      rank.rank = get_required_integer<int>(*entry, "rank", 0);
+      rank.exit_code = get_integer<int>(*entry, "exit_code", std::numeric_limits<int>::min());
+      rank.signal = get_integer<int>(*entry, "signal", 1);
+      rank.ended_at_ms = get_integer<long long>(*entry, "ended_at_ms", 0).value_or(0);
+      record.ranks.push_back(rank);
     }
     record.failed_rank = get_integer<int>(j, "failed_rank", 0);
     return record;
