@@ -106,3 +106,37 @@ TEST_CASE("an agent killed under a 3-rank run finds every rank again when it res
   ::kill(second, SIGTERM);
   CHECK(test::wait_command(second, std::chrono::seconds(20)) == 0);
 }
+
+TEST_CASE("under the daemon, a failing rank fails the run and a cancel stops every rank",
+          "[daemon][distributed]") {
+  test::OneNodeCluster cluster;
+  fs::create_directories(cluster.dir() / "src");
+  for (const char* script : {"rank_fails.py", "ranks_wait.py"})
+    fs::copy_file(kScripts / script, cluster.dir() / "src" / script);
+  const std::string environment =
+      "environment:\n  python: {user_managed_dependencies: true, interpreter_path: "
+      "/usr/bin/python3}\n"
+      "distributed_job_config: {type: pytorch, communication_backend: gloo, process_count: 4}\n";
+  // Rides in every rank's command line, so the test can look for survivors.
+  const std::string marker = "amlnode-dist-daemon-" + std::to_string(::getpid());
+
+  std::string failing =
+      cluster.submit("script: rank_fails.py\narguments: [" + marker + "]\n" + environment);
+  auto failed = cluster.wait_terminal(failing);
+  INFO(failed.dump());
+  CHECK(failed["status"] == "Failed");
+  CHECK(failed["error"]["message"] ==
+        "Rank 2 of 4 ('python3') exited with status code 3; the other ranks were stopped; its "
+        "log is user_logs/std_log_process_02.txt");
+  CHECK(test::processes_with_marker(marker).empty());
+
+  std::string waiting =
+      cluster.submit("script: ranks_wait.py\narguments: [" + marker + "]\n" + environment);
+  REQUIRE(test::eventually([&] { return test::processes_with_marker(marker).size() == 4; },
+                           std::chrono::seconds(30)));
+  auto canceled =
+      test::run_command({test::amlnode_binary().string(), "cancel", waiting}, cluster.user_env());
+  REQUIRE(canceled.exit_code == 0);
+  CHECK(cluster.wait_terminal(waiting)["status"] == "Canceled");
+  CHECK(test::processes_with_marker(marker).empty());
+}
