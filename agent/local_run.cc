@@ -24,6 +24,7 @@
 #include "executors/environments/config.h"
 #include "executors/inputs.h"
 #include "executors/plan.h"
+#include "executors/run_folder.h"
 #include "executors/snapshot.h"
 #include "spec/load.h"
 
@@ -70,7 +71,7 @@ class LocalRun {
         launcher_(launcher),
         job_(std::move(job)),
         run_id_(std::move(run_id)),
-        run_dir_(options.state_dir / "runs" / run_id_),
+        run_dir_(executors::RunFolder::of(options.state_dir, run_id_).root),
         record_(run_dir_ / "run.json", run_id_, job_.experiment_name, clock),
         system_log_(run_dir_, clock),
         printer_(options.quiet || options.json),

@@ -13,6 +13,7 @@
 #include "executors/inputs.h"
 #include "executors/ranks.h"
 #include "executors/run_cgroup.h"
+#include "executors/run_folder.h"
 #include "metrics/python_module.h"
 #include "spec/load.h"
 
@@ -96,7 +97,7 @@ executors::PlanContext plan_context(
     double kill_grace_seconds, const executors::environments::EnvironmentConfig& environments) {
   executors::PlanContext context;
   context.run_id = run_id;
-  context.run_dir = state_dir / "runs" / run_id;
+  context.run_dir = executors::RunFolder::of(state_dir, run_id).root;
   context.kill_grace_seconds = kill_grace_seconds;
   context.envs_dir = environments.envs_dir;
   context.system_python = environments.system_python;
@@ -247,7 +248,7 @@ Result<std::vector<std::string>> resolve_node_references(spec::Job& job, const N
 }
 
 Result<void> make_run_folder(const fs::path& state_dir, const std::string& run_id) {
-  fs::path run_dir = state_dir / "runs" / run_id;
+  fs::path run_dir = executors::RunFolder::of(state_dir, run_id).root;
   std::error_code ec;
   fs::create_directories(run_dir.parent_path(), ec);
   if (ec) {

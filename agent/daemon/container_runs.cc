@@ -98,7 +98,7 @@ Result<std::shared_ptr<StartedRun>> reattach_container_run(
     const RunEnvironment& env, const LeasedRun& lease,
     const std::optional<std::string>& stored_container,
     const std::function<Result<executors::Plan>()>& resolve) {
-  auto run_dir = env.state_dir / "runs" / lease.run_id;
+  auto run_dir = executors::RunFolder::of(env.state_dir, lease.run_id).root;
   std::error_code ec;
   if (!env.docker || std::filesystem::exists(run_dir / "shim.json", ec))
     return std::shared_ptr<StartedRun>();

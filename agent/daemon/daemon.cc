@@ -10,6 +10,7 @@
 
 #include "agent/daemon/log_setup.h"
 #include "common/error_codes.h"
+#include "executors/run_folder.h"
 
 namespace amlnode::agent {
 
@@ -147,7 +148,7 @@ void Daemon::ship_logs(ActiveRun& run) {
           if (auto uploaded = upload_run_outputs(env, node, lease); !uploaded)
             return uploaded.error();
         }
-        auto run_dir = env.state_dir / "runs" / lease.run_id;
+        auto run_dir = executors::RunFolder::of(env.state_dir, lease.run_id).root;
         SystemLog lifecycle(run_dir, env.clock);
         return ship_run_logs(*client, *store, node, lease.run_id, lease.epoch, run_dir,
                              [&lifecycle](const std::string& line) { lifecycle.line(line); });
@@ -485,7 +486,8 @@ void Daemon::accept_run(const LeasedRun& lease) {
 // had, times included.
 void Daemon::start_record(ActiveRun& run, bool resumed) {
   const LeasedRun& lease = run.lease;
-  auto file = options_.runs.state_dir / "runs" / lease.run_id / "run.json";
+  auto file = executors::RunFolder::of(options_.runs.state_dir, lease.run_id)
+                  .path(executors::RunFolder::kRunRecord);
   std::optional<RunRecord> loaded;
   if (resumed) loaded = RunRecord::load(file, options_.runs.clock);
   if (loaded) {
@@ -828,7 +830,7 @@ void Daemon::cancel_run(const std::string& run_id) {
     // control plane keeps failing to store them): a cancel stops the wait, so the run reaches its
     // terminal status now. Delivery goes on until the control plane acknowledges that status.
     if (run.outcome && run.status != run.outcome->status) {
-      SystemLog(options_.runs.state_dir / "runs" / run_id, options_.runs.clock)
+      SystemLog(executors::RunFolder::of(options_.runs.state_dir, run_id).root, options_.runs.clock)
           .line(
               "canceled while its logs were being delivered: its status is reported without "
               "waiting for the rest of them");

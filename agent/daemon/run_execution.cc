@@ -9,6 +9,7 @@
 #include "common/fs.h"
 #include "common/json.h"
 #include "executors/archive.h"
+#include "executors/run_folder.h"
 #include "spec/load.h"
 
 namespace amlnode::agent {
@@ -65,7 +66,7 @@ Result<std::shared_ptr<StartedRun>> prepare_and_launch(const RunEnvironment& env
                                                        const NodeIdentity& node,
                                                        const LeasedRun& lease) {
   if (auto made = make_run_folder(env.state_dir, lease.run_id); !made.ok()) return made.error();
-  fs::path run_dir = env.state_dir / "runs" / lease.run_id;
+  fs::path run_dir = executors::RunFolder::of(env.state_dir, lease.run_id).root;
   SystemLog log(run_dir, env.clock);
   log.line("leased with epoch " + std::to_string(lease.epoch));
   if (auto fetched = fetch_snapshot(env, node, lease, run_dir, log); !fetched.ok())
@@ -136,7 +137,7 @@ Result<std::shared_ptr<StartedRun>> reattach_run(const RunEnvironment& env, cons
                                                  std::optional<executors::LaunchedShim> stored_shim,
                                                  std::optional<std::string> stored_container,
                                                  bool launching) {
-  fs::path run_dir = env.state_dir / "runs" / lease.run_id;
+  fs::path run_dir = executors::RunFolder::of(env.state_dir, lease.run_id).root;
   if (!stored_shim) {
     auto container = reattach_container_run(env, lease, stored_container,
                                             [&] { return leased_plan(env, lease, run_dir); });
@@ -174,7 +175,7 @@ Result<std::shared_ptr<StartedRun>> reattach_run(const RunEnvironment& env, cons
 
 void discard_run_folder(const RunEnvironment& env, const std::string& run_id) {
   std::error_code ec;
-  fs::remove_all(env.state_dir / "runs" / run_id, ec);
+  fs::remove_all(executors::RunFolder::of(env.state_dir, run_id).root, ec);
 }
 
 RunOutcome finalize_run(const RunEnvironment& env, const executors::Plan& plan) {
@@ -205,7 +206,7 @@ const Result<executors::PackedArchive>& empty_outputs_archive() {
 
 Result<void> upload_run_outputs(const RunEnvironment& env, const NodeIdentity& node,
                                 const LeasedRun& lease) {
-  fs::path run_dir = env.state_dir / "runs" / lease.run_id;
+  fs::path run_dir = executors::RunFolder::of(env.state_dir, lease.run_id).root;
   std::error_code ec;
   if (!fs::is_directory(run_dir / "wd" / "outputs", ec)) return ok();  // never started
   SystemLog log(run_dir, env.clock);
