@@ -370,8 +370,11 @@ class DevCluster {
   }
 
   int submit_and_follow(UserClient& client) {
-    auto id = submit_job(
-        client, SubmitRequest{*options_.submit_job, options_.compute, options_.experiment, ""});
+    SubmitRequest request;
+    request.job_file = *options_.submit_job;
+    request.compute = options_.compute;
+    request.experiment = options_.experiment;
+    auto id = submit_job(client, request);
     if (!id) return kExitFailed;
     say("submitted run %s; following its log (amlnode logs -f %s)", id->c_str(), id->c_str());
     if (print_log(client, LogRequest{*id, "", 0, true}) != 0) return kExitFailed;

@@ -177,6 +177,8 @@ class ContainerRunRuntime final : public RunRuntime {
 
   Result<ExitRecord> release() override {
     pool_.join();
+    // Its timers belong to the caller's loop, which does not outlive this call.
+    watch_.reset();
     (void)docker_->remove_container(id_);
     record_ = container_exit_record(plan_, record_);
     auto written =

@@ -421,7 +421,7 @@ std::optional<int> failed_rank_of(const executors::ExitRecord& exit, const Plan&
   if (exit.reason != ExitReason::Exited || exit.exit_code.value_or(0) == 0) return std::nullopt;
   // The job can write in its run folder: the file is read beneath it and bounded.
   executors::RunFolder folder{plan.run_dir};
-  auto file = folder.open("user_logs/mpi_log.txt", O_RDONLY | O_NONBLOCK);
+  auto file = folder.open(executors::RunFolder::kMpiLog, O_RDONLY | O_NONBLOCK);
   if (!file.ok()) return std::nullopt;
   std::string text(256 << 10, '\0');
   ssize_t n = ::read(file->get(), text.data(), text.size());

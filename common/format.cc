@@ -17,11 +17,16 @@ std::string human_bytes(double bytes) {
 }
 
 std::string url_path_escape(std::string_view text, bool keep_slash) {
+  return percent_escape(text, keep_slash ? "-_.~/" : "-_.~");
+}
+
+std::string percent_escape(std::string_view text, std::string_view keep) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
   for (unsigned char c : text) {
+    // Not std::isalnum: its answer depends on the locale, and only ASCII passes plain.
     bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                 c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/');
+                 keep.find(static_cast<char>(c)) != std::string_view::npos;
     if (plain) {
       out += static_cast<char>(c);
     } else {

@@ -10,6 +10,10 @@ namespace amlnode {
 // Binary multiples with one decimal: "512 B", "1.5 KiB", "3.2 GiB" (up to TiB).
 std::string human_bytes(double bytes);
 
+// `text` percent-encoded: every byte but ASCII letters, digits and the bytes of `keep` written
+// %XX (upper-case hex).
+std::string percent_escape(std::string_view text, std::string_view keep);
+
 // `text` as one part of a URL's path: every byte but letters, digits and -_.~ written %XX, and
 // '/' too unless `keep_slash` (a log stream's name keeps its folders).
 std::string url_path_escape(std::string_view text, bool keep_slash = false);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/error_codes.h"
+#include "common/format.h"
 
 namespace amlnode::docker {
 namespace {
@@ -267,25 +268,6 @@ std::string daemon_message(const Response& response) {
 Error daemon_error(const Response& response, std::string_view doing) {
   return Error{kDockerError, std::string(doing) + ": " + daemon_message(response)};
 }
-
-namespace {
-
-std::string percent_escape(std::string_view value, std::string_view keep) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : value) {
-    if (std::isalnum(c) || keep.find(static_cast<char>(c)) != std::string_view::npos) {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
-
-}  // namespace
 
 std::string query_escape(std::string_view value) {
   return percent_escape(value, "-_.~");

@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
+#include "executors/run_folder.h"
+
 namespace amlnode::executors {
 namespace {
 
@@ -95,7 +97,7 @@ void set_rendezvous(Plan& plan, const PlanContext& context) {
   set_env_var(plan.env, "MASTER_PORT", std::to_string(master_port));
 }
 
-void plan_pytorch(const spec::Job& job, const PlanContext& context, Plan& plan, int count) {
+void plan_pytorch(const PlanContext& context, Plan& plan, int count) {
   set_rendezvous(plan, context);
   set_env_var(plan.env, "WORLD_SIZE", std::to_string(count));
   set_env_var(plan.env, "NODE_RANK", "0");
@@ -106,7 +108,6 @@ void plan_pytorch(const spec::Job& job, const PlanContext& context, Plan& plan, 
     set_env_var(r.env, "LOCAL_WORLD_SIZE", std::to_string(count));
     plan.ranks.push_back(std::move(r));
   }
-  (void)job;
 }
 
 void plan_tensorflow(const spec::Job& job, const PlanContext& context, Plan& plan) {
@@ -175,7 +176,7 @@ void plan_mpi(const spec::Job& job, const PlanContext& context, Plan& plan, int 
                                    "/bin/sh",         "-c",        kRankRedirect};
   argv.insert(argv.end(), plan.argv.begin(), plan.argv.end());
   plan.argv = std::move(argv);
-  plan.launcher_log = plan.run_dir / "user_logs" / "mpi_log.txt";
+  plan.launcher_log = RunFolder{plan.run_dir}.path(RunFolder::kMpiLog);
 }
 
 }  // namespace
@@ -206,7 +207,7 @@ void plan_ranks(const spec::Job& job, const PlanContext& context, Plan& plan) {
     plan_mpi(job, context, plan, per_node);
   } else {
     plan.launcher = RankLauncher::Processes;
-    plan_pytorch(job, context, plan, per_node);
+    plan_pytorch(context, plan, per_node);
   }
   plan.std_log = plan.ranks.front().std_log;
   // The job's own variables are applied last, over everything else, for every rank too.

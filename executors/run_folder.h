@@ -5,6 +5,7 @@
 //   wd/                           the snapshot; the run's working directory
 //   wd/outputs, wd/logs           as on Azure ML (outputs uploaded at the end, logs shipped live)
 //   user_logs/std_log.txt         the process's stdout and stderr
+//   user_logs/std_log_process_NN.txt, mpi_log.txt   per rank, and mpirun's (distributed runs)
 //   system_logs/lifecycle.txt     preparation and release, written by the agent
 //   system_logs/shim.txt          the supervisor's own messages
 //   system_logs/resources.jsonl   the agent's resource samples of the run
@@ -35,6 +36,8 @@ struct RunFolder {
   static constexpr std::string_view kUserLogs = "user_logs";
   static constexpr std::string_view kSystemLogs = "system_logs";
   static constexpr std::string_view kStdLog = "user_logs/std_log.txt";
+  // A distributed MPI run: mpirun's own messages (each rank has std_log_process_NN.txt).
+  static constexpr std::string_view kMpiLog = "user_logs/mpi_log.txt";
   static constexpr std::string_view kLifecycle = "system_logs/lifecycle.txt";
   static constexpr std::string_view kShimLog = "system_logs/shim.txt";
   static constexpr std::string_view kResources = "system_logs/resources.jsonl";

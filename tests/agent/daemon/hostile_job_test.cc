@@ -253,21 +253,34 @@ const char* kLingeringJob =
     "touch \"$PIDS.ready\"\n"
     "wait\n";
 
+// A run of kLingeringJob, up: its id, the job's three processes and its shim.
+struct LingeringRun {
+  std::string id;
+  std::vector<pid_t> job;
+  pid_t shim = 0;
+};
+
+LingeringRun start_lingering_run(test::OneNodeCluster& cluster) {
+  fs::path pids = cluster.dir() / "pids";
+  cluster.dir().write("src/job.sh", kLingeringJob);
+  LingeringRun run;
+  run.id = cluster.submit(kShellJob + "environment_variables: {PIDS: " + pids.string() + "}\n");
+  REQUIRE(test::eventually([&] { return fs::exists(pids.string() + ".ready"); },
+                           std::chrono::seconds(30)));
+  run.job = pids_in(pids);
+  REQUIRE(run.job.size() == 3);
+  auto shims = test::processes_with_marker((cluster.run_dir(run.id) / "launch.json").string());
+  REQUIRE(shims.size() == 1);
+  run.shim = shims[0];
+  return run;
+}
+
 }  // namespace
 
 TEST_CASE("SIGKILL of a run's shim takes every process of the run with it", "[daemon][hostile]") {
   test::OneNodeCluster cluster;
-  fs::path pids = cluster.dir() / "pids";
-  cluster.dir().write("src/job.sh", kLingeringJob);
-  std::string id =
-      cluster.submit(kShellJob + "environment_variables: {PIDS: " + pids.string() + "}\n");
-  REQUIRE(test::eventually([&] { return fs::exists(pids.string() + ".ready"); },
-                           std::chrono::seconds(30)));
-  auto job = pids_in(pids);
-  REQUIRE(job.size() == 3);
-  auto shims = test::processes_with_marker((cluster.run_dir(id) / "launch.json").string());
-  REQUIRE(shims.size() == 1);
-  ::kill(shims[0], SIGKILL);
+  auto [id, job, shim] = start_lingering_run(cluster);
+  ::kill(shim, SIGKILL);
 
   auto record = cluster.wait_terminal(id);
   INFO(record.dump());
@@ -369,18 +382,10 @@ TEST_CASE("a run whose logs cannot be stored can still be canceled to a terminal
 TEST_CASE("a cancel the run's stopped shim cannot carry out ends with the run's processes killed",
           "[daemon][hostile]") {
   test::OneNodeCluster cluster;
-  fs::path pids = cluster.dir() / "pids";
-  cluster.dir().write("src/job.sh", kLingeringJob);
-  std::string id =
-      cluster.submit(kShellJob + "environment_variables: {PIDS: " + pids.string() + "}\n");
-  REQUIRE(test::eventually([&] { return fs::exists(pids.string() + ".ready"); },
-                           std::chrono::seconds(30)));
-  auto job = pids_in(pids);
-  auto shims = test::processes_with_marker((cluster.run_dir(id) / "launch.json").string());
-  REQUIRE(shims.size() == 1);
+  auto [id, job, shim] = start_lingering_run(cluster);
   // A stopped supervisor holds the SIGTERM the cancel sends; the agent's lifecycle gives it the
   // grace period (10 s) and a margin (5 s), then kills the run's cgroup.
-  ::kill(shims[0], SIGSTOP);
+  ::kill(shim, SIGSTOP);
   auto started = std::chrono::steady_clock::now();
   auto canceled =
       test::run_command({test::amlnode_binary().string(), "cancel", id}, cluster.user_env());
@@ -392,5 +397,5 @@ TEST_CASE("a cancel the run's stopped shim cannot carry out ends with the run's 
   CHECK(took >= std::chrono::seconds(14));
   CHECK(took < std::chrono::seconds(30));
   for (pid_t pid : job) CHECK_FALSE(alive(pid));
-  CHECK_FALSE(alive(shims[0]));
+  CHECK_FALSE(alive(shim));
 }
