@@ -8,6 +8,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <cmath>
 #include <cstdio>
 #include <regex>
 
@@ -288,6 +289,52 @@ int node_gpu_count(const NodeConfig& config) {
     if (std::regex_match(entry.path().filename().string(), kGpuDevice)) ++count;
   }
   return count;
+}
+
+std::string run_container_label(const std::string& run_id) {
+  return std::string(docker::kRunIdLabel) + "=" + run_id;
+}
+
+ContainerWatch::Settings container_watch_settings(const executors::Plan& plan,
+                                                  const docker::ContainerInfo& container,
+                                                  const Clock& clock, bool retry_when_unreachable) {
+  ContainerWatch::Settings settings;
+  settings.grace = std::chrono::seconds(static_cast<long long>(std::ceil(plan.kill_grace_seconds)));
+  settings.retry_when_unreachable = retry_when_unreachable;
+  auto started_at = container.started_at.value_or(clock.now());
+  settings.started_at_ms = unix_millis(started_at);
+  if (plan.deadline_seconds) {
+    auto limit = std::chrono::seconds(*plan.deadline_seconds);
+    auto end = container.running ? clock.now() : container.finished_at.value_or(started_at);
+    settings.deadline =
+        std::chrono::duration_cast<std::chrono::milliseconds>(limit - (end - started_at));
+  }
+  return settings;
+}
+
+namespace {
+
+// How much of a container's own stdout/stderr is kept in system_logs/container.txt.
+constexpr std::size_t kRuntimeOutputLimit = 64u << 10;
+
+}  // namespace
+
+void remove_run_containers(docker::ContainerRuntime& runtime, const executors::Plan& plan,
+                           const SystemLog& log) {
+  auto containers = runtime.list_containers(run_container_label(plan.run_id));
+  if (!containers.ok()) {
+    log.line("container not removed: " + containers.error().message);
+    return;
+  }
+  for (const auto& container : *containers) {
+    auto output = runtime.container_output(container.id, kRuntimeOutputLimit);
+    if (output.ok() && !output->empty()) {
+      (void)executors::RunFolder{plan.run_dir}.write(executors::RunFolder::kContainerLog, *output);
+    }
+    auto removed = runtime.remove_container(container.id);
+    log.line(removed.ok() ? "container " + container.id + " removed"
+                          : "container not removed: " + removed.error().message);
+  }
 }
 
 }  // namespace amlnode::agent

@@ -1,9 +1,10 @@
 #pragma once
 
 // Supervising a Docker run's container (ContainerWatch: its deadline, a stop with SIGTERM, the
-// grace period and SIGKILL, its exit record) and preparing it (the image and the spec), for the
-// container runtime of `amlnode run` (agent/run_runtime.cc) and for the daemon. The outcome is
-// the same ExitRecord the shim writes for a process, so both kinds of run finish the same way.
+// grace period and SIGKILL, its exit record), preparing it (the image and the spec) and removing
+// it, for the container runtime (agent/run_runtime.cc) that `amlnode run` and the daemon drive. The
+// outcome is the same ExitRecord the shim writes for a process, so both kinds of run finish the
+// same way.
 //
 // The container writes its own output into the run's std_log.txt (docker/container_spec.h), so
 // nothing here copies output and the log keeps growing even if this process dies; the container
@@ -19,6 +20,7 @@
 
 #include "agent/config.h"
 #include "agent/run_steps.h"
+#include "common/clock.h"
 #include "common/result.h"
 #include "docker/container_spec.h"
 #include "docker/runtime.h"
@@ -111,6 +113,23 @@ Result<void> write_container_launch(const docker::ContainerSpec& spec);
 // (the job can write there) and bounded.
 executors::ExitRecord container_exit_record(const executors::Plan& plan,
                                             const executors::ExitRecord& watched);
+
+// The label every container of a run carries ("amlnode.run_id=<run id>"), which finds them
+// again after an agent restart.
+std::string run_container_label(const std::string& run_id);
+
+// How a run's container is supervised: the grace period, and the deadline left, counted from when
+// the container started (so an agent restart does not extend it). A container found ended whose
+// run had used up its deadline ended by the deadline.
+ContainerWatch::Settings container_watch_settings(const executors::Plan& plan,
+                                                  const docker::ContainerInfo& container,
+                                                  const Clock& clock, bool retry_when_unreachable);
+
+// Every container of the run (found by its label) removed, which kills one still running; the
+// output a container wrote of its own (the wrapper's complaints: the run's output goes to
+// std_log.txt) kept in system_logs/container.txt, bounded. Noted in the run's system log.
+void remove_run_containers(docker::ContainerRuntime& runtime, const executors::Plan& plan,
+                           const SystemLog& log);
 
 // The Docker settings of the node config (`docker:` and `images:` sections):
 //   docker: {host: unix:///var/run/docker.sock, image_repository: amlnode/env,

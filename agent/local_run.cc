@@ -141,8 +141,12 @@ Result<void> LocalRun::prepare() {
   if (auto staged = make_outputs_and_stage_inputs(plan_, system_log_); !staged.ok()) return staged;
   // Ctrl-C during the snapshot copy: no environment or image is built for a run that will not run.
   if (cancel_signal_recorded()) return ok();
-  runtime_ = make_run_runtime(
-      plan_, {options_.config, options_.state_dir, clock_, &launcher_, &system_log_});
+  RunRuntimeContext context;
+  context.config = options_.config;
+  context.state_dir = options_.state_dir;
+  context.clock = clock_;
+  context.launcher = &launcher_;
+  runtime_ = make_run_runtime(plan_, std::move(context));
   const std::string label(runtime_->prepares());
   auto prepared = runtime_->prepare(
       plan_, job_,
@@ -181,7 +185,7 @@ Result<ExitRecord> LocalRun::run_to_end(LogFollower& follower) {
   boost::asio::io_context loop;
   // Taken over before the run starts: a signal from here on waits in the set for the loop.
   boost::asio::signal_set signals(loop, SIGINT, SIGTERM);
-  if (auto launched = runtime_->launch(plan_); !launched.ok()) return launched.error();
+  if (auto launched = runtime_->launch(); !launched.ok()) return launched.error();
   // A stop the runtime has not carried out in time (a stopped or stuck supervisor) ends with
   // every process of the run killed.
   boost::asio::steady_timer overdue(loop);
@@ -198,7 +202,7 @@ Result<ExitRecord> LocalRun::run_to_end(LogFollower& follower) {
           });
         }
       };
-  show(lifecycle_.launched(now()), runtime_->describe(plan_));
+  show(lifecycle_.launched(now()), runtime_->describe());
   runtime_->watch(loop, [&] {
     signals.cancel();
     overdue.cancel();

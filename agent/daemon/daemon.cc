@@ -46,6 +46,15 @@ Daemon::Daemon(asio::io_context& io, DaemonOptions options,
   options_.runs.canceled = [canceled = canceled_in_preparation_](const std::string& run_id) {
     return canceled->contains(run_id);
   };
+  // Stored before the container starts; should this write fail, its label still finds it.
+  options_.runs.on_container_created = [store = store_](const std::string& run_id,
+                                                        const std::string& id) {
+    if (auto saved = store->save_container_id(run_id, id); !saved.ok())
+      spdlog::warn("run {}: container id not stored: {}", run_id, saved.error().message);
+  };
+  options_.runs.blocking = [pool = &pool_](std::function<void()> work) {
+    asio::post(*pool, std::move(work));
+  };
 }
 
 // Work still on the pool finishes (each call is bounded by its timeout) before the members it
@@ -91,17 +100,9 @@ void Daemon::start(std::function<void(DaemonExit)> on_exit) {
 std::vector<SampledRun> Daemon::live_runs() const {
   std::vector<SampledRun> live;
   for (const auto& [id, run] : runs_) {
-    const auto& started = run.started;
-    if (!started || run.concluded) continue;
-    if (started->in_container) {
-      if (!started->container_root || !run.container_watch) continue;
-      auto [pid, start_time] = *started->container_root;
-      live.push_back({id, started->plan.run_dir, {pid, start_time, false}});
-      continue;
-    }
-    if (!started->shim_alive) continue;
-    live.push_back(
-        {id, started->plan.run_dir, {started->shim.pid, started->shim.start_time, true}});
+    if (!run.started || run.concluded || run.preparing) continue;
+    if (auto root = run.started->runtime->sampled_root())
+      live.push_back({id, run.started->plan.run_dir, *root});
   }
   return live;
 }
@@ -430,10 +431,9 @@ void Daemon::resume_run(const HeldRunRecord& record) {
                                                                        started.error(), 125}));
             }
             again.started = *started;
+            spdlog::info("run {}: {}", id, again.started->found);
             resume_as_launched(again);
-            if (again.started->in_container) return resume_container(again);
-            if (again.started->shim_alive) return watch_exit(again);
-            on_shim_exit(id);
+            watch_run(again);
           });
 }
 
@@ -509,32 +509,28 @@ void Daemon::prepare_run(ActiveRun& run) {
   offload(
       [env = options_.runs, node = *identity_, lease = run.lease] {
         discard_run_folder(env, lease.run_id);
-        return prepare_and_launch(env, node, lease);
+        return prepare_leased_run(env, node, lease);
       },
       [this, id = run.lease.run_id](Result<std::shared_ptr<StartedRun>> started) {
-        on_launched(id, std::move(started));
+        on_prepared(id, std::move(started));
       });
 }
 
-void Daemon::on_launched(const std::string& run_id, Result<std::shared_ptr<StartedRun>> started) {
+void Daemon::on_prepared(const std::string& run_id, Result<std::shared_ptr<StartedRun>> started) {
   auto found = runs_.find(run_id);
   if (found == runs_.end()) {
-    // Stopped while it was being prepared: its process must not run on unreported.
+    // Stopped while it was being prepared: nothing of it was started.
     auto retiring = retiring_.find(run_id);
     if (retiring != retiring_.end()) retiring->second.preparing = false;
-    if (started.ok() && !(*started)->in_container) {
-      (void)executors::request_cancel((*started)->shim);
-      if (retiring != retiring_.end()) retiring->second.shim = (*started)->shim;
-    }
     check_retiring();
     return;
   }
   ActiveRun& run = found->second;
-  run.preparing = false;
   run.record_writable = true;
-  canceled_in_preparation_->remove(run_id);
   auto now = std::chrono::steady_clock::now();
   if (!started.ok()) {
+    run.preparing = false;
+    canceled_in_preparation_->remove(run_id);
     if (started.error().code == errors::kStaleEpoch)
       return stop_run(run_id, started.error().message);
     auto failed = run.lifecycle.preparation_failed(started.error(), now);
@@ -545,14 +541,47 @@ void Daemon::on_launched(const std::string& run_id, Result<std::shared_ptr<Start
   }
   run.started = *started;
   const executors::Plan& plan = run.started->plan;
-  run.record->set_environment(executors::to_string(plan.environment_kind), plan.environment_hash);
-  // A process run's shim is started by the preparation (before_launch refuses a canceled one);
-  // a container is created next. A cancel that came meanwhile concludes the run here.
+  run.record->set_environment(executors::to_string(plan.environment_kind), plan.environment_hash,
+                              run.started->runtime->image());
+  // A cancel that came meanwhile concludes the run here, before anything of it starts.
   auto prepared = run.lifecycle.prepared(now);
-  if (prepared.outcome) return conclude(run, *prepared.outcome);
+  if (prepared.outcome) {
+    run.preparing = false;
+    canceled_in_preparation_->remove(run_id);
+    return conclude(run, *prepared.outcome);
+  }
+  offload([started = run.started] { return launch_leased_run(*started); },
+          [this, run_id, started = run.started](Result<void> launched) {
+            on_launched(run_id, started, std::move(launched));
+          });
+}
+
+void Daemon::on_launched(const std::string& run_id, const std::shared_ptr<StartedRun>& started,
+                         Result<void> launched) {
+  auto found = runs_.find(run_id);
+  if (found == runs_.end() || found->second.started != started) {
+    // Stopped while it was being launched: its processes must not run on unreported.
+    auto retiring = retiring_.find(run_id);
+    if (retiring != retiring_.end()) retiring->second.preparing = false;
+    if (launched.ok()) {
+      started->runtime->abandon();
+      if (retiring != retiring_.end()) retiring->second.runtime = started->runtime;
+    }
+    check_retiring();
+    return;
+  }
+  ActiveRun& run = found->second;
+  run.preparing = false;
+  canceled_in_preparation_->remove(run_id);
+  auto now = std::chrono::steady_clock::now();
+  if (!launched.ok()) {
+    auto failed = run.lifecycle.preparation_failed(launched.error(), now);
+    return conclude(
+        run, failed.outcome.value_or(RunOutcome{spec::RunStatus::Failed, launched.error(), 125}));
+  }
+  // Watched first: a cancel that came while it was launching stops it through its runtime.
+  watch_run(run);
   apply(run, run.lifecycle.launched(now));
-  if (run.started->in_container) return launch_container(run);
-  watch_exit(run);
 }
 
 // A run found again after a restart, whose process (or container) exists: it is Running, even
@@ -577,12 +606,7 @@ void Daemon::apply(ActiveRun& run, const RunLifecycle::Transition& transition) {
     enter_status(run, *transition.entered);
   for (RunAction action : transition.actions) {
     if (action == RunAction::Stop) {
-      if (run.started && run.started->in_container) {
-        cancel_container(run);
-      } else if (run.started) {
-        auto sent = executors::request_cancel(run.started->shim);
-        if (!sent.ok()) spdlog::info("run {}: {}", run.lease.run_id, sent.error().message);
-      }
+      if (run.started && !run.preparing) run.started->runtime->stop();
       schedule_overdue_stop(run);
     }
     if (action == RunAction::Kill) kill_run_processes(run);
@@ -603,54 +627,37 @@ void Daemon::schedule_overdue_stop(ActiveRun& run) {
 }
 
 // A stop the supervisor has not carried out in time (a stopped or stuck shim): every process of
-// the run is killed through its cgroup, which ends the shim too; finalizing then finds no exit
-// record. A container's stop is Docker's, with its own grace period.
+// the run is killed (through its cgroup, which ends the shim too; finalizing then finds no exit
+// record). A container's stop is Docker's, with its own grace period.
 void Daemon::kill_run_processes(ActiveRun& run) {
-  if (!run.started || run.started->in_container) return;
-  spdlog::warn(
-      "run {}: the stop was not carried out within the grace period: killing its "
-      "processes",
-      run.lease.run_id);
-  offload(
-      [env = options_.runs, run_dir = run.started->plan.run_dir] {
-        end_run_processes(run_dir, SystemLog(run_dir, env.clock));
-        return true;
-      },
-      [](bool) {});
+  if (!run.started || run.preparing) return;
+  spdlog::warn("run {}: the stop was not carried out within the grace period: killing it",
+               run.lease.run_id);
+  run.started->runtime->kill();
 }
 
-// The shim is watched through a pidfd, which becomes readable when it exits.
-void Daemon::watch_exit(ActiveRun& run) {
-  int pidfd = executors::open_pidfd(run.started->shim.pid);
-  if (pidfd < 0) {
-    spdlog::error("run {}: cannot watch shim {}: {}", run.lease.run_id, run.started->shim.pid,
-                  std::strerror(errno));
-    return on_shim_exit(run.lease.run_id);
-  }
-  run.exit_watch = std::make_unique<asio::posix::stream_descriptor>(io_, pidfd);
-  run.exit_watch->async_wait(asio::posix::descriptor_base::wait_read,
-                             [this, id = run.lease.run_id](const boost::system::error_code& ec) {
-                               if (!ec) on_shim_exit(id);
-                             });
+void Daemon::watch_run(ActiveRun& run) {
+  run.started->runtime->watch(io_, [this, id = run.lease.run_id] { on_run_exit(id); });
 }
 
-void Daemon::on_shim_exit(const std::string& run_id) {
+// Nothing of the run is left: Finalizing, then the outcome from the exit record its runtime
+// releases.
+void Daemon::on_run_exit(const std::string& run_id) {
   auto found = runs_.find(run_id);
   if (found == runs_.end()) return;
   ActiveRun& run = found->second;
-  // The shim is this process's child when this process started it: reap it.
-  int wait_status = 0;
-  ::waitpid(run.started->shim.pid, &wait_status, WNOHANG);
-  run.exit_watch.reset();
   run.stop_timer.reset();
   apply(run, run.lifecycle.process_ended(std::chrono::steady_clock::now()));
-  offload([env = options_.runs, started = run.started] { return finalize_run(env, started->plan); },
-          [this, run_id](RunOutcome outcome) {
-            auto again = runs_.find(run_id);
-            if (again == runs_.end()) return;
-            ActiveRun& run = again->second;
-            conclude(run, canceled_if_stopped(outcome, run.lifecycle.cancel_requested()));
-          });
+  offload(
+      [env = options_.runs, started = run.started] {
+        return finalize_run(env, started->plan, started->runtime->release());
+      },
+      [this, run_id](RunOutcome outcome) {
+        auto again = runs_.find(run_id);
+        if (again == runs_.end()) return;
+        ActiveRun& run = again->second;
+        conclude(run, canceled_if_stopped(outcome, run.lifecycle.cancel_requested()));
+      });
 }
 
 void Daemon::conclude(ActiveRun& run, const RunOutcome& outcome) {
@@ -698,9 +705,11 @@ void Daemon::enter_status(ActiveRun& run, spec::RunStatus status, std::optional<
                       exit_code,        std::move(error), std::move(timings)};
   if (spec::is_terminal(status)) report.dropped_logs = run.dropped_logs;
   HeldRunRecord record{run.lease, spec::to_string(status), {}, {}};
-  if (run.started && !run.started->in_container) {
-    record.shim_pid = run.started->shim.pid;
-    record.shim_start_time = run.started->shim.start_time;
+  if (run.started && !run.preparing) {
+    if (auto shim = run.started->runtime->shim()) {
+      record.shim_pid = shim->pid;
+      record.shim_start_time = shim->start_time;
+    }
   }
   offload_store(
       [store = store_, report = std::move(report), record = std::move(record),
@@ -793,8 +802,6 @@ void Daemon::forget_run(const std::string& run_id) {
   auto found = runs_.find(run_id);
   if (found == runs_.end()) return;
   canceled_in_preparation_->remove(run_id);
-  if (found->second.exit_watch) found->second.exit_watch->cancel();
-  if (found->second.container_watch) found->second.container_watch->abandon();
   runs_.erase(found);
   notify_state();
   offload_store([store = store_, run_id] { return store->drop_run(run_id); },
@@ -812,12 +819,6 @@ void Daemon::stop_run(const std::string& run_id, const std::string& reason) {
   if (found == runs_.end()) return;
   spdlog::warn("run {}: stopping it here: {}", run_id, reason);
   retire(found->second);
-  if (found->second.started && found->second.started->in_container) {
-    discard_container(found->second);
-  } else if (found->second.started) {
-    auto sent = executors::request_cancel(found->second.started->shim);
-    if (!sent.ok()) spdlog::info("run {}: {}", run_id, sent.error().message);
-  }
   forget_run(run_id);
 }
 
@@ -838,10 +839,10 @@ void Daemon::cancel_run(const std::string& run_id) {
     }
     return;
   }
-  // Being prepared: the process will not be started (before_launch), and the run ends Canceled
-  // as soon as the preparation returns. The control plane sees CancelRequested now. A running
+  // Being prepared or launched: the process will not be started (before_launch), and the run
+  // ends Canceled as soon as that returns. The control plane sees CancelRequested now. A running
   // one is told to stop (RunAction::Stop).
-  if (!run.started) canceled_in_preparation_->add(run_id);
+  if (run.preparing) canceled_in_preparation_->add(run_id);
   apply(run, run.lifecycle.cancel(std::chrono::steady_clock::now()));
 }
 
@@ -893,10 +894,9 @@ void Daemon::finish(DaemonExit exit) {
   if (metrics_) metrics_->stop();
   // A long poll in flight would hold the stop up for its whole wait.
   client_->shut_down();
-  // Shims go on without the agent; only the watches of them end here.
+  // Runs go on without the agent; only the watches of them end here.
   for (auto& [id, run] : runs_) {
-    if (run.exit_watch) run.exit_watch->cancel();
-    if (run.container_watch) run.container_watch->abandon();
+    if (run.started && !run.preparing) run.started->runtime->detach();
   }
   if (exit.code != 0)
     spdlog::error("{}", exit.message);

@@ -13,7 +13,6 @@
 // nothing the node is doing stops meanwhile.
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -26,7 +25,6 @@
 #include <set>
 #include <string>
 
-#include "agent/container_run.h"
 #include "agent/daemon/control_plane_client.h"
 #include "agent/daemon/log_shipper.h"
 #include "agent/daemon/metrics_service.h"
@@ -112,9 +110,9 @@ class Daemon {
     // in the outbox: the terminal status waits there until the run's logs are delivered.
     RunLifecycle lifecycle{std::chrono::seconds(15)};
     spec::RunStatus status = spec::RunStatus::Queued;
+    // Its plan and runtime (agent/run_runtime.h), once prepared; the runtime is called from the
+    // loop only while `preparing` is false (its launch is on the pool until then).
     std::shared_ptr<StartedRun> started;
-    std::unique_ptr<boost::asio::posix::stream_descriptor> exit_watch;
-    std::shared_ptr<ContainerWatch> container_watch;  // Docker runs, while their container runs
     // Kills the run's processes when a stop is overdue (RunAction::Kill).
     std::shared_ptr<boost::asio::steady_timer> stop_timer;
     bool concluded = false;             // its process is over; it no longer takes a slot
@@ -131,16 +129,15 @@ class Daemon {
     // is there to stay (not while a preparation may still remove and remake it).
     std::shared_ptr<RunRecord> record;
     bool record_writable = false;
-    bool preparing = false;  // prepare_and_launch is on the pool for it
+    bool preparing = false;  // its preparation or launch is on the pool
   };
   // A run stopped here (its lease moved on) whose process may still be ending: the same run is
   // not prepared here again until it has, or the new preparation would remove the run folder
   // under the old process, and the old shim would write its exit.json into the new one. A later
   // epoch leased to this node meanwhile waits in `deferred` (daemon_relet.cc).
   struct RetiringRun {
-    std::optional<executors::LaunchedShim> shim;  // its shim, until it is gone
-    bool preparing = false;                       // its preparation is still on the pool
-    bool container_release_pending = false;       // its container is still being removed
+    std::shared_ptr<RunRuntime> runtime;  // abandoned; until nothing of the run is left
+    bool preparing = false;               // its preparation or launch is still on the pool
     std::optional<LeasedRun> deferred;
   };
 
@@ -159,18 +156,14 @@ class Daemon {
   void maybe_lease();
   void on_leased(Result<std::vector<LeasedRun>> leased);
   void accept_run(const LeasedRun& lease);
-  void on_launched(const std::string& run_id, Result<std::shared_ptr<StartedRun>> started);
-  void watch_exit(ActiveRun& run);
-  void on_shim_exit(const std::string& run_id);
-  // Docker runs (daemon_containers.cc).
-  void launch_container(ActiveRun& run);
-  void on_container_started(const std::string& run_id, Result<docker::ContainerInfo> container);
-  void watch_container(ActiveRun& run, const docker::ContainerInfo& container);
-  void resume_container(ActiveRun& run);
+  void on_prepared(const std::string& run_id, Result<std::shared_ptr<StartedRun>> started);
+  void on_launched(const std::string& run_id, const std::shared_ptr<StartedRun>& started,
+                   Result<void> launched);
+  void watch_run(ActiveRun& run);
+  void on_run_exit(const std::string& run_id);
+  // Docker (daemon_containers.cc): a held run looked for again once Docker answers, and the
+  // health probe.
   void resume_later(const HeldRunRecord& record, const Error& why);
-  void on_container_exit(const std::string& run_id, std::optional<executors::ExitRecord> exit);
-  void cancel_container(ActiveRun& run);
-  void discard_container(ActiveRun& run);
   void probe_docker();
   bool docker_ready() const;
   void conclude(ActiveRun& run, const RunOutcome& outcome);
@@ -192,11 +185,11 @@ class Daemon {
   void forget_run(const std::string& run_id);
   void stop_run(const std::string& run_id, const std::string& reason);
   // daemon_relet.cc: stopped runs until their process is gone, and leases of them meanwhile.
-  void retire(const ActiveRun& run);
+  void retire(ActiveRun& run);
   bool defer_while_retiring(const LeasedRun& lease);
   void check_retiring();
   void schedule_retiring_check();
-  static bool still_retiring(const RetiringRun& run);
+  static bool still_retiring(RetiringRun& run);
   void cancel_run(const std::string& run_id);
   void maybe_finish_drain();
   void check_health();
@@ -212,7 +205,7 @@ class Daemon {
   void retry_later(const Error& why, std::function<void()> step);
   void finish(DaemonExit exit);
   HeartbeatReport heartbeat_report() const;
-  // The runs whose process (under its shim) is live, for the metrics samples.
+  // The runs whose processes are live, for the metrics samples.
   std::vector<SampledRun> live_runs() const;
   void notify_state();
 

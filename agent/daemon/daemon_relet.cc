@@ -8,10 +8,8 @@
 // the new folder: so the new epoch waits here, polled every kRetiringPoll.
 
 #include <spdlog/spdlog.h>
-#include <sys/wait.h>
 
 #include "agent/daemon/daemon.h"
-#include "executors/shim/launcher.h"
 
 namespace amlnode::agent {
 
@@ -19,29 +17,24 @@ namespace {
 constexpr std::chrono::milliseconds kRetiringPoll{200};
 }  // namespace
 
-void Daemon::retire(const ActiveRun& run) {
+// Its runtime stops the run's processes (or removes its container) without reporting anything
+// more; a run whose preparation or launch is still on the pool is let go of when that returns
+// (Daemon::on_prepared, Daemon::on_launched).
+void Daemon::retire(ActiveRun& run) {
   RetiringRun& retiring = retiring_[run.lease.run_id];
-  if (run.started && run.started->in_container) {
-    retiring.container_release_pending = true;
-  } else if (run.started && !run.concluded) {
-    retiring.shim = run.started->shim;
-  } else if (!run.started) {
-    retiring.preparing = run.preparing;
+  if (run.preparing) {
+    retiring.preparing = true;
+  } else if (run.started) {
+    run.started->runtime->abandon();
+    retiring.runtime = run.started->runtime;
   }
   // Looked at from the timer, not from here: stop_run is still working on the run's entry.
   schedule_retiring_check();
 }
 
-bool Daemon::still_retiring(const RetiringRun& run) {
-  if (run.preparing || run.container_release_pending) return true;
-  if (!run.shim) return false;
-  // A shim this agent started is its child: once it has exited it stays a zombie (with the same
-  // pid and start time) until reaped, and a stopped run's exit is watched no more, so it is
-  // reaped here. A shim found again after a restart is not our child (ECHILD) and is looked up.
-  pid_t reaped = ::waitpid(run.shim->pid, nullptr, WNOHANG);
-  if (reaped == run.shim->pid) return false;
-  if (reaped == 0) return true;
-  return executors::is_same_process(run.shim->pid, run.shim->start_time);
+bool Daemon::still_retiring(RetiringRun& run) {
+  if (run.preparing) return true;
+  return run.runtime && run.runtime->still_running();
 }
 
 bool Daemon::defer_while_retiring(const LeasedRun& lease) {

@@ -31,8 +31,10 @@ std::optional<executors::environments::PreparedEnvironment> retake_environment_l
 
 // TEST HOOK, inert in production: when $AMLNODE_TEST_HOOK_CRASH equals `point`, the agent
 // SIGKILLs itself there, so a test can stop it at the exact instant a crash is hardest to recover
-// from ("after-launch-marker": the launch is recorded but no shim started yet; "after-launch": the
-// shim started but its pid not yet stored). Nothing sets the variable outside the tests.
+// from ("after-launch-marker": the launch is recorded but no shim started or container created
+// yet; "after-launch": the shim started but its pid not yet stored; "after-container-created": a
+// Docker run's container created and its id stored, but not started). Nothing sets the variable
+// outside the tests.
 void test_hook_crash_at(std::string_view point);
 
 }  // namespace amlnode::agent

@@ -62,7 +62,39 @@ Result<void> fetch_snapshot(const RunEnvironment& env, const NodeIdentity& node,
 
 }  // namespace
 
-Result<std::shared_ptr<StartedRun>> prepare_and_launch(const RunEnvironment& env,
+RunRuntimeContext runtime_context(const RunEnvironment& env, const LeasedRun& lease) {
+  RunRuntimeContext context;
+  context.config = env.config;
+  context.state_dir = env.state_dir;
+  context.clock = env.clock;
+  context.launcher = env.launcher.get();
+  if (env.before_launch) {
+    context.before_launch = [hook = env.before_launch, lease] {
+      auto marked = hook(lease);
+      if (marked.ok()) test_hook_crash_at("after-launch-marker");
+      return marked;
+    };
+  }
+  if (env.on_container_created) {
+    context.on_container_created = [hook = env.on_container_created,
+                                    run_id = lease.run_id](const std::string& id) {
+      hook(run_id, id);
+      test_hook_crash_at("after-container-created");
+    };
+  }
+  context.docker = env.docker;
+  context.docker_config = env.docker_config;
+  if (!env.docker) {
+    context.docker_refused = Error{"NotSupported",
+                                   "this node does not run Docker jobs (no docker section in its "
+                                   "config, or docker.enabled: false)"};
+  }
+  context.blocking = env.blocking;
+  context.wait_out_docker_outages = true;
+  return context;
+}
+
+Result<std::shared_ptr<StartedRun>> prepare_leased_run(const RunEnvironment& env,
                                                        const NodeIdentity& node,
                                                        const LeasedRun& lease) {
   if (auto made = make_run_folder(env.state_dir, lease.run_id); !made.ok()) return made.error();
@@ -85,26 +117,17 @@ Result<std::shared_ptr<StartedRun>> prepare_and_launch(const RunEnvironment& env
   executors::Plan& plan = started->plan;
   if (plan.cannot_run) return *plan.cannot_run;
   if (auto staged = make_outputs_and_stage_inputs(plan, log); !staged.ok()) return staged.error();
+  started->runtime = make_run_runtime(plan, runtime_context(env, lease));
   auto canceled = [&env, run_id = lease.run_id] { return env.canceled && env.canceled(run_id); };
-  if (plan.environment_kind == executors::EnvironmentKind::Docker)
-    return prepare_container_run(env, *job, started, log, canceled);
-  if (plan.python_environment) {
-    auto prepared =
-        prepare_python_environment(plan, *environments, env.clock, log, nullptr, canceled);
-    if (!prepared.ok()) return prepared.error();
-    started->environment = std::move(prepared.value());
-  }
-  if (env.before_launch) {
-    if (auto marked = env.before_launch(lease); !marked.ok()) return marked.error();
-  }
-  test_hook_crash_at("after-launch-marker");
-  auto shim = env.launcher->launch(shim_launch_spec(plan), run_dir / "launch.json",
-                                   run_dir / "system_logs" / "shim.txt");
-  if (!shim.ok()) return shim.error();
-  test_hook_crash_at("after-launch");
-  log.line("started: " + argv_text(plan));
-  started->shim = *shim;
+  if (auto prepared = started->runtime->prepare(plan, *job, nullptr, canceled); !prepared.ok())
+    return prepared.error();
   return started;
+}
+
+Result<void> launch_leased_run(const StartedRun& run) {
+  auto launched = run.runtime->launch();
+  if (launched.ok()) test_hook_crash_at("after-launch");
+  return launched;
 }
 
 namespace {
@@ -119,10 +142,10 @@ std::optional<executors::LaunchedShim> shim_from_state_file(const fs::path& run_
                                  state["shim_start_time"].get<unsigned long long>()};
 }
 
-// The plan of a run whose snapshot is in wd/ already: resolution is deterministic from the lease.
-Result<executors::Plan> leased_plan(const RunEnvironment& env, const LeasedRun& lease,
-                                    const fs::path& run_dir) {
-  auto job = load_job(lease, run_dir / "wd");
+}  // namespace
+
+Result<executors::Plan> leased_plan(const RunEnvironment& env, const LeasedRun& lease) {
+  auto job = load_job(lease, executors::RunFolder::of(env.state_dir, lease.run_id).root / "wd");
   if (!job.ok()) return job.error();
   if (auto resolved = resolve_node_references(*job, env.config); !resolved) return resolved.error();
   auto environments = environment_config(env.config, env.state_dir);
@@ -131,16 +154,13 @@ Result<executors::Plan> leased_plan(const RunEnvironment& env, const LeasedRun& 
                                                     env.kill_grace_seconds, *environments));
 }
 
-}  // namespace
-
 Result<std::shared_ptr<StartedRun>> reattach_run(const RunEnvironment& env, const LeasedRun& lease,
                                                  std::optional<executors::LaunchedShim> stored_shim,
                                                  std::optional<std::string> stored_container,
                                                  bool launching) {
   fs::path run_dir = executors::RunFolder::of(env.state_dir, lease.run_id).root;
   if (!stored_shim) {
-    auto container = reattach_container_run(env, lease, stored_container,
-                                            [&] { return leased_plan(env, lease, run_dir); });
+    auto container = reattach_container_run(env, lease, stored_container, launching);
     if (!container.ok() || *container) return container;
   }
   std::error_code ec;
@@ -154,22 +174,25 @@ Result<std::shared_ptr<StartedRun>> reattach_run(const RunEnvironment& env, cons
   }
   if (!shim && !exited)
     return Error{errors::kNotStarted, "run " + lease.run_id + " never started a process"};
-  auto job = load_job(lease, run_dir / "wd");
-  if (!job.ok()) return job.error();
-  if (auto resolved = resolve_node_references(*job, env.config); !resolved) return resolved.error();
-  auto environments = environment_config(env.config, env.state_dir);
-  if (!environments.ok()) return environments.error();
-  auto started = std::make_shared<StartedRun>();
-  started->plan = executors::resolve_plan(
-      *job,
-      plan_context(env.config, env.state_dir, lease.run_id, env.kill_grace_seconds, *environments));
-  if (shim) started->shim = *shim;
-  started->shim_alive = shim && executors::is_same_process(shim->pid, shim->start_time);
+  auto plan = leased_plan(env, lease);
+  if (!plan.ok()) return plan.error();
+  FoundRun found;
+  found.shim = shim;
+  found.shim_alive = shim && executors::is_same_process(shim->pid, shim->start_time);
   SystemLog log(run_dir, env.clock);
-  log.line(started->shim_alive ? "agent restarted: re-attached to shim " + std::to_string(shim->pid)
-                               : "agent restarted: the run's process had ended");
-  if (started->shim_alive)
-    started->environment = retake_environment_lease(started->plan, *environments, log);
+  std::string note = found.shim_alive ? "re-attached to shim " + std::to_string(shim->pid)
+                                      : "the run's process had ended";
+  log.line("agent restarted: " + note);
+  if (found.shim_alive) {
+    auto environments = environment_config(env.config, env.state_dir);
+    if (!environments.ok()) return environments.error();
+    found.environment = retake_environment_lease(*plan, *environments, log);
+  }
+  auto started = std::make_shared<StartedRun>();
+  started->plan = std::move(plan.value());
+  started->runtime =
+      recover_run_runtime(started->plan, runtime_context(env, lease), std::move(found));
+  started->found = note;
   return started;
 }
 
@@ -178,10 +201,9 @@ void discard_run_folder(const RunEnvironment& env, const std::string& run_id) {
   fs::remove_all(executors::RunFolder::of(env.state_dir, run_id).root, ec);
 }
 
-RunOutcome finalize_run(const RunEnvironment& env, const executors::Plan& plan) {
+RunOutcome finalize_run(const RunEnvironment& env, const executors::Plan& plan,
+                        const Result<executors::ExitRecord>& exit) {
   SystemLog log(plan.run_dir, env.clock);
-  end_run_processes(plan.run_dir, log);
-  auto exit = read_exit_record(plan.run_dir, "the shim is gone");
   RunOutcome outcome =
       exit.ok() ? outcome_of(*exit, plan) : RunOutcome{spec::RunStatus::Failed, exit.error(), 125};
   if (exit.ok()) apply_script_status(outcome, plan.run_dir, log);

@@ -1,9 +1,10 @@
 #pragma once
 
-// The blocking halves of a leased run's life, run on the daemon's worker pool: preparing and
-// launching it (run folder, snapshot download and secure extraction, job, plan, inputs,
-// environment, shim), and finalizing it (exit record, ./outputs upload). They use the same steps
-// as `amlnode run` (agent/run_steps.h).
+// The blocking halves of a leased run's life, run on the daemon's worker pool: preparing it (run
+// folder, snapshot download and secure extraction, job, plan, inputs, then its runtime's
+// environment or image), launching it, finding it again after a restart, and finalizing it (exit
+// record, ./outputs upload). They use the same steps and the same runtime seam as `amlnode run`
+// (agent/run_steps.h, agent/run_runtime.h).
 
 #include <filesystem>
 #include <functional>
@@ -12,6 +13,7 @@
 
 #include "agent/config.h"
 #include "agent/daemon/control_plane_client.h"
+#include "agent/run_runtime.h"
 #include "agent/run_steps.h"
 #include "common/clock.h"
 #include "docker/runtime.h"
@@ -26,10 +28,16 @@ struct RunEnvironment {
   std::shared_ptr<Clock> clock;
   std::shared_ptr<executors::ProcessLauncher> launcher;
   std::shared_ptr<ControlPlaneClient> client;
-  // Called on the preparing thread just before the shim is started; it must record durably that
-  // the run is being launched (StateStore::mark_launching), so that a restart before the shim's
-  // pid is stored never launches the process a second time. An error fails the run.
+  // Called on the launching thread just before the run's processes start (the shim, or the
+  // container created); it must record durably that the run is being launched
+  // (StateStore::mark_launching), so that a restart before the shim's pid is stored never launches
+  // the process a second time. An error fails the run.
   std::function<Result<void>(const LeasedRun&)> before_launch;
+  // A Docker run's container was created: its id is stored (StateStore::save_container_id).
+  std::function<void(const std::string& run_id, const std::string& container_id)>
+      on_container_created;
+  // Where blocking calls of a watched run go (the daemon's pool).
+  std::function<void(std::function<void()>)> blocking;
   // Whether the run was canceled while being prepared; polled on the preparing thread, so that an
   // environment build in progress stops instead of running to its end. Unset: never canceled.
   std::function<bool(const std::string& run_id)> canceled;
@@ -38,36 +46,38 @@ struct RunEnvironment {
   docker::DockerRuntimeConfig docker_config;
 };
 
-// A run whose process is under its shim.
+// A leased run once prepared: its plan, and the runtime its processes run under
+// (agent/run_runtime.h), which holds what the preparation made (the environment cache's lease, the
+// container's spec) for as long as it lives.
 struct StartedRun {
   executors::Plan plan;
-  executors::LaunchedShim shim;
-  // Holds the environment cache's lease while the run uses it.
-  std::optional<executors::environments::PreparedEnvironment> environment;
-  bool shim_alive = true;  // false for a re-attached run whose shim has ended meanwhile
-  // Docker runs have no shim: the container to create, or the one found again after a restart
-  // (unset when it had ended and been removed: exit.json tells the outcome).
-  bool in_container = false;
-  std::optional<docker::ContainerSpec> container_spec;
-  std::optional<docker::ContainerInfo> container;
-  // The container's first process and its start time, once it runs: the root its resources are
-  // sampled from (unset for a process run, or a container whose process was never seen).
-  std::optional<std::pair<pid_t, std::uint64_t>> container_root;
+  std::shared_ptr<RunRuntime> runtime;
+  // A run found again after a restart: what was found, for the agent's log.
+  std::string found;
 };
 
-// Everything up to the shim's launch. Errors carry the code the run fails with (InvalidJob,
-// SnapshotFailed, UnsafeArchive, NotSupported, ProcessStartFailed, ...). A StaleEpoch error
-// means the lease moved on while preparing.
-Result<std::shared_ptr<StartedRun>> prepare_and_launch(const RunEnvironment& env,
+// What a leased run's runtime is given: the node's config, Docker client and pool, and the
+// launch hooks bound to the lease.
+RunRuntimeContext runtime_context(const RunEnvironment& env, const LeasedRun& lease);
+
+// Everything up to the launch: run folder, snapshot, job, plan, inputs, and the runtime's
+// preparation (an environment built, an image pulled). Errors carry the code the run fails with
+// (InvalidJob, SnapshotFailed, UnsafeArchive, NotSupported, ...). A StaleEpoch error means the
+// lease moved on while preparing.
+Result<std::shared_ptr<StartedRun>> prepare_leased_run(const RunEnvironment& env,
                                                        const NodeIdentity& node,
                                                        const LeasedRun& lease);
 
+// Starts the prepared run's processes (before_launch first: a canceled run fails "Canceled").
+Result<void> launch_leased_run(const StartedRun& run);
+
 // A run the state store says this node held when it stopped: its plan again (resolution is
-// deterministic from the lease and the snapshot already in wd/), and its shim, found by the pid
-// and start time stored (or, when the agent stopped before storing them, by the shim's own
-// shim.json). "NotStarted" when no shim was ever started: the caller prepares the run afresh.
-// Docker runs are found by the container id stored, else by their amlnode.run_id label;
-// "DockerUnavailable" when Docker cannot say (the caller tries again later).
+// deterministic from the lease and the snapshot already in wd/), and its runtime, found again
+// (recover_run_runtime): its shim by the pid and start time stored (or, when the agent stopped
+// before storing them, by the shim's own shim.json), or its container by the id stored, else by
+// its amlnode.run_id label. "NotStarted" when no process was ever started (or no container ever
+// created): the caller prepares the run afresh. "DockerUnavailable" when Docker cannot say (the
+// caller tries again later).
 // When `launching` (the launch was recorded before the agent stopped) and neither the store nor
 // shim.json names the shim, it is looked for among the processes by its launch file; if it is not
 // there and left no exit.json, the error is "LaunchInterrupted": the run fails rather than risk
@@ -77,11 +87,16 @@ Result<std::shared_ptr<StartedRun>> reattach_run(
     std::optional<executors::LaunchedShim> stored_shim,
     std::optional<std::string> stored_container = std::nullopt, bool launching = false);
 
+// The plan of a run whose snapshot is in wd/ already: resolution is deterministic from the lease.
+Result<executors::Plan> leased_plan(const RunEnvironment& env, const LeasedRun& lease);
+
 // Removes what an interrupted preparation left in the run folder, so it can start over.
 void discard_run_folder(const RunEnvironment& env, const std::string& run_id);
 
-// After the shim has ended: the outcome from exit.json (noted in the run's system log).
-RunOutcome finalize_run(const RunEnvironment& env, const executors::Plan& plan);
+// After the run's processes have ended and its runtime released them: the outcome from their exit
+// record (noted in the run's system log).
+RunOutcome finalize_run(const RunEnvironment& env, const executors::Plan& plan,
+                        const Result<executors::ExitRecord>& exit);
 
 // Packs ./outputs and uploads it. Only the errors worth retrying or acting on are returned
 // (Unreachable, StaleEpoch, Canceled); any other failure (too large, refused) is written to the

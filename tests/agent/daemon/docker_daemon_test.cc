@@ -3,6 +3,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -57,12 +58,12 @@ struct DockerCluster {
 
   fs::path state() const { return dir / "a" / "state"; }
   fs::path run_dir(const std::string& id) const { return state() / "runs" / id; }
-  void start_agent() {
+  void start_agent(std::vector<std::string> env = {}) {
     ++starts;
     agent =
         test::start_command({test::amlnode_binary().string(), "agent", "--config", config.string()},
                             dir / "a" / ("out." + std::to_string(starts)),
-                            dir / "a" / ("err." + std::to_string(starts)));
+                            dir / "a" / ("err." + std::to_string(starts)), env);
   }
   void kill_agent() {
     ::kill(agent, SIGKILL);
@@ -268,6 +269,39 @@ TEST_CASE("a SIGKILLed agent finds its Docker runs again, and the log is exact",
               .ok());
   CHECK(test::slurp(cluster.dir / "out" / "done") == "ok\n");
   CHECK(cluster.drain_agent() == 0);
+}
+
+// The two instants of a Docker launch a crash is hardest to recover from: the launch recorded but
+// no container created (the run is prepared afresh: Docker refuses a second container of its
+// name, so nothing can run twice), and the container created but not started (the next agent
+// starts that one). Either way the script runs once.
+TEST_CASE("an agent killed while launching a Docker run runs its script once", "[docker]") {
+  for (const char* point : {"after-launch-marker", "after-container-created"}) {
+    DYNAMIC_SECTION(point) {
+      DockerCluster cluster;
+      cluster.dir.write("src/once.py", "import os\nprint('ran once', os.getpid(), flush=True)\n");
+      std::string id = cluster.submit("entry_script: once.py\n");
+      cluster.start_agent({std::string("AMLNODE_TEST_HOOK_CRASH=") + point});
+      CHECK(test::wait_command(cluster.agent, 60s) == 128 + SIGKILL);
+      cluster.agent = -1;
+      if (std::string(point) == "after-container-created") {
+        auto found = containers_of(id);
+        REQUIRE(found.size() == 1);
+        CHECK(found.front().state == "created");
+      }
+      cluster.start_agent();
+      bool done = cluster.wait_terminal(id);
+      std::string output = cluster.agent_output();
+      INFO(output);
+      REQUIRE(done);
+      CHECK(cluster.server.run(id)["status"] == "Completed");
+      std::string log = cluster.server.log(id, "user_logs/std_log.txt");
+      CHECK(log.rfind("ran once ", 0) == 0);
+      CHECK(std::count(log.begin(), log.end(), '\n') == 1);
+      CHECK(containers_of(id).empty());
+      CHECK(cluster.drain_agent() == 0);
+    }
+  }
 }
 
 TEST_CASE("a Docker run past its deadline is stopped and fails with RunTimeout", "[docker]") {

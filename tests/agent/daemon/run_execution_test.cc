@@ -82,11 +82,36 @@ TEST_CASE("a shim started just before the agent died is found by its launch file
 
   auto found = reattach_run(f.env, f.lease, std::nullopt, std::nullopt, /*launching=*/true);
   REQUIRE(found.ok());
-  CHECK((*found)->shim.pid == f.shim.pid);
-  CHECK((*found)->shim.start_time == f.shim.start_time);
-  CHECK((*found)->shim_alive);
+  auto shim = (*found)->runtime->shim();
+  REQUIRE(shim);
+  CHECK(shim->pid == f.shim.pid);
+  CHECK(shim->start_time == f.shim.start_time);
+  // Alive: its processes are sampled from it.
+  auto root = (*found)->runtime->sampled_root();
+  REQUIRE(root);
+  CHECK(root->pid == f.shim.pid);
   CHECK(test::slurp(f.run_dir / "system_logs" / "lifecycle.txt")
             .find("re-attached to shim " + std::to_string(f.shim.pid)) != std::string::npos);
+}
+
+TEST_CASE("a re-attached run is watched, stopped and released through its runtime", "[daemon]") {
+  Fixture f(kPlainJob);
+  f.launch();
+  auto found = reattach_run(f.env, f.lease, f.shim);
+  REQUIRE(found.ok());
+  RunRuntime& runtime = *(*found)->runtime;
+  boost::asio::io_context loop;
+  bool ended = false;
+  runtime.watch(loop, [&] { ended = true; });
+  runtime.stop();
+  loop.run_for(std::chrono::seconds(20));
+  REQUIRE(ended);
+  CHECK_FALSE(runtime.sampled_root());
+  auto exit = runtime.release();
+  REQUIRE(exit.ok());
+  CHECK(exit->reason == executors::ExitReason::Canceled);
+  CHECK_FALSE(runtime.still_running());
+  f.shim = {};  // reaped by the release
 }
 
 TEST_CASE("a recorded launch that left no shim fails instead of starting the run again",
@@ -116,8 +141,6 @@ TEST_CASE("a re-attached pip run holds its environment's lease again, so prune k
 
   auto reattached = reattach_run(f.env, f.lease, f.shim);
   REQUIRE(reattached.ok());
-  REQUIRE((*reattached)->environment);
-  CHECK((*reattached)->environment->hash == plan.python_environment->hash);
   CHECK(envs::lock_is_held(paths.lease_lock));
 
   envs::EnvironmentCache cache(environments);
