@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cerrno>
 #include <nlohmann/json.hpp>
 
 #include "tests/support/process.h"
@@ -185,6 +186,51 @@ TEST_CASE("Ctrl-C cancels every rank of an MPI run, mpirun included", "[distribu
   CHECK(ws.run_json("cancel-1")["status"] == "Canceled");
   CHECK(test::processes_with_marker(ws.marker).empty());
   CHECK(test::processes_with_marker("mpirun -np 3").empty());
+}
+
+// As on Azure ML, a job of one process per node may start its own workers (a
+// torch.distributed.launch command, or torch.multiprocessing.spawn): the launcher is the run's one
+// process, gets the PyTorch variables, and its workers are the run's too, stopped with it.
+TEST_CASE("a per-node launcher spawns its own gloo workers, and a cancel stops them too",
+          "[distributed]") {
+  DistributedWorkspace ws;
+  const char* distribution =
+      "distributed_job_config: {type: pytorch, communication_backend: gloo, process_count: 1}";
+  auto job = ws.job("per_node_spawn.py", distribution);
+  auto result = ws.run(job, "per-node-1");
+  INFO(result.out << result.err);
+  REQUIRE(result.exit_code == 0);
+  CHECK_THAT(result.out,
+             Catch::StartsWith("launcher " + ws.marker + " node 0/1 master 127.0.0.1:") &&
+                 Catch::Contains("worker 0/2 sum 3\n") && Catch::Contains("worker 1/2 sum 3\n"));
+  CHECK(test::slurp(ws.run_dir("per-node-1") / "user_logs" / "std_log.txt") == result.out);
+
+  job = ws.dir.write("project/job.yml", "script: per_node_spawn.py\narguments: [" + ws.marker +
+                                            ", hold]\n" + kEnvironment + distribution + "\n");
+  pid_t pid = test::start_command(
+      {test::amlnode_binary().string(), "run", "--state-dir", (ws.dir / "state").string(),
+       "--run-id", "per-node-2", "--kill-grace", "1", job.string()},
+      ws.dir / "out.txt", ws.dir / "err.txt");
+  auto outputs = ws.run_dir("per-node-2") / "wd" / "outputs";
+  REQUIRE(test::eventually(
+      [&] { return fs::exists(outputs / "worker_0.pid") && fs::exists(outputs / "worker_1.pid"); },
+      60s));
+  std::vector<pid_t> workers;
+  for (int rank = 0; rank < 2; ++rank) {
+    std::string text;
+    REQUIRE(test::eventually(
+        [&] {
+          text = test::slurp(outputs / ("worker_" + std::to_string(rank) + ".pid"));
+          return !text.empty();
+        },
+        10s));
+    workers.push_back(static_cast<pid_t>(std::stoi(text)));
+  }
+  ::kill(pid, SIGINT);
+  CHECK(test::wait_command(pid, 30s) == 130);
+  CHECK(ws.run_json("per-node-2")["status"] == "Canceled");
+  for (pid_t worker : workers) CHECK((::kill(worker, 0) != 0 && errno == ESRCH));
+  CHECK(test::processes_with_marker(ws.marker).empty());
 }
 
 TEST_CASE("the plan lists the ranks, and takes another port when 6105 is in use", "[distributed]") {
