@@ -148,6 +148,8 @@ std::optional<std::string> submit_job(UserClient& client, const SubmitRequest& r
   json body = {{"job", {{"text", *text}, {"file_name", file_name}}},
                {"experiment_name", name},
                {"compute_name", request.compute}};
+  // A run across nodes is leased as a gang of this many nodes.
+  if (loaded.job->node_count > 1) body["node_count"] = loaded.job->node_count;
   auto created = client.call("POST", "/v1/runs", body.dump());
   if (!answered(created, "submit")) return std::nullopt;
   auto answer = parse_untrusted_json(created->body);

@@ -467,7 +467,7 @@ Routing Api::route_runs(const RequestHead& head, const Caller& caller,
       respond_after_commit(respond, [this, caller, run_id] {
         auto run = ctx_.cluster.run_for_reader(caller, run_id);
         if (!run) return error_response(run.error());
-        return json_response(200, Cluster::run_json(**run));
+        return json_response(200, ctx_.cluster.run_view(**run));
       });
     });
   }
@@ -732,6 +732,8 @@ void Api::deliver_lease(const std::string& node_id, int max_runs, Responder resp
       give_back();
       return respond(error_response(503, "StoreUnavailable", stored.error().message));
     }
+    // A gang placed by this lease has shares for other nodes, which may be waiting.
+    for (const auto& compute : ctx_.cluster.take_computes_to_serve()) serve_lease_waiters(compute);
     Response response = json_response(200, leased_json(leased));
     if (!leased.empty()) {
       // An answer that never reached the node would leave its runs leased to nobody who knows.
@@ -757,13 +759,10 @@ void Api::serve_lease_waiters(const std::string& compute_name) {
       continue;
     }
     if (!ctx_.cluster.has_work_for(waiter->node_id)) {
-      // Draining nodes keep waiting; for everyone else the queue is empty, so stop here.
-      auto node = ctx_.cluster.node_for({CallerKind::User, "", ""}, waiter->node_id);
-      if (node && (*node)->draining) {
-        ++it;
-        continue;
-      }
-      break;
+      // Nothing for this one (draining, busy for a gang, or the queue is empty): it keeps
+      // waiting; a gang's share placed on a node further on is still that node's.
+      ++it;
+      continue;
     }
     waiter->answered = true;
     waiter->timer.cancel();
@@ -831,7 +830,7 @@ void Api::post_status(const Caller& caller, const std::string& run_id, const Req
     return respond(error_response(run.error()));
   }
   RunStatus before = ctx_.cluster.run_for_user({CallerKind::User, "", ""}, run_id).value()->status;
-  RunStatus now = ctx_.cluster.update_status(run_id, update->report);
+  RunStatus now = ctx_.cluster.update_status(run_id, caller.node_id, update->report);
   if (spec::is_terminal(now) && !spec::is_terminal(before)) {
     mark_dropped_logs(run_id, update->report.dropped_logs);
     budgets_.forget(run_id);

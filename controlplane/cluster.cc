@@ -68,11 +68,22 @@ Cluster::Cluster(StoreContents contents, std::shared_ptr<Clock> clock, ClusterPo
     }
   }
   for (auto& [id, run] : runs_) {
-    const RunRecord& r = run.record;
+    RunRecord& r = run.record;
+    for (const auto& holder : r.share_past_holders) run.past_holders.insert(holder);
     if (spec::is_terminal(r.status)) continue;
+    // A gang whose shares had not all been handed out (pending shares are not stored) goes back
+    // to the queue; its epoch stays spent, so a share that was handed out is told to stop.
+    if (r.node_count > 1 && r.status == RunStatus::Queued && !r.node_id.empty()) {
+      r.node_id.clear();
+      r.share_nodes.clear();
+      r.share_statuses.clear();
+      save(r);
+    }
     if (!r.node_id.empty()) {
-      if (auto node = nodes_.find(r.node_id); node != nodes_.end())
-        node->second.held_runs.insert(id);
+      for (const auto& holder : holders(r)) {
+        if (auto node = nodes_.find(holder); node != nodes_.end())
+          node->second.held_runs.insert(id);
+      }
     } else if (r.status == RunStatus::Queued) {
       queues_[r.compute_name][r.queue_seq] = id;
     }
@@ -247,7 +258,7 @@ Cluster::HeartbeatOutcome Cluster::heartbeat(const std::string& node_id,
       continue;
     }
     const RunRecord& r = run->second.record;
-    if (r.node_id != node_id || r.epoch != reported.epoch) {
+    if (!holds(r, node_id) || r.epoch != reported.epoch) {
       commands.push_back(
           wire::command_json({wire::kCommandStop, reported.run_id, "lease moved to another node"}));
       continue;
@@ -273,8 +284,7 @@ bool Cluster::let_go_of_taken_runs(NodeState& node, const HeartbeatReport& repor
       continue;
     }
     if (auto run = runs_.find(*it);
-        run != runs_.end() && run->second.taken_from == node.record.node_id) {
-      run->second.taken_from.clear();
+        run != runs_.end() && run->second.taken_from.erase(node.record.node_id)) {
       let_go = true;
     }
     it = node.taken_runs.erase(it);
@@ -294,11 +304,19 @@ Result<void> Cluster::drain(const std::string& node_id) {
 
 bool Cluster::has_work_for(const std::string& node_id) const {
   auto node = nodes_.find(node_id);
-  if (node == nodes_.end() || node->second.record.draining) return false;
+  if (node == nodes_.end()) return false;
+  // Placed while it was not draining: still this node's.
+  if (!node->second.pending_shares.empty()) return true;
+  if (node->second.record.draining) return false;
   auto queue = queues_.find(node->second.record.compute_name);
   if (queue == queues_.end()) return false;
+  // As lease() goes through the queue.
   for (const auto& [seq, run_id] : queue->second) {
-    if (may_lease(runs_.at(run_id), node_id)) return true;
+    const RunState& run = runs_.at(run_id);
+    if (!may_lease(run, node_id)) continue;
+    if (run.record.node_count == 1) return true;
+    if (run.record.node_count > usable_nodes(run.record.compute_name)) continue;
+    return !gang_nodes(run, node_id).empty();
   }
   return false;
 }
@@ -307,6 +325,12 @@ std::vector<LeasedRun> Cluster::lease(const std::string& node_id, int max_runs) 
   std::vector<LeasedRun> leased;
   if (!has_work_for(node_id)) return leased;
   NodeState& node = nodes_.at(node_id);
+  for (const auto& run_id : node.pending_shares) {
+    const RunState& run = runs_.at(run_id);
+    leased.push_back(share_lease(run, *share_rank(run.record, node_id)));
+  }
+  node.pending_shares.clear();
+  if (!leased.empty()) return leased;
   auto& queue = queues_.at(node.record.compute_name);
   Millis now = now_millis();
   for (auto next = queue.begin();
@@ -315,6 +339,18 @@ std::vector<LeasedRun> Cluster::lease(const std::string& node_id, int max_runs) 
     if (!may_lease(run, node_id)) {
       ++next;
       continue;
+    }
+    if (run.record.node_count > 1) {
+      if (run.record.node_count > usable_nodes(run.record.compute_name)) {
+        ++next;
+        continue;
+      }
+      // A gang goes to nodes that hold nothing: not to one that has just taken a run.
+      auto nodes = leased.empty() ? gang_nodes(run, node_id) : std::vector<std::string>();
+      if (nodes.empty()) break;
+      next = queue.erase(next);
+      leased.push_back(place_gang(run, nodes));
+      break;
     }
     next = queue.erase(next);
     RunRecord& r = run.record;
@@ -339,8 +375,8 @@ bool Cluster::return_lease(const std::string& node_id, const std::vector<LeasedR
     if (run == runs_.end()) continue;
     RunRecord& r = run->second.record;
     // Only a lease nothing has happened on yet goes back; the epoch stays counted, so the
-    // undelivered one can never be used.
-    if (r.node_id != node_id || r.epoch != l.epoch || r.status != RunStatus::Queued) continue;
+    // undelivered one can never be used. A gang goes back whole.
+    if (!holds(r, node_id) || r.epoch != l.epoch || r.status != RunStatus::Queued) continue;
     release_from_node(run->second);
     enqueue(run->second);
     save(r);
@@ -359,6 +395,7 @@ Result<RunRecord> Cluster::submit_run(const SubmitRequest& request) {
   r.experiment_name = request.experiment_name;
   r.compute_name = request.compute_name;
   r.job_file_name = request.job_file_name;
+  r.node_count = request.node_count;
   r.status = RunStatus::NotStarted;
   r.created_at = now;
   run.job_text = request.job_text;
@@ -388,9 +425,15 @@ void Cluster::dequeue(const RunRecord& r) {
 
 void Cluster::release_from_node(RunState& run) {
   RunRecord& r = run.record;
-  if (auto node = nodes_.find(r.node_id); node != nodes_.end())
-    node->second.held_runs.erase(r.run_id);
+  for (const auto& holder : holders(r)) {
+    if (auto node = nodes_.find(holder); node != nodes_.end()) {
+      node->second.held_runs.erase(r.run_id);
+      node->second.pending_shares.erase(r.run_id);
+    }
+  }
   r.node_id.clear();
+  r.share_nodes.clear();
+  r.share_statuses.clear();
 }
 
 Result<RunStatus> Cluster::queue_run(const std::string& run_id) {
@@ -416,7 +459,7 @@ Result<const RunRecord*> Cluster::run_for_reader(const Caller& caller,
   }
   if (caller.kind == CallerKind::Node) {
     if (run == runs_.end()) return Error{kNotFound, "no run " + run_id};
-    if (run->second.record.node_id == caller.node_id) return &run->second.record;
+    if (holds(run->second.record, caller.node_id)) return &run->second.record;
     if (run->second.past_holders.count(caller.node_id)) {
       return Error{kStaleEpoch, "the run's lease moved to another node"};
     }
@@ -432,7 +475,7 @@ Result<const RunRecord*> Cluster::run_for_writer(const Caller& caller, const std
   auto run = runs_.find(run_id);
   if (run == runs_.end()) return Error{kNotFound, "no run " + run_id};
   const RunRecord& r = run->second.record;
-  if (r.node_id == caller.node_id && r.epoch == epoch) return &r;
+  if (holds(r, caller.node_id) && r.epoch == epoch) return &r;
   if (run->second.past_holders.count(caller.node_id)) {
     if (r.epoch == epoch) {
       return Error{kStaleEpoch, "this node's lease of run " + run_id + " (epoch " +
@@ -459,16 +502,22 @@ void Cluster::finish(RunState& run, RunStatus status) {
   r.status = status;
   r.ended_at = now_millis();
   r.not_responding_since = 0;
-  if (auto node = nodes_.find(r.node_id); node != nodes_.end())
-    node->second.held_runs.erase(r.run_id);
+  for (const auto& holder : holders(r)) {
+    if (auto node = nodes_.find(holder); node != nodes_.end()) {
+      node->second.held_runs.erase(r.run_id);
+      node->second.pending_shares.erase(r.run_id);
+    }
+  }
   // The job text is only needed to lease the run, which can no longer happen; it stays stored.
   run.job_text.clear();
   run.job_text.shrink_to_fit();
 }
 
-RunStatus Cluster::update_status(const std::string& run_id, const StatusReport& report) {
+RunStatus Cluster::update_status(const std::string& run_id, const std::string& node_id,
+                                 const StatusReport& report) {
   RunState& run = runs_.at(run_id);
   RunRecord& r = run.record;
+  if (r.node_count > 1) return update_share_status(run, node_id, report);
   if (!spec::can_transition(r.status, report.status)) return r.status;
   if (report.status == RunStatus::Running && r.started_at == 0) r.started_at = now_millis();
   if (report.exit_code) r.exit_code = report.exit_code;
@@ -490,8 +539,9 @@ RunStatus Cluster::cancel(const std::string& run_id) {
   RunRecord& r = run.record;
   if (spec::is_terminal(r.status) || r.status == RunStatus::CancelRequested) return r.status;
   bool held_by_live_node = false;
-  if (auto node = nodes_.find(r.node_id); node != nodes_.end()) {
-    held_by_live_node = !node->second.record.lost;
+  for (const auto& holder : holders(r)) {
+    if (auto node = nodes_.find(holder); node != nodes_.end())
+      held_by_live_node = held_by_live_node || !node->second.record.lost;
   }
   if (held_by_live_node) {
     r.status = RunStatus::CancelRequested;
@@ -513,9 +563,11 @@ void Cluster::mark_outputs(const std::string& run_id) {
 
 bool Cluster::requeue(RunState& run) {
   if (!spec::can_transition(run.record.status, RunStatus::Queued)) return false;
-  if (auto node = nodes_.find(run.record.node_id); node != nodes_.end()) {
-    run.taken_from = run.record.node_id;
-    node->second.taken_runs.insert(run.record.run_id);
+  for (const auto& holder : holders(run.record)) {
+    if (auto node = nodes_.find(holder); node != nodes_.end()) {
+      run.taken_from.insert(holder);
+      node->second.taken_runs.insert(run.record.run_id);
+    }
   }
   release_from_node(run);
   enqueue(run);
@@ -561,6 +613,13 @@ SweepOutcome Cluster::sweep() {
   return outcome;
 }
 
+// The node rank of the node's share when the run it shows is a run across nodes; else null.
+nlohmann::json Cluster::share_rank_json(const std::string& node_id, const NodeState& node) const {
+  if (node.held_runs.empty()) return nullptr;
+  auto rank = share_rank(runs_.at(*node.held_runs.begin()).record, node_id);
+  return rank ? nlohmann::json(*rank) : nlohmann::json(nullptr);
+}
+
 nlohmann::json Cluster::list_nodes() const {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& [id, node] : nodes_) {
@@ -577,6 +636,7 @@ nlohmann::json Cluster::list_nodes() const {
         {"reason", n.reason},
         {"runId", node.held_runs.empty() ? nlohmann::json(nullptr)
                                          : nlohmann::json(*node.held_runs.begin())},
+        {"nodeRank", share_rank_json(id, node)},
         {"computeName", n.compute_name},
         {"hostname", n.hostname},
         {"lost", n.lost},
@@ -606,7 +666,7 @@ nlohmann::json Cluster::list_runs(const RunFilter& filter) const {
   std::size_t shown = std::min(filter.limit, chosen.size());
   std::partial_sort(chosen.begin(), chosen.begin() + shown, chosen.end(), newest_first);
   nlohmann::json out = nlohmann::json::array();
-  for (std::size_t i = 0; i < shown; ++i) out.push_back(run_json(*chosen[i]));
+  for (std::size_t i = 0; i < shown; ++i) out.push_back(run_view(*chosen[i]));
   return out;
 }
 

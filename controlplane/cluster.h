@@ -82,6 +82,7 @@ struct SubmitRequest {
   std::string job_file_name;
   std::string experiment_name;
   std::string compute_name;
+  int node_count = 1;  // more than 1: a run across nodes, leased as a gang
 };
 
 struct StatusReport {
@@ -135,6 +136,13 @@ class Cluster {
   Result<void> drain(const std::string& node_id);
 
   // Leases up to `max_runs` of the node's compute queue, oldest first, each with a new epoch.
+  // A run across nodes (node_count > 1) is leased as a gang: to the asking node as node rank 0 and
+  // to node_count - 1 other nodes of its compute that hold nothing, all at once or not at all, so
+  // that no node holds a share while it waits for the rest. The other shares wait in their nodes'
+  // pending_shares for their next lease call (take_computes_to_serve() says whose long polls to
+  // answer). A gang that cannot be placed yet holds the runs behind it back (so it is never
+  // starved by smaller runs); one that needs more nodes than its compute has usable is passed
+  // over, with the reason in run_view().
   std::vector<LeasedRun> lease(const std::string& node_id, int max_runs);
   // Whether the node would get runs from lease() now.
   bool has_work_for(const std::string& node_id) const;
@@ -156,8 +164,13 @@ class Cluster {
   Result<const RunRecord*> run_for_user(const Caller& caller, const std::string& run_id) const;
 
   // Idempotent and monotone: a status the run is at or past changes nothing. Returns the run's
-  // status afterwards. The caller has checked the epoch with run_for_writer.
-  spec::RunStatus update_status(const std::string& run_id, const StatusReport& report);
+  // status afterwards. The caller has checked the epoch with run_for_writer. For a run across
+  // nodes the report is `node_id`'s share's, and the run's status combines them: the least
+  // advanced share's phase while all are live, Completed once all have completed, and the first
+  // share to fail or be canceled ends the run (the others are told to stop at their next
+  // heartbeat).
+  spec::RunStatus update_status(const std::string& run_id, const std::string& node_id,
+                                const StatusReport& report);
   spec::RunStatus cancel(const std::string& run_id);
   void mark_outputs(const std::string& run_id);
 
@@ -178,6 +191,11 @@ class Cluster {
   nlohmann::json list_runs(const RunFilter& filter) const;
   nlohmann::json compute_status(const std::string& compute_name) const;
   static nlohmann::json run_json(const RunRecord& run);
+  // run_json, and for a run across nodes its shares, and why a queued one is waiting.
+  nlohmann::json run_view(const RunRecord& run) const;
+  // The computes whose waiting lease calls may now get something (a gang placed shares on other
+  // nodes), since the last call.
+  std::set<std::string> take_computes_to_serve();
   static nlohmann::json node_json(const NodeRecord& node);
 
   // The StoreOps for everything changed since the last call.
@@ -189,21 +207,37 @@ class Cluster {
     std::chrono::system_clock::time_point last_seen;
     std::set<std::string> held_runs;   // live runs whose current lease is this node's
     std::set<std::string> taken_runs;  // runs requeued away from it, not yet let go of
+    // Shares of runs across nodes placed here by another node's lease call, not yet handed to
+    // this node (they are in held_runs too). In memory only: a restarted control plane returns
+    // such gangs to the queue.
+    std::set<std::string> pending_shares;
   };
   struct RunState {
     RunRecord record;
     std::string job_text;                // kept only while the run is live
     std::set<std::string> past_holders;  // every node that held an epoch of it
-    // The node this run was requeued away from (it was lost), while that node may still be
-    // running the old epoch. The run is not leased back to it until one of its heartbeats no
+    // The nodes this run was requeued away from (one was lost), while they may still be running
+    // the old epoch. The run is not leased back to it until one of its heartbeats no
     // longer lists the run: the node then has stopped it, and a new epoch there cannot meet the
     // old one's process in the same run folder. In memory only: a restarted control plane
     // forgets it, which costs nothing worse than the old behaviour.
-    std::string taken_from;
+    std::set<std::string> taken_from;
   };
   bool may_lease(const RunState& run, const std::string& node_id) const {
-    return run.taken_from != node_id;
+    return !run.taken_from.count(node_id);
   }
+  nlohmann::json share_rank_json(const std::string& node_id, const NodeState& node) const;
+  // Runs across nodes (cluster_gangs.cc).
+  static bool holds(const RunRecord& run, const std::string& node_id);
+  static std::optional<int> share_rank(const RunRecord& run, const std::string& node_id);
+  static std::vector<std::string> holders(const RunRecord& run);
+  bool usable(const NodeRecord& node) const;
+  int usable_nodes(const std::string& compute_name) const;
+  std::vector<std::string> gang_nodes(const RunState& run, const std::string& asker) const;
+  LeasedRun place_gang(RunState& run, const std::vector<std::string>& nodes);
+  LeasedRun share_lease(const RunState& run, int node_rank) const;
+  spec::RunStatus update_share_status(RunState& run, const std::string& node_id,
+                                      const StatusReport& report);
 
   Millis now_millis() const;
   Result<RegisteredNode> registered_again(const RegistrationTokenRecord& token,
@@ -229,6 +263,7 @@ class Cluster {
   std::map<std::string, std::map<std::int64_t, std::string>> queues_;
   std::int64_t next_queue_seq_ = 0;
   std::vector<StoreOp> changes_;
+  std::set<std::string> computes_to_serve_;
 };
 
 }  // namespace amlnode::controlplane

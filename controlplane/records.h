@@ -68,6 +68,16 @@ struct RunRecord {
   bool has_outputs = false;
   // What the node could not deliver of the run's log streams: {stream: {"bytes", "why"}}.
   nlohmann::json dropped_logs = nlohmann::json::object();
+  // A run across nodes (node_count > 1) is leased to that many distinct nodes at once, one share
+  // each, under one epoch (a gang lease). share_nodes[k] holds node rank k's share of the current
+  // epoch (rank 0's node, the master, is also node_id), and share_statuses[k] is what that share
+  // last reported; both are empty while the run is not leased, and for a run of one node.
+  // share_past_holders: every node that held a share of any epoch, as past_holders is kept for a
+  // run of one node by its lease records.
+  int node_count = 1;
+  std::vector<std::string> share_nodes;
+  std::vector<spec::RunStatus> share_statuses;
+  std::vector<std::string> share_past_holders;
 };
 
 struct LeaseRecord {

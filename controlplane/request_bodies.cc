@@ -276,6 +276,11 @@ Result<SubmitRequest> parse_submit(std::string_view text, std::size_t max_job_te
   auto compute = required_name(*body, "compute_name", kMaxComputeName);
   if (!compute) return compute.error();
   request.compute_name = std::move(*compute);
+  // The job's node_count, which the submitting client read from the job; the node that leases a
+  // share checks it against the job again.
+  auto node_count = integer_field(*body, "node_count", "node_count", 1, wire::kMaxNodeCount);
+  if (!node_count) return node_count.error();
+  request.node_count = static_cast<int>(node_count->value_or(1));
   return request;
 }
 

@@ -3,6 +3,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
 
@@ -10,6 +11,7 @@
 #include "common/json.h"
 #include "controlplane/json_fields.h"
 #include "controlplane/store.h"
+#include "spec/wire.h"
 
 namespace amlnode::controlplane {
 namespace {
@@ -58,7 +60,8 @@ CREATE TABLE IF NOT EXISTS runs (
   ended_at INTEGER NOT NULL,
   not_responding_since INTEGER NOT NULL,
   has_outputs INTEGER NOT NULL,
-  dropped_logs TEXT NOT NULL DEFAULT '{}');
+  dropped_logs TEXT NOT NULL DEFAULT '{}',
+  shares TEXT NOT NULL DEFAULT '{}');
 CREATE TABLE IF NOT EXISTS leases (
   run_id TEXT NOT NULL,
   epoch INTEGER NOT NULL,
@@ -201,6 +204,44 @@ RunRecord run_from(const Row& row) {
   return r;
 }
 
+// The shares of a run across nodes, as one JSON column: {"node_count", "nodes", "statuses",
+// "past_holders"}; "{}" for a run of one node.
+std::string shares_json(const RunRecord& r) {
+  if (r.node_count <= 1) return "{}";
+  nlohmann::json statuses = nlohmann::json::array();
+  for (auto status : r.share_statuses) statuses.push_back(spec::to_string(status));
+  return nlohmann::json{{"node_count", r.node_count},
+                        {"nodes", r.share_nodes},
+                        {"statuses", statuses},
+                        {"past_holders", r.share_past_holders}}
+      .dump();
+}
+
+// Anything malformed is read as a run of one node: the file is this store's own, so that only
+// happens to a damaged database, and the run is then at worst leased to one node and refused there.
+void read_shares(const nlohmann::json& shares, RunRecord& r) {
+  auto strings = [](const nlohmann::json& list) {
+    std::vector<std::string> out;
+    if (!list.is_array()) return out;
+    for (const auto& item : list)
+      if (item.is_string()) out.push_back(item.get<std::string>());
+    return out;
+  };
+  if (!shares.is_object() || !shares.contains("node_count") ||
+      !shares["node_count"].is_number_integer())
+    return;
+  r.node_count = std::clamp(shares["node_count"].get<int>(), 1, wire::kMaxNodeCount);
+  r.share_nodes = strings(shares.value("nodes", nlohmann::json()));
+  for (const auto& status : strings(shares.value("statuses", nlohmann::json())))
+    r.share_statuses.push_back(
+        spec::run_status_from_string(status).value_or(spec::RunStatus::Queued));
+  r.share_past_holders = strings(shares.value("past_holders", nlohmann::json()));
+  if (r.share_statuses.size() != r.share_nodes.size()) {
+    r.share_nodes.clear();
+    r.share_statuses.clear();
+  }
+}
+
 class SqliteStore final : public Store {
  public:
   explicit SqliteStore(sqlite3* db) : db_(db) {}
@@ -228,11 +269,11 @@ class SqliteStore final : public Store {
             db_,
             "INSERT INTO runs (run_id, experiment_name, compute_name, job_file_name, status, "
             "epoch, node_id, queue_seq, exit_code, error, timings, created_at, queued_at, "
-            "started_at, ended_at, not_responding_since, has_outputs, dropped_logs) VALUES "
-            "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18) "
+            "started_at, ended_at, not_responding_since, has_outputs, dropped_logs, shares) "
+            "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19) "
             "ON CONFLICT(run_id) DO UPDATE SET status=?5, epoch=?6, node_id=?7, queue_seq=?8, "
             "exit_code=?9, error=?10, timings=?11, queued_at=?13, started_at=?14, ended_at=?15, "
-            "not_responding_since=?16, has_outputs=?17, dropped_logs=?18");
+            "not_responding_since=?16, has_outputs=?17, dropped_logs=?18, shares=?19");
         !r) {
       return r;
     }
@@ -260,12 +301,13 @@ class SqliteStore final : public Store {
         db_,
         "SELECT run_id, experiment_name, compute_name, job_file_name, status, epoch, node_id, "
         "queue_seq, exit_code, error, timings, created_at, queued_at, started_at, ended_at, "
-        "not_responding_since, has_outputs, job_text, dropped_logs FROM runs ORDER BY "
+        "not_responding_since, has_outputs, job_text, dropped_logs, shares FROM runs ORDER BY "
         "created_at, run_id",
         [&](const Row& row) {
           RunRecord run = run_from(row);
           auto dropped = parse_untrusted_json(row.text(18));
           if (dropped.is_object()) run.dropped_logs = std::move(dropped);
+          read_shares(parse_untrusted_json(row.text(19)), run);
           if (!spec::is_terminal(run.status)) contents.live_job_texts[run.run_id] = row.text(17);
           contents.runs.push_back(std::move(run));
         });
@@ -331,6 +373,7 @@ class SqliteStore final : public Store {
         .bind(16, r.not_responding_since)
         .bind(17, std::int64_t{r.has_outputs})
         .bind(18, dump_json(r.dropped_logs))
+        .bind(19, shares_json(r))
         .execute("storing run " + r.run_id);
   }
 
@@ -373,7 +416,9 @@ Result<void> add_missing_columns(sqlite3* db) {
        {Column{"registration_tokens", "key_hash",
                "ALTER TABLE registration_tokens ADD COLUMN key_hash TEXT NOT NULL DEFAULT ''"},
         Column{"runs", "dropped_logs",
-               "ALTER TABLE runs ADD COLUMN dropped_logs TEXT NOT NULL DEFAULT '{}'"}}) {
+               "ALTER TABLE runs ADD COLUMN dropped_logs TEXT NOT NULL DEFAULT '{}'"},
+        Column{"runs", "shares",
+               "ALTER TABLE runs ADD COLUMN shares TEXT NOT NULL DEFAULT '{}'"}}) {
     bool present = false;
     std::string pragma = std::string("PRAGMA table_info(") + column.table + ")";
     auto listed = for_each_row(db, pragma.c_str(), [&](const Row& row) {

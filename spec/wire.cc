@@ -30,11 +30,54 @@ json command_json(const Command& command) {
 }
 
 json leased_run_json(const LeasedRun& run) {
-  return {{"run_id", run.run_id},
-          {"epoch", run.epoch},
-          {"experiment_name", run.experiment_name},
-          {"job", {{"text", run.job_text}, {"file_name", run.job_file_name}}}};
+  json out = {{"run_id", run.run_id},
+              {"epoch", run.epoch},
+              {"experiment_name", run.experiment_name},
+              {"job", {{"text", run.job_text}, {"file_name", run.job_file_name}}}};
+  if (run.node_count > 1) {
+    json nodes = json::array();
+    for (const auto& node : run.nodes)
+      nodes.push_back({{"node_id", node.node_id}, {"address", node.address}});
+    out["share"] = {{"node_rank", run.node_rank}, {"node_count", run.node_count}, {"nodes", nodes}};
+  }
+  return out;
 }
+
+namespace {
+
+// A leased run's "share" (a run across nodes): its node rank within the node count, and one node
+// per rank.
+Result<void> read_share(const json& item, LeasedRun& run) {
+  auto share = item.find("share");
+  if (share == item.end()) return ok();
+  if (!share->is_object()) return bad_answer("a leased run's share is not an object");
+  auto rank = share->find("node_rank");
+  auto count = share->find("node_count");
+  auto nodes = share->find("nodes");
+  if (rank == share->end() || !rank->is_number_integer() || count == share->end() ||
+      !count->is_number_integer() || nodes == share->end() || !nodes->is_array())
+    return bad_answer("a leased run's share needs node_rank, node_count and nodes");
+  auto node_count = count->get<std::int64_t>();
+  auto node_rank = rank->get<std::int64_t>();
+  if (node_count < 2 || node_count > kMaxNodeCount || node_rank < 0 || node_rank >= node_count ||
+      static_cast<std::int64_t>(nodes->size()) != node_count)
+    return bad_answer("a leased run's share has node_rank " + std::to_string(node_rank) +
+                      " of node_count " + std::to_string(node_count) + " with " +
+                      std::to_string(nodes->size()) + " nodes");
+  for (const auto& node : *nodes) {
+    auto id = node.is_object() ? node.find("node_id") : node.end();
+    auto address = node.is_object() ? node.find("address") : node.end();
+    if (!node.is_object() || id == node.end() || !id->is_string() || address == node.end() ||
+        !address->is_string())
+      return bad_answer("a leased run's share nodes need a node_id and an address");
+    run.nodes.push_back({id->get<std::string>(), address->get<std::string>()});
+  }
+  run.node_rank = static_cast<int>(node_rank);
+  run.node_count = static_cast<int>(node_count);
+  return ok();
+}
+
+}  // namespace
 
 Result<LeasedRun> leased_run_from_json(const json& item) {
   if (!item.is_object()) return bad_answer("a leased run is not an object");
@@ -62,6 +105,7 @@ Result<LeasedRun> leased_run_from_json(const json& item) {
   run.experiment_name = experiment != item.end() ? experiment->get<std::string>() : "";
   run.job_text = text->get<std::string>();
   run.job_file_name = file_name != job->end() ? file_name->get<std::string>() : "job.yml";
+  if (auto share = read_share(item, run); !share.ok()) return share.error();
   return run;
 }
 

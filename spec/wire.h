@@ -47,12 +47,27 @@ struct Command {
 };
 
 // One of a lease answer's `runs`.
+// The most nodes one run may span (AmlCompute's largest clusters are far smaller).
+inline constexpr int kMaxNodeCount = 1000;
+
+// One node of a run across nodes, as every share is told: its id and the address its peers reach
+// it on.
+struct ShareNode {
+  std::string node_id;
+  std::string address;
+};
+
 struct LeasedRun {
   std::string run_id;
   std::int64_t epoch = 0;
   std::string experiment_name;
   std::string job_text;
   std::string job_file_name;
+  // A run across nodes: this share's node rank, the run's node count, and every share's node by
+  // rank. A run of one node: 0, 1 and none.
+  int node_rank = 0;
+  int node_count = 1;
+  std::vector<ShareNode> nodes;
 };
 
 nlohmann::json heartbeat_body(const HeartbeatReport& report);

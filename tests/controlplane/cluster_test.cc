@@ -198,8 +198,278 @@ TEST_CASE("a run's dropped log bytes add up without wrapping around", "[cluster]
   report.dropped_logs = {{"logs/a", {{"bytes", INT64_MAX}, {"why", "holes"}}},
                          {"logs/b", {{"bytes", INT64_MAX}, {"why", "holes"}}},
                          {"logs/c", {{"bytes", 5}, {"why", "holes"}}}};
-  f.cluster.update_status(run, report);
+  f.cluster.update_status(run, a, report);
   auto json = Cluster::run_json(**f.cluster.run_for_user({CallerKind::User, "", ""}, run));
   CHECK(json["dropped_log_bytes"] == UINT64_MAX);
   CHECK(json["dropped_logs"]["logs/c"]["bytes"] == 5);
+}
+
+// ---- runs across nodes (gang leases) ----
+
+namespace {
+
+struct GangFixture : Fixture {
+  std::string gang(const std::string& compute, int node_count) {
+    auto run = cluster.submit_run(SubmitRequest{"x: 1", "job.yml", "exp", compute, node_count});
+    REQUIRE(run.ok());
+    REQUIRE(cluster.queue_run(run->run_id).ok());
+    return run->run_id;
+  }
+  RunStatus report(const std::string& run, const std::string& node, RunStatus status,
+                   nlohmann::json error = nullptr) {
+    StatusReport report;
+    report.status = status;
+    report.error = std::move(error);
+    if (spec_is_failure(status)) report.exit_code = 1;
+    return cluster.update_status(run, node, report);
+  }
+  static bool spec_is_failure(RunStatus status) { return status == RunStatus::Failed; }
+  nlohmann::json view(const std::string& run) {
+    return cluster.run_view(**cluster.run_for_user({CallerKind::User, "", ""}, run));
+  }
+  std::vector<std::string> stop_commands(const std::string& node, const std::string& run,
+                                         std::int64_t epoch, const std::string& status) {
+    auto outcome = cluster.heartbeat(node, HeartbeatReport{"running", "", {{run, epoch, status}}});
+    std::vector<std::string> reasons;
+    for (const auto& command : outcome.commands)
+      if (command["type"] == "stop") reasons.push_back(command["reason"]);
+    return reasons;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a run across nodes is leased to all its nodes at once, each with its node rank",
+          "[cluster][gang]") {
+  GangFixture f;
+  auto a = f.node("cpu");
+  auto b = f.node("cpu");
+  auto c = f.node("cpu");
+  auto run = f.gang("cpu", 2);
+  auto leased = f.cluster.lease(b, 4);
+  REQUIRE(leased.size() == 1);
+  CHECK(leased[0].node_rank == 0);
+  CHECK(leased[0].node_count == 2);
+  REQUIRE(leased[0].nodes.size() == 2);
+  CHECK(leased[0].nodes[0].node_id == b);
+  // The other share is placed now (on the first free node by id) and handed to its node at its
+  // next lease call.
+  std::string other = leased[0].nodes[1].node_id;
+  REQUIRE((other == a || other == c));
+  std::string idle = other == a ? c : a;
+  CHECK(f.cluster.take_computes_to_serve() == std::set<std::string>{"cpu"});
+  CHECK(f.cluster.has_work_for(other));
+  CHECK_FALSE(f.cluster.has_work_for(idle));
+  auto share = f.cluster.lease(other, 4);
+  REQUIRE(share.size() == 1);
+  CHECK(share[0].node_rank == 1);
+  CHECK(share[0].epoch == leased[0].epoch);
+  CHECK(share[0].nodes[0].node_id == b);
+  // Both shares hold the run; a third node does not.
+  Caller holder{CallerKind::Node, other, ""}, outsider{CallerKind::Node, idle, ""};
+  CHECK(f.cluster.run_for_writer(holder, run, leased[0].epoch).ok());
+  CHECK(f.cluster.run_for_writer(outsider, run, leased[0].epoch).error().code == kForbidden);
+  auto view = f.view(run);
+  CHECK(view["node_count"] == 2);
+  CHECK(view["shares"][1]["node_id"] == other);
+  auto nodes = f.cluster.list_nodes();
+  for (const auto& node : nodes) {
+    if (node["nodeId"] == other) CHECK(node["nodeRank"] == 1);
+    if (node["nodeId"] == b) CHECK(node["nodeRank"] == 0);
+    if (node["nodeId"] == idle) CHECK(node["runId"].is_null());
+  }
+}
+
+TEST_CASE("the shares' statuses make the run's: Running when all run, Completed when all have",
+          "[cluster][gang]") {
+  GangFixture f;
+  auto a = f.node("cpu");
+  auto b = f.node("cpu");
+  auto run = f.gang("cpu", 2);
+  REQUIRE(f.cluster.lease(a, 1).size() == 1);
+  REQUIRE(f.cluster.lease(b, 1).size() == 1);
+  CHECK(f.report(run, a, RunStatus::Preparing) == RunStatus::Preparing);
+  CHECK(f.report(run, a, RunStatus::Running) == RunStatus::Preparing);  // b has not started
+  CHECK(f.report(run, b, RunStatus::Preparing) == RunStatus::Preparing);
+  CHECK(f.report(run, b, RunStatus::Running) == RunStatus::Running);
+  CHECK(f.report(run, b, RunStatus::Completed) == RunStatus::Running);
+  CHECK(f.report(run, a, RunStatus::Finalizing) == RunStatus::Finalizing);
+  CHECK(f.report(run, a, RunStatus::Completed) == RunStatus::Completed);
+  CHECK(f.cluster.held_runs(a).empty());
+  CHECK(f.cluster.held_runs(b).empty());
+}
+
+TEST_CASE("the first share to fail fails the run, naming its node rank, and the others are stopped",
+          "[cluster][gang]") {
+  GangFixture f;
+  auto a = f.node("cpu");
+  auto b = f.node("cpu");
+  auto c = f.node("cpu");
+  auto run = f.gang("cpu", 3);
+  auto epoch = f.cluster.lease(a, 1).at(0).epoch;
+  f.cluster.lease(b, 1);
+  int c_rank = f.cluster.lease(c, 1).at(0).node_rank;
+  for (const auto& node : {a, b, c}) f.report(run, node, RunStatus::Running);
+  CHECK(f.report(run, c, RunStatus::Failed, {{"code", "UserError"}, {"message", "rank 5"}}) ==
+        RunStatus::Failed);
+  auto view = f.view(run);
+  CHECK(view["error"]["node_rank"] == c_rank);
+  CHECK(view["error"]["code"] == "UserError");
+  // The live shares hear it at their next heartbeat, and a late report changes nothing.
+  CHECK(f.stop_commands(a, run, epoch, "Running") ==
+        std::vector<std::string>{"the run is already Failed"});
+  CHECK(f.report(run, b, RunStatus::Completed) == RunStatus::Failed);
+}
+
+TEST_CASE("a lost share's node requeues the whole run under a new epoch; old shares are stopped",
+          "[cluster][gang]") {
+  GangFixture f;
+  auto a = f.node("cpu");
+  auto b = f.node("cpu");
+  auto c = f.node("cpu");
+  auto run = f.gang("cpu", 2);
+  auto first = f.cluster.lease(a, 1).at(0);
+  // Whichever of b and c took the other share is the one that goes silent.
+  if (first.nodes[1].node_id != b) std::swap(b, c);
+  f.cluster.lease(b, 1);
+  f.report(run, a, RunStatus::Running);
+  f.report(run, b, RunStatus::Running);
+  // b goes silent; a and c keep heartbeating.
+  f.clock->advance(31s);
+  f.cluster.touch(a);
+  f.cluster.touch(c);
+  auto outcome = f.cluster.sweep();
+  CHECK(outcome.computes_with_queued_runs == std::set<std::string>{"cpu"});
+  CHECK(f.view(run)["status"] == "Queued");
+  // a's share of the old epoch is stopped and may no longer write; the run is not leased back to
+  // a until a has let go of it.
+  CHECK(f.stop_commands(a, run, first.epoch, "Running") ==
+        std::vector<std::string>{"lease moved to another node"});
+  Caller caller_a{CallerKind::Node, a, ""};
+  CHECK(f.cluster.run_for_writer(caller_a, run, first.epoch).error().code == kStaleEpoch);
+  CHECK_FALSE(f.cluster.has_work_for(c));  // a still holds the old epoch: only c is free
+  f.cluster.heartbeat(a, HeartbeatReport{"idle", "", {}});
+  auto again = f.cluster.lease(c, 1);
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].epoch == first.epoch + 1);
+  CHECK(again[0].nodes[1].node_id == a);
+}
+
+TEST_CASE("two gangs that together need more nodes than exist run one after the other",
+          "[cluster][gang]") {
+  GangFixture f;
+  auto a = f.node("cpu");
+  auto b = f.node("cpu");
+  auto c = f.node("cpu");
+  auto first = f.gang("cpu", 2);
+  auto second = f.gang("cpu", 2);
+  auto single = f.queued_run("cpu");
+  auto leased = f.cluster.lease(a, 4);
+  REQUIRE(leased.size() == 1);
+  CHECK(leased[0].run_id == first);
+  // Whichever of b and c took the first gang's other share is b from here on.
+  if (leased[0].nodes[1].node_id != b) std::swap(b, c);
+  f.cluster.lease(b, 4);
+  // c alone cannot take the second gang, and the single run behind it waits too: nothing holds a
+  // share while it waits, and the gang is not starved.
+  CHECK_FALSE(f.cluster.has_work_for(c));
+  CHECK(f.cluster.lease(c, 4).empty());
+  CHECK(f.view(second)["queue_reason"] == "waiting for 2 nodes of compute cpu to be free at once");
+  f.report(first, a, RunStatus::Completed);
+  f.report(first, b, RunStatus::Completed);
+  auto next = f.cluster.lease(c, 4);
+  REQUIRE(next.size() == 1);
+  CHECK(next[0].run_id == second);
+  std::string partner = next[0].nodes[1].node_id;
+  CHECK(f.cluster.lease(partner, 4).at(0).run_id == second);
+  CHECK(f.cluster.lease(partner == a ? b : a, 4).at(0).run_id == single);
+}
+
+TEST_CASE("a run needing more nodes than its compute has waits with the reason, and others pass",
+          "[cluster][gang]") {
+  GangFixture f;
+  auto a = f.node("cpu");
+  f.node("cpu");
+  auto big = f.gang("cpu", 4);
+  auto small = f.queued_run("cpu");
+  CHECK(f.view(big)["queue_reason"] == "needs 4 nodes; compute cpu has 2 usable");
+  auto leased = f.cluster.lease(a, 4);
+  REQUIRE(leased.size() == 1);
+  CHECK(leased[0].run_id == small);
+}
+
+TEST_CASE("a canceled gang is told to every share; the first to end Canceled ends it",
+          "[cluster][gang]") {
+  GangFixture f;
+  auto a = f.node("cpu");
+  auto b = f.node("cpu");
+  auto run = f.gang("cpu", 2);
+  auto epoch = f.cluster.lease(a, 1).at(0).epoch;
+  f.cluster.lease(b, 1);
+  f.report(run, a, RunStatus::Running);
+  f.report(run, b, RunStatus::Running);
+  CHECK(f.cluster.cancel(run) == RunStatus::CancelRequested);
+  for (const auto& node : {a, b}) {
+    auto outcome =
+        f.cluster.heartbeat(node, HeartbeatReport{"running", "", {{run, epoch, "Running"}}});
+    REQUIRE(outcome.commands.size() == 1);
+    CHECK(outcome.commands[0]["type"] == "cancel");
+  }
+  CHECK(f.report(run, b, RunStatus::Canceled) == RunStatus::Canceled);
+}
+
+TEST_CASE("a gang's shares survive a control plane restart; one not yet handed out is requeued",
+          "[cluster][gang]") {
+  amlnode::test::TempDir dir;
+  auto clock = std::make_shared<ManualClock>();
+  std::string running, pending, a, b, c, d;
+  {
+    auto store = open_sqlite_store((dir / "cp.db").string());
+    REQUIRE(store.ok());
+    auto contents = (*store)->load();
+    REQUIRE(contents.ok());
+    Cluster cluster(*contents, clock, ClusterPolicy{}, "user");
+    auto node = [&] {
+      auto token = cluster.create_registration_token("cpu");
+      return cluster.register_node(cluster.identify(token).token_hash, NodeRegistration{})->node_id;
+    };
+    a = node();
+    b = node();
+    auto gang = [&](int count) {
+      auto run = cluster.submit_run(SubmitRequest{"x: 1", "job.yml", "exp", "cpu", count});
+      REQUIRE(cluster.queue_run(run->run_id).ok());
+      return run->run_id;
+    };
+    running = gang(2);
+    cluster.lease(a, 1);
+    cluster.lease(b, 1);
+    StatusReport report;
+    report.status = RunStatus::Running;
+    cluster.update_status(running, a, report);
+    cluster.update_status(running, b, report);
+    c = node();
+    d = node();
+    pending = gang(2);
+    REQUIRE(cluster.lease(c, 1).at(0).epoch == 1);  // d's share is not handed out yet
+    for (auto& op : cluster.take_changes()) REQUIRE(op(**store).ok());
+  }
+  auto store = open_sqlite_store((dir / "cp.db").string());
+  REQUIRE(store.ok());
+  auto contents = (*store)->load();
+  REQUIRE(contents.ok());
+  Cluster cluster(*contents, clock, ClusterPolicy{}, "user");
+  auto view = cluster.run_view(**cluster.run_for_user({CallerKind::User, "", ""}, running));
+  CHECK(view["status"] == "Running");
+  CHECK(view["shares"][1]["status"] == "Running");
+  CHECK(cluster.held_runs(b) == std::vector<std::string>{running});
+  StatusReport done;
+  done.status = RunStatus::Completed;
+  cluster.update_status(running, a, done);
+  CHECK(cluster.update_status(running, b, done) == RunStatus::Completed);
+  // The gang whose share never reached d is queued again under a new epoch.
+  CHECK(cluster.held_runs(d).empty());
+  auto again = cluster.lease(d, 1);
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].run_id == pending);
+  CHECK(again[0].epoch == 2);
 }

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 #include <future>
+#include <set>
 #include <thread>
 
 #include "tests/controlplane/cp_test_support.h"
@@ -119,4 +120,45 @@ TEST_CASE("a snapshot is uploaded once", "[lease]") {
   auto again =
       server.user().request("PUT", "/v1/runs/" + run_id + "/snapshot", server.user_token(), "x");
   CHECK(again.status == 409);
+}
+
+TEST_CASE("a run across nodes reaches a waiting node's long poll as its share", "[lease][gang]") {
+  TestServer server;
+  auto a = server.node("cpu");
+  auto b = server.node("cpu");
+  nlohmann::json body = {{"job", {{"text", "entry_script: train.py\n"}, {"file_name", "job.yml"}}},
+                         {"experiment_name", "exp"},
+                         {"compute_name", "cpu"},
+                         {"node_count", 2}};
+  auto created = server.user().post("/v1/runs", server.user_token(), body);
+  REQUIRE(created.status == 201);
+  std::string run_id = created.json()["run_id"];
+  auto waiting = std::async(std::launch::async, [&] { return a.lease(1, 20); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  REQUIRE(server.user()
+              .request("PUT", "/v1/runs/" + run_id + "/snapshot", server.user_token(),
+                       std::string("\x1f\x8b snapshot"))
+              .status == 200);
+  // Whichever node's lease call places the gang, both get their share at once.
+  auto leased_b = b.lease(1, 20).json()["runs"];
+  REQUIRE(waiting.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  auto leased_a = waiting.get().json()["runs"];
+  REQUIRE(leased_a.size() == 1);
+  REQUIRE(leased_b.size() == 1);
+  CHECK(leased_a[0]["run_id"] == run_id);
+  CHECK(leased_b[0]["run_id"] == run_id);
+  CHECK(leased_a[0]["epoch"] == leased_b[0]["epoch"]);
+  std::set<int> ranks{leased_a[0]["share"]["node_rank"].get<int>(),
+                      leased_b[0]["share"]["node_rank"].get<int>()};
+  CHECK(ranks == std::set<int>{0, 1});
+  CHECK(leased_a[0]["share"]["nodes"] == leased_b[0]["share"]["nodes"]);
+  auto record = server.run(run_id);
+  CHECK(record["node_count"] == 2);
+  CHECK(record["shares"].size() == 2);
+
+  // A node_count the control plane cannot take is refused, naming the field.
+  body["node_count"] = 0;
+  auto refused = server.user().post("/v1/runs", server.user_token(), body);
+  CHECK(refused.status == 400);
+  CHECK_THAT(refused.body, Catch::Contains("node_count"));
 }

@@ -76,3 +76,36 @@ TEST_CASE("a lease answer and commands as the control plane encodes them read ba
   CHECK(defaults->experiment_name.empty());
   CHECK(defaults->job_file_name == "job.yml");
 }
+
+TEST_CASE("a share of a run across nodes reads back, and a share that does not add up is refused",
+          "[wire]") {
+  wire::LeasedRun run{"exp_1_ab", 4, "exp", "x: 1\n", "job.yml"};
+  run.node_rank = 1;
+  run.node_count = 2;
+  run.nodes = {{"node-a", "10.0.0.4"}, {"node-b", "10.0.0.5"}};
+  auto back = wire::leased_run_from_json(wire::leased_run_json(run));
+  REQUIRE(back.ok());
+  CHECK(back->node_rank == 1);
+  CHECK(back->node_count == 2);
+  REQUIRE(back->nodes.size() == 2);
+  CHECK(back->nodes[1].node_id == "node-b");
+  CHECK(back->nodes[1].address == "10.0.0.5");
+  // A run of one node carries no share and reads as rank 0 of 1.
+  auto single = wire::leased_run_from_json(wire::leased_run_json({"r", 1, "e", "x: 1\n", "j"}));
+  REQUIRE(single.ok());
+  CHECK(single->node_count == 1);
+  CHECK_FALSE(wire::leased_run_json({"r", 1, "e", "x: 1\n", "j"}).contains("share"));
+
+  auto refused = [&](auto&& change) {
+    nlohmann::json answer = wire::leased_run_json(run);
+    change(answer["share"]);
+    auto read = wire::leased_run_from_json(answer);
+    return !read.ok() && read.error().code == "BadAnswer";
+  };
+  CHECK(refused([](nlohmann::json& share) { share["node_rank"] = 2; }));
+  CHECK(refused([](nlohmann::json& share) { share["node_count"] = 3; }));
+  CHECK(refused([](nlohmann::json& share) { share["node_count"] = 1; }));
+  CHECK(refused([](nlohmann::json& share) { share["nodes"][0] = "node-a"; }));
+  CHECK(refused([](nlohmann::json& share) { share["nodes"][1].erase("address"); }));
+  CHECK(refused([](nlohmann::json& share) { share = "rank 1"; }));
+}
