@@ -189,7 +189,7 @@ Result<std::string> substitute_placeholders(const std::string& arg, const Plan& 
 
 // What this node cannot run yet, named by the field that asks for it, so a run never starts
 // doing less than its job says.
-std::optional<Error> not_yet_supported(const Job& job) {
+std::optional<Error> not_yet_supported(const Job& job, const PlanContext& context) {
   auto refuse = [](const std::string& what) { return Error{"NotSupported", what}; };
   if (job.parallel_run)
     return refuse(
@@ -200,10 +200,23 @@ std::optional<Error> not_yet_supported(const Job& job) {
         "framework: PySpark runs need an HDInsight compute with spark-submit, which "
         "this node does not offer yet");
   std::string field = job.distributed_field.empty() ? "node_count" : job.distributed_field;
-  if (job.node_count > 1) {
-    return refuse(field + ": runs across nodes (node_count " + std::to_string(job.node_count) +
-                  ") are not supported on this node yet; one node runs several processes "
-                  "(process_count_per_node)");
+  if (job.node_count > 1 && !context.share) {
+    return refuse(field + ": a run across nodes (node_count " + std::to_string(job.node_count) +
+                  ") runs only as a gang leased by a control plane (amlnode submit); amlnode run "
+                  "runs one node");
+  }
+  if (context.share && context.share->node_count() != job.node_count) {
+    return refuse(field + ": node_count is " + std::to_string(job.node_count) +
+                  " but this share's lease names " + std::to_string(context.share->node_count()) +
+                  " nodes");
+  }
+  auto communicator = job.distributed.communicator;
+  if (context.share &&
+      (communicator == Communicator::OpenMpi || communicator == Communicator::IntelMpi ||
+       communicator == Communicator::Mpi)) {
+    return refuse(field + ": MPI runs across nodes (node_count " + std::to_string(job.node_count) +
+                  ") need the agent's launcher for Open MPI's daemons, which this node does not "
+                  "have yet; PyTorch (gloo, nccl) and TensorFlow runs across nodes are supported");
   }
   return std::nullopt;
 }
@@ -224,12 +237,17 @@ void add_distributed_vars(spec::EnvVars& env, const Job& job, const PlanContext&
     default:
       break;
   }
+  // A share of a run across nodes runs one process per node here: the per-node launcher, or the
+  // node's one worker, its world the nodes.
+  int node_rank = context.share ? context.share->node_rank : 0;
+  int nodes = context.share ? context.share->node_count() : 1;
+  int port = context.share ? context.share->master_port : kMasterPort;
   if (job.framework == Framework::PyTorch) {
     set_var(env, "MASTER_ADDR", context.master_address);
-    set_var(env, "MASTER_PORT", std::to_string(kMasterPort));
-    set_var(env, "WORLD_SIZE", "1");
-    set_var(env, "NODE_RANK", "0");
-    set_var(env, "RANK", "0");
+    set_var(env, "MASTER_PORT", std::to_string(port));
+    set_var(env, "WORLD_SIZE", std::to_string(nodes));
+    set_var(env, "NODE_RANK", std::to_string(node_rank));
+    set_var(env, "RANK", std::to_string(node_rank));
     set_var(env, "LOCAL_RANK", "0");
   }
   if (job.framework == Framework::TensorFlow) {
@@ -251,8 +269,21 @@ spec::EnvVars contract_env(const Job& job, const Plan& plan, const PlanContext& 
   set_var(env, "AZUREML_PROCESS_NAME", "main");
   set_var(env, "AZUREML_LOGDIRECTORY_PATH", (plan.working_dir / "logs").string());
   set_var(env, "AZ_BATCHAI_JOB_WORK_DIR", plan.working_dir.string());
-  set_var(env, "AZ_BATCH_IS_CURRENT_NODE_MASTER", "true");
-  set_var(env, "AZ_BATCH_MASTER_NODE", context.master_address + ":" + std::to_string(kMasterPort));
+  bool master = !context.share || context.share->is_master();
+  set_var(env, "AZ_BATCH_IS_CURRENT_NODE_MASTER", master ? "true" : "false");
+  set_var(env, "AZ_BATCH_MASTER_NODE",
+          context.master_address + ":" +
+              std::to_string(context.share ? context.share->master_port : kMasterPort));
+  if (context.share) {
+    std::string hosts, nodes;
+    for (const auto& address : context.share->addresses) {
+      hosts += (hosts.empty() ? "" : ",") + address;
+      nodes += (nodes.empty() ? "" : ";") + address;
+    }
+    set_var(env, "AZ_BATCH_HOST_LIST", hosts);
+    set_var(env, "AZ_BATCH_NODE_LIST", nodes);
+    set_var(env, "AZ_BATCHAI_JOB_MASTER_NODE_IP", context.master_address);
+  }
   // Where the amlnode_run module appends the script's metrics; under system_logs/ so the agent
   // ships it with the run's logs (metrics/python_module.h).
   set_var(env, "AMLNODE_METRICS_FILE", (plan.system_logs / "metrics.jsonl").string());
@@ -369,7 +400,7 @@ Plan resolve_plan(const Job& job, const PlanContext& context) {
   plan.deadline_seconds = job.max_run_duration_seconds;
   plan.kill_grace_seconds = context.kill_grace_seconds;
   plan.python_module_dir = context.python_module_dir;
-  if (!plan.cannot_run) plan.cannot_run = not_yet_supported(job);
+  if (!plan.cannot_run) plan.cannot_run = not_yet_supported(job, context);
   if (!plan.cannot_run) plan_ranks(job, context, plan);
   return plan;
 }

@@ -19,6 +19,21 @@
 
 namespace amlnode::executors {
 
+// The port Azure ML uses for the PyTorch / MPI rendezvous (MASTER_PORT).
+inline constexpr int kMasterPort = 6105;
+
+// This node's share of a run across nodes (a gang lease, docs/distributed.md): its node rank, and
+// every share's node address by node rank, rank 0's being the master's. The master's port is
+// agreed before any share starts: the master's agent chooses it (6105 unless taken there) and
+// every share is given the same.
+struct ShareContext {
+  int node_rank = 0;
+  std::vector<std::string> addresses;
+  int master_port = kMasterPort;
+  int node_count() const { return static_cast<int>(addresses.size()); }
+  bool is_master() const { return node_rank == 0; }
+};
+
 // Where a run lives and what the node provides. Images are overridable in the agent config (for
 // mirrors and air-gapped sites).
 struct PlanContext {
@@ -40,10 +55,9 @@ struct PlanContext {
   // and further ports are counted up from it.
   std::function<bool(int port)> port_free;
   std::function<int()> free_port;
+  // Set for a share of a run across nodes; master_address is then the master node's address.
+  std::optional<ShareContext> share;
 };
-
-// The port Azure ML uses for the PyTorch / MPI rendezvous (MASTER_PORT).
-inline constexpr int kMasterPort = 6105;
 
 // One input as it is staged into the run folder.
 struct StagedInput {

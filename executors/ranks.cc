@@ -36,6 +36,8 @@ class PortChooser {
 
   // `what` names the port in the note: MASTER_PORT, or TensorFlow's first worker.
   int master(Plan& plan, const std::string& what = "MASTER_PORT") {
+    // A share of a run across nodes: the master's agent chose it for every share.
+    if (context_.share) return take(context_.share->master_port);
     if (!context_.port_free || context_.port_free(kMasterPort)) return take(kMasterPort);
     int port = next_free();
     plan.notes.push_back(what + " is " + std::to_string(port) + ": port " +
@@ -74,14 +76,16 @@ void set_common(Plan& plan, const PlanContext& context, int master_port) {
   set_env_var(plan.env, "AZ_BATCH_MASTER_NODE", address(context, master_port));
   set_env_var(plan.env, "AZ_BATCHAI_MPI_MASTER_NODE", context.master_address);
   set_env_var(plan.env, "AZ_BATCHAI_JOB_MASTER_NODE_IP", context.master_address);
+  if (context.share) return;  // the contract's own lists name every node (plan.cc)
   set_env_var(plan.env, "AZ_BATCH_HOST_LIST", context.master_address);
   set_env_var(plan.env, "AZ_BATCH_NODE_LIST", context.master_address);
 }
 
-RankPlan new_rank(const Plan& plan, int rank) {
+// `rank` is the run's (global across nodes), `local_rank` this node's.
+RankPlan new_rank(const Plan& plan, int rank, int local_rank) {
   RankPlan out;
   out.rank = rank;
-  out.local_rank = rank;
+  out.local_rank = local_rank;
   out.argv = plan.argv;
   out.std_log = rank_log(plan, rank);
   set_env_var(out.env, "AZUREML_PROCESS_NAME", "rank_" + std::to_string(rank));
@@ -97,17 +101,53 @@ void set_rendezvous(Plan& plan, const PlanContext& context) {
   set_env_var(plan.env, "MASTER_PORT", std::to_string(master_port));
 }
 
+// `count` processes on this node; across nodes, node rank k's are the run's ranks k * count to
+// (k + 1) * count - 1, as torchrun numbers them.
 void plan_pytorch(const PlanContext& context, Plan& plan, int count) {
   set_rendezvous(plan, context);
-  set_env_var(plan.env, "WORLD_SIZE", std::to_string(count));
-  set_env_var(plan.env, "NODE_RANK", "0");
-  for (int rank = 0; rank < count; ++rank) {
-    RankPlan r = new_rank(plan, rank);
+  int node_rank = context.share ? context.share->node_rank : 0;
+  int nodes = context.share ? context.share->node_count() : 1;
+  set_env_var(plan.env, "WORLD_SIZE", std::to_string(count * nodes));
+  set_env_var(plan.env, "NODE_RANK", std::to_string(node_rank));
+  for (int local = 0; local < count; ++local) {
+    int rank = node_rank * count + local;
+    RankPlan r = new_rank(plan, rank, local);
     set_env_var(r.env, "RANK", std::to_string(rank));
-    set_env_var(r.env, "LOCAL_RANK", std::to_string(rank));
+    set_env_var(r.env, "LOCAL_RANK", std::to_string(local));
     set_env_var(r.env, "LOCAL_WORLD_SIZE", std::to_string(count));
     plan.ranks.push_back(std::move(r));
   }
+}
+
+// A TensorFlow run across nodes: its tasks (the workers, then the parameter servers) are dealt out
+// over the nodes in turn, task t on node rank t % nodes. A node's first task listens on the
+// agreed master port and each further one on the next port up: every share computes every
+// task's address the same way, without asking the other nodes.
+void plan_tensorflow_share(const spec::Job& job, const PlanContext& context, Plan& plan) {
+  const ShareContext& share = *context.share;
+  int workers = job.distributed.worker_count;
+  int tasks = workers + job.distributed.parameter_server_count;
+  set_common(plan, context, share.master_port);
+  nlohmann::json cluster = {{"worker", nlohmann::json::array()}};
+  auto task_address = [&](int task) {
+    int node = task % share.node_count();
+    return share.addresses[node] + ":" +
+           std::to_string(share.master_port + task / share.node_count());
+  };
+  for (int task = 0; task < tasks; ++task)
+    cluster[task < workers ? "worker" : "ps"].push_back(task_address(task));
+  for (int task = share.node_rank; task < tasks; task += share.node_count()) {
+    RankPlan r = new_rank(plan, task, task / share.node_count());
+    bool worker = task < workers;
+    r.role = worker ? "worker" : "ps";
+    nlohmann::json tf_config = {
+        {"cluster", cluster},
+        {"task", {{"type", r.role}, {"index", worker ? task : task - workers}}},
+        {"environment", "cloud"}};
+    set_env_var(r.env, "TF_CONFIG", tf_config.dump());
+    plan.ranks.push_back(std::move(r));
+  }
+  remove_var(plan.env, "TF_CONFIG");
 }
 
 void plan_tensorflow(const spec::Job& job, const PlanContext& context, Plan& plan) {
@@ -125,7 +165,7 @@ void plan_tensorflow(const spec::Job& job, const PlanContext& context, Plan& pla
   nlohmann::json cluster = {{"worker", worker_addresses}};
   if (servers > 0) cluster["ps"] = server_addresses;
   for (int rank = 0; rank < workers + servers; ++rank) {
-    RankPlan r = new_rank(plan, rank);
+    RankPlan r = new_rank(plan, rank, rank);
     bool worker = rank < workers;
     r.role = worker ? "worker" : "ps";
     nlohmann::json tf_config = {
@@ -167,7 +207,7 @@ void plan_mpi(const spec::Job& job, const PlanContext& context, Plan& plan, int 
   set_env_var(plan.env, "OMPI_MCA_btl_vader_single_copy_mechanism", "none");
   set_env_var(plan.env, "AMLNODE_RANK_LOG_DIR", (plan.run_dir / "user_logs").string());
   for (int rank = 0; rank < count; ++rank) {
-    RankPlan r = new_rank(plan, rank);
+    RankPlan r = new_rank(plan, rank, rank);
     r.env.clear();  // Open MPI's own variables are the rank's
     plan.ranks.push_back(std::move(r));
   }
@@ -198,8 +238,21 @@ void plan_ranks(const spec::Job& job, const PlanContext& context, Plan& plan) {
   int per_node = distributed.process_count_per_node;
   bool tensorflow = distributed.communicator == Communicator::ParameterServer;
   int tasks = distributed.worker_count + distributed.parameter_server_count;
-  if (tensorflow ? tasks <= 1 : per_node <= 1) return;
-  if (tensorflow) {
+  if (tensorflow && context.share) {
+    if (tasks < context.share->node_count()) {
+      plan.cannot_run =
+          Error{"NotSupported", "distributed_job_config: " + std::to_string(tasks) +
+                                    " TensorFlow tasks cannot fill " +
+                                    std::to_string(context.share->node_count()) +
+                                    " nodes; worker_count + parameter_server_count must be at "
+                                    "least node_count"};
+      return;
+    }
+    plan.launcher = RankLauncher::Processes;
+    plan_tensorflow_share(job, context, plan);
+  } else if (tensorflow ? tasks <= 1 : per_node <= 1) {
+    return;
+  } else if (tensorflow) {
     plan.launcher = RankLauncher::Processes;
     plan_tensorflow(job, context, plan);
   } else if (is_mpi(distributed.communicator)) {

@@ -129,11 +129,11 @@ TEST_CASE("what this node cannot run yet is refused by the field that asks for i
     std::string job;
     std::string message;
   };
-  for (const auto& c :
-       std::vector<Case>{{"parallel_run: {name: score, entry_script: train.py}\n",
-                          "parallel_run: ParallelRunStep"},
-                         {"distributed_job_config: {type: mpi, node_count: 2}\n",
-                          "distributed_job_config: runs across nodes (node_count 2)"}}) {
+  for (const auto& c : std::vector<Case>{
+           {"parallel_run: {name: score, entry_script: train.py}\n",
+            "parallel_run: ParallelRunStep"},
+           {"distributed_job_config: {type: mpi, node_count: 2}\n",
+            "distributed_job_config: a run across nodes (node_count 2) runs only as a gang"}}) {
     auto result = ws.run("script: train.py\nenvironment: AzureML-Minimal\n" + c.job);
     INFO(c.job << result.out << result.err);
     CHECK(result.exit_code == 125);

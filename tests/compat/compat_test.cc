@@ -468,13 +468,13 @@ TEST_CASE("pipeline-estimatorstep: an EstimatorStep's dataset arguments and run.
 
 // ---- what is still to come: refused before anything starts ---------------------------------
 
-TEST_CASE("dist-pytorch-ddp-cifar: two processes on two nodes are refused up front",
+TEST_CASE("dist-pytorch-ddp-cifar: two nodes under amlnode run are refused up front",
           "[compat][distributed]") {
   Case c("dist-pytorch-ddp-cifar");
   CHECK(c.originals() == std::vector<std::string>{"train.py"});
   c.check_refused(c.run("job.yml", "ddp-1"), "ddp-1",
-                  "distributed_job_config: runs across nodes (node_count 2) are not supported on "
-                  "this node yet; one node runs several processes (process_count_per_node)");
+                  "distributed_job_config: a run across nodes (node_count 2) runs only as a gang "
+                  "leased by a control plane (amlnode submit); amlnode run runs one node");
 }
 
 TEST_CASE(
@@ -619,8 +619,8 @@ TEST_CASE("runconfigs: the saved .runconfig files validate, or are refused namin
   CHECK(plan["cannot_run"] ==
         json({{"code", "NotSupported"},
               {"message",
-               "nodeCount: runs across nodes (node_count 4) are not supported on this node "
-               "yet; one node runs several processes (process_count_per_node)"}}));
+               "nodeCount: a run across nodes (node_count 4) runs only as a gang leased by a "
+               "control plane (amlnode submit); amlnode run runs one node"}}));
   CHECK(plan["inputs"][0]["source"] == (dir / "mnist-data").string());
 }
 

@@ -157,3 +157,129 @@ TEST_CASE("registry passwords never reach the plan", "[plan]") {
   CHECK(plan_to_json(plan).dump().find("s3cr3t-pa55") == std::string::npos);
   CHECK(plan_to_text(plan).find("s3cr3t-pa55") == std::string::npos);
 }
+
+// ---- a share of a run across nodes ----
+
+namespace {
+
+PlanContext share_context(int node_rank, int master_port = 6105) {
+  PlanContext c = context();
+  executors::ShareContext share;
+  share.node_rank = node_rank;
+  share.addresses = {"10.0.0.4", "10.0.0.5"};
+  share.master_port = master_port;
+  c.share = share;
+  c.master_address = "10.0.0.4";
+  // The master's port was agreed: nothing of this node is probed.
+  c.port_free = [](int) -> bool {
+    FAIL("a share probes no port");
+    return false;
+  };
+  return c;
+}
+
+std::string rank_env(const executors::RankPlan& rank, const executors::Plan& plan,
+                     const std::string& name) {
+  for (const auto& [n, v] : rank.env)
+    if (n == name) return v;
+  return env_of(plan, name);
+}
+
+}  // namespace
+
+TEST_CASE("a share of a PyTorch run across nodes numbers its ranks after the nodes before it",
+          "[plan][gang]") {
+  auto job = user_managed_job();
+  job.framework = spec::Framework::PyTorch;
+  job.distributed.communicator = spec::Communicator::Gloo;
+  job.distributed.process_count_per_node = 2;
+  job.node_count = 2;
+  auto plan = resolve_plan(job, share_context(1, 29555));
+  REQUIRE_FALSE(plan.cannot_run);
+  REQUIRE(plan.ranks.size() == 2);
+  CHECK(plan.ranks[0].rank == 2);
+  CHECK(plan.ranks[1].rank == 3);
+  CHECK(plan.ranks[1].local_rank == 1);
+  CHECK(plan.ranks[1].std_log.filename() == "std_log_process_03.txt");
+  CHECK(rank_env(plan.ranks[1], plan, "RANK") == "3");
+  CHECK(rank_env(plan.ranks[1], plan, "LOCAL_RANK") == "1");
+  CHECK(rank_env(plan.ranks[1], plan, "AZUREML_PROCESS_NAME") == "rank_3");
+  CHECK(env_of(plan, "WORLD_SIZE") == "4");
+  CHECK(env_of(plan, "NODE_RANK") == "1");
+  CHECK(env_of(plan, "MASTER_ADDR") == "10.0.0.4");
+  CHECK(env_of(plan, "MASTER_PORT") == "29555");
+  CHECK(env_of(plan, "AZ_BATCH_MASTER_NODE") == "10.0.0.4:29555");
+  CHECK(env_of(plan, "AZ_BATCH_IS_CURRENT_NODE_MASTER") == "false");
+  CHECK(env_of(plan, "AZ_BATCH_HOST_LIST") == "10.0.0.4,10.0.0.5");
+  CHECK(env_of(plan, "AZ_BATCH_NODE_LIST") == "10.0.0.4;10.0.0.5");
+  CHECK(env_of(plan, "AZUREML_NODE_COUNT") == "2");
+  auto master = resolve_plan(job, share_context(0));
+  CHECK(env_of(master, "AZ_BATCH_IS_CURRENT_NODE_MASTER") == "true");
+  CHECK(master.ranks[0].rank == 0);
+}
+
+TEST_CASE("a share running one process per node is the node's launcher or worker", "[plan][gang]") {
+  auto job = user_managed_job();
+  job.framework = spec::Framework::PyTorch;
+  job.distributed.communicator = spec::Communicator::Nccl;
+  job.node_count = 2;
+  auto plan = resolve_plan(job, share_context(1));
+  REQUIRE_FALSE(plan.cannot_run);
+  CHECK(plan.ranks.empty());
+  CHECK(env_of(plan, "WORLD_SIZE") == "2");
+  CHECK(env_of(plan, "NODE_RANK") == "1");
+  CHECK(env_of(plan, "RANK") == "1");
+  CHECK(env_of(plan, "MASTER_ADDR") == "10.0.0.4");
+}
+
+TEST_CASE("a TensorFlow run across nodes deals its tasks out over the nodes", "[plan][gang]") {
+  auto job = user_managed_job();
+  job.framework = spec::Framework::TensorFlow;
+  job.distributed.communicator = spec::Communicator::ParameterServer;
+  job.distributed.worker_count = 2;
+  job.distributed.parameter_server_count = 1;
+  job.node_count = 2;
+  auto first = resolve_plan(job, share_context(0));
+  auto second = resolve_plan(job, share_context(1));
+  REQUIRE_FALSE(first.cannot_run);
+  REQUIRE(first.ranks.size() == 2);   // worker 0 and the parameter server
+  REQUIRE(second.ranks.size() == 1);  // worker 1
+  auto tf = nlohmann::json::parse(rank_env(second.ranks[0], second, "TF_CONFIG"));
+  CHECK(tf["cluster"]["worker"] == nlohmann::json({"10.0.0.4:6105", "10.0.0.5:6105"}));
+  CHECK(tf["cluster"]["ps"] == nlohmann::json({"10.0.0.4:6106"}));
+  CHECK(tf["task"] == nlohmann::json({{"type", "worker"}, {"index", 1}}));
+  auto ps = nlohmann::json::parse(rank_env(first.ranks[1], first, "TF_CONFIG"));
+  CHECK(ps["task"] == nlohmann::json({{"type", "ps"}, {"index", 0}}));
+  CHECK(ps["cluster"] == tf["cluster"]);
+  // Fewer tasks than nodes leaves a node with nothing to run: refused.
+  job.distributed.worker_count = 1;
+  job.distributed.parameter_server_count = 0;
+  auto refused = resolve_plan(job, share_context(1));
+  REQUIRE(refused.cannot_run);
+  CHECK_THAT(refused.cannot_run->message, Catch::Contains("cannot fill 2 nodes"));
+}
+
+TEST_CASE("a share refuses what it cannot run across nodes, naming the field", "[plan][gang]") {
+  auto job = user_managed_job();
+  job.framework = spec::Framework::Python;
+  job.distributed.communicator = spec::Communicator::OpenMpi;
+  job.distributed_field = "distributed_job_config";
+  job.distributed.process_count_per_node = 2;
+  job.node_count = 2;
+  auto mpi = resolve_plan(job, share_context(0));
+  REQUIRE(mpi.cannot_run);
+  CHECK_THAT(mpi.cannot_run->message,
+             Catch::StartsWith("distributed_job_config: MPI runs across nodes (node_count 2)"));
+  // A lease naming more nodes than the job asks for.
+  job.distributed.communicator = spec::Communicator::Gloo;
+  job.framework = spec::Framework::PyTorch;
+  job.node_count = 3;
+  auto mismatch = resolve_plan(job, share_context(0));
+  REQUIRE(mismatch.cannot_run);
+  CHECK(mismatch.cannot_run->message ==
+        "distributed_job_config: node_count is 3 but this share's lease names 2 nodes");
+  // Without a share (amlnode run), a run across nodes is refused up front.
+  auto local = resolve_plan(job, context());
+  REQUIRE(local.cannot_run);
+  CHECK_THAT(local.cannot_run->message, Catch::Contains("runs only as a gang"));
+}
