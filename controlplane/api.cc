@@ -250,6 +250,14 @@ struct Api::LogWaiter {
   bool answered = false;
 };
 
+struct Api::BarrierWaiter {
+  Caller caller;
+  std::int64_t epoch = 0;
+  Responder respond;
+  asio::steady_timer timer;
+  bool answered = false;
+};
+
 Api::Api(ApiContext context)
     : ctx_(std::move(context)), budgets_(ctx_.logs, ctx_.limits.log_budgets) {
   // Uploads cut off by a crash are never resumed; their temporary files are garbage.
@@ -277,6 +285,13 @@ void Api::shutdown() {
     }
   }
   log_waiters_.clear();
+  for (auto& [run, waiters] : barrier_waiters_) {
+    for (auto& waiter : waiters) {
+      waiter->answered = true;
+      waiter->timer.cancel();
+    }
+  }
+  barrier_waiters_.clear();
 }
 
 std::filesystem::path Api::run_dir(const std::string& run_id) const {
@@ -487,6 +502,16 @@ Routing Api::route_runs(const RequestHead& head, const Caller& caller,
       post_status(caller, run_id, request, std::move(respond));
     });
   }
+  if (action == "barrier") {
+    if (head.method != "POST") return method_not_allowed("POST");
+    if (caller.kind != CallerKind::Node)
+      return forbidden("only the nodes a run is leased to wait at its barrier");
+    if (auto run = ctx_.cluster.run_for_reader(caller, run_id); !run)
+      return error_response(run.error());
+    return json_plan([this, caller, run_id](Request request, Responder respond) {
+      post_barrier(caller, run_id, request, std::move(respond));
+    });
+  }
   if (action == "cancel") {
     if (head.method != "POST") return method_not_allowed("POST");
     if (auto run = ctx_.cluster.run_for_user(caller, run_id); !run)
@@ -689,6 +714,7 @@ void Api::lease(const std::string& node_id, const Request& request, Responder re
   double wait_seconds = parsed->wait_seconds;
 
   ctx_.cluster.touch(node_id);
+  ctx_.cluster.set_rendezvous_port(node_id, parsed->rendezvous_port);
   if (ctx_.cluster.has_work_for(node_id) || wait_seconds <= 0) {
     return deliver_lease(node_id, runs, std::move(respond));
   }
@@ -835,10 +861,66 @@ void Api::post_status(const Caller& caller, const std::string& run_id, const Req
     mark_dropped_logs(run_id, update->report.dropped_logs);
     budgets_.forget(run_id);
   }
-  if (spec::is_terminal(now)) wake_log_waiters(run_id);
+  if (spec::is_terminal(now)) {
+    wake_log_waiters(run_id);
+    wake_barrier_waiters(run_id);
+  }
   respond_after_commit(respond, [now] {
     return json_response(200, {{"status", spec::to_string(now)}});
   });
+}
+
+// A share of a run across nodes is prepared: the answer is {"open": true} once every share is
+// (waiting up to wait_seconds for that), else {"open": false}. A run that ended or moved to a new
+// epoch meanwhile is answered as a status report would be (409 StaleEpoch with "stop").
+void Api::post_barrier(const Caller& caller, const std::string& run_id, const Request& request,
+                       Responder respond) {
+  auto barrier = parse_barrier(request.body, ctx_.limits);
+  if (!barrier) return respond(error_response(barrier.error()));
+  auto run = ctx_.cluster.run_for_writer(caller, run_id, barrier->epoch);
+  if (!run) return respond(error_response(run.error()));
+  if (spec::is_terminal((*run)->status)) {
+    return respond(error_response(
+        409, kStaleEpoch, std::string("the run is already ") + spec::to_string((*run)->status)));
+  }
+  if (ctx_.cluster.share_prepared(run_id, caller.node_id)) {
+    respond(json_response(200, {{"open", true}}));
+    return wake_barrier_waiters(run_id);
+  }
+  if (barrier->wait_seconds <= 0) return respond(json_response(200, {{"open", false}}));
+  auto waiter = std::make_shared<BarrierWaiter>(BarrierWaiter{
+      caller, barrier->epoch, std::move(respond), asio::steady_timer(ctx_.io), false});
+  barrier_waiters_[run_id].push_back(waiter);
+  waiter->timer.expires_after(to_millis(barrier->wait_seconds));
+  waiter->timer.async_wait([this, waiter, run_id](const boost::system::error_code&) {
+    if (waiter->answered) return;
+    waiter->answered = true;
+    auto& waiters = barrier_waiters_[run_id];
+    waiters.remove(waiter);
+    if (waiters.empty()) barrier_waiters_.erase(run_id);
+    waiter->respond(json_response(200, {{"open", false}}));
+  });
+}
+
+void Api::wake_barrier_waiters(const std::string& run_id) {
+  auto found = barrier_waiters_.find(run_id);
+  if (found == barrier_waiters_.end()) return;
+  auto waiters = std::move(found->second);
+  barrier_waiters_.erase(found);
+  for (auto& waiter : waiters) {
+    if (waiter->answered) continue;
+    waiter->answered = true;
+    waiter->timer.cancel();
+    auto run = ctx_.cluster.run_for_writer(waiter->caller, run_id, waiter->epoch);
+    if (!run) {
+      waiter->respond(error_response(run.error()));
+    } else if (spec::is_terminal((*run)->status)) {
+      waiter->respond(error_response(
+          409, kStaleEpoch, std::string("the run is already ") + spec::to_string((*run)->status)));
+    } else {
+      waiter->respond(json_response(200, {{"open", true}}));
+    }
+  }
 }
 
 void Api::put_log(const Caller& caller, const std::string& run_id, const std::string& stream,

@@ -57,6 +57,7 @@ class Api final : public Router {
  private:
   struct LeaseWaiter;
   struct LogWaiter;
+  struct BarrierWaiter;
   struct RunTarget;
 
   // A plan for an endpoint whose body, if any, is JSON.
@@ -81,6 +82,11 @@ class Api final : public Router {
   void put_snapshot(const std::string& run_id, const Request& request, Responder respond);
   void post_status(const Caller& caller, const std::string& run_id, const Request& request,
                    Responder respond);
+  void post_barrier(const Caller& caller, const std::string& run_id, const Request& request,
+                    Responder respond);
+  // Answers the shares waiting at the run's barrier: open, or (the run ended or moved to a new
+  // epoch) with what their own call would now get.
+  void wake_barrier_waiters(const std::string& run_id);
   void put_log(const Caller& caller, const std::string& run_id, const std::string& stream,
                std::uint64_t offset, std::int64_t epoch, const Request& request, Responder respond);
   void get_log(const std::string& run_id, const std::string& stream, std::uint64_t offset,
@@ -115,6 +121,8 @@ class Api final : public Router {
   LogBudgets budgets_;
   std::map<std::string, std::list<std::shared_ptr<LeaseWaiter>>> lease_waiters_;  // by compute
   std::unordered_map<std::string, std::list<std::shared_ptr<LogWaiter>>> log_waiters_;  // by run
+  std::unordered_map<std::string, std::list<std::shared_ptr<BarrierWaiter>>>
+      barrier_waiters_;                     // by run
   std::set<std::string> snapshot_uploads_;  // runs whose snapshot is being stored
   std::uint64_t next_upload_ = 0;
 };

@@ -144,6 +144,13 @@ class Cluster {
   // starved by smaller runs); one that needs more nodes than its compute has usable is passed
   // over, with the reason in run_view().
   std::vector<LeasedRun> lease(const std::string& node_id, int max_runs);
+  // The port the node offers a gang's rendezvous should it become its master (in memory; 6105
+  // until it says otherwise).
+  void set_rendezvous_port(const std::string& node_id, int port);
+  // The barrier of a run across nodes: the node's share of the current epoch is prepared. Whether
+  // every share now is (prepared, or already past it: a share that runs was prepared before a
+  // restart of this server). The caller has checked the epoch with run_for_writer.
+  bool share_prepared(const std::string& run_id, const std::string& node_id);
   // Whether the node would get runs from lease() now.
   bool has_work_for(const std::string& node_id) const;
   // A lease answer that never reached its node: those runs go back to the queue at their old
@@ -211,6 +218,7 @@ class Cluster {
     // this node (they are in held_runs too). In memory only: a restarted control plane returns
     // such gangs to the queue.
     std::set<std::string> pending_shares;
+    int rendezvous_port = 6105;
   };
   struct RunState {
     RunRecord record;
@@ -222,6 +230,9 @@ class Cluster {
     // old one's process in the same run folder. In memory only: a restarted control plane
     // forgets it, which costs nothing worse than the old behaviour.
     std::set<std::string> taken_from;
+    // Node ranks of the current epoch whose share reached the barrier (in memory: a share waiting
+    // there asks again after a restart).
+    std::set<int> prepared_shares;
   };
   bool may_lease(const RunState& run, const std::string& node_id) const {
     return !run.taken_from.count(node_id);

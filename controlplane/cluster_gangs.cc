@@ -102,6 +102,8 @@ LeasedRun Cluster::place_gang(RunState& run, const std::vector<std::string>& nod
   r.node_id = nodes.front();
   r.share_nodes = nodes;
   r.share_statuses.assign(nodes.size(), RunStatus::Queued);
+  r.master_port = nodes_.at(nodes.front()).rendezvous_port;
+  run.prepared_shares.clear();
   for (std::size_t rank = 0; rank < nodes.size(); ++rank) {
     const std::string& id = nodes[rank];
     run.past_holders.insert(id);
@@ -124,6 +126,7 @@ LeasedRun Cluster::share_lease(const RunState& run, int node_rank) const {
   LeasedRun leased{r.run_id, r.epoch, r.experiment_name, run.job_text, r.job_file_name};
   leased.node_rank = node_rank;
   leased.node_count = r.node_count;
+  leased.master_port = r.master_port;
   for (const auto& id : r.share_nodes) {
     const NodeRecord& node = nodes_.at(id).record;
     leased.nodes.push_back({id, node.ips.empty() ? node.hostname : node.ips.front()});
@@ -197,6 +200,21 @@ nlohmann::json Cluster::run_view(const RunRecord& r) const {
                                      " nodes of compute " + r.compute_name + " to be free at once";
   }
   return view;
+}
+
+void Cluster::set_rendezvous_port(const std::string& node_id, int port) {
+  if (auto node = nodes_.find(node_id); node != nodes_.end()) node->second.rendezvous_port = port;
+}
+
+bool Cluster::share_prepared(const std::string& run_id, const std::string& node_id) {
+  RunState& run = runs_.at(run_id);
+  const RunRecord& r = run.record;
+  if (auto rank = share_rank(r, node_id)) run.prepared_shares.insert(*rank);
+  for (std::size_t rank = 0; rank < r.share_nodes.size(); ++rank) {
+    bool past = phase_order(r.share_statuses[rank]) >= 2;
+    if (!past && !run.prepared_shares.count(static_cast<int>(rank))) return false;
+  }
+  return !r.share_nodes.empty();
 }
 
 std::set<std::string> Cluster::take_computes_to_serve() {

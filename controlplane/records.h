@@ -75,6 +75,7 @@ struct RunRecord {
   // share_past_holders: every node that held a share of any epoch, as past_holders is kept for a
   // run of one node by its lease records.
   int node_count = 1;
+  int master_port = 6105;  // the rendezvous port rank 0's node offered when the gang was placed
   std::vector<std::string> share_nodes;
   std::vector<spec::RunStatus> share_statuses;
   std::vector<std::string> share_past_holders;

@@ -186,7 +186,22 @@ Result<LeaseRequest> parse_lease(std::string_view text, const Limits& limits) {
   auto wait = number_field(*body, "wait_seconds", "wait_seconds", 0,
                            static_cast<double>(limits.max_lease_wait.count()));
   if (!wait) return wait.error();
-  return LeaseRequest{static_cast<int>(max_runs->value_or(1)), wait->value_or(0)};
+  auto port = integer_field(*body, "rendezvous_port", "rendezvous_port", 1, 65535);
+  if (!port) return port.error();
+  return LeaseRequest{static_cast<int>(max_runs->value_or(1)), wait->value_or(0),
+                      static_cast<int>(port->value_or(6105))};
+}
+
+Result<BarrierRequest> parse_barrier(std::string_view text, const Limits& limits) {
+  auto body = parse_json_object(text);
+  if (!body) return body.error();
+  auto epoch = integer_field(*body, "epoch", "epoch", 1, INT64_MAX);
+  if (!epoch) return epoch.error();
+  if (!*epoch) return missing_field("epoch");
+  auto wait = number_field(*body, "wait_seconds", "wait_seconds", 0,
+                           static_cast<double>(limits.max_lease_wait.count()));
+  if (!wait) return wait.error();
+  return BarrierRequest{**epoch, wait->value_or(0)};
 }
 
 // "dropped_logs": {stream: {"bytes": N, "why": "..."}}, for the streams the control plane has a

@@ -24,8 +24,18 @@ Result<HeartbeatReport> parse_heartbeat(std::string_view body);
 struct LeaseRequest {
   int max_runs = 1;
   double wait_seconds = 0;
+  // The port this node would give a run's rendezvous if it became a gang's master: 6105 unless
+  // something there holds it (the agent probes before each lease call).
+  int rendezvous_port = 6105;
 };
 Result<LeaseRequest> parse_lease(std::string_view body, const Limits& limits);
+
+// POST /v1/runs/{id}/barrier: the share's epoch, and how long to wait for the others.
+struct BarrierRequest {
+  std::int64_t epoch = 0;
+  double wait_seconds = 0;
+};
+Result<BarrierRequest> parse_barrier(std::string_view body, const Limits& limits);
 
 // POST /v1/runs/{id}/status
 struct StatusUpdate {

@@ -211,6 +211,7 @@ std::string shares_json(const RunRecord& r) {
   nlohmann::json statuses = nlohmann::json::array();
   for (auto status : r.share_statuses) statuses.push_back(spec::to_string(status));
   return nlohmann::json{{"node_count", r.node_count},
+                        {"master_port", r.master_port},
                         {"nodes", r.share_nodes},
                         {"statuses", statuses},
                         {"past_holders", r.share_past_holders}}
@@ -231,6 +232,8 @@ void read_shares(const nlohmann::json& shares, RunRecord& r) {
       !shares["node_count"].is_number_integer())
     return;
   r.node_count = std::clamp(shares["node_count"].get<int>(), 1, wire::kMaxNodeCount);
+  if (shares.contains("master_port") && shares["master_port"].is_number_integer())
+    r.master_port = std::clamp(shares["master_port"].get<int>(), 1, 65535);
   r.share_nodes = strings(shares.value("nodes", nlohmann::json()));
   for (const auto& status : strings(shares.value("statuses", nlohmann::json())))
     r.share_statuses.push_back(

@@ -38,7 +38,10 @@ json leased_run_json(const LeasedRun& run) {
     json nodes = json::array();
     for (const auto& node : run.nodes)
       nodes.push_back({{"node_id", node.node_id}, {"address", node.address}});
-    out["share"] = {{"node_rank", run.node_rank}, {"node_count", run.node_count}, {"nodes", nodes}};
+    out["share"] = {{"node_rank", run.node_rank},
+                    {"node_count", run.node_count},
+                    {"master_port", run.master_port},
+                    {"nodes", nodes}};
   }
   return out;
 }
@@ -71,6 +74,13 @@ Result<void> read_share(const json& item, LeasedRun& run) {
         !address->is_string())
       return bad_answer("a leased run's share nodes need a node_id and an address");
     run.nodes.push_back({id->get<std::string>(), address->get<std::string>()});
+  }
+  auto port = share->find("master_port");
+  if (port != share->end()) {
+    if (!port->is_number_integer() || port->get<std::int64_t>() < 1 ||
+        port->get<std::int64_t>() > 65535)
+      return bad_answer("a leased run's share has no valid master_port");
+    run.master_port = port->get<int>();
   }
   run.node_rank = static_cast<int>(node_rank);
   run.node_count = static_cast<int>(node_count);

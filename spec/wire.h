@@ -68,6 +68,8 @@ struct LeasedRun {
   int node_rank = 0;
   int node_count = 1;
   std::vector<ShareNode> nodes;
+  // The rendezvous port on rank 0's node (MASTER_PORT), the same for every share.
+  int master_port = 6105;
 };
 
 nlohmann::json heartbeat_body(const HeartbeatReport& report);

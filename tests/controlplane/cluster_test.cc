@@ -473,3 +473,20 @@ TEST_CASE("a gang's shares survive a control plane restart; one not yet handed o
   CHECK(again[0].run_id == pending);
   CHECK(again[0].epoch == 2);
 }
+
+TEST_CASE("a gang's barrier opens once every share is prepared, at the master's rendezvous port",
+          "[cluster][gang]") {
+  GangFixture f;
+  auto a = f.node("cpu");
+  auto b = f.node("cpu");
+  auto run = f.gang("cpu", 2);
+  f.cluster.set_rendezvous_port(a, 29611);  // 6105 is taken on a
+  auto first = f.cluster.lease(a, 1).at(0);
+  CHECK(first.master_port == 29611);
+  auto second = f.cluster.lease(b, 1).at(0);
+  CHECK(second.master_port == 29611);
+  CHECK_FALSE(f.cluster.share_prepared(run, a));
+  CHECK_FALSE(f.cluster.share_prepared(run, a));  // asking again changes nothing
+  CHECK(f.cluster.share_prepared(run, b));
+  CHECK(f.cluster.share_prepared(run, a));
+}

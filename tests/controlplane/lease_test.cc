@@ -162,3 +162,40 @@ TEST_CASE("a run across nodes reaches a waiting node's long poll as its share", 
   CHECK(refused.status == 400);
   CHECK_THAT(refused.body, Catch::Contains("node_count"));
 }
+
+TEST_CASE("shares wait at a gang's barrier until the last one is prepared", "[lease][gang]") {
+  TestServer server;
+  auto a = server.node("cpu");
+  auto b = server.node("cpu");
+  nlohmann::json body = {{"job", {{"text", "entry_script: train.py\n"}, {"file_name", "job.yml"}}},
+                         {"experiment_name", "exp"},
+                         {"compute_name", "cpu"},
+                         {"node_count", 2}};
+  std::string run_id = server.user().post("/v1/runs", server.user_token(), body).json()["run_id"];
+  REQUIRE(server.user()
+              .request("PUT", "/v1/runs/" + run_id + "/snapshot", server.user_token(),
+                       std::string("\x1f\x8b snapshot"))
+              .status == 200);
+  auto leased = a.http().post("/v1/nodes/" + a.id() + "/lease", a.token(),
+                              {{"max_runs", 1}, {"rendezvous_port", 29612}});
+  REQUIRE(leased.status == 200);
+  CHECK(leased.json()["runs"][0]["share"]["master_port"] == 29612);
+  std::int64_t epoch = leased.json()["runs"][0]["epoch"];
+  REQUIRE(b.lease(1).json()["runs"].size() == 1);
+  auto barrier = [&](NodeClient& node, double wait) {
+    return node.http().post("/v1/runs/" + run_id + "/barrier", node.token(),
+                            {{"epoch", epoch}, {"wait_seconds", wait}});
+  };
+  CHECK(barrier(a, 0).json()["open"] == false);
+  auto waiting = std::async(std::launch::async, [&] { return barrier(a, 20); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CHECK(barrier(b, 20).json()["open"] == true);
+  REQUIRE(waiting.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  CHECK(waiting.get().json()["open"] == true);
+  // Another epoch's share, or a node that holds none, is refused as a status report would be.
+  CHECK(
+      b.http().post("/v1/runs/" + run_id + "/barrier", b.token(), {{"epoch", epoch + 1}}).status ==
+      409);
+  auto c = server.node("cpu");
+  CHECK(barrier(c, 0).status == 403);
+}

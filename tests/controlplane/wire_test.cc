@@ -83,8 +83,10 @@ TEST_CASE("a share of a run across nodes reads back, and a share that does not a
   run.node_rank = 1;
   run.node_count = 2;
   run.nodes = {{"node-a", "10.0.0.4"}, {"node-b", "10.0.0.5"}};
+  run.master_port = 29500;
   auto back = wire::leased_run_from_json(wire::leased_run_json(run));
   REQUIRE(back.ok());
+  CHECK(back->master_port == 29500);
   CHECK(back->node_rank == 1);
   CHECK(back->node_count == 2);
   REQUIRE(back->nodes.size() == 2);
@@ -108,4 +110,5 @@ TEST_CASE("a share of a run across nodes reads back, and a share that does not a
   CHECK(refused([](nlohmann::json& share) { share["nodes"][0] = "node-a"; }));
   CHECK(refused([](nlohmann::json& share) { share["nodes"][1].erase("address"); }));
   CHECK(refused([](nlohmann::json& share) { share = "rank 1"; }));
+  CHECK(refused([](nlohmann::json& share) { share["master_port"] = 70000; }));
 }
