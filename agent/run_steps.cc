@@ -411,12 +411,17 @@ Result<executors::ExitRecord> read_exit_record(const fs::path& run_dir, const st
 
 namespace {
 
-// The rank of a distributed run that failed first, when the shim (ranks it started) or mpirun
-// (its own message in mpi_log.txt) names one.
+// Which of plan.ranks failed first, when the shim (ranks it started) or mpirun (its own message
+// in mpi_log.txt) names one.
 std::optional<int> failed_rank_of(const executors::ExitRecord& exit, const Plan& plan) {
   // exit.json is in the run folder, where the job can write: a rank is believed only in range.
-  auto in_range = [&](int rank) { return rank >= 0 && rank < static_cast<int>(plan.ranks.size()); };
-  if (exit.failed_rank) return in_range(*exit.failed_rank) ? exit.failed_rank : std::nullopt;
+  // The shim names ranks by their number in the run; the answer is an index into plan.ranks.
+  auto index_of = [&](int rank) -> std::optional<int> {
+    for (std::size_t i = 0; i < plan.ranks.size(); ++i)
+      if (plan.ranks[i].rank == rank) return static_cast<int>(i);
+    return std::nullopt;
+  };
+  if (exit.failed_rank) return index_of(*exit.failed_rank);
   if (plan.launcher != executors::RankLauncher::Mpirun || !plan.launcher_log) return std::nullopt;
   if (exit.reason != ExitReason::Exited || exit.exit_code.value_or(0) == 0) return std::nullopt;
   // The job can write in its run folder: the file is read beneath it and bounded.
@@ -427,8 +432,8 @@ std::optional<int> failed_rank_of(const executors::ExitRecord& exit, const Plan&
   ssize_t n = ::read(file->get(), text.data(), text.size());
   text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
   auto rank = executors::mpirun_failed_rank(text);
-  if (rank && !in_range(*rank)) return std::nullopt;
-  return rank;
+  if (!rank) return std::nullopt;
+  return index_of(*rank);
 }
 
 std::optional<RunOutcome> failed_rank_outcome(const executors::ExitRecord& exit, const Plan& plan) {
@@ -461,8 +466,8 @@ std::optional<RunOutcome> failed_rank_outcome(const executors::ExitRecord& exit,
   int code = exit.signal ? 128 + *exit.signal : exit.exit_code.value_or(1);
   return RunOutcome{
       RunStatus::Failed,
-      Error{"UserError", "Rank " + std::to_string(*rank) + " of " +
-                             std::to_string(plan.ranks.size()) + " ('" + program + "') " + how +
+      Error{"UserError", "Rank " + std::to_string(plan.ranks[*rank].rank) + " of " +
+                             std::to_string(plan.world_size) + " ('" + program + "') " + how +
                              "; the other ranks were stopped; its log is " + log},
       code};
 }

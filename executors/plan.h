@@ -127,7 +127,10 @@ struct Plan {
   // how they start. std_log is then rank 0's log (what `amlnode run` shows); an MPI run's
   // mpirun writes its own messages to launcher_log (user_logs/mpi_log.txt).
   RankLauncher launcher = RankLauncher::Single;
+  // This node's ranks; numbered in the run, which for a share of a run across nodes has
+  // world_size ranks over all its nodes (here only some of them).
   std::vector<RankPlan> ranks;
+  int world_size = 1;
   std::optional<std::filesystem::path> launcher_log;
   // Things the plan chose that a user should hear about (a port other than 6105, ...).
   std::vector<std::string> notes;

@@ -263,6 +263,8 @@ void plan_ranks(const spec::Job& job, const PlanContext& context, Plan& plan) {
     plan_pytorch(context, plan, per_node);
   }
   plan.std_log = plan.ranks.front().std_log;
+  int nodes = context.share ? context.share->node_count() : 1;
+  plan.world_size = tensorflow ? tasks : per_node * nodes;
   // The job's own variables are applied last, over everything else, for every rank too.
   for (const auto* variables :
        {&job.environment.environment_variables, &job.environment_variables}) {

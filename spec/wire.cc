@@ -34,16 +34,19 @@ json leased_run_json(const LeasedRun& run) {
               {"epoch", run.epoch},
               {"experiment_name", run.experiment_name},
               {"job", {{"text", run.job_text}, {"file_name", run.job_file_name}}}};
-  if (run.node_count > 1) {
-    json nodes = json::array();
-    for (const auto& node : run.nodes)
-      nodes.push_back({{"node_id", node.node_id}, {"address", node.address}});
-    out["share"] = {{"node_rank", run.node_rank},
-                    {"node_count", run.node_count},
-                    {"master_port", run.master_port},
-                    {"nodes", nodes}};
-  }
+  if (run.node_count > 1) out["share"] = leased_share_json(run);
   return out;
+}
+
+json leased_share_json(const LeasedRun& run) {
+  if (run.node_count <= 1) return nullptr;
+  json nodes = json::array();
+  for (const auto& node : run.nodes)
+    nodes.push_back({{"node_id", node.node_id}, {"address", node.address}});
+  return {{"node_rank", run.node_rank},
+          {"node_count", run.node_count},
+          {"master_port", run.master_port},
+          {"nodes", nodes}};
 }
 
 namespace {
@@ -53,6 +56,14 @@ namespace {
 Result<void> read_share(const json& item, LeasedRun& run) {
   auto share = item.find("share");
   if (share == item.end()) return ok();
+  return read_leased_share(*share, run);
+}
+
+}  // namespace
+
+Result<void> read_leased_share(const json& share_object, LeasedRun& run) {
+  if (share_object.is_null()) return ok();
+  const json* share = &share_object;
   if (!share->is_object()) return bad_answer("a leased run's share is not an object");
   auto rank = share->find("node_rank");
   auto count = share->find("node_count");
@@ -86,8 +97,6 @@ Result<void> read_share(const json& item, LeasedRun& run) {
   run.node_count = static_cast<int>(node_count);
   return ok();
 }
-
-}  // namespace
 
 Result<LeasedRun> leased_run_from_json(const json& item) {
   if (!item.is_object()) return bad_answer("a leased run is not an object");

@@ -78,6 +78,10 @@ nlohmann::json leased_run_json(const LeasedRun& run);
 
 // The answers' readers. Errors are "BadAnswer", naming what is missing or of the wrong type.
 Result<LeasedRun> leased_run_from_json(const nlohmann::json& item);
+// A leased run's "share" object alone (a run across nodes; null for a run of one node), and the
+// reader of one into `run` (null leaves it a run of one node), for the agent's state store.
+nlohmann::json leased_share_json(const LeasedRun& run);
+Result<void> read_leased_share(const nlohmann::json& share, LeasedRun& run);
 // Entries that are not objects are skipped.
 std::vector<Command> commands_from_json(const nlohmann::json& commands);
 

@@ -61,6 +61,10 @@ int run_agent(const NodeConfig& config, const std::filesystem::path& state_dir) 
   DaemonOptions options;
   options.settings = *settings;
   options.facts = collect_node_facts(settings->labels, settings->ssh_port);
+  if (!settings->address.empty()) {
+    std::erase(options.facts.ips, settings->address);
+    options.facts.ips.insert(options.facts.ips.begin(), settings->address);
+  }
   options.runs.config = config;
   options.runs.state_dir = state_dir;
   options.runs.clock = make_system_clock();

@@ -119,10 +119,12 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
   }
 
   Result<std::vector<LeasedRun>> lease(const NodeIdentity& node, int max_runs,
-                                       std::chrono::seconds wait) override {
-    auto body =
-        post_json(node_path(node.node_id) + "/lease", node.node_token,
-                  {{"max_runs", max_runs}, {"wait_seconds", wait.count()}}, wait + kLongPollMargin);
+                                       std::chrono::seconds wait, int rendezvous_port) override {
+    auto body = post_json(node_path(node.node_id) + "/lease", node.node_token,
+                          {{"max_runs", max_runs},
+                           {"wait_seconds", wait.count()},
+                           {"rendezvous_port", rendezvous_port}},
+                          wait + kLongPollMargin);
     if (!body.ok()) return body.error();
     auto runs = body->find("runs");
     if (runs == body->end() || !runs->is_array())
@@ -134,6 +136,18 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
       leased.push_back(std::move(*run));
     }
     return leased;
+  }
+
+  Result<bool> wait_at_barrier(const NodeIdentity& node, const std::string& run_id,
+                               std::int64_t epoch, std::chrono::seconds wait) override {
+    auto body =
+        post_json(run_path(run_id) + "/barrier", node.node_token,
+                  {{"epoch", epoch}, {"wait_seconds", wait.count()}}, wait + kLongPollMargin);
+    if (!body.ok()) return body.error();
+    auto open = body->find("open");
+    if (open == body->end() || !open->is_boolean())
+      return Error{"BadAnswer", "the barrier answer has no open flag"};
+    return open->get<bool>();
   }
 
   Result<void> download_snapshot(const NodeIdentity& node, const std::string& run_id,

@@ -92,8 +92,12 @@ class ControlPlaneClient {
   virtual Result<HeartbeatAnswer> heartbeat(const NodeIdentity& node,
                                             const HeartbeatReport& report) = 0;
   // Long poll: answers an empty list after `wait` when there is nothing to run.
+  // `rendezvous_port` is the port this node would give a run across nodes it became master of.
   virtual Result<std::vector<LeasedRun>> lease(const NodeIdentity& node, int max_runs,
-                                               std::chrono::seconds wait) = 0;
+                                               std::chrono::seconds wait, int rendezvous_port) = 0;
+  // A share of a run across nodes is prepared: whether every share now is (a long poll of `wait`).
+  virtual Result<bool> wait_at_barrier(const NodeIdentity& node, const std::string& run_id,
+                                       std::int64_t epoch, std::chrono::seconds wait) = 0;
   // Streams the snapshot into `destination` (at most `max_bytes`).
   virtual Result<void> download_snapshot(const NodeIdentity& node, const std::string& run_id,
                                          std::int64_t epoch,

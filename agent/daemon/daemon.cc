@@ -10,6 +10,7 @@
 
 #include "agent/daemon/log_setup.h"
 #include "common/error_codes.h"
+#include "executors/ranks.h"
 #include "executors/run_folder.h"
 
 namespace amlnode::agent {
@@ -145,14 +146,17 @@ void Daemon::ship_logs(ActiveRun& run) {
   offload(
       [env = options_.runs, client = client_, store = store_, node = *identity_, lease = run.lease,
        with_outputs]() -> Result<ShipResult> {
-        if (with_outputs) {
+        // A run across nodes has one ./outputs at the control plane: the master's (node rank 0).
+        if (with_outputs && lease.node_rank == 0) {
           if (auto uploaded = upload_run_outputs(env, node, lease); !uploaded)
             return uploaded.error();
         }
         auto run_dir = executors::RunFolder::of(env.state_dir, lease.run_id).root;
         SystemLog lifecycle(run_dir, env.clock);
-        return ship_run_logs(*client, *store, node, lease.run_id, lease.epoch, run_dir,
-                             [&lifecycle](const std::string& line) { lifecycle.line(line); });
+        return ship_run_logs(
+            *client, *store, node, lease.run_id, lease.epoch, run_dir,
+            [&lifecycle](const std::string& line) { lifecycle.line(line); },
+            lease.node_count > 1 ? lease.node_rank : -1);
       },
       [this, id = run.lease.run_id, final, with_outputs](Result<ShipResult> shipped) {
         on_logs_shipped(id, std::move(shipped), final, with_outputs);
@@ -444,9 +448,14 @@ void Daemon::maybe_lease() {
   int slots = free_slots();
   if (slots <= 0) return;
   lease_in_flight_ = true;
-  offload([client = client_, node = *identity_, slots,
-           wait = options_.settings.lease_wait] { return client->lease(node, slots, wait); },
-          [this](Result<std::vector<LeasedRun>> leased) { on_leased(std::move(leased)); });
+  offload(
+      [client = client_, node = *identity_, slots, wait = options_.settings.lease_wait] {
+        // Probed before each call: what a run across nodes would get here as its master.
+        int port = executors::port_is_free(executors::kMasterPort) ? executors::kMasterPort
+                                                                   : executors::pick_free_port();
+        return client->lease(node, slots, wait, port > 0 ? port : executors::kMasterPort);
+      },
+      [this](Result<std::vector<LeasedRun>> leased) { on_leased(std::move(leased)); });
 }
 
 void Daemon::on_leased(Result<std::vector<LeasedRun>> leased) {
@@ -550,7 +559,8 @@ void Daemon::on_prepared(const std::string& run_id, Result<std::shared_ptr<Start
     canceled_in_preparation_->remove(run_id);
     return conclude(run, *prepared.outcome);
   }
-  offload([started = run.started] { return launch_leased_run(*started); },
+  offload([env = options_.runs, node = *identity_, lease = run.lease,
+           started = run.started] { return launch_leased_run(env, node, lease, *started); },
           [this, run_id, started = run.started](Result<void> launched) {
             on_launched(run_id, started, std::move(launched));
           });
@@ -574,6 +584,8 @@ void Daemon::on_launched(const std::string& run_id, const std::shared_ptr<Starte
   run.preparing = false;
   canceled_in_preparation_->remove(run_id);
   auto now = std::chrono::steady_clock::now();
+  if (!launched.ok() && launched.error().code == errors::kStaleEpoch)
+    return stop_run(run_id, launched.error().message);
   if (!launched.ok()) {
     auto failed = run.lifecycle.preparation_failed(launched.error(), now);
     return conclude(

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <optional>
 #include <vector>
 
@@ -26,18 +27,29 @@ struct StreamFile {
   fs::path relative;  // its file, relative to the run folder ("wd/logs/a.txt")
 };
 
-// Every stream of the run with the file it is read from.
-std::vector<StreamFile> run_streams(const fs::path& run_dir) {
+std::string two_digits(int number) {
+  char text[16];
+  std::snprintf(text, sizeof text, "%02d", number);
+  return text;
+}
+
+// Every stream of the run with the file it is read from (named for a share, see ship_run_logs).
+std::vector<StreamFile> run_streams(const fs::path& run_dir, int share_rank) {
   std::vector<StreamFile> streams;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(run_dir / "user_logs", ec)) {
     if (entry.is_regular_file(ec)) {
       auto name = entry.path().filename().string();
-      streams.push_back({"user_logs/" + name, fs::path("user_logs") / name});
+      std::string stream = share_rank >= 0 && name == "std_log.txt"
+                               ? "std_log_process_" + two_digits(share_rank) + ".txt"
+                               : name;
+      streams.push_back({"user_logs/" + stream, fs::path("user_logs") / name});
     }
   }
+  std::string node_folder = share_rank > 0 ? "node_" + two_digits(share_rank) + "/" : "";
   for (const auto& [prefix, folder] :
-       {std::pair<std::string, fs::path>{"system_logs/", "system_logs"}, {"logs/", "wd/logs"}}) {
+       {std::pair<std::string, fs::path>{"system_logs/" + node_folder, "system_logs"},
+        {"logs/" + node_folder, "wd/logs"}}) {
     fs::recursive_directory_iterator it(run_dir / folder, fs::directory_options::none, ec);
     for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
       // Links are not followed: a run must not make the agent ship files outside its folder.
@@ -297,7 +309,8 @@ std::optional<DroppedBytes> dropped_of(const LogCursor& cursor, const fs::path& 
 Result<ShipResult> ship_run_logs(ControlPlaneClient& client, StateStore& store,
                                  const NodeIdentity& node, const std::string& run_id,
                                  std::int64_t epoch, const fs::path& run_dir,
-                                 const std::function<void(const std::string&)>& note) {
+                                 const std::function<void(const std::string&)>& note,
+                                 int share_rank) {
   auto cursors = store.log_cursors(run_id);
   if (!cursors.ok()) return cursors.error();
   std::string buffer;  // one buffer for every chunk of this delivery
@@ -311,7 +324,7 @@ Result<ShipResult> ship_run_logs(ControlPlaneClient& client, StateStore& store,
   };
   for (int pass = 0; pass < 2 && (pass == 0 || noted); ++pass) {
     noted = false;
-    for (const auto& stream : run_streams(run_dir)) {
+    for (const auto& stream : run_streams(run_dir, share_rank)) {
       LogCursor& cursor = (*cursors)[stream.name];
       StreamDelivery delivery(client, store, node, run_id, epoch, stream, cursor, buffer, noting);
       if (auto delivered = delivery.deliver(run_dir); !delivered) return delivered.error();

@@ -57,9 +57,16 @@ struct ShipResult {
 // the worker pool. Errors: those of the client (Unreachable, StaleEpoch, ...) and StateStoreError;
 // a refusal of one stream is not an error (the stream is set aside). `note` gets each line meant
 // for the run's system_logs/lifecycle.txt (a stream set aside).
+//
+// `share_rank` is this node's rank in a run across nodes (-1: a run of one node). Every share
+// delivers to the same run, so its streams are named apart: a share's one process logs
+// user_logs/std_log_process_<node rank>.txt (its rank in the run), ranks' own logs are numbered
+// by their global rank already, and the system logs and logs/ of every share but the master's go
+// under system_logs/node_NN/ and logs/node_NN/.
 Result<ShipResult> ship_run_logs(ControlPlaneClient& client, StateStore& store,
                                  const NodeIdentity& node, const std::string& run_id,
                                  std::int64_t epoch, const std::filesystem::path& run_dir,
-                                 const std::function<void(const std::string&)>& note = {});
+                                 const std::function<void(const std::string&)>& note = {},
+                                 int share_rank = -1);
 
 }  // namespace amlnode::agent

@@ -94,6 +94,50 @@ RunRuntimeContext runtime_context(const RunEnvironment& env, const LeasedRun& le
   return context;
 }
 
+executors::PlanContext leased_plan_context(
+    const RunEnvironment& env, const LeasedRun& lease,
+    const executors::environments::EnvironmentConfig& environments) {
+  auto context =
+      plan_context(env.config, env.state_dir, lease.run_id, env.kill_grace_seconds, environments);
+  if (lease.node_count > 1) {
+    executors::ShareContext share;
+    share.node_rank = lease.node_rank;
+    share.master_port = lease.master_port;
+    for (const auto& node : lease.nodes) share.addresses.push_back(node.address);
+    context.master_address = share.addresses.front();
+    context.share = std::move(share);
+  }
+  return context;
+}
+
+namespace {
+
+// How long one barrier call waits before it is made again (checking for a cancel in between).
+constexpr std::chrono::seconds kBarrierPoll{5};
+
+}  // namespace
+
+Result<void> wait_at_barrier(const RunEnvironment& env, const NodeIdentity& node,
+                             const LeasedRun& lease) {
+  SystemLog log(executors::RunFolder::of(env.state_dir, lease.run_id).root, env.clock);
+  log.line("node rank " + std::to_string(lease.node_rank) + " of " +
+           std::to_string(lease.node_count) + " prepared; waiting for the other shares");
+  auto delay = std::chrono::milliseconds(200);
+  for (;;) {
+    if (env.canceled && env.canceled(lease.run_id))
+      return Error{errors::kCanceled, "The run was canceled before its processes started"};
+    auto open = env.client->wait_at_barrier(node, lease.run_id, lease.epoch, kBarrierPoll);
+    if (open.ok() && *open) break;
+    if (!open.ok() && open.error().code != errors::kUnreachable) return open.error();
+    if (!open.ok()) {
+      std::this_thread::sleep_for(delay);
+      delay = std::min(delay * 2, std::chrono::milliseconds(5000));
+    }
+  }
+  log.line("every share is prepared: starting");
+  return ok();
+}
+
 Result<std::shared_ptr<StartedRun>> prepare_leased_run(const RunEnvironment& env,
                                                        const NodeIdentity& node,
                                                        const LeasedRun& lease) {
@@ -111,9 +155,7 @@ Result<std::shared_ptr<StartedRun>> prepare_leased_run(const RunEnvironment& env
   auto environments = environment_config(env.config, env.state_dir);
   if (!environments.ok()) return environments.error();
   auto started = std::make_shared<StartedRun>();
-  started->plan = executors::resolve_plan(
-      *job,
-      plan_context(env.config, env.state_dir, lease.run_id, env.kill_grace_seconds, *environments));
+  started->plan = executors::resolve_plan(*job, leased_plan_context(env, lease, *environments));
   executors::Plan& plan = started->plan;
   if (plan.cannot_run) return *plan.cannot_run;
   if (auto staged = make_outputs_and_stage_inputs(plan, log); !staged.ok()) return staged.error();
@@ -124,7 +166,11 @@ Result<std::shared_ptr<StartedRun>> prepare_leased_run(const RunEnvironment& env
   return started;
 }
 
-Result<void> launch_leased_run(const StartedRun& run) {
+Result<void> launch_leased_run(const RunEnvironment& env, const NodeIdentity& node,
+                               const LeasedRun& lease, const StartedRun& run) {
+  if (lease.node_count > 1) {
+    if (auto opened = wait_at_barrier(env, node, lease); !opened.ok()) return opened.error();
+  }
   auto launched = run.runtime->launch();
   if (launched.ok()) test_hook_crash_at("after-launch");
   return launched;
@@ -150,8 +196,7 @@ Result<executors::Plan> leased_plan(const RunEnvironment& env, const LeasedRun& 
   if (auto resolved = resolve_node_references(*job, env.config); !resolved) return resolved.error();
   auto environments = environment_config(env.config, env.state_dir);
   if (!environments.ok()) return environments.error();
-  return executors::resolve_plan(*job, plan_context(env.config, env.state_dir, lease.run_id,
-                                                    env.kill_grace_seconds, *environments));
+  return executors::resolve_plan(*job, leased_plan_context(env, lease, *environments));
 }
 
 Result<std::shared_ptr<StartedRun>> reattach_run(const RunEnvironment& env, const LeasedRun& lease,

@@ -68,8 +68,22 @@ Result<std::shared_ptr<StartedRun>> prepare_leased_run(const RunEnvironment& env
                                                        const NodeIdentity& node,
                                                        const LeasedRun& lease);
 
-// Starts the prepared run's processes (before_launch first: a canceled run fails "Canceled").
-Result<void> launch_leased_run(const StartedRun& run);
+// Starts the prepared run's processes (before_launch first: a canceled run fails "Canceled"). A
+// share of a run across nodes first waits at the run's barrier until every share is prepared.
+Result<void> launch_leased_run(const RunEnvironment& env, const NodeIdentity& node,
+                               const LeasedRun& lease, const StartedRun& run);
+
+// A share's plan context: this node's, and for a run across nodes its share (node rank, every
+// node's address, the master's port).
+executors::PlanContext leased_plan_context(
+    const RunEnvironment& env, const LeasedRun& lease,
+    const executors::environments::EnvironmentConfig& environments);
+
+// The barrier of a run across nodes: tells the control plane this share is prepared and waits
+// until every share is (retrying while the control plane is unreachable). "Canceled" when the run
+// was canceled meanwhile; StaleEpoch when it ended or moved on.
+Result<void> wait_at_barrier(const RunEnvironment& env, const NodeIdentity& node,
+                             const LeasedRun& lease);
 
 // A run the state store says this node held when it stopped: its plan again (resolution is
 // deterministic from the lease and the snapshot already in wd/), and its runtime, found again

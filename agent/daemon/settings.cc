@@ -1,5 +1,7 @@
 #include "agent/daemon/settings.h"
 
+#include <arpa/inet.h>
+
 #include "common/fs.h"
 
 namespace amlnode::agent {
@@ -47,6 +49,14 @@ Result<void> read_control_plane(const json& section, const std::string& where,
 Result<void> read_node(const json& section, const std::string& where, AgentSettings& settings) {
   if (auto read = read_key(section, "labels", where, settings.labels); !read) return read;
   if (auto read = read_key(section, "ssh_port", where, settings.ssh_port); !read) return read;
+  if (auto read = read_key(section, "address", where, settings.address); !read) return read;
+  if (!settings.address.empty()) {
+    unsigned char buffer[sizeof(in6_addr)];
+    if (::inet_pton(AF_INET, settings.address.c_str(), buffer) != 1 &&
+        ::inet_pton(AF_INET6, settings.address.c_str(), buffer) != 1)
+      return Error{"InvalidConfig", where + "address: expected an IPv4 or IPv6 address, got \"" +
+                                        settings.address + "\""};
+  }
   if (auto read = read_key(section, "run_concurrency", where, settings.run_concurrency); !read)
     return read;
   if (auto read = read_key(section, "min_free_bytes", where, settings.min_free_bytes); !read)

@@ -10,6 +10,8 @@
 //   node:
 //     labels: {compute_name: cpu-cluster, vm_size: STANDARD_D2_V2, vm_priority: dedicated}
 //     ssh_port: 22
+//     address: 10.0.0.4                   # what other nodes reach this one on (runs across
+//                                         # nodes); unset: the first address of its interfaces
 //     run_concurrency: 1                  # runs held at once
 //     lease_wait_seconds: 20              # long-poll length
 //     min_free_bytes: 536870912           # less free space in state_dir: unusable
@@ -45,6 +47,9 @@ struct AgentSettings {
   std::optional<std::filesystem::path> registration_token_file;
   std::map<std::string, std::string> labels;
   int ssh_port = 22;
+  // The IPv4 or IPv6 address the node's peers in a run across nodes reach it on; registered as its
+  // first address. "" : the interfaces' own.
+  std::string address;
   int run_concurrency = 1;
   std::chrono::seconds lease_wait{20};
   // Below this much free space in the state dir the node reports `unusable` and takes no runs.

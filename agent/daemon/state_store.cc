@@ -14,6 +14,7 @@
 
 #include "common/hash.h"
 #include "common/json.h"
+#include "spec/wire.h"
 
 namespace amlnode::agent {
 
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS runs (
   status TEXT NOT NULL,
   shim_pid INTEGER,
   shim_start_time INTEGER,
-  launching INTEGER NOT NULL DEFAULT 0
+  launching INTEGER NOT NULL DEFAULT 0,
+  share TEXT NOT NULL DEFAULT 'null'
 );
 CREATE TABLE IF NOT EXISTS registration (
   singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
@@ -136,7 +138,9 @@ Result<void> add_missing_columns(sqlite3* db, const std::filesystem::path& file)
        {Column{"SELECT launching FROM runs LIMIT 0",
                "ALTER TABLE runs ADD COLUMN launching INTEGER NOT NULL DEFAULT 0"},
         Column{"SELECT state FROM log_cursors LIMIT 0",
-               "ALTER TABLE log_cursors ADD COLUMN state TEXT"}}) {
+               "ALTER TABLE log_cursors ADD COLUMN state TEXT"},
+        Column{"SELECT share FROM runs LIMIT 0",
+               "ALTER TABLE runs ADD COLUMN share TEXT NOT NULL DEFAULT 'null'"}}) {
     Statement query;
     if (sqlite3_prepare_v2(db, column.probe, -1, &query.stmt, nullptr) == SQLITE_OK) continue;
     char* message = nullptr;
@@ -259,17 +263,17 @@ class SqliteStateStore final : public StateStore {
   Result<void> save_run(const HeldRunRecord& run) override {
     return write_run(run, /*synced=*/false,
                      "INSERT INTO runs (run_id, epoch, experiment_name, job_text, job_file_name, "
-                     "status, shim_pid, shim_start_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                     "status, shim_pid, shim_start_time, share) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                      "ON CONFLICT(run_id) DO UPDATE SET epoch = ?2, experiment_name = ?3, "
                      "job_text = ?4, job_file_name = ?5, status = ?6, shim_pid = ?7, "
-                     "shim_start_time = ?8");
+                     "shim_start_time = ?8, share = ?9");
   }
 
   Result<void> mark_launching(const HeldRunRecord& run) override {
     return write_run(run, /*synced=*/true,
                      "INSERT INTO runs (run_id, epoch, experiment_name, job_text, job_file_name, "
-                     "status, shim_pid, shim_start_time, launching) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) "
+                     "status, shim_pid, shim_start_time, share, launching) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
                      "ON CONFLICT(run_id) DO UPDATE SET launching = 1");
   }
 
@@ -290,6 +294,9 @@ class SqliteStateStore final : public StateStore {
     if (run.shim_pid) sqlite3_bind_int64(insert.stmt, 7, *run.shim_pid);
     if (run.shim_start_time)
       sqlite3_bind_int64(insert.stmt, 8, static_cast<sqlite3_int64>(*run.shim_start_time));
+    // A run across nodes: its share of the lease (node rank, nodes, master port).
+    std::string share = wire::leased_share_json(run.lease).dump();
+    sqlite3_bind_text(insert.stmt, 9, share.c_str(), -1, SQLITE_TRANSIENT);
     if (sqlite3_step(insert.stmt) != SQLITE_DONE)
       return store_error(db_, "storing run " + run.lease.run_id);
     return ok();
@@ -301,7 +308,8 @@ class SqliteStateStore final : public StateStore {
     if (sqlite3_prepare_v2(
             db_,
             "SELECT runs.run_id, epoch, experiment_name, job_text, job_file_name, status, "
-            "shim_pid, shim_start_time, container_id, launching FROM runs LEFT JOIN run_containers "
+            "shim_pid, shim_start_time, container_id, launching, share FROM runs LEFT JOIN "
+            "run_containers "
             "ON runs.run_id = run_containers.run_id ORDER BY runs.run_id",
             -1, &query.stmt, nullptr) != SQLITE_OK) {
       return store_error(db_, "reading the held runs");
@@ -322,6 +330,11 @@ class SqliteStateStore final : public StateStore {
       if (sqlite3_column_type(query.stmt, 8) != SQLITE_NULL)
         run.container_id = column_text(query.stmt, 8);
       run.launching = sqlite3_column_int(query.stmt, 9) != 0;
+      // Only this agent writes the column: a share that does not read back is dropped, and the
+      // run is then refused as a run across nodes without its share.
+      LeasedRun shared = run.lease;
+      if (wire::read_leased_share(parse_untrusted_json(column_text(query.stmt, 10)), shared).ok())
+        run.lease = std::move(shared);
       runs.push_back(std::move(run));
     }
     if (step != SQLITE_DONE) return store_error(db_, "reading the held runs");

@@ -88,7 +88,7 @@ TEST_CASE("a node registers once, heartbeats, and its spent token is refused", "
     CHECK(refused.error().code == "Unauthorized");
   }
   SECTION("an empty queue answers the long poll with no runs") {
-    auto leased = client->lease(registration->identity, 1, std::chrono::seconds(1));
+    auto leased = client->lease(registration->identity, 1, std::chrono::seconds(1), 6105);
     REQUIRE(leased.ok());
     CHECK(leased->empty());
   }

@@ -53,7 +53,7 @@ struct LeasedRunFixture {
     node = registration->identity;
     fs::create_directories(dir / "src");
     server.submit("command: [\"true\"]\n", dir / "src", "cpu");
-    auto leased = client->lease(node, 1, std::chrono::seconds(0));
+    auto leased = client->lease(node, 1, std::chrono::seconds(0), 6105);
     REQUIRE(leased.ok());
     REQUIRE(leased->size() == 1);
     lease = leased->front();

@@ -1,0 +1,225 @@
+// Runs across nodes under real agents: one control plane and three `amlnode agent` processes on
+// this machine, each with its own state dir and its own loopback address (127.0.0.2-4), the run
+// submitted with the real `amlnode submit`. PyTorch's gloo backend really meets across the agents'
+// addresses.
+
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <set>
+
+#include "tests/agent/daemon/agent_config.h"
+#include "tests/agent/daemon/control_plane_process.h"
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
+
+using namespace amlnode;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const fs::path kScripts = fs::path(AMLNODE_SOURCE_DIR) / "tests" / "agent" / "distributed";
+
+const char* kEnvironment =
+    "environment:\n  python: {user_managed_dependencies: true, interpreter_path: "
+    "/usr/bin/python3}\n";
+
+// A control plane and `count` agents of compute cpu-cluster, agent k at 127.0.0.(k + 2).
+struct GangCluster {
+  test::TempDir dir;
+  test::ControlPlaneProcess server{dir / "cp", {"--heartbeat-interval", "1"}};
+  std::vector<pid_t> agents;
+  std::vector<fs::path> configs;
+  int starts = 0;
+
+  explicit GangCluster(int count) {
+    server.start();
+    for (int k = 0; k < count; ++k) {
+      std::string name = "n" + std::to_string(k);
+      test::AgentConfigSections sections;
+      sections.node =
+          "  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n"
+          "  address: " +
+          address(k) + "\n";
+      auto config =
+          dir.write(name + "/config.yml",
+                    test::agent_config_text(dir / name / "state", server.url(),
+                                            server.registration_token("cpu-cluster"), sections));
+      configs.push_back(config);
+      agents.push_back(-1);
+      start_agent(k);
+    }
+  }
+  void start_agent(int k) {
+    auto name = "n" + std::to_string(k);
+    ++starts;
+    agents[k] = test::start_command(
+        {test::amlnode_binary().string(), "agent", "--config", configs[k].string()},
+        dir / name / ("out." + std::to_string(starts)),
+        dir / name / ("err." + std::to_string(starts)));
+  }
+  ~GangCluster() {
+    for (pid_t agent : agents) {
+      if (agent <= 0) continue;
+      ::kill(agent, SIGTERM);
+      if (test::wait_command(agent, 20s) < 0) ::kill(agent, SIGKILL);
+    }
+  }
+  static std::string address(int k) { return "127.0.0." + std::to_string(k + 2); }
+  std::string output() {
+    std::string out;
+    for (std::size_t k = 0; k < agents.size(); ++k) {
+      for (int i = 1; i <= starts; ++i) {
+        std::error_code ec;
+        auto file = dir / ("n" + std::to_string(k)) / ("err." + std::to_string(i));
+        if (fs::exists(file, ec)) out += test::slurp(file);
+      }
+    }
+    return out;
+  }
+  std::vector<std::string> user_env() const {
+    return {"AMLNODE_CONTROL_PLANE=" + server.url(), "AMLNODE_USER_TOKEN=" + server.user_token()};
+  }
+  // Submits src/job.yml with the real client, which sends the job's node_count.
+  std::string submit(const std::string& script, const std::string& job) {
+    return submit(script, job, {});
+  }
+  std::string submit(const std::string& script, const std::string& job,
+                     const std::vector<std::string>& more_scripts) {
+    fs::create_directories(dir / "src");
+    for (const auto& more : more_scripts)
+      fs::copy_file(kScripts / more, dir / "src" / more, fs::copy_options::overwrite_existing);
+    fs::create_directories(dir / "src");
+    fs::copy_file(kScripts / script, dir / "src" / script, fs::copy_options::overwrite_existing);
+    auto file = dir.write("src/job.yml", "script: " + script + "\n" + kEnvironment + job);
+    auto submitted = test::run_command(
+        {test::amlnode_binary().string(), "submit", file.string(), "--compute", "cpu-cluster"},
+        user_env());
+    INFO(submitted.out << submitted.err);
+    REQUIRE(submitted.exit_code == 0);
+    return submitted.out.substr(0, submitted.out.find_last_not_of("\n") + 1);
+  }
+  json wait_terminal(const std::string& id, std::chrono::seconds limit = 120s) {
+    json record;
+    test::eventually(
+        [&] {
+          record = server.run(id);
+          std::string status = record["status"];
+          return status == "Completed" || status == "Failed" || status == "Canceled";
+        },
+        limit);
+    return record;
+  }
+  std::string log(const std::string& id, const std::string& stream) {
+    return server.log(id, stream);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a PyTorch run over 2 nodes x 2 processes: gloo meets across the agents' addresses",
+          "[daemon][gang]") {
+  GangCluster cluster(3);
+  std::string id = cluster.submit(
+      "ddp_step.py",
+      "distributed_job_config: {type: pytorch, communication_backend: gloo, process_count: 4, "
+      "node_count: 2}\n");
+  auto record = cluster.wait_terminal(id);
+  INFO(record.dump() << cluster.output());
+  REQUIRE(record["status"] == "Completed");
+  REQUIRE(record["shares"].size() == 2);
+  std::string master = record["shares"][0]["node_id"];
+  std::set<std::string> nodes;
+  for (const auto& share : record["shares"]) nodes.insert(share["node_id"].get<std::string>());
+  CHECK(nodes.size() == 2);
+  // Every rank's log, numbered by its rank in the run, says the same master and agreeing grads.
+  std::string master_address;
+  for (int rank = 0; rank < 4; ++rank) {
+    std::string text =
+        cluster.log(id, "user_logs/std_log_process_0" + std::to_string(rank) + ".txt");
+    INFO("rank " << rank << ": " << text);
+    CHECK_THAT(text, Catch::StartsWith("rank " + std::to_string(rank) + "/4 local " +
+                                       std::to_string(rank % 2) + " node " +
+                                       std::to_string(rank / 2) + " master 127.0.0."));
+    CHECK_THAT(text, Catch::Contains("grads_agree True"));
+    auto at = text.find(" master ");
+    std::string shown = text.substr(at + 8, text.find(' ', at + 8) - at - 8);
+    if (rank == 0) master_address = shown;
+    CHECK(shown == master_address);
+  }
+  // The master's system log is the run's; the other share's carries its node rank.
+  CHECK_THAT(cluster.log(id, "system_logs/lifecycle.txt"),
+             Catch::Contains("node rank 0 of 2 prepared"));
+  CHECK_THAT(cluster.log(id, "system_logs/node_01/lifecycle.txt"),
+             Catch::Contains("node rank 1 of 2 prepared"));
+}
+
+TEST_CASE("a failing share fails the run across nodes, and the other share is stopped",
+          "[daemon][gang]") {
+  GangCluster cluster(2);
+  std::string id = cluster.submit(
+      "rank_fails.py",
+      "distributed_job_config: {type: pytorch, communication_backend: gloo, process_count: 4, "
+      "node_count: 2}\n");
+  auto record = cluster.wait_terminal(id, 90s);
+  INFO(record.dump() << cluster.output());
+  CHECK(record["status"] == "Failed");
+  CHECK(record["error"]["node_rank"] == 1);  // rank 2 is node 1's first
+  CHECK_THAT(record["error"]["message"].get<std::string>(),
+             Catch::StartsWith("Rank 2 of 4 ('python3') exited with status code 3"));
+  CHECK(record["exit_code"] == 3);
+  // The master's share, whose ranks ignore SIGTERM, is stopped too: both nodes let go of the run.
+  CHECK(test::eventually(
+      [&] {
+        auto [status, nodes] = cluster.server.user_call("GET", "/v1/nodes", nullptr);
+        for (const auto& node : nodes)
+          if (!node["runId"].is_null()) return false;
+        return status == 200;
+      },
+      60s));
+}
+
+TEST_CASE("an agent SIGKILLed under its share finds its ranks again; every rank runs once",
+          "[daemon][gang]") {
+  GangCluster cluster(2);
+  auto go = cluster.dir / "go";
+  auto starts = cluster.dir / "starts.txt";
+  std::string id = cluster.submit(
+      "ranks_wait_file.py",
+      "distributed_job_config: {type: pytorch, communication_backend: gloo, process_count: 4, "
+      "node_count: 2}\nenvironment_variables: {GO: " +
+          go.string() + ", STARTS: " + starts.string() + "}\n");
+  REQUIRE(test::eventually(
+      [&] {
+        std::error_code ec;
+        return fs::exists(starts, ec) &&
+               test::slurp(starts).size() == 4 * std::string("rank 0\n").size();
+      },
+      60s));
+  // Node 1's agent dies; its ranks go on under their shim, and the next agent finds them.
+  auto record = cluster.server.run(id);
+  std::string second = record["shares"][1]["node_id"];
+  // Agent k registered with address 127.0.0.(k + 2) as its first.
+  int k = -1;
+  auto [status, nodes] = cluster.server.user_call("GET", "/v1/nodes", nullptr);
+  REQUIRE(status == 200);
+  for (const auto& node : nodes) {
+    if (node["nodeId"] == second) k = node["privateIpAddress"].get<std::string>().back() - '2';
+  }
+  REQUIRE((k == 0 || k == 1));
+  ::kill(cluster.agents[k], SIGKILL);
+  CHECK(test::wait_command(cluster.agents[k], 10s) == 128 + SIGKILL);
+  cluster.start_agent(k);
+  cluster.dir.write("go", "");
+  auto done = cluster.wait_terminal(id);
+  INFO(done.dump() << cluster.output());
+  CHECK(done["status"] == "Completed");
+  CHECK(test::slurp(starts).size() == 4 * std::string("rank 0\n").size());
+  for (int rank = 0; rank < 4; ++rank) {
+    std::string r = std::to_string(rank);
+    CHECK(cluster.log(id, "user_logs/std_log_process_0" + r + ".txt") ==
+          "rank " + r + " up\nrank " + r + " done\n");
+  }
+}
