@@ -29,12 +29,14 @@ const char* kEnvironment =
 // A control plane and `count` agents of compute cpu-cluster, agent k at 127.0.0.(k + 2).
 struct GangCluster {
   test::TempDir dir;
-  test::ControlPlaneProcess server{dir / "cp", {"--heartbeat-interval", "1"}};
+  test::ControlPlaneProcess server;
   std::vector<pid_t> agents;
   std::vector<fs::path> configs;
   int starts = 0;
 
-  explicit GangCluster(int count) {
+  explicit GangCluster(int count,
+                       std::vector<std::string> server_args = {"--heartbeat-interval", "1"})
+      : server(dir / "cp", std::move(server_args)) {
     server.start();
     for (int k = 0; k < count; ++k) {
       std::string name = "n" + std::to_string(k);
@@ -70,10 +72,15 @@ struct GangCluster {
   static std::string address(int k) { return "127.0.0." + std::to_string(k + 2); }
   std::string output() {
     std::string out;
-    for (std::size_t k = 0; k < agents.size(); ++k) {
-      for (int i = 1; i <= starts; ++i) {
+    for (std::size_t k = 0; k < agents.size(); ++k) out += output_of(static_cast<int>(k));
+    return out;
+  }
+  std::string output_of(int k) {
+    std::string out;
+    for (int i = 1; i <= starts; ++i) {
+      for (const char* kind : {"out.", "err."}) {
         std::error_code ec;
-        auto file = dir / ("n" + std::to_string(k)) / ("err." + std::to_string(i));
+        auto file = dir / ("n" + std::to_string(k)) / (kind + std::to_string(i));
         if (fs::exists(file, ec)) out += test::slurp(file);
       }
     }
@@ -222,4 +229,77 @@ TEST_CASE("an agent SIGKILLed under its share finds its ranks again; every rank 
     CHECK(cluster.log(id, "user_logs/std_log_process_0" + r + ".txt") ==
           "rank " + r + " up\nrank " + r + " done\n");
   }
+}
+
+TEST_CASE("a TensorFlow run over 3 nodes: each task finds its peers at their nodes' addresses",
+          "[daemon][gang]") {
+  GangCluster cluster(3);
+  std::string id = cluster.submit(
+      "tf_peers.py",
+      "distributed_job_config: {type: tensorflow, worker_count: 2, parameter_server_count: 1, "
+      "node_count: 3}\n");
+  auto record = cluster.wait_terminal(id);
+  INFO(record.dump() << cluster.output());
+  REQUIRE(record["status"] == "Completed");
+  // Task t runs on node rank t: worker 0, worker 1, then the parameter server, each at the
+  // address of its own node.
+  std::vector<std::string> address;
+  auto [status, nodes] = cluster.server.user_call("GET", "/v1/nodes", nullptr);
+  for (const auto& share : record["shares"]) {
+    for (const auto& node : nodes)
+      if (node["nodeId"] == share["node_id"]) address.push_back(node["privateIpAddress"]);
+  }
+  REQUIRE(address.size() == 3);
+  CHECK_THAT(cluster.log(id, "user_logs/std_log_process_00.txt"),
+             Catch::Contains("worker 0 at " + address[0] + ":") &&
+                 Catch::Contains("ps ['" + address[2] + ":"));
+  CHECK_THAT(cluster.log(id, "user_logs/std_log_process_01.txt"),
+             Catch::Contains("worker 1 at " + address[1] + ":"));
+  CHECK_THAT(cluster.log(id, "user_logs/std_log_process_02.txt"),
+             Catch::Contains("ps 0 at " + address[2] + ":") &&
+                 Catch::Contains("heard ['worker0', 'worker1']"));
+}
+
+TEST_CASE("a share's node cut off: the run stops on the other, is requeued whole, and completes",
+          "[daemon][gang]") {
+  GangCluster cluster(3, {"--heartbeat-interval", "1", "--heartbeat-timeout", "3"});
+  auto go = cluster.dir / "go";
+  auto starts = cluster.dir / "starts.txt";
+  std::string id = cluster.submit(
+      "ranks_wait_file.py",
+      "distributed_job_config: {type: pytorch, communication_backend: gloo, process_count: 2, "
+      "node_count: 2}\nenvironment_variables: {GO: " +
+          go.string() + ", STARTS: " + starts.string() + "}\n");
+  REQUIRE(test::eventually(
+      [&] {
+        std::error_code ec;
+        return fs::exists(starts, ec) &&
+               test::slurp(starts).size() == 2 * std::string("rank 0\n").size();
+      },
+      60s));
+  auto first = cluster.server.run(id);
+  std::string cut = first["shares"][1]["node_id"];
+  int k = -1;
+  auto [status, nodes] = cluster.server.user_call("GET", "/v1/nodes", nullptr);
+  for (const auto& node : nodes) {
+    if (node["nodeId"] == cut) k = node["privateIpAddress"].get<std::string>().back() - '2';
+  }
+  REQUIRE(k >= 0);
+  // Frozen, the agent heartbeats no more: its node is lost, the run goes back to the queue whole,
+  // and the other share is told to stop.
+  ::kill(cluster.agents[k], SIGSTOP);
+  REQUIRE(test::eventually(
+      [&] { return cluster.server.run(id)["epoch"] == first["epoch"].get<int>() + 1; }, 30s));
+  cluster.dir.write("go", "");
+  auto record = cluster.wait_terminal(id);
+  ::kill(cluster.agents[k], SIGCONT);
+  INFO(record.dump() << cluster.output());
+  CHECK(record["status"] == "Completed");
+  for (const auto& share : record["shares"]) CHECK(share["node_id"] != cut);
+  // The frozen node, back, hears its epoch is over and stops its share without reporting.
+  bool stopped = test::eventually(
+      [&] { return cluster.output_of(k).find("stopping it here") != std::string::npos; }, 30s);
+  INFO(cluster.output_of(k));
+  CHECK(stopped);
+  CHECK(cluster.server.run(id)["status"] == "Completed");
 }
