@@ -321,7 +321,7 @@ TEST_CASE("the first share to fail fails the run, naming its node rank, and the 
   CHECK(f.report(run, b, RunStatus::Completed) == RunStatus::Failed);
 }
 
-TEST_CASE("a lost share's node requeues the whole run under a new epoch; old shares are stopped",
+TEST_CASE("a lost share's node requeues the whole run under a new epoch, and old shares are stopped",
           "[cluster][gang]") {
   GangFixture f;
   auto a = f.node("cpu");
@@ -398,7 +398,7 @@ TEST_CASE("a run needing more nodes than its compute has waits with the reason, 
   CHECK(leased[0].run_id == small);
 }
 
-TEST_CASE("a canceled gang is told to every share; the first to end Canceled ends it",
+TEST_CASE("a canceled gang is told to every share, and the first to end Canceled ends it",
           "[cluster][gang]") {
   GangFixture f;
   auto a = f.node("cpu");
@@ -418,7 +418,7 @@ TEST_CASE("a canceled gang is told to every share; the first to end Canceled end
   CHECK(f.report(run, b, RunStatus::Canceled) == RunStatus::Canceled);
 }
 
-TEST_CASE("a gang's shares survive a control plane restart; one not yet handed out is requeued",
+TEST_CASE("a gang's shares survive a control plane restart, and one not yet handed out is requeued",
           "[cluster][gang]") {
   amlnode::test::TempDir dir;
   auto clock = std::make_shared<ManualClock>();

@@ -188,7 +188,7 @@ TEST_CASE("a failing share fails the run across nodes, and the other share is st
       60s));
 }
 
-TEST_CASE("an agent SIGKILLed under its share finds its ranks again; every rank runs once",
+TEST_CASE("an agent SIGKILLed under its share finds its ranks again, and every rank runs once",
           "[daemon][gang]") {
   GangCluster cluster(2);
   auto go = cluster.dir / "go";
