@@ -303,3 +303,52 @@ TEST_CASE("a share's node cut off: the run stops on the other, is requeued whole
   CHECK(stopped);
   CHECK(cluster.server.run(id)["status"] == "Completed");
 }
+
+TEST_CASE("two gangs that together need more nodes than exist run one after the other",
+          "[daemon][gang]") {
+  GangCluster cluster(3);
+  auto go = cluster.dir / "go";
+  auto starts = cluster.dir / "starts.txt";
+  std::string job =
+      "distributed_job_config: {type: pytorch, communication_backend: gloo, process_count: 2, "
+      "node_count: 2}\nenvironment_variables: {GO: " +
+      go.string() + ", STARTS: " + starts.string() + "}\n";
+  std::string first = cluster.submit("ranks_wait_file.py", job);
+  std::string second = cluster.submit("ranks_wait_file.py", job);
+  REQUIRE(test::eventually([&] { return cluster.server.run(first)["status"] == "Running"; }, 60s));
+  // The second waits whole: no node holds a share of it while the first runs.
+  auto waiting = cluster.server.run(second);
+  CHECK(waiting["status"] == "Queued");
+  CHECK(waiting["shares"].empty());
+  CHECK(waiting["queue_reason"] == "waiting for 2 nodes of compute cpu-cluster to be free at once");
+  cluster.dir.write("go", "");
+  for (const auto& id : {first, second}) {
+    auto record = cluster.wait_terminal(id);
+    INFO(record.dump() << cluster.output());
+    CHECK(record["status"] == "Completed");
+  }
+}
+
+TEST_CASE("a run needing more nodes than its compute has waits, and amlnode status says why",
+          "[daemon][gang]") {
+  GangCluster cluster(2);
+  std::string id = cluster.submit(
+      "ddp_step.py",
+      "distributed_job_config: {type: pytorch, communication_backend: gloo, process_count: 3, "
+      "node_count: 3}\n");
+  // Once both agents have registered, the reason counts them.
+  json record;
+  bool counted = test::eventually(
+      [&] {
+        auto shown = test::run_command({test::amlnode_binary().string(), "status", id, "--json"},
+                                       cluster.user_env());
+        if (shown.exit_code != 0) return false;
+        record = json::parse(shown.out);
+        return record["queue_reason"] == "needs 3 nodes; compute cpu-cluster has 2 usable";
+      },
+      20s);
+  INFO(record.dump());
+  CHECK(counted);
+  CHECK(record["status"] == "Queued");
+  CHECK(record["node_count"] == 3);
+}
