@@ -361,8 +361,7 @@ std::vector<LeasedRun> Cluster::lease(const std::string& node_id, int max_runs) 
     save(r);
     LeaseRecord lease{r.run_id, r.epoch, node_id, now};
     changes_.push_back([lease](Store& store) { return store.put_lease(lease); });
-    leased.push_back(
-        LeasedRun{r.run_id, r.epoch, r.experiment_name, run.job_text, r.job_file_name});
+    leased.push_back(share_lease(run, 0));
   }
   if (queue.empty()) queues_.erase(node.record.compute_name);
   return leased;

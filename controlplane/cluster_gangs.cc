@@ -121,9 +121,15 @@ LeasedRun Cluster::place_gang(RunState& run, const std::vector<std::string>& nod
   return share_lease(run, 0);
 }
 
+// The lease answer for one share (node rank 0 of a run of one node: the run itself).
 LeasedRun Cluster::share_lease(const RunState& run, int node_rank) const {
   const RunRecord& r = run.record;
-  LeasedRun leased{r.run_id, r.epoch, r.experiment_name, run.job_text, r.job_file_name};
+  LeasedRun leased;
+  leased.run_id = r.run_id;
+  leased.epoch = r.epoch;
+  leased.experiment_name = r.experiment_name;
+  leased.job_text = run.job_text;
+  leased.job_file_name = r.job_file_name;
   leased.node_rank = node_rank;
   leased.node_count = r.node_count;
   leased.master_port = r.master_port;

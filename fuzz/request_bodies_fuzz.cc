@@ -1,7 +1,8 @@
 // Fuzzes the control plane's parsing of what nodes and users send (controlplane/request_bodies.h):
-// registration, heartbeat, lease, status, submit and registration-token bodies, the log stream
-// names of PUT .../logs/{stream}, and, on the node's side, the readers of the control plane's
-// answers (spec/wire.h). The first byte of the input picks the parser; the rest is the body.
+// registration, heartbeat, lease (and barrier), status, submit and registration-token bodies, the
+// log stream names of PUT .../logs/{stream}, and, on the node's side, the readers of the control
+// plane's answers (spec/wire.h), shares of runs across nodes included. The first byte of the input
+// picks the parser; the rest is the body.
 //
 // Beyond not crashing, each parser must keep its promises: a refused body is an InvalidRequest
 // whose answer can be serialised, an accepted one holds only values within the documented limits,
@@ -81,8 +82,16 @@ void heartbeat(std::string_view body) {
   }
 }
 
+// A lease body, and the same bytes as a barrier body (both are a node's long polls).
 void lease(std::string_view body) {
   Limits limits;
+  auto barrier = parse_barrier(body, limits);
+  if (!refused(barrier)) {
+    check(barrier->epoch >= 1, "a barrier epoch below 1");
+    check(barrier->wait_seconds >= 0 &&
+              barrier->wait_seconds <= static_cast<double>(limits.max_lease_wait.count()),
+          "a barrier's wait_seconds out of range");
+  }
   auto parsed = parse_lease(body, limits);
   if (refused(parsed)) return;
   check(parsed->max_runs >= 1 && parsed->max_runs <= limits.max_runs_per_lease,
@@ -90,6 +99,8 @@ void lease(std::string_view body) {
   check(parsed->wait_seconds >= 0 &&
             parsed->wait_seconds <= static_cast<double>(limits.max_lease_wait.count()),
         "wait_seconds out of range");
+  check(parsed->rendezvous_port >= 1 && parsed->rendezvous_port <= 65535,
+        "rendezvous_port out of range");
 }
 
 void status(std::string_view body) {
@@ -117,6 +128,8 @@ void submit(std::string_view body) {
         "a job file name that is not a file name");
   check(is_valid_name(parsed->experiment_name, 235), "an invalid experiment name");
   check(is_valid_name(parsed->compute_name, 64), "an invalid compute name");
+  check(parsed->node_count >= 1 && parsed->node_count <= amlnode::wire::kMaxNodeCount,
+        "node_count out of range");
 }
 
 void registration_token(std::string_view body) {
@@ -149,6 +162,16 @@ void answers(std::string_view body) {
             again->job_text == run->job_text && again->job_file_name == run->job_file_name &&
             again->experiment_name == run->experiment_name,
         "a leased run changed through leased_run_json");
+  // A share of a run across nodes holds together: its rank within the count, a node per rank.
+  check(run->node_count >= 1 && run->node_count <= amlnode::wire::kMaxNodeCount,
+        "a share's node_count out of range");
+  check(run->node_count == 1 || (run->node_rank >= 0 && run->node_rank < run->node_count &&
+                                 static_cast<int>(run->nodes.size()) == run->node_count),
+        "a share whose rank or nodes do not match its node_count");
+  check(run->master_port >= 1 && run->master_port <= 65535, "a share's master_port out of range");
+  check(again->node_rank == run->node_rank && again->node_count == run->node_count &&
+            again->master_port == run->master_port && again->nodes.size() == run->nodes.size(),
+        "a share changed through leased_run_json");
 }
 
 }  // namespace

@@ -6,7 +6,9 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
+#include <map>
 #include <set>
+#include <sstream>
 
 #include "tests/agent/daemon/agent_config.h"
 #include "tests/agent/daemon/control_plane_process.h"
@@ -351,4 +353,42 @@ TEST_CASE("a run needing more nodes than its compute has waits, and amlnode stat
   CHECK(counted);
   CHECK(record["status"] == "Queued");
   CHECK(record["node_count"] == 3);
+}
+
+TEST_CASE("a rank SIGKILLed on one node fails the run, and every rank on every node is gone",
+          "[daemon][gang]") {
+  GangCluster cluster(2);
+  auto pids_file = cluster.dir / "pids.txt";
+  std::string id = cluster.submit(
+      "ranks_pid_wait.py",
+      "distributed_job_config: {type: pytorch, communication_backend: gloo, process_count: 4, "
+      "node_count: 2}\nenvironment_variables: {PIDS: " +
+          pids_file.string() + "}\n");
+  std::map<int, pid_t> pids;
+  REQUIRE(test::eventually(
+      [&] {
+        std::error_code ec;
+        if (!fs::exists(pids_file, ec)) return false;
+        std::istringstream lines(test::slurp(pids_file));
+        int rank = 0;
+        pid_t pid = 0;
+        while (lines >> rank >> pid) pids[rank] = pid;
+        return pids.size() == 4;
+      },
+      60s));
+  ::kill(pids[3], SIGKILL);
+  auto record = cluster.wait_terminal(id);
+  INFO(record.dump() << cluster.output());
+  CHECK(record["status"] == "Failed");
+  CHECK(record["error"]["node_rank"] == 1);
+  CHECK_THAT(record["error"]["message"].get<std::string>(),
+             Catch::StartsWith("Rank 3 of 4 ('python3') was killed by signal 9 (Killed)"));
+  // The master's share hears of it at its next heartbeat and stops its ranks (they take SIGTERM).
+  CHECK(test::eventually(
+      [&] {
+        for (const auto& [rank, pid] : pids)
+          if (::kill(pid, 0) == 0) return false;
+        return true;
+      },
+      30s));
 }
