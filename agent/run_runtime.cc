@@ -299,6 +299,9 @@ class ContainerRunRuntime final : public RunRuntime {
   void kill() override { stop(); }
 
   Result<ExitRecord> release() override {
+    // A stop still in flight on the runtime's own threads posts back to the caller's loop, which
+    // does not outlive this call.
+    if (own_pool_) own_pool_->join();
     remove_run_containers(*docker_, plan_, log_);
     if (lost_) return *lost_;
     if (!record_) return read_exit_record(plan_.run_dir, "the container is gone");

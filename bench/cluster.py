@@ -68,10 +68,14 @@ class Client:
             self.conn.close()
             self.conn = None
 
-    def submit(self, job_text, compute, snapshot, experiment="bench"):
-        """Creates the run and uploads its snapshot (which queues it); returns the run id."""
-        status, body = self.json("POST", "/v1/runs", {"job": {"text": job_text, "file_name": "job.yml"},
-                                                      "experiment_name": experiment, "compute_name": compute})
+    def submit(self, job_text, compute, snapshot, experiment="bench", node_count=1):
+        """Creates the run and uploads its snapshot (which queues it); returns the run id. A
+        node_count above 1 makes a run across nodes."""
+        request = {"job": {"text": job_text, "file_name": "job.yml"},
+                   "experiment_name": experiment, "compute_name": compute}
+        if node_count > 1:
+            request["node_count"] = node_count
+        status, body = self.json("POST", "/v1/runs", request)
         if status != 201:
             raise SystemExit(f"bench: submit answered {status}: {body}")
         run_id = body["run_id"]

@@ -48,3 +48,9 @@ def best_of(n, fn):
 
 def verdict(ok):
     return "PASS" if ok else "FAIL"
+
+
+def percentile(values, fraction):
+    """The value at `fraction` (0 to 1) of the sorted values, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]

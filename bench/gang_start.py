@@ -20,7 +20,7 @@ import subprocess
 import time
 
 from cluster import TERMINAL, LocalCluster, empty_snapshot
-from common import require_build, verdict
+from common import percentile, require_build, verdict
 
 TARGET_P50_MS = 150.0
 JOB = ('command: ["date", "+%s%N"]\n'
@@ -28,28 +28,9 @@ JOB = ('command: ["date", "+%s%N"]\n'
        "node_count: 2}\n")
 
 
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
-
-def submit_gang(client, snapshot):
-    status, body = client.json("POST", "/v1/runs", {"job": {"text": JOB, "file_name": "job.yml"},
-                                                    "experiment_name": "bench",
-                                                    "compute_name": "bench", "node_count": 2})
-    if status != 201:
-        raise SystemExit(f"bench: submit answered {status}: {body}")
-    run_id = body["run_id"]
-    status, data = client.call("PUT", f"/v1/runs/{run_id}/snapshot", snapshot,
-                               {"Content-Type": "application/gzip"})
-    if status != 200:
-        raise SystemExit(f"bench: snapshot upload answered {status}: {data!r}")
-    return run_id
-
-
 def one_round(cluster, snapshot):
     before = time.time_ns()
-    run_id = submit_gang(cluster.client, snapshot)
+    run_id = cluster.client.submit(JOB, "bench", snapshot, node_count=2)
     while True:
         record = cluster.client.run(run_id)
         if record["status"] in TERMINAL:

@@ -24,15 +24,10 @@ import time
 from pathlib import Path
 
 from cluster import TERMINAL, LocalCluster, empty_snapshot
-from common import ROOT, require_build, verdict
+from common import ROOT, percentile, require_build, verdict
 
 TARGET_P50_MS = 50.0
 COMMAND = 'command: ["date", "+%s%N"]\n'
-
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
 def one_round(cluster, job_text, snapshot):

@@ -1004,7 +1004,9 @@ void Api::mark_dropped_logs(const std::string& run_id, const nlohmann::json& dro
 // on the old streams are answered, and see the new attempt's number.
 Result<void> Api::start_new_attempts(const std::vector<LeasedRun>& leased) {
   for (const auto& run : leased) {
-    if (run.epoch <= 1) continue;
+    // A gang's new attempt begins when it is placed, with its master's share; the other shares
+    // handed out later must not set aside what the master has shipped meanwhile.
+    if (run.epoch <= 1 || run.node_rank != 0) continue;
     auto moved = archive_attempt(run_dir(run.run_id));
     if (!moved) return moved.error();
     budgets_.forget(run.run_id);

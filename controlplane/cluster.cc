@@ -80,9 +80,15 @@ Cluster::Cluster(StoreContents contents, std::shared_ptr<Clock> clock, ClusterPo
       save(r);
     }
     if (!r.node_id.empty()) {
-      for (const auto& holder : holders(r)) {
-        if (auto node = nodes_.find(holder); node != nodes_.end())
-          node->second.held_runs.insert(id);
+      auto holding = holders(r);
+      for (std::size_t rank = 0; rank < holding.size(); ++rank) {
+        auto node = nodes_.find(holding[rank]);
+        if (node == nodes_.end()) continue;
+        node->second.held_runs.insert(id);
+        // A share that never reported may never have reached its node (which shares were handed
+        // out is not stored): it is handed out again; a node that has it ignores the repeat.
+        if (r.node_count > 1 && r.share_statuses[rank] == RunStatus::Queued)
+          node->second.pending_shares.insert(id);
       }
     } else if (r.status == RunStatus::Queued) {
       queues_[r.compute_name][r.queue_seq] = id;
@@ -374,8 +380,15 @@ bool Cluster::return_lease(const std::string& node_id, const std::vector<LeasedR
     if (run == runs_.end()) continue;
     RunRecord& r = run->second.record;
     // Only a lease nothing has happened on yet goes back; the epoch stays counted, so the
-    // undelivered one can never be used. A gang goes back whole.
-    if (!holds(r, node_id) || r.epoch != l.epoch || r.status != RunStatus::Queued) continue;
+    // undelivered one can never be used. A gang goes back whole; once one of its shares has
+    // begun, an undelivered share waits for its node's next lease call instead.
+    if (!holds(r, node_id) || r.epoch != l.epoch) continue;
+    if (r.node_count > 1 && r.status != RunStatus::Queued && !spec::is_terminal(r.status)) {
+      nodes_.at(node_id).pending_shares.insert(r.run_id);
+      queued = true;
+      continue;
+    }
+    if (r.status != RunStatus::Queued) continue;
     release_from_node(run->second);
     enqueue(run->second);
     save(r);

@@ -418,13 +418,25 @@ void Daemon::resume_run(const HeldRunRecord& record) {
   if (record.shim_pid && record.shim_start_time) {
     shim = executors::LaunchedShim{*record.shim_pid, *record.shim_start_time};
   }
+  // Finding it again is on the pool: a stop meanwhile waits for it (retire), as for a preparation.
+  run.preparing = true;
   offload([env = options_.runs, lease = record.lease, shim, container = record.container_id,
            launching =
                record.launching] { return reattach_run(env, lease, shim, container, launching); },
           [this, id = record.lease.run_id, record](Result<std::shared_ptr<StartedRun>> started) {
             auto found = runs_.find(id);
-            if (found == runs_.end()) return;
+            if (found == runs_.end() || found->second.lease.epoch != record.lease.epoch) {
+              // Stopped meanwhile: what was found stops, unreported.
+              auto retiring = retiring_.find(id);
+              if (retiring != retiring_.end()) retiring->second.preparing = false;
+              if (started.ok()) {
+                (*started)->runtime->abandon();
+                if (retiring != retiring_.end()) retiring->second.runtime = (*started)->runtime;
+              }
+              return check_retiring();
+            }
             ActiveRun& again = found->second;
+            again.preparing = false;
             if (!started.ok() && started.error().code == errors::kNotStarted)
               return prepare_run(again);
             if (!started.ok() && started.error().code == docker::kDockerUnavailable)
@@ -660,14 +672,21 @@ void Daemon::on_run_exit(const std::string& run_id) {
   ActiveRun& run = found->second;
   run.stop_timer.reset();
   apply(run, run.lifecycle.process_ended(std::chrono::steady_clock::now()));
+  run.finalizing = true;
   offload(
       [env = options_.runs, started = run.started] {
         return finalize_run(env, started->plan, started->runtime->release());
       },
-      [this, run_id](RunOutcome outcome) {
+      [this, run_id, started = run.started](RunOutcome outcome) {
         auto again = runs_.find(run_id);
-        if (again == runs_.end()) return;
+        if (again == runs_.end() || again->second.started != started) {
+          // Stopped while it was being finalized: a later epoch waits for this to end.
+          auto retiring = retiring_.find(run_id);
+          if (retiring != retiring_.end()) retiring->second.finalizing = false;
+          return check_retiring();
+        }
         ActiveRun& run = again->second;
+        run.finalizing = false;
         conclude(run, canceled_if_stopped(outcome, run.lifecycle.cancel_requested()));
       });
 }

@@ -129,7 +129,8 @@ class Daemon {
     // is there to stay (not while a preparation may still remove and remake it).
     std::shared_ptr<RunRecord> record;
     bool record_writable = false;
-    bool preparing = false;  // its preparation or launch is on the pool
+    bool preparing = false;   // its preparation, launch or finding again is on the pool
+    bool finalizing = false;  // its release and exit record are on the pool
   };
   // A run stopped here (its lease moved on) whose process may still be ending: the same run is
   // not prepared here again until it has, or the new preparation would remove the run folder
@@ -138,6 +139,7 @@ class Daemon {
   struct RetiringRun {
     std::shared_ptr<RunRuntime> runtime;  // abandoned; until nothing of the run is left
     bool preparing = false;               // its preparation or launch is still on the pool
+    bool finalizing = false;  // its release is still on the pool (it reads the run folder)
     std::optional<LeasedRun> deferred;
   };
 

@@ -27,13 +27,14 @@ void Daemon::retire(ActiveRun& run) {
   } else if (run.started) {
     run.started->runtime->abandon();
     retiring.runtime = run.started->runtime;
+    retiring.finalizing = run.finalizing;
   }
   // Looked at from the timer, not from here: stop_run is still working on the run's entry.
   schedule_retiring_check();
 }
 
 bool Daemon::still_retiring(RetiringRun& run) {
-  if (run.preparing) return true;
+  if (run.preparing || run.finalizing) return true;
   return run.runtime && run.runtime->still_running();
 }
 

@@ -321,8 +321,9 @@ TEST_CASE("the first share to fail fails the run, naming its node rank, and the 
   CHECK(f.report(run, b, RunStatus::Completed) == RunStatus::Failed);
 }
 
-TEST_CASE("a lost share's node requeues the whole run under a new epoch, and old shares are stopped",
-          "[cluster][gang]") {
+TEST_CASE(
+    "a lost share's node requeues the whole run under a new epoch, and old shares are stopped",
+    "[cluster][gang]") {
   GangFixture f;
   auto a = f.node("cpu");
   auto b = f.node("cpu");
@@ -489,4 +490,25 @@ TEST_CASE("a gang's barrier opens once every share is prepared, at the master's 
   CHECK_FALSE(f.cluster.share_prepared(run, a));  // asking again changes nothing
   CHECK(f.cluster.share_prepared(run, b));
   CHECK(f.cluster.share_prepared(run, a));
+}
+
+TEST_CASE("a share whose answer never reached its node is handed out again once its gang began",
+          "[cluster][gang]") {
+  GangFixture f;
+  auto a = f.node("cpu");
+  auto b = f.node("cpu");
+  auto run = f.gang("cpu", 2);
+  auto epoch = f.cluster.lease(a, 1).at(0).epoch;
+  auto lost = f.cluster.lease(b, 1);
+  REQUIRE(lost.size() == 1);
+  f.report(run, a, RunStatus::Preparing);
+  // b never got its answer; the master is already preparing: b's share waits for b, unchanged.
+  CHECK(f.cluster.return_lease(b, lost));
+  CHECK(f.cluster.has_work_for(b));
+  auto again = f.cluster.lease(b, 1);
+  REQUIRE(again.size() == 1);
+  CHECK(again[0].run_id == run);
+  CHECK(again[0].epoch == epoch);
+  CHECK(again[0].node_rank == 1);
+  CHECK(f.view(run)["status"] == "Preparing");
 }

@@ -122,23 +122,38 @@ TEST_CASE("a snapshot is uploaded once", "[lease]") {
   CHECK(again.status == 409);
 }
 
-TEST_CASE("a run across nodes reaches a waiting node's long poll as its share", "[lease][gang]") {
-  TestServer server;
-  auto a = server.node("cpu");
-  auto b = server.node("cpu");
-  nlohmann::json body = {{"job", {{"text", "entry_script: train.py\n"}, {"file_name", "job.yml"}}},
-                         {"experiment_name", "exp"},
-                         {"compute_name", "cpu"},
-                         {"node_count", 2}};
-  auto created = server.user().post("/v1/runs", server.user_token(), body);
+namespace {
+
+// A run across `node_count` nodes of compute cpu, submitted with its node_count.
+std::string submit_gang(TestServer& server, int node_count) {
+  auto created =
+      server.user().post("/v1/runs", server.user_token(),
+                         {{"job", {{"text", "entry_script: train.py\n"}, {"file_name", "job.yml"}}},
+                          {"experiment_name", "exp"},
+                          {"compute_name", "cpu"},
+                          {"node_count", node_count}});
   REQUIRE(created.status == 201);
-  std::string run_id = created.json()["run_id"];
-  auto waiting = std::async(std::launch::async, [&] { return a.lease(1, 20); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  return created.json()["run_id"];
+}
+
+// Its snapshot uploaded: the run joins the queue.
+void queue_gang(TestServer& server, const std::string& run_id) {
   REQUIRE(server.user()
               .request("PUT", "/v1/runs/" + run_id + "/snapshot", server.user_token(),
                        std::string("\x1f\x8b snapshot"))
               .status == 200);
+}
+
+}  // namespace
+
+TEST_CASE("a run across nodes reaches a waiting node's long poll as its share", "[lease][gang]") {
+  TestServer server;
+  auto a = server.node("cpu");
+  auto b = server.node("cpu");
+  std::string run_id = submit_gang(server, 2);
+  auto waiting = std::async(std::launch::async, [&] { return a.lease(1, 20); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  queue_gang(server, run_id);
   // Whichever node's lease call places the gang, both get their share at once.
   auto leased_b = b.lease(1, 20).json()["runs"];
   REQUIRE(waiting.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
@@ -157,8 +172,11 @@ TEST_CASE("a run across nodes reaches a waiting node's long poll as its share", 
   CHECK(record["shares"].size() == 2);
 
   // A node_count the control plane cannot take is refused, naming the field.
-  body["node_count"] = 0;
-  auto refused = server.user().post("/v1/runs", server.user_token(), body);
+  auto refused = server.user().post("/v1/runs", server.user_token(),
+                                    {{"job", {{"text", "x: 1\n"}}},
+                                     {"experiment_name", "exp"},
+                                     {"compute_name", "cpu"},
+                                     {"node_count", 0}});
   CHECK(refused.status == 400);
   CHECK_THAT(refused.body, Catch::Contains("node_count"));
 }
@@ -167,15 +185,8 @@ TEST_CASE("shares wait at a gang's barrier until the last one is prepared", "[le
   TestServer server;
   auto a = server.node("cpu");
   auto b = server.node("cpu");
-  nlohmann::json body = {{"job", {{"text", "entry_script: train.py\n"}, {"file_name", "job.yml"}}},
-                         {"experiment_name", "exp"},
-                         {"compute_name", "cpu"},
-                         {"node_count", 2}};
-  std::string run_id = server.user().post("/v1/runs", server.user_token(), body).json()["run_id"];
-  REQUIRE(server.user()
-              .request("PUT", "/v1/runs/" + run_id + "/snapshot", server.user_token(),
-                       std::string("\x1f\x8b snapshot"))
-              .status == 200);
+  std::string run_id = submit_gang(server, 2);
+  queue_gang(server, run_id);
   auto leased = a.http().post("/v1/nodes/" + a.id() + "/lease", a.token(),
                               {{"max_runs", 1}, {"rendezvous_port", 29612}});
   REQUIRE(leased.status == 200);

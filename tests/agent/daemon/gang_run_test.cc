@@ -5,6 +5,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <map>
 #include <set>
@@ -124,6 +125,34 @@ struct GangCluster {
   std::string log(const std::string& id, const std::string& stream) {
     return server.log(id, stream);
   }
+  // Submits ranks_wait_file.py over 2 nodes x `per_node` processes (each rank records its start
+  // in starts.txt, then waits for the file `go`), and waits until every rank has started.
+  std::string submit_waiting(int per_node) {
+    std::string id = submit(
+        "ranks_wait_file.py",
+        "distributed_job_config: {type: pytorch, communication_backend: gloo, process_count: " +
+            std::to_string(2 * per_node) + ", node_count: 2}\nenvironment_variables: {GO: " +
+            (dir / "go").string() + ", STARTS: " + starts_file().string() + "}\n");
+    REQUIRE(test::eventually([&] { return started_ranks() == 2 * per_node; }, 60s));
+    return id;
+  }
+  fs::path starts_file() const { return dir.path() / "starts.txt"; }
+  int started_ranks() const {
+    std::error_code ec;
+    if (!fs::exists(starts_file(), ec)) return 0;
+    auto text = test::slurp(starts_file());
+    return static_cast<int>(std::count(text.begin(), text.end(), '\n'));
+  }
+  // Which agent is `node_id`: agent k registered with 127.0.0.(k + 2) as its first address.
+  int agent_of(const std::string& node_id) {
+    auto [status, nodes] = server.user_call("GET", "/v1/nodes", nullptr);
+    REQUIRE(status == 200);
+    for (const auto& node : nodes) {
+      if (node["nodeId"] == node_id)
+        return node["privateIpAddress"].get<std::string>().back() - '2';
+    }
+    return -1;
+  }
 };
 
 }  // namespace
@@ -193,30 +222,9 @@ TEST_CASE("a failing share fails the run across nodes, and the other share is st
 TEST_CASE("an agent SIGKILLed under its share finds its ranks again, and every rank runs once",
           "[daemon][gang]") {
   GangCluster cluster(2);
-  auto go = cluster.dir / "go";
-  auto starts = cluster.dir / "starts.txt";
-  std::string id = cluster.submit(
-      "ranks_wait_file.py",
-      "distributed_job_config: {type: pytorch, communication_backend: gloo, process_count: 4, "
-      "node_count: 2}\nenvironment_variables: {GO: " +
-          go.string() + ", STARTS: " + starts.string() + "}\n");
-  REQUIRE(test::eventually(
-      [&] {
-        std::error_code ec;
-        return fs::exists(starts, ec) &&
-               test::slurp(starts).size() == 4 * std::string("rank 0\n").size();
-      },
-      60s));
+  std::string id = cluster.submit_waiting(2);
   // Node 1's agent dies; its ranks go on under their shim, and the next agent finds them.
-  auto record = cluster.server.run(id);
-  std::string second = record["shares"][1]["node_id"];
-  // Agent k registered with address 127.0.0.(k + 2) as its first.
-  int k = -1;
-  auto [status, nodes] = cluster.server.user_call("GET", "/v1/nodes", nullptr);
-  REQUIRE(status == 200);
-  for (const auto& node : nodes) {
-    if (node["nodeId"] == second) k = node["privateIpAddress"].get<std::string>().back() - '2';
-  }
+  int k = cluster.agent_of(cluster.server.run(id)["shares"][1]["node_id"]);
   REQUIRE((k == 0 || k == 1));
   ::kill(cluster.agents[k], SIGKILL);
   CHECK(test::wait_command(cluster.agents[k], 10s) == 128 + SIGKILL);
@@ -225,7 +233,7 @@ TEST_CASE("an agent SIGKILLed under its share finds its ranks again, and every r
   auto done = cluster.wait_terminal(id);
   INFO(done.dump() << cluster.output());
   CHECK(done["status"] == "Completed");
-  CHECK(test::slurp(starts).size() == 4 * std::string("rank 0\n").size());
+  CHECK(cluster.started_ranks() == 4);
   for (int rank = 0; rank < 4; ++rank) {
     std::string r = std::to_string(rank);
     CHECK(cluster.log(id, "user_logs/std_log_process_0" + r + ".txt") ==
@@ -265,27 +273,10 @@ TEST_CASE("a TensorFlow run over 3 nodes: each task finds its peers at their nod
 TEST_CASE("a share's node cut off: the run stops on the other, is requeued whole, and completes",
           "[daemon][gang]") {
   GangCluster cluster(3, {"--heartbeat-interval", "1", "--heartbeat-timeout", "3"});
-  auto go = cluster.dir / "go";
-  auto starts = cluster.dir / "starts.txt";
-  std::string id = cluster.submit(
-      "ranks_wait_file.py",
-      "distributed_job_config: {type: pytorch, communication_backend: gloo, process_count: 2, "
-      "node_count: 2}\nenvironment_variables: {GO: " +
-          go.string() + ", STARTS: " + starts.string() + "}\n");
-  REQUIRE(test::eventually(
-      [&] {
-        std::error_code ec;
-        return fs::exists(starts, ec) &&
-               test::slurp(starts).size() == 2 * std::string("rank 0\n").size();
-      },
-      60s));
+  std::string id = cluster.submit_waiting(1);
   auto first = cluster.server.run(id);
   std::string cut = first["shares"][1]["node_id"];
-  int k = -1;
-  auto [status, nodes] = cluster.server.user_call("GET", "/v1/nodes", nullptr);
-  for (const auto& node : nodes) {
-    if (node["nodeId"] == cut) k = node["privateIpAddress"].get<std::string>().back() - '2';
-  }
+  int k = cluster.agent_of(cut);
   REQUIRE(k >= 0);
   // Frozen, the agent heartbeats no more: its node is lost, the run goes back to the queue whole,
   // and the other share is told to stop.
