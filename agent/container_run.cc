@@ -321,7 +321,8 @@ constexpr std::size_t kRuntimeOutputLimit = 64u << 10;
 
 void remove_run_containers(docker::ContainerRuntime& runtime, const executors::Plan& plan,
                            const SystemLog& log) {
-  auto containers = runtime.list_containers(run_container_label(plan.run_id));
+  auto containers = runtime.list_containers(
+      run_container_label(plan.container_key.empty() ? plan.run_id : plan.container_key));
   if (!containers.ok()) {
     log.line("container not removed: " + containers.error().message);
     return;

@@ -114,9 +114,10 @@ Result<void> write_container_launch(const docker::ContainerSpec& spec);
 executors::ExitRecord container_exit_record(const executors::Plan& plan,
                                             const executors::ExitRecord& watched);
 
-// The label every container of a run carries ("amlnode.run_id=<run id>"), which finds them
-// again after an agent restart.
-std::string run_container_label(const std::string& run_id);
+// The label every container of a run carries ("amlnode.run_id=<key>", the plan's container_key:
+// the run id, with ".node_NN" for a share of a run across nodes), which finds them again after
+// an agent restart.
+std::string run_container_label(const std::string& container_key);
 
 // How a run's container is supervised: the grace period, and the deadline left, counted from when
 // the container started (so an agent restart does not extend it). A container found ended whose

@@ -404,14 +404,15 @@ Result<ContainerSpec> container_spec_for(const executors::Plan& plan, const spec
     return Error{"InvalidPlan", "the run has no command to start in its container"};
   }
   ContainerSpec spec;
-  spec.name = plan.run_id.empty() ? "" : container_name(plan.run_id);
+  const std::string& key = plan.container_key.empty() ? plan.run_id : plan.container_key;
+  spec.name = key.empty() ? "" : container_name(key);
   spec.image = image;
   spec.argv = plan.argv;
   spec.std_log = plan.std_log;
   spec.env = plan.env;
   spec.working_dir = plan.working_dir;
   spec.user = options.user;
-  spec.labels = {{kRunIdLabel, plan.run_id}, {"amlnode.managed", "true"}};
+  spec.labels = {{kRunIdLabel, key}, {"amlnode.managed", "true"}};
   auto& host = spec.host_config;
   std::string run_dir = plan.run_dir.lexically_normal().string();
   host["Binds"] = nlohmann::json::array({run_dir + ":" + run_dir});

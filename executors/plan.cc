@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <sstream>
 
 #include "common/hash.h"
@@ -358,9 +359,18 @@ void set_env_var(spec::EnvVars& env, const std::string& name, const std::string&
   set_var(env, name, value);
 }
 
+std::string container_key_of(const std::string& run_id, int node_rank) {
+  if (node_rank < 0) return run_id;
+  char suffix[24];
+  std::snprintf(suffix, sizeof suffix, ".node_%02d", node_rank);
+  return run_id + suffix;
+}
+
 Plan resolve_plan(const Job& job, const PlanContext& context) {
   Plan plan;
   plan.run_id = context.run_id;
+  plan.container_key =
+      container_key_of(context.run_id, context.share ? context.share->node_rank : -1);
   plan.experiment_name = job.experiment_name;
   plan.run_dir = context.run_dir;
   plan.working_dir = context.run_dir / "wd";

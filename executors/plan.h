@@ -34,6 +34,11 @@ struct ShareContext {
   bool is_master() const { return node_rank == 0; }
 };
 
+// The run id, and for a share of a run across nodes (node_rank >= 0) its node rank too
+// ("<run id>.node_01"): the shares of one run may share a Docker daemon (nodes on one host), and
+// must neither collide on a container name nor find each other's containers by label.
+std::string container_key_of(const std::string& run_id, int node_rank = -1);
+
 // Where a run lives and what the node provides. Images are overridable in the agent config (for
 // mirrors and air-gapped sites).
 struct PlanContext {
@@ -90,6 +95,8 @@ struct RankPlan {
 
 struct Plan {
   std::string run_id;
+  // What the run's Docker container is named and labelled by (container_key_of).
+  std::string container_key;
   std::string experiment_name;
   std::filesystem::path run_dir;
   std::filesystem::path working_dir;  // run_dir/wd

@@ -23,14 +23,14 @@ Result<std::shared_ptr<docker::ContainerRuntime>> daemon_docker_runtime(
 }
 
 Result<std::optional<docker::ContainerInfo>> find_run_container(
-    docker::ContainerRuntime& runtime, const std::string& run_id,
+    docker::ContainerRuntime& runtime, const std::string& container_key,
     const std::optional<std::string>& stored_id) {
   if (stored_id) {
     auto info = runtime.inspect_container(*stored_id);
     if (info.ok()) return std::optional<docker::ContainerInfo>(*info);
     if (info.error().code == docker::kDockerUnavailable) return info.error();
   }
-  auto listed = runtime.list_containers(run_container_label(run_id));
+  auto listed = runtime.list_containers(run_container_label(container_key));
   if (!listed.ok()) return listed.error();
   if (listed->empty()) return std::optional<docker::ContainerInfo>();
   // The listing has no times or exit codes; inspecting has.
@@ -46,7 +46,10 @@ Result<std::shared_ptr<StartedRun>> reattach_container_run(
   std::error_code ec;
   if (!env.docker || std::filesystem::exists(run_dir / "shim.json", ec))
     return std::shared_ptr<StartedRun>();
-  auto found = find_run_container(*env.docker, lease.run_id, stored_container);
+  auto found = find_run_container(
+      *env.docker,
+      executors::container_key_of(lease.run_id, lease.node_count > 1 ? lease.node_rank : -1),
+      stored_container);
   if (!found.ok()) return found.error();
   bool exited = std::filesystem::exists(run_dir / "exit.json", ec);
   if (!*found && !exited && !launching) return std::shared_ptr<StartedRun>();

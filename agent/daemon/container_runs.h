@@ -22,9 +22,10 @@ Result<std::shared_ptr<docker::ContainerRuntime>> daemon_docker_runtime(
     docker::DockerRuntimeConfig& runtime_config);
 
 // The run's container after a restart: the stored id when that container still exists, else the
-// one labelled amlnode.run_id=<run id>; nullopt when there is none.
+// one labelled amlnode.run_id=<container key> (executors::container_key_of); nullopt when there
+// is none.
 Result<std::optional<docker::ContainerInfo>> find_run_container(
-    docker::ContainerRuntime& runtime, const std::string& run_id,
+    docker::ContainerRuntime& runtime, const std::string& container_key,
     const std::optional<std::string>& stored_id);
 
 // A run held before a restart, when Docker has its container (found by the stored id or the

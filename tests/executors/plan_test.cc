@@ -213,8 +213,12 @@ TEST_CASE("a share of a PyTorch run across nodes numbers its ranks after the nod
   CHECK(env_of(plan, "AZ_BATCH_HOST_LIST") == "10.0.0.4,10.0.0.5");
   CHECK(env_of(plan, "AZ_BATCH_NODE_LIST") == "10.0.0.4;10.0.0.5");
   CHECK(env_of(plan, "AZUREML_NODE_COUNT") == "2");
+  // Shares of one run may meet on one Docker daemon: their containers are keyed apart.
+  CHECK(plan.container_key == "mnist_1_abcd.node_01");
   auto master = resolve_plan(job, share_context(0));
   CHECK(env_of(master, "AZ_BATCH_IS_CURRENT_NODE_MASTER") == "true");
+  CHECK(master.container_key == "mnist_1_abcd.node_00");
+  CHECK(resolve_plan(user_managed_job(), context()).container_key == "mnist_1_abcd");
   CHECK(master.ranks[0].rank == 0);
 }
 

@@ -524,3 +524,65 @@ TEST_CASE("under the daemon, a Docker run's ranks start in its container and eac
   CHECK(exit["ranks"].size() == 3);
   CHECK(containers_of(id).empty());
 }
+
+// A run across nodes in Docker: each share's ranks run in its node's container (host network), at
+// its node's address, with the same variables as processes get.
+TEST_CASE("a Docker TensorFlow run over 3 nodes: each task finds its peers at their addresses",
+          "[docker][gang]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server{dir / "cp", {"--heartbeat-interval", "1"}};
+  server.start();
+  std::vector<pid_t> agents;
+  for (int k = 0; k < 3; ++k) {
+    std::string name = "n" + std::to_string(k);
+    test::AgentConfigSections sections;
+    sections.node =
+        "  labels: {compute_name: gpu-less}\n  lease_wait_seconds: 2\n  address: 127.0.0." +
+        std::to_string(k + 2) + "\n";
+    sections.extra = "docker:\n  host: " + test::services().docker_host + "\n";
+    auto config =
+        dir.write(name + "/config.yml",
+                  test::agent_config_text(dir / name / "state", server.url(),
+                                          server.registration_token("gpu-less"), sections));
+    agents.push_back(
+        test::start_command({test::amlnode_binary().string(), "agent", "--config", config.string()},
+                            dir / name / "out", dir / name / "err"));
+  }
+  dir.write("src/tf_peers.py", test::slurp(fs::path(AMLNODE_SOURCE_DIR) / "tests" / "agent" /
+                                           "distributed" / "tf_peers.py"));
+  auto job = dir.write(
+      "src/job.yml",
+      "use_docker: true\nuser_managed: true\ncustom_docker_image: " + test::services().base_image +
+          "\nentry_script: tf_peers.py\n"
+          "distributed_training: {type: tensorflow, worker_count: 2, "
+          "parameter_server_count: 1}\nnode_count: 3\n");
+  auto submitted = test::run_command(
+      {test::amlnode_binary().string(), "submit", job.string(), "--compute", "gpu-less"},
+      {"AMLNODE_CONTROL_PLANE=" + server.url(), "AMLNODE_USER_TOKEN=" + server.user_token()});
+  INFO(submitted.out << submitted.err);
+  REQUIRE(submitted.exit_code == 0);
+  std::string id = submitted.out.substr(0, submitted.out.find_last_not_of("\n") + 1);
+  nlohmann::json record;
+  bool done = test::eventually(
+      [&] {
+        record = server.run(id);
+        return is_terminal(record["status"]);
+      },
+      120s);
+  std::string output;
+  for (int k = 0; k < 3; ++k)
+    output += test::slurp(dir / ("n" + std::to_string(k)) / "out") +
+              test::slurp(dir / ("n" + std::to_string(k)) / "err");
+  INFO(record.dump() << output);
+  REQUIRE(done);
+  CHECK(record["status"] == "Completed");
+  CHECK_THAT(server.log(id, "user_logs/std_log_process_01.txt"),
+             Catch::Contains("worker 1 at 127.0.0."));
+  CHECK_THAT(server.log(id, "user_logs/std_log_process_02.txt"),
+             Catch::Contains("heard ['worker0', 'worker1']"));
+  CHECK(containers_of(id).empty());
+  for (pid_t agent : agents) {
+    ::kill(agent, SIGTERM);
+    CHECK(test::wait_command(agent, 30s) == 0);
+  }
+}
