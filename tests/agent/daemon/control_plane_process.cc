@@ -77,6 +77,24 @@ void ControlPlaneProcess::kill() {
   pid_ = -1;
 }
 
+std::optional<nlohmann::json> ControlPlaneProcess::try_run(const std::string& run_id) {
+  agent::HttpRequest request;
+  request.target = "/v1/runs/" + run_id;
+  request.bearer_token = user_token_;
+  auto response = http_->send(request);
+  if (!response.ok()) {
+    last_error_ = response.error().message;
+    return std::nullopt;
+  }
+  if (response->status != 200) {
+    last_error_ = "status " + std::to_string(response->status) + ": " + response->body;
+    return std::nullopt;
+  }
+  auto body = nlohmann::json::parse(response->body, nullptr, false);
+  if (body.is_discarded()) return std::nullopt;
+  return body;
+}
+
 std::pair<int, nlohmann::json> ControlPlaneProcess::user_call(const std::string& method,
                                                               const std::string& target,
                                                               const nlohmann::json& body) {

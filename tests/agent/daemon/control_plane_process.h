@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,10 @@ class ControlPlaneProcess {
                      const std::string& compute_name, const std::string& experiment = "exp");
   // The run record, GET /v1/runs/{id}.
   nlohmann::json run(const std::string& run_id);
+  // The same, for polling: nullopt when the call did not get an answer (its error is kept in
+  // last_error()), so a poll goes on instead of failing the test at the first dropped call.
+  std::optional<nlohmann::json> try_run(const std::string& run_id);
+  const std::string& last_error() const { return last_error_; }
   // The whole of one log stream as the control plane holds it.
   std::string log(const std::string& run_id, const std::string& stream);
   // The run's outputs tar.gz as the control plane holds it ("" when it has none).
@@ -58,6 +63,7 @@ class ControlPlaneProcess {
   std::vector<std::string> extra_args_;
   std::filesystem::path tls_cert_;
   std::string user_token_ = "test-user-token";
+  std::string last_error_;
   std::uint16_t port_ = 0;
   pid_t pid_ = -1;
   int starts_ = 0;

@@ -115,11 +115,14 @@ struct GangCluster {
     json record;
     test::eventually(
         [&] {
-          record = server.run(id);
+          auto run = server.try_run(id);
+          if (!run) return false;
+          record = *run;
           std::string status = record["status"];
           return status == "Completed" || status == "Failed" || status == "Canceled";
         },
         limit);
+    INFO("last failed call: " << server.last_error());
     return record;
   }
   std::string log(const std::string& id, const std::string& stream) {
@@ -281,8 +284,14 @@ TEST_CASE("a share's node cut off: the run stops on the other, is requeued whole
   // Frozen, the agent heartbeats no more: its node is lost, the run goes back to the queue whole,
   // and the other share is told to stop.
   ::kill(cluster.agents[k], SIGSTOP);
-  REQUIRE(test::eventually(
-      [&] { return cluster.server.run(id)["epoch"] == first["epoch"].get<int>() + 1; }, 30s));
+  bool requeued = test::eventually(
+      [&] {
+        auto run = cluster.server.try_run(id);
+        return run && (*run)["epoch"] == first["epoch"].get<int>() + 1;
+      },
+      30s);
+  INFO("last failed call: " << cluster.server.last_error());
+  REQUIRE(requeued);
   cluster.dir.write("go", "");
   auto record = cluster.wait_terminal(id);
   ::kill(cluster.agents[k], SIGCONT);
