@@ -91,6 +91,17 @@ class Client:
             raise SystemExit(f"bench: GET run answered {status}: {body}")
         return body
 
+    def wait_completed(self, run_id):
+        """Polls the run until it is terminal; exits the benchmark unless it Completed."""
+        while True:
+            record = self.run(run_id)
+            if record["status"] in TERMINAL:
+                break
+            time.sleep(0.005)
+        if record["status"] != "Completed":
+            raise SystemExit(f"bench: run {run_id} ended {record['status']}: {record.get('error')}")
+        return record
+
     def log(self, run_id, stream="user_logs/std_log.txt"):
         status, data = self.call("GET", f"/v1/runs/{run_id}/logs/{stream}")
         return data if status == 200 else b""

@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import time
 
-from cluster import TERMINAL, LocalCluster, empty_snapshot
+from cluster import LocalCluster, empty_snapshot
 from common import percentile, require_build, verdict
 
 TARGET_P50_MS = 150.0
@@ -31,13 +31,7 @@ JOB = ('command: ["date", "+%s%N"]\n'
 def one_round(cluster, snapshot):
     before = time.time_ns()
     run_id = cluster.client.submit(JOB, "bench", snapshot, node_count=2)
-    while True:
-        record = cluster.client.run(run_id)
-        if record["status"] in TERMINAL:
-            break
-        time.sleep(0.005)
-    if record["status"] != "Completed":
-        raise SystemExit(f"bench: run {run_id} ended {record['status']}: {record.get('error')}")
+    cluster.client.wait_completed(run_id)
     starts = []
     for rank in range(4):
         text = cluster.client.log(run_id, f"user_logs/std_log_process_{rank:02d}.txt").split()

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from cluster import TERMINAL, LocalCluster, empty_snapshot
+from cluster import LocalCluster, empty_snapshot
 from common import ROOT, percentile, require_build, verdict
 
 TARGET_P50_MS = 50.0
@@ -33,13 +33,7 @@ COMMAND = 'command: ["date", "+%s%N"]\n'
 def one_round(cluster, job_text, snapshot):
     before = time.time_ns()
     run_id = cluster.client.submit(job_text, "bench", snapshot)
-    while True:
-        record = cluster.client.run(run_id)
-        if record["status"] in TERMINAL:
-            break
-        time.sleep(0.005)
-    if record["status"] != "Completed":
-        raise SystemExit(f"bench: run {run_id} ended {record['status']}: {record.get('error')}")
+    cluster.client.wait_completed(run_id)
     started = int(cluster.client.log(run_id).split()[0])
     return (started - before) / 1e6
 
