@@ -11,6 +11,7 @@
 
 #include "agent/daemon/agent_main.h"
 #include "agent/daemon/log_setup.h"
+#include "agent/daemon/mpi_launch.h"
 #include "agent/dev_cluster.h"
 #include "agent/env_commands.h"
 #include "agent/local_run.h"
@@ -364,8 +365,18 @@ int run_cli(int argc, char** argv) {
   controlplane_command->prefix_command();
   controlplane_command->set_help_flag();
 
-  // For run and submit, CLI11 gets their options only; the job, script and arguments are theirs.
+  // Open MPI's rsh agent and its other end (daemon/mpi_launch.h): every argument is theirs.
+  auto* rsh_command = app.add_subcommand(
+      "mpi-rsh", "Internal: Open MPI's rsh agent for a run across nodes (HOST COMMAND...)");
+  rsh_command->prefix_command();
+  rsh_command->set_help_flag();
+  app.add_subcommand("mpi-host", "Internal: starts Open MPI's daemons on a share's node");
   std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && args.front() == "mpi-rsh")
+    return run_mpi_rsh(std::vector<std::string>(args.begin() + 1, args.end()));
+  if (args.size() == 1 && args.front() == "mpi-host") return run_mpi_host();
+
+  // For run and submit, CLI11 gets their options only; the job, script and arguments are theirs.
   if (!args.empty() && (args.front() == "run" || args.front() == "submit")) {
     CLI::App* command = app.get_subcommand(args.front());
     auto [options, rest] =

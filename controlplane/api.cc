@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 
 #include "common/error_codes.h"
 #include "common/format.h"
@@ -258,6 +259,16 @@ struct Api::BarrierWaiter {
   bool answered = false;
 };
 
+struct Api::LaunchWaiter {
+  std::string run_id;
+  std::string bearer;  // the launch token, checked again when woken (the epoch may have moved)
+  int node_rank = -1;  // a take: the share's node rank; -1 for a wait
+  int launch_id = 0;   // a wait: the launch whose exit it waits for
+  Responder respond;
+  asio::steady_timer timer;
+  bool answered = false;
+};
+
 Api::Api(ApiContext context)
     : ctx_(std::move(context)), budgets_(ctx_.logs, ctx_.limits.log_budgets) {
   // Uploads cut off by a crash are never resumed; their temporary files are garbage.
@@ -292,6 +303,13 @@ void Api::shutdown() {
     }
   }
   barrier_waiters_.clear();
+  for (auto& [run, waiters] : launch_waiters_) {
+    for (auto& waiter : waiters) {
+      waiter->answered = true;
+      waiter->timer.cancel();
+    }
+  }
+  launch_waiters_.clear();
 }
 
 std::filesystem::path Api::run_dir(const std::string& run_id) const {
@@ -355,6 +373,10 @@ Routing Api::route(const RequestHead& head) {
       respond(json_response(200, {{"status", "ok"}}));
     });
   }
+
+  // Daemon launches are authorized by the run epoch's launch token, which is no caller's.
+  if (kind == "runs" && path.size() >= 4 && path[3] == "launches")
+    return route_launches(head, path[2], path);
 
   Caller caller = ctx_.cluster.identify(bearer_token(head.authorization));
   // A spent registration token is unknown everywhere but at registration, where the key that
@@ -518,7 +540,10 @@ Routing Api::route_runs(const RequestHead& head, const Caller& caller,
       return error_response(run.error());
     return json_plan([this, run_id](Request, Responder respond) {
       RunStatus status = ctx_.cluster.cancel(run_id);
-      if (spec::is_terminal(status)) wake_log_waiters(run_id);
+      if (spec::is_terminal(status)) {
+        wake_log_waiters(run_id);
+        wake_launch_waiters(run_id);
+      }
       respond_after_commit(respond, [status] {
         return json_response(200, {{"status", spec::to_string(status)}});
       });
@@ -629,7 +654,8 @@ Routing Api::route_run_logs(const RequestHead& head, const Caller& caller,
     return error_response(
         400, "InvalidStreamName",
         "stream: expected user_logs/std_log.txt, user_logs/std_log_process_N.txt, "
-        "user_logs/mpi_log.txt, system_logs/<path> or logs/<path> with no '..', got \"" +
+        "user_logs/mpi_log.txt, user_logs/mpi_log_node_N.txt, system_logs/<path> or logs/<path> "
+        "with no '..', got \"" +
             stream.substr(0, 80) + "\"");
   }
   auto offset = unsigned_param(query, "offset", 0);
@@ -864,6 +890,7 @@ void Api::post_status(const Caller& caller, const std::string& run_id, const Req
   if (spec::is_terminal(now)) {
     wake_log_waiters(run_id);
     wake_barrier_waiters(run_id);
+    wake_launch_waiters(run_id);
   }
   respond_after_commit(respond, [now] {
     return json_response(200, {{"status", spec::to_string(now)}});
@@ -900,6 +927,140 @@ void Api::post_barrier(const Caller& caller, const std::string& run_id, const Re
     if (waiters.empty()) barrier_waiters_.erase(run_id);
     waiter->respond(json_response(200, {{"open", false}}));
   });
+}
+
+namespace {
+
+nlohmann::json launch_json(const Cluster::Launch& launch) {
+  nlohmann::json out = {{"launch", launch.id},
+                        {"node_rank", launch.node_rank},
+                        {"state", wire::to_string(launch.state)}};
+  out["exit_code"] = launch.exit_code ? nlohmann::json(*launch.exit_code) : nlohmann::json();
+  return out;
+}
+
+std::optional<int> launch_id_of(const std::string& segment) {
+  int id = 0;
+  auto [end, error] = std::from_chars(segment.data(), segment.data() + segment.size(), id);
+  if (error != std::errc() || end != segment.data() + segment.size() || id < 1) return std::nullopt;
+  return id;
+}
+
+}  // namespace
+
+// POST /v1/runs/{id}/launches, .../launches/take, .../launches/{n}, .../launches/{n}/wait
+// (docs/protocol.md, "Daemon launches").
+Routing Api::route_launches(const RequestHead& head, const std::string& run_id,
+                            const std::vector<std::string>& path) {
+  if (head.method != "POST") return method_not_allowed("POST");
+  std::string bearer(bearer_token(head.authorization));
+  if (auto run = ctx_.cluster.run_for_launcher(bearer, run_id); !run)
+    return error_response(run.error());
+  if (path.size() == 4) {
+    return json_plan([this, bearer, run_id](Request request, Responder respond) {
+      post_launch(bearer, run_id, request, std::move(respond));
+    });
+  }
+  if (path.size() == 5 && path[4] == "take") {
+    return json_plan([this, bearer, run_id](Request request, Responder respond) {
+      auto take = parse_launch_take(request.body, ctx_.limits);
+      if (!take) return respond(error_response(take.error()));
+      auto waiter = std::make_shared<LaunchWaiter>(LaunchWaiter{
+          run_id, bearer, take->node_rank, 0, std::move(respond), asio::steady_timer(ctx_.io)});
+      wait_for_launch(std::move(waiter), take->wait_seconds);
+    });
+  }
+  auto id = path.size() >= 5 ? launch_id_of(path[4]) : std::nullopt;
+  if (!id || path.size() > 6 || (path.size() == 6 && path[5] != "wait"))
+    return error_response(404, kNotFound, "no such endpoint");
+  if (path.size() == 6) {
+    return json_plan([this, bearer, run_id, id = *id](Request request, Responder respond) {
+      auto wait = parse_launch_wait(request.body, ctx_.limits);
+      if (!wait) return respond(error_response(wait.error()));
+      auto waiter = std::make_shared<LaunchWaiter>(
+          LaunchWaiter{run_id, bearer, -1, id, std::move(respond), asio::steady_timer(ctx_.io)});
+      wait_for_launch(std::move(waiter), *wait);
+    });
+  }
+  return json_plan([this, bearer, run_id, id = *id](Request request, Responder respond) {
+    auto update = parse_launch_update(request.body);
+    if (!update) return respond(error_response(update.error()));
+    if (auto run = ctx_.cluster.run_for_launcher(bearer, run_id); !run)
+      return respond(error_response(run.error()));
+    auto launch = ctx_.cluster.update_launch(run_id, id, update->state, update->exit_code);
+    if (!launch) return respond(error_response(launch.error()));
+    respond(json_response(200, launch_json(*launch)));
+    wake_launch_waiters(run_id);
+  });
+}
+
+void Api::post_launch(const std::string& bearer, const std::string& run_id, const Request& request,
+                      Responder respond) {
+  auto asked = parse_launch(request.body);
+  if (!asked) return respond(error_response(asked.error()));
+  if (auto run = ctx_.cluster.run_for_launcher(bearer, run_id); !run)
+    return respond(error_response(run.error()));
+  auto launch = ctx_.cluster.add_launch(run_id, asked->host, std::move(asked->command));
+  if (!launch) return respond(error_response(launch.error()));
+  respond(json_response(201, launch_json(*launch)));
+  wake_launch_waiters(run_id);
+}
+
+void Api::wait_for_launch(std::shared_ptr<LaunchWaiter> waiter, double wait_seconds) {
+  if (try_answer(*waiter)) return;
+  const std::string run_id = waiter->run_id;
+  launch_waiters_[run_id].push_back(waiter);
+  waiter->timer.expires_after(to_millis(wait_seconds));
+  waiter->timer.async_wait([this, waiter](const boost::system::error_code&) {
+    if (waiter->answered) return;
+    waiter->answered = true;
+    auto& waiters = launch_waiters_[waiter->run_id];
+    waiters.remove(waiter);
+    if (waiters.empty()) launch_waiters_.erase(waiter->run_id);
+    if (waiter->node_rank >= 0) return waiter->respond(json_response(200, {{"launch", nullptr}}));
+    auto launch = ctx_.cluster.launch(waiter->run_id, waiter->launch_id);
+    if (!launch) return waiter->respond(error_response(launch.error()));
+    waiter->respond(json_response(200, launch_json(*launch)));
+  });
+}
+
+// Answers the waiter when it has its answer: a launch to take, the launch it waits for ended, or
+// the run moved on (its error). Returns whether it answered.
+bool Api::try_answer(LaunchWaiter& waiter) {
+  auto run = ctx_.cluster.run_for_launcher(waiter.bearer, waiter.run_id);
+  if (!run) {
+    waiter.respond(error_response(run.error()));
+    return true;
+  }
+  if (waiter.node_rank >= 0) {
+    auto launch = ctx_.cluster.take_launch(waiter.run_id, waiter.node_rank);
+    if (!launch) return false;
+    waiter.respond(
+        json_response(200, {{"launch", {{"id", launch->id}, {"command", launch->command}}}}));
+    return true;
+  }
+  auto launch = ctx_.cluster.launch(waiter.run_id, waiter.launch_id);
+  if (launch && launch->state != wire::LaunchState::Exited) return false;
+  waiter.respond(launch ? json_response(200, launch_json(*launch))
+                        : error_response(launch.error()));
+  return true;
+}
+
+void Api::wake_launch_waiters(const std::string& run_id) {
+  auto found = launch_waiters_.find(run_id);
+  if (found == launch_waiters_.end()) return;
+  auto& waiters = found->second;
+  for (auto it = waiters.begin(); it != waiters.end();) {
+    auto waiter = *it;
+    if (waiter->answered || try_answer(*waiter)) {
+      waiter->answered = true;
+      waiter->timer.cancel();
+      it = waiters.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (waiters.empty()) launch_waiters_.erase(run_id);
 }
 
 void Api::wake_barrier_waiters(const std::string& run_id) {

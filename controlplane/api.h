@@ -58,6 +58,7 @@ class Api final : public Router {
   struct LeaseWaiter;
   struct LogWaiter;
   struct BarrierWaiter;
+  struct LaunchWaiter;
   struct RunTarget;
 
   // A plan for an endpoint whose body, if any, is JSON.
@@ -87,6 +88,16 @@ class Api final : public Router {
   // Answers the shares waiting at the run's barrier: open, or (the run ended or moved to a new
   // epoch) with what their own call would now get.
   void wake_barrier_waiters(const std::string& run_id);
+  // /v1/runs/{id}/launches...: daemon launches of a run across nodes, with its launch token.
+  Routing route_launches(const RequestHead& head, const std::string& run_id,
+                         const std::vector<std::string>& path);
+  void post_launch(const std::string& bearer, const std::string& run_id, const Request& request,
+                   Responder respond);
+  // A take (node_rank set) or a wait for a launch's exit, answered now or when the run's launches
+  // change (or its wait runs out).
+  void wait_for_launch(std::shared_ptr<LaunchWaiter> waiter, double wait_seconds);
+  bool try_answer(LaunchWaiter& waiter);
+  void wake_launch_waiters(const std::string& run_id);
   void put_log(const Caller& caller, const std::string& run_id, const std::string& stream,
                std::uint64_t offset, std::int64_t epoch, const Request& request, Responder respond);
   void get_log(const std::string& run_id, const std::string& stream, std::uint64_t offset,
@@ -122,7 +133,9 @@ class Api final : public Router {
   std::map<std::string, std::list<std::shared_ptr<LeaseWaiter>>> lease_waiters_;  // by compute
   std::unordered_map<std::string, std::list<std::shared_ptr<LogWaiter>>> log_waiters_;  // by run
   std::unordered_map<std::string, std::list<std::shared_ptr<BarrierWaiter>>>
-      barrier_waiters_;                     // by run
+      barrier_waiters_;  // by run
+  std::unordered_map<std::string, std::list<std::shared_ptr<LaunchWaiter>>>
+      launch_waiters_;                      // by run
   std::set<std::string> snapshot_uploads_;  // runs whose snapshot is being stored
   std::uint64_t next_upload_ = 0;
 };

@@ -151,6 +151,36 @@ class Cluster {
   // every share now is (prepared, or already past it: a share that runs was prepared before a
   // restart of this server). The caller has checked the epoch with run_for_writer.
   bool share_prepared(const std::string& run_id, const std::string& node_id);
+  // Daemon launches of a run across nodes (MPI's rsh agent, cluster_launches.cc). A launch is a
+  // command for one share's node, started there by that share (its `amlnode mpi-host`), under the
+  // run's epoch: a new epoch forgets the old one's launches, and nothing else can be started.
+  struct Launch {
+    int id = 0;
+    int node_rank = 0;
+    std::string command;
+    wire::LaunchState state = wire::LaunchState::Pending;
+    std::optional<int> exit_code;
+  };
+  // The launch token of the run's epoch (derived, never stored: the same after a restart).
+  std::string launch_token(const std::string& run_id, std::int64_t epoch) const;
+  // The live run of the current epoch whose launch token `bearer` is: 401 for anything that is no
+  // run's launch token, 409 StaleEpoch for an old epoch's or an ended run's.
+  Result<const RunRecord*> run_for_launcher(std::string_view bearer,
+                                            const std::string& run_id) const;
+  // A launch on the share whose node's address is `host`; refused (403) for an address holding no
+  // share of the run, for the master's own node (mpirun runs there), and beyond kMaxLaunches.
+  Result<Launch> add_launch(const std::string& run_id, const std::string& host,
+                            std::string command);
+  // The oldest pending launch for node rank `node_rank`, now running; nullopt when none waits.
+  std::optional<Launch> take_launch(const std::string& run_id, int node_rank);
+  // The share's report of a launch it took: running, or exited with its code.
+  Result<Launch> update_launch(const std::string& run_id, int id, wire::LaunchState state,
+                               std::optional<int> exit_code);
+  Result<Launch> launch(const std::string& run_id, int id) const;
+  // At most this many launches per node of a run (Open MPI starts one daemon per node).
+  static constexpr int kMaxLaunchesPerNode = 2;
+  static constexpr std::size_t kMaxLaunchCommand = 64 * 1024;
+
   // Whether the node would get runs from lease() now.
   bool has_work_for(const std::string& node_id) const;
   // A lease answer that never reached its node: those runs go back to the queue at their old
@@ -233,6 +263,9 @@ class Cluster {
     // Node ranks of the current epoch whose share reached the barrier (in memory: a share waiting
     // there asks again after a restart).
     std::set<int> prepared_shares;
+    // The current epoch's daemon launches, by id (in memory: a restarted control plane forgets
+    // them, and a launch asked about then is 404, which fails that mpirun).
+    std::vector<Launch> launches;
   };
   bool may_lease(const RunState& run, const std::string& node_id) const {
     return !run.taken_from.count(node_id);
@@ -247,6 +280,7 @@ class Cluster {
   std::vector<std::string> gang_nodes(const RunState& run, const std::string& asker) const;
   LeasedRun place_gang(RunState& run, const std::vector<std::string>& nodes);
   LeasedRun share_lease(const RunState& run, int node_rank) const;
+  std::string share_address(const std::string& node_id) const;
   spec::RunStatus update_share_status(RunState& run, const std::string& node_id,
                                       const StatusReport& report);
 

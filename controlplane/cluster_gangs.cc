@@ -104,6 +104,7 @@ LeasedRun Cluster::place_gang(RunState& run, const std::vector<std::string>& nod
   r.share_statuses.assign(nodes.size(), RunStatus::Queued);
   r.master_port = nodes_.at(nodes.front()).rendezvous_port;
   run.prepared_shares.clear();
+  run.launches.clear();
   for (std::size_t rank = 0; rank < nodes.size(); ++rank) {
     const std::string& id = nodes[rank];
     run.past_holders.insert(id);
@@ -121,6 +122,12 @@ LeasedRun Cluster::place_gang(RunState& run, const std::vector<std::string>& nod
   return share_lease(run, 0);
 }
 
+// The address a share's peers reach its node on: the first address it registered.
+std::string Cluster::share_address(const std::string& node_id) const {
+  const NodeRecord& node = nodes_.at(node_id).record;
+  return node.ips.empty() ? node.hostname : node.ips.front();
+}
+
 // The lease answer for one share (node rank 0 of a run of one node: the run itself).
 LeasedRun Cluster::share_lease(const RunState& run, int node_rank) const {
   const RunRecord& r = run.record;
@@ -133,10 +140,8 @@ LeasedRun Cluster::share_lease(const RunState& run, int node_rank) const {
   leased.node_rank = node_rank;
   leased.node_count = r.node_count;
   leased.master_port = r.master_port;
-  for (const auto& id : r.share_nodes) {
-    const NodeRecord& node = nodes_.at(id).record;
-    leased.nodes.push_back({id, node.ips.empty() ? node.hostname : node.ips.front()});
-  }
+  for (const auto& id : r.share_nodes) leased.nodes.push_back({id, share_address(id)});
+  if (r.node_count > 1) leased.launch_token = launch_token(r.run_id, r.epoch);
   return leased;
 }
 

@@ -80,13 +80,15 @@ bool is_valid_stream_name(std::string_view name) {
   if (name.empty() || name.size() > kMaxStreamNameBytes) return false;
   // mpi_log.txt: what mpirun itself says in a distributed MPI run (docs/distributed.md).
   if (name == "user_logs/std_log.txt" || name == "user_logs/mpi_log.txt") return true;
-  constexpr std::string_view kProcessPrefix = "user_logs/std_log_process_";
+  // std_log_process_N.txt per rank; mpi_log_node_N.txt: what Open MPI's daemon said on node rank
+  // N > 0 of an MPI run across nodes.
   constexpr std::string_view kTxt = ".txt";
-  if (has_prefix(name, kProcessPrefix) && name.size() > kProcessPrefix.size() + kTxt.size() &&
-      name.substr(name.size() - kTxt.size()) == kTxt) {
-    auto digits =
-        name.substr(kProcessPrefix.size(), name.size() - kProcessPrefix.size() - kTxt.size());
-    return digits.size() <= 6 && digits.find_first_not_of("0123456789") == std::string_view::npos;
+  for (std::string_view prefix : {"user_logs/std_log_process_", "user_logs/mpi_log_node_"}) {
+    if (has_prefix(name, prefix) && name.size() > prefix.size() + kTxt.size() &&
+        name.substr(name.size() - kTxt.size()) == kTxt) {
+      auto digits = name.substr(prefix.size(), name.size() - prefix.size() - kTxt.size());
+      return digits.size() <= 6 && digits.find_first_not_of("0123456789") == std::string_view::npos;
+    }
   }
   for (std::string_view prefix : {"system_logs/", "logs/"}) {
     if (has_prefix(name, prefix)) return is_relative_path(name.substr(prefix.size()));

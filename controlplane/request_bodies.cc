@@ -204,6 +204,56 @@ Result<BarrierRequest> parse_barrier(std::string_view text, const Limits& limits
   return BarrierRequest{**epoch, wait->value_or(0)};
 }
 
+Result<LaunchRequest> parse_launch(std::string_view text) {
+  auto body = parse_json_object(text);
+  if (!body) return body.error();
+  auto host = string_field(*body, "host", "host", 253);
+  if (!host) return host.error();
+  if (!*host || (*host)->empty()) return missing_field("host");
+  auto command = string_field(*body, "command", "command", Cluster::kMaxLaunchCommand);
+  if (!command) return command.error();
+  if (!*command || (*command)->empty()) return missing_field("command");
+  return LaunchRequest{**host, **command};
+}
+
+Result<LaunchTake> parse_launch_take(std::string_view text, const Limits& limits) {
+  auto body = parse_json_object(text);
+  if (!body) return body.error();
+  auto rank = integer_field(*body, "node_rank", "node_rank", 0, wire::kMaxNodeCount - 1);
+  if (!rank) return rank.error();
+  if (!*rank) return missing_field("node_rank");
+  auto wait = number_field(*body, "wait_seconds", "wait_seconds", 0,
+                           static_cast<double>(limits.max_lease_wait.count()));
+  if (!wait) return wait.error();
+  return LaunchTake{static_cast<int>(**rank), wait->value_or(0)};
+}
+
+Result<LaunchUpdate> parse_launch_update(std::string_view text) {
+  auto body = parse_json_object(text);
+  if (!body) return body.error();
+  auto state_text = string_field(*body, "state", "state", 16);
+  if (!state_text) return state_text.error();
+  if (!*state_text) return missing_field("state");
+  auto state = wire::launch_state_from_string(**state_text);
+  if (!state || *state == wire::LaunchState::Pending)
+    return invalid("state: expected \"running\" or \"exited\", got " + shown(**state_text));
+  auto code = integer_field(*body, "exit_code", "exit_code", -255, 255);
+  if (!code) return code.error();
+  if (*state == wire::LaunchState::Exited && !*code) return missing_field("exit_code");
+  LaunchUpdate update{*state, std::nullopt};
+  if (*code) update.exit_code = static_cast<int>(**code);
+  return update;
+}
+
+Result<double> parse_launch_wait(std::string_view text, const Limits& limits) {
+  auto body = parse_json_object(text);
+  if (!body) return body.error();
+  auto wait = number_field(*body, "wait_seconds", "wait_seconds", 0,
+                           static_cast<double>(limits.max_lease_wait.count()));
+  if (!wait) return wait.error();
+  return wait->value_or(0);
+}
+
 // "dropped_logs": {stream: {"bytes": N, "why": "..."}}, for the streams the control plane has a
 // name for; null when absent.
 Result<nlohmann::json> parse_dropped_logs(const nlohmann::json& body) {

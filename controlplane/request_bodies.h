@@ -37,6 +37,27 @@ struct BarrierRequest {
 };
 Result<BarrierRequest> parse_barrier(std::string_view body, const Limits& limits);
 
+// POST /v1/runs/{id}/launches: the host to start `command` on (a share's address).
+struct LaunchRequest {
+  std::string host;
+  std::string command;
+};
+Result<LaunchRequest> parse_launch(std::string_view body);
+// POST /v1/runs/{id}/launches/take: the share's node rank, and how long to wait for a launch.
+struct LaunchTake {
+  int node_rank = 0;
+  double wait_seconds = 0;
+};
+Result<LaunchTake> parse_launch_take(std::string_view body, const Limits& limits);
+// POST /v1/runs/{id}/launches/{n}: running, or exited with its exit code.
+struct LaunchUpdate {
+  wire::LaunchState state = wire::LaunchState::Running;
+  std::optional<int> exit_code;
+};
+Result<LaunchUpdate> parse_launch_update(std::string_view body);
+// POST /v1/runs/{id}/launches/{n}/wait: how long to wait for the launch to exit.
+Result<double> parse_launch_wait(std::string_view body, const Limits& limits);
+
 // POST /v1/runs/{id}/status
 struct StatusUpdate {
   std::int64_t epoch = 0;

@@ -212,12 +212,24 @@ std::optional<Error> not_yet_supported(const Job& job, const PlanContext& contex
                   " nodes");
   }
   auto communicator = job.distributed.communicator;
-  if (context.share &&
-      (communicator == Communicator::OpenMpi || communicator == Communicator::IntelMpi ||
-       communicator == Communicator::Mpi)) {
-    return refuse(field + ": MPI runs across nodes (node_count " + std::to_string(job.node_count) +
-                  ") need the agent's launcher for Open MPI's daemons, which this node does not "
-                  "have yet; PyTorch (gloo, nccl) and TensorFlow runs across nodes are supported");
+  bool mpi = communicator == Communicator::OpenMpi || communicator == Communicator::IntelMpi ||
+             communicator == Communicator::Mpi;
+  if (context.share && mpi) {
+    std::string across =
+        field + ": MPI runs across nodes (node_count " + std::to_string(job.node_count) + ") ";
+    if (job.environment.docker.enabled)
+      return refuse(across +
+                    "start Open MPI's daemons through this node's agent, which a Docker "
+                    "container cannot reach; run them in a conda or user-managed environment "
+                    "(environment.docker.enabled: false)");
+    if (context.share->launch_token.empty() || context.share->agent_program.empty())
+      return refuse(across +
+                    "need the control plane's launch token, which this lease did not "
+                    "carry (a control plane older than this agent)");
+    if (context.share->agent_program.string().find_first_of(" \t\n") != std::string::npos)
+      return refuse(across + "start daemons through the agent's program, and its path " +
+                    context.share->agent_program.string() +
+                    " has a space, which Open MPI's plm_rsh_agent cannot carry");
   }
   return std::nullopt;
 }

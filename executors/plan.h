@@ -30,6 +30,14 @@ struct ShareContext {
   int node_rank = 0;
   std::vector<std::string> addresses;
   int master_port = kMasterPort;
+  // MPI across nodes (docs/distributed.md): mpirun on the master starts Open MPI's daemons on the
+  // other shares' nodes through `<agent_program> mpi-rsh`, which asks the control plane at
+  // launch_url with the epoch's launch_token; each other share runs `<agent_program> mpi-host`,
+  // which starts them. The ranks see these as AMLNODE_LAUNCH_* variables.
+  std::string launch_url;
+  std::string launch_token;
+  std::string launch_ca_file;  // "" for the system's trust store
+  std::filesystem::path agent_program;
   int node_count() const { return static_cast<int>(addresses.size()); }
   bool is_master() const { return node_rank == 0; }
 };

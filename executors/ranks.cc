@@ -180,13 +180,39 @@ void plan_tensorflow(const spec::Job& job, const PlanContext& context, Plan& pla
 
 // mpirun starts the ranks; each one's output goes to its own std_log_process_NN.txt through a
 // shell that then becomes the rank's program (exec), so mpirun's signals reach the program itself.
+// Open MPI starts every rank in mpirun's working folder; the shell moves it to its own node's
+// (the same path only when every node keeps its state in the same place).
 constexpr const char* kRankRedirect =
+    "cd \"$AMLNODE_RANK_WORK_DIR\" || exit 1; "
     "AZUREML_PROCESS_NAME=rank_$OMPI_COMM_WORLD_RANK; export AZUREML_PROCESS_NAME; "
     "exec \"$0\" \"$@\" >>\"$AMLNODE_RANK_LOG_DIR/std_log_process_$(printf %02d "
     "\"$OMPI_COMM_WORLD_RANK\").txt\" 2>&1";
 
+// Across nodes, mpirun runs on the master's node and starts Open MPI's daemon (orted) on each
+// other share's node through the agent (`amlnode mpi-rsh`, answered there by the share's
+// `amlnode mpi-host`); its own node is `localhost` to it, so it starts no daemon there. Ranks are
+// placed by slot, node rank k's being k * count to (k + 1) * count - 1.
+std::vector<std::string> mpirun_hosts(const ShareContext& share, int count) {
+  std::string hosts;
+  for (int node = 0; node < share.node_count(); ++node) {
+    hosts += (node == 0 ? std::string("localhost") : "," + share.addresses[node]) + ":" +
+             std::to_string(count);
+  }
+  return {"--host", hosts, "--mca", "plm_rsh_agent", share.agent_program.string() + " mpi-rsh"};
+}
+
+void set_launch_vars(Plan& plan, const ShareContext& share) {
+  set_env_var(plan.env, "AMLNODE_LAUNCH_URL", share.launch_url);
+  set_env_var(plan.env, "AMLNODE_LAUNCH_TOKEN", share.launch_token);
+  if (!share.launch_ca_file.empty())
+    set_env_var(plan.env, "AMLNODE_LAUNCH_CA_FILE", share.launch_ca_file);
+  set_env_var(plan.env, "AMLNODE_NODE_RANK", std::to_string(share.node_rank));
+}
+
 void plan_mpi(const spec::Job& job, const PlanContext& context, Plan& plan, int count) {
   set_rendezvous(plan, context);
+  int node_rank = context.share ? context.share->node_rank : 0;
+  int nodes = context.share ? context.share->node_count() : 1;
   // Open MPI sets these in each rank; the single-process values must not shadow them.
   // So must the single-process values of the other frameworks' contracts (a PyTorch job over
   // MPI, as Horovod's are): the world is the ranks'.
@@ -195,8 +221,8 @@ void plan_mpi(const spec::Job& job, const PlanContext& context, Plan& plan, int 
         "OMPI_COMM_WORLD_LOCAL_SIZE", "RANK", "LOCAL_RANK", "TF_CONFIG"})
     remove_var(plan.env, name);
   if (job.framework == spec::Framework::PyTorch) {
-    set_env_var(plan.env, "WORLD_SIZE", std::to_string(count));
-    set_env_var(plan.env, "NODE_RANK", "0");
+    set_env_var(plan.env, "WORLD_SIZE", std::to_string(count * nodes));
+    set_env_var(plan.env, "NODE_RANK", std::to_string(node_rank));
   }
   // Jobs may run as root (amlnode run by root, a container's user); Open MPI refuses that unless
   // told, and the variables mean nothing to it otherwise. Single-copy shared memory
@@ -206,17 +232,29 @@ void plan_mpi(const spec::Job& job, const PlanContext& context, Plan& plan, int 
   set_env_var(plan.env, "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
   set_env_var(plan.env, "OMPI_MCA_btl_vader_single_copy_mechanism", "none");
   set_env_var(plan.env, "AMLNODE_RANK_LOG_DIR", (plan.run_dir / "user_logs").string());
-  for (int rank = 0; rank < count; ++rank) {
-    RankPlan r = new_rank(plan, rank, rank);
+  set_env_var(plan.env, "AMLNODE_RANK_WORK_DIR", plan.working_dir.string());
+  for (int local = 0; local < count; ++local) {
+    RankPlan r = new_rank(plan, node_rank * count + local, local);
     r.env.clear();  // Open MPI's own variables are the rank's
     plan.ranks.push_back(std::move(r));
   }
-  std::vector<std::string> argv = {"mpirun",          "-np",       std::to_string(count),
-                                   "--oversubscribe", "--bind-to", "none",
-                                   "/bin/sh",         "-c",        kRankRedirect};
+  plan.launcher_log = RunFolder{plan.run_dir}.path(RunFolder::kMpiLog);
+  if (context.share) set_launch_vars(plan, *context.share);
+  if (context.share && !context.share->is_master()) {
+    // This node's ranks are started by the daemon mpirun asks this share to start.
+    plan.argv = {context.share->agent_program.string(), "mpi-host"};
+    return;
+  }
+  std::vector<std::string> argv = {"mpirun", "-np", std::to_string(count * nodes)};
+  if (context.share) {
+    auto hosts = mpirun_hosts(*context.share, count);
+    argv.insert(argv.end(), hosts.begin(), hosts.end());
+  }
+  for (const char* option :
+       {"--oversubscribe", "--bind-to", "none", "/bin/sh", "-c", kRankRedirect})
+    argv.push_back(option);
   argv.insert(argv.end(), plan.argv.begin(), plan.argv.end());
   plan.argv = std::move(argv);
-  plan.launcher_log = RunFolder{plan.run_dir}.path(RunFolder::kMpiLog);
 }
 
 }  // namespace
@@ -250,7 +288,10 @@ void plan_ranks(const spec::Job& job, const PlanContext& context, Plan& plan) {
     }
     plan.launcher = RankLauncher::Processes;
     plan_tensorflow_share(job, context, plan);
-  } else if (tensorflow ? tasks <= 1 : per_node <= 1) {
+  } else if (tensorflow ? tasks <= 1
+                        : per_node <= 1 && !(context.share && is_mpi(distributed.communicator))) {
+    // One process: unless it is a share of an MPI run across nodes, which mpirun starts however
+    // few ranks each node has.
     return;
   } else if (tensorflow) {
     plan.launcher = RankLauncher::Processes;

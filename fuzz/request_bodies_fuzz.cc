@@ -24,6 +24,7 @@
 namespace {
 
 using namespace amlnode::controlplane;
+namespace wire = amlnode::wire;
 using amlnode::fuzz::check;
 using nlohmann::json;
 
@@ -82,9 +83,30 @@ void heartbeat(std::string_view body) {
   }
 }
 
-// A lease body, and the same bytes as a barrier body (both are a node's long polls).
+// The bodies of a run's daemon launches (the same bytes as each).
+void launches(std::string_view body, const Limits& limits) {
+  if (auto launch = parse_launch(body); !refused(launch))
+    check(!launch->host.empty() && launch->host.size() <= 253 && !launch->command.empty() &&
+              launch->command.size() <= Cluster::kMaxLaunchCommand,
+          "a launch's host or command out of range");
+  if (auto take = parse_launch_take(body, limits); !refused(take))
+    check(take->node_rank >= 0 && take->node_rank < wire::kMaxNodeCount &&
+              take->wait_seconds >= 0 &&
+              take->wait_seconds <= static_cast<double>(limits.max_lease_wait.count()),
+          "a launch take out of range");
+  if (auto update = parse_launch_update(body); !refused(update))
+    check(update->state != wire::LaunchState::Pending &&
+              (update->state != wire::LaunchState::Exited || update->exit_code.has_value()),
+          "a launch update without a state it may take");
+  if (auto wait = parse_launch_wait(body, limits); !refused(wait))
+    check(*wait >= 0 && *wait <= static_cast<double>(limits.max_lease_wait.count()),
+          "a launch wait out of range");
+}
+
+// A lease body, and the same bytes as a barrier body and the launch bodies (a node's long polls).
 void lease(std::string_view body) {
   Limits limits;
+  launches(body, limits);
   auto barrier = parse_barrier(body, limits);
   if (!refused(barrier)) {
     check(barrier->epoch >= 1, "a barrier epoch below 1");

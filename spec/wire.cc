@@ -43,10 +43,30 @@ json leased_share_json(const LeasedRun& run) {
   json nodes = json::array();
   for (const auto& node : run.nodes)
     nodes.push_back({{"node_id", node.node_id}, {"address", node.address}});
-  return {{"node_rank", run.node_rank},
-          {"node_count", run.node_count},
-          {"master_port", run.master_port},
-          {"nodes", nodes}};
+  json share = {{"node_rank", run.node_rank},
+                {"node_count", run.node_count},
+                {"master_port", run.master_port},
+                {"nodes", nodes}};
+  if (!run.launch_token.empty()) share["launch_token"] = run.launch_token;
+  return share;
+}
+
+std::string to_string(LaunchState state) {
+  switch (state) {
+    case LaunchState::Pending:
+      return "pending";
+    case LaunchState::Running:
+      return "running";
+    case LaunchState::Exited:
+      return "exited";
+  }
+  return "pending";
+}
+
+std::optional<LaunchState> launch_state_from_string(const std::string& text) {
+  for (auto state : {LaunchState::Pending, LaunchState::Running, LaunchState::Exited})
+    if (to_string(state) == text) return state;
+  return std::nullopt;
 }
 
 namespace {
@@ -92,6 +112,11 @@ Result<void> read_leased_share(const json& share_object, LeasedRun& run) {
         port->get<std::int64_t>() > 65535)
       return bad_answer("a leased run's share has no valid master_port");
     run.master_port = port->get<int>();
+  }
+  auto token = share->find("launch_token");
+  if (token != share->end()) {
+    if (!token->is_string()) return bad_answer("a leased run's share launch_token is not a string");
+    run.launch_token = token->get<std::string>();
   }
   run.node_rank = static_cast<int>(node_rank);
   run.node_count = static_cast<int>(node_count);

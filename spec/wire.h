@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -70,7 +71,18 @@ struct LeasedRun {
   std::vector<ShareNode> nodes;
   // The rendezvous port on rank 0's node (MASTER_PORT), the same for every share.
   int master_port = 6105;
+  // The bearer token of this run's epoch for its daemon launches (MPI across nodes): it lets
+  // whoever holds it start a command on a node holding a share of this run and epoch, and nothing
+  // else. Empty for a run of one node.
+  std::string launch_token;
 };
+
+// A daemon launch of a run across nodes (POST /v1/runs/{id}/launches, docs/protocol.md): what
+// Open MPI's rsh agent asked to start on a share's node, and how far it got there.
+enum class LaunchState { Pending, Running, Exited };
+std::string to_string(LaunchState state);
+// "pending", "running", "exited"; nullopt for anything else.
+std::optional<LaunchState> launch_state_from_string(const std::string& text);
 
 nlohmann::json heartbeat_body(const HeartbeatReport& report);
 nlohmann::json command_json(const Command& command);

@@ -67,6 +67,10 @@ int run_agent(const NodeConfig& config, const std::filesystem::path& state_dir) 
   }
   options.runs.config = config;
   options.runs.state_dir = state_dir;
+  options.runs.control_plane_url = http_url(settings->endpoint);
+  if (settings->tls.ca_file) options.runs.control_plane_ca_file = settings->tls.ca_file->string();
+  std::error_code program_error;
+  options.runs.agent_program = std::filesystem::read_symlink("/proc/self/exe", program_error);
   options.runs.clock = make_system_clock();
   options.runs.launcher = executors::make_shim_launcher(executors::default_shim_binary());
   auto docker = daemon_docker_runtime(config, state_dir, options.runs.docker_config);

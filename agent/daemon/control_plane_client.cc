@@ -53,6 +53,20 @@ Result<json> json_answer(Result<HttpResponse> response) {
   return body;
 }
 
+Result<json> post_json_to(HttpClient& http, const std::string& target, const std::string& token,
+                          const json& body,
+                          std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  HttpRequest request;
+  request.method = "POST";
+  request.target = target;
+  request.bearer_token = token;
+  request.content_type = "application/json";
+  request.body = body.dump();
+  request.timeout = timeout;
+  request.max_response_bytes = kMaxJsonAnswer;
+  return json_answer(http.send(request));
+}
+
 template <class T>
 Result<T> field(const json& body, const char* key) {
   auto it = body.find(key);
@@ -225,21 +239,73 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
  private:
   Result<json> post_json(const std::string& target, const std::string& token, const json& body,
                          std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-    HttpRequest request;
-    request.method = "POST";
-    request.target = target;
-    request.bearer_token = token;
-    request.content_type = "application/json";
-    request.body = body.dump();
-    request.timeout = timeout;
-    request.max_response_bytes = kMaxJsonAnswer;
-    return json_answer(http_->send(request));
+    return post_json_to(*http_, target, token, body, timeout);
   }
 
   std::unique_ptr<HttpClient> http_;
 };
 
+class HttpLaunchClient final : public LaunchClient {
+ public:
+  HttpLaunchClient(std::unique_ptr<HttpClient> http, std::string run_id, std::string token)
+      : http_(std::move(http)), path_(run_path(run_id) + "/launches"), token_(std::move(token)) {}
+
+  Result<int> add_launch(const std::string& host, const std::string& command) override {
+    auto body = post_json_to(*http_, path_, token_, {{"host", host}, {"command", command}});
+    if (!body.ok()) return body.error();
+    return field<int>(*body, "launch");
+  }
+
+  Result<std::optional<TakenLaunch>> take_launch(int node_rank,
+                                                 std::chrono::seconds wait) override {
+    auto body = post_json_to(*http_, path_ + "/take", token_,
+                             {{"node_rank", node_rank}, {"wait_seconds", wait.count()}},
+                             wait + kLongPollMargin);
+    if (!body.ok()) return body.error();
+    auto launch = body->find("launch");
+    if (launch == body->end() || launch->is_null()) return std::optional<TakenLaunch>();
+    if (!launch->is_object()) return Error{"BadAnswer", "the answer's launch is not an object"};
+    auto id = field<int>(*launch, "id");
+    auto command = field<std::string>(*launch, "command");
+    if (!id.ok()) return id.error();
+    if (!command.ok()) return command.error();
+    return std::optional<TakenLaunch>(TakenLaunch{*id, *command});
+  }
+
+  Result<void> report_launch(int id, wire::LaunchState state,
+                             std::optional<int> exit_code) override {
+    json request = {{"state", wire::to_string(state)}};
+    if (exit_code) request["exit_code"] = *exit_code;
+    auto body = post_json_to(*http_, path_ + "/" + std::to_string(id), token_, request);
+    if (!body.ok()) return body.error();
+    return ok();
+  }
+
+  Result<std::optional<int>> wait_for_launch(int id, std::chrono::seconds wait) override {
+    auto body = post_json_to(*http_, path_ + "/" + std::to_string(id) + "/wait", token_,
+                             {{"wait_seconds", wait.count()}}, wait + kLongPollMargin);
+    if (!body.ok()) return body.error();
+    auto state = field<std::string>(*body, "state");
+    if (!state.ok()) return state.error();
+    if (wire::launch_state_from_string(*state) != wire::LaunchState::Exited)
+      return std::optional<int>();
+    auto code = field<int>(*body, "exit_code");
+    if (!code.ok()) return code.error();
+    return std::optional<int>(*code);
+  }
+
+ private:
+  std::unique_ptr<HttpClient> http_;
+  std::string path_;
+  std::string token_;
+};
+
 }  // namespace
+
+std::unique_ptr<LaunchClient> make_http_launch_client(std::unique_ptr<HttpClient> http,
+                                                      std::string run_id, std::string token) {
+  return std::make_unique<HttpLaunchClient>(std::move(http), std::move(run_id), std::move(token));
+}
 
 std::string encode_stream_path(const std::string& stream) {
   return url_path_escape(stream, true);

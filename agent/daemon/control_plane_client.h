@@ -116,6 +116,30 @@ class ControlPlaneClient {
   virtual void shut_down() = 0;
 };
 
+// The calls of a run's daemon launches (MPI across nodes, docs/protocol.md "Daemon launches"),
+// made with the launch token of the run's epoch by `amlnode mpi-rsh` and `amlnode mpi-host`.
+// Errors as ControlPlaneClient's.
+struct TakenLaunch {
+  int id = 0;
+  std::string command;  // a shell command line, as Open MPI gives its rsh agent
+};
+class LaunchClient {
+ public:
+  virtual ~LaunchClient() = default;
+  // The launch's id.
+  virtual Result<int> add_launch(const std::string& host, const std::string& command) = 0;
+  // Long poll: a launch for this node rank, now marked running; nullopt after `wait`.
+  virtual Result<std::optional<TakenLaunch>> take_launch(int node_rank,
+                                                         std::chrono::seconds wait) = 0;
+  virtual Result<void> report_launch(int id, wire::LaunchState state,
+                                     std::optional<int> exit_code) = 0;
+  // Long poll: the launch's exit code once it exited; nullopt while it still runs after `wait`.
+  virtual Result<std::optional<int>> wait_for_launch(int id, std::chrono::seconds wait) = 0;
+};
+
+std::unique_ptr<LaunchClient> make_http_launch_client(std::unique_ptr<HttpClient> http,
+                                                      std::string run_id, std::string token);
+
 std::unique_ptr<ControlPlaneClient> make_http_control_plane_client(
     std::unique_ptr<HttpClient> http);
 

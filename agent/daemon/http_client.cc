@@ -60,6 +60,12 @@ Result<HttpEndpoint> parse_http_url(const std::string& url) {
   return endpoint;
 }
 
+std::string http_url(const HttpEndpoint& endpoint) {
+  bool ipv6 = endpoint.host.find(':') != std::string::npos;
+  return std::string(endpoint.tls ? "https://" : "http://") + (ipv6 ? "[" : "") + endpoint.host +
+         (ipv6 ? "]" : "") + ":" + endpoint.port + endpoint.base_path;
+}
+
 namespace {
 
 Error unreachable(const std::string& what, const beast::error_code& ec) {

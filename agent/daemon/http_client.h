@@ -33,6 +33,8 @@ struct HttpEndpoint {
 
 // Parses a control plane URL; errors say what was wrong with it.
 Result<HttpEndpoint> parse_http_url(const std::string& url);
+// The URL an endpoint was parsed from (parse_http_url's inverse).
+std::string http_url(const HttpEndpoint& endpoint);
 
 struct HttpTlsOptions {
   std::optional<std::filesystem::path> ca_file;  // PEM; the system's trust store when unset

@@ -40,9 +40,13 @@ std::vector<StreamFile> run_streams(const fs::path& run_dir, int share_rank) {
   for (const auto& entry : fs::directory_iterator(run_dir / "user_logs", ec)) {
     if (entry.is_regular_file(ec)) {
       auto name = entry.path().filename().string();
-      std::string stream = share_rank >= 0 && name == "std_log.txt"
-                               ? "std_log_process_" + two_digits(share_rank) + ".txt"
-                               : name;
+      // A share's own log is numbered by its node rank, and so is the Open MPI daemon's log of a
+      // share that is not the master (mpirun's is the master's mpi_log.txt).
+      std::string stream = name;
+      if (share_rank >= 0 && name == "std_log.txt")
+        stream = "std_log_process_" + two_digits(share_rank) + ".txt";
+      if (share_rank > 0 && name == "mpi_log.txt")
+        stream = "mpi_log_node_" + two_digits(share_rank) + ".txt";
       streams.push_back({"user_logs/" + stream, fs::path("user_logs") / name});
     }
   }

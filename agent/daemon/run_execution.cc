@@ -104,6 +104,10 @@ executors::PlanContext leased_plan_context(
     share.node_rank = lease.node_rank;
     share.master_port = lease.master_port;
     for (const auto& node : lease.nodes) share.addresses.push_back(node.address);
+    share.launch_url = env.control_plane_url;
+    share.launch_token = lease.launch_token;
+    share.launch_ca_file = env.control_plane_ca_file;
+    share.agent_program = env.agent_program;
     context.master_address = share.addresses.front();
     context.share = std::move(share);
   }

@@ -44,6 +44,11 @@ struct RunEnvironment {
   // Set when the node runs Docker jobs (docker_enabled); Docker jobs fail NotSupported without.
   std::shared_ptr<docker::ContainerRuntime> docker;
   docker::DockerRuntimeConfig docker_config;
+  // For MPI runs across nodes (executors::ShareContext): the control plane's URL and CA file as
+  // the agent's settings give them, and this program, which Open MPI runs as its rsh agent.
+  std::string control_plane_url;
+  std::string control_plane_ca_file;
+  std::filesystem::path agent_program;
 };
 
 // A leased run once prepared: its plan, and the runtime its processes run under

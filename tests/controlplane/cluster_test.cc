@@ -20,12 +20,13 @@ struct Fixture {
   std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>();
   Cluster cluster{StoreContents{}, clock, ClusterPolicy{}, "user"};
 
-  std::string node(const std::string& compute) {
+  std::string node(const std::string& compute, const std::string& ip = "") {
     auto token = cluster.create_registration_token(compute);
     auto caller = cluster.identify(token);
     REQUIRE(caller.kind == CallerKind::Registration);
     NodeRegistration registration;
     registration.hostname = "host";
+    if (!ip.empty()) registration.ips = {ip};
     auto registered = cluster.register_node(caller.token_hash, registration);
     REQUIRE(registered.ok());
     return registered->node_id;
@@ -511,4 +512,54 @@ TEST_CASE("a share whose answer never reached its node is handed out again once 
   CHECK(again[0].epoch == epoch);
   CHECK(again[0].node_rank == 1);
   CHECK(f.view(run)["status"] == "Preparing");
+}
+
+TEST_CASE("a gang's daemon launches go only to its shares' nodes, under its epoch's token",
+          "[cluster][gang][launch]") {
+  GangFixture f;
+  auto a = f.node("cpu", "10.0.0.1");
+  auto b = f.node("cpu", "10.0.0.2");
+  auto c = f.node("cpu", "10.0.0.3");
+  auto run = f.gang("cpu", 2);
+  auto first = f.cluster.lease(a, 1).at(0);
+  if (first.nodes[1].node_id != b) std::swap(b, c);
+  std::string other = first.nodes[1].address;
+  std::string idle = other == "10.0.0.2" ? "10.0.0.3" : "10.0.0.2";
+  auto second = f.cluster.lease(b, 1).at(0);
+  // Every share is given the same token, of this run and epoch only.
+  REQUIRE_FALSE(first.launch_token.empty());
+  CHECK(second.launch_token == first.launch_token);
+  CHECK(f.cluster.run_for_launcher(first.launch_token, run).ok());
+  CHECK(f.cluster.run_for_launcher("amllaunch_1_00", run).error().code == kUnauthorized);
+  CHECK(f.cluster.run_for_launcher(f.cluster.launch_token(run, 7), run).error().code ==
+        kStaleEpoch);
+  // Nothing starts on a node without a share, nor on mpirun's own node.
+  auto elsewhere = f.cluster.add_launch(run, idle, "orted");
+  REQUIRE_FALSE(elsewhere.ok());
+  CHECK(elsewhere.error().code == kForbidden);
+  CHECK(elsewhere.error().message ==
+        "host " + idle + " holds no share of run " + run + "; its nodes are 10.0.0.1, " + other);
+  CHECK(f.cluster.add_launch(run, "10.0.0.1", "orted").error().code == kForbidden);
+  // The other share takes its launch once, reports it ended, and a waiter sees the code.
+  CHECK_FALSE(f.cluster.take_launch(run, 1));
+  auto launch = f.cluster.add_launch(run, other, "orted --daemonize=no");
+  REQUIRE(launch.ok());
+  CHECK(launch->node_rank == 1);
+  CHECK_FALSE(f.cluster.take_launch(run, 0));
+  auto taken = f.cluster.take_launch(run, 1);
+  REQUIRE(taken);
+  CHECK(taken->command == "orted --daemonize=no");
+  CHECK_FALSE(f.cluster.take_launch(run, 1));
+  CHECK(f.cluster.launch(run, launch->id)->state == amlnode::wire::LaunchState::Running);
+  REQUIRE(f.cluster.update_launch(run, launch->id, amlnode::wire::LaunchState::Exited, 3).ok());
+  CHECK(
+      f.cluster.update_launch(run, launch->id, amlnode::wire::LaunchState::Exited, 0)->exit_code ==
+      3);
+  CHECK(f.cluster.launch(run, 9).error().code == kNotFound);
+  // A node gets at most kMaxLaunchesPerNode launches an epoch.
+  REQUIRE(f.cluster.add_launch(run, other, "orted").ok());
+  CHECK(f.cluster.add_launch(run, other, "orted").error().code == kConflict);
+  // The run ending retires the token.
+  f.report(run, a, RunStatus::Failed);
+  CHECK(f.cluster.run_for_launcher(first.launch_token, run).error().code == kStaleEpoch);
 }

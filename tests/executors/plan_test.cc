@@ -263,6 +263,47 @@ TEST_CASE("a TensorFlow run across nodes deals its tasks out over the nodes", "[
   CHECK_THAT(refused.cannot_run->message, Catch::Contains("cannot fill 2 nodes"));
 }
 
+TEST_CASE("an MPI run across nodes: mpirun on the master, the agent's daemon host on the others",
+          "[plan][gang]") {
+  auto job = user_managed_job();
+  job.framework = spec::Framework::Python;
+  job.distributed.communicator = spec::Communicator::OpenMpi;
+  job.distributed.process_count_per_node = 2;
+  job.node_count = 2;
+  auto with_launcher = [](int node_rank) {
+    auto c = share_context(node_rank);
+    c.share->launch_url = "http://10.0.0.1:8631";
+    c.share->launch_token = "amllaunch_1_ab";
+    c.share->agent_program = "/usr/bin/amlnode";
+    return c;
+  };
+  auto master = resolve_plan(job, with_launcher(0));
+  REQUIRE_FALSE(master.cannot_run);
+  CHECK(master.launcher == executors::RankLauncher::Mpirun);
+  std::vector<std::string> head(master.argv.begin(), master.argv.begin() + 9);
+  CHECK(head == std::vector<std::string>{"mpirun", "-np", "4", "--host", "localhost:2,10.0.0.5:2",
+                                         "--mca", "plm_rsh_agent", "/usr/bin/amlnode mpi-rsh",
+                                         "--oversubscribe"});
+  CHECK(env_of(master, "AMLNODE_LAUNCH_URL") == "http://10.0.0.1:8631");
+  CHECK(env_of(master, "AMLNODE_LAUNCH_TOKEN") == "amllaunch_1_ab");
+  CHECK(env_of(master, "AMLNODE_NODE_RANK") == "0");
+  CHECK(master.world_size == 4);
+  auto other = resolve_plan(job, with_launcher(1));
+  REQUIRE_FALSE(other.cannot_run);
+  CHECK(other.argv == std::vector<std::string>{"/usr/bin/amlnode", "mpi-host"});
+  CHECK(other.launcher_log == other.run_dir / "user_logs" / "mpi_log.txt");
+  REQUIRE(other.ranks.size() == 2);
+  CHECK(other.ranks[0].rank == 2);
+  CHECK(other.ranks[1].std_log.filename() == "std_log_process_03.txt");
+  CHECK(env_of(other, "AMLNODE_NODE_RANK") == "1");
+  CHECK(env_of(other, "AMLNODE_RANK_WORK_DIR") == other.working_dir.string());
+  // One rank per node is still mpirun's to start.
+  job.distributed.process_count_per_node = 1;
+  auto single = resolve_plan(job, with_launcher(0));
+  CHECK(single.launcher == executors::RankLauncher::Mpirun);
+  CHECK(single.argv[4] == "localhost:1,10.0.0.5:1");
+}
+
 TEST_CASE("a share refuses what it cannot run across nodes, naming the field", "[plan][gang]") {
   auto job = user_managed_job();
   job.framework = spec::Framework::Python;
@@ -270,10 +311,21 @@ TEST_CASE("a share refuses what it cannot run across nodes, naming the field", "
   job.distributed_field = "distributed_job_config";
   job.distributed.process_count_per_node = 2;
   job.node_count = 2;
+  // MPI across nodes needs the epoch's launch token (an older control plane gives none) ...
   auto mpi = resolve_plan(job, share_context(0));
   REQUIRE(mpi.cannot_run);
-  CHECK_THAT(mpi.cannot_run->message,
-             Catch::StartsWith("distributed_job_config: MPI runs across nodes (node_count 2)"));
+  CHECK(mpi.cannot_run->message ==
+        "distributed_job_config: MPI runs across nodes (node_count 2) need the control plane's "
+        "launch token, which this lease did not carry (a control plane older than this agent)");
+  // ... and cannot run in Docker, whose containers cannot reach the agent's launcher.
+  auto with_token = share_context(0);
+  with_token.share->launch_token = "amllaunch_1_ab";
+  with_token.share->agent_program = "/usr/bin/amlnode";
+  job.environment.docker.enabled = true;
+  auto docker = resolve_plan(job, with_token);
+  REQUIRE(docker.cannot_run);
+  CHECK_THAT(docker.cannot_run->message, Catch::Contains("environment.docker.enabled: false"));
+  job.environment.docker.enabled = false;
   // A lease naming more nodes than the job asks for.
   job.distributed.communicator = spec::Communicator::Gloo;
   job.framework = spec::Framework::PyTorch;

@@ -392,3 +392,60 @@ TEST_CASE("a rank SIGKILLed on one node fails the run, and every rank on every n
       },
       30s));
 }
+
+TEST_CASE(
+    "an MPI run over 2 nodes x 2 ranks: mpirun starts the other node's ranks through its "
+    "agent, without SSH",
+    "[daemon][gang][mpi]") {
+  GangCluster cluster(2);
+  std::string id = cluster.submit(
+      "mpi_nodes.py",
+      "distributed_job_config: {type: mpi, process_count_per_node: 2, node_count: 2}\n");
+  auto record = cluster.wait_terminal(id);
+  INFO(record.dump() << cluster.output() << cluster.log(id, "user_logs/mpi_log.txt"));
+  REQUIRE(record["status"] == "Completed");
+  // Ranks 0 and 1 run on the master's node, 2 and 3 on the other agent's: each agent's folder.
+  std::string master_agent = "n" + std::to_string(cluster.agent_of(record["shares"][0]["node_id"]));
+  std::string other_agent = "n" + std::to_string(cluster.agent_of(record["shares"][1]["node_id"]));
+  for (int rank = 0; rank < 4; ++rank) {
+    bool master = rank < 2;
+    CHECK(cluster.log(id, "user_logs/std_log_process_0" + std::to_string(rank) + ".txt") ==
+          "rank " + std::to_string(rank) + " of 4 local " + std::to_string(rank % 2) +
+              "/2 sum 10 master " + (master ? "true" : "false") + " agent " +
+              (master ? master_agent : other_agent) + "\n");
+  }
+  // The other share's daemon ran under that share, and said so in its node's mpi log.
+  CHECK_THAT(cluster.log(id, "user_logs/mpi_log_node_01.txt"),
+             Catch::Contains("node rank 1 starts launch 1 for mpirun"));
+}
+
+TEST_CASE("Open MPI's rsh agent cannot start anything on a node holding no share of the run",
+          "[daemon][gang][mpi]") {
+  GangCluster cluster(3);
+  fs::create_directories(cluster.dir / "markers");
+  std::string id = cluster.submit(
+      "mpi_rsh_elsewhere.py",
+      "distributed_job_config: {type: mpi, process_count_per_node: 1, node_count: 2}\n"
+      "environment_variables: {ADDRESSES: '127.0.0.2,127.0.0.3,127.0.0.4', MARKERS: " +
+          (cluster.dir / "markers").string() + ", AMLNODE: " + test::amlnode_binary().string() +
+          "}\n");
+  auto record = cluster.wait_terminal(id);
+  std::string log = cluster.log(id, "user_logs/std_log_process_00.txt");
+  INFO(record.dump() << log << cluster.output());
+  REQUIRE(record["status"] == "Completed");
+  int idle = 3 - cluster.agent_of(record["shares"][0]["node_id"]) -
+             cluster.agent_of(record["shares"][1]["node_id"]);
+  std::string master = GangCluster::address(cluster.agent_of(record["shares"][0]["node_id"]));
+  CHECK_THAT(log, Catch::Contains(GangCluster::address(idle) +
+                                  " exit 255: amlnode mpi-rsh: cannot "
+                                  "start a daemon on " +
+                                  GangCluster::address(idle) + ": HTTP 403 Forbidden: host " +
+                                  GangCluster::address(idle) + " holds no share of run " + id));
+  CHECK_THAT(log,
+             Catch::Contains("127.0.0.99 exit 255: amlnode mpi-rsh: cannot start a daemon on "
+                             "127.0.0.99: HTTP 403 Forbidden: host 127.0.0.99 holds no share"));
+  CHECK_THAT(log, Catch::Contains(master + " exit 255: amlnode mpi-rsh: cannot start a daemon on " +
+                                  master + ": HTTP 403 Forbidden: host " + master +
+                                  " is node rank 0 of run " + id));
+  CHECK(fs::is_empty(cluster.dir / "markers"));
+}
