@@ -127,8 +127,10 @@ class LocalCluster:
             raise SystemExit("bench: the control plane did not start")
         self.client = Client(self.port)
 
-    def add_agent(self, compute="bench", run_concurrency=1, lease_wait=20, extra_config=""):
-        """Starts an agent and waits until it has registered; returns (process, state dir)."""
+    def add_agent(self, compute="bench", run_concurrency=1, lease_wait=20, extra_config="",
+                  address=None):
+        """Starts an agent and waits until it has registered; returns (process, state dir).
+        `address`: what its peers in a run across nodes reach it on (node.address)."""
         index = len(self.agents)
         status, body = self.client.json("POST", "/v1/registration-tokens", {"compute_name": compute})
         if status != 201:
@@ -139,7 +141,7 @@ class LocalCluster:
             f"state_dir: {state}\n"
             f"control_plane: {{url: 'http://127.0.0.1:{self.port}', registration_token: {body['token']}}}\n"
             f"node: {{labels: {{compute_name: {compute}}}, run_concurrency: {run_concurrency}, "
-            f"lease_wait_seconds: {lease_wait}}}\n"
+            f"lease_wait_seconds: {lease_wait}" + (f", address: '{address}'" if address else "") + "}\n"
             # Metrics stay on, on a port of the kernel's choosing, so agents side by side (and an
             # agent already on this machine) never fight over 9108.
             f"metrics: {{listen: '127.0.0.1:0'}}\n{extra_config}")
