@@ -726,11 +726,12 @@ void Api::heartbeat(const std::string& node_id, const Request& request, Responde
     commit_then([this, compute](Result<void>) { serve_lease_waiters(compute); });
   }
   auto policy = ctx_.cluster.policy();
-  respond_after_commit(respond, [commands = std::move(outcome.commands), policy] {
-    return json_response(200, {{"heartbeat_interval_seconds", policy.heartbeat_interval.count()},
-                               {"heartbeat_timeout_seconds", policy.heartbeat_timeout.count()},
-                               {"commands", commands}});
-  });
+  respond_after_commit(
+      respond, [commands = std::move(outcome.commands), policy, interval = outcome.interval] {
+        return json_response(200, {{"heartbeat_interval_seconds", interval.count()},
+                                   {"heartbeat_timeout_seconds", policy.heartbeat_timeout.count()},
+                                   {"commands", commands}});
+      });
 }
 
 void Api::lease(const std::string& node_id, const Request& request, Responder respond) {

@@ -277,7 +277,14 @@ Cluster::HeartbeatOutcome Cluster::heartbeat(const std::string& node_id,
     }
   }
   if (node.record.draining) commands.push_back(wire::command_json({wire::kCommandDrain, "", ""}));
-  return {commands, let_go_of_taken_runs(node, report)};
+  auto interval = policy_.heartbeat_interval;
+  for (const auto& held : node.held_runs) {
+    auto run = runs_.find(held);
+    if (run != runs_.end() && run->second.record.node_count > 1 &&
+        !spec::is_terminal(run->second.record.status))
+      interval = std::min(interval, kShareHeartbeatInterval);
+  }
+  return {commands, let_go_of_taken_runs(node, report), interval};
 }
 
 bool Cluster::let_go_of_taken_runs(NodeState& node, const HeartbeatReport& report) {

@@ -131,7 +131,12 @@ class Cluster {
   struct HeartbeatOutcome {
     nlohmann::json commands;
     bool let_go = false;
+    // When the node should heartbeat next: the policy's interval, or kShareHeartbeatInterval while
+    // it holds a share of a live run across nodes, so that a share that failed elsewhere is
+    // stopped here within about that much (the stop rides on the heartbeat's answer).
+    std::chrono::seconds interval{5};
   };
+  static constexpr std::chrono::seconds kShareHeartbeatInterval{1};
   HeartbeatOutcome heartbeat(const std::string& node_id, const HeartbeatReport& report);
   Result<void> drain(const std::string& node_id);
 

@@ -563,3 +563,25 @@ TEST_CASE("a gang's daemon launches go only to its shares' nodes, under its epoc
   f.report(run, a, RunStatus::Failed);
   CHECK(f.cluster.run_for_launcher(first.launch_token, run).error().code == kStaleEpoch);
 }
+
+TEST_CASE("a node holding a share of a live run across nodes heartbeats every second",
+          "[cluster][gang]") {
+  GangFixture f;
+  auto a = f.node("cpu");
+  auto b = f.node("cpu");
+  auto policy = f.cluster.policy().heartbeat_interval;
+  REQUIRE(policy > Cluster::kShareHeartbeatInterval);
+  CHECK(f.cluster.heartbeat(a, HeartbeatReport{"idle", "", {}}).interval == policy);
+  auto run = f.gang("cpu", 2);
+  auto epoch = f.cluster.lease(a, 1).at(0).epoch;
+  f.cluster.lease(b, 1);
+  // So a share failing on one node is stopped on the other within about a second.
+  CHECK(
+      f.cluster.heartbeat(b, HeartbeatReport{"running", "", {{run, epoch, "Running"}}}).interval ==
+      Cluster::kShareHeartbeatInterval);
+  f.report(run, a, RunStatus::Failed);
+  auto stopped = f.cluster.heartbeat(b, HeartbeatReport{"running", "", {{run, epoch, "Running"}}});
+  CHECK(stopped.commands.size() == 1);
+  f.report(run, b, RunStatus::Failed);
+  CHECK(f.cluster.heartbeat(b, HeartbeatReport{"idle", "", {}}).interval == policy);
+}
