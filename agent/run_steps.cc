@@ -411,20 +411,20 @@ Result<executors::ExitRecord> read_exit_record(const fs::path& run_dir, const st
 
 namespace {
 
-// Which of plan.ranks failed first, when the shim (ranks it started) or mpirun (its own message
-// in mpi_log.txt) names one.
+// The rank (numbered in the run) that failed first, when the shim (ranks it started) or mpirun
+// (its own message in mpi_log.txt) names one. mpirun on a gang's master may name a rank of
+// another node; the shim only ranks of this one.
 std::optional<int> failed_rank_of(const executors::ExitRecord& exit, const Plan& plan) {
-  // exit.json is in the run folder, where the job can write: a rank is believed only in range.
-  // The shim names ranks by their number in the run; the answer is an index into plan.ranks.
-  auto index_of = [&](int rank) -> std::optional<int> {
-    for (std::size_t i = 0; i < plan.ranks.size(); ++i)
-      if (plan.ranks[i].rank == rank) return static_cast<int>(i);
+  // exit.json and mpi_log.txt are in the run folder, where the job can write: a rank is believed
+  // only in range.
+  if (exit.failed_rank) {
+    for (const auto& rank : plan.ranks)
+      if (rank.rank == *exit.failed_rank) return rank.rank;
     return std::nullopt;
-  };
-  if (exit.failed_rank) return index_of(*exit.failed_rank);
+  }
   if (plan.launcher != executors::RankLauncher::Mpirun || !plan.launcher_log) return std::nullopt;
   if (exit.reason != ExitReason::Exited || exit.exit_code.value_or(0) == 0) return std::nullopt;
-  // The job can write in its run folder: the file is read beneath it and bounded.
+  // The file is read beneath the run folder and bounded.
   executors::RunFolder folder{plan.run_dir};
   auto file = folder.open(executors::RunFolder::kMpiLog, O_RDONLY | O_NONBLOCK);
   if (!file.ok()) return std::nullopt;
@@ -432,8 +432,14 @@ std::optional<int> failed_rank_of(const executors::ExitRecord& exit, const Plan&
   ssize_t n = ::read(file->get(), text.data(), text.size());
   text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
   auto rank = executors::mpirun_failed_rank(text);
-  if (!rank) return std::nullopt;
-  return index_of(*rank);
+  if (!rank || *rank < 0 || *rank >= plan.world_size) return std::nullopt;
+  return rank;
+}
+
+std::string rank_log_name(int rank) {
+  char name[64];
+  std::snprintf(name, sizeof name, "std_log_process_%02d.txt", rank);
+  return name;
 }
 
 std::optional<RunOutcome> failed_rank_outcome(const executors::ExitRecord& exit, const Plan& plan) {
@@ -445,7 +451,7 @@ std::optional<RunOutcome> failed_rank_outcome(const executors::ExitRecord& exit,
   std::string program = plan.ranks.front().argv.empty()
                             ? program_name(plan)
                             : fs::path(plan.ranks.front().argv.front()).filename().string();
-  std::string log = "user_logs/" + plan.ranks[rank.value_or(0)].std_log.filename().string();
+  std::string log = "user_logs/" + rank_log_name(rank.value_or(plan.ranks.front().rank));
   if (exit.reason == ExitReason::SpawnFailed)
     return RunOutcome{RunStatus::Failed, Error{"ProcessStartFailed", exit.error}, 125};
   if (!rank) {
@@ -466,7 +472,7 @@ std::optional<RunOutcome> failed_rank_outcome(const executors::ExitRecord& exit,
   int code = exit.signal ? 128 + *exit.signal : exit.exit_code.value_or(1);
   return RunOutcome{
       RunStatus::Failed,
-      Error{"UserError", "Rank " + std::to_string(plan.ranks[*rank].rank) + " of " +
+      Error{"UserError", "Rank " + std::to_string(*rank) + " of " +
                              std::to_string(plan.world_size) + " ('" + program + "') " + how +
                              "; the other ranks were stopped; its log is " + log},
       code};

@@ -61,10 +61,12 @@ int run_agent(const NodeConfig& config, const std::filesystem::path& state_dir) 
   DaemonOptions options;
   options.settings = *settings;
   options.facts = collect_node_facts(settings->labels, settings->ssh_port);
-  if (!settings->address.empty()) {
-    std::erase(options.facts.ips, settings->address);
-    options.facts.ips.insert(options.facts.ips.begin(), settings->address);
-  }
+  // The address peers reach this node on: the configured one, else the one it reaches the
+  // control plane from.
+  put_address_first(options.facts,
+                    settings->address.empty()
+                        ? route_address_to(settings->endpoint.host, settings->endpoint.port)
+                        : settings->address);
   options.runs.config = config;
   options.runs.state_dir = state_dir;
   options.runs.control_plane_url = http_url(settings->endpoint);

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -75,6 +76,43 @@ NodeFacts collect_node_facts(const std::map<std::string, std::string>& labels, i
   facts.labels = labels;
   facts.agent_version = AMLNODE_VERSION;
   return facts;
+}
+
+std::string route_address_to(const std::string& host, const std::string& port) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0) return "";
+  std::string out;
+  for (addrinfo* at = found; at && out.empty(); at = at->ai_next) {
+    int fd = ::socket(at->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    sockaddr_storage local{};
+    socklen_t length = sizeof local;
+    // A datagram socket's connect only picks the route; nothing goes on the wire.
+    if (::connect(fd, at->ai_addr, at->ai_addrlen) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0) {
+      char text[INET6_ADDRSTRLEN] = {};
+      if (local.ss_family == AF_INET) {
+        auto* v4 = reinterpret_cast<sockaddr_in*>(&local);
+        if ((ntohl(v4->sin_addr.s_addr) >> 24) != 127)
+          out = ::inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text) ? text : "";
+      } else if (local.ss_family == AF_INET6) {
+        auto* v6 = reinterpret_cast<sockaddr_in6*>(&local);
+        if (!IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr) && !IN6_IS_ADDR_LINKLOCAL(&v6->sin6_addr))
+          out = ::inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text) ? text : "";
+      }
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return out;
+}
+
+void put_address_first(NodeFacts& facts, const std::string& address) {
+  if (address.empty()) return;
+  std::erase(facts.ips, address);
+  facts.ips.insert(facts.ips.begin(), address);
 }
 
 }  // namespace amlnode::agent

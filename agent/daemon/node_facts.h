@@ -11,4 +11,13 @@ namespace amlnode::agent {
 // nodes present (/dev/nvidia<N>), so a node without the driver reports none.
 NodeFacts collect_node_facts(const std::map<std::string, std::string>& labels, int ssh_port);
 
+// The address this machine sends from to reach host:port (the kernel's route to it, no packet
+// sent): what peers on the control plane's network reach it on. "" when it cannot be learnt or
+// is a loopback address (a control plane on this machine says nothing about the peers).
+std::string route_address_to(const std::string& host, const std::string& port);
+
+// Puts `address` first among the facts' addresses (the one registered as the node's address,
+// which runs across nodes give their peers); nothing when it is "".
+void put_address_first(NodeFacts& facts, const std::string& address);
+
 }  // namespace amlnode::agent

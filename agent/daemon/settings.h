@@ -4,14 +4,16 @@
 //
 //   control_plane:
 //     url: http://127.0.0.1:8631          # required
-//     registration_token: "..."           # or registration_token_file (only the first start needs
-//     it) registration_token_file: /etc/amlnode/registration_token ca_file: /etc/amlnode/ca.pem #
-//     https only; the system trust store when unset tls_verify: true
+//     registration_token: "..."           # or registration_token_file (only the first start
+//     registration_token_file: /etc/amlnode/registration_token   # needs it)
+//     ca_file: /etc/amlnode/ca.pem        # https only; the system trust store when unset
+//     tls_verify: true
 //   node:
 //     labels: {compute_name: cpu-cluster, vm_size: STANDARD_D2_V2, vm_priority: dedicated}
 //     ssh_port: 22
 //     address: 10.0.0.4                   # what other nodes reach this one on (runs across
-//                                         # nodes); unset: the first address of its interfaces
+//                                         # nodes); unset: the address the control plane is
+//                                         # reached from, else its interfaces' first
 //     run_concurrency: 1                  # runs held at once
 //     lease_wait_seconds: 20              # long-poll length
 //     min_free_bytes: 536870912           # less free space in state_dir: unusable

@@ -449,3 +449,40 @@ TEST_CASE("Open MPI's rsh agent cannot start anything on a node holding no share
                                   " is node rank 0 of run " + id));
   CHECK(fs::is_empty(cluster.dir / "markers"));
 }
+
+TEST_CASE("an MPI rank SIGKILLed on the other node fails the run naming it, and every rank is gone",
+          "[daemon][gang][mpi]") {
+  GangCluster cluster(2);
+  auto pids_file = cluster.dir / "pids.txt";
+  std::string id = cluster.submit(
+      "ranks_pid_wait.py",
+      "distributed_job_config: {type: mpi, process_count_per_node: 2, node_count: 2}\n"
+      "environment_variables: {PIDS: " +
+          pids_file.string() + "}\n");
+  std::map<int, pid_t> pids;
+  REQUIRE(test::eventually(
+      [&] {
+        std::error_code ec;
+        if (!fs::exists(pids_file, ec)) return false;
+        std::istringstream lines(test::slurp(pids_file));
+        int rank = 0;
+        pid_t pid = 0;
+        while (lines >> rank >> pid) pids[rank] = pid;
+        return pids.size() == 4;
+      },
+      60s));
+  ::kill(pids[3], SIGKILL);
+  auto record = cluster.wait_terminal(id);
+  INFO(record.dump() << cluster.output() << cluster.log(id, "user_logs/mpi_log.txt"));
+  CHECK(record["status"] == "Failed");
+  // mpirun on the master saw its daemon's rank die and names it.
+  CHECK(record["error"]["node_rank"] == 0);
+  CHECK_THAT(record["error"]["message"].get<std::string>(), Catch::Contains("Rank 3 of 4"));
+  CHECK(test::eventually(
+      [&] {
+        for (const auto& [rank, pid] : pids)
+          if (::kill(pid, 0) == 0) return false;
+        return true;
+      },
+      30s));
+}
