@@ -442,6 +442,21 @@ std::string rank_log_name(int rank) {
   return name;
 }
 
+// A share hosting Open MPI's daemon for the master's mpirun: its process ended badly. The ranks'
+// own failures are the master's to name (its mpirun hears of them); this says where to look here.
+RunOutcome mpi_daemon_outcome(const executors::ExitRecord& exit, const Plan& plan) {
+  int node_rank = plan.ranks.front().rank / static_cast<int>(plan.ranks.size());
+  char log[64];
+  std::snprintf(log, sizeof log, "user_logs/mpi_log_node_%02d.txt", node_rank);
+  std::string how = exit.signal
+                        ? "was killed by signal " + describe_signal(*exit.signal)
+                        : "exited with status code " + std::to_string(exit.exit_code.value_or(-1));
+  return RunOutcome{RunStatus::Failed,
+                    Error{"UserError", "Open MPI's daemon on node rank " +
+                                           std::to_string(node_rank) + " " + how + "; see " + log},
+                    exit.signal ? 128 + *exit.signal : exit.exit_code.value_or(1)};
+}
+
 std::optional<RunOutcome> failed_rank_outcome(const executors::ExitRecord& exit, const Plan& plan) {
   if (plan.ranks.empty()) return std::nullopt;
   if (exit.reason != ExitReason::Exited && exit.reason != ExitReason::Signaled &&
@@ -457,6 +472,7 @@ std::optional<RunOutcome> failed_rank_outcome(const executors::ExitRecord& exit,
   if (!rank) {
     if (!exit.signal && exit.exit_code.value_or(1) == 0) return std::nullopt;
     if (plan.launcher != executors::RankLauncher::Mpirun) return std::nullopt;
+    if (plan.hosts_mpi_daemon) return mpi_daemon_outcome(exit, plan);
     std::string how =
         exit.signal ? "was killed by signal " + describe_signal(*exit.signal)
                     : "exited with status code " + std::to_string(exit.exit_code.value_or(-1));

@@ -349,6 +349,13 @@ void Api::sweep(std::function<void()> done) {
   commit_then([this, outcome, done = std::move(done)](Result<void>) {
     for (const auto& compute : outcome.computes_with_queued_runs) serve_lease_waiters(compute);
     for (const auto& run_id : outcome.finished_runs) wake_log_waiters(run_id);
+    // A run's share long polls learn at once that their epoch is over.
+    for (const auto* runs : {&outcome.finished_runs, &outcome.requeued_runs}) {
+      for (const auto& run_id : *runs) {
+        wake_barrier_waiters(run_id);
+        wake_launch_waiters(run_id);
+      }
+    }
     if (done) done();
   });
 }
@@ -1001,7 +1008,7 @@ void Api::post_launch(const std::string& bearer, const std::string& run_id, cons
   if (!asked) return respond(error_response(asked.error()));
   if (auto run = ctx_.cluster.run_for_launcher(bearer, run_id); !run)
     return respond(error_response(run.error()));
-  auto launch = ctx_.cluster.add_launch(run_id, asked->host, std::move(asked->command));
+  auto launch = ctx_.cluster.add_launch(run_id, asked->host, std::move(asked->command), asked->key);
   if (!launch) return respond(error_response(launch.error()));
   respond(json_response(201, launch_json(*launch)));
   wake_launch_waiters(run_id);
@@ -1018,6 +1025,9 @@ void Api::wait_for_launch(std::shared_ptr<LaunchWaiter> waiter, double wait_seco
     auto& waiters = launch_waiters_[waiter->run_id];
     waiters.remove(waiter);
     if (waiters.empty()) launch_waiters_.erase(waiter->run_id);
+    // The epoch may have moved on while it waited: its token answers for its own epoch only.
+    if (auto run = ctx_.cluster.run_for_launcher(waiter->bearer, waiter->run_id); !run)
+      return waiter->respond(error_response(run.error()));
     if (waiter->node_rank >= 0) return waiter->respond(json_response(200, {{"launch", nullptr}}));
     auto launch = ctx_.cluster.launch(waiter->run_id, waiter->launch_id);
     if (!launch) return waiter->respond(error_response(launch.error()));

@@ -626,6 +626,7 @@ SweepOutcome Cluster::sweep() {
                          .count() &&
                  requeue(run)) {
         outcome.computes_with_queued_runs.insert(r.compute_name);
+        outcome.requeued_runs.push_back(run_id);
       }
     }
   }

@@ -98,6 +98,7 @@ struct StatusReport {
 struct SweepOutcome {
   std::set<std::string> computes_with_queued_runs;
   std::vector<std::string> finished_runs;
+  std::vector<std::string> requeued_runs;
 };
 
 class Cluster {
@@ -163,7 +164,11 @@ class Cluster {
     int id = 0;
     int node_rank = 0;
     std::string command;
+    std::string key;  // the caller's name for it, for an add asked again
     wire::LaunchState state = wire::LaunchState::Pending;
+    // Whether the share reported it running: until then a take hands it out again, so an answer
+    // that never reached the share (a dropped long poll) does not lose it.
+    bool acknowledged = false;
     std::optional<int> exit_code;
   };
   // The launch token of the run's epoch (derived, never stored: the same after a restart).
@@ -174,9 +179,10 @@ class Cluster {
                                             const std::string& run_id) const;
   // A launch on the share whose node's address is `host`; refused (403) for an address holding no
   // share of the run, for the master's own node (mpirun runs there), and beyond kMaxLaunches.
-  Result<Launch> add_launch(const std::string& run_id, const std::string& host,
-                            std::string command);
-  // The oldest pending launch for node rank `node_rank`, now running; nullopt when none waits.
+  Result<Launch> add_launch(const std::string& run_id, const std::string& host, std::string command,
+                            const std::string& key = "");
+  // The oldest launch for node rank `node_rank` that its share has not reported running, now
+  // running; nullopt when none waits.
   std::optional<Launch> take_launch(const std::string& run_id, int node_rank);
   // The share's report of a launch it took: running, or exited with its code.
   Result<Launch> update_launch(const std::string& run_id, int id, wire::LaunchState state,

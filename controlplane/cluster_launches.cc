@@ -59,8 +59,10 @@ Result<const RunRecord*> Cluster::run_for_launcher(std::string_view bearer,
 }
 
 Result<Cluster::Launch> Cluster::add_launch(const std::string& run_id, const std::string& host,
-                                            std::string command) {
+                                            std::string command, const std::string& key) {
   RunState& run = runs_.at(run_id);
+  for (const auto& launch : run.launches)
+    if (!key.empty() && launch.key == key) return launch;
   const RunRecord& r = run.record;
   std::string addresses;
   std::optional<int> rank;
@@ -86,6 +88,7 @@ Result<Cluster::Launch> Cluster::add_launch(const std::string& run_id, const std
   launch.id = static_cast<int>(run.launches.size()) + 1;
   launch.node_rank = *rank;
   launch.command = std::move(command);
+  launch.key = key;
   run.launches.push_back(launch);
   return launch;
 }
@@ -93,7 +96,8 @@ Result<Cluster::Launch> Cluster::add_launch(const std::string& run_id, const std
 std::optional<Cluster::Launch> Cluster::take_launch(const std::string& run_id, int node_rank) {
   RunState& run = runs_.at(run_id);
   for (auto& launch : run.launches) {
-    if (launch.node_rank == node_rank && launch.state == wire::LaunchState::Pending) {
+    if (launch.node_rank == node_rank && launch.state != wire::LaunchState::Exited &&
+        !launch.acknowledged) {
       launch.state = wire::LaunchState::Running;
       return launch;
     }
@@ -113,6 +117,7 @@ Result<Cluster::Launch> Cluster::update_launch(const std::string& run_id, int id
   if (state == wire::LaunchState::Exited && !exit_code)
     return Error{kInvalidRequest, "exit_code: an exited launch needs its exit code"};
   launch.state = state;
+  launch.acknowledged = true;
   if (state == wire::LaunchState::Exited) launch.exit_code = exit_code;
   return launch;
 }

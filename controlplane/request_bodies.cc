@@ -213,7 +213,9 @@ Result<LaunchRequest> parse_launch(std::string_view text) {
   auto command = string_field(*body, "command", "command", Cluster::kMaxLaunchCommand);
   if (!command) return command.error();
   if (!*command || (*command)->empty()) return missing_field("command");
-  return LaunchRequest{**host, **command};
+  auto key = string_field(*body, "key", "key", 64);
+  if (!key) return key.error();
+  return LaunchRequest{**host, **command, key->value_or("")};
 }
 
 Result<LaunchTake> parse_launch_take(std::string_view text, const Limits& limits) {
@@ -237,7 +239,7 @@ Result<LaunchUpdate> parse_launch_update(std::string_view text) {
   auto state = wire::launch_state_from_string(**state_text);
   if (!state || *state == wire::LaunchState::Pending)
     return invalid("state: expected \"running\" or \"exited\", got " + shown(**state_text));
-  auto code = integer_field(*body, "exit_code", "exit_code", -255, 255);
+  auto code = integer_field(*body, "exit_code", "exit_code", 0, 255);
   if (!code) return code.error();
   if (*state == wire::LaunchState::Exited && !*code) return missing_field("exit_code");
   LaunchUpdate update{*state, std::nullopt};

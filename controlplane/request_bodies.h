@@ -41,6 +41,9 @@ Result<BarrierRequest> parse_barrier(std::string_view body, const Limits& limits
 struct LaunchRequest {
   std::string host;
   std::string command;
+  // The caller's name for this launch: asking again with the same key (an answer that was lost)
+  // answers the same launch instead of adding one. "" for none.
+  std::string key;
 };
 Result<LaunchRequest> parse_launch(std::string_view body);
 // POST /v1/runs/{id}/launches/take: the share's node rank, and how long to wait for a launch.

@@ -226,6 +226,17 @@ std::optional<Error> not_yet_supported(const Job& job, const PlanContext& contex
       return refuse(across +
                     "need the control plane's launch token, which this lease did not "
                     "carry (a control plane older than this agent)");
+    const auto& addresses = context.share->addresses;
+    for (std::size_t a = 0; a < addresses.size(); ++a) {
+      for (std::size_t b = a + 1; b < addresses.size(); ++b) {
+        if (addresses[a] == addresses[b])
+          return refuse(across +
+                        "need every node at an address of its own (mpirun starts its "
+                        "daemons by address), and node ranks " +
+                        std::to_string(a) + " and " + std::to_string(b) + " are both at " +
+                        addresses[a] + " (set node.address in each agent's config)");
+      }
+    }
     if (context.share->agent_program.string().find_first_of(" \t\n") != std::string::npos)
       return refuse(across + "start daemons through the agent's program, and its path " +
                     context.share->agent_program.string() +

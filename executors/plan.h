@@ -147,6 +147,9 @@ struct Plan {
   std::vector<RankPlan> ranks;
   int world_size = 1;
   std::optional<std::filesystem::path> launcher_log;
+  // A share of an MPI run across nodes other than the master's: its one process is the agent's
+  // `mpi-host`, which starts Open MPI's daemon (and so this node's ranks) for the master's mpirun.
+  bool hosts_mpi_daemon = false;
   // Things the plan chose that a user should hear about (a port other than 6105, ...).
   std::vector<std::string> notes;
 

@@ -243,6 +243,7 @@ void plan_mpi(const spec::Job& job, const PlanContext& context, Plan& plan, int 
   if (context.share && !context.share->is_master()) {
     // This node's ranks are started by the daemon mpirun asks this share to start.
     plan.argv = {context.share->agent_program.string(), "mpi-host"};
+    plan.hosts_mpi_daemon = true;
     return;
   }
   std::vector<std::string> argv = {"mpirun", "-np", std::to_string(count * nodes)};

@@ -250,8 +250,10 @@ class HttpLaunchClient final : public LaunchClient {
   HttpLaunchClient(std::unique_ptr<HttpClient> http, std::string run_id, std::string token)
       : http_(std::move(http)), path_(run_path(run_id) + "/launches"), token_(std::move(token)) {}
 
-  Result<int> add_launch(const std::string& host, const std::string& command) override {
-    auto body = post_json_to(*http_, path_, token_, {{"host", host}, {"command", command}});
+  Result<int> add_launch(const std::string& host, const std::string& command,
+                         const std::string& key) override {
+    auto body =
+        post_json_to(*http_, path_, token_, {{"host", host}, {"command", command}, {"key", key}});
     if (!body.ok()) return body.error();
     return field<int>(*body, "launch");
   }

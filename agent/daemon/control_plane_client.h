@@ -126,8 +126,9 @@ struct TakenLaunch {
 class LaunchClient {
  public:
   virtual ~LaunchClient() = default;
-  // The launch's id.
-  virtual Result<int> add_launch(const std::string& host, const std::string& command) = 0;
+  // The launch's id. `key` names this launch, so asking again after a lost answer adds no other.
+  virtual Result<int> add_launch(const std::string& host, const std::string& command,
+                                 const std::string& key) = 0;
   // Long poll: a launch for this node rank, now marked running; nullopt after `wait`.
   virtual Result<std::optional<TakenLaunch>> take_launch(int node_rank,
                                                          std::chrono::seconds wait) = 0;

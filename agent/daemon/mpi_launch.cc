@@ -87,14 +87,41 @@ bool takes_value(const std::string& option) {
 }
 
 volatile sig_atomic_t g_child = 0;
+volatile sig_atomic_t g_reaped = 0;
 
 // A stop of the share reaches the daemon it runs; before there is one, it ends this process.
+// Once the daemon has ended, the stop waits for its end to be reported (then this exits anyway).
 void forward_signal(int signal) {
   if (g_child > 0) {
     ::kill(g_child, signal);
-  } else {
+  } else if (!g_reaped) {
     ::_exit(128 + signal);
   }
+}
+
+constexpr int kForwarded[] = {SIGTERM, SIGINT, SIGHUP};
+
+sigset_t forwarded_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int signal : kForwarded) sigaddset(&set, signal);
+  return set;
+}
+
+// A name for one launch, so that asking again after a lost answer adds no second one.
+std::string random_key() {
+  unsigned char bytes[16] = {};
+  FILE* source = std::fopen("/dev/urandom", "rb");
+  std::size_t got = source ? std::fread(bytes, 1, sizeof bytes, source) : 0;
+  if (source) std::fclose(source);
+  std::string key = std::to_string(::getpid()) + "-";
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < got; ++i) {
+    key.push_back(kHex[bytes[i] >> 4]);
+    key.push_back(kHex[bytes[i] & 15]);
+  }
+  if (got == 0) key += std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  return key;
 }
 
 // Where the launched daemon's ranks keep Open MPI's shared-memory segments. Their names hold the
@@ -113,29 +140,42 @@ int exit_code_of(int status) {
   return 1;
 }
 
-// Runs one launch's command under this process and returns its exit code.
-int run_launch(const LaunchEnv& env, const TakenLaunch& launch) {
+// Runs one launch's command under this process and returns its exit code; `started` is called
+// once it runs.
+int run_launch(const LaunchEnv& env, const TakenLaunch& launch,
+               const std::function<void()>& started) {
   auto shm = shared_memory_dir(env);
   std::error_code ec;
   std::filesystem::create_directories(shm, ec);
   std::printf("amlnode mpi-host: node rank %d starts launch %d for mpirun\n", env.node_rank,
               launch.id);
   std::fflush(stdout);
+  // The stop signals wait until the child's pid is known, so none falls between the fork and
+  // g_child (where it would end this process and leave the daemon running).
+  sigset_t blocked = forwarded_signals();
+  sigset_t before;
+  ::sigprocmask(SIG_BLOCK, &blocked, &before);
   pid_t pid = ::fork();
   if (pid == 0) {
+    for (int signal : kForwarded) ::signal(signal, SIG_DFL);
+    ::sigprocmask(SIG_SETMASK, &before, nullptr);
     ::setenv("OMPI_MCA_btl_vader_backing_directory", shm.c_str(), 1);
     ::execl("/bin/sh", "sh", "-c", launch.command.c_str(), static_cast<char*>(nullptr));
     std::perror("amlnode mpi-host: /bin/sh");
     ::_exit(127);
   }
   if (pid < 0) {
+    ::sigprocmask(SIG_SETMASK, &before, nullptr);
     std::perror("amlnode mpi-host: fork");
     return 1;
   }
   g_child = pid;
+  ::sigprocmask(SIG_SETMASK, &before, nullptr);
+  started();
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
+  g_reaped = 1;
   g_child = 0;
   std::filesystem::remove_all(shm, ec);
   int code = exit_code_of(status);
@@ -166,7 +206,8 @@ int run_mpi_rsh(const std::vector<std::string>& args) {
     return kRshFailed;
   }
   LaunchClient& launches = **client;
-  auto id = with_retries<int>([&] { return launches.add_launch(host, command); });
+  const std::string key = random_key();
+  auto id = with_retries<int>([&] { return launches.add_launch(host, command, key); });
   if (!id.ok()) {
     std::fprintf(stderr, "amlnode mpi-rsh: cannot start a daemon on %s: %s\n", host.c_str(),
                  id.error().message.c_str());
@@ -194,7 +235,7 @@ int run_mpi_host() {
   }
   struct sigaction action {};
   action.sa_handler = forward_signal;
-  for (int signal : {SIGTERM, SIGINT, SIGHUP}) ::sigaction(signal, &action, nullptr);
+  for (int signal : kForwarded) ::sigaction(signal, &action, nullptr);
   LaunchClient& launches = **client;
   for (;;) {
     auto taken = with_retries<std::optional<TakenLaunch>>(
@@ -205,7 +246,15 @@ int run_mpi_host() {
       return 1;
     }
     if (!*taken) continue;
-    int code = run_launch(*env, **taken);
+    const int id = (*taken)->id;
+    // Reported running, so that no later take hands it out again.
+    int code = run_launch(*env, **taken, [&] {
+      auto acknowledged = with_retries<void>(
+          [&] { return launches.report_launch(id, wire::LaunchState::Running, std::nullopt); });
+      if (!acknowledged.ok())
+        std::fprintf(stderr, "amlnode mpi-host: launch %d was not reported running: %s\n", id,
+                     acknowledged.error().message.c_str());
+    });
     auto reported = with_retries<void>(
         [&] { return launches.report_launch((*taken)->id, wire::LaunchState::Exited, code); });
     if (!reported.ok())

@@ -542,13 +542,19 @@ TEST_CASE("a gang's daemon launches go only to its shares' nodes, under its epoc
   CHECK(f.cluster.add_launch(run, "10.0.0.1", "orted").error().code == kForbidden);
   // The other share takes its launch once, reports it ended, and a waiter sees the code.
   CHECK_FALSE(f.cluster.take_launch(run, 1));
-  auto launch = f.cluster.add_launch(run, other, "orted --daemonize=no");
+  auto launch = f.cluster.add_launch(run, other, "orted --daemonize=no", "key-1");
   REQUIRE(launch.ok());
   CHECK(launch->node_rank == 1);
+  // Asked again with its key (the answer was lost): the same launch, not a second one.
+  CHECK(f.cluster.add_launch(run, other, "orted --daemonize=no", "key-1")->id == launch->id);
   CHECK_FALSE(f.cluster.take_launch(run, 0));
   auto taken = f.cluster.take_launch(run, 1);
   REQUIRE(taken);
   CHECK(taken->command == "orted --daemonize=no");
+  // Until the share reports it running, a take hands it out again (a long poll's answer may
+  // never have arrived); then never again.
+  CHECK(f.cluster.take_launch(run, 1)->id == launch->id);
+  REQUIRE(f.cluster.update_launch(run, launch->id, amlnode::wire::LaunchState::Running, {}).ok());
   CHECK_FALSE(f.cluster.take_launch(run, 1));
   CHECK(f.cluster.launch(run, launch->id)->state == amlnode::wire::LaunchState::Running);
   REQUIRE(f.cluster.update_launch(run, launch->id, amlnode::wire::LaunchState::Exited, 3).ok());

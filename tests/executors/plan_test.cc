@@ -291,6 +291,8 @@ TEST_CASE("an MPI run across nodes: mpirun on the master, the agent's daemon hos
   auto other = resolve_plan(job, with_launcher(1));
   REQUIRE_FALSE(other.cannot_run);
   CHECK(other.argv == std::vector<std::string>{"/usr/bin/amlnode", "mpi-host"});
+  CHECK(other.hosts_mpi_daemon);
+  CHECK_FALSE(master.hosts_mpi_daemon);
   CHECK(other.launcher_log == other.run_dir / "user_logs" / "mpi_log.txt");
   REQUIRE(other.ranks.size() == 2);
   CHECK(other.ranks[0].rank == 2);
@@ -326,6 +328,13 @@ TEST_CASE("a share refuses what it cannot run across nodes, naming the field", "
   REQUIRE(docker.cannot_run);
   CHECK_THAT(docker.cannot_run->message, Catch::Contains("environment.docker.enabled: false"));
   job.environment.docker.enabled = false;
+  // mpirun starts its daemons by address: two nodes at one address cannot be told apart.
+  auto same_address = with_token;
+  same_address.share->addresses = {"10.0.0.4", "10.0.0.4"};
+  auto shared = resolve_plan(job, same_address);
+  REQUIRE(shared.cannot_run);
+  CHECK_THAT(shared.cannot_run->message,
+             Catch::Contains("node ranks 0 and 1 are both at 10.0.0.4 (set node.address"));
   // A lease naming more nodes than the job asks for.
   job.distributed.communicator = spec::Communicator::Gloo;
   job.framework = spec::Framework::PyTorch;
