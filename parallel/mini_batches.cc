@@ -1,0 +1,135 @@
+#include "parallel/mini_batches.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <string_view>
+
+namespace amlnode::parallel {
+namespace fs = std::filesystem;
+
+namespace {
+
+Error invalid(const std::string& what) {
+  return Error{"InvalidJob", what};
+}
+
+// The offset just past the first line end at or after `from` (the file's size when none).
+Result<std::uint64_t> next_line_start(int fd, std::uint64_t from, std::uint64_t size,
+                                      const fs::path& file) {
+  char buffer[64 * 1024];
+  std::uint64_t at = from;
+  while (at < size) {
+    if (at - from > kMaxLineBytes)
+      return invalid(file.string() + ": a line at byte " + std::to_string(from) +
+                     " is longer than " + std::to_string(kMaxLineBytes) +
+                     " bytes; a table's mini-batches are cut at line ends");
+    ssize_t n = ::pread(fd, buffer, sizeof buffer, static_cast<off_t>(at));
+    if (n <= 0) return invalid(file.string() + ": cannot be read");
+    std::string_view chunk(buffer, static_cast<std::size_t>(n));
+    auto newline = chunk.find('\n');
+    if (newline != std::string_view::npos) return at + newline + 1;
+    at += static_cast<std::uint64_t>(n);
+  }
+  return size;
+}
+
+}  // namespace
+
+Result<std::uint64_t> parse_mini_batch_size(const std::string& text, InputKind kind) {
+  std::size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  std::string unit = text.substr(digits);
+  std::transform(unit.begin(), unit.end(), unit.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::uint64_t multiplier = 0;
+  if (unit.empty()) multiplier = 1;
+  if (kind == InputKind::Table) {
+    if (unit == "kb") multiplier = 1ull << 10;
+    if (unit == "mb") multiplier = 1ull << 20;
+    if (unit == "gb") multiplier = 1ull << 30;
+  }
+  if (digits == 0 || digits > 12 || multiplier == 0) {
+    return invalid(kind == InputKind::Files
+                       ? "mini_batch_size: expected a number of files for a file dataset, got \"" +
+                             text + "\""
+                       : "mini_batch_size: expected a size such as 1024, 100KB, 1MB or 1GB for a "
+                         "tabular dataset, got \"" +
+                             text + "\"");
+  }
+  std::uint64_t value = std::stoull(text.substr(0, digits)) * multiplier;
+  if (value == 0) return invalid("mini_batch_size: must be more than 0");
+  return value;
+}
+
+Result<std::vector<fs::path>> input_files(const fs::path& input) {
+  std::error_code ec;
+  auto status = fs::symlink_status(input, ec);
+  if (ec || !fs::exists(status)) return invalid(input.string() + ": no such file or folder");
+  if (fs::is_regular_file(fs::status(input, ec))) return std::vector<fs::path>{input};
+  std::vector<fs::path> files;
+  fs::recursive_directory_iterator it(input, fs::directory_options::none, ec);
+  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_symlink(ec)) continue;
+    if (it->is_regular_file(ec)) files.push_back(it->path());
+  }
+  if (ec) return invalid(input.string() + ": cannot be listed: " + ec.message());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::vector<MiniBatch> split_files(const std::vector<fs::path>& files,
+                                   std::uint64_t files_per_batch) {
+  std::vector<MiniBatch> batches;
+  for (std::size_t at = 0; at < files.size(); at += files_per_batch) {
+    MiniBatch batch;
+    auto end = std::min<std::size_t>(files.size(), at + files_per_batch);
+    batch.files.assign(files.begin() + static_cast<std::ptrdiff_t>(at),
+                       files.begin() + static_cast<std::ptrdiff_t>(end));
+    batch.items = static_cast<std::int64_t>(batch.files.size());
+    batches.push_back(std::move(batch));
+  }
+  return batches;
+}
+
+Result<std::vector<MiniBatch>> split_table(const std::vector<fs::path>& files,
+                                           std::uint64_t batch_bytes, TableFormat format) {
+  std::vector<MiniBatch> batches;
+  for (const auto& file : files) {
+    int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return invalid(file.string() + ": cannot be opened");
+    std::uint64_t size = static_cast<std::uint64_t>(::lseek(fd, 0, SEEK_END));
+    std::uint64_t header_end = 0;
+    if (format.splittable && format.header) {
+      auto end = next_line_start(fd, 0, size, file);
+      if (!end.ok()) {
+        ::close(fd);
+        return end.error();
+      }
+      header_end = *end;
+    }
+    std::uint64_t begin = header_end;
+    while (begin < size) {
+      std::uint64_t end = size;
+      if (format.splittable && size - begin > batch_bytes) {
+        // The row that holds the cut point ends this mini-batch.
+        auto cut = next_line_start(fd, begin + batch_bytes - 1, size, file);
+        if (!cut.ok()) {
+          ::close(fd);
+          return cut.error();
+        }
+        end = *cut;
+      }
+      MiniBatch batch;
+      batch.slice = TableSlice{file, header_end, begin, end};
+      batches.push_back(std::move(batch));
+      begin = end;
+    }
+    ::close(fd);
+  }
+  return batches;
+}
+
+}  // namespace amlnode::parallel
