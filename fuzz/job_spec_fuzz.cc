@@ -70,9 +70,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // The parts of a job kept as JSON are serialised later (run.json, the plan); doing it here
   // checks that what the loader built is a value nlohmann can walk.
   const auto& job = *result.job;
-  if (job.parallel_run) {
-    (void)job.parallel_run->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  }
   (void)job.unused_runconfig_sections.dump(-1, ' ', false,
                                            nlohmann::json::error_handler_t::replace);
   return 0;

@@ -40,6 +40,35 @@ using EnvVars = std::vector<std::pair<std::string, std::string>>;  // ordered, n
 enum class DatasetKind { File, Tabular };
 enum class TabularFormat { Delimited, JsonLines, Parquet };
 
+// What a ParallelRunStep does with run()'s results: append_row writes them to one file,
+// summary_only keeps none.
+enum class OutputAction { AppendRow, SummaryOnly };
+
+// A ParallelRunStep: ParallelRunConfig's and ParallelRunStep's parameters (native `parallel_run`,
+// docs/job-spec.md), with the SDK's defaults. What mini_batch_size means depends on the inputs'
+// kind, so it is kept as written and read against them (parallel/mini_batches.h).
+struct ParallelRun {
+  std::string name;
+  std::string entry_script;  // relative to the source directory; the job's script when not given
+  std::optional<std::string> mini_batch_size;
+  std::vector<std::string> partition_keys;
+  // The partitioned input's layout, as Dataset.File.from_files(partition_format=...) gives it
+  // ("data/{user}/{season}/{genres}.wav"): where partition_keys' values are read from.
+  std::string partition_format;
+  std::int64_t error_threshold = -1;  // -1: no limit
+  OutputAction output_action = OutputAction::AppendRow;
+  std::string append_row_file_name = "parallel_run_step.txt";
+  std::int64_t allowed_failed_count = -1;
+  double allowed_failed_percent = -1;
+  std::int64_t run_invocation_timeout = 60;  // seconds
+  int run_max_try = 3;
+  std::string logging_level = "INFO";
+  // Worker processes per node; unset: the node's GPU count, else its CPU count.
+  std::optional<int> process_count_per_node;
+  std::vector<std::string> side_inputs;  // names of the job's inputs staged but not split
+  bool allow_reuse = true;               // a pipeline's step reuse; a run here always runs
+};
+
 struct Input {
   std::string name;  // becomes AZUREML_DATAREFERENCE_<name>
   std::string path;  // local path (absolute after normalisation); "" until a dataset id
@@ -171,8 +200,8 @@ struct Job {
   std::optional<std::string> resume_from;  // a local path; becomes input MODEL_LOCATION
   std::optional<std::int64_t> max_run_duration_seconds;
 
-  // ParallelRunStep configuration (native `parallel_run`), kept as given for the later issue.
-  std::optional<nlohmann::json> parallel_run;
+  // A ParallelRunStep (native `parallel_run`).
+  std::optional<ParallelRun> parallel_run;
   // Keys of a .runconfig this project does not use (spark, hdi, databricks, amlcompute, ...),
   // kept verbatim so nothing the user wrote is lost.
   nlohmann::json unused_runconfig_sections = nlohmann::json::object();

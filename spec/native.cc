@@ -2,6 +2,7 @@
 // Estimator's defaults and rules.
 
 #include <algorithm>
+#include <charconv>
 #include <set>
 
 #include "common/format.h"
@@ -112,6 +113,7 @@ struct NativeFields {
   std::vector<std::string> arguments;
   std::optional<int> node_count;
   std::optional<int> process_count_per_node;
+  std::optional<int> parallel_node_count;  // parallel_run.node_count (ParallelRunConfig's)
   std::optional<Backend> distributed_training;
   std::optional<Backend> distributed_backend;
   std::optional<bool> use_gpu;
@@ -528,13 +530,104 @@ class NativeReader {
     }
   }
 
+  // ParallelRunConfig's and ParallelRunStep's parameters, each checked; an unknown one is an
+  // error, so nothing the user wrote is dropped.
   void read_parallel_run(const Field& field) {
     if (!reader_.mapping(field)) return;
-    job_.parallel_run = to_json(*field.node);
-    Field name = field["name"];
-    if (!name.is_set()) return;
-    auto text = reader_.text(name);
-    if (text && !is_step_name(*text)) reader_.wrong(name, kStepNameExpected);
+    ParallelRun run;
+    std::size_t errors_before = diagnostics().error_count();
+    MappingWalker walker;
+    walker.on("name", [&](const Field& f) {
+      auto text = reader_.text(f);
+      if (text && !is_step_name(*text)) return reader_.wrong(f, kStepNameExpected);
+      if (text) run.name = *text;
+    });
+    walker.on("entry_script", [&](const Field& f) {
+      if (auto text = reader_.text(f)) run.entry_script = *text;
+    });
+    walker.on("mini_batch_size", [&](const Field& f) { run.mini_batch_size = reader_.text(f); });
+    walker.on("partition_keys", [&](const Field& f) {
+      if (auto keys = reader_.text_list(f)) run.partition_keys = *keys;
+    });
+    walker.on("partition_format", [&](const Field& f) {
+      if (auto text = reader_.text(f)) run.partition_format = *text;
+    });
+    walker.on("error_threshold", [&](const Field& f) {
+      if (auto v = reader_.integer(f, -1, "an integer >= -1 (-1: no limit)"))
+        run.error_threshold = *v;
+    });
+    walker.on("allowed_failed_count", [&](const Field& f) {
+      if (auto v = reader_.integer(f, -1, "an integer >= -1 (-1: no limit)"))
+        run.allowed_failed_count = *v;
+    });
+    walker.on("allowed_failed_percent",
+              [&](const Field& f) { read_percent(f, run.allowed_failed_percent); });
+    walker.on("output_action", [&](const Field& f) {
+      auto text = reader_.text(f);
+      if (text == "append_row")
+        run.output_action = OutputAction::AppendRow;
+      else if (text == "summary_only")
+        run.output_action = OutputAction::SummaryOnly;
+      else if (text)
+        reader_.wrong(f, "append_row or summary_only");
+    });
+    walker.on("append_row_file_name", [&](const Field& f) {
+      auto text = reader_.text(f);
+      if (text &&
+          (text->empty() || text->find('/') != std::string::npos || *text == "." || *text == ".."))
+        return reader_.wrong(f, "a file name (no folders)");
+      if (text) run.append_row_file_name = *text;
+    });
+    walker.on("run_invocation_timeout", [&](const Field& f) {
+      if (auto v = reader_.integer(f, 1, "an integer > 0 (seconds)"))
+        run.run_invocation_timeout = *v;
+    });
+    walker.on("run_max_try", [&](const Field& f) {
+      if (auto v = reader_.count(f)) run.run_max_try = *v;
+    });
+    walker.on("logging_level", [&](const Field& f) {
+      auto text = reader_.text(f);
+      if (!text) return;
+      for (const char* level : {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+        if (*text == level) return void(run.logging_level = *text);
+      reader_.wrong(f, "DEBUG, INFO, WARNING, ERROR or CRITICAL");
+    });
+    walker.on("process_count_per_node",
+              [&](const Field& f) { run.process_count_per_node = reader_.count(f); });
+    walker.on("node_count",
+              [&](const Field& f) { fields_.parallel_node_count = reader_.count(f); });
+    walker.on("side_inputs", [&](const Field& f) {
+      if (auto names = reader_.text_list(f)) run.side_inputs = *names;
+    });
+    walker.on("allow_reuse", [&](const Field& f) {
+      if (auto v = reader_.boolean(f)) run.allow_reuse = *v;
+    });
+    walker.walk_strict(field, diagnostics());
+    for (const char* required : {"error_threshold", "output_action"}) {
+      if (!field[required].is_set())
+        diagnostics().error(field.path + "." + required,
+                            "required (ParallelRunConfig has no default for it)");
+    }
+    if (run.mini_batch_size && !run.partition_keys.empty())
+      diagnostics().error(field.path + ".partition_keys",
+                          "conflicts with mini_batch_size: a mini-batch is either a size or one "
+                          "value of the partition keys; give one of them");
+    if (run.allowed_failed_percent > 100)
+      diagnostics().error(field.path + ".allowed_failed_percent", "expected 0 to 100, or -1");
+    if (diagnostics().error_count() == errors_before) job_.parallel_run = std::move(run);
+  }
+
+  void read_percent(const Field& field, double& out) {
+    const Node& node = *field.node;
+    double value = 0;
+    if (node.is_scalar() && !node.quoted && !node.text.empty()) {
+      auto [end, error] =
+          std::from_chars(node.text.data(), node.text.data() + node.text.size(), value);
+      if (error == std::errc() && end == node.text.data() + node.text.size() &&
+          (value == -1 || (value >= 0 && value <= 100)))
+        return void(out = value);
+    }
+    reader_.wrong(field, "a percentage from 0 to 100, or -1 for no limit");
   }
 
   // Deprecated parameters still work, with a warning; when the new one is given too it wins.
@@ -584,6 +677,14 @@ class NativeReader {
       if (given(key)) job_.distributed_field = key;
     }
     job_.node_count = fields_.node_count.value_or(1);
+    if (fields_.parallel_node_count) {
+      if (given("node_count") && job_.node_count != *fields_.parallel_node_count) {
+        diagnostics().error("node_count", "conflicts with parallel_run.node_count (" +
+                                              std::to_string(*fields_.parallel_node_count) +
+                                              "); give it once");
+      }
+      job_.node_count = *fields_.parallel_node_count;
+    }
     int per_node = fields_.process_count_per_node.value_or(1);
     job_.distributed.process_count_per_node = per_node;
     if (!fields_.distributed_training && fields_.distributed_job_config) {

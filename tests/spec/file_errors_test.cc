@@ -234,18 +234,18 @@ TEST_CASE("long values are checked in one pass without recursing per character",
   auto size = project.load("job.yml", "entry_script: train.py\nshm_size: " + digits + "\n");
   CHECK(find(size.errors, "shm_size", "expected a size"));
 
-  Job job = require_job(
-      project.load("job.yml", "entry_script: train.py\nparallel_run: {count: " + digits +
-                                  ", ratio: 0." + digits + ", step: " + letters + "}\n"));
-  REQUIRE(job.parallel_run);
-  CHECK((*job.parallel_run)["count"].is_number_float());  // too large for 64 bits
-  CHECK((*job.parallel_run)["ratio"].is_number_float());
-  CHECK((*job.parallel_run)["step"] == letters);
+  auto parallel =
+      project.load("job.yml", "entry_script: train.py\nparallel_run: {error_threshold: " + digits +
+                                  ", allowed_failed_percent: 0." + digits + ", name: " + letters +
+                                  ", output_action: append_row}\n");
+  CHECK(find(parallel.errors, "parallel_run.error_threshold", "expected an integer >= -1"));
+  CHECK(find(parallel.errors, "parallel_run.name", "expected a step name"));
+  CHECK(parallel.errors.size() == 2);  // the long fraction is a percentage under 1
 
   // YAML allows plain keys of at most 1024 characters, JSON any length.
-  job = require_job(project.load("job.json", R"({"entry_script": "train.py", )"
-                                             R"("environment_variables": {")" +
-                                                 letters + R"(": "x"}})"));
+  Job job = require_job(project.load("job.json", R"({"entry_script": "train.py", )"
+                                                 R"("environment_variables": {")" +
+                                                     letters + R"(": "x"}})"));
   REQUIRE(job.environment_variables.size() == 1);
   CHECK(job.environment_variables[0].first == letters);
   auto input = project.load(

@@ -269,7 +269,8 @@ TEST_CASE("native fields with wrong values name the field, the expectation and t
        "expected true or false"},
       {"inputs: {train: }", "inputs.train", "expected a local path"},
       {"resume_from: checkpoints/none", "resume_from", "\"checkpoints/none\" not found"},
-      {"parallel_run: {name: Batch_Score}", "parallel_run.name",
+      {"parallel_run: {name: Batch_Score, error_threshold: 1, output_action: append_row}",
+       "parallel_run.name",
        "expected a step name of 3-32 lowercase letters, digits and dashes, starting with a "
        "letter, got \"Batch_Score\""},
       {"parallel_run: {name: ab}", "parallel_run.name", "got \"ab\""},
@@ -622,30 +623,85 @@ TEST_CASE("an input cannot take the name resume_from uses", "[spec][native]") {
   CHECK(without_resume.ok());
 }
 
-TEST_CASE("parallel_run is kept as given", "[spec][native]") {
+TEST_CASE("parallel_run reads ParallelRunConfig's parameters with the SDK's defaults",
+          "[spec][native]") {
   Project project;
   Job job = require_job(project.load("job.yml", R"(entry_script: train.py
 parallel_run:
   name: batch-score-01
   mini_batch_size: "1MB"
-  error_threshold: -1
-  run_invocation_timeout: 60
+  error_threshold: 10
+  run_invocation_timeout: 600
   append_row_file_name: out.txt
-  logging_level: INFO
+  logging_level: DEBUG
   allowed_failed_percent: 2.5
-  partition_keys: [region]
-  output_action: append_row
+  allowed_failed_count: 3
+  run_max_try: 5
+  process_count_per_node: 2
+  node_count: 2
+  side_inputs: [labels]
+  allow_reuse: false
+  output_action: summary_only
 )"));
   REQUIRE(job.parallel_run);
-  CHECK(*job.parallel_run == nlohmann::json{{"name", "batch-score-01"},
-                                            {"mini_batch_size", "1MB"},
-                                            {"error_threshold", -1},
-                                            {"run_invocation_timeout", 60},
-                                            {"append_row_file_name", "out.txt"},
-                                            {"logging_level", "INFO"},
-                                            {"allowed_failed_percent", 2.5},
-                                            {"partition_keys", {"region"}},
-                                            {"output_action", "append_row"}});
+  const auto& run = *job.parallel_run;
+  CHECK(run.name == "batch-score-01");
+  CHECK(run.mini_batch_size == "1MB");
+  CHECK(run.error_threshold == 10);
+  CHECK(run.run_invocation_timeout == 600);
+  CHECK(run.append_row_file_name == "out.txt");
+  CHECK(run.logging_level == "DEBUG");
+  CHECK(run.allowed_failed_percent == 2.5);
+  CHECK(run.allowed_failed_count == 3);
+  CHECK(run.run_max_try == 5);
+  CHECK(run.process_count_per_node == 2);
+  CHECK(job.node_count == 2);  // ParallelRunConfig's node_count is the run's
+  CHECK(run.side_inputs == std::vector<std::string>{"labels"});
+  CHECK_FALSE(run.allow_reuse);
+  CHECK(run.output_action == OutputAction::SummaryOnly);
+  // Only the two parameters the SDK requires: everything else is its default.
+  Job least = require_job(project.load(
+      "job.yml",
+      "entry_script: train.py\nparallel_run: {error_threshold: -1, output_action: append_row}\n"));
+  REQUIRE(least.parallel_run);
+  CHECK_FALSE(least.parallel_run->mini_batch_size);
+  CHECK(least.parallel_run->append_row_file_name == "parallel_run_step.txt");
+  CHECK(least.parallel_run->run_invocation_timeout == 60);
+  CHECK(least.parallel_run->run_max_try == 3);
+  CHECK(least.parallel_run->allowed_failed_count == -1);
+  CHECK(least.parallel_run->allowed_failed_percent == -1);
+  CHECK(least.parallel_run->logging_level == "INFO");
+  CHECK_FALSE(least.parallel_run->process_count_per_node);
+  CHECK(least.node_count == 1);
+}
+
+TEST_CASE("parallel_run refuses what ParallelRunConfig would, naming the field", "[spec][native]") {
+  auto c = GENERATE(values<std::pair<std::string, std::pair<std::string, std::string>>>({
+      {"{output_action: append_row}", {"parallel_run.error_threshold", "required"}},
+      {"{error_threshold: 1}", {"parallel_run.output_action", "required"}},
+      {"{error_threshold: -2, output_action: append_row}",
+       {"parallel_run.error_threshold", "expected an integer >= -1"}},
+      {"{error_threshold: 1, output_action: append_rows}",
+       {"parallel_run.output_action", "expected append_row or summary_only"}},
+      {"{error_threshold: 1, output_action: append_row, allowed_failed_percent: 101}",
+       {"parallel_run.allowed_failed_percent", "a percentage from 0 to 100"}},
+      {"{error_threshold: 1, output_action: append_row, mini_batch_size: 10, "
+       "partition_keys: [region]}",
+       {"parallel_run.partition_keys", "conflicts with mini_batch_size"}},
+      {"{error_threshold: 1, output_action: append_row, append_row_file_name: ../x.txt}",
+       {"parallel_run.append_row_file_name", "a file name (no folders)"}},
+      {"{error_threshold: 1, output_action: append_row, run_max_try: 0}",
+       {"parallel_run.run_max_try", "an integer >= 1"}},
+      {"{error_threshold: 1, output_action: append_row, logging_level: LOUD}",
+       {"parallel_run.logging_level", "DEBUG, INFO, WARNING, ERROR or CRITICAL"}},
+      {"{error_threshold: 1, output_action: append_row, mini_batch_sise: 10}",
+       {"parallel_run.mini_batch_sise", "unknown field"}},
+  }));
+  Project project;
+  auto result = project.load("job.yml", "entry_script: train.py\nparallel_run: " + c.first + "\n");
+  INFO(c.first << "\n" << listing(result.errors));
+  CHECK_FALSE(result.job);
+  CHECK(find(result.errors, c.second.first, c.second.second));
 }
 
 TEST_CASE("the other Estimator parameters are accepted", "[spec][native]") {
