@@ -17,6 +17,7 @@
 #include "agent/local_run.h"
 #include "agent/user_commands.h"
 #include "executors/shim/launcher.h"
+#include "parallel/node_driver.h"
 #include "spec/load.h"
 
 namespace amlnode::agent {
@@ -279,6 +280,18 @@ struct CacheCommand {
 // `amlnode shim LAUNCH_JSON` and `amlnode controlplane ...` run the small `amlnode-shim` and the
 // `amlnode-controlplane` executables beside this one: each process then costs the node only its
 // own footprint (a shim per job process, a server that needs none of the agent's code).
+// `amlnode parallel-node`: a ParallelRunStep's run process, its spec in $AMLNODE_PRS_SPEC.
+int run_parallel_node_command() {
+  const char* text = std::getenv("AMLNODE_PRS_SPEC");
+  auto spec = parallel::read_node_spec(text ? text : "");
+  if (!spec.ok()) {
+    std::fprintf(stderr, "amlnode parallel-node: %s (only a ParallelRunStep's run runs this)\n",
+                 spec.error().message.c_str());
+    return 2;
+  }
+  return parallel::run_parallel_node(*spec);
+}
+
 int exec_sibling(const std::filesystem::path& binary, const std::vector<std::string>& args) {
   std::string program = binary.string();
   std::vector<std::string> copies = args;
@@ -371,10 +384,12 @@ int run_cli(int argc, char** argv) {
   rsh_command->prefix_command();
   rsh_command->set_help_flag();
   app.add_subcommand("mpi-host", "Internal: starts Open MPI's daemons on a share's node");
+  app.add_subcommand("parallel-node", "Internal: runs a ParallelRunStep's workers on this node");
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && args.front() == "mpi-rsh")
     return run_mpi_rsh(std::vector<std::string>(args.begin() + 1, args.end()));
   if (args.size() == 1 && args.front() == "mpi-host") return run_mpi_host();
+  if (args.size() == 1 && args.front() == "parallel-node") return run_parallel_node_command();
 
   // For run and submit, CLI11 gets their options only; the job, script and arguments are theirs.
   if (!args.empty() && (args.front() == "run" || args.front() == "submit")) {

@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include "common/error_codes.h"
 #include "common/format.h"
@@ -92,6 +94,23 @@ Result<executors::environments::EnvironmentConfig> environment_config(const Node
   return executors::environments::environment_config_from_json(config.environments, state_dir);
 }
 
+namespace {
+
+// The NVIDIA device nodes present (/dev/nvidia<N>): a node without the driver has none.
+int nvidia_gpu_count() {
+  int count = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/dev", ec)) {
+    auto name = entry.path().filename().string();
+    if (name.size() > 6 && name.starts_with("nvidia") &&
+        name.find_first_not_of("0123456789", 6) == std::string::npos)
+      ++count;
+  }
+  return count;
+}
+
+}  // namespace
+
 executors::PlanContext plan_context(
     const NodeConfig& config, const fs::path& state_dir, const std::string& run_id,
     double kill_grace_seconds, const executors::environments::EnvironmentConfig& environments) {
@@ -102,6 +121,10 @@ executors::PlanContext plan_context(
   context.envs_dir = environments.envs_dir;
   context.system_python = environments.system_python;
   context.python_module_dir = metrics::python_module_dir();
+  context.cpus = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  context.gpus = nvidia_gpu_count();
+  std::error_code program_error;
+  context.agent_program = fs::read_symlink("/proc/self/exe", program_error);
   context.port_free = executors::port_is_free;
   context.free_port = executors::pick_free_port;
   if (config.cpu_image) context.default_cpu_image = *config.cpu_image;
@@ -436,6 +459,21 @@ std::optional<int> failed_rank_of(const executors::ExitRecord& exit, const Plan&
   return rank;
 }
 
+// The failure a ParallelRunStep's node wrote (plan.error_file): the rule that failed the run and
+// the entry script's first error, which say more than an exit code.
+std::optional<RunOutcome> reported_failure(const executors::ExitRecord& exit, const Plan& plan) {
+  if (!plan.error_file || exit.reason != ExitReason::Exited || exit.exit_code.value_or(0) == 0)
+    return std::nullopt;
+  // In the run folder, where the job can write: read bounded and believed only as text.
+  auto text = read_file(*plan.error_file, 64 << 10);
+  if (!text.ok()) return std::nullopt;
+  auto reported = parse_untrusted_json(*text);
+  if (!reported.is_object() || !reported.contains("message") || !reported["message"].is_string())
+    return std::nullopt;
+  return RunOutcome{RunStatus::Failed, Error{"UserError", reported["message"].get<std::string>()},
+                    exit.exit_code.value_or(1)};
+}
+
 std::string rank_log_name(int rank) {
   char name[64];
   std::snprintf(name, sizeof name, "std_log_process_%02d.txt", rank);
@@ -512,6 +550,7 @@ RunOutcome outcome_of(const executors::ExitRecord& exit, const Plan& plan) {
   // Exit codes of `amlnode run` (local_run.h): 124 timeout, 125 before start, 130 canceled.
   const std::string program = program_name(plan);
   if (auto failed = failed_rank_outcome(exit, plan)) return *failed;
+  if (auto reported = reported_failure(exit, plan)) return *reported;
   switch (exit.reason) {
     case ExitReason::Exited:
       if (exit.exit_code.value_or(1) == 0) return {RunStatus::Completed, std::nullopt, 0};

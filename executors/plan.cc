@@ -7,6 +7,7 @@
 
 #include "common/hash.h"
 #include "executors/ranks.h"
+#include "parallel/node_driver.h"
 
 namespace amlnode::executors {
 namespace {
@@ -188,14 +189,115 @@ Result<std::string> substitute_placeholders(const std::string& arg, const Plan& 
   return out;
 }
 
+// A ParallelRunStep: the run's process is the agent's `parallel-node`, which starts the workers
+// (parallel/node_driver.h); what it needs goes to it as $AMLNODE_PRS_SPEC.
+void plan_parallel_run(const Job& job, const PlanContext& context, Plan& plan) {
+  const spec::ParallelRun& run = *job.parallel_run;
+  parallel::NodeSpec spec;
+  spec.python = job.environment.python.interpreter_path;
+  std::string script = run.entry_script.empty() ? job.entry_script.value_or("") : run.entry_script;
+  if (script.empty()) {
+    plan.cannot_run = Error{"InvalidJob",
+                            "parallel_run.entry_script: a ParallelRunStep needs an "
+                            "entry script with init() and run(mini_batch)"};
+    return;
+  }
+  spec.entry_script = plan.working_dir / script;
+  // The arguments, placeholders already replaced: what follows the program and the script.
+  if (plan.argv.size() > 2) spec.arguments.assign(plan.argv.begin() + 2, plan.argv.end());
+  auto is_side = [&](const std::string& name) {
+    return std::find(run.side_inputs.begin(), run.side_inputs.end(), name) != run.side_inputs.end();
+  };
+  for (const auto& name : run.side_inputs) {
+    bool known = std::any_of(job.inputs.begin(), job.inputs.end(),
+                             [&](const spec::Input& input) { return input.name == name; });
+    if (!known) {
+      plan.cannot_run = Error{"InvalidJob", "parallel_run.side_inputs: \"" + name +
+                                                "\" is not one of the job's inputs"};
+      return;
+    }
+  }
+  for (std::size_t i = 0; i < job.inputs.size() && i < plan.inputs.size(); ++i) {
+    const spec::Input& input = job.inputs[i];
+    if (input.mode == spec::InputMode::Upload || is_side(input.name)) continue;
+    parallel::NodeInput node_input;
+    node_input.name = input.name;
+    node_input.path = plan.inputs[i].target;
+    bool table = input.dataset && input.kind == spec::DatasetKind::Tabular;
+    node_input.kind = table ? parallel::InputKind::Table : parallel::InputKind::Files;
+    node_input.format = input.format == spec::TabularFormat::JsonLines ? "json_lines"
+                        : input.format == spec::TabularFormat::Parquet ? "parquet"
+                                                                       : "delimited";
+    node_input.separator = input.separator;
+    node_input.header = input.header;
+    if (!spec.inputs.empty() && spec.inputs.front().kind != node_input.kind) {
+      plan.cannot_run = Error{"InvalidJob", "inputs." + input.name +
+                                                ": a ParallelRunStep's inputs are all file "
+                                                "datasets or all tabular ones"};
+      return;
+    }
+    spec.inputs.push_back(std::move(node_input));
+  }
+  if (spec.inputs.empty()) {
+    plan.cannot_run = Error{"InvalidJob",
+                            "inputs: a ParallelRunStep needs an input to split into "
+                            "mini-batches (side_inputs and upload outputs are not)"};
+    return;
+  }
+  if (run.mini_batch_size) {
+    auto size = parallel::parse_mini_batch_size(*run.mini_batch_size, spec.inputs.front().kind);
+    if (!size.ok()) {
+      plan.cannot_run = Error{"InvalidJob", "parallel_run." + size.error().message};
+      return;
+    }
+    spec.mini_batch_size = run.mini_batch_size;
+  }
+  if (run.process_count_per_node) {
+    spec.workers = *run.process_count_per_node;
+  } else {
+    spec.workers = std::max(1, context.gpus > 0 ? context.gpus : context.cpus);
+    plan.notes.push_back("process_count_per_node is " + std::to_string(spec.workers) +
+                         ": this node's " + (context.gpus > 0 ? "GPU" : "CPU") +
+                         " count (ParallelRunConfig's default)");
+  }
+  spec.rules.run_max_try = run.run_max_try;
+  spec.rules.error_threshold = run.error_threshold;
+  spec.rules.allowed_failed_count = run.allowed_failed_count;
+  spec.rules.allowed_failed_percent = run.allowed_failed_percent;
+  spec.append_rows = run.output_action == spec::OutputAction::AppendRow;
+  spec.rules.count_missing_rows = spec.append_rows;
+  spec.run_invocation_timeout = run.run_invocation_timeout;
+  spec.append_row_file_name = run.append_row_file_name;
+  spec.outputs_dir = plan.working_dir / "outputs";
+  spec.logs_dir = plan.working_dir / "logs";
+  spec.state_dir = plan.run_dir / "parallel";
+  plan.argv = {context.agent_program.string(), "parallel-node"};
+  set_var(plan.env, "AMLNODE_PRS_SPEC", parallel::node_spec_json(spec).dump());
+  plan.error_file = spec.state_dir / "error.json";
+}
+
 // What this node cannot run yet, named by the field that asks for it, so a run never starts
 // doing less than its job says.
 std::optional<Error> not_yet_supported(const Job& job, const PlanContext& context) {
   auto refuse = [](const std::string& what) { return Error{"NotSupported", what}; };
-  if (job.parallel_run)
-    return refuse(
-        "parallel_run: ParallelRunStep runs are not supported on this node yet; "
-        "nothing was run");
+  if (job.parallel_run) {
+    const auto& run = *job.parallel_run;
+    if (job.node_count > 1 && context.share)
+      return refuse("parallel_run.node_count: a ParallelRunStep across nodes (node_count " +
+                    std::to_string(job.node_count) +
+                    ") is not supported yet; on one node it runs (amlnode run, node_count 1)");
+    if (!run.partition_keys.empty())
+      return refuse(
+          "parallel_run.partition_keys: mini-batches by partition keys are not "
+          "supported yet; give mini_batch_size instead");
+    if (job.environment.docker.enabled)
+      return refuse(
+          "parallel_run: a ParallelRunStep runs its workers through this node's "
+          "agent, which a Docker container cannot reach yet; run it in a conda or "
+          "user-managed environment (environment.docker.enabled: false)");
+    if (context.agent_program.empty())
+      return refuse("parallel_run: this node's agent did not say where its program is");
+  }
   if (job.framework == Framework::PySpark)
     return refuse(
         "framework: PySpark runs need an HDInsight compute with spark-submit, which "
@@ -434,7 +536,11 @@ Plan resolve_plan(const Job& job, const PlanContext& context) {
   plan.kill_grace_seconds = context.kill_grace_seconds;
   plan.python_module_dir = context.python_module_dir;
   if (!plan.cannot_run) plan.cannot_run = not_yet_supported(job, context);
-  if (!plan.cannot_run) plan_ranks(job, context, plan);
+  if (!plan.cannot_run && job.parallel_run) {
+    plan_parallel_run(job, context, plan);
+  } else if (!plan.cannot_run) {
+    plan_ranks(job, context, plan);
+  }
   return plan;
 }
 

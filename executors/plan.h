@@ -70,6 +70,11 @@ struct PlanContext {
   std::function<int()> free_port;
   // Set for a share of a run across nodes; master_address is then the master node's address.
   std::optional<ShareContext> share;
+  // This node's CPUs and GPUs (a ParallelRunStep's default worker count), and the agent's own
+  // program (what runs a ParallelRunStep's node: `amlnode parallel-node`). Unset: refused.
+  int cpus = 1;
+  int gpus = 0;
+  std::filesystem::path agent_program;
 };
 
 // One input as it is staged into the run folder.
@@ -150,6 +155,9 @@ struct Plan {
   // A share of an MPI run across nodes other than the master's: its one process is the agent's
   // `mpi-host`, which starts Open MPI's daemon (and so this node's ranks) for the master's mpirun.
   bool hosts_mpi_daemon = false;
+  // A ParallelRunStep's node (parallel/node_driver.h) writes why it failed here ({"message"}),
+  // which becomes the run's error.
+  std::optional<std::filesystem::path> error_file;
   // Things the plan chose that a user should hear about (a port other than 6105, ...).
   std::vector<std::string> notes;
 

@@ -47,7 +47,6 @@ bool Scheduler::succeeded(const Assignment& assignment, std::int64_t items, std:
     // A retry that succeeds no longer counts against the limits.
     batch.failed_last = false;
     failed_batches_ -= 1;
-    failed_items_ -= batch.items;
   }
   if (items > 0) batch.items = items;
   batch.done = true;
@@ -71,11 +70,11 @@ bool Scheduler::failed(const Assignment& assignment, TryError error) {
   if (!batch.failed_last) {
     batch.failed_last = true;
     failed_batches_ += 1;
-    failed_items_ += batch.items;
   }
   if (batch.tries >= rules_.run_max_try) {
     batch.given_up = true;
     given_up_ += 1;
+    failed_items_ += batch.items;  // its items failed for good
   } else {
     retries_.push_back(assignment.mini_batch);
   }

@@ -8,8 +8,9 @@
 // The rules are Azure ML's (ParallelRunConfig):
 //   - a mini-batch is tried at most run_max_try times; a try fails when run() raises, returns the
 //     wrong shape, runs past run_invocation_timeout, or its worker dies;
-//   - error_threshold counts failed items: every item of a mini-batch whose last try failed, and
-//     for append_row the items a successful try returned no row for (-1: no limit);
+//   - error_threshold counts failed items: every item of a mini-batch that failed all its tries,
+//     and for append_row the items a successful try returned no row for (-1: no limit); a try
+//     that will be retried (a killed worker, a flaky input) counts nothing yet;
 //   - allowed_failed_count counts mini-batches whose last try failed (a later success un-counts
 //     one; -1: no limit);
 //   - allowed_failed_percent is checked once every mini-batch has been handed out (-1: no limit);

@@ -83,6 +83,16 @@ TEST_CASE("a failed try is retried up to run_max_try, and a late success un-coun
 
 TEST_CASE("error_threshold counts failed items, and rows append_row did not get",
           "[parallel][scheduler]") {
+  SECTION("a try that is retried counts no item yet") {
+    Scheduler scheduler({3}, SchedulerRules{2, 0, -1, -1, true});
+    auto first = *scheduler.next();
+    CHECK(scheduler.failed(first, raised("worker killed")));
+    CHECK(scheduler.progress().failed_items == 0);
+    CHECK(scheduler.verdict() == RunVerdict::Running);
+    auto last = *scheduler.next();
+    CHECK(scheduler.failed(last, raised("again")));  // its last try: 3 items failed, over 0
+    CHECK(scheduler.verdict() == RunVerdict::Failed);
+  }
   SchedulerRules rules;
   rules.run_max_try = 1;
   rules.error_threshold = 5;

@@ -986,7 +986,9 @@ class NamespaceTest(unittest.TestCase):
 
     def test_every_module_docstring_says_it_is_a_stand_in(self):
         for folder, _, files in os.walk(PYTHON_DIR):
-            if "__pycache__" in folder or "amlnode_run" in folder:
+            # amlnode's own modules (the metrics module, the ParallelRunStep worker) stand in
+            # for nothing.
+            if "__pycache__" in folder or "amlnode_run" in folder or "amlnode_parallel" in folder:
                 continue
             for file in files:
                 if file.endswith(".py"):

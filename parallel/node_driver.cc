@@ -1,0 +1,544 @@
+#include "parallel/node_driver.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <map>
+
+namespace amlnode::parallel {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::size_t kMaxWorkerLine = 4 << 20;  // one answer; longer means a broken worker
+constexpr auto kProgressInterval = std::chrono::seconds(1);
+
+Error invalid(const std::string& what) {
+  return Error{"InvalidJob", what};
+}
+
+std::string kind_name(InputKind kind) {
+  return kind == InputKind::Files ? "files" : "table";
+}
+
+// processNNN, as Azure ML names a node's worker processes.
+std::string process_name(int index) {
+  char name[32];
+  std::snprintf(name, sizeof name, "process%03d", index + 1);
+  return name;
+}
+
+struct Worker {
+  int index = 0;
+  pid_t pid = -1;
+  int to = -1;    // the worker's requests pipe
+  int from = -1;  // its answers pipe
+  std::string buffer;
+  bool ready = false;
+  std::optional<Assignment> busy;
+  Clock::time_point started_try;
+  std::optional<TryError> init_error;
+};
+
+class NodeDriver {
+ public:
+  NodeDriver(const NodeSpec& spec, std::vector<MiniBatch> batches)
+      : spec_(spec), batches_(std::move(batches)), scheduler_(item_counts(), spec.rules) {}
+
+  int run();
+
+ private:
+  std::vector<std::int64_t> item_counts() const {
+    std::vector<std::int64_t> counts;
+    for (const auto& batch : batches_) counts.push_back(batch.items);
+    return counts;
+  }
+  bool start_worker(Worker& worker);
+  void stop_worker(Worker& worker, int signal);
+  void assign(Worker& worker);
+  void read_from(Worker& worker);
+  void handle_line(Worker& worker, const std::string& line);
+  void worker_ended(Worker& worker);
+  void check_timeouts();
+  void write_progress(bool force);
+  void record(const Assignment& assignment, const char* status, std::int64_t items,
+              std::int64_t rows);
+  void fail_node(const std::string& why);
+  int finish();
+  bool assemble_output();
+
+  const NodeSpec& spec_;
+  std::vector<MiniBatch> batches_;
+  Scheduler scheduler_;
+  std::vector<Worker> workers_;
+  std::map<int, std::uint64_t> counted_rows_;  // mini-batch -> the ticket whose rows count
+  int init_failures_ = 0;
+  std::optional<TryError> first_init_error_;
+  std::string node_failure_;
+  Clock::time_point start_ = Clock::now();
+  Clock::time_point last_progress_{};
+  std::FILE* report_ = nullptr;  // processed_mini-batches.csv
+};
+
+bool NodeDriver::start_worker(Worker& worker) {
+  int requests[2];
+  int answers[2];
+  if (::pipe2(requests, O_CLOEXEC) != 0) return false;
+  if (::pipe2(answers, O_CLOEXEC) != 0) {
+    ::close(requests[0]);
+    ::close(requests[1]);
+    return false;
+  }
+  std::string name = process_name(worker.index);
+  auto out_dir = spec_.logs_dir / "user" / "stdout" / "0";
+  auto err_dir = spec_.logs_dir / "user" / "stderr" / "0";
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  fs::create_directories(err_dir, ec);
+  json settings = {
+      {"entry_script", spec_.entry_script.string()},
+      {"arguments", spec_.arguments},
+      {"rows_dir", (spec_.state_dir / "rows").string()},
+      {"kind", kind_name(spec_.inputs.empty() ? InputKind::Files : spec_.inputs.front().kind)},
+      {"format", spec_.inputs.empty() ? "delimited" : spec_.inputs.front().format},
+      {"separator", spec_.inputs.empty() ? "," : spec_.inputs.front().separator},
+      {"header", spec_.inputs.empty() || spec_.inputs.front().header},
+      {"append_rows", spec_.append_rows}};
+  std::string settings_text = settings.dump();
+  std::string out_log = (out_dir / (name + ".stdout.txt")).string();
+  std::string err_log = (err_dir / (name + ".stderr.txt")).string();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    // The child: its request pipe is fd 3, its answer pipe fd 4; stdout and stderr its logs.
+    ::dup2(requests[0], 3);
+    ::dup2(answers[1], 4);
+    int out = ::open(out_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);
+    int err = ::open(err_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);
+    if (out >= 0) ::dup2(out, 1);
+    if (err >= 0) ::dup2(err, 2);
+    ::setenv("AMLNODE_PRS_IN", "3", 1);
+    ::setenv("AMLNODE_PRS_OUT", "4", 1);
+    ::setenv("AMLNODE_PRS_WORKER", settings_text.c_str(), 1);
+    ::setenv("AMLNODE_PRS_PROCESS_NAME", name.c_str(), 1);
+    ::execlp(spec_.python.c_str(), spec_.python.c_str(), "-m", "amlnode_parallel.worker",
+             static_cast<char*>(nullptr));
+    std::fprintf(stderr, "amlnode parallel-node: cannot start %s: %s\n", spec_.python.c_str(),
+                 std::strerror(errno));
+    ::_exit(127);
+  }
+  ::close(requests[0]);
+  ::close(answers[1]);
+  if (pid < 0) {
+    ::close(requests[1]);
+    ::close(answers[0]);
+    return false;
+  }
+  worker.pid = pid;
+  worker.to = requests[1];
+  worker.from = answers[0];
+  worker.buffer.clear();
+  worker.ready = false;
+  worker.busy.reset();
+  worker.init_error.reset();
+  return true;
+}
+
+void NodeDriver::stop_worker(Worker& worker, int signal) {
+  if (worker.pid > 0) ::kill(worker.pid, signal);
+}
+
+void NodeDriver::assign(Worker& worker) {
+  auto next = scheduler_.next();
+  if (!next) return;
+  const MiniBatch& batch = batches_[next->mini_batch];
+  json request = {{"id", next->ticket}, {"mini_batch", next->mini_batch}};
+  if (batch.slice) {
+    request["table"] = {{"file", batch.slice->file.string()},
+                        {"header_end", batch.slice->header_end},
+                        {"begin", batch.slice->begin},
+                        {"end", batch.slice->end}};
+  } else {
+    json files = json::array();
+    for (const auto& file : batch.files) files.push_back(file.string());
+    request["files"] = files;
+  }
+  std::string line = request.dump() + "\n";
+  worker.busy = next;
+  worker.started_try = Clock::now();
+  // A worker that is gone is noticed when its answers pipe ends; the try then fails there.
+  std::size_t at = 0;
+  while (at < line.size()) {
+    ssize_t n = ::write(worker.to, line.data() + at, line.size() - at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    at += static_cast<std::size_t>(n);
+  }
+}
+
+void NodeDriver::read_from(Worker& worker) {
+  char chunk[64 * 1024];
+  ssize_t n = ::read(worker.from, chunk, sizeof chunk);
+  if (n < 0 && errno == EINTR) return;
+  if (n <= 0) return worker_ended(worker);
+  worker.buffer.append(chunk, static_cast<std::size_t>(n));
+  std::size_t newline;
+  while ((newline = worker.buffer.find('\n')) != std::string::npos) {
+    std::string line = worker.buffer.substr(0, newline);
+    worker.buffer.erase(0, newline + 1);
+    handle_line(worker, line);
+  }
+  if (worker.buffer.size() > kMaxWorkerLine) {
+    stop_worker(worker, SIGKILL);  // a broken worker: its end fails what it held
+    worker.buffer.clear();
+  }
+}
+
+void NodeDriver::handle_line(Worker& worker, const std::string& line) {
+  json message = json::parse(line, nullptr, false);
+  if (!message.is_object()) return;
+  if (message.value("ready", false)) {
+    worker.ready = true;
+    return;
+  }
+  if (auto failed = message.find("init_failed"); failed != message.end() && failed->is_object()) {
+    worker.init_error = TryError{failed->value("message", ""), failed->value("traceback", "")};
+    return;
+  }
+  if (!worker.busy || message.value("id", std::uint64_t{0}) != worker.busy->ticket) return;
+  Assignment assignment = *worker.busy;
+  worker.busy.reset();
+  std::int64_t items = message.value("items", std::int64_t{0});
+  std::int64_t rows = message.value("rows", std::int64_t{0});
+  if (message.value("ok", false)) {
+    if (scheduler_.succeeded(assignment, items, rows)) {
+      counted_rows_[assignment.mini_batch] = assignment.ticket;
+      record(assignment, "succeeded", items, rows);
+    }
+  } else {
+    TryError error{message.value("message", "run() failed"), message.value("traceback", "")};
+    if (scheduler_.failed(assignment, error)) record(assignment, "failed", items, 0);
+  }
+}
+
+void NodeDriver::worker_ended(Worker& worker) {
+  int status = 0;
+  while (::waitpid(worker.pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  ::close(worker.to);
+  ::close(worker.from);
+  worker.to = worker.from = -1;
+  worker.pid = -1;
+  std::string how = WIFSIGNALED(status) ? "was killed by signal " + std::to_string(WTERMSIG(status))
+                                        : "exited with " + std::to_string(WEXITSTATUS(status));
+  if (worker.busy) {
+    Assignment assignment = *worker.busy;
+    worker.busy.reset();
+    if (scheduler_.failed(assignment, {"the worker running it " + how, ""}))
+      record(assignment, "failed", 0, 0);
+  }
+  if (!worker.ready) {
+    init_failures_ += 1;
+    if (!first_init_error_)
+      first_init_error_ = worker.init_error.value_or(TryError{"the worker " + how, ""});
+    // Azure ML's rule: a node whose workers fail init() 3 x process_count_per_node times stops.
+    if (init_failures_ >= 3 * spec_.workers) {
+      return fail_node("init() failed " + std::to_string(init_failures_) +
+                       " times on this node (3 x process_count_per_node)");
+    }
+  }
+  if (scheduler_.verdict() == RunVerdict::Running && node_failure_.empty()) start_worker(worker);
+}
+
+void NodeDriver::check_timeouts() {
+  auto limit = std::chrono::seconds(spec_.run_invocation_timeout);
+  for (auto& worker : workers_) {
+    if (!worker.busy || Clock::now() - worker.started_try < limit) continue;
+    Assignment assignment = *worker.busy;
+    worker.busy.reset();
+    stop_worker(worker, SIGKILL);  // replaced once its end is read
+    if (scheduler_.failed(assignment, {"run() took longer than run_invocation_timeout (" +
+                                           std::to_string(spec_.run_invocation_timeout) +
+                                           " s); its worker was killed",
+                                       ""}))
+      record(assignment, "timed out", 0, 0);
+  }
+}
+
+void NodeDriver::record(const Assignment& assignment, const char* status, std::int64_t items,
+                        std::int64_t rows) {
+  if (!report_) return;
+  double seconds = std::chrono::duration<double>(Clock::now() - start_).count();
+  std::fprintf(report_, "%d,%d,%s,%lld,%lld,%.3f\n", assignment.mini_batch, assignment.attempt,
+               status, static_cast<long long>(items), static_cast<long long>(rows), seconds);
+}
+
+void NodeDriver::write_progress(bool force) {
+  auto now = Clock::now();
+  if (!force && now - last_progress_ < kProgressInterval) return;
+  last_progress_ = now;
+  Progress p = scheduler_.progress();
+  double elapsed = std::chrono::duration<double>(now - start_).count();
+  double rate = elapsed > 0 ? p.processed / elapsed : 0;
+  int left = p.total - p.processed - p.failed;
+  std::time_t wall = std::time(nullptr);
+  std::tm utc{};
+  ::gmtime_r(&wall, &utc);
+  char hour[16];
+  char stamp[32];
+  std::strftime(hour, sizeof hour, "%Y%m%d%H", &utc);
+  std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &utc);
+  auto file = spec_.logs_dir / ("job_progress_overview." + std::string(hour) + ".txt");
+  if (std::FILE* out = std::fopen(file.c_str(), "a")) {
+    std::fprintf(out,
+                 "%s total %d mini-batches, scheduled %d, processed %d, failed %d, in progress "
+                 "%d, %.1f mini-batches/s, ETA %.0f s\n",
+                 stamp, p.total, p.scheduled, p.processed, p.failed, p.in_flight, rate,
+                 rate > 0 ? left / rate : 0.0);
+    std::fclose(out);
+  }
+}
+
+void NodeDriver::fail_node(const std::string& why) {
+  if (node_failure_.empty()) node_failure_ = why;
+}
+
+bool NodeDriver::assemble_output() {
+  if (!spec_.append_rows) return true;
+  std::error_code ec;
+  fs::create_directories(spec_.outputs_dir, ec);
+  auto target = spec_.outputs_dir / spec_.append_row_file_name;
+  auto temporary = target;
+  temporary += ".tmp";
+  std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+  for (const auto& [mini_batch, ticket] : counted_rows_) {
+    auto rows = spec_.state_dir / "rows" /
+                (std::to_string(mini_batch) + "." + std::to_string(ticket) + ".txt");
+    std::ifstream in(rows, std::ios::binary);
+    out << in.rdbuf();
+  }
+  out.close();
+  if (!out) return false;
+  fs::rename(temporary, target, ec);
+  return !ec;
+}
+
+int NodeDriver::finish() {
+  for (auto& worker : workers_) {
+    if (worker.pid <= 0) continue;
+    ::close(worker.to);  // a worker reading its next request ends
+    worker.to = -1;
+    if (scheduler_.verdict() == RunVerdict::Failed || !node_failure_.empty())
+      stop_worker(worker, SIGKILL);
+  }
+  for (auto& worker : workers_) {
+    if (worker.pid <= 0) continue;
+    int status = 0;
+    while (::waitpid(worker.pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    ::close(worker.from);
+  }
+  if (report_) std::fclose(report_);
+  write_progress(true);
+  Progress p = scheduler_.progress();
+  bool completed = scheduler_.verdict() == RunVerdict::Completed && node_failure_.empty();
+  std::string error;
+  if (completed && !assemble_output()) error = "the output file could not be written";
+  if (!completed) {
+    const auto& first = node_failure_.empty() ? scheduler_.first_error() : first_init_error_;
+    error = node_failure_.empty() ? scheduler_.failure() : node_failure_;
+    if (first) error += "; the first error: " + first->message;
+    if (first && !first->traceback.empty()) error += "\n" + first->traceback;
+  }
+  if (std::FILE* out = std::fopen((spec_.logs_dir / "job_result.txt").c_str(), "w")) {
+    std::fprintf(out,
+                 "%s\n%d mini-batches: %d processed, %d failed; %lld rows, %lld failed items\n",
+                 error.empty() ? "Completed" : "Failed", p.total, p.processed, p.failed,
+                 static_cast<long long>(p.rows), static_cast<long long>(p.failed_items));
+    if (!error.empty()) std::fprintf(out, "%s\n", error.c_str());
+    std::fclose(out);
+  }
+  std::printf("amlnode parallel-node: %s: %d of %d mini-batches processed, %d failed\n",
+              error.empty() ? "Completed" : "Failed", p.processed, p.total, p.failed);
+  if (error.empty()) return 0;
+  std::ofstream(spec_.state_dir / "error.json") << json{{"message", error}}.dump();
+  std::fprintf(stderr, "%s\n", error.c_str());
+  return 1;
+}
+
+int NodeDriver::run() {
+  std::error_code ec;
+  fs::create_directories(spec_.state_dir / "rows", ec);
+  fs::create_directories(spec_.logs_dir / "sys" / "job_report", ec);
+  report_ = std::fopen(
+      (spec_.logs_dir / "sys" / "job_report" / "processed_mini-batches.csv").c_str(), "w");
+  if (report_) std::fprintf(report_, "mini_batch,try,status,items,rows,seconds\n");
+  std::printf("amlnode parallel-node: %zu mini-batches, %d workers\n", batches_.size(),
+              spec_.workers);
+  std::fflush(stdout);
+  workers_.resize(spec_.workers);
+  for (int i = 0; i < spec_.workers; ++i) {
+    workers_[i].index = i;
+    if (!start_worker(workers_[i])) fail_node("a worker process could not be started");
+  }
+  while (node_failure_.empty()) {
+    if (scheduler_.verdict() == RunVerdict::Failed) break;
+    for (auto& worker : workers_)
+      if (worker.pid > 0 && worker.ready && !worker.busy) assign(worker);
+    bool busy = false;
+    for (const auto& worker : workers_) busy = busy || worker.busy.has_value();
+    if (scheduler_.verdict() == RunVerdict::Completed && !busy) break;
+    std::vector<pollfd> fds;
+    std::vector<Worker*> polled;
+    for (auto& worker : workers_) {
+      if (worker.pid <= 0) continue;
+      fds.push_back({worker.from, POLLIN, 0});
+      polled.push_back(&worker);
+    }
+    if (fds.empty()) {
+      fail_node("no worker is left to run the mini-batches");
+      break;
+    }
+    // Wake for the nearest try's deadline, and for progress.
+    auto wait = std::chrono::milliseconds(1000);
+    for (const auto& worker : workers_) {
+      if (!worker.busy) continue;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          worker.started_try + std::chrono::seconds(spec_.run_invocation_timeout) - Clock::now());
+      wait = std::max(std::chrono::milliseconds(0), std::min(wait, left));
+    }
+    int ready = ::poll(fds.data(), fds.size(), static_cast<int>(wait.count()));
+    if (ready < 0 && errno != EINTR) break;
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+      if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) read_from(*polled[i]);
+    }
+    check_timeouts();
+    write_progress(false);
+  }
+  return finish();
+}
+
+}  // namespace
+
+Result<std::vector<MiniBatch>> node_mini_batches(const NodeSpec& spec) {
+  std::vector<fs::path> files;
+  for (const auto& input : spec.inputs) {
+    auto found = input_files(input.path);
+    if (!found.ok()) return found.error();
+    files.insert(files.end(), found->begin(), found->end());
+  }
+  InputKind kind = spec.inputs.empty() ? InputKind::Files : spec.inputs.front().kind;
+  if (kind == InputKind::Files) {
+    std::uint64_t per_batch = kDefaultFilesPerBatch;
+    if (spec.mini_batch_size) {
+      auto size = parse_mini_batch_size(*spec.mini_batch_size, kind);
+      if (!size.ok()) return size.error();
+      per_batch = *size;
+    }
+    return split_files(files, per_batch);
+  }
+  std::uint64_t bytes = kDefaultBatchBytes;
+  if (spec.mini_batch_size) {
+    auto size = parse_mini_batch_size(*spec.mini_batch_size, kind);
+    if (!size.ok()) return size.error();
+    bytes = *size;
+  }
+  const auto& first = spec.inputs.front();
+  return split_table(files, bytes,
+                     {first.header && first.format == "delimited", first.format != "parquet"});
+}
+
+json node_spec_json(const NodeSpec& spec) {
+  json inputs = json::array();
+  for (const auto& input : spec.inputs)
+    inputs.push_back({{"name", input.name},
+                      {"path", input.path.string()},
+                      {"kind", kind_name(input.kind)},
+                      {"format", input.format},
+                      {"separator", input.separator},
+                      {"header", input.header}});
+  json out = {{"python", spec.python},
+              {"entry_script", spec.entry_script.string()},
+              {"arguments", spec.arguments},
+              {"workers", spec.workers},
+              {"inputs", inputs},
+              {"run_max_try", spec.rules.run_max_try},
+              {"error_threshold", spec.rules.error_threshold},
+              {"allowed_failed_count", spec.rules.allowed_failed_count},
+              {"allowed_failed_percent", spec.rules.allowed_failed_percent},
+              {"run_invocation_timeout", spec.run_invocation_timeout},
+              {"append_rows", spec.append_rows},
+              {"append_row_file_name", spec.append_row_file_name},
+              {"outputs_dir", spec.outputs_dir.string()},
+              {"logs_dir", spec.logs_dir.string()},
+              {"state_dir", spec.state_dir.string()}};
+  if (spec.mini_batch_size) out["mini_batch_size"] = *spec.mini_batch_size;
+  return out;
+}
+
+Result<NodeSpec> read_node_spec(const std::string& text) {
+  json in = json::parse(text, nullptr, false);
+  if (!in.is_object()) return invalid("AMLNODE_PRS_SPEC: not a JSON object");
+  try {
+    NodeSpec spec;
+    spec.python = in.at("python").get<std::string>();
+    spec.entry_script = in.at("entry_script").get<std::string>();
+    spec.arguments = in.at("arguments").get<std::vector<std::string>>();
+    spec.workers = in.at("workers").get<int>();
+    for (const auto& input : in.at("inputs")) {
+      NodeInput node_input;
+      node_input.name = input.at("name").get<std::string>();
+      node_input.path = input.at("path").get<std::string>();
+      node_input.kind =
+          input.at("kind").get<std::string>() == "table" ? InputKind::Table : InputKind::Files;
+      node_input.format = input.at("format").get<std::string>();
+      node_input.separator = input.at("separator").get<std::string>();
+      node_input.header = input.at("header").get<bool>();
+      spec.inputs.push_back(std::move(node_input));
+    }
+    if (in.contains("mini_batch_size"))
+      spec.mini_batch_size = in["mini_batch_size"].get<std::string>();
+    spec.rules.run_max_try = in.at("run_max_try").get<int>();
+    spec.rules.error_threshold = in.at("error_threshold").get<std::int64_t>();
+    spec.rules.allowed_failed_count = in.at("allowed_failed_count").get<std::int64_t>();
+    spec.rules.allowed_failed_percent = in.at("allowed_failed_percent").get<double>();
+    spec.run_invocation_timeout = in.at("run_invocation_timeout").get<std::int64_t>();
+    spec.append_rows = in.at("append_rows").get<bool>();
+    spec.rules.count_missing_rows = spec.append_rows;
+    spec.append_row_file_name = in.at("append_row_file_name").get<std::string>();
+    spec.outputs_dir = in.at("outputs_dir").get<std::string>();
+    spec.logs_dir = in.at("logs_dir").get<std::string>();
+    spec.state_dir = in.at("state_dir").get<std::string>();
+    if (spec.workers < 1 || spec.workers > 1024)
+      return invalid("AMLNODE_PRS_SPEC: workers out of range");
+    return spec;
+  } catch (const json::exception& e) {
+    return invalid(std::string("AMLNODE_PRS_SPEC: ") + e.what());
+  }
+}
+
+int run_parallel_node(const NodeSpec& spec) {
+  auto batches = node_mini_batches(spec);
+  if (!batches.ok()) {
+    std::fprintf(stderr, "%s\n", batches.error().message.c_str());
+    std::error_code ec;
+    fs::create_directories(spec.state_dir, ec);
+    std::ofstream(spec.state_dir / "error.json")
+        << json{{"message", batches.error().message}}.dump();
+    return 1;
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  NodeDriver driver(spec, std::move(*batches));
+  return driver.run();
+}
+
+}  // namespace amlnode::parallel

@@ -1,0 +1,1 @@
+"""amlnode's ParallelRunStep worker (docs/parallel-run.md); see worker.py."""

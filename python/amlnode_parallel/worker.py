@@ -1,0 +1,130 @@
+"""One ParallelRunStep worker process (docs/parallel-run.md), started by `amlnode parallel-node`.
+
+It imports the entry script once, calls its init() once, then run(mini_batch) for every
+mini-batch the node's driver sends, as Azure ML's workers do. The driver talks to it over two
+pipes, never over stdout or stderr (those are the entry script's, and go to the worker's logs):
+
+  in  (fd $AMLNODE_PRS_IN):  one JSON object per line, a mini-batch:
+        {"id": 7, "mini_batch": 3, "files": [...]} or
+        {"id": 7, "mini_batch": 3, "table": {"file", "header_end", "begin", "end"}}
+  out (fd $AMLNODE_PRS_OUT): one JSON object per line:
+        {"ready": true}                          init() returned
+        {"init_failed": {"message", "traceback"}} init() (or the import) raised; the worker exits
+        {"id": 7, "ok": true, "items": N, "rows": R}
+        {"id": 7, "ok": false, "message": ..., "traceback": ...}
+
+A successful run()'s rows are written to <rows_dir>/<mini_batch>.<id>.txt (to a temporary name,
+then renamed), a list's elements one per line and a DataFrame's rows space-separated without a
+header, as Azure ML's append_row writes them. The driver concatenates the files of the tries it
+counted, in mini-batch order, so each mini-batch's rows appear once and whole.
+
+$AMLNODE_PRS_WORKER is this worker's settings as JSON: entry_script, arguments, rows_dir, kind
+("files" or "table"), format ("delimited", "json_lines" or "parquet"), separator, header,
+append_rows.
+"""
+
+import importlib.util
+import io
+import json
+import os
+import sys
+import traceback
+
+
+def _send(out, message):
+    out.write(json.dumps(message) + "\n")
+    out.flush()
+
+
+def _error(exc):
+    return {"message": f"{type(exc).__name__}: {exc}",
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
+
+
+def _load(entry_script):
+    folder = os.path.dirname(os.path.abspath(entry_script))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = os.path.splitext(os.path.basename(entry_script))[0]
+    spec = importlib.util.spec_from_file_location(name, entry_script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _read_table(settings, table):
+    import pandas
+
+    if settings["format"] == "parquet":
+        return pandas.read_parquet(table["file"])
+    with open(table["file"], "rb") as f:
+        header = f.read(table["header_end"])
+        f.seek(table["begin"])
+        data = header + f.read(table["end"] - table["begin"])
+    if settings["format"] == "json_lines":
+        return pandas.read_json(io.BytesIO(data), lines=True)
+    return pandas.read_csv(io.BytesIO(data), sep=settings.get("separator", ","),
+                           header=0 if settings.get("header", True) else None)
+
+
+def _rows(result):
+    """The lines append_row writes for run()'s result, or a TypeError naming what it was."""
+    try:
+        import pandas
+    except ImportError:  # a file dataset's run() may live in an environment without pandas
+        pandas = None
+    if pandas is not None and isinstance(result, pandas.DataFrame):
+        text = result.to_csv(sep=" ", header=False, index=False)
+        return text, len(result)
+    if isinstance(result, (list, tuple)) or (pandas is not None and isinstance(result, pandas.Series)):
+        lines = [str(item).replace("\n", " ") for item in result]
+        return "".join(line + "\n" for line in lines), len(lines)
+    raise TypeError(f"run() returned {type(result).__name__}; it must return a list or a "
+                    "pandas DataFrame (one element or row per result)")
+
+
+def _write_rows(rows_dir, mini_batch, ticket, text):
+    final = os.path.join(rows_dir, f"{mini_batch}.{ticket}.txt")
+    temporary = final + ".tmp"
+    with open(temporary, "w") as f:
+        f.write(text)
+    os.replace(temporary, final)
+
+
+def main():
+    settings = json.loads(os.environ["AMLNODE_PRS_WORKER"])
+    requests = os.fdopen(int(os.environ["AMLNODE_PRS_IN"]), "r")
+    out = os.fdopen(int(os.environ["AMLNODE_PRS_OUT"]), "w")
+    sys.argv = [settings["entry_script"]] + settings.get("arguments", [])
+    try:
+        module = _load(settings["entry_script"])
+        if hasattr(module, "init"):
+            module.init()
+        if not hasattr(module, "run"):
+            raise AttributeError(f"{settings['entry_script']} has no run(mini_batch) function")
+    except BaseException as exc:  # SystemExit too: the driver must hear why
+        _send(out, {"init_failed": _error(exc)})
+        return 1
+    _send(out, {"ready": True})
+    for line in requests:
+        request = json.loads(line)
+        ticket, mini_batch = request["id"], request["mini_batch"]
+        try:
+            if "table" in request:
+                batch = _read_table(settings, request["table"])
+            else:
+                batch = request["files"]
+            items = len(batch)
+            result = module.run(batch)
+            text, count = _rows(result)
+            if settings.get("append_rows", True):
+                _write_rows(settings["rows_dir"], mini_batch, ticket, text)
+            _send(out, {"id": ticket, "ok": True, "items": items, "rows": count})
+        except BaseException as exc:
+            _send(out, dict({"id": ticket, "ok": False}, **_error(exc)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

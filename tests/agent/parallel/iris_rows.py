@@ -1,0 +1,10 @@
+# A tabular dataset's entry script: pandas reads each mini-batch; run() returns a DataFrame of the
+# rows' id and species in upper case (append_row writes it space-separated, without a header).
+def init():
+    pass
+
+
+def run(mini_batch):
+    out = mini_batch[["id", "species"]].copy()
+    out["species"] = out["species"].str.upper()
+    return out
