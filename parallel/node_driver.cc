@@ -120,8 +120,13 @@ bool NodeDriver::start_worker(Worker& worker) {
   pid_t pid = ::fork();
   if (pid == 0) {
     // The child: its request pipe is fd 3, its answer pipe fd 4; stdout and stderr its logs.
-    ::dup2(requests[0], 3);
-    ::dup2(answers[1], 4);
+    // Moved above 4 first: a pipe that already is fd 3 or 4 would keep its close-on-exec flag
+    // through dup2 onto itself, or be overwritten by the other's dup2. Every other worker's
+    // pipes are close-on-exec, so none leaks into this one.
+    int in = ::fcntl(requests[0], F_DUPFD_CLOEXEC, 10);
+    int answer = ::fcntl(answers[1], F_DUPFD_CLOEXEC, 10);
+    ::dup2(in, 3);
+    ::dup2(answer, 4);
     int out = ::open(out_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);
     int err = ::open(err_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);
     if (out >= 0) ::dup2(out, 1);
