@@ -1,7 +1,7 @@
 # A file dataset's entry script: each file's name, prefixed by --prefix, one row per file. It logs
 # through EntryScript, prints to stdout, and fails as $FAIL_ON says (a file name to raise on),
 # hangs on $HANG_ON, sleeps on $SLOW_ON the first time only (it makes $SLOW_MARKER), and records
-# its pid in $PIDS before each mini-batch.
+# its pid in $PIDS before each mini-batch, and on $WAIT_ON waits until the file $GO exists.
 import os
 import sys
 import time
@@ -26,6 +26,9 @@ def run(mini_batch):
     for name in names:
         if name in os.environ.get("FAIL_ON", "").split(","):
             raise ValueError(f"cannot score {name}")
+        if name == os.environ.get("WAIT_ON"):
+            while not os.path.exists(os.environ["GO"]):
+                time.sleep(0.02)
         if name == os.environ.get("HANG_ON"):
             time.sleep(3600)
         if name == os.environ.get("SLOW_ON") and not os.path.exists(os.environ["SLOW_MARKER"]):
