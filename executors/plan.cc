@@ -203,8 +203,15 @@ void plan_parallel_run(const Job& job, const PlanContext& context, Plan& plan) {
     return;
   }
   spec.entry_script = plan.working_dir / script;
-  // The arguments, placeholders already replaced: what follows the program and the script.
-  if (plan.argv.size() > 2) spec.arguments.assign(plan.argv.begin() + 2, plan.argv.end());
+  // The job's arguments are the entry script's, with the staged inputs' paths put in.
+  for (const auto& argument : job.arguments) {
+    auto substituted = substitute_placeholders(argument, plan);
+    if (!substituted.ok()) {
+      plan.cannot_run = substituted.error();
+      return;
+    }
+    spec.arguments.push_back(*substituted);
+  }
   auto is_side = [&](const std::string& name) {
     return std::find(run.side_inputs.begin(), run.side_inputs.end(), name) != run.side_inputs.end();
   };

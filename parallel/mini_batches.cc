@@ -64,10 +64,11 @@ Result<std::uint64_t> parse_mini_batch_size(const std::string& text, InputKind k
   return value;
 }
 
-Result<std::vector<fs::path>> input_files(const fs::path& input) {
+Result<std::vector<fs::path>> input_files(const fs::path& staged) {
   std::error_code ec;
-  auto status = fs::symlink_status(input, ec);
-  if (ec || !fs::exists(status)) return invalid(input.string() + ": no such file or folder");
+  // The staged input itself may be a link (a mount); links below it are not followed.
+  fs::path input = fs::canonical(staged, ec);
+  if (ec) return invalid(staged.string() + ": no such file or folder");
   if (fs::is_regular_file(fs::status(input, ec))) return std::vector<fs::path>{input};
   std::vector<fs::path> files;
   fs::recursive_directory_iterator it(input, fs::directory_options::none, ec);

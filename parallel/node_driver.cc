@@ -22,6 +22,8 @@ namespace {
 
 constexpr std::size_t kMaxWorkerLine = 4 << 20;  // one answer; longer means a broken worker
 constexpr auto kProgressInterval = std::chrono::seconds(1);
+constexpr auto kWorkerExitGrace = std::chrono::seconds(10);
+constexpr std::size_t kMaxErrorBytes = 32 << 10;  // error.json is read back bounded
 
 Error invalid(const std::string& what) {
   return Error{"InvalidJob", what};
@@ -46,6 +48,8 @@ struct Worker {
   std::string buffer;
   bool ready = false;
   std::optional<Assignment> busy;
+  bool dying = false;  // killed (a timeout): takes nothing more, replaced once its end is read
+  Clock::time_point spawned;
   Clock::time_point started_try;
   std::optional<TryError> init_error;
 };
@@ -131,6 +135,11 @@ bool NodeDriver::start_worker(Worker& worker) {
     int err = ::open(err_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);
     if (out >= 0) ::dup2(out, 1);
     if (err >= 0) ::dup2(err, 2);
+    if (out > 2) ::close(out);
+    if (err > 2) ::close(err);
+    ::close(in);
+    ::close(answer);
+    ::signal(SIGPIPE, SIG_DFL);  // the driver ignores it; the entry script must not
     ::setenv("AMLNODE_PRS_IN", "3", 1);
     ::setenv("AMLNODE_PRS_OUT", "4", 1);
     ::setenv("AMLNODE_PRS_WORKER", settings_text.c_str(), 1);
@@ -153,6 +162,8 @@ bool NodeDriver::start_worker(Worker& worker) {
   worker.from = answers[0];
   worker.buffer.clear();
   worker.ready = false;
+  worker.dying = false;
+  worker.spawned = Clock::now();
   worker.busy.reset();
   worker.init_error.reset();
   return true;
@@ -177,7 +188,9 @@ void NodeDriver::assign(Worker& worker) {
     for (const auto& file : batch.files) files.push_back(file.string());
     request["files"] = files;
   }
-  std::string line = request.dump() + "\n";
+  // A file name that is not UTF-8 is sent with U+FFFD in it (its try then fails to open it)
+  // rather than ending the driver.
+  std::string line = request.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   worker.busy = next;
   worker.started_try = Clock::now();
   // A worker that is gone is noticed when its answers pipe ends; the try then fails there.
@@ -231,7 +244,7 @@ void NodeDriver::handle_line(Worker& worker, const std::string& line) {
     }
   } else {
     TryError error{message.value("message", "run() failed"), message.value("traceback", "")};
-    if (scheduler_.failed(assignment, error)) record(assignment, "failed", items, 0);
+    if (scheduler_.failed(assignment, error, items)) record(assignment, "failed", items, 0);
   }
 }
 
@@ -252,6 +265,7 @@ void NodeDriver::worker_ended(Worker& worker) {
       record(assignment, "failed", 0, 0);
   }
   if (!worker.ready) {
+    // Killed for a timeout before it was ready is only the init deadline: counted the same.
     init_failures_ += 1;
     if (!first_init_error_)
       first_init_error_ = worker.init_error.value_or(TryError{"the worker " + how, ""});
@@ -266,10 +280,25 @@ void NodeDriver::worker_ended(Worker& worker) {
 
 void NodeDriver::check_timeouts() {
   auto limit = std::chrono::seconds(spec_.run_invocation_timeout);
+  // A worker still in init() after 3 x run_invocation_timeout + 30 s (Azure ML's limit) is
+  // killed; its end counts as an init() failure.
+  auto init_limit = 3 * limit + std::chrono::seconds(30);
+  for (auto& worker : workers_) {
+    if (worker.pid > 0 && !worker.ready && !worker.dying &&
+        Clock::now() - worker.spawned >= init_limit) {
+      worker.init_error = TryError{
+          "init() did not return within 3 x run_invocation_timeout + "
+          "30 s; its worker was killed",
+          ""};
+      worker.dying = true;
+      stop_worker(worker, SIGKILL);
+    }
+  }
   for (auto& worker : workers_) {
     if (!worker.busy || Clock::now() - worker.started_try < limit) continue;
     Assignment assignment = *worker.busy;
     worker.busy.reset();
+    worker.dying = true;
     stop_worker(worker, SIGKILL);  // replaced once its end is read
     if (scheduler_.failed(assignment, {"run() took longer than run_invocation_timeout (" +
                                            std::to_string(spec_.run_invocation_timeout) +
@@ -325,14 +354,17 @@ bool NodeDriver::assemble_output() {
   auto temporary = target;
   temporary += ".tmp";
   std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+  std::vector<char> buffer(1 << 16);
   for (const auto& [mini_batch, ticket] : counted_rows_) {
     auto rows = spec_.state_dir / "rows" /
                 (std::to_string(mini_batch) + "." + std::to_string(ticket) + ".txt");
+    // A run() that returned no rows left an empty file: nothing to copy.
     std::ifstream in(rows, std::ios::binary);
-    out << in.rdbuf();
+    while (in.read(buffer.data(), static_cast<std::streamsize>(buffer.size())) || in.gcount() > 0)
+      out.write(buffer.data(), in.gcount());
   }
   out.close();
-  if (!out) return false;
+  if (out.bad() || out.fail()) return false;
   fs::rename(temporary, target, ec);
   return !ec;
 }
@@ -345,8 +377,21 @@ int NodeDriver::finish() {
     if (scheduler_.verdict() == RunVerdict::Failed || !node_failure_.empty())
       stop_worker(worker, SIGKILL);
   }
+  // Workers end when their requests pipe closes; one that does not (a thread of its own that
+  // never stops) is killed after kWorkerExitGrace. Their answers pipes say when they are gone.
+  auto give_up = Clock::now() + kWorkerExitGrace;
   for (auto& worker : workers_) {
     if (worker.pid <= 0) continue;
+    char chunk[4096];
+    for (;;) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(give_up - Clock::now());
+      pollfd fd{worker.from, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&fd, 1, static_cast<int>(left.count())) == 0) {
+        stop_worker(worker, SIGKILL);
+        break;
+      }
+      if (::read(worker.from, chunk, sizeof chunk) <= 0) break;
+    }
     int status = 0;
     while (::waitpid(worker.pid, &status, 0) < 0 && errno == EINTR) {
     }
@@ -375,7 +420,9 @@ int NodeDriver::finish() {
   std::printf("amlnode parallel-node: %s: %d of %d mini-batches processed, %d failed\n",
               error.empty() ? "Completed" : "Failed", p.processed, p.total, p.failed);
   if (error.empty()) return 0;
-  std::ofstream(spec_.state_dir / "error.json") << json{{"message", error}}.dump();
+  if (error.size() > kMaxErrorBytes) error = error.substr(0, kMaxErrorBytes) + "\n[cut]";
+  std::ofstream(spec_.state_dir / "error.json")
+      << json{{"message", error}}.dump(-1, ' ', false, json::error_handler_t::replace);
   std::fprintf(stderr, "%s\n", error.c_str());
   return 1;
 }
@@ -398,7 +445,7 @@ int NodeDriver::run() {
   while (node_failure_.empty()) {
     if (scheduler_.verdict() == RunVerdict::Failed) break;
     for (auto& worker : workers_)
-      if (worker.pid > 0 && worker.ready && !worker.busy) assign(worker);
+      if (worker.pid > 0 && worker.ready && !worker.dying && !worker.busy) assign(worker);
     bool busy = false;
     for (const auto& worker : workers_) busy = busy || worker.busy.has_value();
     if (scheduler_.verdict() == RunVerdict::Completed && !busy) break;
@@ -422,7 +469,10 @@ int NodeDriver::run() {
       wait = std::max(std::chrono::milliseconds(0), std::min(wait, left));
     }
     int ready = ::poll(fds.data(), fds.size(), static_cast<int>(wait.count()));
-    if (ready < 0 && errno != EINTR) break;
+    if (ready < 0 && errno != EINTR) {
+      fail_node(std::string("waiting for the workers failed: ") + std::strerror(errno));
+      break;
+    }
     for (std::size_t i = 0; i < fds.size(); ++i) {
       if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) read_from(*polled[i]);
     }

@@ -61,9 +61,10 @@ bool Scheduler::succeeded(const Assignment& assignment, std::int64_t items, std:
   return true;
 }
 
-bool Scheduler::failed(const Assignment& assignment, TryError error) {
+bool Scheduler::failed(const Assignment& assignment, TryError error, std::int64_t items) {
   if (!current(assignment)) return false;
   Batch& batch = batches_[assignment.mini_batch];
+  if (items > 0) batch.items = items;
   batch.in_flight = false;
   in_flight_ -= 1;
   if (!first_error_) first_error_ = std::move(error);

@@ -72,8 +72,9 @@ class Scheduler {
   // A try succeeded with `rows` result rows from `items` inputs (items may correct the count the
   // scheduler was given, for a table read only now). Returns false when the ticket is stale.
   bool succeeded(const Assignment& assignment, std::int64_t items, std::int64_t rows);
-  // A try failed; the mini-batch goes back for another try unless it had run_max_try.
-  bool failed(const Assignment& assignment, TryError error);
+  // A try failed; the mini-batch goes back for another try unless it had run_max_try. `items`
+  // corrects the item count as succeeded() does (a table's rows, when the worker read them).
+  bool failed(const Assignment& assignment, TryError error, std::int64_t items = 0);
 
   RunVerdict verdict() const { return verdict_; }
   // Why the run failed: which rule, then the first error a try reported.

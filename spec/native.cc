@@ -543,7 +543,12 @@ class NativeReader {
       if (text) run.name = *text;
     });
     walker.on("entry_script", [&](const Field& f) {
-      if (auto text = reader_.text(f)) run.entry_script = *text;
+      auto text = reader_.text(f);
+      if (!text) return;
+      fs::path script = fs::path(*text).lexically_normal();
+      if (script.empty() || script.is_absolute() || *script.begin() == "..")
+        return reader_.wrong(f, "a script path inside the source directory");
+      run.entry_script = script.string();
     });
     walker.on("mini_batch_size", [&](const Field& f) { run.mini_batch_size = reader_.text(f); });
     walker.on("partition_keys", [&](const Field& f) {
@@ -579,7 +584,7 @@ class NativeReader {
       if (text) run.append_row_file_name = *text;
     });
     walker.on("run_invocation_timeout", [&](const Field& f) {
-      if (auto v = reader_.integer(f, 1, "an integer > 0 (seconds)"))
+      if (auto v = reader_.integer(f, 1, "an integer from 1 to 604800 (seconds)", 604800))
         run.run_invocation_timeout = *v;
     });
     walker.on("run_max_try", [&](const Field& f) {
@@ -592,8 +597,10 @@ class NativeReader {
         if (*text == level) return void(run.logging_level = *text);
       reader_.wrong(f, "DEBUG, INFO, WARNING, ERROR or CRITICAL");
     });
-    walker.on("process_count_per_node",
-              [&](const Field& f) { run.process_count_per_node = reader_.count(f); });
+    walker.on("process_count_per_node", [&](const Field& f) {
+      if (auto v = reader_.integer(f, 1, "an integer from 1 to 1024", 1024))
+        run.process_count_per_node = static_cast<int>(*v);
+    });
     walker.on("node_count",
               [&](const Field& f) { fields_.parallel_node_count = reader_.count(f); });
     walker.on("side_inputs", [&](const Field& f) {

@@ -36,9 +36,21 @@ def _send(out, message):
     out.flush()
 
 
+# The node keeps a run's error bounded; a longer message or traceback keeps its start and end.
+_MAX_TEXT = 16 * 1024
+
+
+def _bounded(text):
+    if len(text) <= _MAX_TEXT:
+        return text
+    half = _MAX_TEXT // 2
+    return text[:half] + "\n[...]\n" + text[-half:]
+
+
 def _error(exc):
-    return {"message": f"{type(exc).__name__}: {exc}",
-            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
+    return {"message": _bounded(f"{type(exc).__name__}: {exc}"),
+            "traceback": _bounded("".join(
+                traceback.format_exception(type(exc), exc, exc.__traceback__)))}
 
 
 def _load(entry_script):
@@ -77,17 +89,20 @@ def _rows(result):
     if pandas is not None and isinstance(result, pandas.DataFrame):
         text = result.to_csv(sep=" ", header=False, index=False)
         return text, len(result)
-    if isinstance(result, (list, tuple)) or (pandas is not None and isinstance(result, pandas.Series)):
+    # A list, a tuple, a pandas Series or a numpy array: one line per element (an array's rows
+    # as their text). Anything without a length (None, a generator) is not a result.
+    if hasattr(result, "__len__") and hasattr(result, "__iter__") and \
+            not isinstance(result, (str, bytes, dict)):
         lines = [str(item).replace("\n", " ") for item in result]
         return "".join(line + "\n" for line in lines), len(lines)
-    raise TypeError(f"run() returned {type(result).__name__}; it must return a list or a "
-                    "pandas DataFrame (one element or row per result)")
+    raise TypeError(f"run() returned {type(result).__name__}; it must return a list, an array or "
+                    "a pandas DataFrame (one element or row per result)")
 
 
 def _write_rows(rows_dir, mini_batch, ticket, text):
     final = os.path.join(rows_dir, f"{mini_batch}.{ticket}.txt")
     temporary = final + ".tmp"
-    with open(temporary, "w") as f:
+    with open(temporary, "w", encoding="utf-8", errors="surrogateescape") as f:
         f.write(text)
     os.replace(temporary, final)
 
@@ -110,6 +125,7 @@ def main():
     for line in requests:
         request = json.loads(line)
         ticket, mini_batch = request["id"], request["mini_batch"]
+        items = 0
         try:
             if "table" in request:
                 batch = _read_table(settings, request["table"])
@@ -122,7 +138,8 @@ def main():
                 _write_rows(settings["rows_dir"], mini_batch, ticket, text)
             _send(out, {"id": ticket, "ok": True, "items": items, "rows": count})
         except BaseException as exc:
-            _send(out, dict({"id": ticket, "ok": False}, **_error(exc)))
+            # Its items, when they were read: they count against error_threshold.
+            _send(out, dict({"id": ticket, "ok": False, "items": items}, **_error(exc)))
     return 0
 
 

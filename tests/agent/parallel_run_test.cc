@@ -229,3 +229,65 @@ TEST_CASE("a worker SIGKILLed mid-batch: the mini-batch is tried again and its r
   CHECK(code == 0);
   CHECK(ws.output_lines("killed") == expected_names(6));
 }
+
+TEST_CASE("a table's failed rows count against error_threshold, and one file mounted is a table",
+          "[parallel]") {
+  ParallelWorkspace ws;
+  std::string csv = "id,sepal,species\n";
+  for (int i = 0; i < 10; ++i) csv += std::to_string(i) + ",5.1,setosa\n";
+  ws.dir.write("project/iris.csv", csv);
+  std::string parallel =
+      "  error_threshold: 9\n  output_action: append_row\n"
+      "  process_count_per_node: 1\n  run_max_try: 1\n";
+  // One file, staged as a link (mount): its 10 rows are one mini-batch.
+  auto job =
+      ws.job("iris_rows.py", "inputs:\n  iris: {path: iris.csv, dataset: tabular}\n", parallel);
+  auto fine = ws.run(job, "one-file");
+  INFO(fine.out << fine.err);
+  REQUIRE(fine.exit_code == 0);
+  CHECK(ws.output_lines("one-file").size() == 10);
+  job = ws.job("iris_rows.py", "inputs:\n  iris: {path: iris.csv, dataset: tabular}\n", parallel,
+               "environment_variables: {RAISE: '1'}\n");
+  auto failed = ws.run(job, "raises");
+  INFO(failed.out << failed.err);
+  CHECK(failed.exit_code != 0);
+  CHECK_THAT(ws.run_json("raises")["error"]["message"].get<std::string>(),
+             Catch::StartsWith("error_threshold: 10 items failed, more than the 9 allowed"));
+}
+
+TEST_CASE(
+    "a timed-out worker takes nothing more; an empty result and a run() past its timeout "
+    "within the limits leave the rest",
+    "[parallel]") {
+  ParallelWorkspace ws;
+  auto job =
+      ws.file_job(6,
+                  "  mini_batch_size: 1\n  error_threshold: -1\n  output_action: append_row\n"
+                  "  process_count_per_node: 2\n  run_invocation_timeout: 1\n"
+                  "  run_max_try: 1\n",
+                  "environment_variables: {HANG_ON: f02.txt, EMPTY_ON: f05.txt}\n");
+  auto result = ws.run(job, "partial");
+  INFO(result.out << result.err);
+  REQUIRE(result.exit_code == 0);
+  // f02 timed out (one try), f05 returned no row; every other mini-batch, none lost to the killed
+  // worker, wrote its row.
+  CHECK(ws.output_lines("partial") ==
+        std::vector<std::string>{"p-f01.txt", "p-f03.txt", "p-f04.txt", "p-f06.txt"});
+  CHECK_THAT(test::slurp(ws.wd("partial") / "logs" / "job_result.txt"),
+             Catch::StartsWith("Completed\n6 mini-batches: 5 processed, 1 failed"));
+}
+
+TEST_CASE("parallel_run.entry_script alone: the job's arguments all reach it", "[parallel]") {
+  ParallelWorkspace ws;
+  auto job = ws.file_job(3,
+                         "  entry_script: file_names.py\n  error_threshold: 0\n"
+                         "  output_action: append_row\n  process_count_per_node: 1\n");
+  // The job file names no top-level script: only parallel_run's.
+  auto text = test::slurp(job);
+  text.erase(0, text.find('\n') + 1);
+  ws.dir.write("project/job.yml", text);
+  auto result = ws.run(job, "entry-only");
+  INFO(result.out << result.err << text);
+  REQUIRE(result.exit_code == 0);
+  CHECK(ws.output_lines("entry-only") == expected_names(3));
+}

@@ -23,6 +23,8 @@ def run(mini_batch):
         with open(os.environ["PIDS"], "a") as pids:
             pids.write(f"{os.getpid()} {os.path.basename(mini_batch[0])}\n")
     names = [os.path.basename(f) for f in mini_batch]
+    if os.environ.get("EMPTY_ON") in names:
+        return []
     for name in names:
         if name in os.environ.get("FAIL_ON", "").split(","):
             raise ValueError(f"cannot score {name}")
