@@ -145,8 +145,36 @@ struct UserCommands::State {
       auto answer = parse_untrusted_json(metrics->body);
       if (answer.is_object()) body["resources"] = answer.value("resources", json(nullptr));
     }
+    if (auto progress = parallel_progress(client); !progress.empty()) body["progress"] = progress;
     std::printf("%s\n", body.dump(as_json ? -1 : 2).c_str());
     return 0;
+  }
+
+  // A ParallelRunStep's progress: the last line of its newest logs/job_progress_overview.*.txt
+  // stream ("" for any other run, or before its first line arrived).
+  std::string parallel_progress(UserClient& client) const {
+    const std::string base = "/v1/runs/" + url_path_escape(run_id) + "/logs";
+    auto listed = client.call("GET", base);
+    if (!listed.ok() || listed->status != 200) return "";
+    auto answer = parse_untrusted_json(listed->body);
+    if (!answer.is_object() || !answer["streams"].is_object()) return "";
+    std::string newest;
+    std::uint64_t length = 0;
+    for (const auto& [name, size] : answer["streams"].items()) {
+      if (name.starts_with("logs/job_progress_overview.") && name > newest &&
+          size.is_number_unsigned()) {
+        newest = name;
+        length = size.get<std::uint64_t>();
+      }
+    }
+    if (newest.empty()) return "";
+    std::uint64_t from = length > 4096 ? length - 4096 : 0;
+    auto tail = client.call(
+        "GET", base + "/" + url_path_escape(newest, true) + "?offset=" + std::to_string(from));
+    if (!tail.ok() || tail->status != 200) return "";
+    std::string text = tail->body;
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    return text.substr(text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);
   }
 
   int run_metrics(UserClient& client) const {

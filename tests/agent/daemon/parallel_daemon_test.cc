@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "tests/agent/daemon/agent_config.h"
@@ -57,6 +58,21 @@ TEST_CASE("an agent SIGKILLed under a ParallelRunStep: the run completes, every 
   ::kill(first, SIGKILL);
   CHECK(test::wait_command(first, 10s) == 128 + SIGKILL);
   pid_t second = test::start_command(argv, dir / "a" / "out.2", dir / "a" / "err.2");
+  // While it runs, `amlnode status` shows its progress, from the node's progress log.
+  std::string shown;
+  CHECK(test::eventually(
+      [&] {
+        auto status = test::run_command(
+            {test::amlnode_binary().string(), "status", id, "--json"},
+            {"AMLNODE_CONTROL_PLANE=" + server.url(), "AMLNODE_USER_TOKEN=" + server.user_token()});
+        shown = status.out;
+        auto record = nlohmann::json::parse(status.out, nullptr, false);
+        return record.is_object() && record.contains("progress") &&
+               record["progress"].get<std::string>().find("total 4 mini-batches") !=
+                   std::string::npos;
+      },
+      30s));
+  INFO(shown);
   dir.write("go", "");
   bool done = test::eventually(
       [&] {
