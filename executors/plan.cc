@@ -251,6 +251,23 @@ void plan_parallel_run(const Job& job, const PlanContext& context, Plan& plan) {
                             "mini-batches (side_inputs and upload outputs are not)"};
     return;
   }
+  if (!run.partition_keys.empty()) {
+    if (spec.inputs.front().kind != parallel::InputKind::Files) {
+      plan.cannot_run = Error{"NotSupported",
+                              "parallel_run.partition_keys: a tabular dataset by "
+                              "partition keys is not supported yet; a file "
+                              "dataset's is"};
+      return;
+    }
+    if (run.partition_format.empty()) {
+      plan.cannot_run = Error{"InvalidJob",
+                              "parallel_run.partition_format: partition_keys need "
+                              "the input's partition_format"};
+      return;
+    }
+    spec.partition_keys = run.partition_keys;
+    spec.partition_format = run.partition_format;
+  }
   if (run.mini_batch_size) {
     auto size = parallel::parse_mini_batch_size(*run.mini_batch_size, spec.inputs.front().kind);
     if (!size.ok()) {
@@ -293,10 +310,6 @@ std::optional<Error> not_yet_supported(const Job& job, const PlanContext& contex
       return refuse("parallel_run.node_count: a ParallelRunStep across nodes (node_count " +
                     std::to_string(job.node_count) +
                     ") is not supported yet; on one node it runs (amlnode run, node_count 1)");
-    if (!run.partition_keys.empty())
-      return refuse(
-          "parallel_run.partition_keys: mini-batches by partition keys are not "
-          "supported yet; give mini_batch_size instead");
     if (job.environment.docker.enabled)
       return refuse(
           "parallel_run: a ParallelRunStep runs its workers through this node's "

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <map>
+#include <regex>
 #include <string_view>
 
 namespace amlnode::parallel {
@@ -91,6 +93,64 @@ std::vector<MiniBatch> split_files(const std::vector<fs::path>& files,
                        files.begin() + static_cast<std::ptrdiff_t>(end));
     batch.items = static_cast<std::int64_t>(batch.files.size());
     batches.push_back(std::move(batch));
+  }
+  return batches;
+}
+
+Result<std::vector<MiniBatch>> split_by_partition(const std::vector<fs::path>& files,
+                                                  const std::string& format,
+                                                  const std::vector<std::string>& keys) {
+  if (format.empty())
+    return invalid(
+        "parallel_run.partition_format: partition_keys need the input's "
+        "partition_format (\"data/{user}/{season}/{file}.wav\")");
+  // The format as a regular expression: its text literal, each {key} one path component's part.
+  std::string pattern = "(^|/)";
+  std::vector<std::string> names;
+  for (std::size_t at = 0; at < format.size();) {
+    if (format[at] == '{') {
+      auto end = format.find('}', at);
+      if (end == std::string::npos)
+        return invalid("parallel_run.partition_format: a { without its }");
+      std::string name = format.substr(at + 1, end - at - 1);
+      if (name.empty() || name.find(':') != std::string::npos)
+        return invalid("parallel_run.partition_format: {" + name +
+                       "}: only plain {name} placeholders are supported (not date formats)");
+      names.push_back(name);
+      pattern += "([^/]*)";
+      at = end + 1;
+      continue;
+    }
+    if (std::string_view("\\^$.|?*+()[]{}").find(format[at]) != std::string_view::npos)
+      pattern += '\\';
+    pattern += format[at++];
+  }
+  pattern += "$";
+  std::vector<std::size_t> key_groups;
+  for (const auto& key : keys) {
+    auto found = std::find(names.begin(), names.end(), key);
+    if (found == names.end())
+      return invalid("parallel_run.partition_keys: " + key +
+                     " is not a {name} of "
+                     "partition_format \"" +
+                     format + "\"");
+    key_groups.push_back(static_cast<std::size_t>(found - names.begin()) + 2);
+  }
+  std::regex matcher(pattern);
+  std::map<std::vector<std::string>, std::size_t> batch_of;
+  std::vector<MiniBatch> batches;
+  for (const auto& file : files) {
+    std::smatch match;
+    const std::string text = file.generic_string();
+    if (!std::regex_search(text, match, matcher))
+      return invalid("parallel_run.partition_format: " + text + " does not match \"" + format +
+                     "\"");
+    std::vector<std::string> values;
+    for (auto group : key_groups) values.push_back(match[static_cast<int>(group)].str());
+    auto [at, added] = batch_of.emplace(values, batches.size());
+    if (added) batches.emplace_back();
+    batches[at->second].files.push_back(file);
+    batches[at->second].items += 1;
   }
   return batches;
 }

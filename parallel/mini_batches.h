@@ -54,6 +54,15 @@ Result<std::vector<std::filesystem::path>> input_files(const std::filesystem::pa
 std::vector<MiniBatch> split_files(const std::vector<std::filesystem::path>& files,
                                    std::uint64_t files_per_batch);
 
+// A file dataset by partition keys: one mini-batch per distinct combination of `keys`' values,
+// read from each file's path through `format` (Dataset.File.from_files(partition_format=...),
+// e.g. "data/{user}/{season}/{genres}.wav", matched against the end of the path). Mini-batches
+// are in the order their first file comes, each its files in path order. A file the format does
+// not match, a key the format does not have, and a `{key:format}` (date) placeholder are errors.
+Result<std::vector<MiniBatch>> split_by_partition(const std::vector<std::filesystem::path>& files,
+                                                  const std::string& format,
+                                                  const std::vector<std::string>& keys);
+
 struct TableFormat {
   bool header = true;      // delimited files: the first line is the header
   bool splittable = true;  // false for parquet: a file is one mini-batch

@@ -492,6 +492,13 @@ Result<std::vector<MiniBatch>> node_mini_batches(const NodeSpec& spec) {
     files.insert(files.end(), found->begin(), found->end());
   }
   InputKind kind = spec.inputs.empty() ? InputKind::Files : spec.inputs.front().kind;
+  if (!spec.partition_keys.empty()) {
+    if (kind != InputKind::Files)
+      return invalid(
+          "parallel_run.partition_keys: a tabular dataset by partition keys is not "
+          "supported yet; a file dataset's is");
+    return split_by_partition(files, spec.partition_format, spec.partition_keys);
+  }
   if (kind == InputKind::Files) {
     std::uint64_t per_batch = kDefaultFilesPerBatch;
     if (spec.mini_batch_size) {
@@ -537,6 +544,10 @@ json node_spec_json(const NodeSpec& spec) {
               {"logs_dir", spec.logs_dir.string()},
               {"state_dir", spec.state_dir.string()}};
   if (spec.mini_batch_size) out["mini_batch_size"] = *spec.mini_batch_size;
+  if (!spec.partition_keys.empty()) {
+    out["partition_keys"] = spec.partition_keys;
+    out["partition_format"] = spec.partition_format;
+  }
   return out;
 }
 
@@ -562,6 +573,10 @@ Result<NodeSpec> read_node_spec(const std::string& text) {
     }
     if (in.contains("mini_batch_size"))
       spec.mini_batch_size = in["mini_batch_size"].get<std::string>();
+    if (in.contains("partition_keys")) {
+      spec.partition_keys = in["partition_keys"].get<std::vector<std::string>>();
+      spec.partition_format = in.at("partition_format").get<std::string>();
+    }
     spec.rules.run_max_try = in.at("run_max_try").get<int>();
     spec.rules.error_threshold = in.at("error_threshold").get<std::int64_t>();
     spec.rules.allowed_failed_count = in.at("allowed_failed_count").get<std::int64_t>();

@@ -38,6 +38,8 @@ struct NodeSpec {
   int workers = 1;
   std::vector<NodeInput> inputs;  // the split ones; side inputs are only staged
   std::optional<std::string> mini_batch_size;
+  std::vector<std::string> partition_keys;  // file datasets: a mini-batch per combination
+  std::string partition_format;
   SchedulerRules rules;
   std::int64_t run_invocation_timeout = 60;
   bool append_rows = true;

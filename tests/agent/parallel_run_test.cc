@@ -291,3 +291,25 @@ TEST_CASE("parallel_run.entry_script alone: the job's arguments all reach it", "
   REQUIRE(result.exit_code == 0);
   CHECK(ws.output_lines("entry-only") == expected_names(3));
 }
+
+TEST_CASE("partition_keys: one mini-batch per combination of the keys' values in the paths",
+          "[parallel]") {
+  ParallelWorkspace ws;
+  for (const char* file : {"alice/summer/rock.wav", "alice/winter/rock.wav", "bob/summer/jazz.wav",
+                           "alice/summer/jazz.wav"})
+    ws.dir.write(std::string("project/data/") + file, "wav");
+  auto job = ws.job("file_names.py", "inputs:\n  songs: {path: data, dataset: file}\n",
+                    "  partition_keys: [user, genres]\n"
+                    "  partition_format: data/{user}/{season}/{genres}.wav\n"
+                    "  error_threshold: 0\n  output_action: append_row\n"
+                    "  process_count_per_node: 2\n",
+                    "arguments: [--prefix, '']\n");
+  auto result = ws.run(job, "partitioned");
+  INFO(result.out << result.err);
+  REQUIRE(result.exit_code == 0);
+  // (alice, jazz), (alice, rock) with both seasons, (bob, jazz): in the order of their first file.
+  CHECK(ws.output_lines("partitioned") ==
+        std::vector<std::string>{"jazz.wav", "rock.wav", "rock.wav", "jazz.wav"});
+  CHECK_THAT(test::slurp(ws.wd("partitioned") / "logs" / "job_result.txt"),
+             Catch::StartsWith("Completed\n3 mini-batches: 3 processed"));
+}

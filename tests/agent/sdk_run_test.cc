@@ -132,7 +132,7 @@ TEST_CASE("what this node cannot run yet is refused by the field that asks for i
   for (const auto& c : std::vector<Case>{
            {"parallel_run: {name: score, entry_script: train.py, error_threshold: 1, "
             "output_action: append_row, partition_keys: [region]}\n",
-            "parallel_run.partition_keys: mini-batches by partition keys are not supported yet"},
+            "inputs: a ParallelRunStep needs an input to split into mini-batches"},
            {"distributed_job_config: {type: mpi, node_count: 2}\n",
             "distributed_job_config: a run across nodes (node_count 2) runs only as a gang"}}) {
     auto result = ws.run("script: train.py\nenvironment: AzureML-Minimal\n" + c.job);

@@ -518,13 +518,15 @@ TEST_CASE("prs-tabular-iris: a ParallelRunStep over 2 nodes is refused under aml
                   "control plane (amlnode submit); amlnode run runs one node");
 }
 
-TEST_CASE("prs-file-partition: a partitioned ParallelRunStep is refused up front",
-          "[compat][parallel_run]") {
+TEST_CASE(
+    "prs-file-partition: a partitioned ParallelRunStep over 2 nodes is refused under "
+    "amlnode run",
+    "[compat][parallel_run]") {
   Case c("prs-file-partition");
   CHECK(c.originals() == std::vector<std::string>{"Code/total_file_size.py"});
   c.check_refused(c.run("job.yml", "prs-partition-1"), "prs-partition-1",
-                  "parallel_run.partition_keys: mini-batches by partition keys are not supported "
-                  "yet; give mini_batch_size instead");
+                  "node_count: a run across nodes (node_count 2) runs only as a gang leased by a "
+                  "control plane (amlnode submit); amlnode run runs one node");
 }
 
 // ---- real .runconfig files -----------------------------------------------------------------

@@ -92,3 +92,31 @@ TEST_CASE("a table is cut at line ends near mini_batch_size, never across files,
   auto parquet = split_table({first, second}, 10, {false, false});
   CHECK(parquet->size() == 2);
 }
+
+TEST_CASE("partition keys make one mini-batch per combination of their values in the paths",
+          "[parallel][mini_batches]") {
+  std::vector<fs::path> files = {
+      "/mnt/x/data/alice/summer/jazz.wav", "/mnt/x/data/alice/summer/rock.wav",
+      "/mnt/x/data/alice/winter/rock.wav", "/mnt/x/data/bob/summer/jazz.wav"};
+  auto batches = split_by_partition(files, "data/{user}/{season}/{genres}.wav", {"user", "genres"});
+  REQUIRE(batches.ok());
+  REQUIRE(batches->size() == 3);
+  CHECK((*batches)[0].files == std::vector<fs::path>{files[0]});
+  CHECK((*batches)[1].files == std::vector<fs::path>{files[1], files[2]});  // alice, rock
+  CHECK((*batches)[1].items == 2);
+  CHECK((*batches)[2].files == std::vector<fs::path>{files[3]});
+  // A key the format lacks, a file it does not match, a date format: refused, naming them.
+  CHECK(
+      split_by_partition(files, "data/{user}/{season}/{genres}.wav", {"region"}).error().message ==
+      "parallel_run.partition_keys: region is not a {name} of partition_format "
+      "\"data/{user}/{season}/{genres}.wav\"");
+  CHECK_THAT(split_by_partition(files, "data/{user}/{genres}.wav", {"user"}).error().message,
+             Catch::Contains("/mnt/x/data/alice/summer/jazz.wav does not match"));
+  CHECK_THAT(split_by_partition(files, "data/{day:yyyy/MM/dd}/x.wav", {"day"}).error().message,
+             Catch::Contains("only plain {name} placeholders"));
+  CHECK(!split_by_partition(files, "", {"user"}).ok());
+  // Characters a regular expression would read are literal in the format.
+  std::vector<fs::path> dotted = {"/d/a+b/v1.0.csv", "/d/a+b/v1x0.csv"};
+  auto literal = split_by_partition(dotted, "{name}/v1.0.csv", {"name"});
+  CHECK_FALSE(literal.ok());  // v1x0.csv does not match: "." is a dot, not any character
+}
