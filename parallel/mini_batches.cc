@@ -148,7 +148,11 @@ Result<std::vector<MiniBatch>> split_by_partition(const std::vector<fs::path>& f
     std::vector<std::string> values;
     for (auto group : key_groups) values.push_back(match[static_cast<int>(group)].str());
     auto [at, added] = batch_of.emplace(values, batches.size());
-    if (added) batches.emplace_back();
+    if (added) {
+      batches.emplace_back();
+      for (std::size_t k = 0; k < keys.size(); ++k)
+        batches.back().partition.emplace_back(keys[k], values[k]);
+    }
     batches[at->second].files.push_back(file);
     batches[at->second].items += 1;
   }

@@ -35,6 +35,9 @@ struct MiniBatch {
   std::optional<TableSlice> slice;           // InputKind::Table
   // Items in it: files, or a table slice's rows once counted (0 until the worker reads it).
   std::int64_t items = 0;
+  // By partition keys: each key's value for this mini-batch (run()'s
+  // mini_batch_context.partition_key_value), in partition_keys' order.
+  std::vector<std::pair<std::string, std::string>> partition;
 };
 
 inline constexpr std::int64_t kDefaultFilesPerBatch = 10;

@@ -188,6 +188,12 @@ void NodeDriver::assign(Worker& worker) {
     for (const auto& file : batch.files) files.push_back(file.string());
     request["files"] = files;
   }
+  if (!batch.partition.empty()) {
+    // [key, value] pairs: partition_keys' order is the dict's (a JSON object's would be sorted).
+    json values = json::array();
+    for (const auto& [key, value] : batch.partition) values.push_back({key, value});
+    request["partition"] = values;
+  }
   // A file name that is not UTF-8 is sent with U+FFFD in it (its try then fails to open it)
   // rather than ending the driver.
   std::string line = request.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";

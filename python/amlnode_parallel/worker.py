@@ -24,11 +24,39 @@ append_rows.
 """
 
 import importlib.util
+import inspect
 import io
 import json
 import os
 import sys
 import traceback
+
+
+class MiniBatchContext:
+    """The optional second argument of run(mini_batch, mini_batch_context), as ParallelRunStep
+    passes it: `partition_key_value` (a dict of the partition keys' values for this mini-batch,
+    empty without partition keys), `dataset` (what the mini-batch came from: here a description,
+    not an azureml Dataset), and `minibatch_index`."""
+
+    def __init__(self, index, partition, dataset):
+        self.minibatch_index = index
+        self.partition_key_value = partition
+        self.dataset = dataset
+
+    def __repr__(self):
+        return (f"MiniBatchContext(minibatch_index={self.minibatch_index}, "
+                f"partition_key_value={self.partition_key_value})")
+
+
+def _takes_context(run):
+    """Whether run() takes a second positional argument (mini_batch_context)."""
+    try:
+        parameters = list(inspect.signature(run).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in parameters
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
 
 
 def _send(out, message):
@@ -121,6 +149,7 @@ def main():
     except BaseException as exc:  # SystemExit too: the driver must hear why
         _send(out, {"init_failed": _error(exc)})
         return 1
+    with_context = _takes_context(module.run)
     _send(out, {"ready": True})
     for line in requests:
         request = json.loads(line)
@@ -132,7 +161,13 @@ def main():
             else:
                 batch = request["files"]
             items = len(batch)
-            result = module.run(batch)
+            if with_context:
+                partition = dict(request.get("partition", []))
+                dataset = "amlnode mini-batch %d of %s" % (
+                    mini_batch, ", ".join(f"{k}={v}" for k, v in partition.items()) or "the input")
+                result = module.run(batch, MiniBatchContext(mini_batch, partition, dataset))
+            else:
+                result = module.run(batch)
             text, count = _rows(result)
             if settings.get("append_rows", True):
                 _write_rows(settings["rows_dir"], mini_batch, ticket, text)

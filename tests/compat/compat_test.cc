@@ -529,6 +529,35 @@ TEST_CASE(
                   "control plane (amlnode submit); amlnode run runs one node");
 }
 
+TEST_CASE(
+    "prs-file-partition: on one node the sample's entry script runs unchanged, a mini-batch "
+    "per partition",
+    "[compat][parallel_run]") {
+  Case c("prs-file-partition");
+  auto result = c.run("job-one-node.yml", "prs-partition-one");
+  INFO(result.out << result.err);
+  REQUIRE(result.exit_code == 0);
+  c.check_ran_original("prs-partition-one", "Code/total_file_size.py", "total_file_size.py");
+  // Each partition (user, genres) is one mini-batch; the rows are the sample's own format: file,
+  // size, its share of the mini-batch, the partition's values, the mini-batch's total.
+  CHECK(test::slurp(c.run_dir("prs-partition-one") / "wd" / "outputs" / "file_size_outputs.txt") ==
+        "orchestra.wav,13,1.0,user1,orchestra,13\n"
+        "disco.wav,11,1.0,user1,disco,11\n"
+        "piano.wav,7,1.0,user2,piano,7\n"
+        "spirituality.wav,17,1.0,user3,spirituality,17\n"
+        "piano.wav,7,0.5,user4,piano,14\n"
+        "piano.wav,7,0.5,user4,piano,14\n");
+  // What run() printed went to its worker's stdout log, mini_batch_context included.
+  std::string printed;
+  for (const char* process : {"process001", "process002"}) {
+    auto log = c.run_dir("prs-partition-one") / "wd" / "logs" / "user" / "stdout" / "0" /
+               (std::string(process) + ".stdout.txt");
+    if (fs::exists(log)) printed += test::slurp(log);
+  }
+  CHECK_THAT(printed,
+             Catch::Contains("partition_key_value = {'user': 'user4', 'genres': 'piano'}"));
+}
+
 // ---- real .runconfig files -----------------------------------------------------------------
 
 TEST_CASE("runconfigs: the saved .runconfig files validate, or are refused naming the field",
