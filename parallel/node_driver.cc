@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,6 +46,9 @@ struct Worker {
   pid_t pid = -1;
   int to = -1;    // the worker's requests pipe
   int from = -1;  // its answers pipe
+  // Readable once the process has ended (pidfd_open; -1 where the kernel has none), so its end
+  // is seen even when a child it forked keeps its answers pipe open.
+  int pidfd = -1;
   std::string buffer;
   bool ready = false;
   std::optional<Assignment> busy;
@@ -72,7 +76,10 @@ class NodeDriver {
   void assign(Worker& worker);
   void read_from(Worker& worker);
   void handle_line(Worker& worker, const std::string& line);
-  void worker_ended(Worker& worker);
+  // The worker is gone: `reaped` is its wait status when already collected.
+  void worker_ended(Worker& worker, std::optional<int> reaped = std::nullopt);
+  // Notices workers that ended while something else keeps their answers pipe open.
+  void reap_exited();
   void check_timeouts();
   void write_progress(bool force);
   void record(const Assignment& assignment, const char* status, std::int64_t items,
@@ -158,6 +165,7 @@ bool NodeDriver::start_worker(Worker& worker) {
     return false;
   }
   worker.pid = pid;
+  worker.pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   worker.to = requests[1];
   worker.from = answers[0];
   worker.buffer.clear();
@@ -254,13 +262,41 @@ void NodeDriver::handle_line(Worker& worker, const std::string& line) {
   }
 }
 
-void NodeDriver::worker_ended(Worker& worker) {
-  int status = 0;
-  while (::waitpid(worker.pid, &status, 0) < 0 && errno == EINTR) {
+void NodeDriver::reap_exited() {
+  for (auto& worker : workers_) {
+    if (worker.pid <= 0) continue;
+    int status = 0;
+    if (::waitpid(worker.pid, &status, WNOHANG) != worker.pid) continue;
+    // Gone, though its answers pipe may still be open (a child it forked holds it): what it
+    // wrote before it ended is read first.
+    char chunk[64 * 1024];
+    pollfd fd{worker.from, POLLIN, 0};
+    while (::poll(&fd, 1, 0) > 0 && (fd.revents & POLLIN)) {
+      ssize_t n = ::read(worker.from, chunk, sizeof chunk);
+      if (n <= 0) break;
+      worker.buffer.append(chunk, static_cast<std::size_t>(n));
+    }
+    std::size_t newline;
+    while ((newline = worker.buffer.find('\n')) != std::string::npos) {
+      std::string line = worker.buffer.substr(0, newline);
+      worker.buffer.erase(0, newline + 1);
+      handle_line(worker, line);
+    }
+    worker_ended(worker, status);
+  }
+}
+
+void NodeDriver::worker_ended(Worker& worker, std::optional<int> reaped) {
+  int status = reaped.value_or(0);
+  // Its answers pipe ended: a worker that closed it and lives on is of no use, and must not hold
+  // the driver in waitpid.
+  if (!reaped) stop_worker(worker, SIGKILL);
+  while (!reaped && ::waitpid(worker.pid, &status, 0) < 0 && errno == EINTR) {
   }
   ::close(worker.to);
   ::close(worker.from);
-  worker.to = worker.from = -1;
+  if (worker.pidfd >= 0) ::close(worker.pidfd);
+  worker.to = worker.from = worker.pidfd = -1;
   worker.pid = -1;
   std::string how = WIFSIGNALED(status) ? "was killed by signal " + std::to_string(WTERMSIG(status))
                                         : "exited with " + std::to_string(WEXITSTATUS(status));
@@ -391,17 +427,22 @@ int NodeDriver::finish() {
     char chunk[4096];
     for (;;) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(give_up - Clock::now());
-      pollfd fd{worker.from, POLLIN, 0};
-      if (left.count() <= 0 || ::poll(&fd, 1, static_cast<int>(left.count())) == 0) {
+      // Its end: the process gone (pidfd), or its answers pipe closed.
+      pollfd fds[2] = {{worker.from, POLLIN, 0}, {worker.pidfd, POLLIN, 0}};
+      int count = worker.pidfd >= 0 ? 2 : 1;
+      if (left.count() <= 0 || ::poll(fds, count, static_cast<int>(left.count())) == 0) {
         stop_worker(worker, SIGKILL);
         break;
       }
-      if (::read(worker.from, chunk, sizeof chunk) <= 0) break;
+      if (count == 2 && (fds[1].revents & POLLIN)) break;
+      if ((fds[0].revents & (POLLIN | POLLHUP)) && ::read(worker.from, chunk, sizeof chunk) <= 0)
+        break;
     }
     int status = 0;
     while (::waitpid(worker.pid, &status, 0) < 0 && errno == EINTR) {
     }
     ::close(worker.from);
+    if (worker.pidfd >= 0) ::close(worker.pidfd);
   }
   if (report_) std::fclose(report_);
   write_progress(true);
@@ -462,6 +503,9 @@ int NodeDriver::run() {
       fds.push_back({worker.from, POLLIN, 0});
       polled.push_back(&worker);
     }
+    std::size_t answer_fds = fds.size();
+    for (auto& worker : workers_)
+      if (worker.pid > 0 && worker.pidfd >= 0) fds.push_back({worker.pidfd, POLLIN, 0});
     if (fds.empty()) {
       fail_node("no worker is left to run the mini-batches");
       break;
@@ -479,9 +523,11 @@ int NodeDriver::run() {
       fail_node(std::string("waiting for the workers failed: ") + std::strerror(errno));
       break;
     }
-    for (std::size_t i = 0; i < fds.size(); ++i) {
-      if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) read_from(*polled[i]);
+    for (std::size_t i = 0; i < answer_fds; ++i) {
+      if (polled[i]->pid > 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        read_from(*polled[i]);
     }
+    reap_exited();
     check_timeouts();
     write_progress(false);
   }

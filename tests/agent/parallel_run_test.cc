@@ -313,3 +313,18 @@ TEST_CASE("partition_keys: one mini-batch per combination of the keys' values in
   CHECK_THAT(test::slurp(ws.wd("partitioned") / "logs" / "job_result.txt"),
              Catch::StartsWith("Completed\n3 mini-batches: 3 processed"));
 }
+
+TEST_CASE("a worker killed for its timeout is replaced though a child it forked keeps its pipes",
+          "[parallel]") {
+  ParallelWorkspace ws;
+  auto job =
+      ws.file_job(3,
+                  "  mini_batch_size: 1\n  error_threshold: -1\n  output_action: append_row\n"
+                  "  process_count_per_node: 1\n  run_invocation_timeout: 1\n"
+                  "  run_max_try: 1\n",
+                  "environment_variables: {HANG_ON: f01.txt, FORK_HELPER: '1'}\n");
+  auto result = ws.run(job, "forked");
+  INFO(result.out << result.err);
+  REQUIRE(result.exit_code == 0);
+  CHECK(ws.output_lines("forked") == std::vector<std::string>{"p-f02.txt", "p-f03.txt"});
+}

@@ -14,6 +14,12 @@ def init():
     prefix = sys.argv[sys.argv.index("--prefix") + 1]
     if os.environ.get("INIT_FAILS"):
         raise RuntimeError("the model could not be loaded")
+    if os.environ.get("FORK_HELPER"):
+        # A helper process forked in init() (as a multiprocessing pool's would be) inherits the
+        # worker's pipes and outlives it.
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
     EntryScript().logger.info("init done")
 
 
