@@ -136,13 +136,27 @@ Result<std::vector<MiniBatch>> split_by_partition(const std::vector<fs::path>& f
                      format + "\"");
     key_groups.push_back(static_cast<std::size_t>(found - names.begin()) + 2);
   }
-  std::regex matcher(pattern);
+  if (format.size() > 1024)
+    return invalid("parallel_run.partition_format: longer than 1024 characters");
+  std::regex matcher;
+  try {
+    matcher = std::regex(pattern);
+  } catch (const std::regex_error& e) {
+    return invalid("parallel_run.partition_format: \"" + format +
+                   "\" cannot be matched: " + e.what());
+  }
   std::map<std::vector<std::string>, std::size_t> batch_of;
   std::vector<MiniBatch> batches;
   for (const auto& file : files) {
     std::smatch match;
     const std::string text = file.generic_string();
-    if (!std::regex_search(text, match, matcher))
+    bool matched = false;
+    try {
+      matched = std::regex_search(text, match, matcher);
+    } catch (const std::regex_error& e) {
+      return invalid("parallel_run.partition_format: matching " + text + " failed: " + e.what());
+    }
+    if (!matched)
       return invalid("parallel_run.partition_format: " + text + " does not match \"" + format +
                      "\"");
     std::vector<std::string> values;

@@ -555,7 +555,11 @@ class NativeReader {
       if (auto keys = reader_.text_list(f)) run.partition_keys = *keys;
     });
     walker.on("partition_format", [&](const Field& f) {
-      if (auto text = reader_.text(f)) run.partition_format = *text;
+      auto text = reader_.text(f);
+      // A path pattern: bounded, as it becomes a regular expression on the node.
+      if (text && text->size() > 1024)
+        return reader_.wrong(f, "a path pattern of at most 1024 characters");
+      if (text) run.partition_format = *text;
     });
     walker.on("error_threshold", [&](const Field& f) {
       if (auto v = reader_.integer(f, -1, "an integer >= -1 (-1: no limit)"))
