@@ -172,8 +172,11 @@ struct UserCommands::State {
     auto tail = client.call(
         "GET", base + "/" + url_path_escape(newest, true) + "?offset=" + std::to_string(from));
     if (!tail.ok() || tail->status != 200) return "";
+    // Logs ship as they are read, not by line: an unfinished last line is left out.
     std::string text = tail->body;
-    while (!text.empty() && text.back() == '\n') text.pop_back();
+    auto end = text.rfind('\n');
+    if (end == std::string::npos) return "";
+    text.resize(end);
     return text.substr(text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1);
   }
 

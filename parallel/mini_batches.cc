@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cctype>
 #include <map>
-#include <regex>
 #include <string_view>
 
 namespace amlnode::parallel {
@@ -97,6 +96,79 @@ std::vector<MiniBatch> split_files(const std::vector<fs::path>& files,
   return batches;
 }
 
+namespace {
+
+// One path component of a partition format: literal text and {name} placeholders, in order.
+struct FormatPiece {
+  bool placeholder = false;
+  std::string text;  // the literal, or the placeholder's name
+};
+using FormatComponent = std::vector<FormatPiece>;
+
+Result<std::vector<FormatComponent>> parse_partition_format(std::string format) {
+  if (format.size() > 1024)
+    return invalid("parallel_run.partition_format: longer than 1024 characters");
+  // "/{Country}/..." as Azure ML's documents write it: matched from the end of the path anyway.
+  while (!format.empty() && format.front() == '/') format.erase(0, 1);
+  std::vector<FormatComponent> components(1);
+  for (std::size_t at = 0; at < format.size();) {
+    FormatComponent& component = components.back();
+    if (format[at] == '/') {
+      components.emplace_back();
+      ++at;
+    } else if (format[at] == '{') {
+      auto end = format.find('}', at);
+      if (end == std::string::npos)
+        return invalid("parallel_run.partition_format: a { without its }");
+      std::string name = format.substr(at + 1, end - at - 1);
+      if (name.empty() || name.find_first_of(":{/") != std::string::npos)
+        return invalid("parallel_run.partition_format: {" + name +
+                       "}: only plain {name} placeholders are supported (not date formats)");
+      // Two placeholders side by side cannot be told apart.
+      if (!component.empty() && component.back().placeholder)
+        return invalid("parallel_run.partition_format: {" + component.back().text + "}{" + name +
+                       "}: placeholders need text between them");
+      component.push_back({true, name});
+      at = end + 1;
+    } else {
+      if (component.empty() || component.back().placeholder) component.push_back({false, ""});
+      component.back().text.push_back(format[at++]);
+    }
+  }
+  return components;
+}
+
+// Matches one path component in one pass: a placeholder takes the text up to its next literal
+// (the last occurrence when that literal ends the component, so "{name}.csv" takes "a.b" of
+// "a.b.csv"), or the rest. Appends the placeholders' values.
+bool match_component(const FormatComponent& pieces, std::string_view text,
+                     std::vector<std::string>& values) {
+  std::size_t at = 0;
+  for (std::size_t i = 0; i < pieces.size(); ++i) {
+    const FormatPiece& piece = pieces[i];
+    if (!piece.placeholder) {
+      if (text.substr(at, piece.text.size()) != piece.text) return false;
+      at += piece.text.size();
+      continue;
+    }
+    std::size_t end = text.size();
+    if (i + 1 < pieces.size()) {
+      const std::string& next = pieces[i + 1].text;
+      bool last = i + 2 == pieces.size();
+      end = last ? (text.size() >= next.size() && text.substr(text.size() - next.size()) == next
+                        ? text.size() - next.size()
+                        : std::string_view::npos)
+                 : text.find(next, at);
+      if (end == std::string_view::npos || end < at) return false;
+    }
+    values.emplace_back(text.substr(at, end - at));
+    at = end;
+  }
+  return at == text.size();
+}
+
+}  // namespace
+
 Result<std::vector<MiniBatch>> split_by_partition(const std::vector<fs::path>& files,
                                                   const std::string& format,
                                                   const std::vector<std::string>& keys) {
@@ -104,29 +176,13 @@ Result<std::vector<MiniBatch>> split_by_partition(const std::vector<fs::path>& f
     return invalid(
         "parallel_run.partition_format: partition_keys need the input's "
         "partition_format (\"data/{user}/{season}/{file}.wav\")");
-  // The format as a regular expression: its text literal, each {key} one path component's part.
-  std::string pattern = "(^|/)";
+  auto components = parse_partition_format(format);
+  if (!components.ok()) return components.error();
   std::vector<std::string> names;
-  for (std::size_t at = 0; at < format.size();) {
-    if (format[at] == '{') {
-      auto end = format.find('}', at);
-      if (end == std::string::npos)
-        return invalid("parallel_run.partition_format: a { without its }");
-      std::string name = format.substr(at + 1, end - at - 1);
-      if (name.empty() || name.find(':') != std::string::npos)
-        return invalid("parallel_run.partition_format: {" + name +
-                       "}: only plain {name} placeholders are supported (not date formats)");
-      names.push_back(name);
-      pattern += "([^/]*)";
-      at = end + 1;
-      continue;
-    }
-    if (std::string_view("\\^$.|?*+()[]{}").find(format[at]) != std::string_view::npos)
-      pattern += '\\';
-    pattern += format[at++];
-  }
-  pattern += "$";
-  std::vector<std::size_t> key_groups;
+  for (const auto& component : *components)
+    for (const auto& piece : component)
+      if (piece.placeholder) names.push_back(piece.text);
+  std::vector<std::size_t> key_index;
   for (const auto& key : keys) {
     auto found = std::find(names.begin(), names.end(), key);
     if (found == names.end())
@@ -134,38 +190,30 @@ Result<std::vector<MiniBatch>> split_by_partition(const std::vector<fs::path>& f
                      " is not a {name} of "
                      "partition_format \"" +
                      format + "\"");
-    key_groups.push_back(static_cast<std::size_t>(found - names.begin()) + 2);
-  }
-  if (format.size() > 1024)
-    return invalid("parallel_run.partition_format: longer than 1024 characters");
-  std::regex matcher;
-  try {
-    matcher = std::regex(pattern);
-  } catch (const std::regex_error& e) {
-    return invalid("parallel_run.partition_format: \"" + format +
-                   "\" cannot be matched: " + e.what());
+    key_index.push_back(static_cast<std::size_t>(found - names.begin()));
   }
   std::map<std::vector<std::string>, std::size_t> batch_of;
   std::vector<MiniBatch> batches;
   for (const auto& file : files) {
-    std::smatch match;
-    const std::string text = file.generic_string();
-    bool matched = false;
-    try {
-      matched = std::regex_search(text, match, matcher);
-    } catch (const std::regex_error& e) {
-      return invalid("parallel_run.partition_format: matching " + text + " failed: " + e.what());
+    // The format matches the path's last components, one for one.
+    std::vector<std::string> parts;
+    for (const auto& part : file) parts.push_back(part.string());
+    std::vector<std::string> values;
+    bool matched = parts.size() >= components->size();
+    for (std::size_t c = 0; matched && c < components->size(); ++c) {
+      const std::string& part = parts[parts.size() - components->size() + c];
+      matched = match_component((*components)[c], part, values);
     }
     if (!matched)
-      return invalid("parallel_run.partition_format: " + text + " does not match \"" + format +
-                     "\"");
-    std::vector<std::string> values;
-    for (auto group : key_groups) values.push_back(match[static_cast<int>(group)].str());
-    auto [at, added] = batch_of.emplace(values, batches.size());
+      return invalid("parallel_run.partition_format: " + file.generic_string() +
+                     " does not match \"" + format + "\"");
+    std::vector<std::string> key_values;
+    for (auto index : key_index) key_values.push_back(values[index]);
+    auto [at, added] = batch_of.emplace(key_values, batches.size());
     if (added) {
       batches.emplace_back();
       for (std::size_t k = 0; k < keys.size(); ++k)
-        batches.back().partition.emplace_back(keys[k], values[k]);
+        batches.back().partition.emplace_back(keys[k], key_values[k]);
     }
     batches[at->second].files.push_back(file);
     batches[at->second].items += 1;

@@ -24,6 +24,7 @@ namespace {
 constexpr std::size_t kMaxWorkerLine = 4 << 20;  // one answer; longer means a broken worker
 constexpr auto kProgressInterval = std::chrono::seconds(1);
 constexpr auto kWorkerExitGrace = std::chrono::seconds(10);
+constexpr auto kEndGrace = std::chrono::seconds(2);
 constexpr std::size_t kMaxErrorBytes = 32 << 10;  // error.json is read back bounded
 
 Error invalid(const std::string& what) {
@@ -76,6 +77,7 @@ class NodeDriver {
   void assign(Worker& worker);
   void read_from(Worker& worker);
   void handle_line(Worker& worker, const std::string& line);
+  void wait_for_end(Worker& worker, Clock::time_point deadline);
   // The worker is gone: `reaped` is its wait status when already collected.
   void worker_ended(Worker& worker, std::optional<int> reaped = std::nullopt);
   // Notices workers that ended while something else keeps their answers pipe open.
@@ -262,6 +264,25 @@ void NodeDriver::handle_line(Worker& worker, const std::string& line) {
   }
 }
 
+// Waits until the worker's process has ended (its pidfd; without one, its answers pipe closing),
+// and SIGKILLs it at `deadline`. Its answers are read and dropped meanwhile.
+void NodeDriver::wait_for_end(Worker& worker, Clock::time_point deadline) {
+  char chunk[4096];
+  bool pipe_open = true;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    pollfd fds[2] = {{worker.pidfd, POLLIN, 0}, {pipe_open ? worker.from : -1, POLLIN, 0}};
+    if (worker.pidfd < 0 && !pipe_open) return;  // the pipe closed: as near as it can tell
+    if (left.count() <= 0 || ::poll(fds, 2, static_cast<int>(left.count())) == 0) {
+      stop_worker(worker, SIGKILL);
+      return;
+    }
+    if (fds[0].revents & POLLIN) return;
+    if ((fds[1].revents & (POLLIN | POLLHUP)) && ::read(worker.from, chunk, sizeof chunk) <= 0)
+      pipe_open = false;
+  }
+}
+
 void NodeDriver::reap_exited() {
   for (auto& worker : workers_) {
     if (worker.pid <= 0) continue;
@@ -269,9 +290,11 @@ void NodeDriver::reap_exited() {
     if (::waitpid(worker.pid, &status, WNOHANG) != worker.pid) continue;
     // Gone, though its answers pipe may still be open (a child it forked holds it): what it
     // wrote before it ended is read first.
+    // Bounded: a child it forked could go on writing there.
     char chunk[64 * 1024];
     pollfd fd{worker.from, POLLIN, 0};
-    while (::poll(&fd, 1, 0) > 0 && (fd.revents & POLLIN)) {
+    while (worker.buffer.size() <= kMaxWorkerLine && ::poll(&fd, 1, 0) > 0 &&
+           (fd.revents & POLLIN)) {
       ssize_t n = ::read(worker.from, chunk, sizeof chunk);
       if (n <= 0) break;
       worker.buffer.append(chunk, static_cast<std::size_t>(n));
@@ -288,9 +311,10 @@ void NodeDriver::reap_exited() {
 
 void NodeDriver::worker_ended(Worker& worker, std::optional<int> reaped) {
   int status = reaped.value_or(0);
-  // Its answers pipe ended: a worker that closed it and lives on is of no use, and must not hold
-  // the driver in waitpid.
-  if (!reaped) stop_worker(worker, SIGKILL);
+  // Its answers pipe ended: the worker is exiting (Python closes it at shutdown), or closed it and
+  // lives on, of no use then. It gets a moment to end by itself, then SIGKILL, so that it never
+  // holds the driver in waitpid.
+  if (!reaped) wait_for_end(worker, Clock::now() + kEndGrace);
   while (!reaped && ::waitpid(worker.pid, &status, 0) < 0 && errno == EINTR) {
   }
   ::close(worker.to);
@@ -424,20 +448,7 @@ int NodeDriver::finish() {
   auto give_up = Clock::now() + kWorkerExitGrace;
   for (auto& worker : workers_) {
     if (worker.pid <= 0) continue;
-    char chunk[4096];
-    for (;;) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(give_up - Clock::now());
-      // Its end: the process gone (pidfd), or its answers pipe closed.
-      pollfd fds[2] = {{worker.from, POLLIN, 0}, {worker.pidfd, POLLIN, 0}};
-      int count = worker.pidfd >= 0 ? 2 : 1;
-      if (left.count() <= 0 || ::poll(fds, count, static_cast<int>(left.count())) == 0) {
-        stop_worker(worker, SIGKILL);
-        break;
-      }
-      if (count == 2 && (fds[1].revents & POLLIN)) break;
-      if ((fds[0].revents & (POLLIN | POLLHUP)) && ::read(worker.from, chunk, sizeof chunk) <= 0)
-        break;
-    }
+    wait_for_end(worker, give_up);
     int status = 0;
     while (::waitpid(worker.pid, &status, 0) < 0 && errno == EINTR) {
     }

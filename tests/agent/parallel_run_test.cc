@@ -317,14 +317,22 @@ TEST_CASE("partition_keys: one mini-batch per combination of the keys' values in
 TEST_CASE("a worker killed for its timeout is replaced though a child it forked keeps its pipes",
           "[parallel]") {
   ParallelWorkspace ws;
-  auto job =
-      ws.file_job(3,
-                  "  mini_batch_size: 1\n  error_threshold: -1\n  output_action: append_row\n"
-                  "  process_count_per_node: 1\n  run_invocation_timeout: 1\n"
-                  "  run_max_try: 1\n",
-                  "environment_variables: {HANG_ON: f01.txt, FORK_HELPER: '1'}\n");
+  auto helpers = ws.dir / "helpers.txt";
+  // Each worker forks a helper that sleeps for 10 minutes holding the worker's pipes.
+  auto job = ws.file_job(
+      3,
+      "  mini_batch_size: 1\n  error_threshold: -1\n  output_action: append_row\n"
+      "  process_count_per_node: 1\n  run_invocation_timeout: 1\n"
+      "  run_max_try: 2\n",
+      "environment_variables: {HANG_ON: f01.txt, FORK_HELPER: " + helpers.string() + "}\n");
+  auto started = std::chrono::steady_clock::now();
   auto result = ws.run(job, "forked");
+  auto took = std::chrono::steady_clock::now() - started;
+  std::istringstream pids(test::slurp(helpers));
+  for (pid_t pid = 0; pids >> pid;) ::kill(pid, SIGKILL);
   INFO(result.out << result.err);
   REQUIRE(result.exit_code == 0);
   CHECK(ws.output_lines("forked") == std::vector<std::string>{"p-f02.txt", "p-f03.txt"});
+  // The workers' ends were seen when they ended, not when the helpers let go of their pipes.
+  CHECK(took < std::chrono::seconds(60));
 }

@@ -115,6 +115,16 @@ TEST_CASE("partition keys make one mini-batch per combination of their values in
   CHECK_THAT(split_by_partition(files, "data/{day:yyyy/MM/dd}/x.wav", {"day"}).error().message,
              Catch::Contains("only plain {name} placeholders"));
   CHECK(!split_by_partition(files, "", {"user"}).ok());
+  // Azure ML's documents write the format from a leading /.
+  CHECK(split_by_partition(files, "/{user}/{season}/{genres}.wav", {"user"})->size() == 2);
+  // A placeholder before a literal that ends its component takes up to the last occurrence.
+  auto dots = split_by_partition({"/d/a.b.csv"}, "{name}.csv", {"name"});
+  REQUIRE(dots.ok());
+  CHECK(dots->front().partition.front().second == "a.b");
+  // Two placeholders side by side cannot be told apart.
+  CHECK_THAT(
+      split_by_partition(files, "data/{user}{season}/{genres}.wav", {"user"}).error().message,
+      Catch::Contains("placeholders need text between them"));
   // Characters a regular expression would read are literal in the format.
   std::vector<fs::path> dotted = {"/d/a+b/v1.0.csv", "/d/a+b/v1x0.csv"};
   auto literal = split_by_partition(dotted, "{name}/v1.0.csv", {"name"});

@@ -17,9 +17,12 @@ def init():
     if os.environ.get("FORK_HELPER"):
         # A helper process forked in init() (as a multiprocessing pool's would be) inherits the
         # worker's pipes and outlives it.
-        if os.fork() == 0:
-            time.sleep(30)
+        helper = os.fork()
+        if helper == 0:
+            time.sleep(600)
             os._exit(0)
+        with open(os.environ["FORK_HELPER"], "a") as helpers:
+            helpers.write(f"{helper}\n")
     EntryScript().logger.info("init done")
 
 
