@@ -252,13 +252,6 @@ void plan_parallel_run(const Job& job, const PlanContext& context, Plan& plan) {
     return;
   }
   if (!run.partition_keys.empty()) {
-    if (spec.inputs.front().kind != parallel::InputKind::Files) {
-      plan.cannot_run = Error{"NotSupported",
-                              "parallel_run.partition_keys: a tabular dataset by "
-                              "partition keys is not supported yet; a file "
-                              "dataset's is"};
-      return;
-    }
     if (run.partition_format.empty()) {
       plan.cannot_run = Error{"InvalidJob",
                               "parallel_run.partition_format: partition_keys need "

@@ -215,8 +215,12 @@ Result<std::vector<MiniBatch>> split_by_partition(const std::vector<fs::path>& f
       for (std::size_t k = 0; k < keys.size(); ++k)
         batches.back().partition.emplace_back(keys[k], key_values[k]);
     }
-    batches[at->second].files.push_back(file);
-    batches[at->second].items += 1;
+    MiniBatch& batch = batches[at->second];
+    batch.files.push_back(file);
+    batch.items += 1;
+    std::vector<std::pair<std::string, std::string>> columns;
+    for (std::size_t n = 0; n < names.size(); ++n) columns.emplace_back(names[n], values[n]);
+    batch.file_columns.push_back(std::move(columns));
   }
   return batches;
 }

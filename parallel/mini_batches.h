@@ -38,6 +38,9 @@ struct MiniBatch {
   // By partition keys: each key's value for this mini-batch (run()'s
   // mini_batch_context.partition_key_value), in partition_keys' order.
   std::vector<std::pair<std::string, std::string>> partition;
+  // By partition keys: every placeholder's value of each file (files[i]'s at i), which a tabular
+  // dataset's rows gain as columns, as partition_format adds them in Azure ML.
+  std::vector<std::vector<std::pair<std::string, std::string>>> file_columns;
 };
 
 inline constexpr std::int64_t kDefaultFilesPerBatch = 10;

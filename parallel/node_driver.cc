@@ -188,11 +188,22 @@ void NodeDriver::assign(Worker& worker) {
   if (!next) return;
   const MiniBatch& batch = batches_[next->mini_batch];
   json request = {{"id", next->ticket}, {"mini_batch", next->mini_batch}};
-  if (batch.slice) {
+  bool table = !spec_.inputs.empty() && spec_.inputs.front().kind == InputKind::Table;
+  if (table && batch.slice) {
     request["table"] = {{"file", batch.slice->file.string()},
                         {"header_end", batch.slice->header_end},
                         {"begin", batch.slice->begin},
                         {"end", batch.slice->end}};
+  } else if (table) {
+    // A table by partition keys: whole files, each with its placeholders' values as columns.
+    json files = json::array();
+    for (std::size_t i = 0; i < batch.files.size(); ++i) {
+      json columns = json::array();
+      if (i < batch.file_columns.size())
+        for (const auto& [name, value] : batch.file_columns[i]) columns.push_back({name, value});
+      files.push_back({{"file", batch.files[i].string()}, {"columns", columns}});
+    }
+    request["table_files"] = files;
   } else {
     json files = json::array();
     for (const auto& file : batch.files) files.push_back(file.string());
@@ -556,11 +567,10 @@ Result<std::vector<MiniBatch>> node_mini_batches(const NodeSpec& spec) {
   }
   InputKind kind = spec.inputs.empty() ? InputKind::Files : spec.inputs.front().kind;
   if (!spec.partition_keys.empty()) {
-    if (kind != InputKind::Files)
-      return invalid(
-          "parallel_run.partition_keys: a tabular dataset by partition keys is not "
-          "supported yet; a file dataset's is");
-    return split_by_partition(files, spec.partition_format, spec.partition_keys);
+    auto batches = split_by_partition(files, spec.partition_format, spec.partition_keys);
+    if (!batches.ok() || kind == InputKind::Files) return batches;
+    for (auto& batch : *batches) batch.items = 0;  // a table's rows, counted when read
+    return batches;
   }
   if (kind == InputKind::Files) {
     std::uint64_t per_batch = kDefaultFilesPerBatch;

@@ -93,6 +93,31 @@ def _load(entry_script):
     return module
 
 
+def _read_whole(settings, path):
+    import pandas
+
+    if settings["format"] == "parquet":
+        return pandas.read_parquet(path)
+    if settings["format"] == "json_lines":
+        return pandas.read_json(path, lines=True)
+    return pandas.read_csv(path, sep=settings.get("separator", ","),
+                           header=0 if settings.get("header", True) else None)
+
+
+def _read_partition(settings, files):
+    """A table's partition: its files whole, each gaining its partition_format values as columns
+    (strings, as the path gives them)."""
+    import pandas
+
+    frames = []
+    for entry in files:
+        frame = _read_whole(settings, entry["file"])
+        for name, value in entry["columns"]:
+            frame[name] = value
+        frames.append(frame)
+    return pandas.concat(frames, ignore_index=True) if frames else pandas.DataFrame()
+
+
 def _read_table(settings, table):
     import pandas
 
@@ -158,6 +183,8 @@ def main():
         try:
             if "table" in request:
                 batch = _read_table(settings, request["table"])
+            elif "table_files" in request:
+                batch = _read_partition(settings, request["table_files"])
             else:
                 batch = request["files"]
             items = len(batch)

@@ -336,3 +336,23 @@ TEST_CASE("a worker killed for its timeout is replaced though a child it forked 
   // The workers' ends were seen when they ended, not when the helpers let go of their pipes.
   CHECK(took < std::chrono::seconds(60));
 }
+
+TEST_CASE("a tabular dataset by partition keys: a DataFrame per key, the path's values as columns",
+          "[parallel]") {
+  ParallelWorkspace ws;
+  ws.dir.write("project/sales/east/2021.csv", "amount\n10\n");
+  ws.dir.write("project/sales/east/2022.csv", "amount\n20\n1\n");
+  ws.dir.write("project/sales/west/2021.csv", "amount\n5\n7\n");
+  auto job = ws.job("region_totals.py", "inputs:\n  sales: {path: sales, dataset: tabular}\n",
+                    "  partition_keys: [region]\n"
+                    "  partition_format: /{region}/{year}.csv\n"
+                    "  error_threshold: -1\n  output_action: append_row\n"
+                    "  process_count_per_node: 2\n");
+  auto result = ws.run(job, "regions");
+  INFO(result.out << result.err);
+  REQUIRE(result.exit_code == 0);
+  CHECK(ws.output_lines("regions") ==
+        std::vector<std::string>{"east 2021,2022 31 3", "west 2021 12 2"});
+  CHECK_THAT(test::slurp(ws.wd("regions") / "logs" / "job_result.txt"),
+             Catch::StartsWith("Completed\n2 mini-batches: 2 processed, 0 failed; 2 rows"));
+}
