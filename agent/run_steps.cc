@@ -94,9 +94,6 @@ Result<executors::environments::EnvironmentConfig> environment_config(const Node
   return executors::environments::environment_config_from_json(config.environments, state_dir);
 }
 
-namespace {
-
-// The NVIDIA device nodes present (/dev/nvidia<N>): a node without the driver has none.
 int nvidia_gpu_count() {
   int count = 0;
   std::error_code ec;
@@ -108,8 +105,6 @@ int nvidia_gpu_count() {
   }
   return count;
 }
-
-}  // namespace
 
 executors::PlanContext plan_context(
     const NodeConfig& config, const fs::path& state_dir, const std::string& run_id,

@@ -42,6 +42,10 @@ class SystemLog {
 Result<executors::environments::EnvironmentConfig> environment_config(
     const NodeConfig& config, const std::filesystem::path& state_dir);
 
+// The NVIDIA device nodes present (/dev/nvidia<N>): a node without the driver has none. What
+// the node registers as its GPUs, and a ParallelRunStep's default worker count.
+int nvidia_gpu_count();
+
 executors::PlanContext plan_context(const NodeConfig& config,
                                     const std::filesystem::path& state_dir,
                                     const std::string& run_id, double kill_grace_seconds,

@@ -1,8 +1,23 @@
 #include "common/hash.h"
 
 #include <nettle/sha2.h>
+#include <sys/random.h>
+
+#include <cerrno>
 
 namespace amlnode {
+
+std::string random_hex(std::size_t bytes) {
+  std::string raw(bytes, '\0');
+  std::size_t got = 0;
+  while (got < bytes) {
+    ssize_t n = ::getrandom(raw.data() + got, bytes - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return "";
+    got += static_cast<std::size_t>(n);
+  }
+  return hex_encode(raw);
+}
 
 std::string hex_encode(std::string_view bytes) {
   static constexpr char kHex[] = "0123456789abcdef";

@@ -77,6 +77,8 @@ class NodeDriver {
   void assign(Worker& worker);
   void read_from(Worker& worker);
   void handle_line(Worker& worker, const std::string& line);
+  // Handles every whole line of the worker's buffer.
+  void handle_lines(Worker& worker);
   void wait_for_end(Worker& worker, Clock::time_point deadline);
   // The worker is gone: `reaped` is its wait status when already collected.
   void worker_ended(Worker& worker, std::optional<int> reaped = std::nullopt);
@@ -230,18 +232,22 @@ void NodeDriver::assign(Worker& worker) {
   }
 }
 
-void NodeDriver::read_from(Worker& worker) {
-  char chunk[64 * 1024];
-  ssize_t n = ::read(worker.from, chunk, sizeof chunk);
-  if (n < 0 && errno == EINTR) return;
-  if (n <= 0) return worker_ended(worker);
-  worker.buffer.append(chunk, static_cast<std::size_t>(n));
+void NodeDriver::handle_lines(Worker& worker) {
   std::size_t newline;
   while ((newline = worker.buffer.find('\n')) != std::string::npos) {
     std::string line = worker.buffer.substr(0, newline);
     worker.buffer.erase(0, newline + 1);
     handle_line(worker, line);
   }
+}
+
+void NodeDriver::read_from(Worker& worker) {
+  char chunk[64 * 1024];
+  ssize_t n = ::read(worker.from, chunk, sizeof chunk);
+  if (n < 0 && errno == EINTR) return;
+  if (n <= 0) return worker_ended(worker);
+  worker.buffer.append(chunk, static_cast<std::size_t>(n));
+  handle_lines(worker);
   if (worker.buffer.size() > kMaxWorkerLine) {
     stop_worker(worker, SIGKILL);  // a broken worker: its end fails what it held
     worker.buffer.clear();
@@ -300,8 +306,7 @@ void NodeDriver::reap_exited() {
     int status = 0;
     if (::waitpid(worker.pid, &status, WNOHANG) != worker.pid) continue;
     // Gone, though its answers pipe may still be open (a child it forked holds it): what it
-    // wrote before it ended is read first.
-    // Bounded: a child it forked could go on writing there.
+    // wrote before it ended is read first, bounded, since that child could go on writing.
     char chunk[64 * 1024];
     pollfd fd{worker.from, POLLIN, 0};
     while (worker.buffer.size() <= kMaxWorkerLine && ::poll(&fd, 1, 0) > 0 &&
@@ -310,12 +315,7 @@ void NodeDriver::reap_exited() {
       if (n <= 0) break;
       worker.buffer.append(chunk, static_cast<std::size_t>(n));
     }
-    std::size_t newline;
-    while ((newline = worker.buffer.find('\n')) != std::string::npos) {
-      std::string line = worker.buffer.substr(0, newline);
-      worker.buffer.erase(0, newline + 1);
-      handle_line(worker, line);
-    }
+    handle_lines(worker);
     worker_ended(worker, status);
   }
 }

@@ -17,6 +17,7 @@
 
 #include "agent/daemon/control_plane_client.h"
 #include "common/error_codes.h"
+#include "common/hash.h"
 
 namespace amlnode::agent {
 namespace {
@@ -108,20 +109,12 @@ sigset_t forwarded_signals() {
   return set;
 }
 
-// A name for one launch, so that asking again after a lost answer adds no second one.
+// A name for one launch, so that asking again after a lost answer adds no second one. The pid
+// and the time keep it apart from others' should the random bytes be unavailable.
 std::string random_key() {
-  unsigned char bytes[16] = {};
-  FILE* source = std::fopen("/dev/urandom", "rb");
-  std::size_t got = source ? std::fread(bytes, 1, sizeof bytes, source) : 0;
-  if (source) std::fclose(source);
-  std::string key = std::to_string(::getpid()) + "-";
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (std::size_t i = 0; i < got; ++i) {
-    key.push_back(kHex[bytes[i] >> 4]);
-    key.push_back(kHex[bytes[i] & 15]);
-  }
-  if (got == 0) key += std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
-  return key;
+  return std::to_string(::getpid()) + "-" +
+         std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()) + "-" +
+         random_hex(8);
 }
 
 // Where the launched daemon's ranks keep Open MPI's shared-memory segments. Their names hold the

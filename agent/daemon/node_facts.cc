@@ -7,9 +7,9 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
-#include <filesystem>
-#include <regex>
 #include <thread>
+
+#include "agent/run_steps.h"
 
 namespace amlnode::agent {
 
@@ -53,16 +53,6 @@ std::uint64_t memory_bytes() {
   return pages > 0 && page_size > 0 ? static_cast<std::uint64_t>(pages) * page_size : 0;
 }
 
-int nvidia_gpus() {
-  static const std::regex device("nvidia[0-9]+");
-  int count = 0;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator("/dev", ec)) {
-    if (std::regex_match(entry.path().filename().string(), device)) ++count;
-  }
-  return count;
-}
-
 }  // namespace
 
 NodeFacts collect_node_facts(const std::map<std::string, std::string>& labels, int ssh_port) {
@@ -72,7 +62,7 @@ NodeFacts collect_node_facts(const std::map<std::string, std::string>& labels, i
   facts.ssh_port = ssh_port;
   facts.cpus = static_cast<int>(std::thread::hardware_concurrency());
   facts.memory_bytes = memory_bytes();
-  facts.gpus = nvidia_gpus();
+  facts.gpus = nvidia_gpu_count();
   facts.labels = labels;
   facts.agent_version = AMLNODE_VERSION;
   return facts;

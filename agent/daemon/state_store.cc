@@ -115,16 +115,11 @@ Result<void> create_private_file(const std::filesystem::path& file) {
 }
 
 // `bytes` bytes from the kernel's CSPRNG, in hex.
-Result<std::string> random_hex(std::size_t bytes) {
-  std::string raw(bytes, '\0');
-  std::size_t got = 0;
-  while (got < bytes) {
-    ssize_t n = ::getrandom(raw.data() + got, bytes - got, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Error{"StateStoreError", std::string("getrandom: ") + std::strerror(errno)};
-    got += static_cast<std::size_t>(n);
-  }
-  return hex_encode(raw);
+Result<std::string> random_key(std::size_t bytes) {
+  std::string key = random_hex(bytes);
+  if (key.empty())
+    return Error{"StateStoreError", std::string("getrandom: ") + std::strerror(errno)};
+  return key;
 }
 
 // Columns added after a state dir may have been made: an older agent.db gains them.
@@ -246,7 +241,7 @@ class SqliteStateStore final : public StateStore {
     int step = sqlite3_step(query.stmt);
     if (step == SQLITE_ROW) return std::string(column_text(query.stmt, 0));
     if (step != SQLITE_DONE) return store_error(db_, "reading the registration key");
-    auto key = random_hex(32);
+    auto key = random_key(32);
     if (!key.ok()) return key.error();
     Statement insert;
     if (sqlite3_prepare_v2(db_,

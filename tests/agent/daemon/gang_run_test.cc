@@ -146,6 +146,32 @@ struct GangCluster {
     auto text = test::slurp(starts_file());
     return static_cast<int>(std::count(text.begin(), text.end(), '\n'));
   }
+  // Waits until `count` ranks have written "RANK PID" lines to `file` (ranks_pid_wait.py).
+  std::map<int, pid_t> rank_pids(const fs::path& file, std::size_t count) {
+    std::map<int, pid_t> pids;
+    REQUIRE(test::eventually(
+        [&] {
+          std::error_code ec;
+          if (!fs::exists(file, ec)) return false;
+          std::istringstream lines(test::slurp(file));
+          int rank = 0;
+          pid_t pid = 0;
+          while (lines >> rank >> pid) pids[rank] = pid;
+          return pids.size() == count;
+        },
+        60s));
+    return pids;
+  }
+  // Whether every one of the ranks is gone, within the grace the tests allow.
+  static bool all_gone(const std::map<int, pid_t>& pids) {
+    return test::eventually(
+        [&] {
+          for (const auto& [rank, pid] : pids)
+            if (::kill(pid, 0) == 0) return false;
+          return true;
+        },
+        30s);
+  }
   // Which agent is `node_id`: agent k registered with 127.0.0.(k + 2) as its first address.
   int agent_of(const std::string& node_id) {
     auto [status, nodes] = server.user_call("GET", "/v1/nodes", nullptr);
@@ -364,18 +390,7 @@ TEST_CASE("a rank SIGKILLed on one node fails the run, and every rank on every n
       "distributed_job_config: {type: pytorch, communication_backend: gloo, process_count: 4, "
       "node_count: 2}\nenvironment_variables: {PIDS: " +
           pids_file.string() + "}\n");
-  std::map<int, pid_t> pids;
-  REQUIRE(test::eventually(
-      [&] {
-        std::error_code ec;
-        if (!fs::exists(pids_file, ec)) return false;
-        std::istringstream lines(test::slurp(pids_file));
-        int rank = 0;
-        pid_t pid = 0;
-        while (lines >> rank >> pid) pids[rank] = pid;
-        return pids.size() == 4;
-      },
-      60s));
+  auto pids = cluster.rank_pids(pids_file, 4);
   ::kill(pids[3], SIGKILL);
   auto record = cluster.wait_terminal(id);
   INFO(record.dump() << cluster.output());
@@ -384,13 +399,7 @@ TEST_CASE("a rank SIGKILLed on one node fails the run, and every rank on every n
   CHECK_THAT(record["error"]["message"].get<std::string>(),
              Catch::StartsWith("Rank 3 of 4 ('python3') was killed by signal 9 (Killed)"));
   // The master's share hears of it at its next heartbeat and stops its ranks (they take SIGTERM).
-  CHECK(test::eventually(
-      [&] {
-        for (const auto& [rank, pid] : pids)
-          if (::kill(pid, 0) == 0) return false;
-        return true;
-      },
-      30s));
+  CHECK(GangCluster::all_gone(pids));
 }
 
 TEST_CASE(
@@ -459,18 +468,7 @@ TEST_CASE("an MPI rank SIGKILLed on the other node fails the run naming it, and 
       "distributed_job_config: {type: mpi, process_count_per_node: 2, node_count: 2}\n"
       "environment_variables: {PIDS: " +
           pids_file.string() + "}\n");
-  std::map<int, pid_t> pids;
-  REQUIRE(test::eventually(
-      [&] {
-        std::error_code ec;
-        if (!fs::exists(pids_file, ec)) return false;
-        std::istringstream lines(test::slurp(pids_file));
-        int rank = 0;
-        pid_t pid = 0;
-        while (lines >> rank >> pid) pids[rank] = pid;
-        return pids.size() == 4;
-      },
-      60s));
+  auto pids = cluster.rank_pids(pids_file, 4);
   ::kill(pids[3], SIGKILL);
   auto record = cluster.wait_terminal(id);
   INFO(record.dump() << cluster.output() << cluster.log(id, "user_logs/mpi_log.txt"));
@@ -478,11 +476,5 @@ TEST_CASE("an MPI rank SIGKILLed on the other node fails the run naming it, and 
   // mpirun on the master saw its daemon's rank die and names it.
   CHECK(record["error"]["node_rank"] == 0);
   CHECK_THAT(record["error"]["message"].get<std::string>(), Catch::Contains("Rank 3 of 4"));
-  CHECK(test::eventually(
-      [&] {
-        for (const auto& [rank, pid] : pids)
-          if (::kill(pid, 0) == 0) return false;
-        return true;
-      },
-      30s));
+  CHECK(GangCluster::all_gone(pids));
 }
