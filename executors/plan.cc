@@ -285,6 +285,7 @@ void plan_parallel_run(const Job& job, const PlanContext& context, Plan& plan) {
   spec.rules.count_missing_rows = spec.append_rows;
   spec.run_invocation_timeout = run.run_invocation_timeout;
   spec.append_row_file_name = run.append_row_file_name;
+  spec.logging_level = run.logging_level;
   spec.outputs_dir = plan.working_dir / "outputs";
   spec.logs_dir = plan.working_dir / "logs";
   spec.state_dir = plan.run_dir / "parallel";

@@ -155,6 +155,7 @@ bool NodeDriver::start_worker(Worker& worker) {
     ::setenv("AMLNODE_PRS_OUT", "4", 1);
     ::setenv("AMLNODE_PRS_WORKER", settings_text.c_str(), 1);
     ::setenv("AMLNODE_PRS_PROCESS_NAME", name.c_str(), 1);
+    ::setenv("AMLNODE_PRS_LOGGING_LEVEL", spec_.logging_level.c_str(), 1);
     ::execlp(spec_.python.c_str(), spec_.python.c_str(), "-m", "amlnode_parallel.worker",
              static_cast<char*>(nullptr));
     std::fprintf(stderr, "amlnode parallel-node: cannot start %s: %s\n", spec_.python.c_str(),
@@ -613,6 +614,7 @@ json node_spec_json(const NodeSpec& spec) {
               {"run_invocation_timeout", spec.run_invocation_timeout},
               {"append_rows", spec.append_rows},
               {"append_row_file_name", spec.append_row_file_name},
+              {"logging_level", spec.logging_level},
               {"outputs_dir", spec.outputs_dir.string()},
               {"logs_dir", spec.logs_dir.string()},
               {"state_dir", spec.state_dir.string()}};
@@ -658,6 +660,7 @@ Result<NodeSpec> read_node_spec(const std::string& text) {
     spec.append_rows = in.at("append_rows").get<bool>();
     spec.rules.count_missing_rows = spec.append_rows;
     spec.append_row_file_name = in.at("append_row_file_name").get<std::string>();
+    spec.logging_level = in.value("logging_level", std::string("INFO"));
     spec.outputs_dir = in.at("outputs_dir").get<std::string>();
     spec.logs_dir = in.at("logs_dir").get<std::string>();
     spec.state_dir = in.at("state_dir").get<std::string>();

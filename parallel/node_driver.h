@@ -44,9 +44,10 @@ struct NodeSpec {
   std::int64_t run_invocation_timeout = 60;
   bool append_rows = true;
   std::string append_row_file_name = "parallel_run_step.txt";
-  std::filesystem::path outputs_dir;  // wd/outputs
-  std::filesystem::path logs_dir;     // wd/logs
-  std::filesystem::path state_dir;    // <run>/parallel: rows, error.json
+  std::string logging_level = "INFO";  // the EntryScript logger's (AMLNODE_PRS_LOGGING_LEVEL)
+  std::filesystem::path outputs_dir;   // wd/outputs
+  std::filesystem::path logs_dir;      // wd/logs
+  std::filesystem::path state_dir;     // <run>/parallel: rows, error.json
 };
 
 nlohmann::json node_spec_json(const NodeSpec& spec);

@@ -97,9 +97,10 @@ TEST_CASE("a file dataset's mini-batches go to 2 workers; append_row writes ever
   for (const char* process : {"process001", "process002"}) {
     printed += test::slurp(ws.wd("prs-files") / "logs/user/stdout/0" /
                            (std::string(process) + ".stdout.txt"));
+    // At the step's logging_level: INFO by default.
     CHECK_THAT(test::slurp(ws.wd("prs-files") / "logs/user/entry_script_log/0" /
                            (std::string(process) + ".log.txt")),
-               Catch::Contains("init done"));
+               Catch::Contains("init done") && !Catch::Contains("debug detail"));
   }
   CHECK_THAT(printed,
              Catch::Contains("a mini-batch of 10") && Catch::Contains("a mini-batch of 5"));
@@ -281,6 +282,7 @@ TEST_CASE("parallel_run.entry_script alone: the job's arguments all reach it", "
   ParallelWorkspace ws;
   auto job = ws.file_job(3,
                          "  entry_script: file_names.py\n  error_threshold: 0\n"
+                         "  logging_level: DEBUG\n"
                          "  output_action: append_row\n  process_count_per_node: 1\n");
   // The job file names no top-level script: only parallel_run's.
   auto text = test::slurp(job);
@@ -290,6 +292,9 @@ TEST_CASE("parallel_run.entry_script alone: the job's arguments all reach it", "
   INFO(result.out << result.err << text);
   REQUIRE(result.exit_code == 0);
   CHECK(ws.output_lines("entry-only") == expected_names(3));
+  // parallel_run.logging_level reaches the EntryScript logger.
+  CHECK_THAT(test::slurp(ws.wd("entry-only") / "logs/user/entry_script_log/0/process001.log.txt"),
+             Catch::Contains("debug detail"));
 }
 
 TEST_CASE("partition_keys: one mini-batch per combination of the keys' values in the paths",

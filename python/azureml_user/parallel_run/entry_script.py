@@ -8,8 +8,9 @@ object, as in Azure ML), with:
   <logs_dir>/user/entry_script_log/<node>/<process>.log.txt, where <node> is $AZUREML_NODE_RANK
   (else "0") and <process> is $AMLNODE_PRS_PROCESS_NAME, else the run context's process_name,
   else "process000". Lines read "time|name|function()|LEVEL|message"; the level is
-  EntryScript(logging_level=...) (a logging level or its name), else INFO, as
-  ParallelRunConfig(logging_level="INFO"). The file is opened without following a link;
+  EntryScript(logging_level=...) (a logging level or its name), else the step's
+  ParallelRunConfig(logging_level=...) ($AMLNODE_PRS_LOGGING_LEVEL, which amlnode's workers
+  get), else INFO, its default. The file is opened without following a link;
 - log_dir: <logs_dir>/user; working_dir: the run's working dir; output_dir: the run's outputs
   dir; agent_name: <process>.
 
@@ -75,7 +76,9 @@ class EntryScript:
 
     def _make_logger(self):
         context, node, process = self._names
-        level = self._logging_level if self._logging_level is not None else logging.INFO
+        level = self._logging_level
+        if level is None:
+            level = os.environ.get("AMLNODE_PRS_LOGGING_LEVEL") or logging.INFO
         if isinstance(level, str):
             level = logging.getLevelName(level.upper())
             if not isinstance(level, int):

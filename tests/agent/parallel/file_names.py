@@ -24,6 +24,7 @@ def init():
         with open(os.environ["FORK_HELPER"], "a") as helpers:
             helpers.write(f"{helper}\n")
     EntryScript().logger.info("init done")
+    EntryScript().logger.debug("debug detail")
 
 
 def run(mini_batch):
