@@ -14,6 +14,8 @@
 #include <fstream>
 #include <map>
 
+#include "common/hash.h"
+
 namespace amlnode::parallel {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -33,6 +35,13 @@ Error invalid(const std::string& what) {
 
 std::string kind_name(InputKind kind) {
   return kind == InputKind::Files ? "files" : "table";
+}
+
+TryOutcome failure(const Assignment& assignment, std::string why) {
+  TryOutcome outcome;
+  outcome.assignment = assignment;
+  outcome.error = TryError{std::move(why), ""};
+  return outcome;
 }
 
 // processNNN, as Azure ML names a node's worker processes.
@@ -61,17 +70,13 @@ struct Worker {
 
 class NodeDriver {
  public:
-  NodeDriver(const NodeSpec& spec, std::vector<MiniBatch> batches)
-      : spec_(spec), batches_(std::move(batches)), scheduler_(item_counts(), spec.rules) {}
+  NodeDriver(const NodeSpec& spec, std::vector<MiniBatch> batches,
+             std::unique_ptr<MiniBatchQueue> queue)
+      : spec_(spec), batches_(std::move(batches)), queue_(std::move(queue)) {}
 
   int run();
 
  private:
-  std::vector<std::int64_t> item_counts() const {
-    std::vector<std::int64_t> counts;
-    for (const auto& batch : batches_) counts.push_back(batch.items);
-    return counts;
-  }
   bool start_worker(Worker& worker);
   void stop_worker(Worker& worker, int signal);
   void assign(Worker& worker);
@@ -89,17 +94,27 @@ class NodeDriver {
   void record(const Assignment& assignment, const char* status, std::int64_t items,
               std::int64_t rows);
   void fail_node(const std::string& why);
+  void stop_workers();
+  bool any_busy() const;
+  bool poll_workers();
+  std::filesystem::path rows_file(const Assignment& assignment) const {
+    return spec_.state_dir / "rows" /
+           (std::to_string(assignment.mini_batch) + "." + std::to_string(assignment.ticket) +
+            ".txt");
+  }
+  // After this node stopped taking mini-batches: waits for the other nodes to end the run.
+  void wait_for_verdict();
   int finish();
   bool assemble_output();
 
   const NodeSpec& spec_;
   std::vector<MiniBatch> batches_;
-  Scheduler scheduler_;
+  std::unique_ptr<MiniBatchQueue> queue_;
   std::vector<Worker> workers_;
-  std::map<int, std::uint64_t> counted_rows_;  // mini-batch -> the ticket whose rows count
   int init_failures_ = 0;
   std::optional<TryError> first_init_error_;
-  std::string node_failure_;
+  std::string node_failure_;  // this node cannot go on (its error is the run's)
+  std::string leaving_;       // this node takes no more mini-batches; the run may go on elsewhere
   Clock::time_point start_ = Clock::now();
   Clock::time_point last_progress_{};
   std::FILE* report_ = nullptr;  // processed_mini-batches.csv
@@ -187,7 +202,7 @@ void NodeDriver::stop_worker(Worker& worker, int signal) {
 }
 
 void NodeDriver::assign(Worker& worker) {
-  auto next = scheduler_.next();
+  auto next = queue_->next();
   if (!next) return;
   const MiniBatch& batch = batches_[next->mini_batch];
   json request = {{"id", next->ticket}, {"mini_batch", next->mini_batch}};
@@ -271,14 +286,17 @@ void NodeDriver::handle_line(Worker& worker, const std::string& line) {
   worker.busy.reset();
   std::int64_t items = message.value("items", std::int64_t{0});
   std::int64_t rows = message.value("rows", std::int64_t{0});
-  if (message.value("ok", false)) {
-    if (scheduler_.succeeded(assignment, items, rows)) {
-      counted_rows_[assignment.mini_batch] = assignment.ticket;
-      record(assignment, "succeeded", items, rows);
-    }
+  TryOutcome outcome;
+  outcome.assignment = assignment;
+  outcome.ok = message.value("ok", false);
+  outcome.items = items;
+  outcome.rows = rows;
+  if (outcome.ok) {
+    outcome.rows_file = rows_file(assignment);
+    if (queue_->report(std::move(outcome))) record(assignment, "succeeded", items, rows);
   } else {
-    TryError error{message.value("message", "run() failed"), message.value("traceback", "")};
-    if (scheduler_.failed(assignment, error, items)) record(assignment, "failed", items, 0);
+    outcome.error = {message.value("message", "run() failed"), message.value("traceback", "")};
+    if (queue_->report(std::move(outcome))) record(assignment, "failed", items, 0);
   }
 }
 
@@ -339,21 +357,25 @@ void NodeDriver::worker_ended(Worker& worker, std::optional<int> reaped) {
   if (worker.busy) {
     Assignment assignment = *worker.busy;
     worker.busy.reset();
-    if (scheduler_.failed(assignment, {"the worker running it " + how, ""}))
+    if (queue_->report(failure(assignment, "the worker running it " + how)))
       record(assignment, "failed", 0, 0);
   }
   if (!worker.ready) {
     // Killed for a timeout before it was ready is only the init deadline: counted the same.
     init_failures_ += 1;
+    queue_->count_init_failure();
     if (!first_init_error_)
       first_init_error_ = worker.init_error.value_or(TryError{"the worker " + how, ""});
     // Azure ML's rule: a node whose workers fail init() 3 x process_count_per_node times stops.
     if (init_failures_ >= 3 * spec_.workers) {
-      return fail_node("init() failed " + std::to_string(init_failures_) +
-                       " times on this node (3 x process_count_per_node)");
+      if (leaving_.empty())
+        leaving_ = "init() failed " + std::to_string(init_failures_) +
+                   " times on this node (3 x process_count_per_node)";
+      return;
     }
   }
-  if (scheduler_.verdict() == RunVerdict::Running && node_failure_.empty()) start_worker(worker);
+  if (queue_->verdict() == RunVerdict::Running && node_failure_.empty() && leaving_.empty())
+    start_worker(worker);
 }
 
 void NodeDriver::check_timeouts() {
@@ -378,10 +400,9 @@ void NodeDriver::check_timeouts() {
     worker.busy.reset();
     worker.dying = true;
     stop_worker(worker, SIGKILL);  // replaced once its end is read
-    if (scheduler_.failed(assignment, {"run() took longer than run_invocation_timeout (" +
-                                           std::to_string(spec_.run_invocation_timeout) +
-                                           " s); its worker was killed",
-                                       ""}))
+    if (queue_->report(failure(assignment, "run() took longer than run_invocation_timeout (" +
+                                               std::to_string(spec_.run_invocation_timeout) +
+                                               " s); its worker was killed")))
       record(assignment, "timed out", 0, 0);
   }
 }
@@ -398,7 +419,7 @@ void NodeDriver::write_progress(bool force) {
   auto now = Clock::now();
   if (!force && now - last_progress_ < kProgressInterval) return;
   last_progress_ = now;
-  Progress p = scheduler_.progress();
+  Progress p = queue_->progress();
   double elapsed = std::chrono::duration<double>(now - start_).count();
   double rate = elapsed > 0 ? p.processed / elapsed : 0;
   int left = p.total - p.processed - p.failed;
@@ -425,34 +446,26 @@ void NodeDriver::fail_node(const std::string& why) {
 }
 
 bool NodeDriver::assemble_output() {
-  if (!spec_.append_rows) return true;
+  if (!spec_.append_rows || !queue_->writes_output()) return true;
   std::error_code ec;
   fs::create_directories(spec_.outputs_dir, ec);
   auto target = spec_.outputs_dir / spec_.append_row_file_name;
   auto temporary = target;
   temporary += ".tmp";
-  std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-  std::vector<char> buffer(1 << 16);
-  for (const auto& [mini_batch, ticket] : counted_rows_) {
-    auto rows = spec_.state_dir / "rows" /
-                (std::to_string(mini_batch) + "." + std::to_string(ticket) + ".txt");
-    // A run() that returned no rows left an empty file: nothing to copy.
-    std::ifstream in(rows, std::ios::binary);
-    while (in.read(buffer.data(), static_cast<std::streamsize>(buffer.size())) || in.gcount() > 0)
-      out.write(buffer.data(), in.gcount());
+  if (auto written = queue_->write_output(temporary); !written.ok()) {
+    std::fprintf(stderr, "amlnode parallel-node: %s\n", written.error().message.c_str());
+    return false;
   }
-  out.close();
-  if (out.bad() || out.fail()) return false;
   fs::rename(temporary, target, ec);
   return !ec;
 }
 
-int NodeDriver::finish() {
+void NodeDriver::stop_workers() {
   for (auto& worker : workers_) {
     if (worker.pid <= 0) continue;
     ::close(worker.to);  // a worker reading its next request ends
     worker.to = -1;
-    if (scheduler_.verdict() == RunVerdict::Failed || !node_failure_.empty())
+    if (queue_->verdict() == RunVerdict::Failed || !node_failure_.empty() || !leaving_.empty())
       stop_worker(worker, SIGKILL);
   }
   // Workers end when their requests pipe closes; one that does not (a thread of its own that
@@ -466,16 +479,32 @@ int NodeDriver::finish() {
     }
     ::close(worker.from);
     if (worker.pidfd >= 0) ::close(worker.pidfd);
+    worker.pid = -1;
   }
+}
+
+void NodeDriver::wait_for_verdict() {
+  if (auto left = queue_->leave(leaving_, first_init_error_.value_or(TryError{leaving_, ""}));
+      !left.ok())
+    return fail_node(left.error().message);
+  while (queue_->verdict() == RunVerdict::Running) {
+    if (auto synced = queue_->sync(true); !synced.ok()) return fail_node(synced.error().message);
+    write_progress(false);
+  }
+}
+
+int NodeDriver::finish() {
+  stop_workers();
+  if (!leaving_.empty() && node_failure_.empty()) wait_for_verdict();
   if (report_) std::fclose(report_);
   write_progress(true);
-  Progress p = scheduler_.progress();
-  bool completed = scheduler_.verdict() == RunVerdict::Completed && node_failure_.empty();
+  Progress p = queue_->progress();
+  bool completed = queue_->verdict() == RunVerdict::Completed && node_failure_.empty();
   std::string error;
   if (completed && !assemble_output()) error = "the output file could not be written";
   if (!completed) {
-    const auto& first = node_failure_.empty() ? scheduler_.first_error() : first_init_error_;
-    error = node_failure_.empty() ? scheduler_.failure() : node_failure_;
+    auto first = node_failure_.empty() ? queue_->first_error() : std::optional<TryError>();
+    error = node_failure_.empty() ? queue_->failure() : node_failure_;
     if (first) error += "; the first error: " + first->message;
     if (first && !first->traceback.empty()) error += "\n" + first->traceback;
   }
@@ -497,6 +526,12 @@ int NodeDriver::finish() {
   return 1;
 }
 
+bool NodeDriver::any_busy() const {
+  for (const auto& worker : workers_)
+    if (worker.busy) return true;
+  return false;
+}
+
 int NodeDriver::run() {
   std::error_code ec;
   fs::create_directories(spec_.state_dir / "rows", ec);
@@ -512,49 +547,65 @@ int NodeDriver::run() {
     workers_[i].index = i;
     if (!start_worker(workers_[i])) fail_node("a worker process could not be started");
   }
-  while (node_failure_.empty()) {
-    if (scheduler_.verdict() == RunVerdict::Failed) break;
+  while (node_failure_.empty() && leaving_.empty()) {
+    if (auto synced = queue_->sync(!any_busy()); !synced.ok()) {
+      fail_node(synced.error().message);
+      break;
+    }
+    if (queue_->verdict() == RunVerdict::Failed) break;
     for (auto& worker : workers_)
       if (worker.pid > 0 && worker.ready && !worker.dying && !worker.busy) assign(worker);
-    bool busy = false;
-    for (const auto& worker : workers_) busy = busy || worker.busy.has_value();
-    if (scheduler_.verdict() == RunVerdict::Completed && !busy) break;
-    std::vector<pollfd> fds;
-    std::vector<Worker*> polled;
-    for (auto& worker : workers_) {
-      if (worker.pid <= 0) continue;
-      fds.push_back({worker.from, POLLIN, 0});
-      polled.push_back(&worker);
-    }
-    std::size_t answer_fds = fds.size();
-    for (auto& worker : workers_)
-      if (worker.pid > 0 && worker.pidfd >= 0) fds.push_back({worker.pidfd, POLLIN, 0});
-    if (fds.empty()) {
-      fail_node("no worker is left to run the mini-batches");
-      break;
-    }
-    // Wake for the nearest try's deadline, and for progress.
-    auto wait = std::chrono::milliseconds(1000);
-    for (const auto& worker : workers_) {
-      if (!worker.busy) continue;
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          worker.started_try + std::chrono::seconds(spec_.run_invocation_timeout) - Clock::now());
-      wait = std::max(std::chrono::milliseconds(0), std::min(wait, left));
-    }
-    int ready = ::poll(fds.data(), fds.size(), static_cast<int>(wait.count()));
-    if (ready < 0 && errno != EINTR) {
-      fail_node(std::string("waiting for the workers failed: ") + std::strerror(errno));
-      break;
-    }
-    for (std::size_t i = 0; i < answer_fds; ++i) {
-      if (polled[i]->pid > 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
-        read_from(*polled[i]);
-    }
+    if (queue_->verdict() == RunVerdict::Completed && !any_busy()) break;
+    if (!poll_workers()) break;
     reap_exited();
     check_timeouts();
     write_progress(false);
   }
   return finish();
+}
+
+// Waits for the workers' answers and ends, up to the nearest try's deadline and at most 1 s (for
+// progress). Returns false when this node cannot go on.
+bool NodeDriver::poll_workers() {
+  std::vector<pollfd> fds;
+  std::vector<Worker*> polled;
+  for (auto& worker : workers_) {
+    if (worker.pid <= 0) continue;
+    fds.push_back({worker.from, POLLIN, 0});
+    polled.push_back(&worker);
+  }
+  std::size_t answer_fds = fds.size();
+  for (auto& worker : workers_)
+    if (worker.pid > 0 && worker.pidfd >= 0) fds.push_back({worker.pidfd, POLLIN, 0});
+  if (fds.empty()) {
+    fail_node("no worker is left to run the mini-batches");
+    return false;
+  }
+  auto wait = std::chrono::milliseconds(1000);
+  for (const auto& worker : workers_) {
+    if (!worker.busy) continue;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        worker.started_try + std::chrono::seconds(spec_.run_invocation_timeout) - Clock::now());
+    wait = std::max(std::chrono::milliseconds(0), std::min(wait, left));
+  }
+  // Free workers with nothing to take here: the queue has to be asked again soon (it may have
+  // more once a retry comes back), so the wait is short.
+  bool waiting_for_work = false;
+  for (const auto& worker : workers_)
+    waiting_for_work = waiting_for_work || (worker.pid > 0 && worker.ready && !worker.busy);
+  if (waiting_for_work && any_busy()) wait = std::min(wait, std::chrono::milliseconds(50));
+  // None busy and none to take: the queue's sync has just waited for the run's end already.
+  if (waiting_for_work && !any_busy()) wait = std::chrono::milliseconds(0);
+  int ready = ::poll(fds.data(), fds.size(), static_cast<int>(wait.count()));
+  if (ready < 0 && errno != EINTR) {
+    fail_node(std::string("waiting for the workers failed: ") + std::strerror(errno));
+    return false;
+  }
+  for (std::size_t i = 0; i < answer_fds; ++i) {
+    if (polled[i]->pid > 0 && (fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+      read_from(*polled[i]);
+  }
+  return true;
 }
 
 }  // namespace
@@ -672,18 +723,55 @@ Result<NodeSpec> read_node_spec(const std::string& text) {
   }
 }
 
-int run_parallel_node(const NodeSpec& spec) {
-  auto batches = node_mini_batches(spec);
-  if (!batches.ok()) {
-    std::fprintf(stderr, "%s\n", batches.error().message.c_str());
+namespace {
+
+// A file as every node names it: relative to the input it was found in.
+std::string portable_name(const NodeSpec& spec, const fs::path& file) {
+  for (const auto& input : spec.inputs) {
+    auto relative = file.lexically_relative(input.path);
+    if (!relative.empty() && *relative.begin() != "..")
+      return input.name + "/" + (relative == "." ? file.filename() : relative).string();
+  }
+  return file.filename().string();
+}
+
+}  // namespace
+
+std::string mini_batch_digest(const NodeSpec& spec, const std::vector<MiniBatch>& batches) {
+  std::string text;
+  for (const auto& batch : batches) {
+    text += "batch " + std::to_string(batch.items) + "\n";
+    for (const auto& file : batch.files) text += portable_name(spec, file) + "\n";
+    if (batch.slice) {
+      text += portable_name(spec, batch.slice->file) + " " + std::to_string(batch.slice->begin) +
+              " " + std::to_string(batch.slice->end) + "\n";
+    }
+    for (const auto& [key, value] : batch.partition) text += key + "=" + value + "\n";
+  }
+  return sha256_hex(text);
+}
+
+int run_parallel_node(const NodeSpec& spec, const QueueFactory& make_queue) {
+  auto fail = [&](const std::string& message) {
+    std::fprintf(stderr, "%s\n", message.c_str());
     std::error_code ec;
     fs::create_directories(spec.state_dir, ec);
     std::ofstream(spec.state_dir / "error.json")
-        << json{{"message", batches.error().message}}.dump();
+        << json{{"message", message}}.dump(-1, ' ', false, json::error_handler_t::replace);
     return 1;
-  }
+  };
+  auto batches = node_mini_batches(spec);
+  if (!batches.ok()) return fail(batches.error().message);
+  QueuePlan plan;
+  for (const auto& batch : *batches) plan.items.push_back(batch.items);
+  plan.digest = mini_batch_digest(spec, *batches);
+  plan.rules = spec.rules;
+  plan.workers = spec.workers;
+  auto queue = make_queue ? make_queue(plan)
+                          : Result<std::unique_ptr<MiniBatchQueue>>(make_local_queue(plan));
+  if (!queue.ok()) return fail(queue.error().message);
   ::signal(SIGPIPE, SIG_IGN);
-  NodeDriver driver(spec, std::move(*batches));
+  NodeDriver driver(spec, std::move(*batches), std::move(*queue));
   return driver.run();
 }
 

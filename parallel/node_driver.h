@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "parallel/mini_batch_queue.h"
 #include "parallel/mini_batches.h"
 #include "parallel/scheduler.h"
 
@@ -53,8 +54,13 @@ struct NodeSpec {
 nlohmann::json node_spec_json(const NodeSpec& spec);
 Result<NodeSpec> read_node_spec(const std::string& text);
 
-// Runs the node's workers to the end; returns the process's exit code.
-int run_parallel_node(const NodeSpec& spec);
+// Runs the node's workers to the end; returns the process's exit code. Mini-batches come from the
+// queue `make_queue` makes (the in-process scheduler when it is empty).
+int run_parallel_node(const NodeSpec& spec, const QueueFactory& make_queue = {});
+
+// What every node of a run must agree on: a digest of the mini-batches, naming files relative to
+// their inputs (each node stages them in its own run folder).
+std::string mini_batch_digest(const NodeSpec& spec, const std::vector<MiniBatch>& batches);
 
 // The mini-batches of the spec's inputs (all of one kind).
 Result<std::vector<MiniBatch>> node_mini_batches(const NodeSpec& spec);

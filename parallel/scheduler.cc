@@ -1,5 +1,6 @@
 #include "parallel/scheduler.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace amlnode::parallel {
@@ -8,6 +9,54 @@ Scheduler::Scheduler(std::vector<std::int64_t> items, SchedulerRules rules) : ru
   batches_.reserve(items.size());
   for (auto count : items) batches_.push_back(Batch{count});
   if (batches_.empty()) verdict_ = RunVerdict::Completed;
+}
+
+Scheduler Scheduler::restore(std::vector<BatchState> states, SchedulerRules rules,
+                             std::optional<TryError> first_error) {
+  Scheduler scheduler({}, rules);
+  scheduler.verdict_ = RunVerdict::Running;
+  scheduler.batches_ = std::move(states);
+  scheduler.first_error_ = std::move(first_error);
+  int size = static_cast<int>(scheduler.batches_.size());
+  // Handed out in order: everything up to the last one tried has been scheduled.
+  for (int i = 0; i < size; ++i) {
+    const Batch& batch = scheduler.batches_[i];
+    if (batch.tries > 0 || batch.in_flight) scheduler.next_fresh_ = i + 1;
+    scheduler.next_ticket_ = std::max(scheduler.next_ticket_, batch.ticket + 1);
+  }
+  for (int i = 0; i < size; ++i) {
+    const Batch& batch = scheduler.batches_[i];
+    scheduler.in_flight_ += batch.in_flight ? 1 : 0;
+    scheduler.failed_batches_ += batch.failed_last ? 1 : 0;
+    scheduler.processed_ += batch.done ? 1 : 0;
+    scheduler.given_up_ += batch.given_up ? 1 : 0;
+    scheduler.rows_ += batch.done ? batch.rows : 0;
+    scheduler.failed_items_ += batch.given_up ? batch.items : 0;
+    scheduler.failed_items_ += batch.done ? batch.missing_rows : 0;
+    if (i < scheduler.next_fresh_ && !batch.done && !batch.given_up && !batch.in_flight)
+      scheduler.retries_.push_back(i);
+  }
+  scheduler.check_rules();
+  if (scheduler.verdict_ == RunVerdict::Running && scheduler.all_settled())
+    scheduler.verdict_ = RunVerdict::Completed;
+  return scheduler;
+}
+
+std::optional<Assignment> Scheduler::in_flight(int mini_batch) const {
+  if (mini_batch < 0 || mini_batch >= size() || !batches_[mini_batch].in_flight)
+    return std::nullopt;
+  const Batch& batch = batches_[mini_batch];
+  return Assignment{mini_batch, batch.tries, batch.ticket};
+}
+
+bool Scheduler::release(const Assignment& assignment) {
+  if (!current(assignment)) return false;
+  Batch& batch = batches_[assignment.mini_batch];
+  batch.in_flight = false;
+  batch.tries -= 1;
+  in_flight_ -= 1;
+  retries_.push_front(assignment.mini_batch);
+  return true;
 }
 
 std::optional<Assignment> Scheduler::next() {
@@ -51,6 +100,7 @@ bool Scheduler::succeeded(const Assignment& assignment, std::int64_t items, std:
   if (items > 0) batch.items = items;
   batch.done = true;
   processed_ += 1;
+  batch.rows = rows;
   rows_ += rows;
   if (rules_.count_missing_rows && rows < batch.items) {
     batch.missing_rows = batch.items - rows;

@@ -50,6 +50,20 @@ struct Assignment {
 
 enum class RunVerdict { Running, Completed, Failed };
 
+// One mini-batch's state, as the control plane stores it so that a restart rebuilds the same
+// scheduler (Scheduler::restore).
+struct BatchState {
+  std::int64_t items = 0;
+  int tries = 0;
+  bool done = false;         // succeeded
+  bool failed_last = false;  // its last try failed
+  bool given_up = false;     // failed run_max_try times
+  bool in_flight = false;
+  std::uint64_t ticket = 0;  // of the current (or last) hand-out
+  std::int64_t missing_rows = 0;
+  std::int64_t rows = 0;  // returned by its successful try
+};
+
 struct Progress {
   int total = 0;
   int scheduled = 0;  // handed out at least once
@@ -65,6 +79,10 @@ class Scheduler {
   // `items` holds each mini-batch's item count (files, or rows for a table when known; a table's
   // mini-batch whose rows are not counted yet gives 0 and is counted when it is read).
   Scheduler(std::vector<std::int64_t> items, SchedulerRules rules);
+  // The scheduler whose mini-batches are in `states` (as batch_state() gave them), with the first
+  // error a try reported; the counters and the retry queue are derived from the states.
+  static Scheduler restore(std::vector<BatchState> states, SchedulerRules rules,
+                           std::optional<TryError> first_error);
 
   // The next mini-batch for a free worker: retries first, then the next never tried. nullopt
   // when there is none now (all handed out or done) or the run is over.
@@ -75,6 +93,10 @@ class Scheduler {
   // A try failed; the mini-batch goes back for another try unless it had run_max_try. `items`
   // corrects the item count as succeeded() does (a table's rows, when the worker read them).
   bool failed(const Assignment& assignment, TryError error, std::int64_t items = 0);
+  // A hand-out whose worker never ran it to an outcome through no fault of the mini-batch (its
+  // node lost its epoch, or never received it): it goes back to the front of the queue and the
+  // try is not counted. Returns false when the ticket is stale.
+  bool release(const Assignment& assignment);
 
   RunVerdict verdict() const { return verdict_; }
   // Why the run failed: which rule, then the first error a try reported.
@@ -84,18 +106,13 @@ class Scheduler {
   // Mini-batch i's outcome so far: whether it succeeded, and how many tries it had.
   bool succeeded_batch(int mini_batch) const { return batches_.at(mini_batch).done; }
   int tries(int mini_batch) const { return batches_.at(mini_batch).tries; }
+  const BatchState& batch_state(int mini_batch) const { return batches_.at(mini_batch); }
+  int size() const { return static_cast<int>(batches_.size()); }
+  // The current hand-out of a mini-batch in flight; nullopt when it is not in flight.
+  std::optional<Assignment> in_flight(int mini_batch) const;
 
  private:
-  struct Batch {
-    std::int64_t items = 0;
-    int tries = 0;
-    bool done = false;         // succeeded
-    bool failed_last = false;  // its last try failed
-    bool given_up = false;     // failed run_max_try times
-    bool in_flight = false;
-    std::uint64_t ticket = 0;  // of the current hand-out
-    std::int64_t missing_rows = 0;
-  };
+  using Batch = BatchState;
   bool current(const Assignment& assignment) const;
   void check_rules();
   void fail_run(std::string why);

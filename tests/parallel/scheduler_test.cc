@@ -161,3 +161,55 @@ TEST_CASE("a run with no mini-batches has nothing to do", "[parallel][scheduler]
   CHECK(scheduler.verdict() == RunVerdict::Completed);
   CHECK_FALSE(scheduler.next());
 }
+
+TEST_CASE("a released hand-out goes back first and its try is not counted",
+          "[parallel][scheduler]") {
+  Scheduler scheduler({1, 1, 1}, {.run_max_try = 1});
+  auto first = scheduler.next();
+  auto second = scheduler.next();
+  REQUIRE((first && second));
+  CHECK(scheduler.release(*second));
+  CHECK_FALSE(scheduler.release(*second));  // stale now
+  CHECK(scheduler.progress().in_flight == 1);
+  auto again = scheduler.next();
+  REQUIRE(again);
+  CHECK(again->mini_batch == 1);
+  CHECK(again->attempt == 1);  // with run_max_try 1 a counted try would have been the last
+  CHECK(again->ticket != second->ticket);
+  CHECK_FALSE(scheduler.succeeded(*second, 1, 1));
+  CHECK(scheduler.succeeded(*again, 1, 1));
+}
+
+TEST_CASE("a scheduler restored from its mini-batches' states goes on where it was",
+          "[parallel][scheduler]") {
+  SchedulerRules rules{.run_max_try = 2, .error_threshold = 5};
+  Scheduler scheduler({2, 2, 2, 2}, rules);
+  auto all = take_all(scheduler);
+  REQUIRE(all.size() == 4);
+  CHECK(scheduler.succeeded(all[0], 2, 1));  // one row missing: a failed item
+  CHECK(scheduler.failed(all[1], raised("bad")));
+  std::vector<BatchState> states;
+  for (int i = 0; i < scheduler.size(); ++i) states.push_back(scheduler.batch_state(i));
+  auto restored = Scheduler::restore(states, rules, scheduler.first_error());
+  Progress before = scheduler.progress();
+  Progress after = restored.progress();
+  CHECK(after.processed == before.processed);
+  CHECK(after.failed == before.failed);
+  CHECK(after.in_flight == before.in_flight);
+  CHECK(after.failed_items == before.failed_items);
+  CHECK(after.rows == before.rows);
+  CHECK(after.scheduled == 4);
+  // The retry of mini-batch 1 is next, with a ticket never used before; the old hand-outs of 2
+  // and 3 still count.
+  auto retry = restored.next();
+  REQUIRE(retry);
+  CHECK(retry->mini_batch == 1);
+  CHECK(retry->attempt == 2);
+  CHECK(retry->ticket > all[3].ticket);
+  CHECK(restored.succeeded(all[2], 2, 2));
+  CHECK(restored.succeeded(all[3], 2, 2));
+  CHECK(restored.succeeded(*retry, 2, 2));
+  CHECK(restored.verdict() == RunVerdict::Completed);
+  REQUIRE(restored.first_error());
+  CHECK(restored.first_error()->message == "ValueError: bad");
+}
