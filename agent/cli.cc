@@ -12,6 +12,7 @@
 #include "agent/daemon/agent_main.h"
 #include "agent/daemon/log_setup.h"
 #include "agent/daemon/mpi_launch.h"
+#include "agent/daemon/parallel_client.h"
 #include "agent/dev_cluster.h"
 #include "agent/env_commands.h"
 #include "agent/local_run.h"
@@ -289,6 +290,9 @@ int run_parallel_node_command() {
                  spec.error().message.c_str());
     return 2;
   }
+  // A share of a run across nodes takes its mini-batches from the control plane.
+  if (auto share = agent::parallel_share_env())
+    return parallel::run_parallel_node(*spec, agent::control_plane_queue_factory(*share));
   return parallel::run_parallel_node(*spec);
 }
 

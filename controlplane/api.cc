@@ -10,6 +10,7 @@
 #include "common/error_codes.h"
 #include "common/format.h"
 #include "common/fs.h"
+#include "controlplane/api_responses.h"
 #include "controlplane/json_fields.h"
 #include "controlplane/log_attempts.h"
 #include "controlplane/request_bodies.h"
@@ -21,9 +22,7 @@ namespace amlnode::controlplane {
 namespace asio = boost::asio;
 using spec::RunStatus;
 
-namespace {
-
-// ---- answers ----
+// ---- answers (api_responses.h) ----
 
 Response json_response(int status, const nlohmann::json& body) {
   Response response;
@@ -63,6 +62,31 @@ Response error_response(const Error& error) {
   }
   return error_response(http_status_for(error.code), error.code, error.message);
 }
+
+std::string bearer_token(std::string_view authorization) {
+  constexpr std::string_view kScheme = "bearer ";
+  if (authorization.size() <= kScheme.size()) return "";
+  for (std::size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(authorization[i])) != kScheme[i]) return "";
+  }
+  auto token = authorization.substr(kScheme.size());
+  auto first = token.find_first_not_of(' ');
+  if (first == std::string_view::npos) return "";
+  token.remove_prefix(first);
+  return std::string(token.substr(0, token.find_last_not_of(' ') + 1));
+}
+
+Response method_not_allowed(const std::string& allowed) {
+  Response response = error_response(405, "MethodNotAllowed", "allowed: " + allowed);
+  response.headers.emplace_back("Allow", allowed);
+  return response;
+}
+
+std::chrono::milliseconds to_millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
+}
+
+namespace {
 
 // ---- request targets ----
 
@@ -125,19 +149,6 @@ Result<Target> parse_target(std::string_view raw) {
   return target;
 }
 
-std::string bearer_token(std::string_view authorization) {
-  constexpr std::string_view kScheme = "bearer ";
-  if (authorization.size() <= kScheme.size()) return "";
-  for (std::size_t i = 0; i < kScheme.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(authorization[i])) != kScheme[i]) return "";
-  }
-  auto token = authorization.substr(kScheme.size());
-  auto first = token.find_first_not_of(' ');
-  if (first == std::string_view::npos) return "";
-  token.remove_prefix(first);
-  return std::string(token.substr(0, token.find_last_not_of(' ') + 1));
-}
-
 // GET /v1/runs answers at most this many runs.
 constexpr std::uint64_t kMaxRunsListed = 1000;
 
@@ -180,22 +191,12 @@ Result<std::int64_t> epoch_header(const RequestHead& head) {
 
 // ---- plans ----
 
-Response method_not_allowed(const std::string& allowed) {
-  Response response = error_response(405, "MethodNotAllowed", "allowed: " + allowed);
-  response.headers.emplace_back("Allow", allowed);
-  return response;
-}
-
 Response unauthorized() {
   return error_response(401, kUnauthorized, "a valid bearer token is required");
 }
 
 Response forbidden(const std::string& message) {
   return error_response(403, kForbidden, message);
-}
-
-std::chrono::milliseconds to_millis(double seconds) {
-  return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
 }
 
 // Moves a finished upload into place durably: the data, then the rename, then the directory.
@@ -321,6 +322,7 @@ std::filesystem::path Api::new_upload_path() {
 }
 
 void Api::commit_then(std::function<void(Result<void>)> done) {
+  forget_parallel_rows();
   auto ops = ctx_.cluster.take_changes();
   if (ops.empty() && ctx_.store_writer.pending() == 0) {
     done(ok());
@@ -384,6 +386,8 @@ Routing Api::route(const RequestHead& head) {
   // Daemon launches are authorized by the run epoch's launch token, which is no caller's.
   if (kind == "runs" && path.size() >= 4 && path[3] == "launches")
     return route_launches(head, path[2], path);
+  if (kind == "runs" && path.size() >= 4 && path[3] == "parallel")
+    return route_parallel(head, path[2], path, target->query);
 
   Caller caller = ctx_.cluster.identify(bearer_token(head.authorization));
   // A spent registration token is unknown everywhere but at registration, where the key that
@@ -1072,6 +1076,7 @@ void Api::wake_launch_waiters(const std::string& run_id) {
     }
   }
   if (waiters.empty()) launch_waiters_.erase(run_id);
+  wake_parallel_waiters(run_id);
 }
 
 void Api::wake_barrier_waiters(const std::string& run_id) {

@@ -97,7 +97,24 @@ class Api final : public Router {
   // change (or its wait runs out).
   void wait_for_launch(std::shared_ptr<LaunchWaiter> waiter, double wait_seconds);
   bool try_answer(LaunchWaiter& waiter);
+  // Also wakes the run's mini-batch long polls: both are answered for the launch token's epoch.
   void wake_launch_waiters(const std::string& run_id);
+  // /v1/runs/{id}/parallel/...: a ParallelRunStep's mini-batches across nodes (api_parallel.cc),
+  // with the launch token.
+  struct ParallelWaiter;
+  Routing route_parallel(const RequestHead& head, const std::string& run_id,
+                         const std::vector<std::string>& path,
+                         const std::map<std::string, std::string>& query);
+  void exchange_parallel(const std::string& bearer, const std::string& run_id,
+                         const Request& request, Responder respond);
+  // Stores the rows of the exchange's outcomes that count, within the run's output limit.
+  Result<void> store_parallel_rows(const std::string& run_id, const ParallelExchange& exchange,
+                                   const std::vector<std::string_view>& rows);
+  void wait_for_parallel(std::shared_ptr<ParallelWaiter> waiter, double wait_seconds);
+  bool try_answer(ParallelWaiter& waiter);
+  void wake_parallel_waiters(const std::string& run_id);
+  Response parallel_output(const std::string& run_id, int from) const;
+  void forget_parallel_rows();
   void put_log(const Caller& caller, const std::string& run_id, const std::string& stream,
                std::uint64_t offset, std::int64_t epoch, const Request& request, Responder respond);
   void get_log(const std::string& run_id, const std::string& stream, std::uint64_t offset,
@@ -135,7 +152,9 @@ class Api final : public Router {
   std::unordered_map<std::string, std::list<std::shared_ptr<BarrierWaiter>>>
       barrier_waiters_;  // by run
   std::unordered_map<std::string, std::list<std::shared_ptr<LaunchWaiter>>>
-      launch_waiters_;                      // by run
+      launch_waiters_;  // by run
+  std::unordered_map<std::string, std::list<std::shared_ptr<ParallelWaiter>>>
+      parallel_waiters_;                    // by run
   std::set<std::string> snapshot_uploads_;  // runs whose snapshot is being stored
   std::uint64_t next_upload_ = 0;
 };

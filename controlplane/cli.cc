@@ -29,6 +29,7 @@ struct ControlPlaneCommand::Flags {
   int idle_timeout = 75;
   std::string log_level = "info";
   LogBudgetLimits log_budgets;
+  std::uint64_t max_parallel_output_bytes = Limits{}.max_parallel_output_bytes;
 };
 
 namespace {
@@ -113,6 +114,12 @@ void ControlPlaneCommand::add_to(CLI::App& command) {
         ->transform(CLI::AsSizeValue(false))
         ->capture_default_str();
   }
+  command
+      .add_option("--max-parallel-output-bytes", f.max_parallel_output_bytes,
+                  "bytes of append_row output kept for one ParallelRunStep across nodes (suffixes "
+                  "KiB, MiB, GiB); a run whose output grows past it fails, naming this limit")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
 }
 
 int ControlPlaneCommand::run() {
@@ -141,6 +148,7 @@ int ControlPlaneCommand::run() {
   options.limits.max_connections = f.max_connections;
   options.timeouts.idle = std::chrono::seconds(f.idle_timeout);
   options.limits.log_budgets = f.log_budgets;
+  options.limits.max_parallel_output_bytes = f.max_parallel_output_bytes;
 
   raise_open_file_limit();
   // Blocked here, before any thread starts, so every thread inherits the mask and the signals

@@ -94,6 +94,7 @@ Cluster::Cluster(StoreContents contents, std::shared_ptr<Clock> clock, ClusterPo
       queues_[r.compute_name][r.queue_seq] = id;
     }
   }
+  load_parallel(contents);
 }
 
 Millis Cluster::now_millis() const {
@@ -530,6 +531,7 @@ void Cluster::finish(RunState& run, RunStatus status) {
   // The job text is only needed to lease the run, which can no longer happen; it stays stored.
   run.job_text.clear();
   run.job_text.shrink_to_fit();
+  forget_parallel(run);
 }
 
 RunStatus Cluster::update_status(const std::string& run_id, const std::string& node_id,

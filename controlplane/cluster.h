@@ -20,6 +20,7 @@
 #include "common/clock.h"
 #include "common/error_codes.h"
 #include "common/result.h"
+#include "controlplane/parallel_book.h"
 #include "controlplane/records.h"
 #include "controlplane/store.h"
 #include "spec/wire.h"
@@ -192,6 +193,23 @@ class Cluster {
   static constexpr int kMaxLaunchesPerNode = 2;
   static constexpr std::size_t kMaxLaunchCommand = 64 * 1024;
 
+  // A ParallelRunStep across nodes (cluster_parallel.cc): its mini-batches, handed out by the
+  // control plane to every share of the run. The caller has checked the launch token.
+  static constexpr std::size_t kMaxParallelMiniBatches = 1'000'000;
+  static constexpr int kMaxParallelWant = 1024;
+  // A share's cut of the inputs: the first makes the run's book, every later one (of any epoch)
+  // must cut the same mini-batches (409 naming both digests otherwise).
+  Result<ParallelAnswer> open_parallel(const std::string& run_id, int node_rank, ParallelPlan plan);
+  Result<ParallelAnswer> exchange_parallel(const std::string& run_id,
+                                           const ParallelExchange& exchange);
+  // Whether a successful try's rows would count now (the caller stores them only then).
+  bool parallel_counts(const std::string& run_id, const parallel::Assignment& assignment) const;
+  // The run failed outside the scheduler's rules (its output passed the control plane's limit).
+  void fail_parallel(const std::string& run_id, const std::string& why);
+  Result<const ParallelBook*> parallel_book(const std::string& run_id) const;
+  // Runs whose mini-batches were forgotten since the last call (they ended): their rows can go.
+  std::vector<std::string> take_ended_parallel_runs();
+
   // Whether the node would get runs from lease() now.
   bool has_work_for(const std::string& node_id) const;
   // A lease answer that never reached its node: those runs go back to the queue at their old
@@ -277,6 +295,8 @@ class Cluster {
     // The current epoch's daemon launches, by id (in memory: a restarted control plane forgets
     // them, and a launch asked about then is 404, which fails that mpirun).
     std::vector<Launch> launches;
+    // A ParallelRunStep across nodes: its mini-batches (stored; forgotten when the run ends).
+    std::shared_ptr<ParallelBook> parallel;
   };
   bool may_lease(const RunState& run, const std::string& node_id) const {
     return !run.taken_from.count(node_id);
@@ -307,6 +327,9 @@ class Cluster {
   // Whether the report let go of any of the node's taken runs.
   bool let_go_of_taken_runs(NodeState& node, const HeartbeatReport& report);
   bool requeue(RunState& run);
+  void save_parallel(const std::string& run_id, ParallelBook& book);
+  void forget_parallel(RunState& run);
+  void load_parallel(StoreContents& contents);
 
   std::shared_ptr<Clock> clock_;
   ClusterPolicy policy_;
@@ -320,6 +343,7 @@ class Cluster {
   std::int64_t next_queue_seq_ = 0;
   std::vector<StoreOp> changes_;
   std::set<std::string> computes_to_serve_;
+  std::vector<std::string> ended_parallel_runs_;
 };
 
 }  // namespace amlnode::controlplane

@@ -48,6 +48,11 @@ struct Limits {
   std::chrono::seconds max_lease_wait{60};
   std::chrono::seconds max_log_wait{60};
   int max_runs_per_lease = 16;
+  // A ParallelRunStep across nodes: one open or exchange body (with the rows it brings), and all
+  // of a run's append_row output the control plane keeps until the run ends; an output over it
+  // fails the run, naming the limit.
+  std::uint64_t max_parallel_body = 16 << 20;
+  std::uint64_t max_parallel_output_bytes = 1ull << 30;
   LogBudgetLimits log_budgets;
 };
 

@@ -68,6 +68,14 @@ CREATE TABLE IF NOT EXISTS leases (
   node_id TEXT NOT NULL,
   leased_at INTEGER NOT NULL,
   PRIMARY KEY (run_id, epoch));
+CREATE TABLE IF NOT EXISTS parallel_plans (
+  run_id TEXT PRIMARY KEY,
+  plan TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS parallel_batches (
+  run_id TEXT NOT NULL,
+  mini_batch INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  PRIMARY KEY (run_id, mini_batch));
 )sql";
 
 Error sqlite_error(sqlite3* db, const std::string& what) {
@@ -283,6 +291,25 @@ class SqliteStore final : public Store {
     if (auto r = put_job_.prepare(db_, "UPDATE runs SET job_text=?2 WHERE run_id=?1"); !r) {
       return r;
     }
+    if (auto r =
+            put_parallel_plan_.prepare(db_, "INSERT OR REPLACE INTO parallel_plans VALUES (?1,?2)");
+        !r) {
+      return r;
+    }
+    if (auto r = put_parallel_batch_.prepare(
+            db_, "INSERT OR REPLACE INTO parallel_batches VALUES (?1,?2,?3)");
+        !r) {
+      return r;
+    }
+    if (auto r = delete_parallel_plan_.prepare(db_, "DELETE FROM parallel_plans WHERE run_id=?1");
+        !r) {
+      return r;
+    }
+    if (auto r =
+            delete_parallel_batches_.prepare(db_, "DELETE FROM parallel_batches WHERE run_id=?1");
+        !r) {
+      return r;
+    }
     return put_lease_.prepare(db_, "INSERT OR REPLACE INTO leases VALUES (?1,?2,?3,?4)");
   }
 
@@ -320,6 +347,17 @@ class SqliteStore final : public Store {
           LeaseRecord{row.text(0), row.integer(1), row.text(2), row.integer(3)});
     });
     if (!leases) return leases.error();
+    auto plans = for_each_row(db_, "SELECT run_id, plan FROM parallel_plans", [&](const Row& row) {
+      contents.parallel_plans[row.text(0)] = parse_untrusted_json(row.text(1));
+    });
+    if (!plans) return plans.error();
+    auto batches = for_each_row(
+        db_, "SELECT run_id, mini_batch, state FROM parallel_batches ORDER BY run_id, mini_batch",
+        [&](const Row& row) {
+          contents.parallel_batches[row.text(0)].emplace_back(static_cast<int>(row.integer(1)),
+                                                              parse_untrusted_json(row.text(2)));
+        });
+    if (!batches) return batches.error();
     return contents;
   }
 
@@ -392,9 +430,30 @@ class SqliteStore final : public Store {
         .execute("storing a lease of run " + l.run_id);
   }
 
+  Result<void> put_parallel_plan(const std::string& run_id, const std::string& plan) override {
+    return put_parallel_plan_.bind(1, run_id).bind(2, plan).execute(
+        "storing the mini-batches of run " + run_id);
+  }
+
+  Result<void> put_parallel_batch(const std::string& run_id, int mini_batch,
+                                  const std::string& state) override {
+    return put_parallel_batch_.bind(1, run_id)
+        .bind(2, std::int64_t{mini_batch})
+        .bind(3, state)
+        .execute("storing a mini-batch of run " + run_id);
+  }
+
+  Result<void> delete_parallel(const std::string& run_id) override {
+    if (auto r = delete_parallel_plan_.bind(1, run_id).execute("forgetting mini-batches"); !r)
+      return r;
+    return delete_parallel_batches_.bind(1, run_id).execute("forgetting mini-batches");
+  }
+
  private:
   sqlite3* db_;
   Statement begin_, commit_, put_node_, put_token_, put_run_, put_job_, put_lease_;
+  Statement put_parallel_plan_, put_parallel_batch_, delete_parallel_plan_,
+      delete_parallel_batches_;
 };
 
 Result<void> exec(sqlite3* db, const char* sql) {

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -22,6 +23,10 @@ struct StoreContents {
   std::vector<LeaseRecord> leases;
   // Job texts of the runs that are not terminal yet: only those can still be leased.
   std::unordered_map<std::string, std::string> live_job_texts;
+  // ParallelRunSteps across nodes (parallel_book.h): each run's plan, and its mini-batches'
+  // records by mini-batch (only those that changed since the plan was made are stored).
+  std::unordered_map<std::string, nlohmann::json> parallel_plans;
+  std::unordered_map<std::string, std::vector<std::pair<int, nlohmann::json>>> parallel_batches;
 };
 
 class Store {
@@ -41,6 +46,11 @@ class Store {
   virtual Result<void> put_run(const RunRecord& run) = 0;
   virtual Result<void> put_job_text(const std::string& run_id, const std::string& text) = 0;
   virtual Result<void> put_lease(const LeaseRecord& lease) = 0;
+  // A ParallelRunStep's mini-batches across nodes, as JSON text; deleted once the run has ended.
+  virtual Result<void> put_parallel_plan(const std::string& run_id, const std::string& plan) = 0;
+  virtual Result<void> put_parallel_batch(const std::string& run_id, int mini_batch,
+                                          const std::string& state) = 0;
+  virtual Result<void> delete_parallel(const std::string& run_id) = 0;
 };
 
 // One write the Cluster asks for, run later on the writer thread.

@@ -291,6 +291,8 @@ void plan_parallel_run(const Job& job, const PlanContext& context, Plan& plan) {
   spec.state_dir = plan.run_dir / "parallel";
   plan.argv = {context.agent_program.string(), "parallel-node"};
   set_var(plan.env, "AMLNODE_PRS_SPEC", parallel::node_spec_json(spec).dump());
+  // Across nodes the mini-batches come from the control plane, under the run's epoch.
+  if (context.share && context.share->node_count() > 1) set_launch_vars(plan, *context.share);
   plan.error_file = spec.state_dir / "error.json";
 }
 
@@ -299,11 +301,10 @@ void plan_parallel_run(const Job& job, const PlanContext& context, Plan& plan) {
 std::optional<Error> not_yet_supported(const Job& job, const PlanContext& context) {
   auto refuse = [](const std::string& what) { return Error{"NotSupported", what}; };
   if (job.parallel_run) {
-    const auto& run = *job.parallel_run;
-    if (job.node_count > 1 && context.share)
-      return refuse("parallel_run.node_count: a ParallelRunStep across nodes (node_count " +
-                    std::to_string(job.node_count) +
-                    ") is not supported yet; on one node it runs (amlnode run, node_count 1)");
+    if (job.node_count > 1 && context.share && context.share->launch_token.empty())
+      return refuse(
+          "parallel_run.node_count: a ParallelRunStep across nodes takes its "
+          "mini-batches from the control plane, which gave this share no launch token");
     if (job.environment.docker.enabled)
       return refuse(
           "parallel_run: a ParallelRunStep runs its workers through this node's "

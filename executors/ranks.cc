@@ -201,14 +201,6 @@ std::vector<std::string> mpirun_hosts(const ShareContext& share, int count) {
   return {"--host", hosts, "--mca", "plm_rsh_agent", share.agent_program.string() + " mpi-rsh"};
 }
 
-void set_launch_vars(Plan& plan, const ShareContext& share) {
-  set_env_var(plan.env, "AMLNODE_LAUNCH_URL", share.launch_url);
-  set_env_var(plan.env, "AMLNODE_LAUNCH_TOKEN", share.launch_token);
-  if (!share.launch_ca_file.empty())
-    set_env_var(plan.env, "AMLNODE_LAUNCH_CA_FILE", share.launch_ca_file);
-  set_env_var(plan.env, "AMLNODE_NODE_RANK", std::to_string(share.node_rank));
-}
-
 void plan_mpi(const spec::Job& job, const PlanContext& context, Plan& plan, int count) {
   set_rendezvous(plan, context);
   int node_rank = context.share ? context.share->node_rank : 0;
@@ -361,6 +353,14 @@ std::optional<int> mpirun_failed_rank(const std::string& mpirun_output) {
     if (error == std::errc()) return rank;
   }
   return std::nullopt;
+}
+
+void set_launch_vars(Plan& plan, const ShareContext& share) {
+  set_env_var(plan.env, "AMLNODE_LAUNCH_URL", share.launch_url);
+  set_env_var(plan.env, "AMLNODE_LAUNCH_TOKEN", share.launch_token);
+  if (!share.launch_ca_file.empty())
+    set_env_var(plan.env, "AMLNODE_LAUNCH_CA_FILE", share.launch_ca_file);
+  set_env_var(plan.env, "AMLNODE_NODE_RANK", std::to_string(share.node_rank));
 }
 
 }  // namespace amlnode::executors

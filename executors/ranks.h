@@ -25,6 +25,11 @@ namespace amlnode::executors {
 // once plan.argv and plan.env are final. A layout this node cannot run sets plan.cannot_run.
 void plan_ranks(const spec::Job& job, const PlanContext& context, Plan& plan);
 
+// What a share's processes need to reach the control plane under the run's epoch (MPI's daemon
+// launches, a ParallelRunStep's mini-batches): AMLNODE_LAUNCH_URL, _TOKEN, _CA_FILE and
+// AMLNODE_NODE_RANK.
+void set_launch_vars(Plan& plan, const ShareContext& share);
+
 // The port probes PlanContext takes: whether `port` can be bound on the loopback and any address
 // here, and a port the kernel gives out as free.
 bool port_is_free(int port);

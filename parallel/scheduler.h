@@ -99,6 +99,11 @@ class Scheduler {
   bool release(const Assignment& assignment);
 
   RunVerdict verdict() const { return verdict_; }
+  // Whether next() would hand out a mini-batch now.
+  bool has_work() const {
+    return verdict_ == RunVerdict::Running &&
+           (!retries_.empty() || next_fresh_ < static_cast<int>(batches_.size()));
+  }
   // Why the run failed: which rule, then the first error a try reported.
   const std::string& failure() const { return failure_; }
   const std::optional<TryError>& first_error() const { return first_error_; }
