@@ -4,6 +4,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <set>
@@ -268,4 +269,60 @@ TEST_CASE("across nodes a node lost mid-run: its mini-batches go to the nodes th
   auto record = run.finish();
   CHECK(record["epoch"].get<int>() >= 2);
   for (const auto& share : record["shares"]) CHECK(cluster.agent_of(share["node_id"]) != k);
+}
+
+TEST_CASE("Azure ML's iris sample over 2 agents: its entry script scores every row once, unchanged",
+          "[daemon][parallel][gang][compat]") {
+  GangCluster cluster(2);
+  // tests/compat/prs-tabular-iris: the notebook's iris_score.py byte for byte, its job file, and
+  // make_data.py's stand-ins for the dataset and the model (ORIGIN.md says what and why).
+  auto project = cluster.dir / "iris";
+  fs::copy(fs::path(AMLNODE_SOURCE_DIR) / "tests" / "compat" / "prs-tabular-iris", project,
+           fs::copy_options::recursive);
+  auto made = test::run_command(
+      {"/bin/sh", "-c", "cd \"$0\" && exec /usr/bin/python3 make_data.py", project.string()});
+  REQUIRE(made.exit_code == 0);
+  // The nodes find the dataset, the model and the output folder where a datastore would be
+  // mounted on each: at the same absolute paths (relative ones name folders of the run's snapshot
+  // on a node). The job's Python is the machine's, which has numpy and pandas, as the notebook's
+  // environment has them.
+  auto job = test::slurp(project / "job.yml");
+  for (const std::string path :
+       {"iris,", "iris_model.pkl/iris_model.pkl\n", "datastore/azureml/example-iris/inferences,"}) {
+    auto at = job.find(": " + path);
+    REQUIRE(at != std::string::npos);
+    job.replace(at + 2, 0, project.string() + "/");
+  }
+  cluster.dir.write("iris/job.yml", job + test::kEnvironment);
+  auto submitted = test::run_command({test::amlnode_binary().string(), "submit",
+                                      (project / "job.yml").string(), "--compute", "cpu-cluster"},
+                                     cluster.user_env());
+  INFO(submitted.out << submitted.err);
+  REQUIRE(submitted.exit_code == 0);
+  std::string id = submitted.out.substr(0, submitted.out.find_last_not_of("\n") + 1);
+  auto record = cluster.wait_terminal(id);
+  INFO(record.dump() << cluster.output());
+  REQUIRE(record["status"] == "Completed");
+  // Every row once, in order, as the features then the predicted species, space-separated.
+  std::istringstream data(test::slurp(project / "iris" / "iris.csv"));
+  std::istringstream truth(test::slurp(project / "iris_truth.txt"));
+  std::string expected, line, species;
+  std::getline(data, line);  // the header
+  while (std::getline(data, line) && std::getline(truth, species)) {
+    std::replace(line.begin(), line.end(), ',', ' ');
+    expected += line + " " + species + "\n";
+  }
+  cluster.dir.write("outputs.tar.gz", cluster.server.outputs(id));
+  fs::create_directories(cluster.dir / "out");
+  REQUIRE(test::run_command({"tar", "-xzf", (cluster.dir / "outputs.tar.gz").string(), "-C",
+                             (cluster.dir / "out").string()})
+              .exit_code == 0);
+  std::string rows;
+  for (const auto& entry : fs::recursive_directory_iterator(cluster.dir / "out"))
+    if (entry.path().filename() == "iris_outputs.txt") rows = test::slurp(entry.path());
+  CHECK(rows == expected);
+  // About 2.4 KB of rows at mini_batch_size 1KB: three mini-batches, each tried once somewhere.
+  CHECK(succeeded_on(cluster, 0, id) + succeeded_on(cluster, 1, id) == 3);
+  CHECK_THAT(cluster.log(id, "logs/user/entry_script_log/0/process001.log.txt"),
+             Catch::Contains("init() is called."));
 }
