@@ -120,6 +120,9 @@ executors::PlanContext plan_context(
   context.gpus = nvidia_gpu_count();
   std::error_code program_error;
   context.agent_program = fs::read_symlink("/proc/self/exe", program_error);
+  if (auto driver = context.agent_program.parent_path() / "amlnode-parallel-node";
+      !program_error && fs::exists(driver, program_error))
+    context.parallel_driver = driver;
   context.port_free = executors::port_is_free;
   context.free_port = executors::pick_free_port;
   if (config.cpu_image) context.default_cpu_image = *config.cpu_image;

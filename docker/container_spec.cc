@@ -422,6 +422,10 @@ Result<ContainerSpec> container_spec_for(const executors::Plan& plan, const spec
     std::string dir = spec.python_module_dir->string();
     host["Binds"].push_back(dir + ":" + dir + ":ro");
   }
+  for (const auto& program : plan.host_programs) {
+    std::string path = program.lexically_normal().string();
+    host["Binds"].push_back(path + ":" + path + ":ro");
+  }
   host["ShmSize"] = plan.shm_size_bytes > 0 ? plan.shm_size_bytes : (2ull << 30);
   host["Init"] = options.init;
   if (job.node_count > 1 || job.distributed.process_count_per_node > 1) {

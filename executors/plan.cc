@@ -194,7 +194,8 @@ Result<std::string> substitute_placeholders(const std::string& arg, const Plan& 
 void plan_parallel_run(const Job& job, const PlanContext& context, Plan& plan) {
   const spec::ParallelRun& run = *job.parallel_run;
   parallel::NodeSpec spec;
-  spec.python = job.environment.python.interpreter_path;
+  // The interpreter the job's script would run with: its environment's for conda and pip.
+  spec.python = plan.argv.empty() ? job.environment.python.interpreter_path : plan.argv.front();
   std::string script = run.entry_script.empty() ? job.entry_script.value_or("") : run.entry_script;
   if (script.empty()) {
     plan.cannot_run = Error{"InvalidJob",
@@ -290,6 +291,12 @@ void plan_parallel_run(const Job& job, const PlanContext& context, Plan& plan) {
   spec.logs_dir = plan.working_dir / "logs";
   spec.state_dir = plan.run_dir / "parallel";
   plan.argv = {context.agent_program.string(), "parallel-node"};
+  if (job.environment.docker.enabled) {
+    // In a container the driver is the static one, bound into it: the agent's program needs the
+    // host's C library.
+    plan.argv = {context.parallel_driver.string()};
+    plan.host_programs.push_back(context.parallel_driver);
+  }
   set_var(plan.env, "AMLNODE_PRS_SPEC", parallel::node_spec_json(spec).dump());
   // Across nodes the mini-batches come from the control plane, under the run's epoch.
   if (context.share && context.share->node_count() > 1) set_launch_vars(plan, *context.share);
@@ -305,11 +312,16 @@ std::optional<Error> not_yet_supported(const Job& job, const PlanContext& contex
       return refuse(
           "parallel_run.node_count: a ParallelRunStep across nodes takes its "
           "mini-batches from the control plane, which gave this share no launch token");
-    if (job.environment.docker.enabled)
+    if (job.environment.docker.enabled && job.node_count > 1)
       return refuse(
-          "parallel_run: a ParallelRunStep runs its workers through this node's "
-          "agent, which a Docker container cannot reach yet; run it in a conda or "
-          "user-managed environment (environment.docker.enabled: false)");
+          "parallel_run.node_count: a ParallelRunStep across nodes takes its mini-batches from "
+          "the control plane, which its driver cannot reach from a Docker container yet; run it "
+          "in a conda or user-managed environment (environment.docker.enabled: false), or on one "
+          "node");
+    if (job.environment.docker.enabled && context.parallel_driver.empty())
+      return refuse(
+          "parallel_run: a ParallelRunStep in a Docker container needs amlnode-parallel-node "
+          "beside this node's amlnode, which is missing");
     if (context.agent_program.empty())
       return refuse("parallel_run: this node's agent did not say where its program is");
   }

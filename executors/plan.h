@@ -75,6 +75,9 @@ struct PlanContext {
   int cpus = 1;
   int gpus = 0;
   std::filesystem::path agent_program;
+  // The node driver as a static executable (`amlnode-parallel-node`, beside the agent's program),
+  // which runs a ParallelRunStep's node inside a Docker container. Unset: refused there.
+  std::filesystem::path parallel_driver;
 };
 
 // One input as it is staged into the run folder.
@@ -142,6 +145,9 @@ struct Plan {
   // Appended to the process's PYTHONPATH (after the job's or the inherited one), so scripts can
   // `import amlnode_run`; see PlanContext.
   std::optional<std::filesystem::path> python_module_dir;
+  // Programs of this node the run's process needs inside its Docker container (a ParallelRunStep's
+  // static node driver): bound there read-only at the same path.
+  std::vector<std::filesystem::path> host_programs;
 
   // A distributed run on this node (executors/ranks.h): one entry per rank, in rank order, and
   // how they start. std_log is then rank 0's log (what `amlnode run` shows); an MPI run's

@@ -19,7 +19,8 @@
 #
 # --root DIR applies everything under DIR instead of / (users and groups in DIR/etc/passwd and
 # DIR/etc/group, through useradd --prefix), and never touches systemctl: for images being built
-# and for tests. --from DIR says where amlnode, amlnode-shim and amlnode-controlplane are (default:
+# and for tests. --from DIR says where amlnode, amlnode-shim, amlnode-parallel-node and
+# amlnode-controlplane are (default:
 # the build tree's bin/ beside this script's folder).
 set -eu
 
@@ -61,7 +62,7 @@ unit=$R/etc/systemd/system/amlnode.service
 config_dir=$R/etc/amlnode
 state_dir=$R/var/lib/amlnode
 bin_dir=$R$prefix/bin
-binaries="amlnode amlnode-shim amlnode-controlplane"
+binaries="amlnode amlnode-shim amlnode-parallel-node amlnode-controlplane"
 
 say() { echo "install.sh: $*"; }
 

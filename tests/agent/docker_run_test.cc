@@ -337,3 +337,36 @@ TEST_CASE("in a Docker run, the first rank to fail stops the others and is named
         "log is user_logs/std_log_process_02.txt");
   CHECK(containers_of(run_id) == 0);
 }
+
+TEST_CASE(
+    "a ParallelRunStep in a container: its workers run the entry script there, every row once",
+    "[docker][parallel]") {
+  DockerWorkspace ws;
+  const auto run_id = "docker-prs-" + test::nonce();
+  for (int i = 1; i <= 6; ++i) ws.file("data/f" + std::to_string(i) + ".txt", "x");
+  // Each row says whether its worker saw Docker's marker file, and its Python's executable.
+  ws.file("score.py",
+          "import os, sys\n"
+          "def init():\n    pass\n"
+          "def run(mini_batch):\n"
+          "    where = 'container' if os.path.exists('/.dockerenv') else 'host'\n"
+          "    return [f'{os.path.basename(f)} {where} {sys.executable}' for f in mini_batch]\n");
+  auto job = ws.job(
+      "script: score.py\n"
+      "environment:\n  docker: {enabled: true, base_image: " +
+      test::services().base_image +
+      "}\n  python: {user_managed_dependencies: true}\n"
+      "inputs:\n  images: {path: data, dataset: file}\n"
+      "parallel_run: {mini_batch_size: 2, error_threshold: 0, output_action: append_row, "
+      "process_count_per_node: 2}\n");
+  auto result = ws.run(job, {"--run-id", run_id});
+  INFO(result.out << result.err);
+  REQUIRE(result.exit_code == 0);
+  std::string expected;
+  for (int i = 1; i <= 6; ++i)
+    expected += "f" + std::to_string(i) + ".txt container /usr/bin/python\n";
+  CHECK(test::slurp(ws.run_dir(run_id) / "wd" / "outputs" / "parallel_run_step.txt") == expected);
+  CHECK_THAT(test::slurp(ws.run_dir(run_id) / "wd" / "logs" / "job_result.txt"),
+             Catch::StartsWith("Completed\n3 mini-batches: 3 processed"));
+  CHECK(containers_of(run_id) == 0);
+}

@@ -348,3 +348,68 @@ TEST_CASE("a share refuses what it cannot run across nodes, naming the field", "
   REQUIRE(local.cannot_run);
   CHECK_THAT(local.cannot_run->message, Catch::Contains("runs only as a gang"));
 }
+
+// ---- ParallelRunStep ----
+
+namespace {
+
+spec::Job parallel_job() {
+  auto job = user_managed_job();
+  job.parallel_run = spec::ParallelRun{};
+  job.parallel_run->error_threshold = 0;
+  job.parallel_run->process_count_per_node = 2;
+  spec::Input input;
+  input.name = "images";
+  input.path = "/data/images";
+  input.dataset = true;
+  job.inputs.push_back(input);
+  return job;
+}
+
+}  // namespace
+
+TEST_CASE("a ParallelRunStep's share across nodes reaches the control plane under its epoch",
+          "[plan][parallel]") {
+  auto job = parallel_job();
+  job.node_count = 2;
+  auto context = share_context(1);
+  context.agent_program = "/usr/bin/amlnode";
+  context.share->launch_url = "http://10.0.0.1:8080";
+  context.share->launch_token = "amllaunch_1_abc";
+  auto plan = resolve_plan(job, context);
+  REQUIRE_FALSE(plan.cannot_run);
+  CHECK(plan.argv == std::vector<std::string>{"/usr/bin/amlnode", "parallel-node"});
+  CHECK(env_of(plan, "AMLNODE_LAUNCH_URL") == "http://10.0.0.1:8080");
+  CHECK(env_of(plan, "AMLNODE_LAUNCH_TOKEN") == "amllaunch_1_abc");
+  CHECK(env_of(plan, "AMLNODE_NODE_RANK") == "1");
+  // Without a launch token there is no control plane to take mini-batches from.
+  context.share->launch_token.clear();
+  auto refused = resolve_plan(job, context);
+  REQUIRE(refused.cannot_run);
+  CHECK_THAT(refused.cannot_run->message, Catch::Contains("no launch token"));
+}
+
+TEST_CASE("a ParallelRunStep in a container runs the static driver bound into it, on one node only",
+          "[plan][parallel]") {
+  auto job = parallel_job();
+  job.environment.docker.enabled = true;
+  auto c = context();
+  c.agent_program = "/usr/bin/amlnode";
+  auto missing = resolve_plan(job, c);
+  REQUIRE(missing.cannot_run);
+  CHECK_THAT(missing.cannot_run->message, Catch::Contains("amlnode-parallel-node"));
+  c.parallel_driver = "/usr/bin/amlnode-parallel-node";
+  auto plan = resolve_plan(job, c);
+  REQUIRE_FALSE(plan.cannot_run);
+  CHECK(plan.argv == std::vector<std::string>{"/usr/bin/amlnode-parallel-node"});
+  CHECK(plan.host_programs == std::vector<std::filesystem::path>{"/usr/bin/amlnode-parallel-node"});
+  CHECK(env_of(plan, "AMLNODE_PRS_SPEC") != "<unset>");
+  job.node_count = 2;
+  auto across = share_context(0);
+  across.parallel_driver = c.parallel_driver;
+  across.agent_program = c.agent_program;
+  across.share->launch_token = "amllaunch_1_abc";
+  auto refused = resolve_plan(job, across);
+  REQUIRE(refused.cannot_run);
+  CHECK_THAT(refused.cannot_run->message, Catch::StartsWith("parallel_run.node_count"));
+}
