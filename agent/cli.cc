@@ -291,8 +291,13 @@ int run_parallel_node_command() {
     return 2;
   }
   // A share of a run across nodes takes its mini-batches from the control plane.
-  if (auto share = agent::parallel_share_env())
-    return parallel::run_parallel_node(*spec, agent::control_plane_queue_factory(*share));
+  auto share = agent::parallel_share_env();
+  if (!share.ok()) {
+    std::fprintf(stderr, "amlnode parallel-node: %s\n", share.error().message.c_str());
+    return 2;
+  }
+  if (*share)
+    return parallel::run_parallel_node(*spec, agent::control_plane_queue_factory(**share));
   return parallel::run_parallel_node(*spec);
 }
 

@@ -113,6 +113,8 @@ class Api final : public Router {
   void wait_for_parallel(std::shared_ptr<ParallelWaiter> waiter, double wait_seconds);
   bool try_answer(ParallelWaiter& waiter);
   void wake_parallel_waiters(const std::string& run_id);
+  // Answers the node rank's long polls with the run's state as it is, handing out nothing.
+  void drop_parallel_waiters(const std::string& run_id, int node_rank);
   Response parallel_output(const std::string& run_id, int from) const;
   void forget_parallel_rows();
   void put_log(const Caller& caller, const std::string& run_id, const std::string& stream,

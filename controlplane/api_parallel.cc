@@ -21,9 +21,13 @@ namespace {
 
 constexpr std::size_t kMaxOutputRead = 4 << 20;  // one output answer; the reader goes on from next
 
-fs::path rows_file(const fs::path& run_dir, int mini_batch, std::uint64_t ticket) {
+// Named by the book too (its creation time): a book made again after its store could not be read
+// back numbers its tickets from 1 again, and must never meet an older book's file.
+fs::path rows_file(const fs::path& run_dir, const ParallelBook& book, int mini_batch,
+                   std::uint64_t ticket) {
   return run_dir / "parallel" /
-         (std::to_string(mini_batch) + "." + std::to_string(ticket) + ".txt");
+         (std::to_string(book.created_at()) + "." + std::to_string(mini_batch) + "." +
+          std::to_string(ticket) + ".txt");
 }
 
 }  // namespace
@@ -94,14 +98,20 @@ void Api::exchange_parallel(const std::string& bearer, const std::string& run_id
   if (!body) return respond(error_response(body.error()));
   if (auto run = ctx_.cluster.run_for_launcher(bearer, run_id); !run)
     return respond(error_response(run.error()));
+  // A newer exchange of the same node rank supersedes its long poll (the node gave up on it): that
+  // one must not hand out, or take back, anything on the old exchange's word.
+  drop_parallel_waiters(run_id, body->exchange.node_rank);
   if (auto stored = store_parallel_rows(run_id, body->exchange, body->rows); !stored)
     return respond(error_response(stored.error()));
   auto answer = ctx_.cluster.exchange_parallel(run_id, body->exchange);
   if (!answer) return respond(error_response(answer.error()));
   // Outcomes, releases and the verdict may let another node's long poll go on.
   wake_parallel_waiters(run_id);
+  // A node that left waits for the verdict alone.
+  auto book = ctx_.cluster.parallel_book(run_id);
+  bool left = book && (*book)->left(body->exchange.node_rank);
   bool may_wait = answer->assignments.empty() && body->wait_seconds > 0 &&
-                  body->exchange.want > 0 && body->exchange.leaving.empty() &&
+                  (body->exchange.want > 0 || left) &&
                   answer->verdict == parallel::RunVerdict::Running;
   if (!may_wait) {
     return respond_after_commit(
@@ -129,7 +139,8 @@ Result<void> Api::store_parallel_rows(const std::string& run_id, const ParallelE
   fs::create_directories(run_dir(run_id) / "parallel", ec);
   for (std::size_t i = 0; i < exchange.outcomes.size(); ++i) {
     const auto& outcome = exchange.outcomes[i];
-    if (!outcome.ok || rows[i].empty() || !ctx_.cluster.parallel_counts(run_id, outcome.assignment))
+    if (!outcome.ok ||
+        !ctx_.cluster.parallel_counts(run_id, exchange.node_rank, outcome.assignment))
       continue;
     total += rows[i].size();
     if (total > ctx_.limits.max_parallel_output_bytes) {
@@ -139,8 +150,9 @@ Result<void> Api::store_parallel_rows(const std::string& run_id, const ParallelE
                                      " bytes for a run (--max-parallel-output-bytes)");
       return ok();
     }
-    auto file =
-        rows_file(run_dir(run_id), outcome.assignment.mini_batch, outcome.assignment.ticket);
+    // Written even when empty: the output reads exactly what counted, never an older file.
+    auto file = rows_file(run_dir(run_id), **book, outcome.assignment.mini_batch,
+                          outcome.assignment.ticket);
     std::ofstream out(file, std::ios::binary | std::ios::trunc);
     out.write(rows[i].data(), static_cast<std::streamsize>(rows[i].size()));
     out.close();
@@ -179,7 +191,9 @@ bool Api::try_answer(ParallelWaiter& waiter) {
     waiter.respond(error_response(book.error()));
     return true;
   }
-  if ((*book)->verdict() == parallel::RunVerdict::Running && !(*book)->has_work()) return false;
+  bool left = (*book)->left(waiter.exchange.node_rank);
+  if ((*book)->verdict() == parallel::RunVerdict::Running && (left || !(*book)->has_work()))
+    return false;
   auto answer = ctx_.cluster.exchange_parallel(waiter.run_id, waiter.exchange);
   if (!answer) {
     waiter.respond(error_response(answer.error()));
@@ -189,6 +203,26 @@ bool Api::try_answer(ParallelWaiter& waiter) {
     return json_response(200, parallel_answer_json(answer));
   });
   return true;
+}
+
+void Api::drop_parallel_waiters(const std::string& run_id, int node_rank) {
+  auto found = parallel_waiters_.find(run_id);
+  if (found == parallel_waiters_.end()) return;
+  auto book = ctx_.cluster.parallel_book(run_id);
+  auto& waiters = found->second;
+  for (auto it = waiters.begin(); it != waiters.end();) {
+    auto waiter = *it;
+    if (waiter->exchange.node_rank != node_rank) {
+      ++it;
+      continue;
+    }
+    waiter->answered = true;
+    waiter->timer.cancel();
+    waiter->respond(book ? json_response(200, parallel_answer_json((*book)->status()))
+                         : error_response(book.error()));
+    it = waiters.erase(it);
+  }
+  if (waiters.empty()) parallel_waiters_.erase(run_id);
 }
 
 void Api::wake_parallel_waiters(const std::string& run_id) {
@@ -222,10 +256,17 @@ Response Api::parallel_output(const std::string& run_id, int from) const {
   for (; next < size && (next == from || response.body.size() < kMaxOutputRead); ++next) {
     auto ticket = (*book)->counted_ticket(next);
     if (!ticket) continue;
-    auto file = rows_file(run_dir(run_id), next, *ticket);
+    auto file = rows_file(run_dir(run_id), **book, next, *ticket);
     std::ifstream in(file, std::ios::binary);
-    if (!in) continue;  // a try that returned no rows stored none
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // The output is whole or not given: rows that went missing fail the read, naming them.
+    if (!in.is_open() || text.size() != (*book)->record(next).rows_bytes) {
+      spdlog::error("run {}: the rows of mini-batch {} ({}) are missing or short", run_id, next,
+                    file.string());
+      return error_response(
+          500, errors::kStorageError,
+          "the rows of mini-batch " + std::to_string(next) + " are missing on the control plane");
+    }
     response.body += text;
   }
   response.headers.emplace_back("X-Amlnode-Next-Mini-Batch", std::to_string(next));

@@ -202,8 +202,9 @@ class Cluster {
   Result<ParallelAnswer> open_parallel(const std::string& run_id, int node_rank, ParallelPlan plan);
   Result<ParallelAnswer> exchange_parallel(const std::string& run_id,
                                            const ParallelExchange& exchange);
-  // Whether a successful try's rows would count now (the caller stores them only then).
-  bool parallel_counts(const std::string& run_id, const parallel::Assignment& assignment) const;
+  // Whether node rank `rank`'s successful try would count now (the caller stores its rows only
+  // then). The book moves to the run's epoch first.
+  bool parallel_counts(const std::string& run_id, int rank, const parallel::Assignment& assignment);
   // The run failed outside the scheduler's rules (its output passed the control plane's limit).
   void fail_parallel(const std::string& run_id, const std::string& why);
   Result<const ParallelBook*> parallel_book(const std::string& run_id) const;

@@ -104,11 +104,14 @@ Result<ParallelAnswer> Cluster::exchange_parallel(const std::string& run_id,
   return answer;
 }
 
-bool Cluster::parallel_counts(const std::string& run_id,
-                              const parallel::Assignment& assignment) const {
+bool Cluster::parallel_counts(const std::string& run_id, int rank,
+                              const parallel::Assignment& assignment) {
   auto found = runs_.find(run_id);
-  return found != runs_.end() && found->second.parallel &&
-         found->second.parallel->counts(assignment);
+  if (found == runs_.end() || !found->second.parallel) return false;
+  ParallelBook& book = *found->second.parallel;
+  book.enter_epoch(found->second.record.epoch);
+  save_parallel(run_id, book);
+  return book.counts(assignment, rank);
 }
 
 void Cluster::fail_parallel(const std::string& run_id, const std::string& why) {

@@ -1,5 +1,7 @@
 #include "controlplane/parallel_bodies.h"
 
+#include <set>
+
 #include "controlplane/cluster.h"
 #include "controlplane/json_fields.h"
 
@@ -45,9 +47,9 @@ Result<ParallelOutcome> outcome_of(const nlohmann::json& in, const std::string& 
   if (!attempt) return attempt.error();
   auto ticket = required_integer(in, "ticket", path + ".ticket", 1, INT64_MAX);
   if (!ticket) return ticket.error();
-  auto items = integer_field(in, "items", path + ".items", 0, INT64_MAX);
+  auto items = integer_field(in, "items", path + ".items", 0, kMaxParallelCount);
   if (!items) return items.error();
-  auto rows = integer_field(in, "rows", path + ".rows", 0, INT64_MAX);
+  auto rows = integer_field(in, "rows", path + ".rows", 0, kMaxParallelCount);
   if (!rows) return rows.error();
   auto rows_bytes = integer_field(in, "rows_bytes", path + ".rows_bytes", 0, INT64_MAX);
   if (!rows_bytes) return rows_bytes.error();
@@ -89,7 +91,8 @@ Result<ParallelOpen> parse_parallel_open(std::string_view text) {
   open.plan.items.reserve(items->size());
   for (std::size_t i = 0; i < items->size(); ++i) {
     const auto& item = (*items)[i];
-    if (!item.is_number_integer() || item.get<std::int64_t>() < 0)
+    if (!item.is_number_integer() || item.get<std::int64_t>() < 0 ||
+        item.get<std::int64_t>() > kMaxParallelCount)
       return invalid("items[" + std::to_string(i) + "]: expected a count, got " + item.dump());
     open.plan.items.push_back(item.get<std::int64_t>());
   }
@@ -116,6 +119,9 @@ Result<ParallelOpen> parse_parallel_open(std::string_view text) {
 
 Result<ParallelExchangeBody> parse_parallel_exchange(std::string_view text, double max_wait) {
   auto newline = text.find('\n');
+  if ((newline == std::string_view::npos ? text.size() : newline) > kMaxParallelJsonLine)
+    return invalid("the JSON line is longer than " + std::to_string(kMaxParallelJsonLine) +
+                   " bytes: send fewer outcomes at a time");
   std::string_view head = text.substr(0, newline);
   std::string_view rest = newline == std::string_view::npos ? "" : text.substr(newline + 1);
   auto body = parse_json_object(head);
@@ -133,6 +139,13 @@ Result<ParallelExchangeBody> parse_parallel_exchange(std::string_view text, doub
   auto wait = number_field(*body, "wait_seconds", "wait_seconds", 0, max_wait);
   if (!wait) return wait.error();
   out.wait_seconds = wait->value_or(0);
+  auto init_error = object_field(*body, "init_error", "init_error");
+  if (!init_error) return init_error.error();
+  if (*init_error) {
+    auto error = try_error(**init_error, "init_error");
+    if (!error) return error.error();
+    out.exchange.init_error = std::move(*error);
+  }
   auto leaving = object_field(*body, "leaving", "leaving");
   if (!leaving) return leaving.error();
   if (*leaving) {
@@ -161,9 +174,14 @@ Result<ParallelExchangeBody> parse_parallel_exchange(std::string_view text, doub
       return invalid("outcomes: expected an array of at most " +
                      std::to_string(kMaxParallelOutcomes) + " outcomes");
     std::size_t at = 0;
+    std::set<std::uint64_t> tickets;
     for (std::size_t i = 0; i < outcomes->size(); ++i) {
       auto outcome = outcome_of((*outcomes)[i], "outcomes[" + std::to_string(i) + "]");
       if (!outcome) return outcome.error();
+      if (!tickets.insert(outcome->assignment.ticket).second)
+        return invalid("outcomes[" + std::to_string(i) +
+                       "].ticket: " + std::to_string(outcome->assignment.ticket) +
+                       " is reported twice in one exchange");
       if (outcome->rows_bytes > rest.size() - at)
         return invalid("outcomes[" + std::to_string(i) + "].rows_bytes: " +
                        std::to_string(outcome->rows_bytes) + " bytes of rows, but only " +

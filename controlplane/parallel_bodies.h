@@ -19,6 +19,10 @@ namespace amlnode::controlplane {
 inline constexpr std::size_t kMaxParallelOutcomes = 4096;
 inline constexpr std::size_t kMaxParallelHeld = 4096;
 inline constexpr std::size_t kMaxParallelMessage = 64 * 1024;
+// An exchange's JSON line (the rows after it are not parsed), and the counts in it: a hostile
+// client's numbers must not overflow the scheduler's sums.
+inline constexpr std::size_t kMaxParallelJsonLine = 2 << 20;
+inline constexpr std::int64_t kMaxParallelCount = std::int64_t{1} << 40;
 
 struct ParallelOpen {
   int node_rank = 0;

@@ -30,6 +30,7 @@ ParallelBook::ParallelBook(ParallelPlan plan, std::int64_t epoch, Millis created
       created_at_(created_at),
       holder_rank_(plan_.items.size(), -1),
       holder_epoch_(plan_.items.size(), 0),
+      held_by_rank_(static_cast<std::size_t>(std::max(plan_.node_count, 1))),
       batch_rows_bytes_(plan_.items.size(), 0),
       init_failures_(static_cast<std::size_t>(std::max(plan_.node_count, 1)), 0) {}
 
@@ -48,29 +49,68 @@ ParallelBook ParallelBook::restore(ParallelPlan plan, std::int64_t epoch, Millis
   }
   book.scheduler_ =
       parallel::Scheduler::restore(std::move(states), book.plan_.rules, std::move(first_error));
+  for (int i = 0; i < book.size(); ++i) {
+    auto in_flight = book.scheduler_.in_flight(i);
+    int rank = book.holder_rank_[i];
+    if (in_flight && rank >= 0 && rank < static_cast<int>(book.held_by_rank_.size()) &&
+        book.holder_epoch_[i] == book.epoch_)
+      book.held_by_rank_[rank][in_flight->ticket] = i;
+  }
   return book;
 }
 
-void ParallelBook::release(int mini_batch) {
-  if (auto held = scheduler_.in_flight(mini_batch); held && scheduler_.release(*held)) {
-    holder_rank_[mini_batch] = -1;
-    dirty_.insert(mini_batch);
+void ParallelBook::hold(int mini_batch, int rank, std::uint64_t ticket) {
+  holder_rank_[mini_batch] = rank;
+  holder_epoch_[mini_batch] = epoch_;
+  held_by_rank_[rank][ticket] = mini_batch;
+  dirty_.insert(mini_batch);
+}
+
+void ParallelBook::unhold(int mini_batch) {
+  int rank = holder_rank_[mini_batch];
+  if (rank >= 0 && rank < static_cast<int>(held_by_rank_.size())) {
+    auto& held = held_by_rank_[rank];
+    for (auto it = held.begin(); it != held.end(); ++it) {
+      if (it->second == mini_batch) {
+        held.erase(it);
+        break;
+      }
+    }
   }
+  holder_rank_[mini_batch] = -1;
+  dirty_.insert(mini_batch);
+}
+
+void ParallelBook::release(int mini_batch) {
+  auto held = scheduler_.in_flight(mini_batch);
+  if (!held) return;
+  unhold(mini_batch);
+  scheduler_.release(*held);
 }
 
 void ParallelBook::enter_epoch(std::int64_t epoch) {
   if (epoch <= epoch_) return;
   epoch_ = epoch;
+  plan_dirty_ = true;
+  // Every hand-out in flight is an older epoch's now.
+  for (auto& held : held_by_rank_) {
+    std::vector<int> batches;
+    for (const auto& [ticket, mini_batch] : held) batches.push_back(mini_batch);
+    for (int mini_batch : batches) release(mini_batch);
+    held.clear();
+  }
   for (int i = 0; i < scheduler_.size(); ++i)
-    if (holder_epoch_[i] < epoch) release(i);
+    if (scheduler_.in_flight(i)) release(i);  // one restored from a store of an older epoch
   // The nodes of the new epoch start afresh: init() failures and departures were the old ones'.
   std::fill(init_failures_.begin(), init_failures_.end(), 0);
   left_.clear();
 }
 
-bool ParallelBook::counts(const Assignment& assignment) const {
-  auto held = scheduler_.in_flight(assignment.mini_batch);
-  return held && held->ticket == assignment.ticket && verdict() == RunVerdict::Running;
+bool ParallelBook::counts(const Assignment& assignment, int rank) const {
+  if (rank < 0 || rank >= static_cast<int>(held_by_rank_.size())) return false;
+  auto held = held_by_rank_[rank].find(assignment.ticket);
+  return held != held_by_rank_[rank].end() && held->second == assignment.mini_batch &&
+         verdict() == RunVerdict::Running;
 }
 
 ParallelAnswer ParallelBook::exchange(const ParallelExchange& exchange, Millis now) {
@@ -79,12 +119,14 @@ ParallelAnswer ParallelBook::exchange(const ParallelExchange& exchange, Millis n
   bool had_error = scheduler_.first_error().has_value();
   for (const auto& outcome : exchange.outcomes) {
     const Assignment& a = outcome.assignment;
-    if (!counts(a) || holder_rank_[a.mini_batch] != rank) continue;
-    bool counted = outcome.ok ? scheduler_.succeeded(a, outcome.items, outcome.rows)
-                              : scheduler_.failed(a, outcome.error, outcome.items);
+    if (!counts(a, rank)) continue;
+    auto in_flight = scheduler_.in_flight(a.mini_batch);
+    if (!in_flight || in_flight->ticket != a.ticket) continue;
+    // The scheduler's own attempt number, not the node's word for it.
+    bool counted = outcome.ok ? scheduler_.succeeded(*in_flight, outcome.items, outcome.rows)
+                              : scheduler_.failed(*in_flight, outcome.error, outcome.items);
     if (!counted) continue;
-    holder_rank_[a.mini_batch] = -1;
-    dirty_.insert(a.mini_batch);
+    unhold(a.mini_batch);
     if (outcome.ok) {
       batch_rows_bytes_[a.mini_batch] = outcome.rows_bytes;
       rows_bytes_ += outcome.rows_bytes;
@@ -93,10 +135,15 @@ ParallelAnswer ParallelBook::exchange(const ParallelExchange& exchange, Millis n
   if (!had_error && scheduler_.first_error()) plan_dirty_ = true;
   // What the node was handed and no longer holds never reached it, or it let go: back it goes.
   std::unordered_set<std::uint64_t> held(exchange.held.begin(), exchange.held.end());
-  for (int i = 0; i < scheduler_.size(); ++i) {
-    if (holder_rank_[i] != rank || holder_epoch_[i] != epoch_) continue;
-    auto in_flight = scheduler_.in_flight(i);
-    if (in_flight && !held.count(in_flight->ticket)) release(i);
+  if (rank >= 0 && rank < static_cast<int>(held_by_rank_.size())) {
+    std::vector<int> gone;
+    for (const auto& [ticket, mini_batch] : held_by_rank_[rank])
+      if (!held.count(ticket)) gone.push_back(mini_batch);
+    for (int mini_batch : gone) release(mini_batch);
+  }
+  if (!left_error_ && !exchange.init_error.message.empty()) {
+    left_error_ = exchange.init_error;
+    plan_dirty_ = true;
   }
   if (rank >= 0 && rank < static_cast<int>(init_failures_.size())) {
     init_failures_[rank] = std::max(init_failures_[rank], exchange.init_failures);
@@ -107,14 +154,16 @@ ParallelAnswer ParallelBook::exchange(const ParallelExchange& exchange, Millis n
       failure_ = "init() failed " + std::to_string(total) +
                  " times on the run's nodes (2 x node_count x process_count_per_node) after " +
                  std::to_string(kInitFailureWindow / 1000) + " s";
-      if (!left_error_) left_error_ = exchange.leaving_error;
       plan_dirty_ = true;
     }
   }
   if (!exchange.leaving.empty() && !left_.count(rank)) {
     left_.insert(rank);
     if (left_reason_.empty()) left_reason_ = exchange.leaving;
-    if (!left_error_) left_error_ = exchange.leaving_error;
+    if (!left_error_ && !exchange.leaving_error.message.empty()) {
+      left_error_ = exchange.leaving_error;
+      plan_dirty_ = true;
+    }
     if (static_cast<int>(left_.size()) >= plan_.node_count && failure_.empty()) {
       failure_ = "every node stopped taking mini-batches: " + left_reason_;
       plan_dirty_ = true;
@@ -131,9 +180,7 @@ void ParallelBook::hand_out(int node_rank, int want, std::vector<Assignment>& ou
   while (want-- > 0 && verdict() == RunVerdict::Running) {
     auto next = scheduler_.next();
     if (!next) break;
-    holder_rank_[next->mini_batch] = node_rank;
-    holder_epoch_[next->mini_batch] = epoch_;
-    dirty_.insert(next->mini_batch);
+    hold(next->mini_batch, node_rank, next->ticket);
     out.push_back(*next);
   }
 }
@@ -200,7 +247,8 @@ nlohmann::json ParallelBook::plan_json() const {
           {"epoch", epoch_},
           {"created_at", created_at_},
           {"failure", failure_},
-          {"first_error", error_json(scheduler_.first_error())}};
+          {"first_error", error_json(scheduler_.first_error())},
+          {"init_error", error_json(left_error_)}};
 }
 
 nlohmann::json ParallelBook::record_json(int mini_batch) const {
@@ -246,6 +294,7 @@ std::optional<ParallelBook> ParallelBook::from_store(
                         plan_json.at("created_at").get<Millis>(), batches,
                         error_from_json(plan_json.value("first_error", nlohmann::json())));
     book.failure_ = plan_json.value("failure", "");
+    book.left_error_ = error_from_json(plan_json.value("init_error", nlohmann::json()));
     return book;
   } catch (const nlohmann::json::exception&) {
     return std::nullopt;

@@ -12,6 +12,7 @@
 // dropped connection) goes back too.
 
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -46,6 +47,7 @@ struct ParallelExchange {
   std::vector<std::uint64_t> held;  // tickets the node holds (queued there or running)
   int want = 0;                     // more mini-batches it can take now
   int init_failures = 0;            // on the node since its share started
+  parallel::TryError init_error;    // the node's first init() failure, when it had one
   std::string leaving;              // the node takes nothing more, and why ("" when it stays)
   parallel::TryError leaving_error;
 };
@@ -83,8 +85,11 @@ class ParallelBook {
 
   // The run was placed again: every hand-out of an older epoch goes back to the queue.
   void enter_epoch(std::int64_t epoch);
-  // Whether a successful outcome would count now (its rows are then worth storing).
-  bool counts(const parallel::Assignment& assignment) const;
+  // Whether node rank `rank`'s successful outcome would count now (its rows are then worth
+  // storing): the hand-out in flight to that rank in the current epoch, while the run goes on.
+  bool counts(const parallel::Assignment& assignment, int rank) const;
+  // Whether node rank `rank` stopped taking mini-batches (its init() failed too often).
+  bool left(int rank) const { return left_.count(rank) > 0; }
   // Applies a node's outcomes, returns what it no longer holds, and hands out up to `want` more.
   ParallelAnswer exchange(const ParallelExchange& exchange, Millis now);
   // The run failed for a reason outside the scheduler's rules (its output grew too large).
@@ -117,6 +122,8 @@ class ParallelBook {
  private:
   void hand_out(int node_rank, int want, std::vector<parallel::Assignment>& out);
   void release(int mini_batch);
+  void hold(int mini_batch, int rank, std::uint64_t ticket);
+  void unhold(int mini_batch);
 
   ParallelPlan plan_;
   parallel::Scheduler scheduler_;
@@ -124,6 +131,9 @@ class ParallelBook {
   Millis created_at_ = 0;
   std::vector<int> holder_rank_;  // per mini-batch in flight: its node rank
   std::vector<std::int64_t> holder_epoch_;
+  // Per node rank, its hand-outs in flight in the current epoch (ticket -> mini-batch), so that an
+  // exchange looks at what the node holds, never at every mini-batch of the run.
+  std::vector<std::map<std::uint64_t, int>> held_by_rank_;
   std::vector<std::uint64_t> batch_rows_bytes_;
   std::set<int> dirty_;
   bool plan_dirty_ = false;

@@ -195,7 +195,9 @@ void plan_parallel_run(const Job& job, const PlanContext& context, Plan& plan) {
   const spec::ParallelRun& run = *job.parallel_run;
   parallel::NodeSpec spec;
   // The interpreter the job's script would run with: its environment's for conda and pip.
-  spec.python = plan.argv.empty() ? job.environment.python.interpreter_path : plan.argv.front();
+  spec.python = job.environment.python.interpreter_path;
+  if (plan.python_environment)
+    spec.python = (context.envs_dir / plan.environment_hash / "bin" / "python").string();
   std::string script = run.entry_script.empty() ? job.entry_script.value_or("") : run.entry_script;
   if (script.empty()) {
     plan.cannot_run = Error{"InvalidJob",

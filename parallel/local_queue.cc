@@ -21,14 +21,14 @@ class LocalQueue final : public MiniBatchQueue {
     rows_files_[outcome.assignment.mini_batch] = outcome.rows_file;
     return true;
   }
-  Result<void> sync(bool) override { return ok(); }
+  Result<void> sync(int, bool) override { return ok(); }
   // The only node leaving ends the run: nothing is left to take its mini-batches.
   Result<void> leave(const std::string& why, const TryError& first_error) override {
     left_ = why;
     left_error_ = first_error;
     return ok();
   }
-  void count_init_failure() override {}
+  void count_init_failure(const TryError&) override {}
 
   RunVerdict verdict() const override {
     return left_.empty() ? scheduler_.verdict() : RunVerdict::Failed;

@@ -37,14 +37,15 @@ class MiniBatchQueue {
   // A try's outcome. Returns false when it was known at once not to count (a stale ticket).
   virtual bool report(TryOutcome outcome) = 0;
   // Brings the queue up to date: delivers what was reported and asks for more mini-batches when
-  // this node runs short. `idle`: no worker of the node is busy, so the call may wait (bounded)
-  // for a mini-batch or for the run's end. An error ends this node's part; its message says why.
-  virtual Result<void> sync(bool idle) = 0;
+  // this node runs short. `free_workers`: ready and waiting for a mini-batch. `idle`: no worker
+  // of the node is busy, so the call may wait (bounded) for a mini-batch or for the run's end. An
+  // error ends this node's part; its message says why.
+  virtual Result<void> sync(int free_workers, bool idle) = 0;
   // This node stops taking mini-batches (init() failed 3 x its worker count here): whether the
   // run can go on without it is the scheduler's to decide (verdict()).
   virtual Result<void> leave(const std::string& why, const TryError& first_error) = 0;
-  // init() failures on this node so far (the rule across nodes counts them together).
-  virtual void count_init_failure() = 0;
+  // An init() failure on this node (the rule across nodes counts them together).
+  virtual void count_init_failure(const TryError& error) = 0;
 
   virtual RunVerdict verdict() const = 0;
   virtual std::string failure() const = 0;

@@ -96,6 +96,7 @@ class NodeDriver {
   void fail_node(const std::string& why);
   void stop_workers();
   bool any_busy() const;
+  int free_workers() const;
   bool poll_workers();
   std::filesystem::path rows_file(const Assignment& assignment) const {
     return spec_.state_dir / "rows" /
@@ -166,6 +167,11 @@ bool NodeDriver::start_worker(Worker& worker) {
     ::close(in);
     ::close(answer);
     ::signal(SIGPIPE, SIG_DFL);  // the driver ignores it; the entry script must not
+    // Nothing else of the driver's reaches the entry script (a connection to the control plane
+    // is not close-on-exec): every descriptor above the two pipes is closed.
+    if (::syscall(SYS_close_range, 5U, ~0U, 0U) != 0) {
+      for (int fd = 5; fd < 1024; ++fd) ::close(fd);
+    }
     ::setenv("AMLNODE_PRS_IN", "3", 1);
     ::setenv("AMLNODE_PRS_OUT", "4", 1);
     ::setenv("AMLNODE_PRS_WORKER", settings_text.c_str(), 1);
@@ -363,9 +369,9 @@ void NodeDriver::worker_ended(Worker& worker, std::optional<int> reaped) {
   if (!worker.ready) {
     // Killed for a timeout before it was ready is only the init deadline: counted the same.
     init_failures_ += 1;
-    queue_->count_init_failure();
     if (!first_init_error_)
       first_init_error_ = worker.init_error.value_or(TryError{"the worker " + how, ""});
+    queue_->count_init_failure(worker.init_error.value_or(TryError{"the worker " + how, ""}));
     // Azure ML's rule: a node whose workers fail init() 3 x process_count_per_node times stops.
     if (init_failures_ >= 3 * spec_.workers) {
       if (leaving_.empty())
@@ -488,7 +494,7 @@ void NodeDriver::wait_for_verdict() {
       !left.ok())
     return fail_node(left.error().message);
   while (queue_->verdict() == RunVerdict::Running) {
-    if (auto synced = queue_->sync(true); !synced.ok()) return fail_node(synced.error().message);
+    if (auto synced = queue_->sync(0, true); !synced.ok()) return fail_node(synced.error().message);
     write_progress(false);
   }
 }
@@ -503,7 +509,7 @@ int NodeDriver::finish() {
   std::string error;
   if (completed && !assemble_output()) error = "the output file could not be written";
   if (!completed) {
-    auto first = node_failure_.empty() ? queue_->first_error() : std::optional<TryError>();
+    auto first = node_failure_.empty() ? queue_->first_error() : first_init_error_;
     error = node_failure_.empty() ? queue_->failure() : node_failure_;
     if (first) error += "; the first error: " + first->message;
     if (first && !first->traceback.empty()) error += "\n" + first->traceback;
@@ -524,6 +530,13 @@ int NodeDriver::finish() {
       << json{{"message", error}}.dump(-1, ' ', false, json::error_handler_t::replace);
   std::fprintf(stderr, "%s\n", error.c_str());
   return 1;
+}
+
+int NodeDriver::free_workers() const {
+  int free = 0;
+  for (const auto& worker : workers_)
+    free += worker.pid > 0 && worker.ready && !worker.busy && !worker.dying ? 1 : 0;
+  return free;
 }
 
 bool NodeDriver::any_busy() const {
@@ -548,7 +561,7 @@ int NodeDriver::run() {
     if (!start_worker(workers_[i])) fail_node("a worker process could not be started");
   }
   while (node_failure_.empty() && leaving_.empty()) {
-    if (auto synced = queue_->sync(!any_busy()); !synced.ok()) {
+    if (auto synced = queue_->sync(free_workers(), !any_busy()); !synced.ok()) {
       fail_node(synced.error().message);
       break;
     }
@@ -592,7 +605,8 @@ bool NodeDriver::poll_workers() {
   // more once a retry comes back), so the wait is short.
   bool waiting_for_work = false;
   for (const auto& worker : workers_)
-    waiting_for_work = waiting_for_work || (worker.pid > 0 && worker.ready && !worker.busy);
+    waiting_for_work =
+        waiting_for_work || (worker.pid > 0 && worker.ready && !worker.busy && !worker.dying);
   if (waiting_for_work && any_busy()) wait = std::min(wait, std::chrono::milliseconds(50));
   // None busy and none to take: the queue's sync has just waited for the run's end already.
   if (waiting_for_work && !any_busy()) wait = std::chrono::milliseconds(0);

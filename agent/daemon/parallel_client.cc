@@ -23,17 +23,27 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// One try's rows go to the control plane in one exchange; more than this fails the try.
-constexpr std::uint64_t kMaxRowsPerTry = 8 << 20;
-// Outcomes held back at most before they are sent (their rows included).
+// One try's rows go to the control plane in one exchange; more than this fails the try. With the
+// pending limits below an exchange stays within the control plane's 16 MiB body and 2 MiB JSON.
+constexpr std::uint64_t kMaxRowsPerTry = 6 << 20;
+// Outcomes held back at most before they are sent: their count, rows and error text.
 constexpr std::size_t kMaxPendingOutcomes = 256;
-constexpr std::uint64_t kMaxPendingBytes = 8 << 20;
+constexpr std::uint64_t kMaxPendingBytes = 6 << 20;
+constexpr std::size_t kMaxPendingText = 1 << 20;
+constexpr std::size_t kMaxErrorText = 16 << 10;  // a try's message, and its traceback
+// The control plane's limits on one exchange (controlplane/parallel_bodies.h).
+constexpr int kMaxWant = 1024;
+constexpr std::size_t kMaxHeld = 4096;
 // How long a node with nothing to do waits in one call for a mini-batch or the run's end.
 constexpr double kIdleWaitSeconds = 10;
 // The work a node keeps queued per worker beyond what it runs: about this much, at most kMaxAhead.
 constexpr double kAheadSeconds = 0.05;
 constexpr int kMaxAhead = 8;
 constexpr std::uint64_t kMaxOutputAnswer = 64 << 20;
+
+std::string cut(const std::string& text) {
+  return text.size() <= kMaxErrorText ? text : text.substr(0, kMaxErrorText) + "\n[cut]";
+}
 
 std::string env_or_empty(const char* name) {
   const char* value = std::getenv(name);
@@ -67,7 +77,7 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
   }
 
   std::optional<Assignment> next() override {
-    if (local_.empty()) return std::nullopt;
+    if (local_.empty() || verdict_ != RunVerdict::Running) return std::nullopt;
     Assignment next = local_.front();
     local_.pop_front();
     started_[next.ticket] = Clock::now();
@@ -83,18 +93,33 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
     }
     Pending pending{std::move(outcome), {}};
     if (pending.outcome.ok && !pending.outcome.rows_file.empty()) read_rows(pending);
+    pending.outcome.error.message = cut(pending.outcome.error.message);
+    pending.outcome.error.traceback = cut(pending.outcome.error.traceback);
+    std::size_t text =
+        pending.outcome.error.message.size() + pending.outcome.error.traceback.size();
+    // What is pending goes first when this one would take an exchange past its limits.
+    if (!pending_.empty() && deferred_.ok() &&
+        (pending_bytes_ + pending.rows.size() > kMaxPendingBytes ||
+         pending_text_ + text > kMaxPendingText || pending_.size() >= kMaxPendingOutcomes))
+      deferred_ = exchange(0, 0);
     pending_bytes_ += pending.rows.size();
+    pending_text_ += text;
     pending_.push_back(std::move(pending));
     return true;
   }
 
-  Result<void> sync(bool idle) override {
-    int free = workers_ - static_cast<int>(started_.size());
-    int ahead = average_try_ < 0
-                    ? 1
-                    : std::clamp(static_cast<int>(kAheadSeconds / std::max(average_try_, 1e-6)), 0,
-                                 kMaxAhead);
-    int target = verdict_ == RunVerdict::Running && leaving_.empty() ? free + ahead * workers_ : 0;
+  Result<void> sync(int free, bool idle) override {
+    if (!deferred_.ok()) return std::exchange(deferred_, ok());
+    // A node that left only waits for the verdict (and sends what it still has).
+    if (!leaving_.empty())
+      return verdict_ == RunVerdict::Running ? exchange(0, kIdleWaitSeconds) : ok();
+    // No look-ahead before a try has been timed: the first node to ask must not take everything.
+    int ahead = 0;
+    if (average_try_ >= 0)
+      ahead =
+          std::clamp(static_cast<int>(kAheadSeconds / std::max(average_try_, 1e-6)), 0, kMaxAhead);
+    int target = verdict_ == RunVerdict::Running ? free + ahead * workers_ : 0;
+    target = std::min(target, std::max(0, static_cast<int>(kMaxHeld - started_.size())));
     bool short_of_work = static_cast<int>(local_.size()) < free ||
                          static_cast<int>(local_.size()) * 2 < target - free;
     bool flush =
@@ -106,7 +131,7 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
     // Asked again for nothing: at most every 50 ms while its workers run (a retry may come back).
     if (!flush && !idle && Clock::now() - last_exchange_ < std::chrono::milliseconds(50))
       return ok();
-    int want = std::max(0, target - static_cast<int>(local_.size()));
+    int want = std::min(kMaxWant, std::max(0, target - static_cast<int>(local_.size())));
     bool wait = idle && local_.empty() && pending_.empty() && want > 0;
     return exchange(want, wait ? kIdleWaitSeconds : 0);
   }
@@ -119,7 +144,11 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
     return exchange(0, 0);
   }
 
-  void count_init_failure() override { ++init_failures_; }
+  void count_init_failure(const TryError& error) override {
+    ++init_failures_;
+    if (first_init_error_.message.empty())
+      first_init_error_ = {cut(error.message), cut(error.traceback)};
+  }
 
   RunVerdict verdict() const override { return verdict_; }
   std::string failure() const override { return failure_; }
@@ -131,7 +160,7 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
   Result<void> write_output(const fs::path& target) override {
     std::ofstream out(target, std::ios::binary | std::ios::trunc);
     int from = 0;
-    for (;;) {
+    while (from < progress_.total) {
       HttpRequest request;
       request.target = "/v1/runs/" + env_.run_id + "/parallel/output?from=" + std::to_string(from);
       request.bearer_token = env_.token;
@@ -148,7 +177,6 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
                                           std::to_string(from)};
       }
       from = next;
-      if (from >= progress_.total) break;
     }
     out.close();
     if (!out) return Error{"OutputError", "writing " + target.string() + " failed"};
@@ -161,12 +189,22 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
     std::string rows;
   };
 
-  // The rows the worker wrote, moved into memory (the file goes); more than kMaxRowsPerTry fail
-  // the try.
+  // The rows the worker wrote, moved into memory (the file goes); more than kMaxRowsPerTry, or
+  // none where the worker said it returned some, fail the try.
   void read_rows(Pending& pending) {
     std::error_code ec;
     auto size = fs::file_size(pending.outcome.rows_file, ec);
-    if (ec) return;  // a run() that returned no rows wrote none
+    auto fail = [&](std::string why) {
+      pending.outcome.ok = false;
+      pending.outcome.error = {std::move(why), ""};
+      pending.rows.clear();
+    };
+    if (ec) {
+      if (pending.outcome.rows > 0)
+        fail("the worker reported " + std::to_string(pending.outcome.rows) +
+             " rows but left no rows file");
+      return;
+    }
     if (size > kMaxRowsPerTry) {
       pending.outcome.ok = false;
       pending.outcome.error = {"run() returned " + std::to_string(size) +
@@ -177,6 +215,7 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
     } else {
       std::ifstream in(pending.outcome.rows_file, std::ios::binary);
       pending.rows.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      if (pending.rows.size() != size) fail("the rows file could not be read whole");
     }
     fs::remove(pending.outcome.rows_file, ec);
   }
@@ -194,8 +233,8 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
                    {"rows", o.rows},
                    {"rows_bytes", pending.rows.size()}};
       if (!o.ok) {
-        item["message"] = o.error.message.substr(0, 60000);
-        item["traceback"] = o.error.traceback.substr(0, 60000);
+        item["message"] = o.error.message;
+        item["traceback"] = o.error.traceback;
       }
       outcomes.push_back(std::move(item));
       rows += pending.rows;
@@ -205,10 +244,14 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
     for (const auto& [ticket, started] : started_) held.push_back(ticket);
     json body = {{"node_rank", env_.node_rank},     {"want", want}, {"wait_seconds", wait_seconds},
                  {"init_failures", init_failures_}, {"held", held}, {"outcomes", outcomes}};
+    if (!first_init_error_.message.empty()) {
+      body["init_error"] = {{"message", first_init_error_.message},
+                            {"traceback", first_init_error_.traceback}};
+    }
     if (!leaving_.empty()) {
-      body["leaving"] = {{"why", leaving_},
-                         {"message", leaving_error_.message.substr(0, 60000)},
-                         {"traceback", leaving_error_.traceback.substr(0, 60000)}};
+      body["leaving"] = {{"why", cut(leaving_)},
+                         {"message", cut(leaving_error_.message)},
+                         {"traceback", cut(leaving_error_.traceback)}};
     }
     std::string text = body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n" + rows;
     auto answer = call("exchange", std::move(text), wait_seconds);
@@ -216,6 +259,7 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
     if (!answer.ok()) return answer.error();
     pending_.clear();
     pending_bytes_ = 0;
+    pending_text_ = 0;
     return take_answer(*answer);
   }
 
@@ -292,6 +336,9 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
   std::map<std::uint64_t, Clock::time_point> started_;  // handed to a worker, by ticket
   std::vector<Pending> pending_;                        // outcomes not yet sent
   std::uint64_t pending_bytes_ = 0;
+  std::size_t pending_text_ = 0;
+  Result<void> deferred_ = ok();  // an exchange report() had to make, and its failure
+  TryError first_init_error_;
   double average_try_ = -1;  // seconds, a moving average; -1 before the first
   Clock::time_point last_exchange_{};
   int init_failures_ = 0;
@@ -305,14 +352,18 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
 
 }  // namespace
 
-std::optional<ParallelShareEnv> parallel_share_env() {
+Result<std::optional<ParallelShareEnv>> parallel_share_env() {
   ParallelShareEnv env{env_or_empty("AMLNODE_LAUNCH_URL"), env_or_empty("AMLNODE_LAUNCH_TOKEN"),
                        env_or_empty("AMLNODE_LAUNCH_CA_FILE"), env_or_empty("AZUREML_RUN_ID"), -1};
   std::string rank = env_or_empty("AMLNODE_NODE_RANK");
   std::from_chars(rank.data(), rank.data() + rank.size(), env.node_rank);
+  if (env.url.empty() && env.token.empty()) return std::optional<ParallelShareEnv>();
+  // Half a share's settings must not quietly make every node run every mini-batch.
   if (env.url.empty() || env.token.empty() || env.run_id.empty() || env.node_rank < 0)
-    return std::nullopt;
-  return env;
+    return Error{"InvalidShare",
+                 "a share across nodes needs AMLNODE_LAUNCH_URL, AMLNODE_LAUNCH_TOKEN, "
+                 "AMLNODE_NODE_RANK and AZUREML_RUN_ID together; some are missing"};
+  return std::optional<ParallelShareEnv>(std::move(env));
 }
 
 parallel::QueueFactory control_plane_queue_factory(ParallelShareEnv env,

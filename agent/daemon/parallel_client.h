@@ -26,8 +26,9 @@ struct ParallelShareEnv {
 };
 
 // The share's settings from AMLNODE_LAUNCH_URL, AMLNODE_LAUNCH_TOKEN, AMLNODE_LAUNCH_CA_FILE,
-// AMLNODE_NODE_RANK and AZUREML_RUN_ID; nullopt when this run is not a share across nodes.
-std::optional<ParallelShareEnv> parallel_share_env();
+// AMLNODE_NODE_RANK and AZUREML_RUN_ID; nullopt when this run is not a share across nodes, an
+// error when only some of them are set.
+Result<std::optional<ParallelShareEnv>> parallel_share_env();
 
 // How long the control plane may be unreachable (a restart) before the share gives up.
 inline constexpr std::chrono::seconds kParallelUnreachableLimit{600};

@@ -60,7 +60,9 @@ TEST_CASE("mini-batches go to the node ranks that ask, and each outcome counts o
   REQUIRE(second.size() == 2);
   CHECK(first[0].mini_batch == 0);
   CHECK(second[0].mini_batch == 2);
-  // Another node rank cannot report what it was not handed.
+  // Another node rank cannot report what it was not handed, nor store rows for it.
+  CHECK(book.counts(first[0], 0));
+  CHECK_FALSE(book.counts(first[0], 1));
   auto stolen = want(1, 0, tickets(second));
   stolen.outcomes = {success(first[0])};
   book.exchange(stolen, 0);
@@ -179,6 +181,15 @@ TEST_CASE("an exchange body is refused by the field or byte that is wrong",
                      "\"ticket\": 1}]}\n"),
              Catch::Contains("outcomes[0].ok"));
   CHECK_THAT(refused("{\"node_rank\": 0}\nrows without outcomes"), Catch::Contains("no outcomes"));
+  CHECK_THAT(refused("{\"node_rank\": 0, \"outcomes\": [{\"mini_batch\": 0, \"attempt\": 1, "
+                     "\"ticket\": 7, \"ok\": true}, {\"mini_batch\": 0, \"attempt\": 1, "
+                     "\"ticket\": 7, \"ok\": true}]}\n"),
+             Catch::Contains("outcomes[1].ticket: 7 is reported twice"));
+  CHECK_THAT(refused("{\"node_rank\": 0, \"outcomes\": [{\"mini_batch\": 0, \"attempt\": 1, "
+                     "\"ticket\": 7, \"ok\": true, \"rows\": 9999999999999999}]}\n"),
+             Catch::Contains("outcomes[0].rows"));
+  CHECK_THAT(refused("{\"node_rank\": 0, \"held\": [" + std::string(3 << 20, ' ') + "]}\n"),
+             Catch::Contains("the JSON line is longer than"));
   CHECK_THAT(refused("{\"node_rank\": 0, \"held\": [-1]}\n"), Catch::Contains("held"));
   CHECK_THAT(refused("{\"node_rank\": 0, \"leaving\": {}}\n"), Catch::Contains("leaving.why"));
   // Rows are bytes, not text: what follows the JSON line is taken as it is.

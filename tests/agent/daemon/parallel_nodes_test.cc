@@ -326,3 +326,53 @@ TEST_CASE("Azure ML's iris sample over 2 agents: its entry script scores every r
   CHECK_THAT(cluster.log(id, "logs/user/entry_script_log/0/process001.log.txt"),
              Catch::Contains("init() is called."));
 }
+
+TEST_CASE(
+    "across nodes a run() that hangs: its worker is killed, the mini-batch tried again, then the "
+    "run fails",
+    "[daemon][parallel][gang]") {
+  GangCluster cluster(2);
+  cluster.scripts = fs::path(AMLNODE_SOURCE_DIR) / "tests" / "agent" / "parallel";
+  write_files(cluster, 8);
+  std::string id =
+      submit_files(cluster, "error_threshold: 0, run_max_try: 2, run_invocation_timeout: 1",
+                   "environment_variables: {HANG_ON: f07.txt}\n");
+  auto record = cluster.wait_terminal(id);
+  INFO(record.dump() << cluster.output());
+  REQUIRE(record["status"] == "Failed");
+  std::string message = record["error"]["message"];
+  CHECK_THAT(message, Catch::Contains("error_threshold: 2 items failed"));
+  CHECK_THAT(message, Catch::Contains("run() took longer than run_invocation_timeout (1 s)"));
+  // Each of its two tries is in the report of the node that ran it.
+  int timed_out = 0;
+  for (int k = 0; k < 2; ++k) {
+    auto report = cluster.dir / ("n" + std::to_string(k)) / "state" / "runs" / id / "wd" / "logs" /
+                  "sys" / "job_report" / "processed_mini-batches.csv";
+    std::error_code ec;
+    if (!fs::exists(report, ec)) continue;
+    std::istringstream lines(test::slurp(report));
+    for (std::string line; std::getline(lines, line);)
+      if (line.starts_with("3,") && line.find(",timed out,") != std::string::npos) ++timed_out;
+  }
+  CHECK(timed_out == 2);
+}
+
+TEST_CASE("init() raising on one node only: that node stops, the other does every mini-batch",
+          "[daemon][parallel][gang]") {
+  GangCluster cluster(2);
+  cluster.scripts = fs::path(AMLNODE_SOURCE_DIR) / "tests" / "agent" / "parallel";
+  std::string all_rows = write_files(cluster, 12);
+  std::string id = submit_files(cluster, "error_threshold: 0",
+                                "environment_variables: {INIT_FAILS_ON_RANK: \"1\"}\n");
+  auto record = cluster.wait_terminal(id);
+  INFO(record.dump() << cluster.output());
+  REQUIRE(record["status"] == "Completed");
+  CHECK(uploaded_rows(cluster, id) == all_rows);
+  int rank1 = cluster.agent_of(record["shares"][1]["node_id"]);
+  CHECK(succeeded_on(cluster, rank1, id) == 0);
+  CHECK(succeeded_on(cluster, 1 - rank1, id) == 6);
+  // The node that stopped says why in its result.
+  auto result = cluster.dir / ("n" + std::to_string(rank1)) / "state" / "runs" / id / "wd" /
+                "logs" / "job_result.txt";
+  CHECK_THAT(test::slurp(result), Catch::StartsWith("Completed\n"));
+}

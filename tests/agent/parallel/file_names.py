@@ -2,6 +2,7 @@
 # through EntryScript, prints to stdout, and fails as $FAIL_ON says (a file name to raise on),
 # hangs on $HANG_ON, sleeps on $SLOW_ON the first time only (it makes $SLOW_MARKER), and records
 # its pid in $PIDS before each mini-batch, and on $WAIT_ON waits until the file $GO exists.
+# init() raises with $INIT_FAILS, and on the node rank $INIT_FAILS_ON_RANK names.
 import os
 import sys
 import time
@@ -14,6 +15,8 @@ def init():
     prefix = sys.argv[sys.argv.index("--prefix") + 1]
     if os.environ.get("INIT_FAILS"):
         raise RuntimeError("the model could not be loaded")
+    if os.environ.get("INIT_FAILS_ON_RANK", "none") == os.environ.get("AMLNODE_NODE_RANK"):
+        raise RuntimeError("this node has no model")
     if os.environ.get("FORK_HELPER"):
         # A helper process forked in init() (as a multiprocessing pool's would be) inherits the
         # worker's pipes and outlives it.
