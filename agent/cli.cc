@@ -283,22 +283,7 @@ struct CacheCommand {
 // own footprint (a shim per job process, a server that needs none of the agent's code).
 // `amlnode parallel-node`: a ParallelRunStep's run process, its spec in $AMLNODE_PRS_SPEC.
 int run_parallel_node_command() {
-  const char* text = std::getenv("AMLNODE_PRS_SPEC");
-  auto spec = parallel::read_node_spec(text ? text : "");
-  if (!spec.ok()) {
-    std::fprintf(stderr, "amlnode parallel-node: %s (only a ParallelRunStep's run runs this)\n",
-                 spec.error().message.c_str());
-    return 2;
-  }
-  // A share of a run across nodes takes its mini-batches from the control plane.
-  auto share = agent::parallel_share_env();
-  if (!share.ok()) {
-    std::fprintf(stderr, "amlnode parallel-node: %s\n", share.error().message.c_str());
-    return 2;
-  }
-  if (*share)
-    return parallel::run_parallel_node(*spec, agent::control_plane_queue_factory(**share));
-  return parallel::run_parallel_node(*spec);
+  return agent::run_parallel_node_from_env("amlnode parallel-node");
 }
 
 int exec_sibling(const std::filesystem::path& binary, const std::vector<std::string>& args) {

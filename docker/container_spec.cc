@@ -422,7 +422,7 @@ Result<ContainerSpec> container_spec_for(const executors::Plan& plan, const spec
     std::string dir = spec.python_module_dir->string();
     host["Binds"].push_back(dir + ":" + dir + ":ro");
   }
-  for (const auto& program : plan.host_programs) {
+  for (const auto& program : plan.host_files) {
     std::string path = program.lexically_normal().string();
     host["Binds"].push_back(path + ":" + path + ":ro");
   }

@@ -297,7 +297,11 @@ void plan_parallel_run(const Job& job, const PlanContext& context, Plan& plan) {
     // In a container the driver is the static one, bound into it: the agent's program needs the
     // host's C library.
     plan.argv = {context.parallel_driver.string()};
-    plan.host_programs.push_back(context.parallel_driver);
+    plan.host_files.push_back(context.parallel_driver);
+    // Across nodes it reaches the control plane from there (the container shares the host's
+    // network), trusting the CA file the agent trusts.
+    if (context.share && !context.share->launch_ca_file.empty())
+      plan.host_files.push_back(context.share->launch_ca_file);
   }
   set_var(plan.env, "AMLNODE_PRS_SPEC", parallel::node_spec_json(spec).dump());
   // Across nodes the mini-batches come from the control plane, under the run's epoch.
@@ -314,12 +318,6 @@ std::optional<Error> not_yet_supported(const Job& job, const PlanContext& contex
       return refuse(
           "parallel_run.node_count: a ParallelRunStep across nodes takes its "
           "mini-batches from the control plane, which gave this share no launch token");
-    if (job.environment.docker.enabled && job.node_count > 1)
-      return refuse(
-          "parallel_run.node_count: a ParallelRunStep across nodes takes its mini-batches from "
-          "the control plane, which its driver cannot reach from a Docker container yet; run it "
-          "in a conda or user-managed environment (environment.docker.enabled: false), or on one "
-          "node");
     if (job.environment.docker.enabled && context.parallel_driver.empty())
       return refuse(
           "parallel_run: a ParallelRunStep in a Docker container needs amlnode-parallel-node "

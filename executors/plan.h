@@ -145,9 +145,9 @@ struct Plan {
   // Appended to the process's PYTHONPATH (after the job's or the inherited one), so scripts can
   // `import amlnode_run`; see PlanContext.
   std::optional<std::filesystem::path> python_module_dir;
-  // Programs of this node the run's process needs inside its Docker container (a ParallelRunStep's
-  // static node driver): bound there read-only at the same path.
-  std::vector<std::filesystem::path> host_programs;
+  // Files of this node the run's process needs inside its Docker container (a ParallelRunStep's
+  // static node driver, the control plane's CA file): bound there read-only at the same path.
+  std::vector<std::filesystem::path> host_files;
 
   // A distributed run on this node (executors/ranks.h): one entry per rank, in rank order, and
   // how they start. std_log is then rank 0's log (what `amlnode run` shows); an MPI run's

@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <fstream>
@@ -11,6 +12,7 @@
 #include <thread>
 
 #include "common/error_codes.h"
+#include "parallel/node_driver.h"
 
 namespace amlnode::agent {
 
@@ -388,6 +390,24 @@ parallel::QueueFactory control_plane_queue_factory(const ParallelShareEnv& env) 
   HttpTlsOptions tls;
   if (!env.ca_file.empty()) tls.ca_file = env.ca_file;
   return control_plane_queue_factory(env, make_http_client(*endpoint, tls, 1));
+}
+
+int run_parallel_node_from_env(const char* program) {
+  const char* text = std::getenv("AMLNODE_PRS_SPEC");
+  auto spec = parallel::read_node_spec(text ? text : "");
+  if (!spec.ok()) {
+    std::fprintf(stderr, "%s: %s (only a ParallelRunStep's run runs this)\n", program,
+                 spec.error().message.c_str());
+    return 2;
+  }
+  auto share = parallel_share_env();
+  if (!share.ok()) {
+    std::fprintf(stderr, "%s: %s\n", program, share.error().message.c_str());
+    return 2;
+  }
+  // A share of a run across nodes takes its mini-batches from the control plane.
+  if (*share) return parallel::run_parallel_node(*spec, control_plane_queue_factory(**share));
+  return parallel::run_parallel_node(*spec);
 }
 
 }  // namespace amlnode::agent

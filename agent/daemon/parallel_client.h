@@ -37,4 +37,9 @@ parallel::QueueFactory control_plane_queue_factory(ParallelShareEnv env,
                                                    std::unique_ptr<HttpClient> client);
 parallel::QueueFactory control_plane_queue_factory(const ParallelShareEnv& env);
 
+// `amlnode parallel-node` and `amlnode-parallel-node`: runs the node of the ParallelRunStep whose
+// spec is $AMLNODE_PRS_SPEC, with the control plane's mini-batches when it is a share across
+// nodes; `program` names the command in errors. Returns the process's exit code.
+int run_parallel_node_from_env(const char* program);
+
 }  // namespace amlnode::agent

@@ -389,7 +389,7 @@ TEST_CASE("a ParallelRunStep's share across nodes reaches the control plane unde
   CHECK_THAT(refused.cannot_run->message, Catch::Contains("no launch token"));
 }
 
-TEST_CASE("a ParallelRunStep in a container runs the static driver bound into it, on one node only",
+TEST_CASE("a ParallelRunStep in a container runs the static driver bound into it",
           "[plan][parallel]") {
   auto job = parallel_job();
   job.environment.docker.enabled = true;
@@ -402,14 +402,19 @@ TEST_CASE("a ParallelRunStep in a container runs the static driver bound into it
   auto plan = resolve_plan(job, c);
   REQUIRE_FALSE(plan.cannot_run);
   CHECK(plan.argv == std::vector<std::string>{"/usr/bin/amlnode-parallel-node"});
-  CHECK(plan.host_programs == std::vector<std::filesystem::path>{"/usr/bin/amlnode-parallel-node"});
+  CHECK(plan.host_files == std::vector<std::filesystem::path>{"/usr/bin/amlnode-parallel-node"});
   CHECK(env_of(plan, "AMLNODE_PRS_SPEC") != "<unset>");
   job.node_count = 2;
   auto across = share_context(0);
   across.parallel_driver = c.parallel_driver;
   across.agent_program = c.agent_program;
   across.share->launch_token = "amllaunch_1_abc";
-  auto refused = resolve_plan(job, across);
-  REQUIRE(refused.cannot_run);
-  CHECK_THAT(refused.cannot_run->message, Catch::StartsWith("parallel_run.node_count"));
+  across.share->launch_ca_file = "/etc/amlnode/ca.pem";
+  auto share = resolve_plan(job, across);
+  REQUIRE_FALSE(share.cannot_run);
+  // Across nodes it reaches the control plane from the container, trusting the agent's CA file.
+  CHECK(share.host_files == std::vector<std::filesystem::path>{"/usr/bin/amlnode-parallel-node",
+                                                               "/etc/amlnode/ca.pem"});
+  CHECK(env_of(share, "AMLNODE_LAUNCH_TOKEN") == "amllaunch_1_abc");
+  CHECK(env_of(share, "AMLNODE_LAUNCH_CA_FILE") == "/etc/amlnode/ca.pem");
 }

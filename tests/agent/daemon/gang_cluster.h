@@ -39,8 +39,10 @@ struct GangCluster {
   std::vector<fs::path> configs;
   int starts = 0;
 
+  // `extra`: more of each agent's config (a docker: section).
   explicit GangCluster(int count,
-                       std::vector<std::string> server_args = {"--heartbeat-interval", "1"})
+                       std::vector<std::string> server_args = {"--heartbeat-interval", "1"},
+                       const std::string& extra = "")
       : server(dir / "cp", std::move(server_args)) {
     server.start();
     for (int k = 0; k < count; ++k) {
@@ -50,6 +52,7 @@ struct GangCluster {
           "  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n"
           "  address: " +
           address(k) + "\n";
+      sections.extra = extra;
       auto config =
           dir.write(name + "/config.yml",
                     agent_config_text(dir / name / "state", server.url(),

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "tests/agent/daemon/gang_cluster.h"
+#include "tests/docker/docker_test_support.h"
 
 using namespace amlnode;
 using namespace std::chrono_literals;
@@ -375,4 +376,48 @@ TEST_CASE("init() raising on one node only: that node stops, the other does ever
   auto result = cluster.dir / ("n" + std::to_string(rank1)) / "state" / "runs" / id / "wd" /
                 "logs" / "job_result.txt";
   CHECK_THAT(test::slurp(result), Catch::StartsWith("Completed\n"));
+}
+
+TEST_CASE(
+    "a ParallelRunStep across 2 agents in Docker containers: each node's workers in its own, every "
+    "row once",
+    "[docker][parallel][gang]") {
+  const auto& services = test::services();
+  GangCluster cluster(2, {"--heartbeat-interval", "1"},
+                      "docker:\n  host: " + services.docker_host +
+                          "\n  pip_install_options: [--no-index, --find-links, /amlnode/wheels]\n"
+                          "  local_wheel_dir: " +
+                          services.wheels.string() + "\n");
+  std::string all_rows;
+  for (int i = 1; i <= 12; ++i) {
+    std::string name = "f" + std::to_string(100 + i) + ".txt";
+    cluster.dir.write("src/data/" + name, "x");
+    all_rows += name + " container\n";
+  }
+  cluster.dir.write("src/score.py",
+                    "import os\n"
+                    "def init():\n    pass\n"
+                    "def run(mini_batch):\n"
+                    "    where = 'container' if os.path.exists('/.dockerenv') else 'host'\n"
+                    "    return [f'{os.path.basename(f)} {where}' for f in mini_batch]\n");
+  auto job = cluster.dir.write(
+      "src/job.yml",
+      "script: score.py\n"
+      "environment:\n  docker: {enabled: true, base_image: " +
+          services.base_image +
+          "}\n  python: {user_managed_dependencies: true}\n"
+          "inputs:\n  images: {path: data, dataset: file}\n"
+          "parallel_run: {mini_batch_size: 1, error_threshold: 0, output_action: append_row, "
+          "process_count_per_node: 2, node_count: 2}\n");
+  auto submitted = test::run_command(
+      {test::amlnode_binary().string(), "submit", job.string(), "--compute", "cpu-cluster"},
+      cluster.user_env());
+  INFO(submitted.out << submitted.err);
+  REQUIRE(submitted.exit_code == 0);
+  std::string id = submitted.out.substr(0, submitted.out.find_last_not_of("\n") + 1);
+  auto record = cluster.wait_terminal(id, 300s);
+  INFO(record.dump() << cluster.output());
+  REQUIRE(record["status"] == "Completed");
+  CHECK(uploaded_rows(cluster, id) == all_rows);
+  CHECK(succeeded_on(cluster, 0, id) + succeeded_on(cluster, 1, id) == 12);
 }
