@@ -88,7 +88,8 @@ TEST_CASE("install.sh installs the service into a root, idempotently", "[systemd
   std::string unit = test::slurp(root / "etc/systemd/system/amlnode.service");
   CHECK(unit.find("\nExecStart=/usr/local/bin/amlnode agent --config /etc/amlnode/config.yml\n") !=
         std::string::npos);
-  for (const char* name : {"amlnode", "amlnode-shim", "amlnode-controlplane"}) {
+  for (const char* name :
+       {"amlnode", "amlnode-shim", "amlnode-parallel-node", "amlnode-controlplane"}) {
     INFO(name);
     CHECK(test::slurp(root / "usr/local/bin" / name) == test::slurp(kBinDir / name));
     CHECK((stat_of(root / "usr/local/bin" / name).st_mode & 07777) == 0755);
@@ -115,6 +116,7 @@ TEST_CASE("install.sh installs the service into a root, idempotently", "[systemd
     CHECK_FALSE(std::filesystem::exists(root / "etc/systemd/system/amlnode.service"));
     CHECK_FALSE(std::filesystem::exists(root / "usr/local/bin/amlnode"));
     CHECK_FALSE(std::filesystem::exists(root / "usr/local/bin/amlnode-shim"));
+    CHECK_FALSE(std::filesystem::exists(root / "usr/local/bin/amlnode-parallel-node"));
     CHECK(test::slurp(root / "var/lib/amlnode/agent.db") == "the node's identity");
     CHECK(std::filesystem::exists(root / "etc/amlnode/config.yml"));
     CHECK_FALSE(account_line(root, "etc/passwd", "amlnode").empty());

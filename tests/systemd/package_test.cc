@@ -40,9 +40,9 @@ TEST_CASE("cpack -G DEB packages the binaries, the unit and the config as a conf
   auto contents = test::run_command({"dpkg-deb", "-c", deb.string()});
   REQUIRE(contents.exit_code == 0);
   INFO(contents.out);
-  for (const char* path :
-       {"./usr/bin/amlnode", "./usr/bin/amlnode-shim", "./usr/bin/amlnode-controlplane",
-        "./lib/systemd/system/amlnode.service", "./etc/amlnode/config.yml"}) {
+  for (const char* path : {"./usr/bin/amlnode", "./usr/bin/amlnode-shim",
+                           "./usr/bin/amlnode-parallel-node", "./usr/bin/amlnode-controlplane",
+                           "./lib/systemd/system/amlnode.service", "./etc/amlnode/config.yml"}) {
     CHECK(contents.out.find(std::string(path) + "\n") != std::string::npos);
   }
   // Stripped: the debug information stays in the build tree.
