@@ -32,6 +32,17 @@ def empty_snapshot():
     return out.getvalue()
 
 
+def snapshot_with(name, text):
+    """A tar.gz holding one file, `name`, with `text` in it: the snapshot of a one-script job."""
+    out = io.BytesIO()
+    data = text.encode()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
 class Client:
     """One kept-alive HTTP/1.1 connection to the control plane."""
 

@@ -18,18 +18,16 @@ user sshd lets in (root here).
 """
 
 import argparse
-import io
 import os
 import shutil
 import socket
 import statistics
 import subprocess
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from cluster import LocalCluster
+from cluster import LocalCluster, snapshot_with
 from common import percentile, require_build, verdict
 
 TARGET_RATIO = 1.0
@@ -43,16 +41,6 @@ JOB = ("script: hello.py\n"
        "environment:\n  python: {user_managed_dependencies: true, "
        "interpreter_path: /usr/bin/python3}\n"
        "distributed_job_config: {type: mpi, process_count_per_node: 2, node_count: 2}\n")
-
-
-def snapshot_with(name, text):
-    out = io.BytesIO()
-    data = text.encode()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def free_port(host):

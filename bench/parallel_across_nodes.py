@@ -14,31 +14,19 @@ Baseline, measured in the same run: the same 20,000 mini-batches on one node wit
 ratio says what handing mini-batches out across nodes costs against having them at hand.
 """
 
-import io
 import os
 import shutil
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from cluster import LocalCluster
+from cluster import LocalCluster, snapshot_with
 from common import require_build, verdict
 from parallel_run import NOTHING, make_files, run_job
 
 TARGET_RATE = 2000
 MINI_BATCHES = 20000
-
-
-def snapshot_with(name, text):
-    out = io.BytesIO()
-    data = text.encode()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def job_text(data, nodes, workers):

@@ -1062,20 +1062,7 @@ bool Api::try_answer(LaunchWaiter& waiter) {
 }
 
 void Api::wake_launch_waiters(const std::string& run_id) {
-  auto found = launch_waiters_.find(run_id);
-  if (found == launch_waiters_.end()) return;
-  auto& waiters = found->second;
-  for (auto it = waiters.begin(); it != waiters.end();) {
-    auto waiter = *it;
-    if (waiter->answered || try_answer(*waiter)) {
-      waiter->answered = true;
-      waiter->timer.cancel();
-      it = waiters.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  if (waiters.empty()) launch_waiters_.erase(run_id);
+  wake_run_waiters(launch_waiters_, run_id);
   wake_parallel_waiters(run_id);
 }
 

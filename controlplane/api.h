@@ -115,6 +115,26 @@ class Api final : public Router {
   void wake_parallel_waiters(const std::string& run_id);
   // Answers the node rank's long polls with the run's state as it is, handing out nothing.
   void drop_parallel_waiters(const std::string& run_id, int node_rank);
+  // Answers every waiter of the run that try_answer() can answer now, and forgets those.
+  template <class Waiter>
+  void wake_run_waiters(
+      std::unordered_map<std::string, std::list<std::shared_ptr<Waiter>>>& waiters_by_run,
+      const std::string& run_id) {
+    auto found = waiters_by_run.find(run_id);
+    if (found == waiters_by_run.end()) return;
+    auto& waiters = found->second;
+    for (auto it = waiters.begin(); it != waiters.end();) {
+      auto waiter = *it;
+      if (waiter->answered || try_answer(*waiter)) {
+        waiter->answered = true;
+        waiter->timer.cancel();
+        it = waiters.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (waiters.empty()) waiters_by_run.erase(run_id);
+  }
   Response parallel_output(const std::string& run_id, int from) const;
   void forget_parallel_rows();
   void put_log(const Caller& caller, const std::string& run_id, const std::string& stream,

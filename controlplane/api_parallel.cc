@@ -226,20 +226,7 @@ void Api::drop_parallel_waiters(const std::string& run_id, int node_rank) {
 }
 
 void Api::wake_parallel_waiters(const std::string& run_id) {
-  auto found = parallel_waiters_.find(run_id);
-  if (found == parallel_waiters_.end()) return;
-  auto& waiters = found->second;
-  for (auto it = waiters.begin(); it != waiters.end();) {
-    auto waiter = *it;
-    if (waiter->answered || try_answer(*waiter)) {
-      waiter->answered = true;
-      waiter->timer.cancel();
-      it = waiters.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  if (waiters.empty()) parallel_waiters_.erase(run_id);
+  wake_run_waiters(parallel_waiters_, run_id);
 }
 
 // The counted rows from mini-batch `from` on, in order, up to kMaxOutputRead (at least one

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "tests/agent/parallel/pids.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
@@ -210,19 +211,8 @@ TEST_CASE("a worker SIGKILLed mid-batch: the mini-batch is tried again and its r
                                    (ws.dir / "state").string(), "--run-id", "killed", job.string()},
                                   ws.dir / "out.txt", ws.dir / "err.txt");
   // The worker that took f03-f04 sleeps; it is killed there, mid-batch.
-  pid_t slow = 0;
-  REQUIRE(test::eventually(
-      [&] {
-        std::error_code ec;
-        if (!fs::exists(pids, ec)) return false;
-        std::istringstream lines(test::slurp(pids));
-        pid_t pid = 0;
-        std::string first;
-        while (lines >> pid >> first)
-          if (first == "f03.txt") slow = pid;
-        return slow > 0;
-      },
-      60s));
+  pid_t slow = test::worker_of(pids, "f03.txt");
+  REQUIRE(slow > 0);
   ::kill(slow, SIGKILL);
   int code = test::wait_command(run, 120s);
   INFO(test::slurp(ws.dir / "out.txt") << test::slurp(ws.dir / "err.txt"));

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "tests/agent/daemon/gang_cluster.h"
+#include "tests/agent/parallel/pids.h"
 #include "tests/docker/docker_test_support.h"
 
 using namespace amlnode;
@@ -154,22 +155,7 @@ struct HeldRun {
     REQUIRE(held_by() > 0);
   }
   // The worker holding f05's mini-batch.
-  pid_t held_by() {
-    pid_t holder = -1;
-    test::eventually(
-        [&] {
-          std::error_code ec;
-          if (!fs::exists(pids, ec)) return false;
-          std::istringstream lines(test::slurp(pids));
-          pid_t pid = 0;
-          std::string first;
-          while (lines >> pid >> first)
-            if (first == "f05.txt") holder = pid;
-          return holder > 0;
-        },
-        60s);
-    return holder;
-  }
+  pid_t held_by() { return test::worker_of(pids, "f05.txt"); }
   // Mini-batches started, counting each try.
   int starts() {
     std::istringstream lines(test::slurp(pids));
