@@ -9,6 +9,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "agent/attach_command.h"
 #include "agent/daemon/agent_main.h"
 #include "agent/daemon/log_setup.h"
 #include "agent/daemon/mpi_launch.h"
@@ -362,6 +363,8 @@ int run_cli(int argc, char** argv) {
   dev.add_to(app, dev_command);
   UserCommands user_commands;
   user_commands.add_to(app);
+  AttachCommand attach;
+  attach.add_to(app);
   auto* shim_command = app.add_subcommand("shim", "Internal: the per-process supervisor");
   std::vector<std::string> shim_args;
   shim_command->add_option("ARGS", shim_args)->required();
@@ -417,6 +420,7 @@ int run_cli(int argc, char** argv) {
   if (*agent_command) return agent.run();
   if (*dev_command) return dev.run();
   if (int code = user_commands.run(); code >= 0) return code;
+  if (int code = attach.run(); code >= 0) return code;
   return run.run();
 }
 

@@ -414,6 +414,20 @@ Routing Api::route(const RequestHead& head) {
           respond, [this, name] { return json_response(200, ctx_.cluster.compute_status(name)); });
     });
   }
+  // Which node spent a token (amlnode attach waits on it); a user's question only.
+  if (kind == "registration-tokens" && path.size() == 3 && path[2] == "lookup") {
+    if (head.method != "POST") return method_not_allowed("POST");
+    if (caller.kind != CallerKind::User) return forbidden("this needs the user token");
+    return json_plan([this](Request request, Responder respond) {
+      auto token = parse_registration_token_lookup(request.body);
+      if (!token) return respond(error_response(token.error()));
+      auto node = ctx_.cluster.registration_token_node(*token);
+      if (!node) return respond(error_response(node.error()));
+      respond(json_response(
+          200, {{"spent", !node->empty()},
+                {"node_id", node->empty() ? nlohmann::json() : nlohmann::json(*node)}}));
+    });
+  }
   if (kind == "registration-tokens" && path.size() == 2) {
     if (head.method != "POST") return method_not_allowed("POST");
     if (caller.kind != CallerKind::User) return forbidden("this needs the user token");

@@ -133,6 +133,13 @@ bool Cluster::registration_token_spent(const std::string& token_hash) const {
   return token != registration_tokens_.end() && token->second.spent_at != 0;
 }
 
+Result<std::string> Cluster::registration_token_node(const std::string& token) const {
+  auto found = registration_tokens_.find(token_hash(token));
+  if (found == registration_tokens_.end())
+    return Error{kNotFound, "no such registration token here"};
+  return found->second.spent_by;
+}
+
 std::string Cluster::create_registration_token(const std::string& compute_name) {
   std::string token = random_token("amlreg_");
   RegistrationTokenRecord record{token_hash(token), compute_name, now_millis(), 0, "", ""};

@@ -116,6 +116,9 @@ class Cluster {
 
   // Registration tokens. `compute_name` "" makes a token any compute's node may use.
   std::string create_registration_token(const std::string& compute_name);
+  // Whether `token` was made here, and the node that spent it ("" while unspent); NotFound for a
+  // token this control plane never made.
+  Result<std::string> registration_token_node(const std::string& token) const;
   // Makes `token` a usable registration token unless it exists already (spent or not), so the
   // same --registration-token on every restart is single-use across all of them.
   void ensure_registration_token(const std::string& token);

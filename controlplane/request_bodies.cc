@@ -351,6 +351,15 @@ Result<SubmitRequest> parse_submit(std::string_view text, std::size_t max_job_te
   return request;
 }
 
+Result<std::string> parse_registration_token_lookup(std::string_view text) {
+  auto body = parse_json_object(text);
+  if (!body) return body.error();
+  auto token = string_field(*body, "token", "token", 256);
+  if (!token) return token.error();
+  if (!*token || (*token)->empty()) return missing_field("token");
+  return **token;
+}
+
 Result<std::string> parse_registration_token_request(std::string_view text) {
   auto body = parse_json_object(text);
   if (!body) return body.error();

@@ -45,7 +45,8 @@ bool TestSshd::can_run() {
          fs::exists("/usr/sbin/useradd", ec);
 }
 
-TestSshd::TestSshd() : user_("amlssh" + random_hex(4)), password_("pw-" + random_hex(8)) {
+TestSshd::TestSshd(bool allow_root)
+    : user_("amlssh" + random_hex(4)), password_("pw-" + random_hex(8)) {
   // The user reads its home and authorized keys below the temporary folder (made 0700).
   fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::group_read |
                                    fs::perms::group_exec | fs::perms::others_read |
@@ -68,8 +69,9 @@ TestSshd::TestSshd() : user_("amlssh" + random_hex(4)), password_("pw-" + random
                  "\nAuthorizedKeysFile " + (home() / ".ssh/authorized_keys").string() +
                  "\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n"
                  "UsePAM no\nStrictModes no\nPermitUserEnvironment yes\n"
-                 "PermitRootLogin no\nAllowUsers " +
-                 user_ + "\nSubsystem sftp internal-sftp\nLogLevel ERROR\n");
+                 "PermitRootLogin " +
+                 (allow_root ? "prohibit-password" : "no") + "\nAllowUsers " + user_ +
+                 (allow_root ? " root" : "") + "\nSubsystem sftp internal-sftp\nLogLevel ERROR\n");
   start();
 }
 

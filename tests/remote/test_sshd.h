@@ -16,7 +16,8 @@ namespace amlnode::test {
 
 class TestSshd {
  public:
-  TestSshd();
+  // `allow_root`: root may log in too, with the same keys (what attach tests use to install).
+  explicit TestSshd(bool allow_root = false);
   ~TestSshd();
 
   static bool can_run();  // root, with sshd and useradd present
