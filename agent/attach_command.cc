@@ -42,6 +42,8 @@ std::string machine_arch() {
 
 struct AttachCommand::State {
   CLI::App* command = nullptr;
+  CLI::App* detach_command = nullptr;
+  bool purge = false;
   UserAccess access;
   bool as_json = false;
   std::string host;
@@ -97,6 +99,70 @@ struct AttachCommand::State {
     out.agent.python_dir = *python;
     out.agent.version = "amlnode 0.1.0";
     return out;
+  }
+
+  // The node attach recorded on the host: drained, stopped, removed, forgotten.
+  int run_detach() {
+    auto attach_request = this->request();
+    if (!attach_request.ok()) return fail(attach_request.error(), kExitUsage);
+    remote::DetachRequest request;
+    request.host = attach_request->host;
+    request.port = attach_request->port;
+    request.credentials = attach_request->credentials;
+    request.host_key = attach_request->host_key;
+    request.compute = compute;
+    request.local_arch = attach_request->local_arch;
+    request.purge = purge;
+    request.timeout = std::chrono::seconds(timeout);
+    auto client = make_user_client(access);
+    if (!client.ok()) return fail(client.error(), kExitUsage);
+    auto shared = std::make_shared<UserClient>(std::move(*client));
+    remote::DetachControlPlane control_plane;
+    control_plane.drain = [shared](const std::string& node) -> Result<bool> {
+      auto answer = shared->call("POST", "/v1/nodes/" + node + "/drain", "{}");
+      if (!answer.ok()) return answer.error();
+      if (answer->status == 404) return false;
+      if (answer->status != 200)
+        return Error{"ControlPlaneRefused", "draining: HTTP " + std::to_string(answer->status)};
+      return true;
+    };
+    control_plane.holds_runs = [shared](const std::string& node) -> Result<bool> {
+      auto answer = shared->call("GET", "/v1/nodes");
+      if (!answer.ok()) return answer.error();
+      auto nodes = parse_untrusted_json(answer->body);
+      if (answer->status != 200 || !nodes.is_array())
+        return Error{"ControlPlaneRefused",
+                     "listing the nodes: HTTP " + std::to_string(answer->status)};
+      for (const auto& listed : nodes)
+        if (listed.is_object() && listed.value("nodeId", "") == node)
+          return listed.contains("runId") && !listed["runId"].is_null();
+      return false;
+    };
+    control_plane.remove_node = [shared](const std::string& node) -> Result<void> {
+      auto answer = shared->call("DELETE", "/v1/nodes/" + node);
+      if (!answer.ok()) return answer.error();
+      if (answer->status != 200 && answer->status != 404)
+        return Error{"ControlPlaneRefused", "removing the node: HTTP " +
+                                                std::to_string(answer->status) + " " +
+                                                answer->body.substr(0, 500)};
+      return ok();
+    };
+    auto report = remote::detach(request, control_plane);
+    if (!report.ok()) return fail(report.error(), kExitFailed);
+    if (as_json) {
+      nlohmann::json steps = nlohmann::json::array();
+      for (const auto& step : report->steps)
+        steps.push_back({{"step", step.name}, {"seconds", step.seconds}});
+      std::printf(
+          "%s\n",
+          nlohmann::json{
+              {"node_id", report->node_id}, {"host", host}, {"purged", purge}, {"steps", steps}}
+              .dump()
+              .c_str());
+    } else {
+      std::printf("%s\n", report->node_id.c_str());
+    }
+    return 0;
   }
 
   int run() {
@@ -171,6 +237,8 @@ struct AttachCommand::State {
     std::printf("%s\n", report.node_id.c_str());
   }
 
+  void add_options(CLI::App* c);
+
   static int fail(const Error& error, int code) {
     std::fprintf(stderr, "amlnode: %s\n", error.message.c_str());
     return code;
@@ -184,9 +252,19 @@ void AttachCommand::add_to(CLI::App& app) {
   State& s = *state_;
   s.command = app.add_subcommand(
       "attach", "Install this agent on a host over SSH and register it as a node of a compute");
-  auto* c = s.command;
-  c->add_option("HOST", s.host, "the host to attach")->required();
-  c->add_option("--compute", s.compute, "the compute it becomes a node of")->required();
+  s.detach_command = app.add_subcommand(
+      "detach",
+      "Drain an attached host's node, stop and remove its agent, and remove the node; the host "
+      "itself is left as it was");
+  s.detach_command->add_flag("--purge", s.purge,
+                             "also remove the agent's state (runs, environments) and its user");
+  for (auto* c : {s.command, s.detach_command}) s.add_options(c);
+}
+
+void AttachCommand::State::add_options(CLI::App* c) {
+  State& s = *this;
+  c->add_option("HOST", s.host, "the host")->required();
+  c->add_option("--compute", s.compute, "the compute it is a node of")->required();
   c->add_option("--port", s.port, "its SSH port")
       ->capture_default_str()
       ->check(CLI::Range(1, 65535));
@@ -203,7 +281,8 @@ void AttachCommand::add_to(CLI::App& app) {
                 "the host key's SHA256:... fingerprint, for a host not yet known");
   c->add_flag("--accept-new-host-key", s.accept_new,
               "accept and record an unknown host's key (a changed key is always refused)");
-  c->add_option("--timeout", s.timeout, "seconds to wait for the node to register")
+  c->add_option("--timeout", s.timeout,
+                "seconds to wait for the node to register (attach) or its runs to end (detach)")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600));
   c->add_option("--control-plane", s.access.control_plane,
@@ -215,6 +294,7 @@ void AttachCommand::add_to(CLI::App& app) {
 }
 
 int AttachCommand::run() {
+  if (state_->detach_command && *state_->detach_command) return state_->run_detach();
   if (!state_->command || !*state_->command) return -1;
   return state_->run();
 }

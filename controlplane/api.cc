@@ -476,10 +476,20 @@ Routing Api::route_nodes(const RequestHead& head, const Caller& caller,
       });
     });
   }
+  if (path.size() == 3 && head.method == "DELETE") {
+    if (caller.kind != CallerKind::User) return forbidden("removing a node needs the user token");
+    return json_plan([this, node_id](Request, Responder respond) {
+      if (auto removed = ctx_.cluster.remove_node(node_id); !removed)
+        return respond(error_response(removed.error()));
+      respond_after_commit(respond, [node_id] {
+        return json_response(200, {{"node_id", node_id}, {"removed", true}});
+      });
+    });
+  }
   auto node = ctx_.cluster.node_for(caller, node_id);
   if (!node) return error_response(node.error());
   if (path.size() == 3) {
-    if (head.method != "GET") return method_not_allowed("GET");
+    if (head.method != "GET") return method_not_allowed("GET, DELETE");
     return json_plan([this, caller, node_id](Request, Responder respond) {
       respond_after_commit(respond, [this, caller, node_id] {
         auto node = ctx_.cluster.node_for(caller, node_id);

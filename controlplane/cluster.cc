@@ -323,6 +323,18 @@ Result<void> Cluster::drain(const std::string& node_id) {
   return ok();
 }
 
+Result<void> Cluster::remove_node(const std::string& node_id) {
+  auto node = nodes_.find(node_id);
+  if (node == nodes_.end()) return Error{kNotFound, "no node " + node_id};
+  if (!node->second.held_runs.empty())
+    return Error{kConflict, "node " + node_id + " holds run " + *node->second.held_runs.begin() +
+                                "; drain it and wait for its runs to end first"};
+  node_by_token_hash_.erase(node->second.record.token_hash);
+  nodes_.erase(node);
+  changes_.push_back([node_id](Store& store) { return store.delete_node(node_id); });
+  return ok();
+}
+
 bool Cluster::has_work_for(const std::string& node_id) const {
   auto node = nodes_.find(node_id);
   if (node == nodes_.end()) return false;

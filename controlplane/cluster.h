@@ -144,6 +144,9 @@ class Cluster {
   static constexpr std::chrono::seconds kShareHeartbeatInterval{1};
   HeartbeatOutcome heartbeat(const std::string& node_id, const HeartbeatReport& report);
   Result<void> drain(const std::string& node_id);
+  // Forgets a node (amlnode detach): its identity no longer opens anything. Refused (409) while
+  // it holds a live run; the runs it held before stay, naming it.
+  Result<void> remove_node(const std::string& node_id);
 
   // Leases up to `max_runs` of the node's compute queue, oldest first, each with a new epoch.
   // A run across nodes (node_count > 1) is leased as a gang: to the asking node as node rank 0 and

@@ -301,6 +301,7 @@ class SqliteStore final : public Store {
         !r) {
       return r;
     }
+    if (auto r = delete_node_.prepare(db_, "DELETE FROM nodes WHERE node_id=?1"); !r) return r;
     if (auto r = delete_parallel_plan_.prepare(db_, "DELETE FROM parallel_plans WHERE run_id=?1");
         !r) {
       return r;
@@ -385,6 +386,10 @@ class SqliteStore final : public Store {
         .execute("storing node " + n.node_id);
   }
 
+  Result<void> delete_node(const std::string& node_id) override {
+    return delete_node_.bind(1, node_id).execute("forgetting node " + node_id);
+  }
+
   Result<void> put_registration_token(const RegistrationTokenRecord& t) override {
     return put_token_.bind(1, t.token_hash)
         .bind(2, t.compute_name)
@@ -452,6 +457,7 @@ class SqliteStore final : public Store {
  private:
   sqlite3* db_;
   Statement begin_, commit_, put_node_, put_token_, put_run_, put_job_, put_lease_;
+  Statement delete_node_;
   Statement put_parallel_plan_, put_parallel_batch_, delete_parallel_plan_,
       delete_parallel_batches_;
 };

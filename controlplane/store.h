@@ -42,6 +42,7 @@ class Store {
 
   // Each put replaces the whole record with the same key.
   virtual Result<void> put_node(const NodeRecord& node) = 0;
+  virtual Result<void> delete_node(const std::string& node_id) = 0;
   virtual Result<void> put_registration_token(const RegistrationTokenRecord& token) = 0;
   virtual Result<void> put_run(const RunRecord& run) = 0;
   virtual Result<void> put_job_text(const std::string& run_id, const std::string& text) = 0;

@@ -22,8 +22,9 @@ std::string quote(const std::string& text) {
   return out + "'";
 }
 
-Error step_error(const std::string& step, const Error& cause) {
-  return Error{cause.code, "attach: " + step + ": " + cause.message};
+// "attach: STEP: cause" (or detach's): every failure names its step.
+Error step_error(const std::string& verb, const std::string& step, const Error& cause) {
+  return Error{cause.code, verb + ": " + step + ": " + cause.message};
 }
 
 // Starts the agent without systemd: as the service user, in a session of its own, so it outlives
@@ -41,30 +42,22 @@ std::string start_script() {
          "echo $! >\"$pidfile\"\n";
 }
 
-class Attachment {
- public:
-  Attachment(const AttachRequest& request, const AttachControlPlane& control_plane)
-      : request_(request), control_plane_(control_plane) {}
+// What attach and detach both do on the host: log in, probe, run commands as root.
+class HostWork {
+ protected:
+  HostWork(const std::string& host, int port, const Credentials& credentials,
+           const HostKeyPolicy& host_key, const std::string& local_arch)
+      : host_(host),
+        port_(port),
+        credentials_(credentials),
+        host_key_(host_key),
+        local_arch_(local_arch) {}
 
-  Result<AttachReport> run() {
-    if (auto r = timed("connect", [&] { return login(); }); !r.ok()) return r.error();
-    if (auto r = timed("probe", [&] { return probe(); }); !r.ok()) return r.error();
-    if (auto r = timed("attached", [&] { return check_attached(); }); !r.ok()) return r.error();
-    if (auto r = timed("upload", [&] { return upload(); }); !r.ok()) return r.error();
-    if (auto r = timed("install", [&] { return install(); }); !r.ok()) return r.error();
-    if (auto r = timed("start", [&] { return start(); }); !r.ok()) return r.error();
-    if (auto r = timed("register", [&] { return wait_registered(); }); !r.ok()) return r.error();
-    if (auto r = record_attachment(); !r.ok()) return r.error();
-    session_->run("rm -rf " + quote(stage_));
-    return report_;
-  }
-
- private:
   template <class Step>
-  Result<void> timed(const std::string& name, Step step) {
+  Result<void> timed(std::vector<AttachStep>& steps, const std::string& name, Step step) {
     auto begin = Clock::now();
     Result<void> outcome = step();
-    report_.steps.push_back({name, std::chrono::duration<double>(Clock::now() - begin).count()});
+    steps.push_back({name, std::chrono::duration<double>(Clock::now() - begin).count()});
     return outcome;
   }
 
@@ -72,44 +65,118 @@ class Attachment {
   Result<CommandResult> as_root(const std::string& step, const std::string& command,
                                 const std::string& input = "") {
     auto ran = session_->run(sudo_ + command, input);
-    if (!ran.ok()) return step_error(step, ran.error());
+    if (!ran.ok()) return step_error(verb_, step, ran.error());
     if (ran->exit_code != 0)
-      return Error{kCommandFailed, "attach: " + step + ": exit " + std::to_string(ran->exit_code) +
-                                       ": " + ran->output.substr(0, 4000)};
+      return Error{kCommandFailed, verb_ + ": " + step + ": exit " +
+                                       std::to_string(ran->exit_code) + ": " +
+                                       ran->output.substr(0, 4000)};
     return ran;
   }
 
   Result<void> login() {
-    auto session = connect_ssh(request_.host, request_.port, std::chrono::seconds(15));
-    if (!session.ok()) return step_error("connect", session.error());
+    auto session = connect_ssh(host_, port_, std::chrono::seconds(15));
+    if (!session.ok()) return step_error(verb_, "connect", session.error());
     session_ = std::move(*session);
-    auto verified = session_->verify_host_key(request_.host_key);
-    if (!verified.ok()) return step_error("host key", verified.error());
-    report_.host_key_recorded = *verified;
-    if (auto in = session_->authenticate(request_.credentials); !in.ok())
-      return step_error("login", in.error());
+    auto verified = session_->verify_host_key(host_key_);
+    if (!verified.ok()) return step_error(verb_, "host key", verified.error());
+    host_key_recorded_ = *verified;
+    if (auto in = session_->authenticate(credentials_); !in.ok())
+      return step_error(verb_, "login", in.error());
     return ok();
   }
 
   Result<void> probe() {
     auto ran = session_->run("/bin/sh -s", probe_script());
-    if (!ran.ok()) return step_error("probe", ran.error());
+    if (!ran.ok()) return step_error(verb_, "probe", ran.error());
     auto facts = parse_probe(ran->output);
-    if (!facts.ok()) return step_error("probe", facts.error());
-    if (auto fits = check_host(*facts, request_.local_arch); !fits.ok())
-      return step_error("probe", fits.error());
-    report_.facts = *facts;
-    report_.previous_version = facts->agent_version;
+    if (!facts.ok()) return step_error(verb_, "probe", facts.error());
+    if (auto fits = check_host(*facts, local_arch_); !fits.ok())
+      return step_error(verb_, "probe", fits.error());
+    facts_ = *facts;
     sudo_ = facts->root ? "" : "sudo -n ";
+    return ok();
+  }
+
+  // The attachment the host records, null when it has none.
+  Result<nlohmann::json> attachment() {
+    auto ran = session_->run(sudo_ + "cat " + kAttachedFile + " 2>/dev/null");
+    if (!ran.ok()) return step_error(verb_, "attached", ran.error());
+    if (ran->exit_code != 0) return nlohmann::json();
+    auto attached = nlohmann::json::parse(ran->output, nullptr, false);
+    return attached.is_object() ? attached : nlohmann::json();
+  }
+
+  // Stops an agent attach started: the service, or the process in the pid file.
+  Result<void> stop_agent(const std::string& step) {
+    std::string command =
+        facts_.systemd
+            ? std::string("systemctl disable --now amlnode")
+            : std::string("sh -c 'p=$(cat ") + kPidFile +
+                  R"( 2>/dev/null) || exit 0; kill "$p" 2>/dev/null || exit 0; )"
+                  R"(for i in $(seq 1 300); do kill -0 "$p" 2>/dev/null || exit 0; sleep 0.1; )"
+                  R"(done; kill -9 "$p"')";
+    auto ran = as_root(step, command);
+    return ran.ok() ? ok() : Result<void>(ran.error());
+  }
+
+  std::string host_;
+  int port_;
+  const Credentials& credentials_;
+  const HostKeyPolicy& host_key_;
+  std::string local_arch_;
+  std::unique_ptr<SshSession> session_;
+  HostFacts facts_;
+  bool host_key_recorded_ = false;
+  std::string sudo_;
+  std::string verb_ = "attach";
+};
+
+class Attachment : HostWork {
+ public:
+  Attachment(const AttachRequest& request, const AttachControlPlane& control_plane)
+      : HostWork(request.host, request.port, request.credentials, request.host_key,
+                 request.local_arch),
+        request_(request),
+        control_plane_(control_plane) {}
+
+  Result<AttachReport> run() {
+    if (auto r = timed("connect", [&] { return login_and_probe(); }); !r.ok()) return r.error();
+    if (auto r = timed("probe", [&] { return probe_host(); }); !r.ok()) return r.error();
+    if (auto r = timed("attached", [&] { return check_attached(); }); !r.ok()) return r.error();
+    if (auto r = timed("upload", [&] { return upload(); }); !r.ok()) return r.error();
+    if (auto r = timed("install", [&] { return install(); }); !r.ok()) return r.error();
+    if (auto r = timed("start", [&] { return start(); }); !r.ok()) return r.error();
+    if (auto r = timed("register", [&] { return wait_registered(); }); !r.ok()) return r.error();
+    if (auto r = record_attachment(); !r.ok()) return r.error();
+    // The staging folder is the user's: a failure to remove it leaves only copies behind.
+    (void)session_->run("rm -rf " + quote(stage_));
+    return report_;
+  }
+
+ private:
+  template <class Step>
+  Result<void> timed(const std::string& name, Step step) {
+    return HostWork::timed(report_.steps, name, step);
+  }
+
+  Result<void> login_and_probe() {
+    if (auto in = login(); !in.ok()) return in;
+    report_.host_key_recorded = host_key_recorded_;
+    return ok();
+  }
+
+  Result<void> probe_host() {
+    if (auto probed = probe(); !probed.ok()) return probed;
+    report_.facts = facts_;
+    report_.previous_version = facts_.agent_version;
     return ok();
   }
 
   // A host attached to another compute is refused; to this one, it is repaired or upgraded.
   Result<void> check_attached() {
-    auto ran = session_->run(sudo_ + "cat " + kAttachedFile + " 2>/dev/null");
-    if (!ran.ok()) return step_error("attached", ran.error());
-    if (ran->exit_code != 0) return ok();
-    auto attached = nlohmann::json::parse(ran->output, nullptr, false);
+    auto found = attachment();
+    if (!found.ok()) return found.error();
+    const nlohmann::json& attached = *found;
     if (!attached.is_object()) return ok();
     std::string compute = attached.value("compute", "");
     std::string url = attached.value("control_plane", "");
@@ -145,26 +212,26 @@ class Attachment {
       if (auto sent =
               session_->upload(request_.agent.bin_dir / name, stage_ + "/bin/" + name, 0755);
           !sent.ok())
-        return step_error("upload", sent.error());
+        return step_error(verb_, "upload", sent.error());
     }
     for (const char* name : kSystemdFiles) {
       if (auto sent = session_->upload(request_.agent.systemd_dir / name,
                                        stage_ + "/systemd/" + name, 0755);
           !sent.ok())
-        return step_error("upload", sent.error());
+        return step_error(verb_, "upload", sent.error());
     }
     for (const auto& file : python) {
       auto relative = file.lexically_relative(request_.agent.python_dir).generic_string();
       if (auto sent = session_->upload(file, stage_ + "/share/amlnode/python/" + relative, 0644);
           !sent.ok())
-        return step_error("upload", sent.error());
+        return step_error(verb_, "upload", sent.error());
     }
     auto token = control_plane_.create_token(request_.compute);
-    if (!token.ok()) return step_error("registration token", token.error());
+    if (!token.ok()) return step_error(verb_, "registration token", token.error());
     token_ = *token;
     // The token goes in a file of its own, over SFTP: never on a command line or in a shell.
     if (auto sent = session_->write_file(stage_ + "/registration_token", token_, 0600); !sent.ok())
-      return step_error("upload", sent.error());
+      return step_error(verb_, "upload", sent.error());
     return session_->write_file(stage_ + "/config.yml", config_text(), 0600);
   }
 
@@ -185,11 +252,13 @@ class Attachment {
         quote(stage_ + "/registration_token") + " /etc/amlnode/registration_token && " + sudo_ +
         "mkdir -p /usr/local/share/amlnode && " + sudo_ +
         "rm -rf /usr/local/share/amlnode/python && " + sudo_ + "cp -r " +
-        quote(stage_ + "/share/amlnode/python") + " /usr/local/share/amlnode/";
+        quote(stage_ + "/share/amlnode/python") + " /usr/local/share/amlnode/ && " + sudo_ +
+        "rm -rf /usr/local/share/amlnode/systemd && " + sudo_ + "cp -r " +
+        quote(stage_ + "/systemd") + " /usr/local/share/amlnode/";
     if (!control_plane_.ca_file.empty()) {
       if (auto sent = session_->upload(control_plane_.ca_file, stage_ + "/ca.pem", 0644);
           !sent.ok())
-        return step_error("install", sent.error());
+        return step_error(verb_, "install", sent.error());
       command +=
           " && " + sudo_ + "install -m 0644 " + quote(stage_ + "/ca.pem") + " /etc/amlnode/ca.pem";
     }
@@ -198,7 +267,7 @@ class Attachment {
   }
 
   Result<void> start() {
-    if (report_.facts.systemd) {
+    if (facts_.systemd) {
       auto ran =
           as_root("start", "systemctl enable amlnode && " + sudo_ + "systemctl restart amlnode");
       if (!ran.ok()) return ran.error();
@@ -219,7 +288,7 @@ class Attachment {
     auto delay = std::chrono::milliseconds(20);
     while (Clock::now() < give_up) {
       auto node = control_plane_.node_of_token(token_);
-      if (!node.ok()) return step_error("register", node.error());
+      if (!node.ok()) return step_error(verb_, "register", node.error());
       // A node attached before keeps its identity and spends no token: its heartbeat is enough.
       if (*node || !previous_node_.empty()) {
         report_.node_id = *node ? **node : previous_node_;
@@ -229,7 +298,7 @@ class Attachment {
       delay = std::min(delay * 2, std::chrono::milliseconds(500));
     }
     std::string log;
-    auto tail = session_->run(sudo_ + (report_.facts.systemd
+    auto tail = session_->run(sudo_ + (facts_.systemd
                                            ? std::string("journalctl -u amlnode -n 20 --no-pager")
                                            : std::string("tail -n 20 ") + kAgentLog));
     if (tail.ok()) log = tail->output;
@@ -239,7 +308,7 @@ class Attachment {
   }
 
   bool agent_running() {
-    if (report_.facts.systemd) {
+    if (facts_.systemd) {
       auto ran = session_->run(sudo_ + "systemctl is-active --quiet amlnode");
       return ran.ok() && ran->exit_code == 0;
     }
@@ -255,7 +324,7 @@ class Attachment {
                                {"version", request_.agent.version}};
     if (auto sent = session_->write_file(stage_ + "/attached.json", attached.dump(2) + "\n", 0644);
         !sent.ok())
-      return step_error("record", sent.error());
+      return step_error(verb_, "record", sent.error());
     auto ran = as_root("record",
                        "install -m 0644 " + quote(stage_ + "/attached.json") + " " + kAttachedFile);
     return ran.ok() ? ok() : Result<void>(ran.error());
@@ -263,15 +332,97 @@ class Attachment {
 
   const AttachRequest& request_;
   const AttachControlPlane& control_plane_;
-  std::unique_ptr<SshSession> session_;
   AttachReport report_;
-  std::string sudo_;
   std::string stage_;
   std::string token_;
   std::string previous_node_;
 };
 
+class Detachment : HostWork {
+ public:
+  Detachment(const DetachRequest& request, const DetachControlPlane& control_plane)
+      : HostWork(request.host, request.port, request.credentials, request.host_key,
+                 request.local_arch),
+        request_(request),
+        control_plane_(control_plane) {
+    verb_ = "detach";
+  }
+
+  Result<DetachReport> run() {
+    if (auto r = timed(report_.steps, "connect", [&] { return login(); }); !r.ok())
+      return r.error();
+    if (auto r = timed(report_.steps, "probe", [&] { return probe(); }); !r.ok()) return r.error();
+    if (auto r = timed(report_.steps, "attached", [&] { return find_node(); }); !r.ok())
+      return r.error();
+    if (auto r = timed(report_.steps, "drain", [&] { return drain(); }); !r.ok()) return r.error();
+    if (auto r = timed(report_.steps, "stop", [&] { return stop_agent("stop"); }); !r.ok())
+      return r.error();
+    if (auto r = timed(report_.steps, "remove", [&] { return remove(); }); !r.ok())
+      return r.error();
+    if (in_control_plane_) {
+      if (auto r = control_plane_.remove_node(report_.node_id); !r.ok())
+        return step_error(verb_, "deregister", r.error());
+    }
+    return report_;
+  }
+
+ private:
+  Result<void> find_node() {
+    auto found = attachment();
+    if (!found.ok()) return found.error();
+    if (!found->is_object())
+      return Error{kNotAttached,
+                   "detach: attached: " + request_.host + " has no agent attach installed"};
+    std::string compute = found->value("compute", "");
+    if (compute != request_.compute)
+      return Error{kNotAttached, "detach: attached: " + request_.host + " is attached to compute " +
+                                     compute + ", not " + request_.compute};
+    report_.node_id = found->value("node_id", "");
+    return ok();
+  }
+
+  // No new runs for the node; the ones it holds run to their end (up to the timeout).
+  Result<void> drain() {
+    if (report_.node_id.empty()) return ok();
+    auto known = control_plane_.drain(report_.node_id);
+    if (!known.ok()) return step_error(verb_, "drain", known.error());
+    in_control_plane_ = *known;
+    auto give_up = Clock::now() + request_.timeout;
+    while (in_control_plane_) {
+      auto busy = control_plane_.holds_runs(report_.node_id);
+      if (!busy.ok()) return step_error(verb_, "drain", busy.error());
+      if (!*busy) return ok();
+      if (Clock::now() > give_up)
+        return Error{kCommandFailed, "detach: drain: the node still holds a run after " +
+                                         std::to_string(request_.timeout.count()) + " s"};
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return ok();
+  }
+
+  Result<void> remove() {
+    std::string command = "sh /usr/local/share/amlnode/systemd/install.sh --uninstall" +
+                          std::string(request_.purge ? " --purge" : "") + " && " + sudo_ +
+                          "rm -rf /usr/local/share/amlnode && " + sudo_ +
+                          "rm -f /etc/amlnode/attached.json /etc/amlnode/registration_token "
+                          "/var/lib/amlnode/agent.db /var/lib/amlnode/agent.db-wal "
+                          "/var/lib/amlnode/agent.db-shm " +
+                          kPidFile;
+    auto ran = as_root("remove", command);
+    return ran.ok() ? ok() : Result<void>(ran.error());
+  }
+
+  const DetachRequest& request_;
+  const DetachControlPlane& control_plane_;
+  DetachReport report_;
+  bool in_control_plane_ = false;
+};
+
 }  // namespace
+
+Result<DetachReport> detach(const DetachRequest& request, const DetachControlPlane& control_plane) {
+  return Detachment(request, control_plane).run();
+}
 
 Result<AttachReport> attach(const AttachRequest& request, const AttachControlPlane& control_plane) {
   return Attachment(request, control_plane).run();

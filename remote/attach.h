@@ -31,6 +31,7 @@ namespace amlnode::remote {
 
 inline constexpr const char* kAlreadyAttached = "AlreadyAttached";
 inline constexpr const char* kRegistrationTimedOut = "RegistrationTimedOut";
+inline constexpr const char* kNotAttached = "NotAttached";
 
 struct AttachControlPlane {
   std::string url;      // what the node's config points at
@@ -76,5 +77,34 @@ struct AttachReport {
 };
 
 Result<AttachReport> attach(const AttachRequest& request, const AttachControlPlane& control_plane);
+
+// `amlnode detach` (docs/attach.md): drains the node, waits until it holds no run, stops and
+// disables the agent, removes it (its state too with `purge`; without, the node's identity goes
+// and its run folders and environment cache stay), and removes the node from the control plane.
+// The host itself is left as it was, as the SDK's detach() leaves the VM.
+struct DetachControlPlane {
+  // Marks the node draining; false when the control plane has no such node (already removed).
+  std::function<Result<bool>(const std::string& node_id)> drain;
+  std::function<Result<bool>(const std::string& node_id)> holds_runs;
+  std::function<Result<void>(const std::string& node_id)> remove_node;
+};
+
+struct DetachRequest {
+  std::string host;
+  int port = 22;
+  Credentials credentials;
+  HostKeyPolicy host_key;
+  std::string compute;
+  std::string local_arch;
+  bool purge = false;
+  std::chrono::seconds timeout{600};  // for the node's runs to end
+};
+
+struct DetachReport {
+  std::string node_id;
+  std::vector<AttachStep> steps;
+};
+
+Result<DetachReport> detach(const DetachRequest& request, const DetachControlPlane& control_plane);
 
 }  // namespace amlnode::remote

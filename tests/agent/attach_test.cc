@@ -62,11 +62,39 @@ struct Attaching {
     return attach(compute, {"--username", "root", "--private-key-file", sshd.key().string(),
                             "--accept-new-host-key"});
   }
+  test::CommandResult detach(const std::string& compute, bool purge) {
+    std::vector<std::string> argv = {test::amlnode_binary().string(),
+                                     "detach",
+                                     "127.0.0.1",
+                                     "--port",
+                                     std::to_string(sshd.port()),
+                                     "--compute",
+                                     compute,
+                                     "--known-hosts",
+                                     (dir / "known_hosts").string(),
+                                     "--username",
+                                     "root",
+                                     "--private-key-file",
+                                     sshd.key().string(),
+                                     "--json"};
+    if (purge) argv.push_back("--purge");
+    return test::run_command(
+        argv,
+        {"AMLNODE_CONTROL_PLANE=" + server.url(), "AMLNODE_USER_TOKEN=" + server.user_token()},
+        180s);
+  }
+  bool node_listed(const std::string& node_id) {
+    auto [status, nodes] = server.user_call("GET", "/v1/nodes");
+    REQUIRE(status == 200);
+    for (const auto& node : nodes)
+      if (node["nodeId"] == node_id) return true;
+    return false;
+  }
 };
 
 }  // namespace
 
-TEST_CASE("amlnode attach installs the agent over SSH, and the node it registers runs a job",
+TEST_CASE("amlnode attach installs the agent over SSH, the node runs a job, detach removes it all",
           "[attach]") {
   if (!can_attach_here()) {
     WARN("skipped: needs root, sshd, useradd and a machine with no amlnode installed or systemd");
@@ -140,4 +168,36 @@ TEST_CASE("amlnode attach installs the agent over SSH, and the node it registers
   CHECK(other.exit_code == 1);
   CHECK_THAT(other.err,
              Catch::Contains("attach: attached: 127.0.0.1 is attached to compute attached"));
+
+  // Detached: the node drained and removed, the agent stopped and gone; its state kept but for
+  // its identity (which went with the node).
+  pid_t agent = std::stoi(test::slurp("/var/lib/amlnode/agent.pid"));
+  auto wrong_compute = t.detach("other-cluster", false);
+  CHECK(wrong_compute.exit_code == 1);
+  CHECK_THAT(wrong_compute.err, Catch::Contains("detach: attached: 127.0.0.1 is attached to "
+                                                "compute attached, not other-cluster"));
+  auto detached = t.detach("attached", false);
+  INFO(detached.err);
+  REQUIRE(detached.exit_code == 0);
+  CHECK(json::parse(detached.out)["node_id"] == node_id);
+  CHECK_FALSE(t.node_listed(node_id));
+  CHECK(::kill(agent, 0) != 0);
+  CHECK_FALSE(fs::exists("/usr/local/bin/amlnode", ec));
+  CHECK_FALSE(fs::exists("/etc/amlnode/attached.json", ec));
+  CHECK(fs::exists("/var/lib/amlnode/runs", ec));
+  CHECK_FALSE(fs::exists("/var/lib/amlnode/agent.db", ec));
+  // Attached again after that: a new node; then detached with --purge, nothing is left.
+  auto fresh = t.attach_as_root("attached");
+  INFO(fresh.err);
+  REQUIRE(fresh.exit_code == 0);
+  std::string second = json::parse(fresh.out)["node_id"];
+  CHECK(second != node_id);
+  CHECK(t.node_listed(second));
+  auto purged = t.detach("attached", true);
+  INFO(purged.err);
+  REQUIRE(purged.exit_code == 0);
+  CHECK_FALSE(t.node_listed(second));
+  CHECK_FALSE(fs::exists("/var/lib/amlnode", ec));
+  CHECK_FALSE(fs::exists("/etc/amlnode", ec));
+  CHECK(test::run_command({"id", "amlnode"}).exit_code != 0);
 }
