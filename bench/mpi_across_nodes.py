@@ -67,6 +67,7 @@ class Sshd:
             f"Port {self.port}\nListenAddress 127.0.0.3\nHostKey {work / 'host_key'}\n"
             f"PidFile {work / 'sshd.pid'}\nAuthorizedKeysFile {work / 'authorized_keys'}\n"
             "StrictModes no\nPermitRootLogin yes\nPasswordAuthentication no\nUsePAM no\n"
+            "Subsystem sftp internal-sftp\n"
             f"SetEnv OMPI_MCA_btl_vader_backing_directory={work / 'shm'}\n")
         (work / "ssh_config").write_text(
             f"Host 127.0.0.3\n  Port {self.port}\n  IdentityFile {work / 'user_key'}\n"
