@@ -111,6 +111,7 @@ struct AttachCommand::State {
     request.credentials = attach_request->credentials;
     request.host_key = attach_request->host_key;
     request.compute = compute;
+    request.control_plane_url = control_plane_url();
     request.local_arch = attach_request->local_arch;
     request.purge = purge;
     request.timeout = std::chrono::seconds(timeout);
@@ -172,11 +173,7 @@ struct AttachCommand::State {
     if (!client.ok()) return fail(client.error(), kExitUsage);
     auto shared = std::make_shared<UserClient>(std::move(*client));
     remote::AttachControlPlane control_plane;
-    control_plane.url = access.control_plane.empty()
-                            ? std::string(std::getenv("AMLNODE_CONTROL_PLANE")
-                                              ? std::getenv("AMLNODE_CONTROL_PLANE")
-                                              : "")
-                            : access.control_plane;
+    control_plane.url = control_plane_url();
     control_plane.ca_file = access.ca_file;
     control_plane.create_token = [shared](const std::string& name) -> Result<std::string> {
       auto answer = shared->call("POST", "/v1/registration-tokens",
@@ -238,6 +235,14 @@ struct AttachCommand::State {
   }
 
   void add_options(CLI::App* c);
+
+  // The control plane as the user gave it (else $AMLNODE_CONTROL_PLANE): what the node's config
+  // points at and what the host's attachment names.
+  std::string control_plane_url() const {
+    if (!access.control_plane.empty()) return access.control_plane;
+    const char* url = std::getenv("AMLNODE_CONTROL_PLANE");
+    return url ? url : "";
+  }
 
   static int fail(const Error& error, int code) {
     std::fprintf(stderr, "amlnode: %s\n", error.message.c_str());

@@ -80,10 +80,11 @@ def main():
     shutil.copytree(SHARE / "systemd", stage / "systemd")
     sshd_dir = work / "sshd"
     sshd_dir.mkdir()
-    sshd = Sshd(sshd_dir)
-    cluster = LocalCluster(prefix="amlnode-bench-attach-cluster-")
+    sshd, cluster = None, None
     ours, base, steps = [], [], {}
     try:
+        sshd = Sshd(sshd_dir)
+        cluster = LocalCluster(prefix="amlnode-bench-attach-cluster-")
         for _ in range(ROUNDS):
             took, report = attach_round(cluster, sshd, "attach")
             ours.append(took)
@@ -92,11 +93,18 @@ def main():
             attach_round(cluster, sshd, "detach")
             base.append(baseline_round(sshd, stage))
     finally:
+        # An agent a failed round left running goes first (only if it is the installed one).
+        subprocess.run(["sh", "-c", "p=$(cat /run/amlnode/agent.pid 2>/dev/null) || exit 0; "
+                        "case \"$(readlink /proc/$p/exe)\" in /usr/local/bin/amlnode*) kill -9 $p ;; "
+                        "esac"], capture_output=True)
         subprocess.run(["sh", str(SHARE / "systemd" / "install.sh"), "--uninstall", "--purge"],
                        capture_output=True)
         shutil.rmtree("/usr/local/share/amlnode", ignore_errors=True)
-        cluster.stop()
-        sshd.stop()
+        shutil.rmtree("/run/amlnode", ignore_errors=True)
+        if cluster:
+            cluster.stop()
+        if sshd:
+            sshd.stop()
         shutil.rmtree(work, ignore_errors=True)
     median = statistics.median(ours)
     print("per step (median of %d): %s" % (ROUNDS, ", ".join(

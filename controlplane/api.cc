@@ -313,6 +313,12 @@ void Api::shutdown() {
   launch_waiters_.clear();
 }
 
+// The node's compute; "" for a node removed meanwhile (its waiters then serve nobody).
+std::string Api::compute_of(const std::string& node_id) const {
+  auto node = ctx_.cluster.node_for({CallerKind::User, "", ""}, node_id);
+  return node ? (*node)->compute_name : std::string();
+}
+
 std::filesystem::path Api::run_dir(const std::string& run_id) const {
   return ctx_.data_dir / "runs" / run_id;
 }
@@ -756,8 +762,7 @@ void Api::heartbeat(const std::string& node_id, const Request& request, Responde
   auto outcome = ctx_.cluster.heartbeat(node_id, *report);
   // A run taken from this node while it was cut off may be leased to it again now.
   if (outcome.let_go) {
-    std::string compute =
-        ctx_.cluster.node_for({CallerKind::User, "", ""}, node_id).value()->compute_name;
+    std::string compute = compute_of(node_id);
     commit_then([this, compute](Result<void>) { serve_lease_waiters(compute); });
   }
   auto policy = ctx_.cluster.policy();
@@ -783,8 +788,7 @@ void Api::lease(const std::string& node_id, const Request& request, Responder re
   auto waiter = std::make_shared<LeaseWaiter>(LeaseWaiter{node_id, runs, std::move(respond),
                                                           request.peer_connected,
                                                           asio::steady_timer(ctx_.io), false});
-  std::string compute =
-      ctx_.cluster.node_for({CallerKind::User, "", ""}, node_id).value()->compute_name;
+  std::string compute = compute_of(node_id);
   lease_waiters_[compute].push_back(waiter);
   waiter->timer.expires_after(to_millis(wait_seconds));
   waiter->timer.async_wait([this, waiter, compute](const boost::system::error_code&) {
@@ -812,8 +816,7 @@ void Api::deliver_lease(const std::string& node_id, int max_runs, Responder resp
   commit_then([this, node_id, leased, respond = std::move(respond)](Result<void> stored) {
     auto give_back = [this, node_id, leased] {
       if (!ctx_.cluster.return_lease(node_id, leased)) return;
-      std::string compute =
-          ctx_.cluster.node_for({CallerKind::User, "", ""}, node_id).value()->compute_name;
+      std::string compute = compute_of(node_id);
       commit_then([this, compute](Result<void>) { serve_lease_waiters(compute); });
     };
     if (!stored) {

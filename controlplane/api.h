@@ -158,6 +158,7 @@ class Api final : public Router {
   Response log_read_response(const std::string& run_id, const std::string& stream,
                              std::uint64_t offset) const;
   std::filesystem::path run_dir(const std::string& run_id) const;
+  std::string compute_of(const std::string& node_id) const;
   std::filesystem::path new_upload_path();
 
   // The part of a log chunk the stream's budgets leave room for, or the refusal (413).

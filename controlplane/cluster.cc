@@ -252,8 +252,11 @@ void Cluster::touch(const std::string& node_id) {
 
 Cluster::HeartbeatOutcome Cluster::heartbeat(const std::string& node_id,
                                              const HeartbeatReport& report) {
+  // A node removed while its heartbeat was on the way is told nothing.
+  auto found = nodes_.find(node_id);
+  if (found == nodes_.end()) return {};
   touch(node_id);
-  NodeState& node = nodes_.at(node_id);
+  NodeState& node = found->second;
   if (node.record.state != report.state || node.record.reason != report.reason) {
     node.record.state = report.state;
     node.record.reason = report.reason;
@@ -356,7 +359,7 @@ bool Cluster::has_work_for(const std::string& node_id) const {
 
 std::vector<LeasedRun> Cluster::lease(const std::string& node_id, int max_runs) {
   std::vector<LeasedRun> leased;
-  if (!has_work_for(node_id)) return leased;
+  if (!has_work_for(node_id) || !nodes_.count(node_id)) return leased;
   NodeState& node = nodes_.at(node_id);
   for (const auto& run_id : node.pending_shares) {
     const RunState& run = runs_.at(run_id);

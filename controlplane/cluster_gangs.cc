@@ -177,7 +177,10 @@ RunStatus Cluster::update_share_status(RunState& run, const std::string& node_id
   } else {
     // A share on a lost node keeps the run NotResponding whatever the others say.
     bool share_lost = false;
-    for (const auto& id : r.share_nodes) share_lost = share_lost || nodes_.at(id).record.lost;
+    for (const auto& id : r.share_nodes) {
+      auto node = nodes_.find(id);
+      share_lost = share_lost || node == nodes_.end() || node->second.record.lost;
+    }
     if (!(r.status == RunStatus::NotResponding && share_lost) &&
         spec::can_transition(r.status, combined) && r.status != combined) {
       if (combined == RunStatus::Running && r.started_at == 0) r.started_at = now_millis();

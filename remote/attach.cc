@@ -1,7 +1,10 @@
 #include "remote/attach.h"
 
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <thread>
+
+#include "common/json.h"
 
 namespace amlnode::remote {
 namespace fs = std::filesystem;
@@ -10,7 +13,9 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr const char* kAttachedFile = "/etc/amlnode/attached.json";
-constexpr const char* kPidFile = "/var/lib/amlnode/agent.pid";
+// Root's, not the service user's (whose files a job could rewrite): the pid root kills by.
+constexpr const char* kPidFile = "/run/amlnode/agent.pid";
+constexpr std::chrono::seconds kLongCommand{300};  // install, start, stop, remove
 constexpr const char* kAgentLog = "/var/lib/amlnode/agent.log";
 constexpr const char* kBinaries[] = {"amlnode", "amlnode-shim", "amlnode-parallel-node"};
 constexpr const char* kSystemdFiles[] = {"install.sh", "amlnode.yml", "amlnode.service"};
@@ -29,17 +34,29 @@ Error step_error(const std::string& verb, const std::string& step, const Error& 
 
 // Starts the agent without systemd: as the service user, in a session of its own, so it outlives
 // the SSH session; an agent this script started before is stopped first (an upgrade restarts).
+// Stops the agent in the pid file, if it is one: only a process whose program is the installed
+// amlnode is killed (a pid file outlives its process, and pids are reused). SIGKILL after 30 s;
+// exit 1 when even that did not end it.
+std::string stop_script() {
+  return std::string("p=$(cat ") + kPidFile + " 2>/dev/null) || exit 0\n" +
+         R"sh(case "$(readlink /proc/"$p"/exe 2>/dev/null)" in /usr/local/bin/amlnode*) ;; *) exit 0 ;; esac
+kill "$p" 2>/dev/null || exit 0
+for i in $(seq 1 300); do kill -0 "$p" 2>/dev/null || exit 0; sleep 0.1; done
+kill -9 "$p"; sleep 0.2; kill -0 "$p" 2>/dev/null && exit 1
+exit 0
+)sh";
+}
+
+// Starts the agent without systemd (an agent it started before is stopped first): as the service
+// user (its log opened as that user too), in a session of its own so it outlives the SSH session,
+// with a clean environment.
 std::string start_script() {
-  return std::string("pidfile=") + kPidFile + "\n" +
-         "if [ -f \"$pidfile\" ] && kill -0 \"$(cat \"$pidfile\")\" 2>/dev/null; then\n"
-         "  old=$(cat \"$pidfile\"); kill \"$old\"\n"
-         "  for i in $(seq 1 300); do kill -0 \"$old\" 2>/dev/null || break; sleep 0.1; done\n"
-         "fi\n"
-         "setsid setpriv --reuid=amlnode --regid=amlnode --init-groups -- /usr/local/bin/amlnode "
-         "agent --config /etc/amlnode/config.yml >>" +
-         kAgentLog +
-         " 2>&1 </dev/null &\n"
-         "echo $! >\"$pidfile\"\n";
+  return "stop_old() {\n" + stop_script() + "}\n(stop_old) || exit 1\n" +
+         "mkdir -p /run/amlnode && chmod 0755 /run/amlnode\n" +
+         "env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/var/lib/amlnode "
+         "setsid setpriv --reuid=amlnode --regid=amlnode --init-groups -- /bin/sh -c "
+         "'exec /usr/local/bin/amlnode agent --config /etc/amlnode/config.yml >>" +
+         kAgentLog + " 2>&1' </dev/null >/dev/null 2>&1 &\necho $! >" + kPidFile + "\n";
 }
 
 // What attach and detach both do on the host: log in, probe, run commands as root.
@@ -63,8 +80,9 @@ class HostWork {
 
   // Runs a command as root (sudo -n unless the user is root); its failure names the step.
   Result<CommandResult> as_root(const std::string& step, const std::string& command,
-                                const std::string& input = "") {
-    auto ran = session_->run(sudo_ + command, input);
+                                const std::string& input = "",
+                                std::chrono::seconds timeout = kLongCommand) {
+    auto ran = session_->run(sudo_ + command, input, 1 << 20, timeout);
     if (!ran.ok()) return step_error(verb_, step, ran.error());
     if (ran->exit_code != 0)
       return Error{kCommandFailed, verb_ + ": " + step + ": exit " +
@@ -85,12 +103,13 @@ class HostWork {
     return ok();
   }
 
-  Result<void> probe() {
+  // `check`: whether the host must be one the agent can be installed on (not for detach).
+  Result<void> probe(bool check = true) {
     auto ran = session_->run("/bin/sh -s", probe_script());
     if (!ran.ok()) return step_error(verb_, "probe", ran.error());
     auto facts = parse_probe(ran->output);
     if (!facts.ok()) return step_error(verb_, "probe", facts.error());
-    if (auto fits = check_host(*facts, local_arch_); !fits.ok())
+    if (auto fits = check_host(*facts, local_arch_); check && !fits.ok())
       return step_error(verb_, "probe", fits.error());
     facts_ = *facts;
     sudo_ = facts->root ? "" : "sudo -n ";
@@ -99,23 +118,35 @@ class HostWork {
 
   // The attachment the host records, null when it has none.
   Result<nlohmann::json> attachment() {
-    auto ran = session_->run(sudo_ + "cat " + kAttachedFile + " 2>/dev/null");
-    if (!ran.ok()) return step_error(verb_, "attached", ran.error());
-    if (ran->exit_code != 0) return nlohmann::json();
-    auto attached = nlohmann::json::parse(ran->output, nullptr, false);
-    return attached.is_object() ? attached : nlohmann::json();
+    auto present = session_->run(sudo_ + "test -e " + kAttachedFile);
+    if (!present.ok()) return step_error(verb_, "attached", present.error());
+    if (present->exit_code != 0) return nlohmann::json();
+    auto ran =
+        as_root("attached", std::string("cat ") + kAttachedFile, "", std::chrono::seconds(60));
+    if (!ran.ok()) return ran.error();
+    // What the host says is not trusted: a file that is not what attach writes is refused.
+    auto attached = parse_untrusted_json(ran->output);
+    bool valid = attached.is_object();
+    for (const char* field : {"compute", "control_plane", "node_id", "started"})
+      valid = valid && attached.contains(field) && attached[field].is_string();
+    if (valid) {
+      const std::string id = attached["node_id"];
+      valid = id.find_first_not_of(
+                  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") ==
+              std::string::npos;
+    }
+    if (!valid)
+      return Error{kCommandFailed, verb_ + ": attached: " + kAttachedFile +
+                                       " on the host is not an attachment this command wrote; "
+                                       "look at it, and remove it if the host has no agent"};
+    return attached;
   }
 
-  // Stops an agent attach started: the service, or the process in the pid file.
-  Result<void> stop_agent(const std::string& step) {
-    std::string command =
-        facts_.systemd
-            ? std::string("systemctl disable --now amlnode")
-            : std::string("sh -c 'p=$(cat ") + kPidFile +
-                  R"( 2>/dev/null) || exit 0; kill "$p" 2>/dev/null || exit 0; )"
-                  R"(for i in $(seq 1 300); do kill -0 "$p" 2>/dev/null || exit 0; sleep 0.1; )"
-                  R"(done; kill -9 "$p"')";
-    auto ran = as_root(step, command);
+  // Stops an agent attach started, the way it was started: the service, or the process in the
+  // pid file.
+  Result<void> stop_agent(const std::string& step, bool by_systemd) {
+    auto ran = by_systemd ? as_root(step, "systemctl disable --now amlnode")
+                          : as_root(step, "sh -s", stop_script());
     return ran.ok() ? ok() : Result<void>(ran.error());
   }
 
@@ -138,6 +169,10 @@ class Attachment : HostWork {
                  request.local_arch),
         request_(request),
         control_plane_(control_plane) {}
+  // The staging folder goes on every path: it may hold a registration token.
+  ~Attachment() {
+    if (session_ && !stage_.empty()) (void)session_->run("rm -rf " + quote(stage_));
+  }
 
   Result<AttachReport> run() {
     if (auto r = timed("connect", [&] { return login_and_probe(); }); !r.ok()) return r.error();
@@ -147,9 +182,7 @@ class Attachment : HostWork {
     if (auto r = timed("install", [&] { return install(); }); !r.ok()) return r.error();
     if (auto r = timed("start", [&] { return start(); }); !r.ok()) return r.error();
     if (auto r = timed("register", [&] { return wait_registered(); }); !r.ok()) return r.error();
-    if (auto r = record_attachment(); !r.ok()) return r.error();
-    // The staging folder is the user's: a failure to remove it leaves only copies behind.
-    (void)session_->run("rm -rf " + quote(stage_));
+    if (auto r = record_attachment(report_.node_id); !r.ok()) return r.error();
     return report_;
   }
 
@@ -178,22 +211,30 @@ class Attachment : HostWork {
     if (!found.ok()) return found.error();
     const nlohmann::json& attached = *found;
     if (!attached.is_object()) return ok();
-    std::string compute = attached.value("compute", "");
-    std::string url = attached.value("control_plane", "");
+    attached_before_ = true;
+    std::string compute = attached["compute"];
+    std::string url = attached["control_plane"];
     if (compute != request_.compute || url != control_plane_.url)
       return Error{kAlreadyAttached,
                    "attach: attached: " + request_.host + " is attached to compute " + compute +
                        " of the control plane " + url +
                        "; a second attachment breaks the first: detach it there first"};
-    previous_node_ = attached.value("node_id", "");
+    previous_node_ = attached["node_id"];
     return ok();
   }
 
   Result<void> upload() {
     auto made = session_->run("mktemp -d /tmp/amlnode-attach.XXXXXX");
-    if (!made.ok() || made->exit_code != 0)
-      return Error{kTransferFailed, "attach: upload: making a staging folder failed"};
-    stage_ = made->output.substr(0, made->output.find('\n'));
+    if (!made.ok()) return step_error(verb_, "upload", made.error());
+    std::string path = made->output.substr(0, made->output.find('\n'));
+    // Everything goes below this folder, and it is removed at the end: it must be what mktemp
+    // makes, nothing a login script printed.
+    if (made->exit_code != 0 ||
+        !std::regex_match(path, std::regex("/tmp/amlnode-attach\\.[A-Za-z0-9]{6}")))
+      return Error{kTransferFailed, "attach: upload: making a staging folder failed (exit " +
+                                        std::to_string(made->exit_code) +
+                                        "): " + made->output.substr(0, 500)};
+    stage_ = path;
     std::vector<fs::path> python;
     std::string folders = quote(stage_ + "/bin") + " " + quote(stage_ + "/systemd");
     std::error_code ec;
@@ -226,18 +267,25 @@ class Attachment : HostWork {
           !sent.ok())
         return step_error(verb_, "upload", sent.error());
     }
-    auto token = control_plane_.create_token(request_.compute);
-    if (!token.ok()) return step_error(verb_, "registration token", token.error());
-    token_ = *token;
-    // The token goes in a file of its own, over SFTP: never on a command line or in a shell.
-    if (auto sent = session_->write_file(stage_ + "/registration_token", token_, 0600); !sent.ok())
+    // A node that registered before keeps its identity: it needs no token, and gets none.
+    if (previous_node_.empty()) {
+      auto token = control_plane_.create_token(request_.compute);
+      if (!token.ok()) return step_error(verb_, "registration token", token.error());
+      token_ = *token;
+      // The token goes in a file of its own, over SFTP: never on a command line or in a shell.
+      if (auto sent = session_->write_file(stage_ + "/registration_token", token_, 0600);
+          !sent.ok())
+        return step_error(verb_, "upload", sent.error());
+    }
+    if (auto sent = session_->write_file(stage_ + "/config.yml", config_text(), 0600); !sent.ok())
       return step_error(verb_, "upload", sent.error());
-    return session_->write_file(stage_ + "/config.yml", config_text(), 0600);
+    return ok();
   }
 
   std::string config_text() const {
-    std::string text = "state_dir: /var/lib/amlnode\ncontrol_plane:\n  url: " + control_plane_.url +
-                       "\n  registration_token_file: /etc/amlnode/registration_token\n";
+    std::string text =
+        "state_dir: /var/lib/amlnode\ncontrol_plane:\n  url: " + control_plane_.url + "\n";
+    if (!token_.empty()) text += "  registration_token_file: /etc/amlnode/registration_token\n";
     if (!control_plane_.ca_file.empty()) text += "  ca_file: /etc/amlnode/ca.pem\n";
     return text + "node:\n  labels:\n    compute_name: " + request_.compute +
            "\n    compute_kind: " + request_.kind + "\n";
@@ -248,13 +296,20 @@ class Attachment : HostWork {
     std::string command =
         "sh " + quote(stage_ + "/systemd/install.sh") + " --from " + from + " && " + sudo_ +
         "install -m 0640 -o root -g amlnode " + quote(stage_ + "/config.yml") +
-        " /etc/amlnode/config.yml && " + sudo_ + "install -m 0640 -o root -g amlnode " +
-        quote(stage_ + "/registration_token") + " /etc/amlnode/registration_token && " + sudo_ +
-        "mkdir -p /usr/local/share/amlnode && " + sudo_ +
+        " /etc/amlnode/config.yml && " + sudo_ + "mkdir -p /usr/local/share/amlnode && " + sudo_ +
         "rm -rf /usr/local/share/amlnode/python && " + sudo_ + "cp -r " +
         quote(stage_ + "/share/amlnode/python") + " /usr/local/share/amlnode/ && " + sudo_ +
         "rm -rf /usr/local/share/amlnode/systemd && " + sudo_ + "cp -r " +
         quote(stage_ + "/systemd") + " /usr/local/share/amlnode/";
+    if (!token_.empty())
+      command += " && " + sudo_ + "install -m 0640 -o root -g amlnode " +
+                 quote(stage_ + "/registration_token") + " /etc/amlnode/registration_token";
+    // An attach that never learnt its node (it timed out) leaves an identity nobody knows: the
+    // agent starts afresh with the new token.
+    if (attached_before_ && previous_node_.empty())
+      command += " && " + sudo_ +
+                 "rm -f /var/lib/amlnode/agent.db /var/lib/amlnode/agent.db-wal "
+                 "/var/lib/amlnode/agent.db-shm";
     if (!control_plane_.ca_file.empty()) {
       if (auto sent = session_->upload(control_plane_.ca_file, stage_ + "/ca.pem", 0644);
           !sent.ok())
@@ -267,6 +322,9 @@ class Attachment : HostWork {
   }
 
   Result<void> start() {
+    // Recorded before the agent starts: a later attach or detach finds the host attached even
+    // when this one ends before the node registers.
+    if (auto recorded = record_attachment(previous_node_); !recorded.ok()) return recorded;
     if (facts_.systemd) {
       auto ran =
           as_root("start", "systemctl enable amlnode && " + sudo_ + "systemctl restart amlnode");
@@ -286,13 +344,26 @@ class Attachment : HostWork {
   Result<void> wait_registered() {
     auto give_up = Clock::now() + request_.timeout;
     auto delay = std::chrono::milliseconds(20);
+    int polls = 0;
+    bool died = false;
     while (Clock::now() < give_up) {
-      auto node = control_plane_.node_of_token(token_);
-      if (!node.ok()) return step_error(verb_, "register", node.error());
-      // A node attached before keeps its identity and spends no token: its heartbeat is enough.
-      if (*node || !previous_node_.empty()) {
-        report_.node_id = *node ? **node : previous_node_;
-        if (*node || agent_running()) return ok();
+      // A node attached before keeps its identity and spends no token: its agent running is it.
+      if (!previous_node_.empty()) {
+        report_.node_id = previous_node_;
+        if (agent_running()) return ok();
+      } else {
+        auto node = control_plane_.node_of_token(token_);
+        if (!node.ok()) return step_error(verb_, "register", node.error());
+        if (*node) {
+          report_.node_id = **node;
+          // Spent: the token opens nothing more, and need not stay on the host.
+          (void)session_->run(sudo_ + "rm -f /etc/amlnode/registration_token");
+          return ok();
+        }
+      }
+      if (++polls % 8 == 0 && !agent_running()) {
+        died = true;
+        break;
       }
       std::this_thread::sleep_for(delay);
       delay = std::min(delay * 2, std::chrono::milliseconds(500));
@@ -302,9 +373,12 @@ class Attachment : HostWork {
                                            ? std::string("journalctl -u amlnode -n 20 --no-pager")
                                            : std::string("tail -n 20 ") + kAgentLog));
     if (tail.ok()) log = tail->output;
-    return Error{kRegistrationTimedOut, "attach: register: the node did not register within " +
-                                            std::to_string(request_.timeout.count()) +
-                                            " s; its log ends:\n" + log};
+    return Error{kRegistrationTimedOut,
+                 "attach: register: " +
+                     (died ? std::string("the agent stopped before its node registered")
+                           : "the node did not register within " +
+                                 std::to_string(request_.timeout.count()) + " s") +
+                     "; its log ends:\n" + log};
   }
 
   bool agent_running() {
@@ -316,11 +390,12 @@ class Attachment : HostWork {
     return ran.ok() && ran->exit_code == 0;
   }
 
-  Result<void> record_attachment() {
+  Result<void> record_attachment(const std::string& node_id) {
     nlohmann::json attached = {{"compute", request_.compute},
                                {"control_plane", control_plane_.url},
                                {"kind", request_.kind},
-                               {"node_id", report_.node_id},
+                               {"node_id", node_id},
+                               {"started", facts_.systemd ? "systemd" : "session"},
                                {"version", request_.agent.version}};
     if (auto sent = session_->write_file(stage_ + "/attached.json", attached.dump(2) + "\n", 0644);
         !sent.ok())
@@ -335,6 +410,7 @@ class Attachment : HostWork {
   AttachReport report_;
   std::string stage_;
   std::string token_;
+  bool attached_before_ = false;
   std::string previous_node_;
 };
 
@@ -351,18 +427,22 @@ class Detachment : HostWork {
   Result<DetachReport> run() {
     if (auto r = timed(report_.steps, "connect", [&] { return login(); }); !r.ok())
       return r.error();
-    if (auto r = timed(report_.steps, "probe", [&] { return probe(); }); !r.ok()) return r.error();
+    // Whatever the host is now, what attach put there can be taken away: no host rules.
+    if (auto r = timed(report_.steps, "probe", [&] { return probe(false); }); !r.ok())
+      return r.error();
     if (auto r = timed(report_.steps, "attached", [&] { return find_node(); }); !r.ok())
       return r.error();
     if (auto r = timed(report_.steps, "drain", [&] { return drain(); }); !r.ok()) return r.error();
-    if (auto r = timed(report_.steps, "stop", [&] { return stop_agent("stop"); }); !r.ok())
+    if (auto r = timed(report_.steps, "stop", [&] { return stop_agent("stop", by_systemd_); });
+        !r.ok())
       return r.error();
-    if (auto r = timed(report_.steps, "remove", [&] { return remove(); }); !r.ok())
-      return r.error();
+    // The node goes before the files that name it, so a detach that fails later can run again.
     if (in_control_plane_) {
       if (auto r = control_plane_.remove_node(report_.node_id); !r.ok())
         return step_error(verb_, "deregister", r.error());
     }
+    if (auto r = timed(report_.steps, "remove", [&] { return remove(); }); !r.ok())
+      return r.error();
     return report_;
   }
 
@@ -373,11 +453,14 @@ class Detachment : HostWork {
     if (!found->is_object())
       return Error{kNotAttached,
                    "detach: attached: " + request_.host + " has no agent attach installed"};
-    std::string compute = found->value("compute", "");
-    if (compute != request_.compute)
+    std::string compute = (*found)["compute"];
+    std::string url = (*found)["control_plane"];
+    if (compute != request_.compute || url != request_.control_plane_url)
       return Error{kNotAttached, "detach: attached: " + request_.host + " is attached to compute " +
-                                     compute + ", not " + request_.compute};
-    report_.node_id = found->value("node_id", "");
+                                     compute + " of the control plane " + url + ", not " +
+                                     request_.compute + " of " + request_.control_plane_url};
+    report_.node_id = (*found)["node_id"];
+    by_systemd_ = (*found)["started"] == "systemd";
     return ok();
   }
 
@@ -403,7 +486,7 @@ class Detachment : HostWork {
   Result<void> remove() {
     std::string command = "sh /usr/local/share/amlnode/systemd/install.sh --uninstall" +
                           std::string(request_.purge ? " --purge" : "") + " && " + sudo_ +
-                          "rm -rf /usr/local/share/amlnode && " + sudo_ +
+                          "rm -rf /usr/local/share/amlnode /run/amlnode && " + sudo_ +
                           "rm -f /etc/amlnode/attached.json /etc/amlnode/registration_token "
                           "/var/lib/amlnode/agent.db /var/lib/amlnode/agent.db-wal "
                           "/var/lib/amlnode/agent.db-shm " +
@@ -416,6 +499,7 @@ class Detachment : HostWork {
   const DetachControlPlane& control_plane_;
   DetachReport report_;
   bool in_control_plane_ = false;
+  bool by_systemd_ = false;
 };
 
 }  // namespace

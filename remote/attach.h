@@ -95,6 +95,7 @@ struct DetachRequest {
   Credentials credentials;
   HostKeyPolicy host_key;
   std::string compute;
+  std::string control_plane_url;  // the control plane the host must be attached to
   std::string local_arch;
   bool purge = false;
   std::chrono::seconds timeout{600};  // for the node's runs to end

@@ -47,7 +47,8 @@ Result<HostFacts> parse_probe(const std::string& output) {
     if (key == "sudo") facts.passwordless_sudo = value == "yes";
     if (key == "free_kib") {
       std::int64_t kib = -1;
-      if (std::from_chars(value.data(), value.data() + value.size(), kib).ec == std::errc())
+      if (std::from_chars(value.data(), value.data() + value.size(), kib).ec == std::errc() &&
+          kib >= 0 && kib < (std::int64_t{1} << 50))
         facts.free_bytes = kib * 1024;
     }
     if (key == "docker") facts.docker = value;

@@ -98,8 +98,9 @@ Result<int> connect_tcp(const std::string& host, int port, std::chrono::millisec
 
 class Libssh2Session final : public SshSession {
  public:
-  Libssh2Session(std::string host, int port, int fd, LIBSSH2_SESSION* session)
-      : host_(std::move(host)), port_(port), fd_(fd), session_(session) {}
+  Libssh2Session(std::string host, int port, int fd, LIBSSH2_SESSION* session,
+                 std::chrono::milliseconds timeout)
+      : host_(std::move(host)), port_(port), fd_(fd), session_(session), timeout_(timeout) {}
   ~Libssh2Session() override {
     if (sftp_) libssh2_sftp_shutdown(sftp_);
     libssh2_session_disconnect(session_, "amlnode: done");
@@ -135,9 +136,15 @@ class Libssh2Session final : public SshSession {
       return error(kConnectFailed, "reading " + policy.known_hosts.string() + ": " + last_error());
     }
     libssh2_knownhost* entry = nullptr;
+    // The name exactly as recorded ("[host]:port" off port 22, so another port's sshd on the same
+    // host is another host), and the key's type: a key of another type recorded for the host is
+    // not this one's, and says nothing about it.
+    std::string name = host_name();
     int check = libssh2_knownhost_checkp(
-        hosts, host_.c_str(), port_, host_key_.raw.data(), host_key_.raw.size(),
-        LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW, &entry);
+        hosts, name.c_str(), -1, host_key_.raw.data(), host_key_.raw.size(),
+        LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW |
+            known_host_key_bits(key_type_),
+        &entry);
     Result<bool> outcome = false;
     if (check == LIBSSH2_KNOWNHOST_CHECK_MATCH) {
       outcome = false;
@@ -194,38 +201,68 @@ class Libssh2Session final : public SshSession {
   }
 
   Result<CommandResult> run(const std::string& command, const std::string& input,
-                            std::size_t max_output) override {
+                            std::size_t max_output, std::chrono::seconds timeout) override {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    // Every libssh2 call waits at most what is left of the command's time.
+    auto left = [&] {
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      libssh2_session_set_timeout(session_, std::max<long>(1, static_cast<long>(ms.count())));
+      return ms.count() > 0;
+    };
+    auto failed = [&](const std::string& what) {
+      return error(kCommandFailed, what + " (" + command.substr(0, 60) + "...): " + last_error());
+    };
+    left();
     LIBSSH2_CHANNEL* channel = libssh2_channel_open_session(session_);
-    if (!channel) return error(kCommandFailed, "opening a channel failed: " + last_error());
+    if (!channel) return failed("opening a channel failed");
     // stderr comes with stdout, in the order written: one stream to read, none to block on.
     libssh2_channel_handle_extended_data2(channel, LIBSSH2_CHANNEL_EXTENDED_DATA_MERGE);
-    CommandResult result;
-    Result<CommandResult> outcome = result;
-    if (libssh2_channel_exec(channel, command.c_str()) != 0) {
-      outcome = error(kCommandFailed, "starting a command failed: " + last_error());
-    } else {
-      std::size_t at = 0;
-      while (at < input.size()) {
-        auto n = libssh2_channel_write(channel, input.data() + at, input.size() - at);
-        if (n < 0) break;
-        at += static_cast<std::size_t>(n);
-      }
-      libssh2_channel_send_eof(channel);
-      char buffer[16384];
-      for (;;) {
-        auto n = libssh2_channel_read(channel, buffer, sizeof buffer);
-        if (n <= 0) break;
-        std::size_t room = max_output - std::min(max_output, result.output.size());
-        result.output.append(buffer, std::min(room, static_cast<std::size_t>(n)));
-        result.cut = result.cut || static_cast<std::size_t>(n) > room;
-      }
-      libssh2_channel_close(channel);
-      libssh2_channel_wait_closed(channel);
-      result.exit_code = libssh2_channel_get_exit_status(channel);
-      outcome = result;
-    }
+    Result<CommandResult> outcome = exec(channel, command, input, max_output, left, failed);
+    libssh2_session_set_timeout(session_, static_cast<long>(timeout_.count()));
     libssh2_channel_free(channel);
     return outcome;
+  }
+
+  template <class Left, class Failed>
+  Result<CommandResult> exec(LIBSSH2_CHANNEL* channel, const std::string& command,
+                             const std::string& input, std::size_t max_output, Left& left,
+                             Failed& failed) {
+    CommandResult result;
+    if (libssh2_channel_exec(channel, command.c_str()) != 0)
+      return failed("starting a command failed");
+    std::size_t at = 0;
+    while (at < input.size()) {
+      if (!left()) return failed("the command's input could not be sent in time");
+      auto n = libssh2_channel_write(channel, input.data() + at, input.size() - at);
+      if (n < 0) return failed("sending the command's input failed");
+      at += static_cast<std::size_t>(n);
+    }
+    libssh2_channel_send_eof(channel);
+    char buffer[16384];
+    for (;;) {
+      if (!left()) return failed("the command did not finish in time");
+      auto n = libssh2_channel_read(channel, buffer, sizeof buffer);
+      if (n == 0) break;
+      if (n < 0) return failed("reading the command's output failed");
+      std::size_t room = max_output - std::min(max_output, result.output.size());
+      result.output.append(buffer, std::min(room, static_cast<std::size_t>(n)));
+      result.cut = result.cut || static_cast<std::size_t>(n) > room;
+    }
+    left();
+    if (libssh2_channel_close(channel) != 0 || libssh2_channel_wait_closed(channel) != 0)
+      return failed("the command's channel did not close");
+    char* signal = nullptr;
+    std::size_t signal_length = 0;
+    libssh2_channel_get_exit_signal(channel, &signal, &signal_length, nullptr, nullptr, nullptr,
+                                    nullptr);
+    if (signal) {
+      std::string name(signal, signal_length);
+      libssh2_free(session_, signal);
+      return error(kCommandFailed, "the command was killed by SIG" + name);
+    }
+    result.exit_code = libssh2_channel_get_exit_status(channel);
+    return result;
   }
 
   Result<void> write_file(const std::string& remote_path, std::string_view data,
@@ -233,8 +270,7 @@ class Libssh2Session final : public SshSession {
     auto handle = open_for_writing(remote_path, mode);
     if (!handle.ok()) return handle.error();
     auto written = write_all(*handle, data, remote_path);
-    libssh2_sftp_close(*handle);
-    return written;
+    return close(*handle, remote_path, std::move(written));
   }
 
   Result<void> upload(const std::filesystem::path& local, const std::string& remote_path,
@@ -251,8 +287,7 @@ class Libssh2Session final : public SshSession {
       if (got == 0) break;
       outcome = write_all(*handle, std::string_view(buffer.data(), got), remote_path);
     }
-    libssh2_sftp_close(*handle);
-    return outcome;
+    return close(*handle, remote_path, std::move(outcome));
   }
 
  private:
@@ -303,7 +338,23 @@ class Libssh2Session final : public SshSession {
         *channel, path.c_str(), LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC, mode);
     if (!handle)
       return error(kTransferFailed, "opening " + path + " on the host failed: " + last_error());
+    // An existing file keeps its mode through O_TRUNC: set it, so 0600 means 0600.
+    LIBSSH2_SFTP_ATTRIBUTES attributes{};
+    attributes.flags = LIBSSH2_SFTP_ATTR_PERMISSIONS;
+    attributes.permissions = static_cast<unsigned long>(mode);
+    if (libssh2_sftp_fsetstat(handle, &attributes) != 0) {
+      libssh2_sftp_close(handle);
+      return error(kTransferFailed, "setting the mode of " + path + " failed: " + last_error());
+    }
     return handle;
+  }
+
+  // Closes the file; a write is done only once its close succeeded.
+  Result<void> close(LIBSSH2_SFTP_HANDLE* handle, const std::string& path, Result<void> written) {
+    bool closed = libssh2_sftp_close(handle) == 0;
+    if (!written.ok()) return written;
+    if (!closed) return error(kTransferFailed, "closing " + path + " failed: " + last_error());
+    return ok();
   }
 
   Result<void> write_all(LIBSSH2_SFTP_HANDLE* handle, std::string_view data,
@@ -320,6 +371,7 @@ class Libssh2Session final : public SshSession {
   int port_;
   int fd_;
   LIBSSH2_SESSION* session_;
+  std::chrono::milliseconds timeout_;
   LIBSSH2_SFTP* sftp_ = nullptr;
   int key_type_ = 0;
   HostKey host_key_;
@@ -349,7 +401,7 @@ Result<std::unique_ptr<SshSession>> connect_ssh(const std::string& host, int por
     ::close(*fd);
     return error(kConnectFailed, "libssh2 could not make a session");
   }
-  auto ssh = std::make_unique<Libssh2Session>(host, port, *fd, session);
+  auto ssh = std::make_unique<Libssh2Session>(host, port, *fd, session, timeout);
   if (auto started = ssh->start(timeout); !started.ok()) return started.error();
   return std::unique_ptr<SshSession>(std::move(ssh));
 }

@@ -60,9 +60,12 @@ class SshSession {
   // key was new and recorded.
   virtual Result<bool> verify_host_key(const HostKeyPolicy& policy) = 0;
   virtual Result<void> authenticate(const Credentials& credentials) = 0;
-  // Runs `command` through the remote user's shell; `input` goes to its stdin.
+  // Runs `command` through the remote user's shell; `input` goes to its stdin. A command not done
+  // within `timeout` (all of it, however it trickles), cut off, or killed by a signal is an error
+  // (CommandFailed); only an exit status the host sent is an exit code.
   virtual Result<CommandResult> run(const std::string& command, const std::string& input = "",
-                                    std::size_t max_output = 1 << 20) = 0;
+                                    std::size_t max_output = 1 << 20,
+                                    std::chrono::seconds timeout = std::chrono::seconds(60)) = 0;
   // Writes `data` to `remote_path` over SFTP with `mode`, replacing what is there.
   virtual Result<void> write_file(const std::string& remote_path, std::string_view data,
                                   int mode) = 0;

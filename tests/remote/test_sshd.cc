@@ -47,6 +47,17 @@ bool TestSshd::can_run() {
 
 TestSshd::TestSshd(bool allow_root)
     : user_("amlssh" + random_hex(4)), password_("pw-" + random_hex(8)) {
+  // A failed step must not leave the user or an sshd behind: the destructor does not run.
+  try {
+    set_up(allow_root);
+  } catch (...) {
+    stop();
+    run_command({"userdel", user_});
+    throw;
+  }
+}
+
+void TestSshd::set_up(bool allow_root) {
   // The user reads its home and authorized keys below the temporary folder (made 0700).
   fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::group_read |
                                    fs::perms::group_exec | fs::perms::others_read |

@@ -40,6 +40,8 @@ class TestSshd {
   const TempDir& dir() const { return dir_; }
 
  private:
+  void set_up(bool allow_root);
+
   TempDir dir_;
   std::string user_;
   std::string password_;
