@@ -17,6 +17,7 @@
 #include "agent/dev_cluster.h"
 #include "agent/env_commands.h"
 #include "agent/local_run.h"
+#include "agent/spark_submit.h"
 #include "agent/user_commands.h"
 #include "executors/shim/launcher.h"
 #include "parallel/node_driver.h"
@@ -382,11 +383,20 @@ int run_cli(int argc, char** argv) {
   rsh_command->set_help_flag();
   app.add_subcommand("mpi-host", "Internal: starts Open MPI's daemons on a share's node");
   app.add_subcommand("parallel-node", "Internal: runs a ParallelRunStep's workers on this node");
+  auto* spark_command = app.add_subcommand(
+      "spark-submit", "Internal: a PySpark run's spark-submit on an HDInsight node (-- ARGS...)");
+  spark_command->prefix_command();
+  spark_command->set_help_flag();
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && args.front() == "mpi-rsh")
     return run_mpi_rsh(std::vector<std::string>(args.begin() + 1, args.end()));
   if (args.size() == 1 && args.front() == "mpi-host") return run_mpi_host();
   if (args.size() == 1 && args.front() == "parallel-node") return run_parallel_node_command();
+  if (!args.empty() && args.front() == "spark-submit") {
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    if (!rest.empty() && rest.front() == "--") rest.erase(rest.begin());
+    return run_spark_submit(rest);
+  }
 
   // For run and submit, CLI11 gets their options only; the job, script and arguments are theirs.
   if (!args.empty() && (args.front() == "run" || args.front() == "submit")) {

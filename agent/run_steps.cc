@@ -123,6 +123,9 @@ executors::PlanContext plan_context(
   if (auto driver = context.agent_program.parent_path() / "amlnode-parallel-node";
       !program_error && fs::exists(driver, program_error))
     context.parallel_driver = driver;
+  if (auto labels = config.node.find("labels"); labels != config.node.end() && labels->is_object())
+    if (auto kind = labels->find("compute_kind"); kind != labels->end() && kind->is_string())
+      context.compute_kind = kind->get<std::string>();
   context.port_free = executors::port_is_free;
   context.free_port = executors::pick_free_port;
   if (config.cpu_image) context.default_cpu_image = *config.cpu_image;

@@ -309,6 +309,56 @@ void plan_parallel_run(const Job& job, const PlanContext& context, Plan& plan) {
   plan.error_file = spec.state_dir / "error.json";
 }
 
+// A PySpark run on an HDInsight node (docs/hdinsight.md): spark-submit to YARN as the SDK's
+// settings say, through the agent's `spark-submit` wrapper, which learns the YARN application's
+// id, kills the application on a cancel or the deadline, and brings its driver's log back.
+void plan_pyspark(const Job& job, const PlanContext& context, Plan& plan) {
+  std::string script = job.entry_script.value_or("");
+  if (script.size() < 3 || script.compare(script.size() - 3, 3, ".py") != 0 ||
+      plan.argv.size() < 2) {
+    plan.cannot_run =
+        Error{"InvalidJob", "framework: a PySpark run submits a .py script (script:)"};
+    return;
+  }
+  // The interpreter the script would run with: the conda environment's, for driver and executors.
+  std::string python = plan.argv.front();
+  std::vector<std::string> argv = {
+      context.agent_program.string(), "spark-submit", "--", "--master", "yarn", "--deploy-mode",
+      job.spark.yarn_deploy_mode};
+  bool named = false, attempts = false;
+  for (const auto& [key, value] : job.spark.configuration) {
+    named = named || key == "spark.app.name";
+    attempts = attempts || key == "spark.yarn.maxAppAttempts";
+  }
+  auto conf = [&](const std::string& key, const std::string& value) {
+    argv.push_back("--conf");
+    argv.push_back(key + "=" + value);
+  };
+  if (!named) conf("spark.app.name", "Azure ML Experiment");
+  if (!attempts) conf("spark.yarn.maxAppAttempts", "1");
+  for (const auto& [key, value] : job.spark.configuration) conf(key, value);
+  conf("spark.pyspark.python", python);
+  conf("spark.pyspark.driver.python", python);
+  if (job.spark.yarn_deploy_mode == "cluster")
+    conf("spark.yarn.appMasterEnv.PYSPARK_PYTHON", python);
+  auto joined = [](const std::vector<std::string>& items) {
+    std::string out;
+    for (const auto& item : items) out += (out.empty() ? "" : ",") + item;
+    return out;
+  };
+  if (!job.environment.spark.packages.empty()) {
+    argv.push_back("--packages");
+    argv.push_back(joined(job.environment.spark.packages));
+  }
+  if (!job.environment.spark.repositories.empty()) {
+    argv.push_back("--repositories");
+    argv.push_back(joined(job.environment.spark.repositories));
+  }
+  // The script and its arguments, as the single-process plan had them after the interpreter.
+  argv.insert(argv.end(), plan.argv.begin() + 1, plan.argv.end());
+  plan.argv = std::move(argv);
+}
+
 // What this node cannot run yet, named by the field that asks for it, so a run never starts
 // doing less than its job says.
 std::optional<Error> not_yet_supported(const Job& job, const PlanContext& context) {
@@ -325,10 +375,24 @@ std::optional<Error> not_yet_supported(const Job& job, const PlanContext& contex
     if (context.agent_program.empty())
       return refuse("parallel_run: this node's agent did not say where its program is");
   }
-  if (job.framework == Framework::PySpark)
-    return refuse(
-        "framework: PySpark runs need an HDInsight compute with spark-submit, which "
-        "this node does not offer yet");
+  if (job.framework == Framework::PySpark) {
+    if (context.compute_kind != "hdinsight")
+      return refuse(
+          "framework: PySpark runs on a node attached as HDInsight (amlnode attach "
+          "--kind hdinsight), through its spark-submit; this node is " +
+          (context.compute_kind.empty() ? std::string("not one")
+                                        : "attached as " + context.compute_kind));
+    if (job.environment.docker.enabled)
+      return refuse(
+          "environment.docker.enabled: a PySpark run uses the HDInsight cluster's Spark "
+          "and YARN, not a Docker container");
+    if (job.node_count > 1 || job.distributed.process_count_per_node > 1)
+      return refuse(
+          "node_count: a PySpark run's nodes are YARN's executors; it runs as one "
+          "submission (spark.executor.instances sets how many)");
+    if (context.agent_program.empty())
+      return refuse("framework: PySpark: this node's agent did not say where its program is");
+  }
   std::string field = job.distributed_field.empty() ? "node_count" : job.distributed_field;
   if (job.node_count > 1 && !context.share) {
     return refuse(field + ": a run across nodes (node_count " + std::to_string(job.node_count) +
@@ -565,6 +629,8 @@ Plan resolve_plan(const Job& job, const PlanContext& context) {
   if (!plan.cannot_run) plan.cannot_run = not_yet_supported(job, context);
   if (!plan.cannot_run && job.parallel_run) {
     plan_parallel_run(job, context, plan);
+  } else if (!plan.cannot_run && job.framework == Framework::PySpark) {
+    plan_pyspark(job, context, plan);
   } else if (!plan.cannot_run) {
     plan_ranks(job, context, plan);
   }

@@ -78,6 +78,9 @@ struct PlanContext {
   // The node driver as a static executable (`amlnode-parallel-node`, beside the agent's program),
   // which runs a ParallelRunStep's node inside a Docker container. Unset: refused there.
   std::filesystem::path parallel_driver;
+  // The compute kind this node was attached as (its compute_kind label: remote, hdinsight); ""
+  // for a node of a compute of its own. PySpark runs only on hdinsight.
+  std::string compute_kind;
 };
 
 // One input as it is staged into the run folder.

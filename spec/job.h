@@ -133,11 +133,20 @@ struct DockerSection {
   bool shared_volumes = true;
 };
 
+// environment.spark (EnvironmentDefinition.spark): the Maven packages and repositories spark-submit
+// fetches for a PySpark run.
+struct SparkSection {
+  std::vector<std::string> repositories;
+  std::vector<std::string> packages;  // group:artifact:version
+  bool precache_packages = true;
+};
+
 struct Environment {
   std::string name;
   std::optional<std::string> version;
   PythonSection python;
   DockerSection docker;
+  SparkSection spark;
   EnvVars environment_variables;  // the environment definition's own variables
 };
 
@@ -202,6 +211,12 @@ struct Job {
 
   // A ParallelRunStep (native `parallel_run`).
   std::optional<ParallelRun> parallel_run;
+  // RunConfiguration's hdi and spark sections: how a PySpark run is submitted (the SDK writes
+  // them for every run; they matter to framework PySpark only, as in Azure ML).
+  struct SparkRun {
+    std::string yarn_deploy_mode = "cluster";  // hdi.yarnDeployMode: cluster or client
+    std::vector<std::pair<std::string, std::string>> configuration;  // spark.configuration
+  } spark;
   // Keys of a .runconfig this project does not use (spark, hdi, databricks, amlcompute, ...),
   // kept verbatim so nothing the user wrote is lost.
   nlohmann::json unused_runconfig_sections = nlohmann::json::object();

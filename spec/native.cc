@@ -265,6 +265,8 @@ class NativeReader {
     on("framework_version",
        [this](const Field& f) { fields_.framework_version = reader_.text(f); });
     on("models", [this](const Field& f) { read_models(f); });
+    on("hdi", [this](const Field& f) { read_hdi(f, shape_, job_.spark); });
+    on("spark", [this](const Field& f) { read_spark_run(f, shape_, job_.spark); });
     return walker;
   }
 

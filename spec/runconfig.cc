@@ -101,6 +101,8 @@ class RunConfigReader {
     });
     walker.on("docker", [this](const Field& f) { read_docker_configuration(f); });
     walker.on("mpi", [this](const Field& f) { read_mpi(f); });
+    walker.on("hdi", [this](const Field& f) { read_hdi(f, shape_, job_.spark); });
+    walker.on("spark", [this](const Field& f) { read_spark_run(f, shape_, job_.spark); });
     walker.on("pyTorch", [this](const Field& f) { read_pytorch(f); });
     walker.on("pytorch", [this](const Field& f) { read_pytorch(f); });
     walker.on("tensorflow", [this](const Field& f) { read_tensorflow(f); });

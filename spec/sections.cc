@@ -12,8 +12,8 @@ namespace {
 
 // Keys RunConfiguration.save() writes inside the sections amlnode reads, but which do not matter
 // to a run here. They are kept without a warning.
-constexpr std::array<std::string_view, 5> kEnvironmentUnused = {
-    "spark", "databricks", "r", "inferencingStackVersion", "assetId"};
+constexpr std::array<std::string_view, 4> kEnvironmentUnused = {
+    "databricks", "r", "inferencingStackVersion", "assetId"};
 constexpr std::array<std::string_view, 1> kPythonUnused = {"baseCondaEnvironment"};
 constexpr std::array<std::string_view, 1> kDockerUnused = {"platform"};
 constexpr std::array<std::string_view, 1> kRegistryUnused = {"registryIdentity"};
@@ -201,7 +201,83 @@ void read_docker(const Field& field, const ShapeContext& context, EnvironmentFie
   out.image_path = !image_path.empty() ? image_path : dockerfile_path;
 }
 
+// environment.spark: repositories, packages ({group, artifact, version} each, or
+// "group:artifact:version") and precache_packages.
+void read_spark_section(const Field& field, const ShapeContext& context, SparkSection& out) {
+  Reader& reader = context.reader();
+  if (!reader.mapping(field)) return;
+  MappingWalker walker;
+  walker
+      .on("repositories",
+          [&](const Field& f) {
+            if (auto repositories = reader.text_list(f)) out.repositories = *repositories;
+          })
+      .on("packages",
+          [&](const Field& f) {
+            if (f.node->kind != Node::Kind::Sequence) return reader.wrong(f, "a list of packages");
+            for (std::size_t i = 0; i < f.node->items.size(); ++i) {
+              Field item{&f.node->items[i], f.path + "[" + std::to_string(i) + "]"};
+              if (item.node->kind == Node::Kind::Scalar) {
+                if (auto text = reader.text(item)) out.packages.push_back(*text);
+                continue;
+              }
+              if (!reader.mapping(item)) continue;
+              std::string parts[3];
+              const char* names[3] = {"group", "artifact", "version"};
+              MappingWalker package;
+              for (int k = 0; k < 3; ++k)
+                package.on(names[k],
+                           [&, k](const Field& p) { parts[k] = reader.text(p).value_or(""); });
+              package.walk_strict(item, context.diagnostics());
+              bool whole = !parts[0].empty() && !parts[1].empty() && !parts[2].empty();
+              if (!whole) {
+                context.diagnostics().error(item.path,
+                                            "a package needs group, artifact and version");
+                continue;
+              }
+              out.packages.push_back(parts[0] + ":" + parts[1] + ":" + parts[2]);
+            }
+          })
+      .on(context.key("precache_packages"), [&](const Field& f) {
+        if (auto precache = reader.boolean(f)) out.precache_packages = *precache;
+      });
+  context.walk(walker, field, {});
+}
+
 }  // namespace
+
+void read_hdi(const Field& field, const ShapeContext& context, Job::SparkRun& out) {
+  Reader& reader = context.reader();
+  if (!reader.mapping(field)) return;
+  MappingWalker walker;
+  walker.on(context.key("yarn_deploy_mode"), [&](const Field& f) {
+    auto mode = reader.text(f);
+    if (mode && (*mode == "cluster" || *mode == "client")) {
+      out.yarn_deploy_mode = *mode;
+    } else if (mode) {
+      reader.wrong(f, "cluster or client");
+    }
+  });
+  context.walk(walker, field, {});
+}
+
+void read_spark_run(const Field& field, const ShapeContext& context, Job::SparkRun& out) {
+  Reader& reader = context.reader();
+  if (!reader.mapping(field)) return;
+  MappingWalker walker;
+  walker.on("configuration", [&](const Field& f) {
+    if (!reader.mapping(f)) return;
+    for (const auto& [key, value] : f.node->entries) {
+      Field entry{&value, f.path + "." + key};
+      if (key.empty() || key.find_first_of("= \n") != std::string::npos) {
+        context.diagnostics().error(entry.path, "not a Spark property name");
+        continue;
+      }
+      if (auto text = reader.text(entry)) out.configuration.emplace_back(key, *text);
+    }
+  });
+  context.walk(walker, field, {});
+}
 
 void ShapeContext::keep(const Field& field) const {
   if (unused_ && field.node) (*unused_)[field.path] = to_json(*field.node);
@@ -247,7 +323,8 @@ EnvironmentFields read_environment(const Field& field, const ShapeContext& conte
             }
           })
       .on("python", [&](const Field& f) { read_python(f, context, out); })
-      .on("docker", [&](const Field& f) { read_docker(f, context, out); });
+      .on("docker", [&](const Field& f) { read_docker(f, context, out); })
+      .on("spark", [&](const Field& f) { read_spark_section(f, context, out.environment.spark); });
   context.walk(walker, field, kEnvironmentUnused);
   return out;
 }

@@ -76,6 +76,10 @@ struct EnvironmentFields {
 
 EnvironmentFields read_environment(const Field& field, const ShapeContext& context);
 
+// The top-level hdi ({yarn_deploy_mode}) and spark ({configuration}) sections, in either shape.
+void read_hdi(const Field& field, const ShapeContext& context, Job::SparkRun& out);
+void read_spark_run(const Field& field, const ShapeContext& context, Job::SparkRun& out);
+
 // Registry credentials; nullopt when every part is unset. The password is never described in a
 // message, whatever is wrong with it.
 std::optional<RegistryDetails> read_registry(const Field& field, const ShapeContext& context);

@@ -11,27 +11,11 @@ namespace fs = std::filesystem;
 namespace {
 
 // Keys only RunConfiguration writes at its top level.
-constexpr auto kRunConfigKeys = std::to_array<std::string_view>({"script",
-                                                                 "target",
-                                                                 "framework",
-                                                                 "communicator",
-                                                                 "nodeCount",
-                                                                 "maxRunDurationSeconds",
-                                                                 "environment",
-                                                                 "history",
-                                                                 "spark",
-                                                                 "hdi",
-                                                                 "tensorflow",
-                                                                 "mpi",
-                                                                 "pyTorch",
-                                                                 "pytorch",
-                                                                 "docker",
-                                                                 "dataReferences",
-                                                                 "data",
-                                                                 "outputData",
-                                                                 "amlcompute",
-                                                                 "sourceDirectoryDataStore",
-                                                                 "credentialPassthrough"});
+constexpr auto kRunConfigKeys = std::to_array<std::string_view>(
+    {"script", "target", "framework", "communicator", "nodeCount", "maxRunDurationSeconds",
+     "environment", "history", "tensorflow", "mpi", "pyTorch", "pytorch", "docker",
+     "dataReferences", "data", "outputData", "amlcompute", "sourceDirectoryDataStore",
+     "credentialPassthrough"});
 
 // Keys only the native shape has (everything it accepts except arguments and command).
 constexpr auto kNativeKeys = std::to_array<std::string_view>({"source_directory",

@@ -418,3 +418,36 @@ TEST_CASE("a ParallelRunStep in a container runs the static driver bound into it
   CHECK(env_of(share, "AMLNODE_LAUNCH_TOKEN") == "amllaunch_1_abc");
   CHECK(env_of(share, "AMLNODE_LAUNCH_CA_FILE") == "/etc/amlnode/ca.pem");
 }
+
+// ---- PySpark ----
+
+TEST_CASE("PySpark runs only on a node attached as HDInsight, through the agent's spark-submit",
+          "[plan][pyspark]") {
+  auto job = user_managed_job();
+  job.framework = spec::Framework::PySpark;
+  auto c = context();
+  c.agent_program = "/usr/bin/amlnode";
+  auto refused = resolve_plan(job, c);
+  REQUIRE(refused.cannot_run);
+  CHECK(refused.cannot_run->message ==
+        "framework: PySpark runs on a node attached as HDInsight (amlnode attach --kind "
+        "hdinsight), through its spark-submit; this node is not one");
+  c.compute_kind = "remote";
+  CHECK_THAT(resolve_plan(job, c).cannot_run->message, Catch::EndsWith("attached as remote"));
+  c.compute_kind = "hdinsight";
+  auto plan = resolve_plan(job, c);
+  REQUIRE_FALSE(plan.cannot_run);
+  REQUIRE(plan.argv.size() > 4);
+  CHECK(plan.argv[0] == "/usr/bin/amlnode");
+  CHECK(plan.argv[1] == "spark-submit");
+  CHECK(plan.argv[5] == "--deploy-mode");
+  CHECK(plan.argv[6] == "cluster");
+  CHECK(plan.argv[plan.argv.size() - 3] == "train.py");
+  // In a Docker container, or across nodes, it is refused: YARN runs its executors.
+  job.environment.docker.enabled = true;
+  CHECK_THAT(resolve_plan(job, c).cannot_run->message,
+             Catch::StartsWith("environment.docker.enabled"));
+  job.environment.docker.enabled = false;
+  job.node_count = 2;
+  CHECK_THAT(resolve_plan(job, c).cannot_run->message, Catch::StartsWith("node_count"));
+}

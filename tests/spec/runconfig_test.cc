@@ -75,16 +75,24 @@ TEST_CASE("unused runconfig sections are kept verbatim", "[spec][runconfig]") {
   Job job = require_job(load_job_file(kFixtureProject / ".azureml" / "train.runconfig"));
   const nlohmann::json& unused = job.unused_runconfig_sections;
   for (const char* key :
-       {"priority", "history", "spark", "hdi", "paralleltask", "sourceDirectoryDataStore",
-        "amlcompute", "credentialPassthrough", "environment.spark", "environment.databricks",
-        "environment.r", "environment.inferencingStackVersion", "environment.docker.platform",
+       {"priority", "history", "paralleltask", "sourceDirectoryDataStore", "amlcompute",
+        "credentialPassthrough", "environment.databricks", "environment.r",
+        "environment.inferencingStackVersion", "environment.docker.platform",
         "environment.python.baseCondaEnvironment"}) {
     INFO(key);
     CHECK(unused.contains(key));
   }
   CHECK(unused["history"]["directoriesToWatch"] == nlohmann::json{"logs"});
-  CHECK(unused["spark"]["configuration"]["spark.yarn.maxAppAttempts"] == 1);
-  CHECK(unused["hdi"]["yarnDeployMode"] == "cluster");
+  // spark, hdi and environment.spark are read: they say how a PySpark run is submitted.
+  CHECK_FALSE(unused.contains("spark"));
+  CHECK_FALSE(unused.contains("hdi"));
+  CHECK_FALSE(unused.contains("environment.spark"));
+  CHECK(job.spark.yarn_deploy_mode == "cluster");
+  CHECK(job.spark.configuration ==
+        std::vector<std::pair<std::string, std::string>>{{"spark.app.name", "Azure ML Experiment"},
+                                                         {"spark.yarn.maxAppAttempts", "1"}});
+  CHECK(job.environment.spark.packages.empty());
+  CHECK(job.environment.spark.precache_packages);
   CHECK(unused["sourceDirectoryDataStore"].is_null());
   CHECK(unused["credentialPassthrough"] == false);
   CHECK(unused["environment.docker.platform"]["os"] == "Linux");
@@ -440,4 +448,31 @@ data:
   auto outputs =
       project.load("job.runconfig", "script: train.py\noutputData:\n  out: {outputLocation: {}}\n");
   CHECK(find(outputs.errors, "outputData", "registering outputs as workspace datasets"));
+}
+
+TEST_CASE("a runconfig's hdi, spark and environment.spark are read, and refused by field",
+          "[spec][runconfig]") {
+  Project project;
+  auto load = [&](const std::string& text) {
+    return project.load("job.runconfig", "script: train.py\nframework: PySpark\n" + text);
+  };
+  auto job =
+      require_job(load("hdi: {yarnDeployMode: client}\n"
+                       "spark: {configuration: {spark.executor.cores: 4}}\n"
+                       "environment:\n  spark:\n    repositories: ['https://repo.example/maven']\n"
+                       "    packages: [{group: g, artifact: a, version: '1.0'}, 'x:y:2']\n"));
+  CHECK(job.framework == Framework::PySpark);
+  CHECK(job.spark.yarn_deploy_mode == "client");
+  CHECK(job.spark.configuration ==
+        std::vector<std::pair<std::string, std::string>>{{"spark.executor.cores", "4"}});
+  CHECK(job.environment.spark.repositories ==
+        std::vector<std::string>{"https://repo.example/maven"});
+  CHECK(job.environment.spark.packages == std::vector<std::string>{"g:a:1.0", "x:y:2"});
+  auto mode = load("hdi: {yarnDeployMode: local}\n");
+  REQUIRE_FALSE(mode.ok());
+  CHECK(mode.errors[0].path == "hdi.yarnDeployMode");
+  auto package = load("environment:\n  spark:\n    packages: [{group: g, artifact: a}]\n");
+  REQUIRE_FALSE(package.ok());
+  CHECK(package.errors[0].path == "environment.spark.packages[0]");
+  CHECK_THAT(package.errors[0].message, Catch::Contains("group, artifact and version"));
 }
