@@ -592,8 +592,8 @@ TEST_CASE("runconfigs: the saved .runconfig files validate, or are refused namin
     std::string cannot_run;  // "" when this node runs it
   };
   const std::string pyspark =
-      "framework: PySpark runs need an HDInsight compute with spark-submit, which this node does "
-      "not offer yet";
+      "framework: PySpark runs on a node attached as HDInsight (amlnode attach --kind hdinsight), "
+      "through its spark-submit; this node is not one";
   for (const auto& expected : std::vector<Expected>{
            {"MachineLearningNotebooks/aml_config/local.runconfig", "conda", ""},
            {"MachineLearningNotebooks/aml_config/docker.runconfig", "docker", pyspark},

@@ -136,3 +136,16 @@ TEST_CASE("PySpark canceled: the YARN application is killed, not only spark-subm
   CHECK(test::slurp(node.state / "killed") == "application_1700000000000_0001\n");
   CHECK(test::eventually([&] { return ::kill(application, 0) != 0; }, 10s));
 }
+
+TEST_CASE("PySpark past its deadline: the YARN application is killed and the run times out",
+          "[daemon][pyspark]") {
+  HdiNode node;
+  std::string id = node.submit("import time\ntime.sleep(600)\n", "maxRunDurationSeconds: 2\n");
+  auto record = node.cluster.wait_terminal(id);
+  INFO(record.dump());
+  CHECK(record["status"] == "Failed");
+  CHECK(record["error"]["code"] == "RunTimeout");
+  CHECK(test::slurp(node.state / "killed") == "application_1700000000000_0001\n");
+  pid_t application = std::stoi(test::slurp(node.state / "application_1700000000000_0001.pid"));
+  CHECK(test::eventually([&] { return ::kill(application, 0) != 0; }, 10s));
+}
