@@ -392,11 +392,8 @@ int run_cli(int argc, char** argv) {
     return run_mpi_rsh(std::vector<std::string>(args.begin() + 1, args.end()));
   if (args.size() == 1 && args.front() == "mpi-host") return run_mpi_host();
   if (args.size() == 1 && args.front() == "parallel-node") return run_parallel_node_command();
-  if (!args.empty() && args.front() == "spark-submit") {
-    std::vector<std::string> rest(args.begin() + 1, args.end());
-    if (!rest.empty() && rest.front() == "--") rest.erase(rest.begin());
-    return run_spark_submit(rest);
-  }
+  if (!args.empty() && args.front() == "spark-submit")
+    return run_spark_submit(std::vector<std::string>(args.begin() + 1, args.end()));
 
   // For run and submit, CLI11 gets their options only; the job, script and arguments are theirs.
   if (!args.empty() && (args.front() == "run" || args.front() == "submit")) {

@@ -313,34 +313,61 @@ void plan_parallel_run(const Job& job, const PlanContext& context, Plan& plan) {
 // settings say, through the agent's `spark-submit` wrapper, which learns the YARN application's
 // id, kills the application on a cancel or the deadline, and brings its driver's log back.
 void plan_pyspark(const Job& job, const PlanContext& context, Plan& plan) {
+  auto refuse = [&](const std::string& message) { plan.cannot_run = Error{"InvalidJob", message}; };
   std::string script = job.entry_script.value_or("");
-  if (script.size() < 3 || script.compare(script.size() - 3, 3, ".py") != 0 ||
-      plan.argv.size() < 2) {
-    plan.cannot_run =
-        Error{"InvalidJob", "framework: a PySpark run submits a .py script (script:)"};
-    return;
-  }
-  // The interpreter the script would run with: the conda environment's, for driver and executors.
+  if (script.size() < 3 || script.compare(script.size() - 3, 3, ".py") != 0 || plan.argv.size() < 2)
+    return refuse("framework: a PySpark run submits a .py script (script:)");
+  if (context.spark_submit.empty() || context.yarn.empty())
+    return refuse("framework: PySpark: spark-submit and yarn are not on this node's PATH");
+  auto given = [&](const std::string& key) {
+    for (const auto& [name, value] : job.spark.configuration)
+      if (name == key) return true;
+    return false;
+  };
+  // Without waiting for the application, spark-submit would end at once: the run would say
+  // Completed while the application runs on, beyond a cancel's reach.
+  for (const auto& [key, value] : job.spark.configuration)
+    if (key == "spark.yarn.submit.waitAppCompletion" && value != "true")
+      return refuse(
+          "spark.configuration.spark.yarn.submit.waitAppCompletion: a run ends when "
+          "its application does; only true");
+  bool cluster = job.spark.yarn_deploy_mode == "cluster";
+  // A conda or pip environment is built on this node only: its interpreter exists nowhere else.
+  // The driver runs elsewhere in cluster mode, so there it needs an interpreter every node has.
+  bool built_here = plan.python_environment.has_value();
+  bool interpreter_given = given("spark.pyspark.python") || given("spark.pyspark.driver.python");
+  if (cluster && built_here && !interpreter_given)
+    return refuse(
+        "environment.python: a conda or pip environment is built on this node only, and in "
+        "cluster mode the driver runs on another node of the cluster: use "
+        "userManagedDependencies with an interpreter every node has (interpreterPath), set "
+        "spark.pyspark.python in spark.configuration, or hdi.yarnDeployMode client");
   std::string python = plan.argv.front();
-  std::vector<std::string> argv = {
-      context.agent_program.string(), "spark-submit", "--", "--master", "yarn", "--deploy-mode",
-      job.spark.yarn_deploy_mode};
-  bool named = false, attempts = false;
-  for (const auto& [key, value] : job.spark.configuration) {
-    named = named || key == "spark.app.name";
-    attempts = attempts || key == "spark.yarn.maxAppAttempts";
-  }
+  std::vector<std::string> argv = {context.agent_program.string(),
+                                   "spark-submit",
+                                   "--spark-submit",
+                                   context.spark_submit.string(),
+                                   "--yarn",
+                                   context.yarn.string(),
+                                   "--",
+                                   "--master",
+                                   "yarn",
+                                   "--deploy-mode",
+                                   job.spark.yarn_deploy_mode};
   auto conf = [&](const std::string& key, const std::string& value) {
     argv.push_back("--conf");
     argv.push_back(key + "=" + value);
   };
-  if (!named) conf("spark.app.name", "Azure ML Experiment");
-  if (!attempts) conf("spark.yarn.maxAppAttempts", "1");
+  // Azure ML's defaults first; the job's configuration after, so it wins where it says otherwise.
+  if (!given("spark.app.name")) conf("spark.app.name", "Azure ML Experiment");
+  if (!given("spark.yarn.maxAppAttempts")) conf("spark.yarn.maxAppAttempts", "1");
+  if (!interpreter_given) {
+    // The driver's interpreter; the executors' too, unless it is this node's own environment.
+    if (!built_here) conf("spark.pyspark.python", python);
+    conf("spark.pyspark.driver.python", python);
+    if (cluster) conf("spark.yarn.appMasterEnv.PYSPARK_PYTHON", python);
+  }
   for (const auto& [key, value] : job.spark.configuration) conf(key, value);
-  conf("spark.pyspark.python", python);
-  conf("spark.pyspark.driver.python", python);
-  if (job.spark.yarn_deploy_mode == "cluster")
-    conf("spark.yarn.appMasterEnv.PYSPARK_PYTHON", python);
   auto joined = [](const std::vector<std::string>& items) {
     std::string out;
     for (const auto& item : items) out += (out.empty() ? "" : ",") + item;
@@ -357,6 +384,9 @@ void plan_pyspark(const Job& job, const PlanContext& context, Plan& plan) {
   // The script and its arguments, as the single-process plan had them after the interpreter.
   argv.insert(argv.end(), plan.argv.begin() + 1, plan.argv.end());
   plan.argv = std::move(argv);
+  // Killing the application in YARN takes a JVM's start and the ResourceManager's answer: the stop
+  // waits at least a minute before it kills what is left.
+  plan.kill_grace_seconds = std::max(plan.kill_grace_seconds, 60.0);
 }
 
 // What this node cannot run yet, named by the field that asks for it, so a run never starts

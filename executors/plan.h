@@ -81,6 +81,10 @@ struct PlanContext {
   // The compute kind this node was attached as (its compute_kind label: remote, hdinsight); ""
   // for a node of a compute of its own. PySpark runs only on hdinsight.
   std::string compute_kind;
+  // spark-submit and yarn as the agent finds them on its own PATH (not the run's, where a conda
+  // environment's pip pyspark would come first); empty when absent.
+  std::filesystem::path spark_submit;
+  std::filesystem::path yarn;
 };
 
 // One input as it is staged into the run folder.

@@ -1,5 +1,6 @@
 #include "spec/sections.h"
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 
@@ -210,7 +211,12 @@ void read_spark_section(const Field& field, const ShapeContext& context, SparkSe
   walker
       .on("repositories",
           [&](const Field& f) {
-            if (auto repositories = reader.text_list(f)) out.repositories = *repositories;
+            if (auto repositories = reader.text_list(f)) {
+              for (const auto& repository : *repositories)
+                if (repository.find(',') != std::string::npos)
+                  return reader.wrong(f, "repository URLs without commas");
+              out.repositories = *repositories;
+            }
           })
       .on("packages",
           [&](const Field& f) {
@@ -218,7 +224,14 @@ void read_spark_section(const Field& field, const ShapeContext& context, SparkSe
             for (std::size_t i = 0; i < f.node->items.size(); ++i) {
               Field item{&f.node->items[i], f.path + "[" + std::to_string(i) + "]"};
               if (item.node->kind == Node::Kind::Scalar) {
-                if (auto text = reader.text(item)) out.packages.push_back(*text);
+                auto text = reader.text(item);
+                // group:artifact:version, each part there, none with a comma (--packages joins
+                // them with commas).
+                bool whole = text && std::count(text->begin(), text->end(), ':') == 2 &&
+                             text->find(',') == std::string::npos && text->front() != ':' &&
+                             text->back() != ':' && text->find("::") == std::string::npos;
+                if (whole) out.packages.push_back(*text);
+                if (text && !whole) reader.wrong(item, "group:artifact:version");
                 continue;
               }
               if (!reader.mapping(item)) continue;
@@ -230,6 +243,8 @@ void read_spark_section(const Field& field, const ShapeContext& context, SparkSe
                            [&, k](const Field& p) { parts[k] = reader.text(p).value_or(""); });
               package.walk_strict(item, context.diagnostics());
               bool whole = !parts[0].empty() && !parts[1].empty() && !parts[2].empty();
+              for (const auto& part : parts)
+                whole = whole && part.find_first_of(":,") == std::string::npos;
               if (!whole) {
                 context.diagnostics().error(item.path,
                                             "a package needs group, artifact and version");
@@ -269,11 +284,19 @@ void read_spark_run(const Field& field, const ShapeContext& context, Job::SparkR
     if (!reader.mapping(f)) return;
     for (const auto& [key, value] : f.node->entries) {
       Field entry{&value, f.path + "." + key};
-      if (key.empty() || key.find_first_of("= \n") != std::string::npos) {
-        context.diagnostics().error(entry.path, "not a Spark property name");
+      bool name = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+      });
+      if (!name) {
+        context.diagnostics().error(entry.path,
+                                    "not a Spark property name (letters, digits, . _ -)");
         continue;
       }
-      if (auto text = reader.text(entry)) out.configuration.emplace_back(key, *text);
+      if (!entry.is_set()) {
+        context.diagnostics().error(entry.path, "needs a value");
+        continue;
+      }
+      if (auto text = reader.argument(entry, "a value")) out.configuration.emplace_back(key, *text);
     }
   });
   context.walk(walker, field, {});

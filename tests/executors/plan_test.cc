@@ -435,13 +435,21 @@ TEST_CASE("PySpark runs only on a node attached as HDInsight, through the agent'
   c.compute_kind = "remote";
   CHECK_THAT(resolve_plan(job, c).cannot_run->message, Catch::EndsWith("attached as remote"));
   c.compute_kind = "hdinsight";
+  CHECK_THAT(resolve_plan(job, c).cannot_run->message,
+             Catch::Contains("spark-submit and yarn are not on this node's PATH"));
+  c.spark_submit = "/usr/bin/spark-submit";
+  c.yarn = "/usr/bin/yarn";
   auto plan = resolve_plan(job, c);
   REQUIRE_FALSE(plan.cannot_run);
   REQUIRE(plan.argv.size() > 4);
   CHECK(plan.argv[0] == "/usr/bin/amlnode");
   CHECK(plan.argv[1] == "spark-submit");
-  CHECK(plan.argv[5] == "--deploy-mode");
-  CHECK(plan.argv[6] == "cluster");
+  CHECK(plan.argv[2] == "--spark-submit");
+  CHECK(plan.argv[3] == "/usr/bin/spark-submit");
+  CHECK(plan.argv[9] == "--deploy-mode");
+  CHECK(plan.argv[10] == "cluster");
+  // Stopping it kills a YARN application first: a minute's grace at least.
+  CHECK(plan.kill_grace_seconds >= 60);
   CHECK(plan.argv[plan.argv.size() - 3] == "train.py");
   // In a Docker container, or across nodes, it is refused: YARN runs its executors.
   job.environment.docker.enabled = true;

@@ -79,15 +79,15 @@ TEST_CASE("PySpark in cluster mode: spark-submit as the SDK's settings say, the 
                                    "--conf",
                                    "spark.yarn.maxAppAttempts=1",
                                    "--conf",
-                                   "spark.executor.instances=2",
-                                   "--conf",
-                                   "spark.app.name=counting",
-                                   "--conf",
                                    "spark.pyspark.python=/usr/bin/python3",
                                    "--conf",
                                    "spark.pyspark.driver.python=/usr/bin/python3",
                                    "--conf",
                                    "spark.yarn.appMasterEnv.PYSPARK_PYTHON=/usr/bin/python3",
+                                   "--conf",
+                                   "spark.executor.instances=2",
+                                   "--conf",
+                                   "spark.app.name=counting",
                                    "--packages",
                                    "com.microsoft.ml.spark:mmlspark_2.11:0.15",
                                    "--repositories",
@@ -98,7 +98,8 @@ TEST_CASE("PySpark in cluster mode: spark-submit as the SDK's settings say, the 
   // The driver ran in YARN: its output reaches the run's log through yarn logs.
   std::string log = node.cluster.server().log(id, "user_logs/std_log.txt");
   CHECK_THAT(log, Catch::Contains("Submitted application application_1700000000000_0001"));
-  CHECK_THAT(log, Catch::Contains("the driver's log of application_1700000000000_0001"));
+  CHECK_THAT(
+      log, Catch::Contains("the driver's log of application_1700000000000_0001 (yarn logs -am 1)"));
   CHECK_THAT(log, Catch::Contains("driver says ['--rows', '3']"));
 }
 
