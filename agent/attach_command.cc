@@ -186,6 +186,15 @@ struct AttachCommand::State {
                                                 answer->body.substr(0, 500)};
       return body["token"].get<std::string>();
     };
+    control_plane.node_known = [shared](const std::string& node) -> Result<bool> {
+      auto answer = shared->call("GET", "/v1/nodes/" + node);
+      if (!answer.ok()) return answer.error();
+      if (answer->status == 404) return false;
+      if (answer->status != 200)
+        return Error{"ControlPlaneRefused",
+                     "asking about node " + node + ": HTTP " + std::to_string(answer->status)};
+      return true;
+    };
     control_plane.node_of_token =
         [shared](const std::string& token) -> Result<std::optional<std::string>> {
       auto answer = shared->call("POST", "/v1/registration-tokens/lookup",

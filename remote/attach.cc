@@ -220,6 +220,13 @@ class Attachment : HostWork {
                        " of the control plane " + url +
                        "; a second attachment breaks the first: detach it there first"};
     previous_node_ = attached["node_id"];
+    // A node the control plane no longer has keeps an identity nothing accepts: attach then
+    // starts the agent afresh, as a new node.
+    if (!previous_node_.empty() && control_plane_.node_known) {
+      auto known = control_plane_.node_known(previous_node_);
+      if (!known.ok()) return step_error(verb_, "attached", known.error());
+      if (!*known) previous_node_.clear();
+    }
     return ok();
   }
 

@@ -40,6 +40,8 @@ struct AttachControlPlane {
   std::function<Result<std::string>(const std::string& compute)> create_token;
   // The node that spent `token`, nullopt while unspent.
   std::function<Result<std::optional<std::string>>(const std::string& token)> node_of_token;
+  // Whether the control plane still has the node (a node removed there cannot come back).
+  std::function<Result<bool>(const std::string& node_id)> node_known;
 };
 
 // Where this agent's files are on this machine.

@@ -126,6 +126,7 @@ TEST_CASE("amlnode attach installs the agent over SSH, the node runs a job, deta
   REQUIRE(attached.exit_code == 0);
   auto report = json::parse(attached.out);
   std::string node_id = report["node_id"];
+  std::string first_node = node_id;
   CHECK_FALSE(node_id.empty());
   CHECK(report["systemd"] == false);
   CHECK_THAT(report["started"].get<std::string>(), Catch::StartsWith("no running systemd"));
@@ -172,6 +173,17 @@ TEST_CASE("amlnode attach installs the agent over SSH, the node runs a job, deta
   CHECK_THAT(other.err,
              Catch::Contains("attach: attached: 127.0.0.1 is attached to compute attached"));
 
+  // The node removed at the control plane (an operator's DELETE): attach again brings the host
+  // back as a new node, its old identity replaced.
+  auto [deleted, answer] = t.server.user_call("DELETE", "/v1/nodes/" + node_id);
+  REQUIRE(deleted == 200);
+  auto revived = t.attach_as_root("attached");
+  INFO(revived.err);
+  REQUIRE(revived.exit_code == 0);
+  node_id = json::parse(revived.out)["node_id"];
+  CHECK(node_id != first_node);
+  CHECK(t.node_listed(node_id));
+
   // Detached: the node drained and removed, the agent stopped and gone; its state kept but for
   // its identity (which went with the node).
   pid_t agent = std::stoi(test::slurp("/run/amlnode/agent.pid"));
@@ -195,6 +207,7 @@ TEST_CASE("amlnode attach installs the agent over SSH, the node runs a job, deta
   REQUIRE(fresh.exit_code == 0);
   std::string second = json::parse(fresh.out)["node_id"];
   CHECK(second != node_id);
+  CHECK(second != first_node);
   CHECK(t.node_listed(second));
   auto purged = t.detach("attached", true);
   INFO(purged.err);
