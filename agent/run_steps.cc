@@ -106,21 +106,6 @@ int nvidia_gpu_count() {
   return count;
 }
 
-// `name` on this process's PATH; empty when it is not there.
-fs::path find_on_path(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  std::string folders = path ? path : "";
-  std::size_t at = 0;
-  while (at <= folders.size()) {
-    auto end = folders.find(':', at);
-    if (end == std::string::npos) end = folders.size();
-    fs::path candidate = fs::path(folders.substr(at, end - at)) / name;
-    if (end > at && ::access(candidate.c_str(), X_OK) == 0) return candidate;
-    at = end + 1;
-  }
-  return {};
-}
-
 executors::PlanContext plan_context(
     const NodeConfig& config, const fs::path& state_dir, const std::string& run_id,
     double kill_grace_seconds, const executors::environments::EnvironmentConfig& environments) {
@@ -142,8 +127,10 @@ executors::PlanContext plan_context(
     if (auto kind = labels->find("compute_kind"); kind != labels->end() && kind->is_string())
       context.compute_kind = kind->get<std::string>();
   if (context.compute_kind == "hdinsight") {
-    context.spark_submit = find_on_path("spark-submit");
-    context.yarn = find_on_path("yarn");
+    // The agent's own PATH, not the run's (docs/hdinsight.md).
+    const char* path = std::getenv("PATH");
+    context.spark_submit = find_on_path("spark-submit", path ? path : "").value_or(fs::path());
+    context.yarn = find_on_path("yarn", path ? path : "").value_or(fs::path());
   }
   context.port_free = executors::port_is_free;
   context.free_port = executors::pick_free_port;

@@ -54,4 +54,10 @@ std::string printable(std::string_view text, std::size_t max_bytes) {
   return out;
 }
 
+std::string shell_quote(std::string_view text) {
+  std::string quoted = "'";
+  for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
 }  // namespace amlnode

@@ -23,4 +23,7 @@ std::string url_path_escape(std::string_view text, bool keep_slash = false);
 // would end the message early for any C reader; a newline would forge a log line.
 std::string printable(std::string_view text, std::size_t max_bytes = 200);
 
+// `text` single-quoted for a POSIX shell: one word, nothing in it expanded.
+std::string shell_quote(std::string_view text);
+
 }  // namespace amlnode

@@ -169,4 +169,17 @@ Result<std::string> read_file(const std::filesystem::path& path, std::size_t max
   return data;
 }
 
+std::optional<std::filesystem::path> find_on_path(const std::string& name, std::string_view path) {
+  while (true) {
+    auto colon = path.find(':');
+    auto dir = path.substr(0, colon);
+    if (!dir.empty()) {
+      std::filesystem::path candidate = std::filesystem::path(dir) / name;
+      if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    }
+    if (colon == std::string_view::npos) return std::nullopt;
+    path.remove_prefix(colon + 1);
+  }
+}
+
 }  // namespace amlnode

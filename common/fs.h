@@ -5,6 +5,7 @@
 // crash never leaves one behind.
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -46,5 +47,9 @@ Result<void> append_beneath(const std::filesystem::path& root,
 
 // strerror(errno) with the operation and path, for error messages.
 std::string errno_message(std::string_view what, const std::filesystem::path& path, int err);
+
+// The first executable `name` in the folders of `path` (PATH's form: colon-separated, empty
+// entries skipped); nullopt when none has it.
+std::optional<std::filesystem::path> find_on_path(const std::string& name, std::string_view path);
 
 }  // namespace amlnode

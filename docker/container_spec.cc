@@ -8,6 +8,7 @@
 #include <functional>
 #include <string_view>
 
+#include "common/format.h"
 #include "executors/plan.h"
 #include "executors/run_folder.h"
 #include "executors/shim/protocol.h"
@@ -274,18 +275,6 @@ Result<void> request_gpus(const spec::Job& job, ContainerSpec& spec,
         {{{"Driver", kGpuDriver}, {"Count", -1}, {"Capabilities", {{"gpu"}}}}});
   }
   return ok();
-}
-
-std::string shell_quote(const std::string& text) {
-  std::string quoted = "'";
-  for (char c : text) {
-    if (c == '\'') {
-      quoted += "'\\''";
-    } else {
-      quoted += c;
-    }
-  }
-  return quoted + "'";
 }
 
 std::string lower(std::string text) {

@@ -4,6 +4,7 @@
 #include <regex>
 #include <thread>
 
+#include "common/format.h"
 #include "common/json.h"
 
 namespace amlnode::remote {
@@ -19,13 +20,6 @@ constexpr std::chrono::seconds kLongCommand{300};  // install, start, stop, remo
 constexpr const char* kAgentLog = "/var/lib/amlnode/agent.log";
 constexpr const char* kBinaries[] = {"amlnode", "amlnode-shim", "amlnode-parallel-node"};
 constexpr const char* kSystemdFiles[] = {"install.sh", "amlnode.yml", "amlnode.service"};
-
-// Single-quoted for the remote POSIX shell.
-std::string quote(const std::string& text) {
-  std::string out = "'";
-  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
 // "attach: STEP: cause" (or detach's): every failure names its step.
 Error step_error(const std::string& verb, const std::string& step, const Error& cause) {
@@ -171,7 +165,7 @@ class Attachment : HostWork {
         control_plane_(control_plane) {}
   // The staging folder goes on every path: it may hold a registration token.
   ~Attachment() {
-    if (session_ && !stage_.empty()) (void)session_->run("rm -rf " + quote(stage_));
+    if (session_ && !stage_.empty()) (void)session_->run("rm -rf " + shell_quote(stage_));
   }
 
   Result<AttachReport> run() {
@@ -243,17 +237,18 @@ class Attachment : HostWork {
                                         "): " + made->output.substr(0, 500)};
     stage_ = path;
     std::vector<fs::path> python;
-    std::string folders = quote(stage_ + "/bin") + " " + quote(stage_ + "/systemd");
+    std::string folders = shell_quote(stage_ + "/bin") + " " + shell_quote(stage_ + "/systemd");
     std::error_code ec;
     for (auto it = fs::recursive_directory_iterator(request_.agent.python_dir, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
       auto relative = it->path().lexically_relative(request_.agent.python_dir).generic_string();
       if (relative.find("__pycache__") != std::string::npos) continue;
-      if (it->is_directory()) folders += " " + quote(stage_ + "/share/amlnode/python/" + relative);
+      if (it->is_directory())
+        folders += " " + shell_quote(stage_ + "/share/amlnode/python/" + relative);
       if (it->is_regular_file()) python.push_back(it->path());
     }
     auto mkdir =
-        session_->run("mkdir -p " + quote(stage_ + "/share/amlnode/python") + " " + folders);
+        session_->run("mkdir -p " + shell_quote(stage_ + "/share/amlnode/python") + " " + folders);
     if (!mkdir.ok() || mkdir->exit_code != 0)
       return Error{kTransferFailed, "attach: upload: making the staging folders failed"};
     for (const char* name : kBinaries) {
@@ -299,18 +294,18 @@ class Attachment : HostWork {
   }
 
   Result<void> install() {
-    std::string from = quote(stage_ + "/bin");
+    std::string from = shell_quote(stage_ + "/bin");
     std::string command =
-        "sh " + quote(stage_ + "/systemd/install.sh") + " --from " + from + " && " + sudo_ +
-        "install -m 0640 -o root -g amlnode " + quote(stage_ + "/config.yml") +
+        "sh " + shell_quote(stage_ + "/systemd/install.sh") + " --from " + from + " && " + sudo_ +
+        "install -m 0640 -o root -g amlnode " + shell_quote(stage_ + "/config.yml") +
         " /etc/amlnode/config.yml && " + sudo_ + "mkdir -p /usr/local/share/amlnode && " + sudo_ +
         "rm -rf /usr/local/share/amlnode/python && " + sudo_ + "cp -r " +
-        quote(stage_ + "/share/amlnode/python") + " /usr/local/share/amlnode/ && " + sudo_ +
+        shell_quote(stage_ + "/share/amlnode/python") + " /usr/local/share/amlnode/ && " + sudo_ +
         "rm -rf /usr/local/share/amlnode/systemd && " + sudo_ + "cp -r " +
-        quote(stage_ + "/systemd") + " /usr/local/share/amlnode/";
+        shell_quote(stage_ + "/systemd") + " /usr/local/share/amlnode/";
     if (!token_.empty())
       command += " && " + sudo_ + "install -m 0640 -o root -g amlnode " +
-                 quote(stage_ + "/registration_token") + " /etc/amlnode/registration_token";
+                 shell_quote(stage_ + "/registration_token") + " /etc/amlnode/registration_token";
     // An attach that never learnt its node (it timed out) leaves an identity nobody knows: the
     // agent starts afresh with the new token.
     if (attached_before_ && previous_node_.empty())
@@ -321,8 +316,8 @@ class Attachment : HostWork {
       if (auto sent = session_->upload(control_plane_.ca_file, stage_ + "/ca.pem", 0644);
           !sent.ok())
         return step_error(verb_, "install", sent.error());
-      command +=
-          " && " + sudo_ + "install -m 0644 " + quote(stage_ + "/ca.pem") + " /etc/amlnode/ca.pem";
+      command += " && " + sudo_ + "install -m 0644 " + shell_quote(stage_ + "/ca.pem") +
+                 " /etc/amlnode/ca.pem";
     }
     auto ran = as_root("install", command);
     return ran.ok() ? ok() : Result<void>(ran.error());
@@ -407,8 +402,8 @@ class Attachment : HostWork {
     if (auto sent = session_->write_file(stage_ + "/attached.json", attached.dump(2) + "\n", 0644);
         !sent.ok())
       return step_error(verb_, "record", sent.error());
-    auto ran = as_root("record",
-                       "install -m 0644 " + quote(stage_ + "/attached.json") + " " + kAttachedFile);
+    auto ran = as_root("record", "install -m 0644 " + shell_quote(stage_ + "/attached.json") + " " +
+                                     kAttachedFile);
     return ran.ok() ? ok() : Result<void>(ran.error());
   }
 

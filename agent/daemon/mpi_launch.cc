@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "agent/daemon/control_plane_client.h"
+#include "agent/daemon/launch_env.h"
 #include "common/error_codes.h"
 #include "common/hash.h"
 
@@ -28,25 +29,11 @@ constexpr std::chrono::seconds kLaunchPoll{20};
 constexpr std::chrono::seconds kUnreachableLimit{120};
 constexpr int kRshFailed = 255;
 
-struct LaunchEnv {
-  std::string url;
-  std::string token;
-  std::string ca_file;
-  std::string run_id;
-  int node_rank = -1;
-};
-
-std::string env_or_empty(const char* name) {
-  const char* value = std::getenv(name);
-  return value ? value : "";
-}
+using LaunchEnv = ShareLaunchEnv;
 
 std::optional<LaunchEnv> read_launch_env(const char* command) {
-  LaunchEnv env{env_or_empty("AMLNODE_LAUNCH_URL"), env_or_empty("AMLNODE_LAUNCH_TOKEN"),
-                env_or_empty("AMLNODE_LAUNCH_CA_FILE"), env_or_empty("AZUREML_RUN_ID")};
-  std::string rank = env_or_empty("AMLNODE_NODE_RANK");
-  std::from_chars(rank.data(), rank.data() + rank.size(), env.node_rank);
-  if (env.url.empty() || env.token.empty() || env.run_id.empty() || env.node_rank < 0) {
+  auto env = read_share_launch_env();
+  if (!env.ok() || !*env) {
     std::fprintf(stderr,
                  "amlnode %s: only a share of an MPI run across nodes runs this (it needs "
                  "AMLNODE_LAUNCH_URL, AMLNODE_LAUNCH_TOKEN, AMLNODE_NODE_RANK and "
@@ -54,7 +41,7 @@ std::optional<LaunchEnv> read_launch_env(const char* command) {
                  command);
     return std::nullopt;
   }
-  return env;
+  return **env;
 }
 
 Result<std::unique_ptr<LaunchClient>> launch_client(const LaunchEnv& env) {

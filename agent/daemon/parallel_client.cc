@@ -47,11 +47,6 @@ std::string cut(const std::string& text) {
   return text.size() <= kMaxErrorText ? text : text.substr(0, kMaxErrorText) + "\n[cut]";
 }
 
-std::string env_or_empty(const char* name) {
-  const char* value = std::getenv(name);
-  return value ? value : "";
-}
-
 std::optional<TryError> try_error_from(const json& in) {
   if (!in.is_object()) return std::nullopt;
   return TryError{in.value("message", ""), in.value("traceback", "")};
@@ -59,7 +54,7 @@ std::optional<TryError> try_error_from(const json& in) {
 
 class ControlPlaneQueue final : public parallel::MiniBatchQueue {
  public:
-  ControlPlaneQueue(ParallelShareEnv env, std::unique_ptr<HttpClient> client,
+  ControlPlaneQueue(ShareLaunchEnv env, std::unique_ptr<HttpClient> client,
                     const parallel::QueuePlan& plan)
       : env_(std::move(env)), client_(std::move(client)), workers_(plan.workers) {}
 
@@ -331,7 +326,7 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
                                             std::to_string(answer.status) + "): " + message};
   }
 
-  ParallelShareEnv env_;
+  ShareLaunchEnv env_;
   std::unique_ptr<HttpClient> client_;
   int workers_ = 1;
   std::deque<Assignment> local_;                        // leased, not yet handed to a worker
@@ -354,21 +349,7 @@ class ControlPlaneQueue final : public parallel::MiniBatchQueue {
 
 }  // namespace
 
-Result<std::optional<ParallelShareEnv>> parallel_share_env() {
-  ParallelShareEnv env{env_or_empty("AMLNODE_LAUNCH_URL"), env_or_empty("AMLNODE_LAUNCH_TOKEN"),
-                       env_or_empty("AMLNODE_LAUNCH_CA_FILE"), env_or_empty("AZUREML_RUN_ID"), -1};
-  std::string rank = env_or_empty("AMLNODE_NODE_RANK");
-  std::from_chars(rank.data(), rank.data() + rank.size(), env.node_rank);
-  if (env.url.empty() && env.token.empty()) return std::optional<ParallelShareEnv>();
-  // Half a share's settings must not quietly make every node run every mini-batch.
-  if (env.url.empty() || env.token.empty() || env.run_id.empty() || env.node_rank < 0)
-    return Error{"InvalidShare",
-                 "a share across nodes needs AMLNODE_LAUNCH_URL, AMLNODE_LAUNCH_TOKEN, "
-                 "AMLNODE_NODE_RANK and AZUREML_RUN_ID together; some are missing"};
-  return std::optional<ParallelShareEnv>(std::move(env));
-}
-
-parallel::QueueFactory control_plane_queue_factory(ParallelShareEnv env,
+parallel::QueueFactory control_plane_queue_factory(ShareLaunchEnv env,
                                                    std::unique_ptr<HttpClient> client) {
   auto shared_client = std::make_shared<std::unique_ptr<HttpClient>>(std::move(client));
   return [env = std::move(env), shared_client](
@@ -379,7 +360,7 @@ parallel::QueueFactory control_plane_queue_factory(ParallelShareEnv env,
   };
 }
 
-parallel::QueueFactory control_plane_queue_factory(const ParallelShareEnv& env) {
+parallel::QueueFactory control_plane_queue_factory(const ShareLaunchEnv& env) {
   auto endpoint = parse_http_url(env.url);
   if (!endpoint.ok()) {
     return [error = endpoint.error()](
@@ -400,7 +381,7 @@ int run_parallel_node_from_env(const char* program) {
                  spec.error().message.c_str());
     return 2;
   }
-  auto share = parallel_share_env();
+  auto share = read_share_launch_env();
   if (!share.ok()) {
     std::fprintf(stderr, "%s: %s\n", program, share.error().message.c_str());
     return 2;

@@ -5,6 +5,8 @@
 
 #include <cstdlib>
 
+#include "common/fs.h"
+
 namespace amlnode::executors::environments {
 namespace {
 
@@ -16,19 +18,6 @@ std::string search_path(const EnvironmentConfig& config) {
   if (!config.tool_search_path.empty()) return config.tool_search_path;
   const char* path = std::getenv("PATH");
   return path ? path : "/usr/local/bin:/usr/bin:/bin";
-}
-
-std::optional<fs::path> find_on_path(const std::string& name, std::string_view path) {
-  while (true) {
-    auto colon = path.find(':');
-    auto dir = path.substr(0, colon);
-    if (!dir.empty()) {
-      fs::path candidate = fs::path(dir) / name;
-      if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    }
-    if (colon == std::string_view::npos) return std::nullopt;
-    path.remove_prefix(colon + 1);
-  }
 }
 
 CondaFlavor flavor_of(const fs::path& tool) {

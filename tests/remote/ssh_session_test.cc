@@ -33,10 +33,7 @@ remote::HostKeyPolicy policy(const test::TestSshd& sshd) {
 
 TEST_CASE("a host key is verified before anything is sent: unknown, given, recorded, changed",
           "[remote][ssh]") {
-  if (!test::TestSshd::can_run()) {
-    WARN("skipped: needs root, sshd (openssh-server) and useradd");
-    return;
-  }
+  if (!test::TestSshd::usable_here()) return;
   test::TestSshd sshd;
   auto session = connect(sshd);
   CHECK(session->host_key().type == "ssh-ed25519");
@@ -78,10 +75,7 @@ TEST_CASE("a host key is verified before anything is sent: unknown, given, recor
 
 TEST_CASE("logins by password and by key with and without a passphrase, and wrong ones refused",
           "[remote][ssh]") {
-  if (!test::TestSshd::can_run()) {
-    WARN("skipped: needs root, sshd (openssh-server) and useradd");
-    return;
-  }
+  if (!test::TestSshd::usable_here()) return;
   test::TestSshd sshd;
   auto accept = policy(sshd);
   accept.accept_new = true;
@@ -106,10 +100,7 @@ TEST_CASE("logins by password and by key with and without a passphrase, and wron
 
 TEST_CASE("commands run with their exit code and output, files are written over SFTP",
           "[remote][ssh]") {
-  if (!test::TestSshd::can_run()) {
-    WARN("skipped: needs root, sshd (openssh-server) and useradd");
-    return;
-  }
+  if (!test::TestSshd::usable_here()) return;
   test::TestSshd sshd;
   auto session = connect(sshd);
   auto accept = policy(sshd);
@@ -143,10 +134,7 @@ TEST_CASE("commands run with their exit code and output, files are written over 
 
 TEST_CASE("the probe reads the host: Debian here, no sudo for the test user, another OS refused",
           "[remote][ssh]") {
-  if (!test::TestSshd::can_run()) {
-    WARN("skipped: needs root, sshd (openssh-server) and useradd");
-    return;
-  }
+  if (!test::TestSshd::usable_here()) return;
   test::TestSshd sshd;
   auto probe = [&] {
     auto session = connect(sshd);

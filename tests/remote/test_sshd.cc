@@ -45,6 +45,12 @@ bool TestSshd::can_run() {
          fs::exists("/usr/sbin/useradd", ec);
 }
 
+bool TestSshd::usable_here() {
+  if (can_run()) return true;
+  WARN("skipped: needs root, sshd (openssh-server) and useradd");
+  return false;
+}
+
 TestSshd::TestSshd(bool allow_root)
     : user_("amlssh" + random_hex(4)), password_("pw-" + random_hex(8)) {
   // A failed step must not leave the user or an sshd behind: the destructor does not run.

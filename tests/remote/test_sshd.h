@@ -21,7 +21,9 @@ class TestSshd {
   ~TestSshd();
 
   static bool can_run();  // root, with sshd and useradd present
-  void start();           // (again) with the current host key
+  // can_run(), and when not, a warning in the test's output that it did nothing (skipped).
+  static bool usable_here();
+  void start();  // (again) with the current host key
   void stop();
   // A new host key: the host "was reinstalled" (or someone is in the middle).
   void replace_host_key();
