@@ -74,6 +74,16 @@ Result<NodeConfig> load_node_config(const std::filesystem::path& file) {
     if (!read.ok()) return read.error();
     *target = std::move(*read);
   }
+  auto batch = section(*root, "batch", file.string());
+  if (!batch.ok()) return batch.error();
+  for (const auto& [key, value] : batch->items()) {
+    if (key != "root_dir")
+      return Error{"InvalidConfig", where + "batch." + key + ": unknown setting (root_dir)"};
+    if (!value.is_string() || !std::filesystem::path(value.get<std::string>()).is_absolute())
+      return Error{"InvalidConfig",
+                   where + "batch.root_dir: expected an absolute path, got " + value.dump()};
+    config.batch_root_dir = value.get<std::string>();
+  }
   // The sdk switches are read where runs are planned; a wrong one is refused here, at start.
   for (const auto& [key, value] : config.sdk.items()) {
     if (key != "stand_in" && key != "install_azureml_packages")

@@ -47,6 +47,9 @@ struct NodeConfig {
   // The SDK stand-in in runs: {stand_in: true, install_azureml_packages: false}
   // (docs/sdk-compat.md, "azureml packages in a job's environment").
   nlohmann::json sdk = nlohmann::json::object();
+  // batch.root_dir: AZ_BATCH_NODE_ROOT_DIR, where AzureBatchStep tasks' folders are made
+  // (docs/batch.md); unset: <state_dir>/batch. Absolute.
+  std::optional<std::filesystem::path> batch_root_dir;
 };
 
 // Reads a config file; errors name the file and the key.

@@ -178,6 +178,8 @@ int LocalRun::conclude(const RunOutcome& outcome) {
   system_log_.line(std::string("run ended: ") + spec::to_string(outcome.status) +
                    (error ? " (" + error->code + ": " + error->message + ")" : ""));
   if (options_.json) std::printf("%s\n", record_.to_json().dump(2).c_str());
+  // A Batch task whose exit code fails nothing (is_positive_exit_code_failure: false) completed.
+  if (outcome.status == spec::RunStatus::Completed) return 0;
   return outcome.exit_code >= 0 ? outcome.exit_code : kExitCanceled;
 }
 

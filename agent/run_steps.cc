@@ -8,6 +8,7 @@
 #include <cstring>
 #include <thread>
 
+#include "agent/batch_task_folder.h"
 #include "common/error_codes.h"
 #include "common/format.h"
 #include "common/fs.h"
@@ -106,6 +107,10 @@ int nvidia_gpu_count() {
   return count;
 }
 
+fs::path batch_root_dir(const NodeConfig& config, const fs::path& state_dir) {
+  return config.batch_root_dir.value_or(state_dir / "batch");
+}
+
 executors::PlanContext plan_context(
     const NodeConfig& config, const fs::path& state_dir, const std::string& run_id,
     double kill_grace_seconds, const executors::environments::EnvironmentConfig& environments) {
@@ -132,6 +137,8 @@ executors::PlanContext plan_context(
     context.spark_submit = find_on_path("spark-submit", path ? path : "").value_or(fs::path());
     context.yarn = find_on_path("yarn", path ? path : "").value_or(fs::path());
   }
+  context.batch_root_dir = batch_root_dir(config, state_dir);
+  context.agent_is_root = ::geteuid() == 0;
   context.port_free = executors::port_is_free;
   context.free_port = executors::pick_free_port;
   if (config.cpu_image) context.default_cpu_image = *config.cpu_image;
@@ -305,6 +312,9 @@ static fs::path made_outside(const fs::path& run_dir) {
 }
 
 Result<void> make_outputs_and_stage_inputs(const Plan& plan, const SystemLog& log) {
+  if (plan.batch) {
+    if (auto made = make_batch_task_folder(plan, log); !made.ok()) return made.error();
+  }
   std::error_code ec;
   for (const char* sub : {"outputs", "logs"}) fs::create_directories(plan.working_dir / sub, ec);
   if (ec) return Error{"SnapshotFailed", "cannot create wd/outputs or wd/logs: " + ec.message()};
@@ -373,6 +383,16 @@ executors::LaunchSpec shim_launch_spec(const Plan& plan) {
   spec.env = process_environment(plan);
   spec.cwd = plan.working_dir;
   spec.log_path = plan.launcher_log.value_or(plan.std_log);
+  if (plan.batch) {
+    spec.stderr_path = plan.batch->stderr_log;
+    if (!plan.batch->user.empty()) {
+      // Made when the task's folder was (batch_task_folder.h). Should it be gone, the id no user
+      // has makes the start fail rather than run the task as the agent.
+      auto who = ensure_task_user(plan.batch->user);
+      spec.uid = who.ok() ? who->uid : static_cast<uid_t>(-1);
+      spec.gid = who.ok() ? who->gid : static_cast<gid_t>(-1);
+    }
+  }
   if (plan.launcher == executors::RankLauncher::Processes) {
     for (const auto& rank : plan.ranks) {
       executors::RankLaunch launch{rank.rank, rank.argv, {}, rank.std_log};
@@ -561,6 +581,9 @@ RunOutcome outcome_of(const executors::ExitRecord& exit, const Plan& plan) {
   switch (exit.reason) {
     case ExitReason::Exited:
       if (exit.exit_code.value_or(1) == 0) return {RunStatus::Completed, std::nullopt, 0};
+      // AzureBatchStep(is_positive_exit_code_failure=False): a task's exit code fails nothing.
+      if (plan.batch && !plan.batch->positive_exit_code_failure && exit.exit_code)
+        return {RunStatus::Completed, std::nullopt, *exit.exit_code};
       return {RunStatus::Failed,
               Error{"UserError", "User process '" + program + "' exited with status code " +
                                      std::to_string(exit.exit_code.value_or(-1))},

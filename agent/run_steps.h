@@ -46,6 +46,10 @@ Result<executors::environments::EnvironmentConfig> environment_config(
 // the node registers as its GPUs, and a ParallelRunStep's default worker count.
 int nvidia_gpu_count();
 
+// AZ_BATCH_NODE_ROOT_DIR: the config's batch.root_dir, else <state_dir>/batch.
+std::filesystem::path batch_root_dir(const NodeConfig& config,
+                                     const std::filesystem::path& state_dir);
+
 executors::PlanContext plan_context(const NodeConfig& config,
                                     const std::filesystem::path& state_dir,
                                     const std::string& run_id, double kill_grace_seconds,

@@ -150,6 +150,7 @@ std::optional<std::string> submit_job(UserClient& client, const SubmitRequest& r
                {"compute_name", request.compute}};
   // A run across nodes is leased as a gang of this many nodes.
   if (loaded.job->node_count > 1) body["node_count"] = loaded.job->node_count;
+  if (const auto& task = loaded.job->batch_task) body["batch_task"] = {{"pool_id", task->pool_id}};
   auto created = client.call("POST", "/v1/runs", body.dump());
   if (!answered(created, "submit")) return std::nullopt;
   auto answer = parse_untrusted_json(created->body);

@@ -85,6 +85,8 @@ struct UserCommands::State {
   std::string run_id;
   std::string stream;  // empty: the run's main log (user_client.h)
   std::string compute_name;
+  std::string pool_id;
+  std::string account_name;
   unsigned attempt = 0;  // 0: the current attempt
   unsigned limit = 20;   // runs listed
   bool live_only = false;
@@ -92,7 +94,8 @@ struct UserCommands::State {
   bool as_json = false;
   CLI::App *submit = nullptr, *status = nullptr, *logs = nullptr, *cancel = nullptr,
            *nodes = nullptr, *compute_status = nullptr, *metrics = nullptr, *runs = nullptr,
-           *token_create = nullptr;
+           *token_create = nullptr, *attach_batch = nullptr, *compute_detach = nullptr,
+           *compute_list = nullptr, *compute_show = nullptr;
 
   Result<UserClient> client() const {
     return make_user_client(UserAccess{control_plane, user_token, user_token_file, ca_file});
@@ -228,6 +231,25 @@ struct UserCommands::State {
     return 0;
   }
 
+  // `amlnode compute attach-batch NAME --pool-id P`: the pool becomes a compute its nodes join.
+  int run_attach_batch(UserClient& client) const {
+    json body = {{"kind", "batch"}, {"pool_id", pool_id}};
+    if (!account_name.empty()) body["account_name"] = account_name;
+    return print_answer_with(client, "PUT", compute_target(), body.dump(), "compute attach-batch");
+  }
+
+  std::string compute_target() const { return "/v1/computes/" + url_path_escape(compute_name); }
+
+  int print_answer_with(UserClient& client, const std::string& method, const std::string& target,
+                        const std::string& body, const std::string& what) const {
+    auto response = client.call(method, target, body);
+    if (!answered(response, what)) return kExitFailed;
+    auto answer = parse_untrusted_json(response->body);
+    std::printf("%s\n", answer.is_discarded() ? response->body.c_str()
+                                              : answer.dump(as_json ? -1 : 2).c_str());
+    return 0;
+  }
+
   static int fail(const Error& error) {
     std::fprintf(stderr, "amlnode: %s\n", error.message.c_str());
     return kExitFailed;
@@ -295,15 +317,30 @@ void UserCommands::add_to(CLI::App& app) {
   s.token_create = token->add_subcommand(
       "create", "Make a single-use registration token for one node of the compute; prints it");
   s.token_create->add_option("NAME", s.compute_name)->required();
-  for (auto* command : {s.submit, s.status, s.logs, s.cancel, s.nodes, s.compute_status, s.metrics,
-                        s.runs, s.token_create})
+  s.attach_batch = compute->add_subcommand(
+      "attach-batch",
+      "Attach an Azure Batch pool as a compute (BatchCompute); its nodes run AzureBatchStep tasks");
+  s.attach_batch->add_option("NAME", s.compute_name)->required();
+  s.attach_batch->add_option("--pool-id", s.pool_id, "the Batch pool's id")->required();
+  s.attach_batch->add_option("--account-name", s.account_name,
+                             "the Batch account's name (AZ_BATCH_ACCOUNT_NAME; default: NAME)");
+  s.compute_detach = compute->add_subcommand(
+      "detach", "Forget an attached compute; the pool and its nodes are left as they are");
+  s.compute_detach->add_option("NAME", s.compute_name)->required();
+  s.compute_list = compute->add_subcommand("list", "List the attached computes");
+  s.compute_show = compute->add_subcommand("show", "Show an attached compute");
+  s.compute_show->add_option("NAME", s.compute_name)->required();
+  for (auto* command :
+       {s.submit, s.status, s.logs, s.cancel, s.nodes, s.compute_status, s.metrics, s.runs,
+        s.token_create, s.attach_batch, s.compute_detach, s.compute_list, s.compute_show})
     common(command);
 }
 
 int UserCommands::run() {
   State& s = *state_;
   bool chosen = *s.submit || *s.status || *s.logs || *s.cancel || *s.nodes || *s.compute_status ||
-                *s.metrics || *s.runs || *s.token_create;
+                *s.metrics || *s.runs || *s.token_create || *s.attach_batch || *s.compute_detach ||
+                *s.compute_list || *s.compute_show;
   if (!chosen) return -1;
   auto client = s.client();
   if (!client.ok()) {
@@ -316,6 +353,11 @@ int UserCommands::run() {
   if (*s.metrics) return s.run_metrics(*client);
   if (*s.runs) return s.run_list(*client);
   if (*s.token_create) return s.run_token_create(*client);
+  if (*s.attach_batch) return s.run_attach_batch(*client);
+  if (*s.compute_detach)
+    return s.print_answer_with(*client, "DELETE", s.compute_target(), "", "compute detach");
+  if (*s.compute_list) return s.print_answer(*client, "GET", "/v1/computes", "compute list");
+  if (*s.compute_show) return s.print_answer(*client, "GET", s.compute_target(), "compute show");
   if (*s.cancel)
     return s.print_answer(*client, "POST", "/v1/runs/" + url_path_escape(s.run_id) + "/cancel",
                           "cancel");

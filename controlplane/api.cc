@@ -412,6 +412,7 @@ Routing Api::route(const RequestHead& head) {
 
   if (kind == "nodes") return route_nodes(head, caller, path);
   if (kind == "runs") return route_runs(head, caller, path, target->query);
+  if (kind == "computes" && path.size() <= 3) return route_computes(head, caller, path);
   if (kind == "computes" && path.size() == 4 && path[3] == "status") {
     if (head.method != "GET") return method_not_allowed("GET");
     if (caller.kind != CallerKind::User) return forbidden("this needs the user token");
@@ -447,6 +448,51 @@ Routing Api::route(const RequestHead& head) {
     });
   }
   return error_response(404, kNotFound, "no such endpoint");
+}
+
+// /v1/computes (GET: the attached computes) and /v1/computes/{name} (GET; PUT attaches a Batch
+// pool; DELETE detaches it). A user's only.
+Routing Api::route_computes(const RequestHead& head, const Caller& caller,
+                            const std::vector<std::string>& path) {
+  if (caller.kind != CallerKind::User) return forbidden("this needs the user token");
+  if (path.size() == 2) {
+    if (head.method != "GET") return method_not_allowed("GET");
+    return json_plan([this](Request, Responder respond) {
+      respond_after_commit(respond,
+                           [this] { return json_response(200, ctx_.cluster.list_computes()); });
+    });
+  }
+  const std::string& name = path[2];
+  if (head.method == "GET") {
+    return json_plan([this, name](Request, Responder respond) {
+      respond_after_commit(respond, [this, name] {
+        const ComputeRecord* compute = ctx_.cluster.compute_record(name);
+        if (!compute) return error_response(404, kNotFound, "compute " + name + " is not attached");
+        return json_response(200, Cluster::compute_json(*compute));
+      });
+    });
+  }
+  if (head.method == "PUT") {
+    return json_plan([this, name](Request request, Responder respond) {
+      auto attach = parse_compute_attach(request.body, name);
+      if (!attach) return respond(error_response(attach.error()));
+      auto attached = ctx_.cluster.attach_batch_compute(*attach);
+      if (!attached) return respond(error_response(attached.error()));
+      respond_after_commit(respond, [attached = *attached] {
+        return json_response(attached.created ? 201 : 200, Cluster::compute_json(attached.record));
+      });
+    });
+  }
+  if (head.method == "DELETE") {
+    return json_plan([this, name](Request, Responder respond) {
+      auto detached = ctx_.cluster.detach_compute(name);
+      if (!detached) return respond(error_response(detached.error()));
+      respond_after_commit(respond, [name] {
+        return json_response(200, {{"name", name}, {"detached", true}});
+      });
+    });
+  }
+  return method_not_allowed("GET, PUT, DELETE");
 }
 
 Routing Api::route_nodes(const RequestHead& head, const Caller& caller,

@@ -53,6 +53,7 @@ Cluster::Cluster(StoreContents contents, std::shared_ptr<Clock> clock, ClusterPo
   for (auto& token : contents.registration_tokens) {
     registration_tokens_[token.token_hash] = std::move(token);
   }
+  for (auto& compute : contents.computes) computes_[compute.name] = std::move(compute);
   for (auto& run : contents.runs) {
     next_queue_seq_ = std::max(next_queue_seq_, run.queue_seq);
     RunState state{std::move(run), {}, {}};
@@ -428,6 +429,7 @@ bool Cluster::return_lease(const std::string& node_id, const std::vector<LeasedR
 }
 
 Result<RunRecord> Cluster::submit_run(const SubmitRequest& request) {
+  if (auto refused = batch_refusal(request); !refused.ok()) return refused.error();
   Millis now = now_millis();
   RunState run;
   RunRecord& r = run.record;
@@ -733,10 +735,15 @@ nlohmann::json Cluster::compute_status(const std::string& compute_name) const {
   std::size_t queued = 0;
   if (auto queue = queues_.find(compute_name); queue != queues_.end())
     queued = queue->second.size();
-  return {{"name", compute_name},         {"current_node_count", count},
-          {"target_node_count", count},   {"node_state_counts", counts},
-          {"allocation_state", "Steady"}, {"vm_size", vm_size},
-          {"vm_priority", vm_priority},   {"queued_run_count", queued}};
+  nlohmann::json status = {{"name", compute_name},         {"current_node_count", count},
+                           {"target_node_count", count},   {"node_state_counts", counts},
+                           {"allocation_state", "Steady"}, {"vm_size", vm_size},
+                           {"vm_priority", vm_priority},   {"queued_run_count", queued}};
+  if (const ComputeRecord* record = compute_record(compute_name)) {
+    status["kind"] = record->kind;
+    status["settings"] = record->settings;
+  }
+  return status;
 }
 
 nlohmann::json Cluster::run_json(const RunRecord& r) {

@@ -84,6 +84,17 @@ struct SubmitRequest {
   std::string experiment_name;
   std::string compute_name;
   int node_count = 1;  // more than 1: a run across nodes, leased as a gang
+  // The job is an AzureBatchStep's task, as the submitting client read it (its pool_id, "" when
+  // it names none). The node that leases it checks the job against its compute again.
+  bool batch_task = false;
+  std::string batch_pool_id;
+};
+
+// An Azure Batch pool attached as a compute (amlnode compute attach-batch).
+struct BatchComputeRequest {
+  std::string name;
+  std::string pool_id;
+  std::string account_name;  // "": the compute's name
 };
 
 struct StatusReport {
@@ -223,7 +234,24 @@ class Cluster {
   // place. Returns whether any run was queued again.
   bool return_lease(const std::string& node_id, const std::vector<LeasedRun>& runs);
 
+  // A Batch task goes to an attached Batch pool of its pool_id only, and a Batch pool takes Batch
+  // tasks only (400 otherwise, naming the compute).
   Result<RunRecord> submit_run(const SubmitRequest& request);
+
+  // Attached computes (cluster_computes.cc). Attaching a Batch pool makes its record, or finds
+  // the same one (created false); the name taken by another kind or pool is 409.
+  struct Attached {
+    ComputeRecord record;
+    bool created = false;
+  };
+  Result<Attached> attach_batch_compute(const BatchComputeRequest& request);
+  // Forgets the record; the pool, its nodes and their registrations are untouched, as detach()
+  // leaves the resource in the SDK. 409 while the compute has a queued or running run, 404 for a
+  // compute without a record.
+  Result<void> detach_compute(const std::string& name);
+  const ComputeRecord* compute_record(const std::string& name) const;
+  nlohmann::json list_computes() const;
+  static nlohmann::json compute_json(const ComputeRecord& compute);
   // The snapshot is stored: the run joins its compute's queue.
   Result<spec::RunStatus> queue_run(const std::string& run_id);
 
@@ -323,6 +351,7 @@ class Cluster {
                                       const StatusReport& report);
 
   Millis now_millis() const;
+  Result<void> batch_refusal(const SubmitRequest& request) const;
   Result<RegisteredNode> registered_again(const RegistrationTokenRecord& token,
                                           const NodeRegistration& registration) const;
   void save(const NodeRecord& node);
@@ -344,6 +373,7 @@ class Cluster {
   std::map<std::string, NodeState> nodes_;  // ordered by id, for stable listings
   std::unordered_map<std::string, std::string> node_by_token_hash_;
   std::unordered_map<std::string, RegistrationTokenRecord> registration_tokens_;
+  std::map<std::string, ComputeRecord> computes_;  // by name
   std::unordered_map<std::string, RunState> runs_;
   // Per compute name, queued runs by queue_seq: FIFO, and a requeued run keeps its place.
   std::map<std::string, std::map<std::int64_t, std::string>> queues_;

@@ -142,6 +142,14 @@ LeasedRun Cluster::share_lease(const RunState& run, int node_rank) const {
   leased.master_port = r.master_port;
   for (const auto& id : r.share_nodes) leased.nodes.push_back({id, share_address(id)});
   if (r.node_count > 1) leased.launch_token = launch_token(r.run_id, r.epoch);
+  leased.node_id =
+      node_rank < static_cast<int>(r.share_nodes.size()) ? r.share_nodes[node_rank] : r.node_id;
+  leased.compute_name = r.compute_name;
+  if (const ComputeRecord* compute = compute_record(r.compute_name)) {
+    leased.compute_kind = compute->kind;
+    leased.batch_pool_id = compute->settings.value("pool_id", "");
+    leased.batch_account_name = compute->settings.value("account_name", "");
+  }
   return leased;
 }
 

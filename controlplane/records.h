@@ -36,6 +36,18 @@ struct NodeRecord {
   Millis registered_at = 0;
 };
 
+// A compute the control plane has a record of. Nodes join a compute by name whether or not it
+// has one; a record says what the compute is. kind "batch": an Azure Batch pool attached with
+// `amlnode compute attach-batch` (settings: pool_id, account_name), which runs AzureBatchStep
+// tasks only.
+inline constexpr const char* kComputeKindBatch = "batch";
+struct ComputeRecord {
+  std::string name;
+  std::string kind;
+  nlohmann::json settings = nlohmann::json::object();
+  Millis created_at = 0;
+};
+
 struct RegistrationTokenRecord {
   std::string token_hash;
   std::string compute_name;  // "" when the token is not bound to a compute

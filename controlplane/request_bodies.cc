@@ -6,6 +6,7 @@
 #include "controlplane/json_fields.h"
 #include "controlplane/log_streams.h"
 #include "controlplane/tokens.h"
+#include "spec/job.h"
 
 namespace amlnode::controlplane {
 
@@ -20,6 +21,7 @@ constexpr std::size_t kMaxExperimentName = 235;
 // A run reports at most this many streams with dropped bytes.
 constexpr std::size_t kMaxDroppedStreams = 1000;
 constexpr std::size_t kMaxComputeName = 64;
+constexpr std::size_t kMaxPoolId = 64;
 constexpr std::size_t kMaxShortText = 4096;
 constexpr std::size_t kMaxReportedRuns = 1024;
 constexpr std::size_t kMaxIps = 64;
@@ -348,6 +350,46 @@ Result<SubmitRequest> parse_submit(std::string_view text, std::size_t max_job_te
   auto node_count = integer_field(*body, "node_count", "node_count", 1, wire::kMaxNodeCount);
   if (!node_count) return node_count.error();
   request.node_count = static_cast<int>(node_count->value_or(1));
+  // {"pool_id": "..."}: the job is an AzureBatchStep's task (pool_id optional).
+  auto batch = object_field(*body, "batch_task", "batch_task");
+  if (!batch) return batch.error();
+  if (*batch) {
+    request.batch_task = true;
+    auto pool = string_field(**batch, "pool_id", "batch_task.pool_id", kMaxPoolId);
+    if (!pool) return pool.error();
+    request.batch_pool_id = pool->value_or("");
+  }
+  return request;
+}
+
+Result<BatchComputeRequest> parse_compute_attach(std::string_view text, const std::string& name) {
+  auto body = parse_json_object(text);
+  if (!body) return body.error();
+  if (!is_valid_name(name, kMaxComputeName))
+    return invalid("the compute name: expected 1-" + std::to_string(kMaxComputeName) +
+                   " letters, digits, '_' or '-' starting with a letter or digit, got " +
+                   shown(name));
+  auto kind = string_field(*body, "kind", "kind", 32);
+  if (!kind) return kind.error();
+  if (!*kind) return missing_field("kind");
+  if (**kind != kComputeKindBatch)
+    return invalid("kind: expected batch (an attached Azure Batch pool), got " + shown(**kind));
+  BatchComputeRequest request;
+  request.name = name;
+  auto pool = string_field(*body, "pool_id", "pool_id", kMaxPoolId);
+  if (!pool) return pool.error();
+  if (!*pool || (*pool)->empty()) return missing_field("pool_id");
+  if (!spec::is_batch_task_id(**pool))
+    return invalid("pool_id: expected 1-64 letters, digits, '-' or '_' (a Batch pool id), got " +
+                   shown(**pool));
+  request.pool_id = **pool;
+  auto account = string_field(*body, "account_name", "account_name", kMaxComputeName);
+  if (!account) return account.error();
+  request.account_name = account->value_or("");
+  for (const auto& key : body->items()) {
+    if (key.key() != "kind" && key.key() != "pool_id" && key.key() != "account_name")
+      return invalid(key.key() + ": unknown field (kind, pool_id, account_name)");
+  }
   return request;
 }
 

@@ -68,6 +68,11 @@ CREATE TABLE IF NOT EXISTS leases (
   node_id TEXT NOT NULL,
   leased_at INTEGER NOT NULL,
   PRIMARY KEY (run_id, epoch));
+CREATE TABLE IF NOT EXISTS computes (
+  name TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  settings TEXT NOT NULL,
+  created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS parallel_plans (
   run_id TEXT PRIMARY KEY,
   plan TEXT NOT NULL);
@@ -302,6 +307,10 @@ class SqliteStore final : public Store {
       return r;
     }
     if (auto r = delete_node_.prepare(db_, "DELETE FROM nodes WHERE node_id=?1"); !r) return r;
+    if (auto r = put_compute_.prepare(db_, "INSERT OR REPLACE INTO computes VALUES (?1,?2,?3,?4)");
+        !r)
+      return r;
+    if (auto r = delete_compute_.prepare(db_, "DELETE FROM computes WHERE name=?1"); !r) return r;
     if (auto r = delete_parallel_plan_.prepare(db_, "DELETE FROM parallel_plans WHERE run_id=?1");
         !r) {
       return r;
@@ -348,6 +357,14 @@ class SqliteStore final : public Store {
           LeaseRecord{row.text(0), row.integer(1), row.text(2), row.integer(3)});
     });
     if (!leases) return leases.error();
+    auto computes = for_each_row(
+        db_, "SELECT name, kind, settings, created_at FROM computes", [&](const Row& row) {
+          auto settings = parse_untrusted_json(row.text(2));
+          contents.computes.push_back(ComputeRecord{
+              row.text(0), row.text(1), settings.is_object() ? settings : nlohmann::json::object(),
+              row.integer(3)});
+        });
+    if (!computes) return computes.error();
     auto plans = for_each_row(db_, "SELECT run_id, plan FROM parallel_plans", [&](const Row& row) {
       contents.parallel_plans[row.text(0)] = parse_untrusted_json(row.text(1));
     });
@@ -423,6 +440,18 @@ class SqliteStore final : public Store {
         .execute("storing run " + r.run_id);
   }
 
+  Result<void> put_compute(const ComputeRecord& c) override {
+    return put_compute_.bind(1, c.name)
+        .bind(2, c.kind)
+        .bind(3, dump_json(c.settings))
+        .bind(4, c.created_at)
+        .execute("storing compute " + c.name);
+  }
+
+  Result<void> delete_compute(const std::string& name) override {
+    return delete_compute_.bind(1, name).execute("forgetting compute " + name);
+  }
+
   Result<void> put_job_text(const std::string& run_id, const std::string& text) override {
     return put_job_.bind(1, run_id).bind(2, text).execute("storing the job of run " + run_id);
   }
@@ -457,7 +486,7 @@ class SqliteStore final : public Store {
  private:
   sqlite3* db_;
   Statement begin_, commit_, put_node_, put_token_, put_run_, put_job_, put_lease_;
-  Statement delete_node_;
+  Statement delete_node_, put_compute_, delete_compute_;
   Statement put_parallel_plan_, put_parallel_batch_, delete_parallel_plan_,
       delete_parallel_batches_;
 };

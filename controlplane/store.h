@@ -19,6 +19,7 @@ namespace amlnode::controlplane {
 struct StoreContents {
   std::vector<NodeRecord> nodes;
   std::vector<RegistrationTokenRecord> registration_tokens;
+  std::vector<ComputeRecord> computes;
   std::vector<RunRecord> runs;
   std::vector<LeaseRecord> leases;
   // Job texts of the runs that are not terminal yet: only those can still be leased.
@@ -44,6 +45,8 @@ class Store {
   virtual Result<void> put_node(const NodeRecord& node) = 0;
   virtual Result<void> delete_node(const std::string& node_id) = 0;
   virtual Result<void> put_registration_token(const RegistrationTokenRecord& token) = 0;
+  virtual Result<void> put_compute(const ComputeRecord& compute) = 0;
+  virtual Result<void> delete_compute(const std::string& name) = 0;
   virtual Result<void> put_run(const RunRecord& run) = 0;
   virtual Result<void> put_job_text(const std::string& run_id, const std::string& text) = 0;
   virtual Result<void> put_lease(const LeaseRecord& lease) = 0;

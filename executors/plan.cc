@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "common/hash.h"
+#include "executors/batch_task.h"
 #include "executors/ranks.h"
 #include "parallel/node_driver.h"
 
@@ -68,9 +69,9 @@ std::vector<std::string> entry_argv(const Job& job) {
   return argv;
 }
 
-std::vector<StagedInput> staged_inputs(const Job& job, const PlanContext& context) {
+// Inputs are staged into `inputs_dir`: the run folder's inputs/, a Batch task's own folder's.
+std::vector<StagedInput> staged_inputs(const Job& job, const std::filesystem::path& inputs_dir) {
   std::vector<StagedInput> inputs;
-  auto inputs_dir = context.run_dir / "inputs";
   for (const auto& input : job.inputs) {
     StagedInput staged{input.name, input.path, {}, input.mode};
     if (input.mode == spec::InputMode::Upload) {
@@ -142,6 +143,8 @@ nlohmann::json run_context_of(const Job& job, const Plan& plan) {
 
 // A dataset's placeholder as the SDK writes it into arguments, and the data reference variables
 // of the run's own contract, become the staged paths; what a placeholder names must exist.
+// A Batch task's arguments are not under a shell: only the data references become paths there,
+// and every other `$` word reaches the executable as written.
 Result<std::string> substitute_placeholders(const std::string& arg, const Plan& plan) {
   static constexpr std::string_view kDataset = "DatasetConsumptionConfig:";
   std::string out;
@@ -171,8 +174,9 @@ Result<std::string> substitute_placeholders(const std::string& arg, const Plan& 
         ++end;
       std::string name = arg.substr(start, end - start);
       bool closed = !braced || (end < arg.size() && arg[end] == '}');
-      bool ours = name.rfind("AZUREML_DATAREFERENCE_", 0) == 0 ||
-                  name.rfind("AZ_BATCHAI_", 0) == 0 || name.rfind("AZ_BATCH_", 0) == 0;
+      bool ours =
+          name.starts_with("AZUREML_DATAREFERENCE_") ||
+          (!plan.batch && (name.starts_with("AZ_BATCHAI_") || name.starts_with("AZ_BATCH_")));
       if (ours && closed) {
         auto var = std::find_if(plan.env.begin(), plan.env.end(),
                                 [&](const auto& kv) { return kv.first == name; });
@@ -622,14 +626,20 @@ Plan resolve_plan(const Job& job, const PlanContext& context) {
   plan.working_dir = context.run_dir / "wd";
   plan.std_log = context.run_dir / "user_logs" / "std_log.txt";
   plan.system_logs = context.run_dir / "system_logs";
-  plan.inputs = staged_inputs(job, context);
+  if (job.batch_task) {
+    place_batch_task(job, context, plan);
+    plan.inputs = staged_inputs(job, plan.batch->task_dir / "inputs");
+  } else {
+    plan.inputs = staged_inputs(job, context.run_dir / "inputs");
+    plan.argv = entry_argv(job);
+  }
   plan.models = staged_models(job, context);
-  plan.argv = entry_argv(job);
   if (job.resume_from) {
     plan.argv.push_back("--resume-from");
     plan.argv.push_back(plan.inputs.back().target.string());
   }
   plan.env = contract_env(job, plan, context);
+  if (plan.batch) add_batch_task_vars(job, context, plan);
   plan.run_context_file = context.run_dir / "run_context.json";
   plan.run_context = run_context_of(job, plan);
   set_var(plan.env, "AMLNODE_RUN_CONTEXT", plan.run_context_file.string());
@@ -656,8 +666,11 @@ Plan resolve_plan(const Job& job, const PlanContext& context) {
   plan.deadline_seconds = job.max_run_duration_seconds;
   plan.kill_grace_seconds = context.kill_grace_seconds;
   plan.python_module_dir = context.python_module_dir;
+  if (!plan.cannot_run) plan.cannot_run = batch_task_refusal(job, context);
   if (!plan.cannot_run) plan.cannot_run = not_yet_supported(job, context);
-  if (!plan.cannot_run && job.parallel_run) {
+  if (plan.batch) {
+    // One process, the executable itself.
+  } else if (!plan.cannot_run && job.parallel_run) {
     plan_parallel_run(job, context, plan);
   } else if (!plan.cannot_run && job.framework == Framework::PySpark) {
     plan_pyspark(job, context, plan);

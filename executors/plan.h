@@ -85,6 +85,39 @@ struct PlanContext {
   // environment's pip pyspark would come first); empty when absent.
   std::filesystem::path spark_submit;
   std::filesystem::path yarn;
+  // AzureBatchStep tasks (executors/batch_task.h, docs/batch.md). The compute the lease names
+  // ("" under amlnode run, which has no control plane), and when it is a Batch pool (kind
+  // "batch"), the pool and account the control plane attached it with.
+  std::string compute_name;
+  std::string batch_pool_id;
+  std::string batch_account_name;
+  std::string batch_account_url;  // the control plane's URL: where this pool is managed
+  std::string node_id;            // this node's id at the control plane; "" under amlnode run
+  // AZ_BATCH_NODE_ROOT_DIR: the node's Batch folders (shared, startup, workitems/...).
+  std::filesystem::path batch_root_dir;
+  // Whether the agent runs as root, and so can run a task as the unprivileged task user.
+  bool agent_is_root = false;
+};
+
+// An AzureBatchStep's task on this node (executors/batch_task.h): Azure Batch's folders, who it
+// runs as, and the rules of its end.
+struct BatchTaskPlan {
+  std::string job_id;   // the run id
+  std::string task_id;  // the step's name
+  std::string pool_id;
+  std::filesystem::path root_dir;  // AZ_BATCH_NODE_ROOT_DIR
+  std::filesystem::path job_dir;   // root_dir/workitems/<job_id>
+  std::filesystem::path task_dir;  // job_dir/job-1/<task_id>: stdout.txt, stderr.txt, wd/
+  std::filesystem::path stderr_log;
+  // The executable as a file of the task's working directory, made executable before the start
+  // (Batch gives resource files mode 0770); empty when it is found on PATH or given absolute.
+  std::filesystem::path executable_file;
+  std::vector<std::filesystem::path> output_dirs;  // wd/outputs/<name>
+  // Who the task runs as: the unprivileged task user, or the agent itself (run_task_as_admin, or
+  // amlnode run started by a user who is not root).
+  std::string user;  // "" : the agent's own identity
+  bool positive_exit_code_failure = true;
+  bool delete_job_after_finish = true;
 };
 
 // One input as it is staged into the run folder.
@@ -171,6 +204,8 @@ struct Plan {
   // A ParallelRunStep's node (parallel/node_driver.h) writes why it failed here ({"message"}),
   // which becomes the run's error.
   std::optional<std::filesystem::path> error_file;
+  // An AzureBatchStep's task: its process is the executable, run as Azure Batch runs it.
+  std::optional<BatchTaskPlan> batch;
   // Things the plan chose that a user should hear about (a port other than 6105, ...).
   std::vector<std::string> notes;
 

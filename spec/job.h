@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -68,6 +69,25 @@ struct ParallelRun {
   std::vector<std::string> side_inputs;  // names of the job's inputs staged but not split
   bool allow_reuse = true;               // a pipeline's step reuse; a run here always runs
 };
+
+// An AzureBatchStep's task (native `azure_batch_step`, docs/batch.md): AzureBatchStep's
+// parameters that mean something on a pool this node belongs to. The executable runs from the
+// task's working directory with its arguments, not under a shell, as Azure Batch runs it.
+struct BatchTask {
+  std::string name;        // the step's name, which is the Batch task's id
+  std::string executable;  // a file of the source directory, a program on PATH, or a path
+  std::vector<std::string> arguments;
+  std::vector<std::string> inputs;   // names of the job's inputs the task is given
+  std::vector<std::string> outputs;  // folders the task writes, made as wd/outputs/<name>
+  std::string pool_id;               // "": the pool of the compute it runs on
+  bool run_task_as_admin = false;
+  bool is_positive_exit_code_failure = true;
+  bool delete_batch_job_after_finish = true;
+  bool allow_reuse = true;  // a pipeline's step reuse; a run here always runs
+};
+
+// A Batch task id: 1-64 letters, digits, hyphens and underscores (Azure Batch's rule).
+bool is_batch_task_id(std::string_view id);
 
 struct Input {
   std::string name;  // becomes AZUREML_DATAREFERENCE_<name>
@@ -211,6 +231,8 @@ struct Job {
 
   // A ParallelRunStep (native `parallel_run`).
   std::optional<ParallelRun> parallel_run;
+  // An AzureBatchStep (native `azure_batch_step`).
+  std::optional<BatchTask> batch_task;
   // RunConfiguration's hdi and spark sections: how a PySpark run is submitted (the SDK writes
   // them for every run; they matter to framework PySpark only, as in Azure ML).
   struct SparkRun {

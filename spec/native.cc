@@ -6,6 +6,7 @@
 #include <set>
 
 #include "common/format.h"
+#include "spec/batch_step.h"
 #include "spec/paths.h"
 #include "spec/shapes.h"
 #include "spec/values.h"
@@ -154,6 +155,7 @@ class NativeReader {
     job_.job_file = context_.job_file;
     settle_source_directory();
     fields().walk_strict(root_, reader_.diagnostics());
+    if (given("azure_batch_step")) return read_batch_job();
     check_one_class();
     check_framework_fields();
     prefer_new_parameters();
@@ -181,17 +183,34 @@ class NativeReader {
   Diagnostics& diagnostics() { return reader_.diagnostics(); }
   bool given(std::string_view key) const { return fields_.given.contains(key); }
 
+  // An AzureBatchStep: its own parameters and the few job fields a Batch task has.
+  Job read_batch_job() {
+    if (context_.options.script_override)
+      diagnostics().error("azure_batch_step",
+                          "a Batch task runs its executable; give no script on the command line");
+    check_batch_job(fields_.given, job_, diagnostics());
+    apply_defaults(job_);
+    return std::move(job_);
+  }
+
   // The source directory is needed while reading other fields (the entry script and files are
   // checked against it), so it is settled before the walk.
   void settle_source_directory() {
     Field field = root_["source_directory"];
+    // AzureBatchStep(source_directory=...) says it inside the step; once is enough.
+    if (Field step = root_["azure_batch_step"]["source_directory"]; step.is_set()) {
+      if (field.is_set())
+        diagnostics().error(step.path, "conflicts with source_directory; give it once");
+      field = step;
+    }
     fs::path dir = job_dir_;
     if (field.is_set()) {
       auto value = reader_.text(field);
       if (!value && !context_.options.source_dir_override) return;
       if (value) dir = clean_absolute(fs::path(*value), job_dir_);
     }
-    auto settled = settle_source_dir(dir, "source_directory", context_.options, diagnostics());
+    auto settled = settle_source_dir(dir, field.is_set() ? field.path : "source_directory",
+                                     context_.options, diagnostics());
     if (!settled) return;
     job_.source_directory = *settled;
     shape_.set_source_dir(*settled);
@@ -253,6 +272,9 @@ class NativeReader {
       job_.max_run_duration_seconds = reader_.integer(f, 1, "an integer > 0 (seconds)");
     });
     on("parallel_run", [this](const Field& f) { read_parallel_run(f); });
+    on("azure_batch_step", [this](const Field& f) {
+      job_.batch_task = read_batch_step(f, reader_, job_.source_directory);
+    });
     on("script", [this](const Field& f) { read_entry_script(f, shape_, job_); });
     on("environment", [this](const Field& f) { read_script_run_environment(f); });
     on("distributed_job_config", [this](const Field& f) {

@@ -35,6 +35,14 @@ json leased_run_json(const LeasedRun& run) {
               {"experiment_name", run.experiment_name},
               {"job", {{"text", run.job_text}, {"file_name", run.job_file_name}}}};
   if (run.node_count > 1) out["share"] = leased_share_json(run);
+  if (!run.node_id.empty()) out["node_id"] = run.node_id;
+  if (!run.compute_name.empty()) {
+    json compute = {{"name", run.compute_name}};
+    if (!run.compute_kind.empty()) compute["kind"] = run.compute_kind;
+    if (!run.batch_pool_id.empty()) compute["pool_id"] = run.batch_pool_id;
+    if (!run.batch_account_name.empty()) compute["account_name"] = run.batch_account_name;
+    out["compute"] = compute;
+  }
   return out;
 }
 
@@ -123,6 +131,31 @@ Result<void> read_leased_share(const json& share_object, LeasedRun& run) {
   return ok();
 }
 
+namespace {
+
+// The optional node_id and compute of a lease; each field a string when it is there.
+Result<void> read_compute(const json& item, LeasedRun& run) {
+  auto text = [](const json& object, const char* key, std::string& out) -> bool {
+    auto found = object.find(key);
+    if (found == object.end()) return true;
+    if (!found->is_string()) return false;
+    out = found->get<std::string>();
+    return true;
+  };
+  if (!text(item, "node_id", run.node_id))
+    return bad_answer("a leased run's node_id is not a string");
+  auto compute = item.find("compute");
+  if (compute == item.end()) return ok();
+  if (!compute->is_object()) return bad_answer("a leased run's compute is not an object");
+  if (!text(*compute, "name", run.compute_name) || !text(*compute, "kind", run.compute_kind) ||
+      !text(*compute, "pool_id", run.batch_pool_id) ||
+      !text(*compute, "account_name", run.batch_account_name))
+    return bad_answer("a leased run's compute has a field that is not a string");
+  return ok();
+}
+
+}  // namespace
+
 Result<LeasedRun> leased_run_from_json(const json& item) {
   if (!item.is_object()) return bad_answer("a leased run is not an object");
   auto run_id = item.find("run_id");
@@ -150,6 +183,7 @@ Result<LeasedRun> leased_run_from_json(const json& item) {
   run.job_text = text->get<std::string>();
   run.job_file_name = file_name != job->end() ? file_name->get<std::string>() : "job.yml";
   if (auto share = read_share(item, run); !share.ok()) return share.error();
+  if (auto compute = read_compute(item, run); !compute.ok()) return compute.error();
   return run;
 }
 

@@ -75,6 +75,13 @@ struct LeasedRun {
   // whoever holds it start a command on a node holding a share of this run and epoch, and nothing
   // else. Empty for a run of one node.
   std::string launch_token;
+  // The node this lease is for, and the run's compute: its name, and for an attached compute its
+  // kind ("batch": an Azure Batch pool, with its pool id and account name). "" where unknown.
+  std::string node_id;
+  std::string compute_name;
+  std::string compute_kind;
+  std::string batch_pool_id;
+  std::string batch_account_name;
 };
 
 // A daemon launch of a run across nodes (POST /v1/runs/{id}/launches, docs/protocol.md): what

@@ -156,7 +156,7 @@ void Daemon::ship_logs(ActiveRun& run) {
         return ship_run_logs(
             *client, *store, node, lease.run_id, lease.epoch, run_dir,
             [&lifecycle](const std::string& line) { lifecycle.line(line); },
-            lease.node_count > 1 ? lease.node_rank : -1);
+            lease.node_count > 1 ? lease.node_rank : -1, batch_root_dir(env.config, env.state_dir));
       },
       [this, id = run.lease.run_id, final, with_outputs](Result<ShipResult> shipped) {
         on_logs_shipped(id, std::move(shipped), final, with_outputs);

@@ -12,6 +12,7 @@
 #include "common/error_codes.h"
 #include "common/format.h"
 #include "common/fs.h"
+#include "executors/batch_task.h"
 
 namespace amlnode::agent {
 
@@ -24,7 +25,8 @@ constexpr std::uint64_t kMinHoleBytes = 4096;
 
 struct StreamFile {
   std::string name;   // the stream name ("logs/a.txt")
-  fs::path relative;  // its file, relative to the run folder ("wd/logs/a.txt")
+  fs::path relative;  // its file, relative to `root` ("wd/logs/a.txt")
+  fs::path root;      // the run folder, or a Batch task's folder
 };
 
 std::string two_digits(int number) {
@@ -34,8 +36,16 @@ std::string two_digits(int number) {
 }
 
 // Every stream of the run with the file it is read from (named for a share, see ship_run_logs).
-std::vector<StreamFile> run_streams(const fs::path& run_dir, int share_rank) {
+std::vector<StreamFile> run_streams(const fs::path& run_dir, int share_rank,
+                                    const fs::path& batch_root) {
   std::vector<StreamFile> streams;
+  // A Batch task's stdout.txt, stderr.txt and wd/ are in its own folder (executors/batch_task.h).
+  fs::path task_dir;
+  if (auto task = executors::read_batch_task_record(run_dir); task && !batch_root.empty()) {
+    task_dir = executors::batch_task_dir(batch_root, run_dir.filename().string(), task->task_id);
+    for (const char* name : {"stdout.txt", "stderr.txt"})
+      streams.push_back({std::string("user_logs/") + name, name, task_dir});
+  }
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(run_dir / "user_logs", ec)) {
     if (entry.is_regular_file(ec)) {
@@ -47,21 +57,22 @@ std::vector<StreamFile> run_streams(const fs::path& run_dir, int share_rank) {
         stream = "std_log_process_" + two_digits(share_rank) + ".txt";
       if (share_rank > 0 && name == "mpi_log.txt")
         stream = "mpi_log_node_" + two_digits(share_rank) + ".txt";
-      streams.push_back({"user_logs/" + stream, fs::path("user_logs") / name});
+      streams.push_back({"user_logs/" + stream, fs::path("user_logs") / name, run_dir});
     }
   }
   std::string node_folder = share_rank > 0 ? "node_" + two_digits(share_rank) + "/" : "";
   for (const auto& [prefix, folder] :
        {std::pair<std::string, fs::path>{"system_logs/" + node_folder, "system_logs"},
         {"logs/" + node_folder, "wd/logs"}}) {
-    fs::recursive_directory_iterator it(run_dir / folder, fs::directory_options::none, ec);
+    fs::path root = folder == "wd/logs" && !task_dir.empty() ? task_dir : run_dir;
+    fs::recursive_directory_iterator it(root / folder, fs::directory_options::none, ec);
     for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
       // Links are not followed: a run must not make the agent ship files outside its folder.
       if (it->is_symlink(ec) || !it->is_regular_file(ec)) continue;
       // Lexically: the iterator's paths all start with the folder, and fs::relative would resolve
       // both paths through the file system (a readlink per component, every tick).
-      auto inside = it->path().lexically_relative(run_dir / folder);
-      streams.push_back({prefix + inside.generic_string(), folder / inside});
+      auto inside = it->path().lexically_relative(root / folder);
+      streams.push_back({prefix + inside.generic_string(), folder / inside, root});
     }
     ec.clear();
   }
@@ -113,10 +124,10 @@ class StreamDelivery {
         note_(note),
         saved_(cursor) {}
 
-  Result<void> deliver(const fs::path& run_dir) {
+  Result<void> deliver(const fs::path& root) {
     if (!cursor_.set_aside.empty()) return ok();
     // Gone meanwhile, a link put in its place, a FIFO: nothing to send this time.
-    auto file = open_beneath(run_dir, stream_.relative, O_RDONLY | O_NONBLOCK);
+    auto file = open_beneath(root, stream_.relative, O_RDONLY | O_NONBLOCK);
     if (!file.ok()) return ok();
     struct stat st {};
     if (::fstat(file->get(), &st) != 0 || !S_ISREG(st.st_mode)) return ok();
@@ -314,7 +325,7 @@ Result<ShipResult> ship_run_logs(ControlPlaneClient& client, StateStore& store,
                                  const NodeIdentity& node, const std::string& run_id,
                                  std::int64_t epoch, const fs::path& run_dir,
                                  const std::function<void(const std::string&)>& note,
-                                 int share_rank) {
+                                 int share_rank, const fs::path& batch_root) {
   auto cursors = store.log_cursors(run_id);
   if (!cursors.ok()) return cursors.error();
   std::string buffer;  // one buffer for every chunk of this delivery
@@ -328,11 +339,11 @@ Result<ShipResult> ship_run_logs(ControlPlaneClient& client, StateStore& store,
   };
   for (int pass = 0; pass < 2 && (pass == 0 || noted); ++pass) {
     noted = false;
-    for (const auto& stream : run_streams(run_dir, share_rank)) {
+    for (const auto& stream : run_streams(run_dir, share_rank, batch_root)) {
       LogCursor& cursor = (*cursors)[stream.name];
       StreamDelivery delivery(client, store, node, run_id, epoch, stream, cursor, buffer, noting);
-      if (auto delivered = delivery.deliver(run_dir); !delivered) return delivered.error();
-      if (auto dropped = dropped_of(cursor, run_dir / stream.relative))
+      if (auto delivered = delivery.deliver(stream.root); !delivered) return delivered.error();
+      if (auto dropped = dropped_of(cursor, stream.root / stream.relative))
         result.dropped[stream.name] = *dropped;
     }
   }

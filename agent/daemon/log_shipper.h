@@ -63,10 +63,14 @@ struct ShipResult {
 // user_logs/std_log_process_<node rank>.txt (its rank in the run), ranks' own logs are numbered
 // by their global rank already, and the system logs and logs/ of every share but the master's go
 // under system_logs/node_NN/ and logs/node_NN/.
+//
+// A Batch task's run (executors/batch_task.h) ships its task's stdout.txt and stderr.txt as
+// user_logs/stdout.txt and user_logs/stderr.txt, and its logs/ from the task's wd/; `batch_root`
+// is the node's Batch root they are found under.
 Result<ShipResult> ship_run_logs(ControlPlaneClient& client, StateStore& store,
                                  const NodeIdentity& node, const std::string& run_id,
                                  std::int64_t epoch, const std::filesystem::path& run_dir,
                                  const std::function<void(const std::string&)>& note = {},
-                                 int share_rank = -1);
+                                 int share_rank = -1, const std::filesystem::path& batch_root = {});
 
 }  // namespace amlnode::agent

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "agent/batch_task_folder.h"
 #include "agent/daemon/container_runs.h"
 #include "agent/daemon/launch_recovery.h"
 #include "common/error_codes.h"
@@ -111,6 +112,12 @@ executors::PlanContext leased_plan_context(
     context.master_address = share.addresses.front();
     context.share = std::move(share);
   }
+  context.compute_name = lease.compute_name;
+  context.node_id = lease.node_id;
+  if (!lease.compute_kind.empty()) context.compute_kind = lease.compute_kind;
+  context.batch_pool_id = lease.batch_pool_id;
+  context.batch_account_name = lease.batch_account_name;
+  context.batch_account_url = env.control_plane_url;
   return context;
 }
 
@@ -246,6 +253,8 @@ Result<std::shared_ptr<StartedRun>> reattach_run(const RunEnvironment& env, cons
 }
 
 void discard_run_folder(const RunEnvironment& env, const std::string& run_id) {
+  remove_batch_job_folder(executors::RunFolder::of(env.state_dir, run_id).root,
+                          batch_root_dir(env.config, env.state_dir));
   std::error_code ec;
   fs::remove_all(executors::RunFolder::of(env.state_dir, run_id).root, ec);
 }

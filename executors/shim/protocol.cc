@@ -199,6 +199,7 @@ std::string launch_spec_to_json(const LaunchSpec& spec) {
       {"kill_grace_seconds", spec.kill_grace_seconds},
   };
   if (spec.deadline_seconds) j["deadline_seconds"] = *spec.deadline_seconds;
+  if (!spec.stderr_path.empty()) j["stderr_path"] = spec.stderr_path.string();
   if (spec.uid) j["uid"] = *spec.uid;
   if (spec.gid) j["gid"] = *spec.gid;
   if (spec.caller_syncs_outcome) j["caller_syncs_outcome"] = true;
@@ -227,6 +228,7 @@ Result<LaunchSpec> launch_spec_from_json(const std::string& text) {
     spec.env = get_string_array(j, "env");
     spec.cwd = get_string(j, "cwd", false);
     spec.log_path = get_required_path(j, "log_path");
+    if (j.contains("stderr_path")) spec.stderr_path = get_required_path(j, "stderr_path");
     spec.state_path = get_required_path(j, "state_path");
     spec.exit_path = get_required_path(j, "exit_path");
     spec.deadline_seconds = get_seconds(j, "deadline_seconds");

@@ -29,7 +29,10 @@ struct LaunchSpec {
   std::vector<std::string> argv;  // argv[0] is resolved against PATH of `env` if not a path
   std::vector<std::string> env;   // the complete environment, "NAME=value"
   std::filesystem::path cwd;
-  std::filesystem::path log_path;          // stdout and stderr of the process, opened O_APPEND
+  std::filesystem::path log_path;  // stdout and stderr of the process, opened O_APPEND
+  // stderr apart from stdout (an AzureBatchStep's task: stdout.txt and stderr.txt); empty: both
+  // go to log_path. Only for a run of one process.
+  std::filesystem::path stderr_path;
   std::filesystem::path state_path;        // shim.json
   std::filesystem::path exit_path;         // exit.json
   std::optional<double> deadline_seconds;  // measured from the process's start

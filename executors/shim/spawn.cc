@@ -129,12 +129,12 @@ void change_identity(const LaunchSpec& spec, int error_fd) {
 }
 
 [[noreturn]] void exec_child(const LaunchSpec& spec, int error_fd, int null_fd, int log_fd,
-                             std::vector<std::string>& candidates, char* const* argv,
+                             int err_fd, std::vector<std::string>& candidates, char* const* argv,
                              char** sh_argv, char* const* envp) {
   reset_signals();
   // dup2 clears close-on-exec on the copies; the originals (and everything else) close on exec.
   if (::dup2(null_fd, STDIN_FILENO) < 0 || ::dup2(log_fd, STDOUT_FILENO) < 0 ||
-      ::dup2(log_fd, STDERR_FILENO) < 0) {
+      ::dup2(err_fd, STDERR_FILENO) < 0) {
     child_fail(error_fd, Step::Stdio, errno);
   }
   mark_inherited_fds_cloexec();
@@ -182,6 +182,7 @@ Result<pid_t> spawn_rank(const LaunchSpec& spec, const RankLaunch& rank) {
   LaunchSpec process = spec;
   process.argv = rank.argv;
   process.log_path = rank.log_path;
+  process.stderr_path.clear();
   for (const auto& entry : rank.env) {
     auto name = entry.substr(0, entry.find('=') + 1);
     auto same = std::find_if(process.env.begin(), process.env.end(),
@@ -202,11 +203,24 @@ Result<pid_t> spawn_process(const LaunchSpec& spec) {
   if (log_fd < 0) {
     return Error{"SpawnFailed", errno_message("cannot open the log file", spec.log_path, errno)};
   }
+  int err_fd = log_fd;
+  if (!spec.stderr_path.empty()) {
+    err_fd = ::open(spec.stderr_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (err_fd < 0) {
+      int err = errno;
+      ::close(log_fd);
+      return Error{"SpawnFailed", errno_message("cannot open the log file", spec.stderr_path, err)};
+    }
+  }
+  auto close_logs = [&] {
+    ::close(log_fd);
+    if (err_fd != log_fd) ::close(err_fd);
+  };
   int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   int error_pipe[2] = {-1, -1};
   if (null_fd < 0 || ::pipe2(error_pipe, O_CLOEXEC) != 0) {
     int err = errno;
-    ::close(log_fd);
+    close_logs();
     if (null_fd >= 0) ::close(null_fd);
     return Error{"SpawnFailed", std::string("cannot prepare to start ") + spec.argv[0] + ": " +
                                     std::strerror(err)};
@@ -227,13 +241,13 @@ Result<pid_t> spawn_process(const LaunchSpec& spec) {
   pid_t pid = ::fork();
   if (pid == 0) {
     ::close(error_pipe[0]);
-    exec_child(spec, error_pipe[1], null_fd, log_fd, candidates, argv.data(), sh_argv.data(),
-               envp.data());
+    exec_child(spec, error_pipe[1], null_fd, log_fd, err_fd, candidates, argv.data(),
+               sh_argv.data(), envp.data());
   }
   int fork_errno = errno;
   ::sigprocmask(SIG_SETMASK, &previous, nullptr);
   ::close(error_pipe[1]);
-  ::close(log_fd);
+  close_logs();
   ::close(null_fd);
   if (pid < 0) {
     ::close(error_pipe[0]);
