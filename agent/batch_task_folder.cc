@@ -168,6 +168,13 @@ Result<std::optional<TaskIdentity>> make_batch_task_folder(const executors::Plan
   }
   if (auto settled = settle_working_dir(plan); !settled.ok()) return settled.error();
   if (auto logs = make_task_logs(plan); !logs.ok()) return logs.error();
+  // Everything of wd/ the agent makes is made before it is handed over: the task writes there.
+  for (const char* made : {"outputs", "logs"}) {
+    fs::create_directories(plan.working_dir / made, ec);
+    if (ec)
+      return Error{kBatchFolderError,
+                   "cannot create wd/" + std::string(made) + ": " + ec.message()};
+  }
   for (const auto& output : batch.output_dirs) {
     fs::create_directories(output, ec);
     if (ec)

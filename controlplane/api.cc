@@ -741,7 +741,8 @@ Routing Api::route_run_logs(const RequestHead& head, const Caller& caller,
     return error_response(
         400, "InvalidStreamName",
         "stream: expected user_logs/std_log.txt, user_logs/std_log_process_N.txt, "
-        "user_logs/mpi_log.txt, user_logs/mpi_log_node_N.txt, system_logs/<path> or logs/<path> "
+        "user_logs/mpi_log.txt, user_logs/mpi_log_node_N.txt, user_logs/stdout.txt, "
+        "user_logs/stderr.txt, system_logs/<path> or logs/<path> "
         "with no '..', got \"" +
             stream.substr(0, 80) + "\"");
   }

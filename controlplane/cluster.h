@@ -87,7 +87,7 @@ struct SubmitRequest {
   // The job is an AzureBatchStep's task, as the submitting client read it (its pool_id, "" when
   // it names none). The node that leases it checks the job against its compute again.
   bool batch_task = false;
-  std::string batch_pool_id;
+  std::string batch_pool_id = {};
 };
 
 // An Azure Batch pool attached as a compute (amlnode compute attach-batch).

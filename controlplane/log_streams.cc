@@ -80,6 +80,8 @@ bool is_valid_stream_name(std::string_view name) {
   if (name.empty() || name.size() > kMaxStreamNameBytes) return false;
   // mpi_log.txt: what mpirun itself says in a distributed MPI run (docs/distributed.md).
   if (name == "user_logs/std_log.txt" || name == "user_logs/mpi_log.txt") return true;
+  // An AzureBatchStep's task writes stdout.txt and stderr.txt, apart (docs/batch.md).
+  if (name == "user_logs/stdout.txt" || name == "user_logs/stderr.txt") return true;
   // std_log_process_N.txt per rank; mpi_log_node_N.txt: what Open MPI's daemon said on node rank
   // N > 0 of an MPI run across nodes.
   constexpr std::string_view kTxt = ".txt";

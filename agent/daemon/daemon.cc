@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "agent/batch_task_folder.h"
 #include "agent/daemon/log_setup.h"
 #include "common/error_codes.h"
 #include "executors/ranks.h"
@@ -817,7 +818,10 @@ void Daemon::flush_outbox() {
                 [this](Delivery delivery) {
                   outbox_busy_ = false;
                   for (const auto& [id, reason] : delivery.stale) stop_run(id, reason);
-                  for (const auto& id : delivery.finished) forget_run(id);
+                  for (const auto& id : delivery.finished) {
+                    release_batch_job(id);
+                    forget_run(id);
+                  }
                   if (delivery.unreachable) {
                     outbox_retry_timer_.expires_after(options_.last_retry);
                     outbox_retry_timer_.async_wait([this](const boost::system::error_code& ec) {
@@ -827,6 +831,18 @@ void Daemon::flush_outbox() {
                     flush_outbox();
                   }
                 });
+}
+
+// A Batch task's job folder goes once its run's end is delivered, unless the step keeps it
+// (delete_batch_job_after_finish: false).
+void Daemon::release_batch_job(const std::string& run_id) {
+  offload(
+      [env = options_.runs, run_id] {
+        remove_batch_job_folder(executors::RunFolder::of(env.state_dir, run_id).root,
+                                batch_root_dir(env.config, env.state_dir));
+        return ok();
+      },
+      [](Result<void>) {});
 }
 
 void Daemon::forget_run(const std::string& run_id) {

@@ -184,6 +184,7 @@ class Daemon {
   std::chrono::milliseconds stop_timeout() const;
   void kill_run_processes(ActiveRun& run);
   void flush_outbox();
+  void release_batch_job(const std::string& run_id);
   void forget_run(const std::string& run_id);
   void stop_run(const std::string& run_id, const std::string& reason);
   // daemon_relet.cc: stopped runs until their process is gone, and leases of them meanwhile.

@@ -3,7 +3,6 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "agent/batch_task_folder.h"
 #include "agent/daemon/container_runs.h"
 #include "agent/daemon/launch_recovery.h"
 #include "common/error_codes.h"
@@ -253,8 +252,6 @@ Result<std::shared_ptr<StartedRun>> reattach_run(const RunEnvironment& env, cons
 }
 
 void discard_run_folder(const RunEnvironment& env, const std::string& run_id) {
-  remove_batch_job_folder(executors::RunFolder::of(env.state_dir, run_id).root,
-                          batch_root_dir(env.config, env.state_dir));
   std::error_code ec;
   fs::remove_all(executors::RunFolder::of(env.state_dir, run_id).root, ec);
 }

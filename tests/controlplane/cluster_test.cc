@@ -591,3 +591,74 @@ TEST_CASE("a node holding a share of a live run across nodes heartbeats every se
   f.report(run, b, RunStatus::Failed);
   CHECK(f.cluster.heartbeat(b, HeartbeatReport{"idle", "", {}}).interval == policy);
 }
+
+TEST_CASE("an attached Batch pool takes Batch tasks of its pool only, and leases say what it is",
+          "[cluster][batch]") {
+  Fixture f;
+  auto node = f.node("pool");
+  auto attached = f.cluster.attach_batch_compute({"pool", "pool-a", ""});
+  REQUIRE(attached.ok());
+  CHECK(attached->created);
+  CHECK(attached->record.settings ==
+        nlohmann::json{{"pool_id", "pool-a"}, {"account_name", "pool"}});
+  auto again = f.cluster.attach_batch_compute({"pool", "pool-a", ""});
+  REQUIRE(again.ok());
+  CHECK_FALSE(again->created);
+  auto other = f.cluster.attach_batch_compute({"pool", "pool-b", ""});
+  REQUIRE_FALSE(other.ok());
+  CHECK(other.error().code == kConflict);
+
+  SubmitRequest task{"azure_batch_step: {}", "job.yml", "exp", "pool"};
+  task.batch_task = true;
+  SubmitRequest training{"script: train.py", "job.yml", "exp", "pool"};
+  auto refused = f.cluster.submit_run(training);
+  REQUIRE_FALSE(refused.ok());
+  CHECK_THAT(refused.error().message, Catch::Contains("runs AzureBatchStep tasks"));
+  task.batch_pool_id = "pool-b";
+  refused = f.cluster.submit_run(task);
+  REQUIRE_FALSE(refused.ok());
+  CHECK_THAT(refused.error().message, Catch::Contains("asks for pool pool-b"));
+  training.compute_name = "cpu";
+  task.compute_name = "cpu";
+  task.batch_pool_id = "";
+  refused = f.cluster.submit_run(task);
+  REQUIRE_FALSE(refused.ok());
+  CHECK_THAT(refused.error().message, Catch::Contains("compute cpu is not one"));
+  CHECK(f.cluster.submit_run(training).ok());
+
+  task.compute_name = "pool";
+  task.batch_pool_id = "pool-a";
+  auto run = f.cluster.submit_run(task);
+  REQUIRE(run.ok());
+  REQUIRE(f.cluster.queue_run(run->run_id).ok());
+  auto leased = f.cluster.lease(node, 1);
+  REQUIRE(leased.size() == 1);
+  CHECK(leased[0].node_id == node);
+  CHECK(leased[0].compute_name == "pool");
+  CHECK(leased[0].compute_kind == "batch");
+  CHECK(leased[0].batch_pool_id == "pool-a");
+  CHECK(leased[0].batch_account_name == "pool");
+
+  // Detach waits for the compute's live runs; the record then goes, kept by nothing.
+  auto busy = f.cluster.detach_compute("pool");
+  REQUIRE_FALSE(busy.ok());
+  CHECK(busy.error().code == kConflict);
+  StatusReport completed;
+  completed.status = RunStatus::Completed;
+  completed.exit_code = 0;
+  f.cluster.update_status(run->run_id, node, completed);
+  REQUIRE(f.cluster.detach_compute("pool").ok());
+  CHECK(f.cluster.compute_record("pool") == nullptr);
+  CHECK(f.cluster.detach_compute("pool").error().code == kNotFound);
+  CHECK(f.cluster.list_computes()["computes"].empty());
+}
+
+TEST_CASE("attached computes are restored from the store", "[cluster][batch]") {
+  StoreContents contents;
+  contents.computes.push_back(
+      ComputeRecord{"pool", "batch", {{"pool_id", "pool-a"}, {"account_name", "acct"}}, 5});
+  Cluster cluster{std::move(contents), std::make_shared<ManualClock>(), ClusterPolicy{}, "user"};
+  REQUIRE(cluster.compute_record("pool"));
+  CHECK(cluster.compute_status("pool")["kind"] == "batch");
+  CHECK(cluster.list_computes()["computes"][0]["settings"]["account_name"] == "acct");
+}
