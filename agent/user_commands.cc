@@ -87,6 +87,13 @@ struct UserCommands::State {
   std::string compute_name;
   std::string pool_id;
   std::string account_name;
+  // compute create / update (AmlCompute.provisioning_configuration, update)
+  std::string vm_size;
+  std::string vm_priority;
+  std::optional<std::int64_t> min_nodes;
+  std::optional<std::int64_t> max_nodes;
+  std::optional<std::int64_t> idle_seconds;
+  std::optional<std::string> description;
   unsigned attempt = 0;  // 0: the current attempt
   unsigned limit = 20;   // runs listed
   bool live_only = false;
@@ -95,7 +102,8 @@ struct UserCommands::State {
   CLI::App *submit = nullptr, *status = nullptr, *logs = nullptr, *cancel = nullptr,
            *nodes = nullptr, *compute_status = nullptr, *metrics = nullptr, *runs = nullptr,
            *token_create = nullptr, *attach_batch = nullptr, *compute_detach = nullptr,
-           *compute_list = nullptr, *compute_show = nullptr;
+           *compute_list = nullptr, *compute_show = nullptr, *compute_create = nullptr,
+           *compute_update = nullptr, *compute_delete = nullptr;
 
   Result<UserClient> client() const {
     return make_user_client(UserAccess{control_plane, user_token, user_token_file, ca_file});
@@ -240,6 +248,28 @@ struct UserCommands::State {
 
   std::string compute_target() const { return "/v1/computes/" + url_path_escape(compute_name); }
 
+  // `amlnode compute create NAME ...`: the SDK's defaults are the control plane's to fill in.
+  int run_compute_create(UserClient& client) const {
+    json body = {{"kind", "amlcompute"}};
+    if (!vm_size.empty()) body["vm_size"] = vm_size;
+    if (!vm_priority.empty()) body["vm_priority"] = vm_priority;
+    add_scale_settings(body);
+    if (description) body["description"] = *description;
+    return print_answer_with(client, "PUT", compute_target(), body.dump(), "compute create");
+  }
+
+  int run_compute_update(UserClient& client) const {
+    json body = json::object();
+    add_scale_settings(body);
+    return print_answer_with(client, "PATCH", compute_target(), body.dump(), "compute update");
+  }
+
+  void add_scale_settings(json& body) const {
+    if (min_nodes) body["min_nodes"] = *min_nodes;
+    if (max_nodes) body["max_nodes"] = *max_nodes;
+    if (idle_seconds) body["idle_seconds_before_scaledown"] = *idle_seconds;
+  }
+
   int print_answer_with(UserClient& client, const std::string& method, const std::string& target,
                         const std::string& body, const std::string& what) const {
     auto response = client.call(method, target, body);
@@ -324,15 +354,36 @@ void UserCommands::add_to(CLI::App& app) {
   s.attach_batch->add_option("--pool-id", s.pool_id, "the Batch pool's id")->required();
   s.attach_batch->add_option("--account-name", s.account_name,
                              "the Batch account's name (AZ_BATCH_ACCOUNT_NAME; default: NAME)");
+  s.compute_create = compute->add_subcommand(
+      "create", "Create a cluster (AmlCompute): its VM size and priority, and how it scales");
+  s.compute_update = compute->add_subcommand("update", "Change a cluster's scale settings");
+  for (auto* command : {s.compute_create, s.compute_update}) {
+    command->add_option("NAME", s.compute_name)->required();
+    command->add_option("--min-nodes", s.min_nodes, "nodes kept however idle (default 0)")
+        ->check(CLI::Range(0, 10000));
+    command->add_option("--max-nodes", s.max_nodes, "nodes at most (default 4)")
+        ->check(CLI::Range(1, 10000));
+    command
+        ->add_option("--idle-seconds-before-scaledown", s.idle_seconds,
+                     "how long a node idles before it is let go (default 1800)")
+        ->check(CLI::Range(0, 30 * 24 * 3600));
+  }
+  s.compute_create->add_option("--vm-size", s.vm_size, "the VM size (default Standard_NC6)");
+  s.compute_create->add_option("--vm-priority", s.vm_priority, "dedicated (default) or lowpriority")
+      ->check(CLI::IsMember({"dedicated", "lowpriority"}));
+  s.compute_create->add_option("--description", s.description, "what the cluster is for");
+  s.compute_delete = compute->add_subcommand(
+      "delete", "Delete a cluster; refused while nodes are in it (attached computes: detach)");
+  s.compute_delete->add_option("NAME", s.compute_name)->required();
   s.compute_detach = compute->add_subcommand(
       "detach", "Forget an attached compute; the pool and its nodes are left as they are");
   s.compute_detach->add_option("NAME", s.compute_name)->required();
-  s.compute_list = compute->add_subcommand("list", "List the attached computes");
-  s.compute_show = compute->add_subcommand("show", "Show an attached compute");
+  s.compute_list = compute->add_subcommand("list", "List the computes with a record");
+  s.compute_show = compute->add_subcommand("show", "Show a compute's record");
   s.compute_show->add_option("NAME", s.compute_name)->required();
-  for (auto* command :
-       {s.submit, s.status, s.logs, s.cancel, s.nodes, s.compute_status, s.metrics, s.runs,
-        s.token_create, s.attach_batch, s.compute_detach, s.compute_list, s.compute_show})
+  for (auto* command : {s.submit, s.status, s.logs, s.cancel, s.nodes, s.compute_status, s.metrics,
+                        s.runs, s.token_create, s.attach_batch, s.compute_detach, s.compute_list,
+                        s.compute_show, s.compute_create, s.compute_update, s.compute_delete})
     common(command);
 }
 
@@ -340,7 +391,8 @@ int UserCommands::run() {
   State& s = *state_;
   bool chosen = *s.submit || *s.status || *s.logs || *s.cancel || *s.nodes || *s.compute_status ||
                 *s.metrics || *s.runs || *s.token_create || *s.attach_batch || *s.compute_detach ||
-                *s.compute_list || *s.compute_show;
+                *s.compute_list || *s.compute_show || *s.compute_create || *s.compute_update ||
+                *s.compute_delete;
   if (!chosen) return -1;
   auto client = s.client();
   if (!client.ok()) {
@@ -355,7 +407,13 @@ int UserCommands::run() {
   if (*s.token_create) return s.run_token_create(*client);
   if (*s.attach_batch) return s.run_attach_batch(*client);
   if (*s.compute_detach)
-    return s.print_answer_with(*client, "DELETE", s.compute_target(), "", "compute detach");
+    return s.print_answer_with(*client, "DELETE", s.compute_target() + "?action=detach", "",
+                               "compute detach");
+  if (*s.compute_delete)
+    return s.print_answer_with(*client, "DELETE", s.compute_target() + "?action=delete", "",
+                               "compute delete");
+  if (*s.compute_create) return s.run_compute_create(*client);
+  if (*s.compute_update) return s.run_compute_update(*client);
   if (*s.compute_list) return s.print_answer(*client, "GET", "/v1/computes", "compute list");
   if (*s.compute_show) return s.print_answer(*client, "GET", s.compute_target(), "compute show");
   if (*s.cancel)

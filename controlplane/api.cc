@@ -11,6 +11,7 @@
 #include "common/format.h"
 #include "common/fs.h"
 #include "controlplane/api_responses.h"
+#include "controlplane/compute_bodies.h"
 #include "controlplane/json_fields.h"
 #include "controlplane/log_attempts.h"
 #include "controlplane/request_bodies.h"
@@ -412,7 +413,8 @@ Routing Api::route(const RequestHead& head) {
 
   if (kind == "nodes") return route_nodes(head, caller, path);
   if (kind == "runs") return route_runs(head, caller, path, target->query);
-  if (kind == "computes" && path.size() <= 3) return route_computes(head, caller, path);
+  if (kind == "computes" && path.size() <= 3)
+    return route_computes(head, caller, path, target->query);
   if (kind == "computes" && path.size() == 4 && path[3] == "status") {
     if (head.method != "GET") return method_not_allowed("GET");
     if (caller.kind != CallerKind::User) return forbidden("this needs the user token");
@@ -450,10 +452,12 @@ Routing Api::route(const RequestHead& head) {
   return error_response(404, kNotFound, "no such endpoint");
 }
 
-// /v1/computes (GET: the attached computes) and /v1/computes/{name} (GET; PUT attaches a Batch
-// pool; DELETE detaches it). A user's only.
+// /v1/computes (GET: the computes with a record) and /v1/computes/{name} (GET; PUT creates a
+// cluster or attaches a Batch pool; PATCH changes a cluster's scale settings; DELETE deletes a
+// cluster or, with ?action=detach, detaches a pool). A user's only.
 Routing Api::route_computes(const RequestHead& head, const Caller& caller,
-                            const std::vector<std::string>& path) {
+                            const std::vector<std::string>& path,
+                            const std::map<std::string, std::string>& query) {
   if (caller.kind != CallerKind::User) return forbidden("this needs the user token");
   if (path.size() == 2) {
     if (head.method != "GET") return method_not_allowed("GET");
@@ -474,25 +478,45 @@ Routing Api::route_computes(const RequestHead& head, const Caller& caller,
   }
   if (head.method == "PUT") {
     return json_plan([this, name](Request request, Responder respond) {
-      auto attach = parse_compute_attach(request.body, name);
-      if (!attach) return respond(error_response(attach.error()));
-      auto attached = ctx_.cluster.attach_batch_compute(*attach);
-      if (!attached) return respond(error_response(attached.error()));
-      respond_after_commit(respond, [attached = *attached] {
-        return json_response(attached.created ? 201 : 200, Cluster::compute_json(attached.record));
+      auto asked = parse_compute_put(request.body, name);
+      if (!asked) return respond(error_response(asked.error()));
+      auto put = ctx_.cluster.put_compute(*asked);
+      if (!put) return respond(error_response(put.error()));
+      respond_after_commit(respond, [put = *put] {
+        return json_response(put.created ? 201 : 200, Cluster::compute_json(put.record));
+      });
+    });
+  }
+  if (head.method == "PATCH") {
+    return json_plan([this, name](Request request, Responder respond) {
+      auto update = parse_scale_update(request.body);
+      if (!update) return respond(error_response(update.error()));
+      auto updated = ctx_.cluster.update_compute(name, *update);
+      if (!updated) return respond(error_response(updated.error()));
+      respond_after_commit(respond, [record = *updated] {
+        return json_response(200, Cluster::compute_json(record));
       });
     });
   }
   if (head.method == "DELETE") {
-    return json_plan([this, name](Request, Responder respond) {
-      auto detached = ctx_.cluster.detach_compute(name);
-      if (!detached) return respond(error_response(detached.error()));
-      respond_after_commit(respond, [name] {
-        return json_response(200, {{"name", name}, {"detached", true}});
+    // ?action=detach for an attached compute, delete (the default) for a cluster.
+    auto given = query.find("action");
+    std::string action = given == query.end() ? "delete" : given->second;
+    if (action != "delete" && action != "detach")
+      return error_response(
+          400, kInvalidRequest,
+          "action: expected delete or detach, got \"" + action.substr(0, 40) + "\"");
+    auto how = action == "detach" ? ComputeRemoval::Detach : ComputeRemoval::Delete;
+    return json_plan([this, name, how, action](Request, Responder respond) {
+      auto removed = ctx_.cluster.remove_compute(name, how);
+      if (!removed) return respond(error_response(removed.error()));
+      respond_after_commit(respond, [name, action] {
+        return json_response(200,
+                             {{"name", name}, {action == "detach" ? "detached" : "deleted", true}});
       });
     });
   }
-  return method_not_allowed("GET, PUT, DELETE");
+  return method_not_allowed("GET, PUT, PATCH, DELETE");
 }
 
 Routing Api::route_nodes(const RequestHead& head, const Caller& caller,

@@ -64,7 +64,8 @@ class Api final : public Router {
   // A plan for an endpoint whose body, if any, is JSON.
   RoutePlan json_plan(std::function<void(Request, Responder)> handler) const;
   Routing route_computes(const RequestHead& head, const Caller& caller,
-                         const std::vector<std::string>& path);
+                         const std::vector<std::string>& path,
+                         const std::map<std::string, std::string>& query);
   Routing route_nodes(const RequestHead& head, const Caller& caller,
                       const std::vector<std::string>& path);
   Routing route_runs(const RequestHead& head, const Caller& caller,

@@ -49,6 +49,7 @@ Cluster::Cluster(StoreContents contents, std::shared_ptr<Clock> clock, ClusterPo
     std::string id = node.node_id;
     node_by_token_hash_[node.token_hash] = id;
     nodes_[id] = NodeState{std::move(node), now, {}};
+    nodes_[id].last_busy = now;
   }
   for (auto& token : contents.registration_tokens) {
     registration_tokens_[token.token_hash] = std::move(token);
@@ -212,6 +213,7 @@ Result<RegisteredNode> Cluster::register_node(const std::string& registration_to
   save(node);
   node_by_token_hash_[node.token_hash] = registered.node_id;
   nodes_[registered.node_id] = NodeState{std::move(node), clock_->now(), {}};
+  nodes_[registered.node_id].last_busy = clock_->now();
   return registered;
 }
 
@@ -289,6 +291,8 @@ Cluster::HeartbeatOutcome Cluster::heartbeat(const std::string& node_id,
     }
   }
   if (node.record.draining) commands.push_back(wire::command_json({wire::kCommandDrain, "", ""}));
+  if (node.told_to_leave) commands.push_back(wire::command_json({wire::kCommandLeave, "", ""}));
+  if (!node.held_runs.empty() || !report.runs.empty()) node.last_busy = clock_->now();
   auto interval = policy_.heartbeat_interval;
   for (const auto& held : node.held_runs) {
     auto run = runs_.find(held);
@@ -296,7 +300,11 @@ Cluster::HeartbeatOutcome Cluster::heartbeat(const std::string& node_id,
         !spec::is_terminal(run->second.record.status))
       interval = std::min(interval, kShareHeartbeatInterval);
   }
-  return {commands, let_go_of_taken_runs(node, report), interval};
+  HeartbeatOutcome outcome{commands, let_go_of_taken_runs(node, report), interval};
+  // A node leaving for good (told to by a scale-down, or ephemeral) goes once it holds nothing.
+  if (report.deregister && node.held_runs.empty() && node.pending_shares.empty())
+    outcome.removed = remove_node(node_id).ok();
+  return outcome;
 }
 
 bool Cluster::let_go_of_taken_runs(NodeState& node, const HeartbeatReport& report) {
@@ -344,7 +352,7 @@ bool Cluster::has_work_for(const std::string& node_id) const {
   if (node == nodes_.end()) return false;
   // Placed while it was not draining: still this node's.
   if (!node->second.pending_shares.empty()) return true;
-  if (node->second.record.draining) return false;
+  if (node->second.record.draining || node->second.told_to_leave) return false;
   auto queue = queues_.find(node->second.record.compute_name);
   if (queue == queues_.end()) return false;
   // As lease() goes through the queue.
@@ -395,6 +403,7 @@ std::vector<LeasedRun> Cluster::lease(const std::string& node_id, int max_runs) 
     r.node_id = node_id;
     run.past_holders.insert(node_id);
     node.held_runs.insert(r.run_id);
+    node.last_busy = clock_->now();
     save(r);
     LeaseRecord lease{r.run_id, r.epoch, node_id, now};
     changes_.push_back([lease](Store& store) { return store.put_lease(lease); });
@@ -656,6 +665,7 @@ SweepOutcome Cluster::sweep() {
       }
     }
   }
+  tell_idle_nodes_to_leave();
   return outcome;
 }
 
@@ -719,29 +729,54 @@ nlohmann::json Cluster::list_runs(const RunFilter& filter) const {
 nlohmann::json Cluster::compute_status(const std::string& compute_name) const {
   nlohmann::json counts = nlohmann::json::object();
   for (const auto& state : kNodeStates) counts[state] = 0;
-  int count = 0;
   nlohmann::json vm_size = nullptr, vm_priority = nullptr;
   for (const auto& [id, node] : nodes_) {
     const NodeRecord& n = node.record;
     if (n.compute_name != compute_name) continue;
-    ++count;
-    std::string state = n.lost ? "unusable" : n.state;
+    std::string state = n.lost ? "unusable" : node.told_to_leave ? "leaving" : n.state;
     counts[state] = counts.value(state, 0) + 1;
     if (vm_size.is_null() && n.labels.contains("vm_size")) vm_size = n.labels["vm_size"];
     if (vm_priority.is_null() && n.labels.contains("vm_priority")) {
       vm_priority = n.labels["vm_priority"];
     }
   }
+  ComputeScale scale = scale_of(compute_name);
+  const ComputeRecord* record = compute_record(compute_name);
+  bool cluster = record && record->kind == kComputeKindAmlCompute;
+  int all = 0;
+  for (const auto& [state, count] : counts.items()) all += count.get<int>();
   std::size_t queued = 0;
   if (auto queue = queues_.find(compute_name); queue != queues_.end())
     queued = queue->second.size();
-  nlohmann::json status = {{"name", compute_name},         {"current_node_count", count},
-                           {"target_node_count", count},   {"node_state_counts", counts},
-                           {"allocation_state", "Steady"}, {"vm_size", vm_size},
-                           {"vm_priority", vm_priority},   {"queued_run_count", queued}};
-  if (const ComputeRecord* record = compute_record(compute_name)) {
+  nlohmann::json status = {
+      {"name", compute_name},
+      {"current_node_count", all},
+      {"target_node_count", cluster ? scale.target : all},
+      {"node_state_counts", counts},
+      {"allocation_state", cluster && scale.target != scale.current ? "Resizing" : "Steady"},
+      {"vm_size", vm_size},
+      {"vm_priority", vm_priority},
+      {"queued_run_count", queued},
+      {"provisioning_state", nullptr},
+      {"scale_settings", nullptr},
+      {"errors", nullptr},
+      {"creation_time", nullptr}};
+  if (record) {
     status["kind"] = record->kind;
     status["settings"] = record->settings;
+    status["provisioning_state"] = "Succeeded";
+    status["creation_time"] = utc_or_null(record->created_at);
+    auto errors = scale_errors_.find(compute_name);
+    status["errors"] = errors == scale_errors_.end() ? nlohmann::json::array() : errors->second;
+    if (cluster) {
+      const auto& s = record->settings;
+      status["vm_size"] = s["vm_size"];
+      status["vm_priority"] = s["vm_priority"];
+      status["scale_settings"] = {
+          {"minimum_node_count", s["min_nodes"]},
+          {"maximum_node_count", s["max_nodes"]},
+          {"idle_seconds_before_scaledown", s["idle_seconds_before_scaledown"]}};
+    }
   }
   return status;
 }

@@ -90,12 +90,23 @@ struct SubmitRequest {
   std::string batch_pool_id = {};
 };
 
-// An Azure Batch pool attached as a compute (amlnode compute attach-batch).
-struct BatchComputeRequest {
+// A compute's record as a user asks for it (PUT /v1/computes/{name}, compute_bodies.h): its kind
+// and its settings, checked and with the SDK's defaults applied.
+struct ComputeRequest {
   std::string name;
-  std::string pool_id;
-  std::string account_name;  // "": the compute's name
+  std::string kind;
+  nlohmann::json settings = nlohmann::json::object();
 };
+
+// `amlnode compute update` (AmlCompute.update): the scale settings to change.
+struct ScaleUpdate {
+  std::optional<std::int64_t> min_nodes;
+  std::optional<std::int64_t> max_nodes;
+  std::optional<std::int64_t> idle_seconds_before_scaledown;
+};
+
+// A cluster is deleted, an attached compute detached (the SDK has one for each).
+enum class ComputeRemoval { Delete, Detach };
 
 struct StatusReport {
   spec::RunStatus status = spec::RunStatus::Running;
@@ -104,6 +115,16 @@ struct StatusReport {
   nlohmann::json timings = nlohmann::json::object();  // merged into the run's timings
   // With a terminal status: {stream: {"bytes", "why"}} of what the node did not deliver.
   nlohmann::json dropped_logs = nullptr;
+};
+
+// A cluster's size as the control plane sees it (cluster_scaling.cc): its usable nodes, how many
+// it wants within min_nodes..max_nodes, and the nodes a scale-down told to leave.
+struct ComputeScale {
+  int current = 0;  // nodes of the compute that are not lost
+  int target = 0;
+  int busy = 0;          // nodes holding a run
+  int queued_nodes = 0;  // nodes the queued runs need (a gang's node_count each)
+  std::vector<std::string> leaving;
 };
 
 // What a lost-node sweep changed that others wait on.
@@ -151,6 +172,8 @@ class Cluster {
     // it holds a share of a live run across nodes, so that a share that failed elsewhere is
     // stopped here within about that much (the stop rides on the heartbeat's answer).
     std::chrono::seconds interval{5};
+    // The node said it leaves for good and held nothing: it is removed (remove_node).
+    bool removed = false;
   };
   static constexpr std::chrono::seconds kShareHeartbeatInterval{1};
   HeartbeatOutcome heartbeat(const std::string& node_id, const HeartbeatReport& report);
@@ -238,17 +261,21 @@ class Cluster {
   // tasks only (400 otherwise, naming the compute).
   Result<RunRecord> submit_run(const SubmitRequest& request);
 
-  // Attached computes (cluster_computes.cc). Attaching a Batch pool makes its record, or finds
-  // the same one (created false); the name taken by another kind or pool is 409.
-  struct Attached {
+  // Computes with a record (cluster_computes.cc): AmlCompute clusters (`compute create`) and
+  // attached Batch pools (`compute attach-batch`). Putting one makes its record, or finds the
+  // same one (created false); the name taken with another kind or other settings is 409.
+  struct PutCompute {
     ComputeRecord record;
     bool created = false;
   };
-  Result<Attached> attach_batch_compute(const BatchComputeRequest& request);
-  // Forgets the record; the pool, its nodes and their registrations are untouched, as detach()
-  // leaves the resource in the SDK. 409 while the compute has a queued or running run, 404 for a
-  // compute without a record.
-  Result<void> detach_compute(const std::string& name);
+  Result<PutCompute> put_compute(const ComputeRequest& request);
+  // A cluster's scale settings (404 unknown, 400 for an attached compute or min above max).
+  Result<ComputeRecord> update_compute(const std::string& name, const ScaleUpdate& update);
+  // Delete: a cluster, refused (409) while nodes are in it. Detach: an attached compute's record
+  // only; the pool, its nodes and their registrations are untouched, as detach() leaves the
+  // resource in the SDK. Either is refused (409) while the compute has a queued or running run,
+  // and for the other kind (400); 404 for a compute without a record.
+  Result<void> remove_compute(const std::string& name, ComputeRemoval how);
   const ComputeRecord* compute_record(const std::string& name) const;
   nlohmann::json list_computes() const;
   static nlohmann::json compute_json(const ComputeRecord& compute);
@@ -290,7 +317,19 @@ class Cluster {
     std::size_t limit = 100;
   };
   nlohmann::json list_runs(const RunFilter& filter) const;
+  // AmlCompute's get_status(): the node counts, the allocation state, the scale settings and the
+  // errors of the last scale hook call (set_scale_errors).
   nlohmann::json compute_status(const std::string& compute_name) const;
+  // Scaling (cluster_scaling.cc). A cluster's target_node_count counts the nodes holding runs, the
+  // nodes the queued runs need and the idle nodes still within idle_seconds_before_scaledown,
+  // within min_nodes..max_nodes. The sweep tells idle nodes past it to leave while the count is
+  // above that.
+  ComputeScale scale_of(const std::string& compute_name) const;
+  // The clusters (kind amlcompute) by name.
+  std::vector<std::string> clusters() const;
+  // What the scale hook said last for the compute: [] after a success, else [{"code",
+  // "message"}] (in memory).
+  void set_scale_errors(const std::string& compute_name, nlohmann::json errors);
   static nlohmann::json run_json(const RunRecord& run);
   // run_json, and for a run across nodes its shares, and why a queued one is waiting.
   nlohmann::json run_view(const RunRecord& run) const;
@@ -313,6 +352,11 @@ class Cluster {
     // such gangs to the queue.
     std::set<std::string> pending_shares;
     int rendezvous_port = 6105;
+    // When it last held a run (or registered, or this server started): its idle time counts from
+    // here. In memory only.
+    std::chrono::system_clock::time_point last_busy{};
+    // A scale-down chose it (cluster_scaling.cc): its heartbeats get the leave command.
+    bool told_to_leave = false;
   };
   struct RunState {
     RunRecord record;
@@ -341,7 +385,7 @@ class Cluster {
   static bool holds(const RunRecord& run, const std::string& node_id);
   static std::optional<int> share_rank(const RunRecord& run, const std::string& node_id);
   static std::vector<std::string> holders(const RunRecord& run);
-  bool usable(const NodeRecord& node) const;
+  bool usable(const NodeState& node) const;
   int usable_nodes(const std::string& compute_name) const;
   std::vector<std::string> gang_nodes(const RunState& run, const std::string& asker) const;
   LeasedRun place_gang(RunState& run, const std::vector<std::string>& nodes);
@@ -352,6 +396,8 @@ class Cluster {
 
   Millis now_millis() const;
   Result<void> batch_refusal(const SubmitRequest& request) const;
+  void tell_idle_nodes_to_leave();
+  bool counts_toward(const NodeState& node, const std::string& compute_name) const;
   Result<RegisteredNode> registered_again(const RegistrationTokenRecord& token,
                                           const NodeRegistration& registration) const;
   void save(const NodeRecord& node);
@@ -374,6 +420,7 @@ class Cluster {
   std::unordered_map<std::string, std::string> node_by_token_hash_;
   std::unordered_map<std::string, RegistrationTokenRecord> registration_tokens_;
   std::map<std::string, ComputeRecord> computes_;  // by name
+  std::map<std::string, nlohmann::json> scale_errors_;
   std::unordered_map<std::string, RunState> runs_;
   // Per compute name, queued runs by queue_seq: FIFO, and a requeued run keeps its place.
   std::map<std::string, std::map<std::int64_t, std::string>> queues_;

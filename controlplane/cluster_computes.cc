@@ -26,31 +26,77 @@ nlohmann::json Cluster::list_computes() const {
   return {{"computes", list}};
 }
 
-Result<Cluster::Attached> Cluster::attach_batch_compute(const BatchComputeRequest& request) {
-  nlohmann::json settings = {
-      {"pool_id", request.pool_id},
-      {"account_name", request.account_name.empty() ? request.name : request.account_name}};
+Result<Cluster::PutCompute> Cluster::put_compute(const ComputeRequest& request) {
   if (const ComputeRecord* existing = compute_record(request.name)) {
-    if (existing->kind == kComputeKindBatch && existing->settings == settings)
-      return Attached{*existing, false};
-    return Error{kConflict, "compute " + request.name + " is attached already, as " +
-                                existing->kind + " " + existing->settings.dump() +
-                                "; detach it first (amlnode compute detach " + request.name + ")"};
+    if (existing->kind == request.kind && existing->settings == request.settings)
+      return PutCompute{*existing, false};
+    std::string how = existing->kind == kComputeKindBatch
+                          ? "detach it first (amlnode compute detach " + request.name + ")"
+                          : "change its scale settings with amlnode compute update, or delete it";
+    return Error{kConflict, "compute " + request.name + " exists already, as " + existing->kind +
+                                " " + existing->settings.dump() + "; " + how};
   }
-  ComputeRecord record{request.name, kComputeKindBatch, settings, now_millis()};
+  // A pool takes Batch tasks only: runs submitted to the name before it was a pool could not run.
+  if (request.kind == kComputeKindBatch) {
+    for (const auto& [id, run] : runs_) {
+      if (run.record.compute_name == request.name && !spec::is_terminal(run.record.status))
+        return Error{kConflict, "compute " + request.name + " has run " + id + " " +
+                                    spec::to_string(run.record.status) +
+                                    "; attach the pool once it has none"};
+    }
+  }
+  ComputeRecord record{request.name, request.kind, request.settings, now_millis()};
   computes_[record.name] = record;
   changes_.push_back([record](Store& store) { return store.put_compute(record); });
-  return Attached{record, true};
+  return PutCompute{record, true};
 }
 
-Result<void> Cluster::detach_compute(const std::string& name) {
-  if (!compute_record(name)) return Error{kNotFound, "compute " + name + " is not attached"};
+Result<ComputeRecord> Cluster::update_compute(const std::string& name, const ScaleUpdate& update) {
+  auto found = computes_.find(name);
+  if (found == computes_.end()) return Error{kNotFound, "compute " + name + " does not exist"};
+  ComputeRecord& record = found->second;
+  if (record.kind != kComputeKindAmlCompute)
+    return Error{kInvalidRequest, "compute " + name + " is attached (" + record.kind +
+                                      "): it has no scale settings of amlnode's"};
+  nlohmann::json settings = record.settings;
+  if (update.min_nodes) settings["min_nodes"] = *update.min_nodes;
+  if (update.max_nodes) settings["max_nodes"] = *update.max_nodes;
+  if (update.idle_seconds_before_scaledown)
+    settings["idle_seconds_before_scaledown"] = *update.idle_seconds_before_scaledown;
+  if (settings.value("min_nodes", 0) > settings.value("max_nodes", 0))
+    return Error{kInvalidRequest, "min_nodes: " + settings["min_nodes"].dump() +
+                                      " is above max_nodes (" + settings["max_nodes"].dump() + ")"};
+  record.settings = std::move(settings);
+  changes_.push_back([record](Store& store) { return store.put_compute(record); });
+  return record;
+}
+
+Result<void> Cluster::remove_compute(const std::string& name, ComputeRemoval how) {
+  const ComputeRecord* compute = compute_record(name);
+  if (!compute) return Error{kNotFound, "compute " + name + " does not exist"};
+  bool attached = compute->kind != kComputeKindAmlCompute;
+  if (how == ComputeRemoval::Detach && !attached)
+    return Error{kInvalidRequest, "compute " + name +
+                                      " is a cluster: delete it (amlnode compute delete); detach "
+                                      "is for attached computes"};
+  if (how == ComputeRemoval::Delete && attached)
+    return Error{kInvalidRequest, "compute " + name + " is attached (" + compute->kind +
+                                      "): detach it (amlnode compute detach), which leaves it as "
+                                      "it is; amlnode never deletes what it did not create"};
   for (const auto& [id, run] : runs_) {
     const RunRecord& r = run.record;
     if (r.compute_name == name && !spec::is_terminal(r.status))
       return Error{kConflict, "compute " + name + " has run " + r.run_id + " " +
-                                  spec::to_string(r.status) +
-                                  "; cancel it or let it end before detaching"};
+                                  spec::to_string(r.status) + "; cancel it or let it end first"};
+  }
+  if (how == ComputeRemoval::Delete) {
+    std::string members;
+    for (const auto& [id, node] : nodes_)
+      if (node.record.compute_name == name) members += (members.empty() ? "" : ", ") + id;
+    if (!members.empty())
+      return Error{kConflict, "compute " + name + " has nodes (" + members +
+                                  "); they leave it first (amlnode detach, or drain and remove "
+                                  "them: DELETE /v1/nodes/{id})"};
   }
   computes_.erase(name);
   changes_.push_back([name](Store& store) { return store.delete_compute(name); });

@@ -65,15 +65,16 @@ std::vector<std::string> Cluster::holders(const RunRecord& run) {
   return {run.node_id};
 }
 
-bool Cluster::usable(const NodeRecord& node) const {
-  return !node.lost && !node.draining && node.state != "unusable" && node.state != "leaving" &&
-         node.state != "preempted";
+bool Cluster::usable(const NodeState& state) const {
+  const NodeRecord& node = state.record;
+  return !node.lost && !node.draining && !state.told_to_leave && node.state != "unusable" &&
+         node.state != "leaving" && node.state != "preempted";
 }
 
 int Cluster::usable_nodes(const std::string& compute_name) const {
   int count = 0;
   for (const auto& [id, node] : nodes_) {
-    if (node.record.compute_name == compute_name && usable(node.record)) ++count;
+    if (node.record.compute_name == compute_name && usable(node)) ++count;
   }
   return count;
 }
@@ -83,7 +84,7 @@ int Cluster::usable_nodes(const std::string& compute_name) const {
 std::vector<std::string> Cluster::gang_nodes(const RunState& run, const std::string& asker) const {
   auto free = [&](const std::string& id) {
     const NodeState& node = nodes_.at(id);
-    return node.record.compute_name == run.record.compute_name && usable(node.record) &&
+    return node.record.compute_name == run.record.compute_name && usable(node) &&
            node.held_runs.empty() && may_lease(run, id);
   };
   if (!free(asker)) return {};

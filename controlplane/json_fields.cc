@@ -107,4 +107,12 @@ Result<std::optional<nlohmann::json>> object_field(const nlohmann::json& object,
   return std::optional<nlohmann::json>(*it);
 }
 
+Error invalid_request(const std::string& message) {
+  return Error{"InvalidRequest", message};
+}
+
+std::string shown(const std::string& text) {
+  return "\"" + text.substr(0, 80) + "\"";
+}
+
 }  // namespace amlnode::controlplane

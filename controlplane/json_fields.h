@@ -32,6 +32,10 @@ Result<std::optional<nlohmann::json>> object_field(const nlohmann::json& object,
 
 // "missing" as an error for a required field.
 Error missing_field(std::string_view path);
+// A 400 InvalidRequest with `message`.
+Error invalid_request(const std::string& message);
+// What a client sent, quoted and cut to 80 bytes, for a message.
+std::string shown(const std::string& text);
 
 // Serializes `value`; invalid UTF-8 (say, in a message quoting what a client sent) becomes U+FFFD
 // instead of an exception.

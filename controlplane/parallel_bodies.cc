@@ -9,10 +9,6 @@ namespace amlnode::controlplane {
 
 namespace {
 
-Error invalid(const std::string& message) {
-  return Error{kInvalidRequest, message};
-}
-
 Result<int> node_rank_of(const nlohmann::json& body) {
   auto rank = integer_field(body, "node_rank", "node_rank", 0, wire::kMaxNodeCount - 1);
   if (!rank) return rank.error();
@@ -38,7 +34,8 @@ Result<parallel::TryError> try_error(const nlohmann::json& object, const std::st
 }
 
 Result<ParallelOutcome> outcome_of(const nlohmann::json& in, const std::string& path) {
-  if (!in.is_object()) return invalid(path + ": expected an object, got " + json_type_name(in));
+  if (!in.is_object())
+    return invalid_request(path + ": expected an object, got " + json_type_name(in));
   ParallelOutcome out;
   auto mini_batch = required_integer(in, "mini_batch", path + ".mini_batch", 0,
                                      static_cast<std::int64_t>(Cluster::kMaxParallelMiniBatches));
@@ -54,14 +51,16 @@ Result<ParallelOutcome> outcome_of(const nlohmann::json& in, const std::string& 
   auto rows_bytes = integer_field(in, "rows_bytes", path + ".rows_bytes", 0, INT64_MAX);
   if (!rows_bytes) return rows_bytes.error();
   auto ok = in.find("ok");
-  if (ok == in.end() || !ok->is_boolean()) return invalid(path + ".ok: expected true or false");
+  if (ok == in.end() || !ok->is_boolean())
+    return invalid_request(path + ".ok: expected true or false");
   out.assignment = {static_cast<int>(*mini_batch), static_cast<int>(*attempt),
                     static_cast<std::uint64_t>(*ticket)};
   out.ok = ok->get<bool>();
   out.items = items->value_or(0);
   out.rows = rows->value_or(0);
   out.rows_bytes = static_cast<std::uint64_t>(rows_bytes->value_or(0));
-  if (!out.ok && out.rows_bytes > 0) return invalid(path + ".rows_bytes: a failed try has no rows");
+  if (!out.ok && out.rows_bytes > 0)
+    return invalid_request(path + ".rows_bytes: a failed try has no rows");
   if (!out.ok) {
     auto error = try_error(in, path);
     if (!error) return error.error();
@@ -84,16 +83,18 @@ Result<ParallelOpen> parse_parallel_open(std::string_view text) {
   if (!*digest) return missing_field("digest");
   open.plan.digest = **digest;
   auto items = body->find("items");
-  if (items == body->end() || !items->is_array()) return invalid("items: expected an array");
+  if (items == body->end() || !items->is_array())
+    return invalid_request("items: expected an array");
   if (items->size() > Cluster::kMaxParallelMiniBatches)
-    return invalid("items: more than " + std::to_string(Cluster::kMaxParallelMiniBatches) +
-                   " mini-batches");
+    return invalid_request("items: more than " + std::to_string(Cluster::kMaxParallelMiniBatches) +
+                           " mini-batches");
   open.plan.items.reserve(items->size());
   for (std::size_t i = 0; i < items->size(); ++i) {
     const auto& item = (*items)[i];
     if (!item.is_number_integer() || item.get<std::int64_t>() < 0 ||
         item.get<std::int64_t>() > kMaxParallelCount)
-      return invalid("items[" + std::to_string(i) + "]: expected a count, got " + item.dump());
+      return invalid_request("items[" + std::to_string(i) + "]: expected a count, got " +
+                             item.dump());
     open.plan.items.push_back(item.get<std::int64_t>());
   }
   auto max_try = required_integer(*body, "run_max_try", "run_max_try", 1, 1000);
@@ -110,7 +111,7 @@ Result<ParallelOpen> parse_parallel_open(std::string_view text) {
   if (!workers) return workers.error();
   auto missing_rows = body->find("count_missing_rows");
   if (missing_rows == body->end() || !missing_rows->is_boolean())
-    return invalid("count_missing_rows: expected true or false");
+    return invalid_request("count_missing_rows: expected true or false");
   open.plan.rules = {static_cast<int>(*max_try), *threshold, *failed_count, **percent,
                      missing_rows->get<bool>()};
   open.plan.workers_per_node = static_cast<int>(*workers);
@@ -120,8 +121,8 @@ Result<ParallelOpen> parse_parallel_open(std::string_view text) {
 Result<ParallelExchangeBody> parse_parallel_exchange(std::string_view text, double max_wait) {
   auto newline = text.find('\n');
   if ((newline == std::string_view::npos ? text.size() : newline) > kMaxParallelJsonLine)
-    return invalid("the JSON line is longer than " + std::to_string(kMaxParallelJsonLine) +
-                   " bytes: send fewer outcomes at a time");
+    return invalid_request("the JSON line is longer than " + std::to_string(kMaxParallelJsonLine) +
+                           " bytes: send fewer outcomes at a time");
   std::string_view head = text.substr(0, newline);
   std::string_view rest = newline == std::string_view::npos ? "" : text.substr(newline + 1);
   auto body = parse_json_object(head);
@@ -160,41 +161,41 @@ Result<ParallelExchangeBody> parse_parallel_exchange(std::string_view text, doub
   auto held = body->find("held");
   if (held != body->end() && !held->is_null()) {
     if (!held->is_array() || held->size() > kMaxParallelHeld)
-      return invalid("held: expected an array of at most " + std::to_string(kMaxParallelHeld) +
-                     " tickets");
+      return invalid_request("held: expected an array of at most " +
+                             std::to_string(kMaxParallelHeld) + " tickets");
     for (const auto& ticket : *held) {
       if (!ticket.is_number_unsigned())
-        return invalid("held: expected tickets, got " + ticket.dump());
+        return invalid_request("held: expected tickets, got " + ticket.dump());
       out.exchange.held.push_back(ticket.get<std::uint64_t>());
     }
   }
   auto outcomes = body->find("outcomes");
   if (outcomes != body->end() && !outcomes->is_null()) {
     if (!outcomes->is_array() || outcomes->size() > kMaxParallelOutcomes)
-      return invalid("outcomes: expected an array of at most " +
-                     std::to_string(kMaxParallelOutcomes) + " outcomes");
+      return invalid_request("outcomes: expected an array of at most " +
+                             std::to_string(kMaxParallelOutcomes) + " outcomes");
     std::size_t at = 0;
     std::set<std::uint64_t> tickets;
     for (std::size_t i = 0; i < outcomes->size(); ++i) {
       auto outcome = outcome_of((*outcomes)[i], "outcomes[" + std::to_string(i) + "]");
       if (!outcome) return outcome.error();
       if (!tickets.insert(outcome->assignment.ticket).second)
-        return invalid("outcomes[" + std::to_string(i) +
-                       "].ticket: " + std::to_string(outcome->assignment.ticket) +
-                       " is reported twice in one exchange");
+        return invalid_request("outcomes[" + std::to_string(i) +
+                               "].ticket: " + std::to_string(outcome->assignment.ticket) +
+                               " is reported twice in one exchange");
       if (outcome->rows_bytes > rest.size() - at)
-        return invalid("outcomes[" + std::to_string(i) + "].rows_bytes: " +
-                       std::to_string(outcome->rows_bytes) + " bytes of rows, but only " +
-                       std::to_string(rest.size() - at) + " follow the JSON line");
+        return invalid_request("outcomes[" + std::to_string(i) + "].rows_bytes: " +
+                               std::to_string(outcome->rows_bytes) + " bytes of rows, but only " +
+                               std::to_string(rest.size() - at) + " follow the JSON line");
       out.rows.push_back(rest.substr(at, outcome->rows_bytes));
       at += outcome->rows_bytes;
       out.exchange.outcomes.push_back(std::move(*outcome));
     }
     if (at != rest.size())
-      return invalid(std::to_string(rest.size() - at) +
-                     " bytes after the rows the outcomes account for");
+      return invalid_request(std::to_string(rest.size() - at) +
+                             " bytes after the rows the outcomes account for");
   } else if (!rest.empty()) {
-    return invalid("rows follow the JSON line, but it has no outcomes");
+    return invalid_request("rows follow the JSON line, but it has no outcomes");
   }
   return out;
 }

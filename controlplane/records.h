@@ -41,6 +41,10 @@ struct NodeRecord {
 // `amlnode compute attach-batch` (settings: pool_id, account_name), which runs AzureBatchStep
 // tasks only.
 inline constexpr const char* kComputeKindBatch = "batch";
+// kind "amlcompute": a cluster made with `amlnode compute create` (settings: vm_size, vm_priority,
+// min_nodes, max_nodes, idle_seconds_before_scaledown, description), as AmlCompute's
+// provisioning_configuration describes one.
+inline constexpr const char* kComputeKindAmlCompute = "amlcompute";
 struct ComputeRecord {
   std::string name;
   std::string kind;

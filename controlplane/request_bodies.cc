@@ -29,27 +29,19 @@ constexpr std::size_t kMaxLabels = 64;
 constexpr std::size_t kMinRegistrationKey = 32;
 constexpr std::size_t kMaxRegistrationKey = 128;
 
-Error invalid(const std::string& message) {
-  return Error{kInvalidRequest, message};
-}
-
-// What a client sent, shortened for a message.
-std::string shown(const std::string& text) {
-  return "\"" + text.substr(0, 80) + "\"";
-}
-
 Result<std::vector<std::string>> parse_ips(const nlohmann::json& body) {
   std::vector<std::string> ips;
   auto found = body.find("ips");
   if (found == body.end() || found->is_null()) return ips;
   if (!found->is_array() || found->size() > kMaxIps) {
-    return invalid("ips: expected a list of at most 64 addresses, got " + json_type_name(*found));
+    return invalid_request("ips: expected a list of at most 64 addresses, got " +
+                           json_type_name(*found));
   }
   for (std::size_t i = 0; i < found->size(); ++i) {
     const auto& ip = (*found)[i];
     if (!ip.is_string() || ip.get<std::string>().size() > 64) {
-      return invalid("ips[" + std::to_string(i) + "]: expected an address, got " +
-                     json_type_name(ip));
+      return invalid_request("ips[" + std::to_string(i) + "]: expected an address, got " +
+                             json_type_name(ip));
     }
     ips.push_back(ip.get<std::string>());
   }
@@ -60,18 +52,20 @@ Result<nlohmann::json> parse_labels(const nlohmann::json& body) {
   auto labels = object_field(body, "labels", "labels");
   if (!labels) return labels.error();
   if (!*labels) return nlohmann::json::object();
-  if ((*labels)->size() > kMaxLabels) return invalid("labels: at most 64 labels");
+  if ((*labels)->size() > kMaxLabels) return invalid_request("labels: at most 64 labels");
   for (const auto& [key, value] : (*labels)->items()) {
     if (!value.is_string() || key.size() > 256 || value.get<std::string>().size() > 1024) {
-      return invalid("labels." + key.substr(0, 64) +
-                     ": expected a string of at most 1024 bytes, got " + json_type_name(value));
+      return invalid_request("labels." + key.substr(0, 64) +
+                             ": expected a string of at most 1024 bytes, got " +
+                             json_type_name(value));
     }
   }
   return **labels;
 }
 
 Result<ReportedRun> parse_reported_run(const nlohmann::json& item, const std::string& path) {
-  if (!item.is_object()) return invalid(path + ": expected an object, got " + json_type_name(item));
+  if (!item.is_object())
+    return invalid_request(path + ": expected an object, got " + json_type_name(item));
   auto id = string_field(item, "run_id", path + ".run_id", 512);
   if (!id) return id.error();
   if (!*id) return missing_field(path + ".run_id");
@@ -88,9 +82,9 @@ Result<std::string> required_name(const nlohmann::json& body, const char* field,
   if (!value) return value.error();
   if (!*value) return missing_field(field);
   if (!is_valid_name(**value, max_length)) {
-    return invalid(std::string(field) + ": expected 1-" + std::to_string(max_length) +
-                   " letters, digits, '_' or '-' starting with a letter or digit, got " +
-                   shown(**value));
+    return invalid_request(std::string(field) + ": expected 1-" + std::to_string(max_length) +
+                           " letters, digits, '_' or '-' starting with a letter or digit, got " +
+                           shown(**value));
   }
   return **value;
 }
@@ -103,8 +97,9 @@ Result<std::string> parse_registration_key(const nlohmann::json& body) {
   bool valid = (*key)->size() >= kMinRegistrationKey;
   for (unsigned char c : **key) valid = valid && (std::isalnum(c) || c == '_' || c == '-');
   if (!valid) {
-    return invalid("registration_key: expected 32 to 128 letters, digits, '_' or '-', got " +
-                   std::to_string((*key)->size()) + " characters");
+    return invalid_request(
+        "registration_key: expected 32 to 128 letters, digits, '_' or '-', got " +
+        std::to_string((*key)->size()) + " characters");
   }
   return **key;
 }
@@ -160,17 +155,26 @@ Result<HeartbeatReport> parse_heartbeat(std::string_view text) {
   if (!state) return state.error();
   report.state = state->value_or("idle");
   if (std::find(kNodeStates.begin(), kNodeStates.end(), report.state) == kNodeStates.end()) {
-    return invalid(
+    return invalid_request(
         "state: expected idle, preparing, running, unusable, leaving or preempted, got " +
         shown(report.state));
   }
   auto reason = string_field(*body, "reason", "reason", kMaxShortText);
   if (!reason) return reason.error();
   report.reason = reason->value_or("");
+  if (auto deregister = body->find("deregister"); deregister != body->end()) {
+    if (!deregister->is_boolean())
+      return invalid_request("deregister: expected true or false, got " +
+                             json_type_name(*deregister));
+    report.deregister = deregister->get<bool>();
+    if (report.deregister && report.state != "leaving")
+      return invalid_request("deregister: only with state leaving, got " + shown(report.state));
+  }
   auto runs = body->find("runs");
   if (runs == body->end() || runs->is_null()) return report;
   if (!runs->is_array() || runs->size() > kMaxReportedRuns) {
-    return invalid("runs: expected a list of at most 1024 runs, got " + json_type_name(*runs));
+    return invalid_request("runs: expected a list of at most 1024 runs, got " +
+                           json_type_name(*runs));
   }
   for (std::size_t i = 0; i < runs->size(); ++i) {
     auto run = parse_reported_run((*runs)[i], "runs[" + std::to_string(i) + "]");
@@ -240,7 +244,7 @@ Result<LaunchUpdate> parse_launch_update(std::string_view text) {
   if (!*state_text) return missing_field("state");
   auto state = wire::launch_state_from_string(**state_text);
   if (!state || *state == wire::LaunchState::Pending)
-    return invalid("state: expected \"running\" or \"exited\", got " + shown(**state_text));
+    return invalid_request("state: expected \"running\" or \"exited\", got " + shown(**state_text));
   auto code = integer_field(*body, "exit_code", "exit_code", 0, 255);
   if (!code) return code.error();
   if (*state == wire::LaunchState::Exited && !*code) return missing_field("exit_code");
@@ -265,12 +269,13 @@ Result<nlohmann::json> parse_dropped_logs(const nlohmann::json& body) {
   if (!dropped) return dropped.error();
   if (!*dropped) return nlohmann::json(nullptr);
   if ((*dropped)->size() > kMaxDroppedStreams)
-    return invalid("dropped_logs: more than " + std::to_string(kMaxDroppedStreams) + " streams");
+    return invalid_request("dropped_logs: more than " + std::to_string(kMaxDroppedStreams) +
+                           " streams");
   nlohmann::json out = nlohmann::json::object();
   for (const auto& [stream, entry] : (*dropped)->items()) {
     std::string path = "dropped_logs[" + shown(stream) + "]";
-    if (stream.size() > kMaxStreamNameBytes) return invalid(path + ": not a stream name");
-    if (!entry.is_object()) return invalid(path + ": expected an object");
+    if (stream.size() > kMaxStreamNameBytes) return invalid_request(path + ": not a stream name");
+    if (!entry.is_object()) return invalid_request(path + ": expected an object");
     auto bytes = integer_field(entry, "bytes", path + ".bytes", 0, INT64_MAX);
     if (!bytes) return bytes.error();
     auto why = string_field(entry, "why", path + ".why", kMaxShortText);
@@ -297,7 +302,7 @@ Result<StatusUpdate> parse_status(std::string_view text) {
   bool reportable = status && (*status == RunStatus::Preparing || *status == RunStatus::Running ||
                                *status == RunStatus::Finalizing || spec::is_terminal(*status));
   if (!reportable) {
-    return invalid(
+    return invalid_request(
         "status: expected Preparing, Running, Finalizing, Completed, Failed or Canceled, got " +
         shown(**status_text));
   }
@@ -308,12 +313,12 @@ Result<StatusUpdate> parse_status(std::string_view text) {
   auto error = object_field(*body, "error", "error");
   if (!error) return error.error();
   if (*error && dump_json(**error).size() > 4 * kMaxShortText)
-    return invalid("error: larger than 16 KiB");
+    return invalid_request("error: larger than 16 KiB");
   if (*error) update.report.error = **error;
   auto timings = object_field(*body, "timings", "timings");
   if (!timings) return timings.error();
   if (*timings && dump_json(**timings).size() > kMaxShortText)
-    return invalid("timings: larger than 4 KiB");
+    return invalid_request("timings: larger than 4 KiB");
   if (*timings) update.report.timings = **timings;
   auto dropped = parse_dropped_logs(*body);
   if (!dropped) return dropped.error();
@@ -337,7 +342,7 @@ Result<SubmitRequest> parse_submit(std::string_view text, std::size_t max_job_te
   request.job_file_name = file_name->value_or("job.yml");
   const std::string& name = request.job_file_name;
   if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
-    return invalid("job.file_name: expected a file name, got " + shown(name));
+    return invalid_request("job.file_name: expected a file name, got " + shown(name));
   }
   auto experiment = required_name(*body, "experiment_name", kMaxExperimentName);
   if (!experiment) return experiment.error();
@@ -358,37 +363,6 @@ Result<SubmitRequest> parse_submit(std::string_view text, std::size_t max_job_te
     auto pool = string_field(**batch, "pool_id", "batch_task.pool_id", kMaxPoolId);
     if (!pool) return pool.error();
     request.batch_pool_id = pool->value_or("");
-  }
-  return request;
-}
-
-Result<BatchComputeRequest> parse_compute_attach(std::string_view text, const std::string& name) {
-  auto body = parse_json_object(text);
-  if (!body) return body.error();
-  if (!is_valid_name(name, kMaxComputeName))
-    return invalid("the compute name: expected 1-" + std::to_string(kMaxComputeName) +
-                   " letters, digits, '_' or '-' starting with a letter or digit, got " +
-                   shown(name));
-  auto kind = string_field(*body, "kind", "kind", 32);
-  if (!kind) return kind.error();
-  if (!*kind) return missing_field("kind");
-  if (**kind != kComputeKindBatch)
-    return invalid("kind: expected batch (an attached Azure Batch pool), got " + shown(**kind));
-  BatchComputeRequest request;
-  request.name = name;
-  auto pool = string_field(*body, "pool_id", "pool_id", kMaxPoolId);
-  if (!pool) return pool.error();
-  if (!*pool || (*pool)->empty()) return missing_field("pool_id");
-  if (!spec::is_batch_task_id(**pool))
-    return invalid("pool_id: expected 1-64 letters, digits, '-' or '_' (a Batch pool id), got " +
-                   shown(**pool));
-  request.pool_id = **pool;
-  auto account = string_field(*body, "account_name", "account_name", kMaxComputeName);
-  if (!account) return account.error();
-  request.account_name = account->value_or("");
-  for (const auto& key : body->items()) {
-    if (key.key() != "kind" && key.key() != "pool_id" && key.key() != "account_name")
-      return invalid(key.key() + ": unknown field (kind, pool_id, account_name)");
   }
   return request;
 }

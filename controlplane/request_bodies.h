@@ -73,8 +73,6 @@ Result<SubmitRequest> parse_submit(std::string_view body, std::size_t max_job_te
 
 // POST /v1/registration-tokens: the compute name, "" for a token any compute may use.
 Result<std::string> parse_registration_token_request(std::string_view body);
-// PUT /v1/computes/{name}: {"kind": "batch", "pool_id": P, "account_name": A (optional)}.
-Result<BatchComputeRequest> parse_compute_attach(std::string_view body, const std::string& name);
 // {"token": "..."}: the registration token a user asks about (amlnode attach waits on it).
 Result<std::string> parse_registration_token_lookup(std::string_view body);
 

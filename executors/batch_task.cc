@@ -34,7 +34,7 @@ std::optional<Error> batch_task_refusal(const spec::Job& job, const PlanContext&
     return std::nullopt;
   }
   const spec::BatchTask& task = *job.batch_task;
-  if (!context.compute_name.empty() && !pool_node)
+  if (context.leased && !pool_node)
     return refuse(
         "azure_batch_step: a Batch task runs on a compute attached as an Azure Batch "
         "pool (amlnode compute attach-batch), and compute " +
@@ -42,7 +42,7 @@ std::optional<Error> batch_task_refusal(const spec::Job& job, const PlanContext&
   if (pool_node && !task.pool_id.empty() && task.pool_id != context.batch_pool_id)
     return refuse("azure_batch_step.pool_id: the task asks for pool " + task.pool_id +
                   ", and compute " + context.compute_name + " is pool " + context.batch_pool_id);
-  bool local = context.compute_name.empty();
+  bool local = !context.leased;
   if (!context.agent_is_root && (task.run_task_as_admin || !local))
     return refuse(std::string("azure_batch_step") +
                   (task.run_task_as_admin ? ".run_task_as_admin: an admin task runs as root, "
@@ -52,6 +52,15 @@ std::optional<Error> batch_task_refusal(const spec::Job& job, const PlanContext&
                   "\"The agent on a pool node\")");
   if (context.batch_root_dir.empty())
     return refuse("azure_batch_step: this node has no Batch folder (batch.root_dir)");
+  // Staging by copy is done by the agent: it would hand the task what only root may read, and an
+  // upload folder the task could not write. A link to the data leaves the task its own rights.
+  for (const auto& input : job.inputs) {
+    if (input.mode == spec::InputMode::Mount) continue;
+    return refuse("inputs." + input.name + ".mode: a Batch task reads its inputs with its own " +
+                  "rights, through a link to them (mount, the default); " +
+                  spec::to_string(input.mode) +
+                  " is refused (write results to the step's outputs)");
+  }
   return std::nullopt;
 }
 
@@ -76,12 +85,15 @@ void place_batch_task(const spec::Job& job, const PlanContext& context, Plan& pl
   }
   plan.working_dir = batch.task_dir / "wd";
   plan.std_log = batch.task_dir / "stdout.txt";
-  // A file of the source folder runs from the task's working directory, as Batch's resource
-  // files do; any other name is looked up on PATH, a path is taken as it is.
+  // A relative path runs from the task's working directory, as Batch's resource files do, and so
+  // does a plain name that is a file of the source folder (not a link); any other name is looked
+  // up on PATH, an absolute path is taken as it is.
   std::string program = task.executable;
   std::error_code ec;
-  bool in_folder =
-      !fs::path(program).is_absolute() && fs::is_regular_file(job.source_directory / program, ec);
+  bool relative_path = !fs::path(program).is_absolute() && program.find('/') != std::string::npos;
+  bool in_folder = relative_path ||
+                   (!fs::path(program).is_absolute() &&
+                    fs::is_regular_file(fs::symlink_status(job.source_directory / program, ec)));
   if (in_folder) {
     batch.executable_file = plan.working_dir / fs::path(program).lexically_normal();
     program = batch.executable_file.string();

@@ -89,6 +89,8 @@ struct PlanContext {
   // ("" under amlnode run, which has no control plane), and when it is a Batch pool (kind
   // "batch"), the pool and account the control plane attached it with.
   std::string compute_name;
+  // Planned for a lease of a control plane (the daemon), not for amlnode run.
+  bool leased = false;
   std::string batch_pool_id;
   std::string batch_account_name;
   std::string batch_account_url;  // the control plane's URL: where this pool is managed

@@ -52,12 +52,11 @@ std::optional<std::string> unrunnable_executable(const std::string& executable,
   if (executable.empty()) return std::string("an executable is required");
   if (fs::path(executable).is_absolute()) return std::nullopt;
   if (executable.find('/') == std::string::npos) return std::nullopt;  // the folder, else PATH
-  // A relative path with a folder: a file of the source directory, as Batch's resource files.
+  // A relative path with a folder is relative to the task's working directory, as in Batch: it
+  // must stay in it. (Whether the file is there is the node's to find: a task may make it.)
   if (!is_contained_relative(executable))
-    return quote(executable) + " climbs out of the source directory";
-  std::error_code ec;
-  if (!fs::is_regular_file(source_dir / executable, ec))
-    return quote(executable) + " is not a file of the source directory " + source_dir.string();
+    return quote(executable) + " climbs out of the task's working directory";
+  (void)source_dir;
   return std::nullopt;
 }
 
@@ -197,6 +196,11 @@ void check_batch_job(const std::set<std::string, std::less<>>& given, Job& job,
     if (is_job_input(name))
       diagnostics.error(std::string(kStep) + ".outputs",
                         quote(name) + " is an input of the job too; give it another name");
+  }
+  for (const auto& [name, value] : job.environment_variables) {
+    if (name.starts_with("AZ_BATCH_"))
+      diagnostics.error("environment_variables." + name,
+                        "the AZ_BATCH_ names are Azure Batch's own, set for every task");
   }
   // The executable runs as the pool's node has it: no environment is built for it.
   job.environment.python.user_managed_dependencies = true;

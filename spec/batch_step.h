@@ -14,11 +14,10 @@
 
 namespace amlnode::spec::detail {
 
-// AzureBatchStep's parameters, each checked; an unknown one is an error. The four that only
-// describe a pool to create (create_pool, delete_batch_pool_after_finish, vm_size,
-// vm_image_urn) are refused when they ask for anything: the pool is attached, and amlnode
-// neither creates nor deletes it. `source_dir` is the settled source directory, against which a
-// relative executable is checked. nullopt when anything was wrong.
+// AzureBatchStep's parameters, each checked; an unknown one is an error. Of the four that only
+// describe a pool to create, create_pool and delete_batch_pool_after_finish are refused unless
+// false, and vm_size and vm_image_urn whenever given: the pool is attached, and amlnode neither
+// creates nor deletes it. nullopt when anything was wrong.
 std::optional<BatchTask> read_batch_step(const Field& field, Reader& reader,
                                          const std::filesystem::path& source_dir);
 

@@ -19,6 +19,7 @@ json heartbeat_body(const HeartbeatReport& report) {
   }
   json body = {{"state", report.state}, {"runs", runs}};
   if (!report.reason.empty()) body["reason"] = report.reason;
+  if (report.deregister) body["deregister"] = true;
   return body;
 }
 
@@ -35,6 +36,12 @@ json leased_run_json(const LeasedRun& run) {
               {"experiment_name", run.experiment_name},
               {"job", {{"text", run.job_text}, {"file_name", run.job_file_name}}}};
   if (run.node_count > 1) out["share"] = leased_share_json(run);
+  out.update(leased_compute_json(run));
+  return out;
+}
+
+json leased_compute_json(const LeasedRun& run) {
+  json out = json::object();
   if (!run.node_id.empty()) out["node_id"] = run.node_id;
   if (!run.compute_name.empty()) {
     json compute = {{"name", run.compute_name}};
@@ -131,10 +138,9 @@ Result<void> read_leased_share(const json& share_object, LeasedRun& run) {
   return ok();
 }
 
-namespace {
-
 // The optional node_id and compute of a lease; each field a string when it is there.
-Result<void> read_compute(const json& item, LeasedRun& run) {
+Result<void> read_leased_compute(const json& item, LeasedRun& run) {
+  if (!item.is_object()) return bad_answer("a leased run's compute fields are not an object");
   auto text = [](const json& object, const char* key, std::string& out) -> bool {
     auto found = object.find(key);
     if (found == object.end()) return true;
@@ -153,8 +159,6 @@ Result<void> read_compute(const json& item, LeasedRun& run) {
     return bad_answer("a leased run's compute has a field that is not a string");
   return ok();
 }
-
-}  // namespace
 
 Result<LeasedRun> leased_run_from_json(const json& item) {
   if (!item.is_object()) return bad_answer("a leased run is not an object");
@@ -183,7 +187,7 @@ Result<LeasedRun> leased_run_from_json(const json& item) {
   run.job_text = text->get<std::string>();
   run.job_file_name = file_name != job->end() ? file_name->get<std::string>() : "job.yml";
   if (auto share = read_share(item, run); !share.ok()) return share.error();
-  if (auto compute = read_compute(item, run); !compute.ok()) return compute.error();
+  if (auto compute = read_leased_compute(item, run); !compute.ok()) return compute.error();
   return run;
 }
 

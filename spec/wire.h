@@ -33,12 +33,19 @@ struct HeartbeatReport {
   std::string state;   // one of kNodeStates
   std::string reason;  // why, when unusable; "" otherwise
   std::vector<HeldRun> runs;
+  // With state "leaving": the node goes for good (told to leave by a scale-down, or an agent
+  // started with --ephemeral that has had its run). The control plane removes it once it holds
+  // nothing; its identity opens nothing afterwards.
+  bool deregister = false;
 };
 
 // The types of a heartbeat answer's commands.
 inline constexpr const char* kCommandCancel = "cancel";  // cancel run_id
 inline constexpr const char* kCommandStop = "stop";      // stop run_id here: its lease moved on
 inline constexpr const char* kCommandDrain = "drain";    // take no new runs
+// Take no new runs, then leave for good (a scale-down): drain, say `leaving` with deregister,
+// and exit 0 so that whatever runs the VM may delete it.
+inline constexpr const char* kCommandLeave = "leave";
 
 // One of a heartbeat answer's `commands`.
 struct Command {
@@ -94,6 +101,10 @@ std::optional<LaunchState> launch_state_from_string(const std::string& text);
 nlohmann::json heartbeat_body(const HeartbeatReport& report);
 nlohmann::json command_json(const Command& command);
 nlohmann::json leased_run_json(const LeasedRun& run);
+// A lease's node_id and compute, as leased_run_json writes them ({} when it has neither); the
+// agent keeps them with a held run. The reader takes them back from such an object.
+nlohmann::json leased_compute_json(const LeasedRun& run);
+Result<void> read_leased_compute(const nlohmann::json& item, LeasedRun& run);
 
 // The answers' readers. Errors are "BadAnswer", naming what is missing or of the wrong type.
 Result<LeasedRun> leased_run_from_json(const nlohmann::json& item);

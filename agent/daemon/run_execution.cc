@@ -1,5 +1,7 @@
 #include "agent/daemon/run_execution.h"
 
+#include <fcntl.h>
+
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -9,6 +11,7 @@
 #include "common/fs.h"
 #include "common/json.h"
 #include "executors/archive.h"
+#include "executors/batch_task.h"
 #include "executors/run_folder.h"
 #include "spec/load.h"
 
@@ -111,6 +114,7 @@ executors::PlanContext leased_plan_context(
     context.master_address = share.addresses.front();
     context.share = std::move(share);
   }
+  context.leased = true;
   context.compute_name = lease.compute_name;
   context.node_id = lease.node_id;
   if (!lease.compute_kind.empty()) context.compute_kind = lease.compute_kind;
@@ -285,12 +289,25 @@ Result<void> upload_run_outputs(const RunEnvironment& env, const NodeIdentity& n
                                 const LeasedRun& lease) {
   fs::path run_dir = executors::RunFolder::of(env.state_dir, lease.run_id).root;
   std::error_code ec;
-  if (!fs::is_directory(run_dir / "wd" / "outputs", ec)) return ok();  // never started
+  // The folder is opened without following a link on the way (the run may have put one where
+  // wd/outputs was), and packed through that descriptor, so that nothing the run does meanwhile
+  // leads the agent elsewhere. A Batch task's wd/ is in its own folder.
+  fs::path root = run_dir;
+  if (auto task = executors::read_batch_task_record(run_dir))
+    root = executors::batch_task_dir(batch_root_dir(env.config, env.state_dir), lease.run_id,
+                                     task->task_id);
+  auto opened = open_beneath(root, "wd/outputs", O_RDONLY | O_DIRECTORY);
+  if (!opened.ok()) {
+    if (opened.error().code == kLinkRefused)
+      SystemLog(run_dir, env.clock).line("outputs not uploaded: " + opened.error().message);
+    return ok();  // never started, or not a folder of the run's
+  }
+  fs::path outputs = "/proc/self/fd/" + std::to_string(opened->get());
   SystemLog log(run_dir, env.clock);
   fs::path archive = run_dir / "outputs.tar.gz";
-  bool empty = fs::is_empty(run_dir / "wd" / "outputs", ec) && !ec && empty_outputs_archive().ok();
+  bool empty = fs::is_empty(outputs, ec) && !ec && empty_outputs_archive().ok();
   auto packed = empty ? Result<executors::ArchiveStats>(empty_outputs_archive()->stats)
-                      : executors::pack_directory(run_dir / "wd" / "outputs", archive);
+                      : executors::pack_directory(outputs, archive);
   auto bytes = empty         ? Result<std::string>(empty_outputs_archive()->data)
                : packed.ok() ? read_file(archive, kMaxOutputsArchive)
                              : Result<std::string>(packed.error());

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS runs (
   shim_pid INTEGER,
   shim_start_time INTEGER,
   launching INTEGER NOT NULL DEFAULT 0,
-  share TEXT NOT NULL DEFAULT 'null'
+  share TEXT NOT NULL DEFAULT 'null',
+  compute TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS registration (
   singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
@@ -135,7 +136,9 @@ Result<void> add_missing_columns(sqlite3* db, const std::filesystem::path& file)
         Column{"SELECT state FROM log_cursors LIMIT 0",
                "ALTER TABLE log_cursors ADD COLUMN state TEXT"},
         Column{"SELECT share FROM runs LIMIT 0",
-               "ALTER TABLE runs ADD COLUMN share TEXT NOT NULL DEFAULT 'null'"}}) {
+               "ALTER TABLE runs ADD COLUMN share TEXT NOT NULL DEFAULT 'null'"},
+        Column{"SELECT compute FROM runs LIMIT 0",
+               "ALTER TABLE runs ADD COLUMN compute TEXT NOT NULL DEFAULT '{}'"}}) {
     Statement query;
     if (sqlite3_prepare_v2(db, column.probe, -1, &query.stmt, nullptr) == SQLITE_OK) continue;
     char* message = nullptr;
@@ -258,17 +261,18 @@ class SqliteStateStore final : public StateStore {
   Result<void> save_run(const HeldRunRecord& run) override {
     return write_run(run, /*synced=*/false,
                      "INSERT INTO runs (run_id, epoch, experiment_name, job_text, job_file_name, "
-                     "status, shim_pid, shim_start_time, share) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                     "status, shim_pid, shim_start_time, share, compute) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                      "ON CONFLICT(run_id) DO UPDATE SET epoch = ?2, experiment_name = ?3, "
                      "job_text = ?4, job_file_name = ?5, status = ?6, shim_pid = ?7, "
-                     "shim_start_time = ?8, share = ?9");
+                     "shim_start_time = ?8, share = ?9, compute = ?10");
   }
 
   Result<void> mark_launching(const HeldRunRecord& run) override {
     return write_run(run, /*synced=*/true,
                      "INSERT INTO runs (run_id, epoch, experiment_name, job_text, job_file_name, "
-                     "status, shim_pid, shim_start_time, share, launching) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
+                     "status, shim_pid, shim_start_time, share, compute, launching) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
                      "ON CONFLICT(run_id) DO UPDATE SET launching = 1");
   }
 
@@ -292,6 +296,9 @@ class SqliteStateStore final : public StateStore {
     // A run across nodes: its share of the lease (node rank, nodes, master port).
     std::string share = wire::leased_share_json(run.lease).dump();
     sqlite3_bind_text(insert.stmt, 9, share.c_str(), -1, SQLITE_TRANSIENT);
+    // The node id and the compute the lease named (a Batch pool's pool and account).
+    std::string compute = wire::leased_compute_json(run.lease).dump();
+    sqlite3_bind_text(insert.stmt, 10, compute.c_str(), -1, SQLITE_TRANSIENT);
     if (sqlite3_step(insert.stmt) != SQLITE_DONE)
       return store_error(db_, "storing run " + run.lease.run_id);
     return ok();
@@ -303,7 +310,8 @@ class SqliteStateStore final : public StateStore {
     if (sqlite3_prepare_v2(
             db_,
             "SELECT runs.run_id, epoch, experiment_name, job_text, job_file_name, status, "
-            "shim_pid, shim_start_time, container_id, launching, share FROM runs LEFT JOIN "
+            "shim_pid, shim_start_time, container_id, launching, share, compute FROM runs "
+            "LEFT JOIN "
             "run_containers "
             "ON runs.run_id = run_containers.run_id ORDER BY runs.run_id",
             -1, &query.stmt, nullptr) != SQLITE_OK) {
@@ -330,6 +338,10 @@ class SqliteStateStore final : public StateStore {
       LeasedRun shared = run.lease;
       if (wire::read_leased_share(parse_untrusted_json(column_text(query.stmt, 10)), shared).ok())
         run.lease = std::move(shared);
+      LeasedRun with_compute = run.lease;
+      if (wire::read_leased_compute(parse_untrusted_json(column_text(query.stmt, 11)), with_compute)
+              .ok())
+        run.lease = std::move(with_compute);
       runs.push_back(std::move(run));
     }
     if (step != SQLITE_DONE) return store_error(db_, "reading the held runs");

@@ -52,7 +52,7 @@ struct BatchWorkspace {
 
   fs::path job(const std::string& step_extra, const std::string& arguments = "[]") const {
     return dir.write("project/job.yml",
-                     "inputs:\n  raw: {path: data, mode: download}\n"
+                     "inputs:\n  raw: {path: data}\n"
                      "environment_variables: {TASK_EXIT: '" +
                          exit_code +
                          "'}\n"
@@ -173,8 +173,9 @@ TEST_CASE("a Batch task sees AZ_BATCH_* and gets its arguments as written, not u
                                 "AZ_BATCH_NODE_IS_DEDICATED=true"}) {
     CHECK_THAT(out, Catch::Contains(line + "\n"));
   }
-  // The input was downloaded into the task's folder, readable by the task.
+  // The input is linked into the task's folder, read with the task's own rights.
   CHECK(test::slurp(task / "inputs" / "raw" / "input.txt") == "words\n");
+  CHECK(fs::is_symlink(task / "inputs" / "raw"));
 }
 
 TEST_CASE("a Batch task's exit code fails the run unless is_positive_exit_code_failure is false",
@@ -216,4 +217,18 @@ TEST_CASE("a Batch root the task user cannot reach is refused, naming batch.root
   CHECK(result.exit_code == 125);
   CHECK_THAT(result.err, Catch::Contains("the task user cannot reach"));
   CHECK_THAT(result.err, Catch::Contains("batch.root_dir"));
+}
+
+TEST_CASE("a Batch task's inputs are links: a copy by the agent is refused, naming the input",
+          "[batch][agent]") {
+  BatchWorkspace ws;
+  auto job = ws.dir.write("project/job.yml",
+                          "inputs:\n  raw: {path: data, mode: download}\n"
+                          "azure_batch_step:\n  name: word-count\n  source_directory: task\n"
+                          "  executable: task.sh\n");
+  auto result = ws.run(job);
+  INFO(result.out << result.err);
+  CHECK(result.exit_code == 125);
+  CHECK_THAT(result.err, Catch::Contains("inputs.raw.mode: a Batch task reads its inputs with its "
+                                         "own rights"));
 }

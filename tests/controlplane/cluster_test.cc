@@ -592,19 +592,27 @@ TEST_CASE("a node holding a share of a live run across nodes heartbeats every se
   CHECK(f.cluster.heartbeat(b, HeartbeatReport{"idle", "", {}}).interval == policy);
 }
 
+namespace {
+
+ComputeRequest pool(const std::string& pool_id) {
+  return {"pool", kComputeKindBatch, {{"pool_id", pool_id}, {"account_name", "pool"}}};
+}
+
+}  // namespace
+
 TEST_CASE("an attached Batch pool takes Batch tasks of its pool only, and leases say what it is",
           "[cluster][batch]") {
   Fixture f;
   auto node = f.node("pool");
-  auto attached = f.cluster.attach_batch_compute({"pool", "pool-a", ""});
+  auto attached = f.cluster.put_compute(pool("pool-a"));
   REQUIRE(attached.ok());
   CHECK(attached->created);
   CHECK(attached->record.settings ==
         nlohmann::json{{"pool_id", "pool-a"}, {"account_name", "pool"}});
-  auto again = f.cluster.attach_batch_compute({"pool", "pool-a", ""});
+  auto again = f.cluster.put_compute(pool("pool-a"));
   REQUIRE(again.ok());
   CHECK_FALSE(again->created);
-  auto other = f.cluster.attach_batch_compute({"pool", "pool-b", ""});
+  auto other = f.cluster.put_compute(pool("pool-b"));
   REQUIRE_FALSE(other.ok());
   CHECK(other.error().code == kConflict);
 
@@ -640,16 +648,16 @@ TEST_CASE("an attached Batch pool takes Batch tasks of its pool only, and leases
   CHECK(leased[0].batch_account_name == "pool");
 
   // Detach waits for the compute's live runs; the record then goes, kept by nothing.
-  auto busy = f.cluster.detach_compute("pool");
+  auto busy = f.cluster.remove_compute("pool", ComputeRemoval::Detach);
   REQUIRE_FALSE(busy.ok());
   CHECK(busy.error().code == kConflict);
   StatusReport completed;
   completed.status = RunStatus::Completed;
   completed.exit_code = 0;
   f.cluster.update_status(run->run_id, node, completed);
-  REQUIRE(f.cluster.detach_compute("pool").ok());
+  REQUIRE(f.cluster.remove_compute("pool", ComputeRemoval::Detach).ok());
   CHECK(f.cluster.compute_record("pool") == nullptr);
-  CHECK(f.cluster.detach_compute("pool").error().code == kNotFound);
+  CHECK(f.cluster.remove_compute("pool", ComputeRemoval::Detach).error().code == kNotFound);
   CHECK(f.cluster.list_computes()["computes"].empty());
 }
 

@@ -41,6 +41,7 @@ PlanContext pool_node() {
   PlanContext c;
   c.run_id = "batch_1_abcd";
   c.run_dir = "/state/runs/batch_1_abcd";
+  c.leased = true;
   c.compute_name = "pool-a-compute";
   c.compute_kind = "batch";
   c.batch_pool_id = "pool-a";

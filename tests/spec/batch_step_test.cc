@@ -138,7 +138,7 @@ TEST_CASE("azure_batch_step: what a task is not is refused, each naming its fiel
     REQUIRE_FALSE(result.ok());
     CHECK(find(result.errors, "azure_batch_step.outputs", "listed twice"));
   }
-  SECTION("an executable path out of the source folder, or not in it") {
+  SECTION("an executable path out of the task's folder; AZ_BATCH_ variables of its own") {
     auto result = project.load("job.yml",
                                "azure_batch_step:\n  name: t1\n  source_directory: task\n"
                                "  executable: ../data/a.txt\n");
@@ -146,9 +146,9 @@ TEST_CASE("azure_batch_step: what a task is not is refused, each naming its fiel
     CHECK(find(result.errors, "azure_batch_step.executable", "climbs out"));
     result = project.load("job.yml",
                           "azure_batch_step:\n  name: t1\n  source_directory: task\n"
-                          "  executable: bin/missing.sh\n");
+                          "  executable: run.sh\nenvironment_variables: {AZ_BATCH_POOL_ID: x}\n");
     REQUIRE_FALSE(result.ok());
-    CHECK(find(result.errors, "azure_batch_step.executable", "not a file of the source"));
+    CHECK(find(result.errors, "environment_variables.AZ_BATCH_POOL_ID", "Azure Batch's own"));
   }
   SECTION("source_directory twice") {
     auto result = project.load("job.yml", std::string(kTaskJob) + "source_directory: task\n");

@@ -44,7 +44,8 @@ struct PoolNode {
       : cluster({}, test::AgentConfigSections{}.with_extra(
                         "batch:\n  root_dir: " + (batch.root()).string() + "\n")) {
     cluster.dir().write("src/count.sh", kTask);
-    cluster.dir().write("data/words.txt", "one two three four\n");
+    // Read by the task with its own rights: in a folder others may read.
+    batch.dir.write("data/words.txt", "one two three four\n");
   }
 
   test::CommandResult amlnode(std::vector<std::string> args) {
@@ -53,8 +54,8 @@ struct PoolNode {
   }
   fs::path job(const std::string& step_extra) {
     return cluster.dir().write(
-        "job.yml", "inputs:\n  words: {path: " + (cluster.dir() / "data").string() +
-                       ", mode: download}\n"
+        "job.yml", "inputs:\n  words: {path: " + (batch.dir / "data").string() +
+                       "}\n"
                        "azure_batch_step:\n  name: count-words\n  source_directory: src\n"
                        "  executable: count.sh\n"
                        "  arguments: [$AZUREML_DATAREFERENCE_words/words.txt, "
@@ -147,7 +148,7 @@ TEST_CASE("a Batch pool and a task refuse each other's mismatches at submit", "[
         0);
   auto conflict = node.amlnode({"compute", "attach-batch", "cpu-cluster", "--pool-id", "pool-b"});
   CHECK(conflict.exit_code != 0);
-  CHECK_THAT(conflict.err, Catch::Contains("attached already"));
+  CHECK_THAT(conflict.err, Catch::Contains("exists already, as batch"));
 
   refused = node.submit(node.job("  pool_id: pool-b\n"));
   CHECK(refused.exit_code != 0);
@@ -174,4 +175,26 @@ TEST_CASE("a Batch pool and a task refuse each other's mismatches at submit", "[
   CHECK(json::parse(nodes.out).dump().find("cpu-cluster") != std::string::npos);
   refused = node.submit(node.job(""));
   CHECK_THAT(refused.err, Catch::Contains("is not one"));
+}
+
+TEST_CASE("a Batch task that puts a link where its outputs were gets nothing of the node uploaded",
+          "[daemon][batch]") {
+  if (skipped_without_root()) return;
+  PoolNode node;
+  REQUIRE(
+      node.amlnode({"compute", "attach-batch", "cpu-cluster", "--pool-id", "pool-a"}).exit_code ==
+      0);
+  node.cluster.dir().write("src/swap.sh",
+                           "#!/bin/sh\nrm -rf outputs && ln -s /etc outputs && echo swapped\n");
+  auto job = node.cluster.dir().write(
+      "swap.yml",
+      "azure_batch_step:\n  name: swap\n  source_directory: src\n  executable: swap.sh\n");
+  std::string id = node.submitted(job);
+  auto run = node.cluster.wait_terminal(id);
+  INFO(run.dump() << node.cluster.agent_output());
+  REQUIRE(run["status"] == "Completed");
+  CHECK(node.cluster.server().log(id, "user_logs/stdout.txt") == "swapped\n");
+  CHECK(node.cluster.server().outputs(id).empty());
+  CHECK_THAT(node.cluster.server().log(id, "system_logs/lifecycle.txt"),
+             Catch::Contains("outputs not uploaded"));
 }
