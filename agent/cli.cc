@@ -185,6 +185,7 @@ struct RunCommand {
 struct AgentCommand {
   CommonOptions common;
   LogOverrides log;
+  bool ephemeral = false;
 
   void add_to(CLI::App& app, CLI::App*& command) {
     command = app.add_subcommand(
@@ -194,12 +195,15 @@ struct AgentCommand {
                         "debug, info, warn or error (default: the config's log.level, else info)");
     command->add_option("--log-format", log.format,
                         "text or json lines (default: the config's log.format, else text)");
+    command->add_flag("--ephemeral", ephemeral,
+                      "take one run, then leave for good and exit 0 (the config's node.ephemeral)");
   }
 
   int run() {
     NodeConfig config;
     std::filesystem::path state_dir;
     if (!common.resolve_into(config, state_dir)) return kExitUsage;
+    if (ephemeral) config.node["ephemeral"] = true;
     if (auto logging = configure_daemon_logging(config, log); !logging.ok()) {
       std::fprintf(stderr, "amlnode agent: %s\n", logging.error().message.c_str());
       return kExitUsage;

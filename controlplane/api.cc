@@ -16,6 +16,7 @@
 #include "controlplane/log_attempts.h"
 #include "controlplane/request_bodies.h"
 #include "controlplane/run_metrics.h"
+#include "controlplane/scale_hook.h"
 #include "controlplane/tokens.h"
 
 namespace amlnode::controlplane {
@@ -365,8 +366,60 @@ void Api::sweep(std::function<void()> done) {
         wake_launch_waiters(run_id);
       }
     }
+    run_scale_hooks();
     if (done) done();
   });
+}
+
+void Api::run_scale_hooks() {
+  if (ctx_.scale_hook.empty()) return;
+  for (const auto& name : ctx_.cluster.clusters()) {
+    if (hooks_in_flight_.count(name)) continue;
+    ComputeScale scale = ctx_.cluster.scale_of(name);
+    const ComputeRecord* compute = ctx_.cluster.compute_record(name);
+    nlohmann::json leaving = nlohmann::json::array();
+    nlohmann::json nodes = ctx_.cluster.list_nodes();
+    for (const auto& id : scale.leaving) {
+      nlohmann::json node = {{"node_id", id}};
+      for (const auto& listed : nodes) {
+        if (listed["nodeId"] != id) continue;
+        node["hostname"] = listed["hostname"];
+        node["address"] = listed["privateIpAddress"];
+      }
+      leaving.push_back(node);
+    }
+    nlohmann::json request = {{"compute", name},
+                              {"vm_size", compute->settings.value("vm_size", "")},
+                              {"vm_priority", compute->settings.value("vm_priority", "")},
+                              {"min_nodes", compute->settings.value("min_nodes", 0)},
+                              {"max_nodes", compute->settings.value("max_nodes", 0)},
+                              {"current_node_count", scale.current},
+                              {"target_node_count", scale.target},
+                              {"nodes_to_remove", leaving}};
+    // The decision, without the count of nodes there now (which follows it).
+    std::string decision =
+        nlohmann::json{{"target", scale.target}, {"leaving", scale.leaving}}.dump();
+    if (hooked_[name] == decision) continue;
+    hooked_[name] = decision;
+    hooks_in_flight_.insert(name);
+    auto outcome = std::make_shared<ScaleHookOutcome>();
+    ctx_.hook_worker.submit(
+        {[outcome, request, command = ctx_.scale_hook, timeout = ctx_.scale_hook_timeout] {
+          *outcome = run_scale_hook(command, request, timeout);
+          return ok();
+        }},
+        [this, name, outcome](Result<void>) {
+          hooks_in_flight_.erase(name);
+          if (!outcome->ok) {
+            spdlog::warn("compute {}: {}", name, outcome->message);
+            hooked_.erase(name);  // asked again at a later sweep
+          }
+          ctx_.cluster.set_scale_errors(
+              name, outcome->ok ? nlohmann::json::array()
+                                : nlohmann::json::array({{{"code", "ScaleHookFailed"},
+                                                          {"message", outcome->message}}}));
+        });
+  }
 }
 
 // ---- routing ----

@@ -35,6 +35,10 @@ struct ApiContext {
   Worker& file_worker;
   std::filesystem::path data_dir;
   Limits limits;
+  // The scale hook and the thread it runs on (controlplane/scale_hook.h); "" for none.
+  Worker& hook_worker;
+  std::string scale_hook;
+  std::chrono::seconds scale_hook_timeout{60};
 };
 
 class Api final : public Router {
@@ -60,6 +64,13 @@ class Api final : public Router {
   struct BarrierWaiter;
   struct LaunchWaiter;
   struct RunTarget;
+
+  // After a sweep: each cluster whose target or leaving nodes changed since the hook last heard
+  // of it gets the hook run (one call at a time per cluster); its outcome becomes the cluster's
+  // errors.
+  void run_scale_hooks();
+  std::map<std::string, std::string> hooked_;  // cluster -> the decision the hook last took
+  std::set<std::string> hooks_in_flight_;
 
   // A plan for an endpoint whose body, if any, is JSON.
   RoutePlan json_plan(std::function<void(Request, Responder)> handler) const;

@@ -30,6 +30,7 @@ struct ControlPlaneCommand::Flags {
   std::string log_level = "info";
   LogBudgetLimits log_budgets;
   std::uint64_t max_parallel_output_bytes = Limits{}.max_parallel_output_bytes;
+  std::string scale_hook;
 };
 
 namespace {
@@ -120,6 +121,10 @@ void ControlPlaneCommand::add_to(CLI::App& command) {
                   "KiB, MiB, GiB); a run whose output grows past it fails, naming this limit")
       ->transform(CLI::AsSizeValue(false))
       ->capture_default_str();
+  command.add_option("--scale-hook", f.scale_hook,
+                     "command run (/bin/sh -c) when a cluster's target node count or its leaving "
+                     "nodes change, given them as JSON on stdin; it creates and deletes the VMs "
+                     "(docs/compute.md)");
 }
 
 int ControlPlaneCommand::run() {
@@ -149,6 +154,7 @@ int ControlPlaneCommand::run() {
   options.timeouts.idle = std::chrono::seconds(f.idle_timeout);
   options.limits.log_budgets = f.log_budgets;
   options.limits.max_parallel_output_bytes = f.max_parallel_output_bytes;
+  options.scale_hook = f.scale_hook;
 
   raise_open_file_limit();
   // Blocked here, before any thread starts, so every thread inherits the mask and the signals

@@ -83,6 +83,10 @@ struct ServerOptions {
   std::chrono::seconds requeue_delay{0};
   // How often lost nodes are looked for. Tests with a manual clock call sweep_now() instead.
   std::chrono::milliseconds sweep_interval{1000};
+  // The scale hook (controlplane/scale_hook.h): run under /bin/sh -c when a cluster's target or
+  // its leaving nodes change. Empty: none; the decisions still show in get_status().
+  std::string scale_hook;
+  std::chrono::seconds scale_hook_timeout{60};
 
   Limits limits;
   Timeouts timeouts;

@@ -79,6 +79,7 @@ struct ControlPlaneServer::Impl {
   std::optional<Cluster> cluster;
   std::unique_ptr<Worker> store_writer;
   std::unique_ptr<Worker> file_worker;
+  std::unique_ptr<Worker> hook_worker;
   std::unique_ptr<Api> api;
   std::unique_ptr<HttpServer> http;
   std::optional<asio::steady_timer> sweep_timer;
@@ -120,8 +121,10 @@ Result<void> ControlPlaneServer::Impl::start() {
       post_back, Worker::BatchHooks{[db] { return db->begin(); }, [db] { return db->commit(); },
                                     [db] { db->rollback(); }});
   file_worker = std::make_unique<Worker>(post_back);
+  hook_worker = std::make_unique<Worker>(post_back);
   api = std::make_unique<Api>(ApiContext{io, *cluster, logs, *store, *store_writer, *file_worker,
-                                         options.data_dir, options.limits});
+                                         options.data_dir, options.limits, *hook_worker,
+                                         options.scale_hook, options.scale_hook_timeout});
   http = std::make_unique<HttpServer>(io, *api, options);
   auto listening = http->listen();
   if (!listening) return listening.error();
@@ -166,6 +169,7 @@ void ControlPlaneServer::Impl::stop() {
   // Everything acknowledged is already committed; this finishes what was still on its way.
   store_writer->stop();
   file_worker->stop();
+  hook_worker->stop();
   work.reset();
   io.stop();
   thread.join();

@@ -295,6 +295,7 @@ HeartbeatReport Daemon::heartbeat_report() const {
   report.reason = unusable_reason_;
   for (const auto& [id, run] : runs_)
     report.runs.push_back({id, run.lease.epoch, spec::to_string(run.status)});
+  report.deregister = leave_for_good_ && report.state == "leaving";
   return report;
 }
 
@@ -402,6 +403,7 @@ void Daemon::on_recovered(Result<std::vector<HeldRunRecord>> held) {
 }
 
 void Daemon::resume_run(const HeldRunRecord& record) {
+  had_run_ = true;
   ActiveRun& run = runs_[record.lease.run_id];
   run.lease = record.lease;
   auto status = spec::run_status_from_string(record.status);
@@ -457,6 +459,8 @@ void Daemon::resume_run(const HeldRunRecord& record) {
 void Daemon::maybe_lease() {
   if (!recovered_) return;
   if (stopped_ || draining_ || !identity_ || lease_in_flight_ || !unusable_reason_.empty()) return;
+  // An ephemeral node takes one run.
+  if (options_.settings.ephemeral && had_run_) return;
   if (!docker_ready()) return;
   int slots = free_slots();
   if (slots <= 0) return;
@@ -497,6 +501,7 @@ void Daemon::accept_run(const LeasedRun& lease) {
   }
   if (defer_while_retiring(lease)) return;
   spdlog::info("run {} leased (epoch {})", lease.run_id, lease.epoch);
+  had_run_ = true;
   ActiveRun& run = runs_[lease.run_id];
   run.lease = lease;
   run.lifecycle = RunLifecycle(stop_timeout());
@@ -855,6 +860,10 @@ void Daemon::forget_run(const std::string& run_id) {
                 [](Result<void> dropped) {
                   if (!dropped.ok()) spdlog::error("{}", dropped.error().message);
                 });
+  if (options_.settings.ephemeral && runs_.empty() && !leave_for_good_) {
+    spdlog::info("ephemeral node: its run is over; leaving");
+    return leave();
+  }
   maybe_lease();
   maybe_finish_drain();
 }
@@ -900,10 +909,22 @@ void Daemon::handle_command(const Command& command) {
     notify_state();
     return;
   }
+  if (command.type == wire::kCommandLeave) {
+    if (leave_for_good_) return;
+    spdlog::info("the control plane asks this node to leave (a scale-down)");
+    return leave();
+  }
   if (command.type == wire::kCommandCancel) return cancel_run(command.run_id);
   if (command.type == wire::kCommandStop) return stop_run(command.run_id, command.reason);
   spdlog::warn("ignoring the control plane's {} command for run {}: this node holds no such run",
                command.type, command.run_id);
+}
+
+// Leaving for good: a drain whose last heartbeat asks the control plane to remove the node, after
+// which the agent exits 0 and whatever manages the VM may delete it.
+void Daemon::leave() {
+  leave_for_good_ = true;
+  drain();
 }
 
 void Daemon::drain() {

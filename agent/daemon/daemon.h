@@ -185,6 +185,7 @@ class Daemon {
   void kill_run_processes(ActiveRun& run);
   void flush_outbox();
   void release_batch_job(const std::string& run_id);
+  void leave();
   void forget_run(const std::string& run_id);
   void stop_run(const std::string& run_id, const std::string& reason);
   // daemon_relet.cc: stopped runs until their process is gone, and leases of them meanwhile.
@@ -268,7 +269,12 @@ class Daemon {
   bool retiring_check_scheduled_ = false;
   bool control_plane_reachable_ = true;  // for logging an outage once, not on every retry
   bool draining_ = false;                // no new leases (SIGTERM, or the control plane's drain)
-  bool exit_when_drained_ = false;       // SIGTERM: stop once the drain is done
+  // Told to leave (a scale-down), or ephemeral with its run over: the last heartbeat asks the
+  // control plane to remove the node.
+  bool leave_for_good_ = false;
+  // A run was leased (or held before a restart): an ephemeral node takes no other.
+  bool had_run_ = false;
+  bool exit_when_drained_ = false;  // SIGTERM: stop once the drain is done
   bool stopped_ = false;
   std::string unusable_reason_;
   // The last Docker health probe (nodes that run Docker jobs): "docker unavailable: ..." or "".

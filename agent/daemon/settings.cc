@@ -66,6 +66,10 @@ Result<void> read_node(const json& section, const std::string& where, AgentSetti
   if (settings.run_concurrency < 1 || settings.run_concurrency > 64) {
     return Error{"InvalidConfig", where + "run_concurrency: expected 1 to 64"};
   }
+  if (auto read = read_key(section, "ephemeral", where, settings.ephemeral); !read) return read;
+  if (settings.ephemeral && settings.run_concurrency != 1)
+    return Error{"InvalidConfig",
+                 where + "run_concurrency: an ephemeral node takes one run, so only 1"};
   if (wait < 1 || wait > 60)
     return Error{"InvalidConfig", where + "lease_wait_seconds: expected 1 to 60"};
   settings.lease_wait = std::chrono::seconds(wait);

@@ -53,6 +53,9 @@ struct AgentSettings {
   // first address. "" : the interfaces' own.
   std::string address;
   int run_concurrency = 1;
+  // node.ephemeral (`amlnode agent --ephemeral`): the node takes one run, then leaves for good
+  // (drains, is removed from the control plane, and the agent exits 0).
+  bool ephemeral = false;
   std::chrono::seconds lease_wait{20};
   // Below this much free space in the state dir the node reports `unusable` and takes no runs.
   std::uint64_t min_free_bytes = 512ull << 20;

@@ -670,3 +670,97 @@ TEST_CASE("attached computes are restored from the store", "[cluster][batch]") {
   CHECK(cluster.compute_status("pool")["kind"] == "batch");
   CHECK(cluster.list_computes()["computes"][0]["settings"]["account_name"] == "acct");
 }
+
+TEST_CASE("a cluster's target counts busy, queued and recently idle nodes, and idle nodes leave",
+          "[cluster][scaling]") {
+  Fixture f;
+  auto created = f.cluster.put_compute({"cpu",
+                                        kComputeKindAmlCompute,
+                                        {{"vm_size", "STANDARD_D2_V2"},
+                                         {"vm_priority", "dedicated"},
+                                         {"min_nodes", 1},
+                                         {"max_nodes", 3},
+                                         {"idle_seconds_before_scaledown", 60},
+                                         {"description", ""}}});
+  REQUIRE(created.ok());
+  auto a = f.node("cpu");
+  auto b = f.node("cpu");
+  auto c = f.node("cpu");
+  auto status = f.cluster.compute_status("cpu");
+  CHECK(status["current_node_count"] == 3);
+  CHECK(status["target_node_count"] == 3);  // idle, but within their grace
+  CHECK(status["allocation_state"] == "Steady");
+  CHECK(status["scale_settings"] == nlohmann::json{{"minimum_node_count", 1},
+                                                   {"maximum_node_count", 3},
+                                                   {"idle_seconds_before_scaledown", 60}});
+  CHECK(status["vm_size"] == "STANDARD_D2_V2");
+  CHECK(status["provisioning_state"] == "Succeeded");
+  CHECK(status["errors"] == nlohmann::json::array());
+
+  // A run keeps its node busy; the two others idle past the grace, and one of them may go: the
+  // target is the busy node and min_nodes allows no fewer.
+  auto run = f.queued_run("cpu");
+  REQUIRE(f.cluster.lease(a, 1).size() == 1);
+  f.clock->advance(61s);
+  for (const auto& id : {a, b, c}) f.cluster.heartbeat(id, {"idle", "", {}});
+  f.cluster.heartbeat(a, {"running", "", {{run, 1, "Running"}}});
+  f.cluster.sweep();
+  status = f.cluster.compute_status("cpu");
+  CHECK(status["target_node_count"] == 1);
+  CHECK(status["allocation_state"] == "Resizing");
+  CHECK(status["node_state_counts"]["leaving"] == 2);
+  auto told = f.cluster.heartbeat(b, {"idle", "", {}});
+  CHECK(told.commands.dump().find("\"leave\"") != std::string::npos);
+  CHECK(f.cluster.lease(b, 1).empty());
+  // Its last heartbeat says it leaves for good: it is removed.
+  HeartbeatReport leaving{"leaving", "", {}, true};
+  CHECK(f.cluster.heartbeat(b, leaving).removed);
+  CHECK(f.cluster.heartbeat(c, leaving).removed);
+  status = f.cluster.compute_status("cpu");
+  CHECK(status["current_node_count"] == 1);
+  CHECK(status["allocation_state"] == "Steady");
+
+  // Queued work asks for nodes, up to max_nodes.
+  for (int i = 0; i < 4; ++i) f.queued_run("cpu");
+  CHECK(f.cluster.compute_status("cpu")["target_node_count"] == 3);
+  CHECK(f.cluster.compute_status("cpu")["allocation_state"] == "Resizing");
+
+  // The settings: min above max refused; a cluster with nodes is not deleted; nor detached.
+  ScaleUpdate update;
+  update.min_nodes = 5;
+  CHECK(f.cluster.update_compute("cpu", update).error().code == kInvalidRequest);
+  update.min_nodes = 0;
+  update.idle_seconds_before_scaledown = 10;
+  auto updated = f.cluster.update_compute("cpu", update);
+  REQUIRE(updated.ok());
+  CHECK(updated->settings["idle_seconds_before_scaledown"] == 10);
+  CHECK(f.cluster.remove_compute("cpu", ComputeRemoval::Detach).error().code == kInvalidRequest);
+  CHECK(f.cluster.remove_compute("cpu", ComputeRemoval::Delete).error().code == kConflict);
+}
+
+TEST_CASE("a cluster with min_nodes keeps that many idle nodes", "[cluster][scaling]") {
+  Fixture f;
+  REQUIRE(f.cluster
+              .put_compute({"cpu",
+                            kComputeKindAmlCompute,
+                            {{"vm_size", "S"},
+                             {"vm_priority", "dedicated"},
+                             {"min_nodes", 2},
+                             {"max_nodes", 4},
+                             {"idle_seconds_before_scaledown", 0},
+                             {"description", ""}}})
+              .ok());
+  auto a = f.node("cpu");
+  auto b = f.node("cpu");
+  auto c = f.node("cpu");
+  f.clock->advance(1s);
+  f.cluster.sweep();
+  auto status = f.cluster.compute_status("cpu");
+  CHECK(status["target_node_count"] == 2);
+  CHECK(status["node_state_counts"]["leaving"] == 1);
+  // Deleting waits for the nodes to leave; then the cluster goes.
+  HeartbeatReport leaving{"leaving", "", {}, true};
+  for (const auto& id : {a, b, c}) f.cluster.heartbeat(id, leaving);
+  CHECK(f.cluster.remove_compute("cpu", ComputeRemoval::Delete).ok());
+  CHECK(f.cluster.compute_record("cpu") == nullptr);
+}

@@ -1,0 +1,162 @@
+// AmlCompute clusters under a real control plane with real agents (docs/compute.md): queued work
+// makes the control plane ask its scale hook for nodes, and the hook (tests/agent/daemon/scale/
+// start_agents.py, playing the cloud) starts real agents that join and run it; idle nodes past
+// idle_seconds_before_scaledown are told to leave, drain, are removed and their agents exit 0;
+// an ephemeral agent takes one run and leaves the same way.
+
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "tests/agent/daemon/one_node_cluster.h"
+#include "tests/support/process.h"
+
+using namespace amlnode;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const fs::path kHook =
+    fs::path(AMLNODE_SOURCE_DIR) / "tests" / "agent" / "daemon" / "scale" / "start_agents.py";
+
+std::vector<json> hook_calls(const fs::path& folder) {
+  std::vector<json> calls;
+  std::error_code ec;
+  if (!fs::exists(folder / "calls.jsonl", ec)) return calls;
+  std::istringstream lines(test::slurp(folder / "calls.jsonl"));
+  for (std::string line; std::getline(lines, line);) calls.push_back(json::parse(line));
+  return calls;
+}
+
+// The pids of the agents the hook started.
+std::vector<pid_t> hook_agents(const fs::path& folder) {
+  std::vector<pid_t> pids;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(folder, ec)) {
+    if (!entry.path().filename().string().starts_with("agent-")) continue;
+    if (fs::exists(entry.path() / "pid", ec))
+      pids.push_back(std::stoi(test::slurp(entry.path() / "pid")));
+  }
+  return pids;
+}
+
+bool alive(pid_t pid) {
+  return ::kill(pid, 0) == 0 && !test::slurp("/proc/" + std::to_string(pid) + "/stat").empty() &&
+         test::slurp("/proc/" + std::to_string(pid) + "/stat").find(") Z") == std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("a cluster grows through its scale hook and shrinks as idle agents leave and exit 0",
+          "[daemon][scaling]") {
+  test::TempDir dir;
+  test::TempDir hook_folder;
+  test::ControlPlaneProcess server(
+      dir / "cp", {"--heartbeat-interval", "1", "--scale-hook",
+                   "python3 " + kHook.string() + " " + hook_folder.path().string()});
+  server.start();
+  hook_folder.write("settings.json", json{{"url", server.url()},
+                                          {"user_token", server.user_token()},
+                                          {"amlnode", test::amlnode_binary().string()}}
+                                         .dump());
+  std::vector<std::string> env = {"AMLNODE_CONTROL_PLANE=" + server.url(),
+                                  "AMLNODE_USER_TOKEN=" + server.user_token()};
+  auto created = test::run_command(
+      {test::amlnode_binary().string(), "compute", "create", "burst", "--vm-size", "STANDARD_D2_V2",
+       "--max-nodes", "2", "--idle-seconds-before-scaledown", "2", "--json"},
+      env);
+  INFO(created.out << created.err);
+  REQUIRE(created.exit_code == 0);
+  auto record = json::parse(created.out);
+  CHECK(record["settings"]["min_nodes"] == 0);
+  CHECK(record["settings"]["vm_priority"] == "dedicated");
+
+  // Two runs queued on an empty cluster: the hook is asked for two nodes and starts two agents.
+  dir.write("src/hello.py", "print('hello from a new node')\n");
+  std::string first = server.submit("script: hello.py\n", dir / "src", "burst");
+  std::string second = server.submit("script: hello.py\n", dir / "src", "burst");
+  for (const auto& id : {first, second}) {
+    bool done = test::eventually(
+        [&] {
+          auto run = server.try_run(id);
+          return run && (*run)["status"] == "Completed";
+        },
+        60s);
+    INFO(id << " " << server.run(id).dump());
+    CHECK(done);
+  }
+  auto calls = hook_calls(hook_folder.path());
+  REQUIRE_FALSE(calls.empty());
+  CHECK(calls.front()["compute"] == "burst");
+  CHECK(calls.front()["vm_size"] == "STANDARD_D2_V2");
+  CHECK(calls.front()["target_node_count"] == 2);
+  auto agents = hook_agents(hook_folder.path());
+  CHECK(agents.size() == 2);
+
+  // Idle past 2 s, both are told to leave: each drains, is removed, and its agent exits 0.
+  bool gone = test::eventually(
+      [&] {
+        for (pid_t pid : agents)
+          if (alive(pid)) return false;
+        return true;
+      },
+      30s);
+  CHECK(gone);
+  for (const auto& entry : fs::directory_iterator(hook_folder.path())) {
+    if (!entry.path().filename().string().starts_with("agent-")) continue;
+    CHECK_THAT(test::slurp(entry.path() / "output.txt"),
+               Catch::Contains("asks this node to leave"));
+  }
+  auto [status_code, status] = server.user_call("GET", "/v1/computes/burst/status");
+  CHECK(status["current_node_count"] == 0);
+  CHECK(status["target_node_count"] == 0);
+  CHECK(status["errors"] == json::array());
+  // The hook heard which nodes went.
+  calls = hook_calls(hook_folder.path());
+  bool told_removal = false;
+  for (const auto& call : calls) told_removal = told_removal || !call["nodes_to_remove"].empty();
+  CHECK(told_removal);
+}
+
+TEST_CASE("a scale hook that fails shows in the cluster's errors", "[daemon][scaling]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(
+      dir / "cp", {"--scale-hook", "echo 'quota exceeded for STANDARD_D2_V2' >&2; exit 3"});
+  server.start();
+  auto [put_code, put] =
+      server.user_call("PUT", "/v1/computes/burst", json{{"kind", "amlcompute"}, {"min_nodes", 1}});
+  REQUIRE(put_code == 201);
+  json errors;
+  bool shown = test::eventually(
+      [&] {
+        errors = server.user_call("GET", "/v1/computes/burst/status").second["errors"];
+        return !errors.empty();
+      },
+      10s);
+  REQUIRE(shown);
+  CHECK(errors[0]["code"] == "ScaleHookFailed");
+  CHECK(errors[0]["message"] == "the scale hook exited with 3: quota exceeded for STANDARD_D2_V2");
+}
+
+TEST_CASE("an ephemeral agent takes one run, leaves for good and exits 0", "[daemon][scaling]") {
+  test::OneNodeCluster cluster(
+      {},
+      test::AgentConfigSections{}.with_node(
+          "  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n  ephemeral: true\n"));
+  cluster.dir().write("src/hello.py", "print('once')\n");
+  std::string id = cluster.submit("script: hello.py\n");
+  REQUIRE(cluster.wait_terminal(id)["status"] == "Completed");
+  INFO(cluster.agent_output());
+  CHECK(test::wait_command(cluster.agent_pid(), 30s) == 0);
+  CHECK_THAT(cluster.agent_output(), Catch::Contains("ephemeral node: its run is over"));
+  auto [code, nodes] = cluster.server().user_call("GET", "/v1/nodes");
+  CHECK(nodes.empty());
+  // A second run waits for a node: the ephemeral one took no other.
+  std::string next = cluster.submit("script: hello.py\n");
+  CHECK(cluster.server().run(next)["status"] == "Queued");
+}
