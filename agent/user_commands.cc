@@ -94,6 +94,10 @@ struct UserCommands::State {
   std::optional<std::int64_t> max_nodes;
   std::optional<std::int64_t> idle_seconds;
   std::optional<std::string> description;
+  // compute token create / revoke
+  std::optional<std::int64_t> token_uses;
+  std::optional<std::int64_t> token_ttl;
+  std::string token_id;
   unsigned attempt = 0;  // 0: the current attempt
   unsigned limit = 20;   // runs listed
   bool live_only = false;
@@ -103,7 +107,8 @@ struct UserCommands::State {
            *nodes = nullptr, *compute_status = nullptr, *metrics = nullptr, *runs = nullptr,
            *token_create = nullptr, *attach_batch = nullptr, *compute_detach = nullptr,
            *compute_list = nullptr, *compute_show = nullptr, *compute_create = nullptr,
-           *compute_update = nullptr, *compute_delete = nullptr;
+           *compute_update = nullptr, *compute_delete = nullptr, *token_list = nullptr,
+           *token_revoke = nullptr;
 
   Result<UserClient> client() const {
     return make_user_client(UserAccess{control_plane, user_token, user_token_file, ca_file});
@@ -229,8 +234,10 @@ struct UserCommands::State {
   }
 
   int run_token_create(UserClient& client) const {
-    auto made =
-        client.call("POST", "/v1/registration-tokens", json{{"compute_name", compute_name}}.dump());
+    json request = {{"compute_name", compute_name}};
+    if (token_uses) request["uses"] = *token_uses;
+    if (token_ttl) request["ttl_seconds"] = *token_ttl;
+    auto made = client.call("POST", "/v1/registration-tokens", request.dump());
     if (!answered(made, "token create")) return kExitFailed;
     auto body = parse_untrusted_json(made->body);
     if (!body.is_object() || !body["token"].is_string())
@@ -345,8 +352,21 @@ void UserCommands::add_to(CLI::App& app) {
   s.compute_status->add_option("NAME", s.compute_name)->required();
   auto* token = compute->add_subcommand("token", "Registration tokens for a compute's nodes");
   s.token_create = token->add_subcommand(
-      "create", "Make a single-use registration token for one node of the compute; prints it");
+      "create",
+      "Make a registration token for the compute's nodes (single-use unless --uses); prints it");
   s.token_create->add_option("NAME", s.compute_name)->required();
+  s.token_create
+      ->add_option("--uses", s.token_uses,
+                   "how many nodes may register with it (a join token for a scale set)")
+      ->check(CLI::Range(1, 10000));
+  s.token_create
+      ->add_option("--ttl", s.token_ttl, "seconds it may be used for (default: no expiry)")
+      ->check(CLI::Range(60, 366 * 24 * 3600));
+  s.token_list = token->add_subcommand("list", "List the compute's tokens (never their secrets)");
+  s.token_list->add_option("NAME", s.compute_name)->required();
+  s.token_revoke = token->add_subcommand(
+      "revoke", "Revoke a token by its id: no node registers with it any more");
+  s.token_revoke->add_option("TOKEN_ID", s.token_id)->required();
   s.attach_batch = compute->add_subcommand(
       "attach-batch",
       "Attach an Azure Batch pool as a compute (BatchCompute); its nodes run AzureBatchStep tasks");
@@ -381,9 +401,10 @@ void UserCommands::add_to(CLI::App& app) {
   s.compute_list = compute->add_subcommand("list", "List the computes with a record");
   s.compute_show = compute->add_subcommand("show", "Show a compute's record");
   s.compute_show->add_option("NAME", s.compute_name)->required();
-  for (auto* command : {s.submit, s.status, s.logs, s.cancel, s.nodes, s.compute_status, s.metrics,
-                        s.runs, s.token_create, s.attach_batch, s.compute_detach, s.compute_list,
-                        s.compute_show, s.compute_create, s.compute_update, s.compute_delete})
+  for (auto* command :
+       {s.submit, s.status, s.logs, s.cancel, s.nodes, s.compute_status, s.metrics, s.runs,
+        s.token_create, s.attach_batch, s.compute_detach, s.compute_list, s.compute_show,
+        s.compute_create, s.compute_update, s.compute_delete, s.token_list, s.token_revoke})
     common(command);
 }
 
@@ -392,7 +413,7 @@ int UserCommands::run() {
   bool chosen = *s.submit || *s.status || *s.logs || *s.cancel || *s.nodes || *s.compute_status ||
                 *s.metrics || *s.runs || *s.token_create || *s.attach_batch || *s.compute_detach ||
                 *s.compute_list || *s.compute_show || *s.compute_create || *s.compute_update ||
-                *s.compute_delete;
+                *s.compute_delete || *s.token_list || *s.token_revoke;
   if (!chosen) return -1;
   auto client = s.client();
   if (!client.ok()) {
@@ -405,6 +426,14 @@ int UserCommands::run() {
   if (*s.metrics) return s.run_metrics(*client);
   if (*s.runs) return s.run_list(*client);
   if (*s.token_create) return s.run_token_create(*client);
+  if (*s.token_list)
+    return s.print_answer(*client, "GET",
+                          "/v1/registration-tokens?compute=" + url_path_escape(s.compute_name),
+                          "token list");
+  if (*s.token_revoke)
+    return s.print_answer_with(*client, "DELETE",
+                               "/v1/registration-tokens/" + url_path_escape(s.token_id), "",
+                               "token revoke");
   if (*s.attach_batch) return s.run_attach_batch(*client);
   if (*s.compute_detach)
     return s.print_answer_with(*client, "DELETE", s.compute_target() + "?action=detach", "",

@@ -491,15 +491,37 @@ Routing Api::route(const RequestHead& head) {
     });
   }
   if (kind == "registration-tokens" && path.size() == 2) {
-    if (head.method != "POST") return method_not_allowed("POST");
     if (caller.kind != CallerKind::User) return forbidden("this needs the user token");
-    return json_plan([this](Request request, Responder respond) {
-      auto compute = parse_registration_token_request(request.body);
-      if (!compute) return respond(error_response(compute.error()));
-      std::string token = ctx_.cluster.create_registration_token(*compute);
-      respond_after_commit(respond, [token, name = *compute] {
-        return json_response(201, {{"token", token}, {"compute_name", name}});
+    if (head.method == "GET") {
+      auto compute = target->query.find("compute");
+      std::string name = compute == target->query.end() ? "" : compute->second;
+      return json_plan([this, name](Request, Responder respond) {
+        respond_after_commit(respond, [this, name] {
+          return json_response(200, ctx_.cluster.list_registration_tokens(name));
+        });
       });
+    }
+    if (head.method != "POST") return method_not_allowed("GET, POST");
+    return json_plan([this](Request request, Responder respond) {
+      auto asked = parse_registration_token_request(request.body);
+      if (!asked) return respond(error_response(asked.error()));
+      auto made = ctx_.cluster.create_registration_token(*asked);
+      respond_after_commit(respond, [made] {
+        nlohmann::json answer = Cluster::token_json(made.record);
+        answer["token"] = made.token;
+        return json_response(201, answer);
+      });
+    });
+  }
+  // A token revoked by its public id (GET lists them).
+  if (kind == "registration-tokens" && path.size() == 3 && path[2] != "lookup") {
+    if (head.method != "DELETE") return method_not_allowed("DELETE");
+    if (caller.kind != CallerKind::User) return forbidden("this needs the user token");
+    return json_plan([this, id = path[2]](Request, Responder respond) {
+      auto revoked = ctx_.cluster.revoke_registration_token(id);
+      if (!revoked) return respond(error_response(revoked.error()));
+      respond_after_commit(
+          respond, [record = *revoked] { return json_response(200, Cluster::token_json(record)); });
     });
   }
   return error_response(404, kNotFound, "no such endpoint");

@@ -1,6 +1,7 @@
 #include "controlplane/cluster.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "controlplane/tokens.h"
 
@@ -132,7 +133,13 @@ Caller Cluster::identify(std::string_view bearer) const {
 
 bool Cluster::registration_token_spent(const std::string& token_hash) const {
   auto token = registration_tokens_.find(token_hash);
-  return token != registration_tokens_.end() && token->second.spent_at != 0;
+  return token != registration_tokens_.end() && !token_usable(token->second);
+}
+
+bool Cluster::token_usable(const RegistrationTokenRecord& token) const {
+  return !token.revoked && (token.expires_at == 0 || now_millis() < token.expires_at) &&
+         static_cast<std::int64_t>(token.nodes.size()) < token.max_uses &&
+         (token.max_uses > 1 || token.spent_at == 0);
 }
 
 Result<std::string> Cluster::registration_token_node(const std::string& token) const {
@@ -142,12 +149,61 @@ Result<std::string> Cluster::registration_token_node(const std::string& token) c
   return found->second.spent_by;
 }
 
-std::string Cluster::create_registration_token(const std::string& compute_name) {
+Cluster::MadeToken Cluster::create_registration_token(const TokenRequest& request) {
   std::string token = random_token("amlreg_");
-  RegistrationTokenRecord record{token_hash(token), compute_name, now_millis(), 0, "", ""};
+  RegistrationTokenRecord record{token_hash(token), request.compute_name, now_millis(), 0, "", ""};
+  record.max_uses = request.max_uses;
+  if (request.ttl)
+    record.expires_at = record.created_at +
+                        std::chrono::duration_cast<std::chrono::milliseconds>(*request.ttl).count();
   registration_tokens_[record.token_hash] = record;
   changes_.push_back([record](Store& store) { return store.put_registration_token(record); });
-  return token;
+  return {token, record};
+}
+
+std::string Cluster::token_id_of(const RegistrationTokenRecord& token) {
+  return "tok-" + token.token_hash.substr(0, 16);
+}
+
+nlohmann::json Cluster::token_json(const RegistrationTokenRecord& token) {
+  nlohmann::json nodes = nlohmann::json::array();
+  for (const auto& node : token.nodes) nodes.push_back(node.value("node_id", ""));
+  if (token.nodes.empty() && !token.spent_by.empty()) nodes.push_back(token.spent_by);
+  return {{"token_id", token_id_of(token)},
+          {"compute_name", token.compute_name},
+          {"created_utc", utc_or_null(token.created_at)},
+          {"expires_utc", utc_or_null(token.expires_at)},
+          {"max_uses", token.max_uses},
+          {"uses", nodes.size()},
+          {"revoked", token.revoked},
+          {"nodes", nodes}};
+}
+
+nlohmann::json Cluster::list_registration_tokens(const std::string& compute_name) const {
+  std::vector<const RegistrationTokenRecord*> tokens;
+  for (const auto& [hash, token] : registration_tokens_)
+    if (compute_name.empty() || token.compute_name == compute_name) tokens.push_back(&token);
+  std::sort(tokens.begin(), tokens.end(), [](const auto* a, const auto* b) {
+    return std::tie(a->created_at, a->token_hash) < std::tie(b->created_at, b->token_hash);
+  });
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto* token : tokens) {
+    nlohmann::json item = token_json(*token);
+    item["usable"] = token_usable(*token);
+    list.push_back(std::move(item));
+  }
+  return {{"tokens", list}};
+}
+
+Result<RegistrationTokenRecord> Cluster::revoke_registration_token(const std::string& token_id) {
+  for (auto& [hash, token] : registration_tokens_) {
+    if (token_id_of(token) != token_id) continue;
+    token.revoked = true;
+    changes_.push_back(
+        [record = token](Store& store) { return store.put_registration_token(record); });
+    return token;
+  }
+  return Error{kNotFound, "no registration token " + token_id};
 }
 
 void Cluster::ensure_registration_token(const std::string& token) {
@@ -161,10 +217,12 @@ void Cluster::ensure_registration_token(const std::string& token) {
 Result<RegisteredNode> Cluster::register_node(const std::string& registration_token_hash,
                                               NodeRegistration registration) {
   auto token = registration_tokens_.find(registration_token_hash);
-  if (token == registration_tokens_.end()) {
+  if (token == registration_tokens_.end() || token->second.revoked) {
     return Error{kUnauthorized, "the registration token is unknown or already spent"};
   }
-  if (token->second.spent_at != 0) return registered_again(token->second, registration);
+  // A node that registered with this token before (the same key) is that node again.
+  if (auto again = registered_again(token->second, registration); again.ok()) return again;
+  if (!token_usable(token->second)) return registered_again(token->second, registration);
   std::string compute_name = token->second.compute_name;
   if (auto label = registration.labels.find("compute_name");
       label != registration.labels.end() && label->is_string()) {
@@ -204,10 +262,14 @@ Result<RegisteredNode> Cluster::register_node(const std::string& registration_to
   node.agent_version = std::move(registration.agent_version);
   node.registered_at = now_millis();
 
-  token->second.spent_at = node.registered_at;
-  token->second.spent_by = node.node_id;
-  if (!registration.registration_key.empty())
-    token->second.key_hash = token_hash(registration.registration_key);
+  std::string key_hash =
+      registration.registration_key.empty() ? "" : token_hash(registration.registration_key);
+  if (token->second.spent_at == 0) {
+    token->second.spent_at = node.registered_at;
+    token->second.spent_by = node.node_id;
+    token->second.key_hash = key_hash;
+  }
+  token->second.nodes.push_back({{"node_id", node.node_id}, {"key_hash", key_hash}});
   changes_.push_back(
       [record = token->second](Store& store) { return store.put_registration_token(record); });
   save(node);
@@ -221,13 +283,20 @@ Result<RegisteredNode> Cluster::register_node(const std::string& registration_to
 // time says nothing about the key.
 Result<RegisteredNode> Cluster::registered_again(const RegistrationTokenRecord& token,
                                                  const NodeRegistration& registration) const {
-  bool same_key = !token.key_hash.empty() && !registration.registration_key.empty() &&
-                  constant_time_equal(token.key_hash, token_hash(registration.registration_key));
-  if (!same_key || !nodes_.count(token.spent_by)) {
-    return Error{kUnauthorized, "the registration token is unknown or already spent"};
+  Error spent{kUnauthorized, "the registration token is unknown or already spent"};
+  if (registration.registration_key.empty()) return spent;
+  std::string key = token_hash(registration.registration_key);
+  // Every node the token registered (a token stored before join tokens knows its first only).
+  nlohmann::json nodes = token.nodes;
+  if (nodes.empty() && !token.spent_by.empty())
+    nodes.push_back({{"node_id", token.spent_by}, {"key_hash", token.key_hash}});
+  for (const auto& node : nodes) {
+    std::string id = node.value("node_id", "");
+    std::string hash = node.value("key_hash", "");
+    if (hash.empty() || !constant_time_equal(hash, key) || !nodes_.count(id)) continue;
+    return RegisteredNode{id, node_token_for_key(id, registration.registration_key)};
   }
-  return RegisteredNode{token.spent_by,
-                        node_token_for_key(token.spent_by, registration.registration_key)};
+  return spent;
 }
 
 Result<const NodeRecord*> Cluster::node_for(const Caller& caller,

@@ -146,8 +146,29 @@ class Cluster {
   // it; everywhere else it is as good as unknown.
   bool registration_token_spent(const std::string& token_hash) const;
 
-  // Registration tokens. `compute_name` "" makes a token any compute's node may use.
-  std::string create_registration_token(const std::string& compute_name);
+  // Registration tokens. `compute_name` "" makes a token any compute's node may use. A join
+  // token (max_uses above 1, or a time to live) registers up to max_uses nodes, each its own,
+  // until it expires or is revoked; one node registering again with its key gets the same node.
+  struct TokenRequest {
+    std::string compute_name;
+    std::int64_t max_uses = 1;
+    std::optional<std::chrono::seconds> ttl;
+  };
+  struct MadeToken {
+    std::string token;  // the secret, handed out once
+    RegistrationTokenRecord record;
+  };
+  MadeToken create_registration_token(const TokenRequest& request);
+  std::string create_registration_token(const std::string& compute_name) {
+    return create_registration_token(TokenRequest{compute_name}).token;
+  }
+  // The tokens (of one compute when `compute_name` is not empty), without their secrets.
+  nlohmann::json list_registration_tokens(const std::string& compute_name) const;
+  // No node registers with it any more; the nodes it registered keep their own tokens.
+  Result<RegistrationTokenRecord> revoke_registration_token(const std::string& token_id);
+  // A token's public name: the start of its hash.
+  static std::string token_id_of(const RegistrationTokenRecord& token);
+  static nlohmann::json token_json(const RegistrationTokenRecord& token);
   // Whether `token` was made here, and the node that spent it ("" while unspent); NotFound for a
   // token this control plane never made.
   Result<std::string> registration_token_node(const std::string& token) const;
@@ -400,6 +421,7 @@ class Cluster {
   bool counts_toward(const NodeState& node, const std::string& compute_name) const;
   Result<RegisteredNode> registered_again(const RegistrationTokenRecord& token,
                                           const NodeRegistration& registration) const;
+  bool token_usable(const RegistrationTokenRecord& token) const;
   void save(const NodeRecord& node);
   void save(const RunRecord& run);
   void enqueue(RunState& run);

@@ -62,6 +62,14 @@ struct RegistrationTokenRecord {
   // with the same key registers again as the same node, so a node that lost the answer (or died
   // before storing it) is not locked out by its own spent token.
   std::string key_hash;
+  // A join token (`amlnode compute token create --uses N --ttl T`): up to max_uses nodes register
+  // with it, each a node of its own, until expires_at (0: never) or until it is revoked. A
+  // single-use token has max_uses 1 and no expiry. spent_at, spent_by and key_hash are its first
+  // node's; `nodes` lists every node it registered: [{"node_id", "key_hash"}].
+  std::int64_t max_uses = 1;
+  Millis expires_at = 0;
+  bool revoked = false;
+  nlohmann::json nodes = nlohmann::json::array();
 };
 
 struct RunRecord {

@@ -22,6 +22,8 @@ constexpr std::size_t kMaxExperimentName = 235;
 constexpr std::size_t kMaxDroppedStreams = 1000;
 constexpr std::size_t kMaxComputeName = 64;
 constexpr std::size_t kMaxPoolId = 64;
+constexpr std::int64_t kMaxTokenUses = 10000;
+constexpr std::int64_t kMaxTokenTtlSeconds = 366 * 24 * 3600;
 constexpr std::size_t kMaxShortText = 4096;
 constexpr std::size_t kMaxReportedRuns = 1024;
 constexpr std::size_t kMaxIps = 64;
@@ -376,11 +378,23 @@ Result<std::string> parse_registration_token_lookup(std::string_view text) {
   return **token;
 }
 
-Result<std::string> parse_registration_token_request(std::string_view text) {
+Result<Cluster::TokenRequest> parse_registration_token_request(std::string_view text) {
   auto body = parse_json_object(text);
   if (!body) return body.error();
-  if (!body->contains("compute_name") || (*body)["compute_name"].is_null()) return std::string();
-  return required_name(*body, "compute_name", kMaxComputeName);
+  Cluster::TokenRequest request;
+  if (body->contains("compute_name") && !(*body)["compute_name"].is_null()) {
+    auto name = required_name(*body, "compute_name", kMaxComputeName);
+    if (!name) return name.error();
+    request.compute_name = std::move(*name);
+  }
+  // A join token: many nodes, for a while (kubeadm's and k3s's tokens).
+  auto uses = integer_field(*body, "uses", "uses", 1, kMaxTokenUses);
+  if (!uses) return uses.error();
+  request.max_uses = uses->value_or(1);
+  auto ttl = integer_field(*body, "ttl_seconds", "ttl_seconds", 60, kMaxTokenTtlSeconds);
+  if (!ttl) return ttl.error();
+  if (*ttl) request.ttl = std::chrono::seconds(**ttl);
+  return request;
 }
 
 }  // namespace amlnode::controlplane

@@ -71,8 +71,9 @@ Result<StatusUpdate> parse_status(std::string_view body);
 // POST /v1/runs
 Result<SubmitRequest> parse_submit(std::string_view body, std::size_t max_job_text);
 
-// POST /v1/registration-tokens: the compute name, "" for a token any compute may use.
-Result<std::string> parse_registration_token_request(std::string_view body);
+// POST /v1/registration-tokens: {"compute_name"? ("" or absent: any compute), "uses"? (1 to
+// 10000, default 1), "ttl_seconds"? (60 s to 366 days; absent: no expiry)}.
+Result<Cluster::TokenRequest> parse_registration_token_request(std::string_view body);
 // {"token": "..."}: the registration token a user asks about (amlnode attach waits on it).
 Result<std::string> parse_registration_token_lookup(std::string_view body);
 

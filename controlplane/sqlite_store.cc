@@ -40,7 +40,11 @@ CREATE TABLE IF NOT EXISTS registration_tokens (
   created_at INTEGER NOT NULL,
   spent_at INTEGER NOT NULL,
   spent_by TEXT NOT NULL,
-  key_hash TEXT NOT NULL DEFAULT '');
+  key_hash TEXT NOT NULL DEFAULT '',
+  max_uses INTEGER NOT NULL DEFAULT 1,
+  expires_at INTEGER NOT NULL DEFAULT 0,
+  revoked INTEGER NOT NULL DEFAULT 0,
+  nodes TEXT NOT NULL DEFAULT '[]');
 CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY,
   experiment_name TEXT NOT NULL,
@@ -275,7 +279,8 @@ class SqliteStore final : public Store {
     if (auto r = put_token_.prepare(
             db_,
             "INSERT OR REPLACE INTO registration_tokens (token_hash, compute_name, created_at, "
-            "spent_at, spent_by, key_hash) VALUES (?1,?2,?3,?4,?5,?6)");
+            "spent_at, spent_by, key_hash, max_uses, expires_at, revoked, nodes) VALUES "
+            "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)");
         !r) {
       return r;
     }
@@ -330,11 +335,17 @@ class SqliteStore final : public Store {
     if (!nodes) return nodes.error();
     auto tokens = for_each_row(
         db_,
-        "SELECT token_hash, compute_name, created_at, spent_at, spent_by, key_hash FROM "
-        "registration_tokens",
+        "SELECT token_hash, compute_name, created_at, spent_at, spent_by, key_hash, max_uses, "
+        "expires_at, revoked, nodes FROM registration_tokens",
         [&](const Row& row) {
-          contents.registration_tokens.push_back(RegistrationTokenRecord{
-              row.text(0), row.text(1), row.integer(2), row.integer(3), row.text(4), row.text(5)});
+          RegistrationTokenRecord token{row.text(0),    row.text(1), row.integer(2),
+                                        row.integer(3), row.text(4), row.text(5)};
+          token.max_uses = row.integer(6);
+          token.expires_at = row.integer(7);
+          token.revoked = row.integer(8) != 0;
+          auto nodes = parse_untrusted_json(row.text(9));
+          if (nodes.is_array()) token.nodes = std::move(nodes);
+          contents.registration_tokens.push_back(std::move(token));
         });
     if (!tokens) return tokens.error();
     auto runs = for_each_row(
@@ -414,6 +425,10 @@ class SqliteStore final : public Store {
         .bind(4, t.spent_at)
         .bind(5, t.spent_by)
         .bind(6, t.key_hash)
+        .bind(7, t.max_uses)
+        .bind(8, t.expires_at)
+        .bind(9, std::int64_t{t.revoked})
+        .bind(10, dump_json(t.nodes))
         .execute("storing a registration token");
   }
 
@@ -512,6 +527,14 @@ Result<void> add_missing_columns(sqlite3* db) {
   for (const auto& column :
        {Column{"registration_tokens", "key_hash",
                "ALTER TABLE registration_tokens ADD COLUMN key_hash TEXT NOT NULL DEFAULT ''"},
+        Column{"registration_tokens", "max_uses",
+               "ALTER TABLE registration_tokens ADD COLUMN max_uses INTEGER NOT NULL DEFAULT 1"},
+        Column{"registration_tokens", "expires_at",
+               "ALTER TABLE registration_tokens ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0"},
+        Column{"registration_tokens", "revoked",
+               "ALTER TABLE registration_tokens ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0"},
+        Column{"registration_tokens", "nodes",
+               "ALTER TABLE registration_tokens ADD COLUMN nodes TEXT NOT NULL DEFAULT '[]'"},
         Column{"runs", "dropped_logs",
                "ALTER TABLE runs ADD COLUMN dropped_logs TEXT NOT NULL DEFAULT '{}'"},
         Column{"runs", "shares",

@@ -157,7 +157,9 @@ void submit(std::string_view body) {
 void registration_token(std::string_view body) {
   auto parsed = parse_registration_token_request(body);
   if (refused(parsed)) return;
-  check(parsed->empty() || is_valid_name(*parsed, 64), "an invalid compute name");
+  check(parsed->compute_name.empty() || is_valid_name(parsed->compute_name, 64),
+        "an invalid compute name");
+  check(parsed->max_uses >= 1 && parsed->max_uses <= 10000, "uses out of range");
 }
 
 // A valid stream name becomes a file below the run's logs folder: it must not be able to climb.

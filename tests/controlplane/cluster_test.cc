@@ -764,3 +764,52 @@ TEST_CASE("a cluster with min_nodes keeps that many idle nodes", "[cluster][scal
   CHECK(f.cluster.remove_compute("cpu", ComputeRemoval::Delete).ok());
   CHECK(f.cluster.compute_record("cpu") == nullptr);
 }
+
+TEST_CASE(
+    "a join token registers up to its uses, each node its own, until it expires or is revoked",
+    "[cluster][tokens]") {
+  Fixture f;
+  auto made = f.cluster.create_registration_token({"cpu", 2, std::chrono::seconds(3600)});
+  auto hash = f.cluster.identify(made.token).token_hash;
+  auto registration = [&](const std::string& key) {
+    NodeRegistration r;
+    r.hostname = "vm";
+    r.registration_key = key;
+    return f.cluster.register_node(hash, r);
+  };
+  std::string key_a(64, 'a'), key_b(64, 'b'), key_c(64, 'c');
+  auto a = registration(key_a);
+  auto b = registration(key_b);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  CHECK(a->node_id != b->node_id);
+  CHECK(a->node_token != b->node_token);
+  // Used up: a third node is refused, but a node that lost its answer gets itself again.
+  CHECK(registration(key_c).error().code == kUnauthorized);
+  auto again = registration(key_b);
+  REQUIRE(again.ok());
+  CHECK(again->node_id == b->node_id);
+  CHECK(f.cluster.registration_token_spent(hash));
+  auto listed = f.cluster.list_registration_tokens("cpu")["tokens"];
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0]["uses"] == 2);
+  CHECK(listed[0]["max_uses"] == 2);
+  CHECK(listed[0]["nodes"] == nlohmann::json{a->node_id, b->node_id});
+  CHECK(listed[0].dump().find(made.token) == std::string::npos);
+
+  // Expiry: a fresh join token is refused once its time is up.
+  auto brief = f.cluster.create_registration_token({"cpu", 5, std::chrono::seconds(60)});
+  hash = f.cluster.identify(brief.token).token_hash;
+  REQUIRE(registration(key_c).ok());
+  f.clock->advance(61s);
+  CHECK(registration(std::string(64, 'd')).error().code == kUnauthorized);
+
+  // Revoked: nothing registers with it, not even a node it registered before.
+  auto open = f.cluster.create_registration_token({"cpu", 5, std::nullopt});
+  hash = f.cluster.identify(open.token).token_hash;
+  REQUIRE(registration(std::string(64, 'e')).ok());
+  REQUIRE(f.cluster.revoke_registration_token(Cluster::token_id_of(open.record)).ok());
+  CHECK(registration(std::string(64, 'f')).error().code == kUnauthorized);
+  CHECK(registration(std::string(64, 'e')).error().code == kUnauthorized);
+  CHECK(f.cluster.revoke_registration_token("tok-nothing").error().code == kNotFound);
+}

@@ -160,3 +160,52 @@ TEST_CASE("an ephemeral agent takes one run, leaves for good and exits 0", "[dae
   std::string next = cluster.submit("script: hello.py\n");
   CHECK(cluster.server().run(next)["status"] == "Queued");
 }
+
+TEST_CASE("one join token registers several real agents, each a node of its own",
+          "[daemon][tokens]") {
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp");
+  server.start();
+  std::vector<std::string> env = {"AMLNODE_CONTROL_PLANE=" + server.url(),
+                                  "AMLNODE_USER_TOKEN=" + server.user_token()};
+  auto made = test::run_command({test::amlnode_binary().string(), "compute", "token", "create",
+                                 "fleet", "--uses", "2", "--ttl", "3600"},
+                                env);
+  REQUIRE(made.exit_code == 0);
+  std::string token = made.out.substr(0, made.out.find('\n'));
+  std::vector<pid_t> agents;
+  for (int i = 0; i < 3; ++i) {
+    auto state = dir / ("agent-" + std::to_string(i));
+    auto config =
+        dir.write("agent-" + std::to_string(i) + ".yml",
+                  test::agent_config_text(
+                      state, server.url(), token,
+                      test::AgentConfigSections{}.with_node("  labels: {compute_name: fleet}\n")));
+    agents.push_back(test::start_command(
+        {test::amlnode_binary().string(), "agent", "--config", config.string()},
+        dir / ("out-" + std::to_string(i)), dir / ("err-" + std::to_string(i))));
+  }
+  // Two register; the third is refused (the token is used up) and exits.
+  bool two = test::eventually(
+      [&] { return server.user_call("GET", "/v1/nodes").second.size() == 2; }, 20s);
+  CHECK(two);
+  int refused = -1;
+  for (pid_t pid : agents) {
+    int code = test::wait_command(pid, 1s);
+    if (code > 0) refused = code;
+  }
+  CHECK(refused == 1);
+  auto listed = test::run_command(
+      {test::amlnode_binary().string(), "compute", "token", "list", "fleet", "--json"}, env);
+  auto tokens = json::parse(listed.out)["tokens"];
+  REQUIRE(tokens.size() == 1);
+  CHECK(tokens[0]["uses"] == 2);
+  CHECK(tokens[0]["usable"] == false);
+  CHECK(listed.out.find(token) == std::string::npos);
+  auto revoked = test::run_command({test::amlnode_binary().string(), "compute", "token", "revoke",
+                                    tokens[0]["token_id"].get<std::string>()},
+                                   env);
+  CHECK(revoked.exit_code == 0);
+  for (pid_t pid : agents) ::kill(pid, SIGKILL);
+  for (pid_t pid : agents) test::wait_command(pid, 5s);
+}
