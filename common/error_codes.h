@@ -16,6 +16,8 @@ inline constexpr const char* kCanceled = "Canceled";
 inline constexpr const char* kNotStarted = "NotStarted";
 // The control plane refused a log chunk for good (its name, its budget).
 inline constexpr const char* kRejected = "Rejected";
+// The control plane does not know the caller's token (HTTP 401): a node that was removed.
+inline constexpr const char* kUnauthorized = "Unauthorized";
 // The run passed max_run_duration_seconds.
 inline constexpr const char* kRunTimeout = "RunTimeout";
 // The control plane's store or its files failed (503).

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 
@@ -373,7 +374,12 @@ void Api::sweep(std::function<void()> done) {
 
 void Api::run_scale_hooks() {
   if (ctx_.scale_hook.empty()) return;
-  for (const auto& name : ctx_.cluster.clusters()) {
+  auto clusters = ctx_.cluster.clusters();
+  // A cluster deleted (and perhaps made again) starts afresh.
+  std::erase_if(hooked_, [&](const auto& entry) {
+    return std::find(clusters.begin(), clusters.end(), entry.first) == clusters.end();
+  });
+  for (const auto& name : clusters) {
     if (hooks_in_flight_.count(name)) continue;
     ComputeScale scale = ctx_.cluster.scale_of(name);
     const ComputeRecord* compute = ctx_.cluster.compute_record(name);
@@ -396,9 +402,13 @@ void Api::run_scale_hooks() {
                               {"current_node_count", scale.current},
                               {"target_node_count", scale.target},
                               {"nodes_to_remove", leaving}};
-    // The decision, without the count of nodes there now (which follows it).
+    // The decision, and while the cluster is not at its target the nodes there now too: a VM
+    // that never joined, or one that went, asks the hook again.
     std::string decision =
-        nlohmann::json{{"target", scale.target}, {"leaving", scale.leaving}}.dump();
+        nlohmann::json{{"target", scale.target},
+                       {"leaving", scale.leaving},
+                       {"current", scale.target == scale.current ? -1 : scale.current}}
+            .dump();
     if (hooked_[name] == decision) continue;
     hooked_[name] = decision;
     hooks_in_flight_.insert(name);
@@ -912,12 +922,15 @@ void Api::heartbeat(const std::string& node_id, const Request& request, Responde
     commit_then([this, compute](Result<void>) { serve_lease_waiters(compute); });
   }
   auto policy = ctx_.cluster.policy();
-  respond_after_commit(
-      respond, [commands = std::move(outcome.commands), policy, interval = outcome.interval] {
-        return json_response(200, {{"heartbeat_interval_seconds", interval.count()},
-                                   {"heartbeat_timeout_seconds", policy.heartbeat_timeout.count()},
-                                   {"commands", commands}});
-      });
+  respond_after_commit(respond, [commands = std::move(outcome.commands), policy,
+                                 interval = outcome.interval, removed = outcome.removed] {
+    nlohmann::json answer = {{"heartbeat_interval_seconds", interval.count()},
+                             {"heartbeat_timeout_seconds", policy.heartbeat_timeout.count()},
+                             {"commands", commands}};
+    // A node that asked to leave for good learns that it may go.
+    if (removed) answer["removed"] = true;
+    return json_response(200, answer);
+  });
 }
 
 void Api::lease(const std::string& node_id, const Request& request, Responder respond) {

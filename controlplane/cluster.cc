@@ -371,7 +371,8 @@ Cluster::HeartbeatOutcome Cluster::heartbeat(const std::string& node_id,
   }
   HeartbeatOutcome outcome{commands, let_go_of_taken_runs(node, report), interval};
   // A node leaving for good (told to by a scale-down, or ephemeral) goes once it holds nothing.
-  if (report.deregister && node.held_runs.empty() && node.pending_shares.empty())
+  if (report.deregister && report.runs.empty() && node.held_runs.empty() &&
+      node.pending_shares.empty())
     outcome.removed = remove_node(node_id).ok();
   return outcome;
 }

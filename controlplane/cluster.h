@@ -28,7 +28,7 @@
 namespace amlnode::controlplane {
 
 // Error codes the Cluster returns; the HTTP layer maps each to its status.
-inline constexpr const char* kUnauthorized = "Unauthorized";            // 401
+inline constexpr const char* kUnauthorized = errors::kUnauthorized;     // 401
 inline constexpr const char* kForbidden = "Forbidden";                  // 403
 inline constexpr const char* kNotFound = "NotFound";                    // 404
 inline constexpr const char* kInvalidRequest = "InvalidRequest";        // 400

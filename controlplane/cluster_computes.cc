@@ -99,6 +99,7 @@ Result<void> Cluster::remove_compute(const std::string& name, ComputeRemoval how
                                   "them: DELETE /v1/nodes/{id})"};
   }
   computes_.erase(name);
+  scale_errors_.erase(name);
   changes_.push_back([name](Store& store) { return store.delete_compute(name); });
   return ok();
 }

@@ -52,6 +52,11 @@ ComputeScale Cluster::scale_of(const std::string& compute_name) const {
     for (const auto& [seq, run_id] : queue->second)
       scale.queued_nodes += runs_.at(run_id).record.node_count;
   }
+  // Runs of lost nodes come back to the queue: they are wanted as queued work already.
+  for (const auto& [id, run] : runs_) {
+    if (run.record.compute_name == compute_name && run.record.status == RunStatus::NotResponding)
+      scale.queued_nodes += run.record.node_count;
+  }
   if (!compute || compute->kind != kComputeKindAmlCompute) {
     // Attached and implicit computes are as big as the nodes that joined them.
     scale.target = scale.current;
@@ -82,13 +87,17 @@ void Cluster::tell_idle_nodes_to_leave() {
   for (const auto& name : clusters()) {
     ScaleSettings settings = settings_of(computes_.at(name));
     ComputeScale scale = scale_of(name);
-    int staying = scale.current - static_cast<int>(scale.leaving.size());
+    // Only nodes that can take work count as staying: a draining, unusable or preempted node
+    // does not keep min_nodes for the cluster.
+    int staying = 0;
+    for (const auto& [id, node] : nodes_)
+      if (counts_toward(node, name) && usable(node)) ++staying;
     int surplus = staying - std::max(scale.target, settings.min_nodes);
     if (surplus <= 0) continue;
     std::vector<std::pair<std::chrono::system_clock::time_point, std::string>> idle;
     for (const auto& [id, node] : nodes_) {
-      if (!counts_toward(node, name) || node.told_to_leave || !node.held_runs.empty() ||
-          !node.pending_shares.empty() || node.record.draining)
+      if (!counts_toward(node, name) || !usable(node) || !node.held_runs.empty() ||
+          !node.pending_shares.empty())
         continue;
       if (now - node.last_busy >= settings.idle) idle.emplace_back(node.last_busy, id);
     }

@@ -343,8 +343,14 @@ class SqliteStore final : public Store {
           token.max_uses = row.integer(6);
           token.expires_at = row.integer(7);
           token.revoked = row.integer(8) != 0;
+          // A list that does not read back would make a used-up token usable again: the
+          // token is then taken as used up instead.
           auto nodes = parse_untrusted_json(row.text(9));
-          if (nodes.is_array()) token.nodes = std::move(nodes);
+          if (nodes.is_array()) {
+            token.nodes = std::move(nodes);
+          } else {
+            token.revoked = true;
+          }
           contents.registration_tokens.push_back(std::move(token));
         });
     if (!tokens) return tokens.error();

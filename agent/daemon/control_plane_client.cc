@@ -33,7 +33,7 @@ Error answer_error(const HttpResponse& response) {
   }
   std::string detail = "HTTP " + std::to_string(response.status) +
                        (code.empty() ? "" : " " + code) + (message.empty() ? "" : ": " + message);
-  if (response.status == 401) return Error{"Unauthorized", detail};
+  if (response.status == 401) return Error{errors::kUnauthorized, detail};
   if (response.status == 403) return Error{"Forbidden", detail};
   if (response.status == 409 && body.is_object() && body.value("stop", false)) {
     return Error{errors::kStaleEpoch, detail};
@@ -129,6 +129,8 @@ class HttpControlPlaneClient final : public ControlPlaneClient {
     answer.heartbeat_interval = seconds_field(*body, "heartbeat_interval_seconds", 5);
     if (auto commands = body->find("commands"); commands != body->end())
       answer.commands = wire::commands_from_json(*commands);
+    if (auto removed = body->find("removed"); removed != body->end() && removed->is_boolean())
+      answer.removed = removed->get<bool>();
     return answer;
   }
 

@@ -61,6 +61,8 @@ using LeasedRun = wire::LeasedRun;
 struct HeartbeatAnswer {
   std::chrono::seconds heartbeat_interval{5};
   std::vector<Command> commands;
+  // The node asked to leave for good, and the control plane removed it.
+  bool removed = false;
 };
 
 struct StatusReport {

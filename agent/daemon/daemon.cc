@@ -295,7 +295,9 @@ HeartbeatReport Daemon::heartbeat_report() const {
   report.reason = unusable_reason_;
   for (const auto& [id, run] : runs_)
     report.runs.push_back({id, run.lease.epoch, spec::to_string(run.status)});
-  report.deregister = leave_for_good_ && report.state == "leaving";
+  // Only with nothing held or still ending here: the control plane removes the node at once.
+  report.deregister =
+      leave_for_good_ && report.state == "leaving" && runs_.empty() && retiring_.empty();
   return report;
 }
 
@@ -351,7 +353,13 @@ void Daemon::on_heartbeat(Result<HeartbeatAnswer> answer, bool reported_leaving)
     } else {
       spdlog::error("heartbeat refused: {}", answer.error().message);
     }
-    // Nobody to tell: a drain does not wait for a control plane that is gone.
+    // Leaving for good waits until the control plane has removed the node (a 401: it is gone
+    // already), for at most kLeaveRetry; a plain drain does not wait for a control plane that is
+    // gone.
+    if (leave_for_good_ && answer.error().code == errors::kUnauthorized)
+      return finish({0, "left: the control plane no longer knows this node"});
+    if (leave_for_good_ && std::chrono::steady_clock::now() - left_at_ < kLeaveRetry)
+      return schedule_heartbeat(options_.last_retry);
     if (exit_when_drained_ && runs_.empty())
       return finish({0, "drained; the control plane did not take the last heartbeat"});
     schedule_heartbeat(
@@ -367,6 +375,11 @@ void Daemon::on_heartbeat(Result<HeartbeatAnswer> answer, bool reported_leaving)
   if (draining_ && exit_when_drained_ && runs_.empty()) {
     // A drain that began while an earlier heartbeat was in flight still owes the control plane
     // the `leaving` one.
+    if (leave_for_good_) {
+      if (answer->removed) return finish({0, "left: removed by the control plane"});
+      return schedule_heartbeat(std::min<std::chrono::milliseconds>(
+          heartbeat_interval_, std::chrono::milliseconds(1000)));
+    }
     if (reported_leaving) return finish({0, "drained"});
     return schedule_heartbeat(std::chrono::milliseconds(0));
   }
@@ -924,6 +937,7 @@ void Daemon::handle_command(const Command& command) {
 // which the agent exits 0 and whatever manages the VM may delete it.
 void Daemon::leave() {
   leave_for_good_ = true;
+  left_at_ = std::chrono::steady_clock::now();
   drain();
 }
 

@@ -272,6 +272,9 @@ class Daemon {
   // Told to leave (a scale-down), or ephemeral with its run over: the last heartbeat asks the
   // control plane to remove the node.
   bool leave_for_good_ = false;
+  std::chrono::steady_clock::time_point left_at_{};
+  // How long a node leaving for good keeps asking an unreachable control plane to remove it.
+  static constexpr std::chrono::minutes kLeaveRetry{5};
   // A run was leased (or held before a restart): an ephemeral node takes no other.
   bool had_run_ = false;
   bool exit_when_drained_ = false;  // SIGTERM: stop once the drain is done

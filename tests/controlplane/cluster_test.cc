@@ -813,3 +813,21 @@ TEST_CASE(
   CHECK(registration(std::string(64, 'e')).error().code == kUnauthorized);
   CHECK(f.cluster.revoke_registration_token("tok-nothing").error().code == kNotFound);
 }
+
+TEST_CASE("a node asking to leave for good is removed only once it holds and reports nothing",
+          "[cluster][scaling]") {
+  Fixture f;
+  auto node = f.node("cpu");
+  auto run = f.queued_run("cpu");
+  REQUIRE(f.cluster.lease(node, 1).size() == 1);
+  HeartbeatReport leaving{"leaving", "", {{run, 1, "Running"}}, true};
+  CHECK_FALSE(f.cluster.heartbeat(node, leaving).removed);
+  StatusReport completed;
+  completed.status = RunStatus::Completed;
+  completed.exit_code = 0;
+  f.cluster.update_status(run, node, completed);
+  CHECK_FALSE(f.cluster.heartbeat(node, leaving).removed);  // it still says it has the run
+  leaving.runs.clear();
+  CHECK(f.cluster.heartbeat(node, leaving).removed);
+  CHECK(f.cluster.identify("anything").kind == CallerKind::Anonymous);
+}
