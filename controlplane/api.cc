@@ -916,8 +916,9 @@ void Api::heartbeat(const std::string& node_id, const Request& request, Responde
   auto report = parse_heartbeat(request.body);
   if (!report) return respond(error_response(report.error()));
   auto outcome = ctx_.cluster.heartbeat(node_id, *report);
-  // A run taken from this node while it was cut off may be leased to it again now.
-  if (outcome.let_go) {
+  // A run taken from this node while it was cut off may be leased to it again now; a run a
+  // preempted node let go of is queued for the others.
+  if (outcome.let_go || outcome.requeued) {
     std::string compute = compute_of(node_id);
     commit_then([this, compute](Result<void>) { serve_lease_waiters(compute); });
   }

@@ -370,11 +370,35 @@ Cluster::HeartbeatOutcome Cluster::heartbeat(const std::string& node_id,
       interval = std::min(interval, kShareHeartbeatInterval);
   }
   HeartbeatOutcome outcome{commands, let_go_of_taken_runs(node, report), interval};
+  if (report.state == "preempted") outcome.requeued = requeue_let_go(node, report);
   // A node leaving for good (told to by a scale-down, or ephemeral) goes once it holds nothing.
   if (report.deregister && report.runs.empty() && node.held_runs.empty() &&
       node.pending_shares.empty())
     outcome.removed = remove_node(node_id).ok();
   return outcome;
+}
+
+// A preempted node lets go of each run once it has stopped it and delivered its logs: a run it
+// holds but no longer lists is queued again (a new epoch, a new attempt of its logs), as Azure
+// ML restarts a job whose low-priority node was preempted.
+bool Cluster::requeue_let_go(NodeState& node, const HeartbeatReport& report) {
+  std::vector<std::string> released;
+  for (const auto& id : node.held_runs) {
+    bool listed = std::any_of(report.runs.begin(), report.runs.end(),
+                              [&](const auto& reported) { return reported.run_id == id; });
+    if (!listed) released.push_back(id);
+  }
+  bool requeued = false;
+  for (const auto& id : released) {
+    RunState& run = runs_.at(id);
+    // As a lost node's runs go back: through NotResponding, which may be queued again.
+    if (spec::can_transition(run.record.status, RunStatus::NotResponding)) {
+      run.record.status = RunStatus::NotResponding;
+      run.record.not_responding_since = now_millis();
+    }
+    requeued = requeue(run) || requeued;
+  }
+  return requeued;
 }
 
 bool Cluster::let_go_of_taken_runs(NodeState& node, const HeartbeatReport& report) {

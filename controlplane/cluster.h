@@ -195,6 +195,8 @@ class Cluster {
     std::chrono::seconds interval{5};
     // The node said it leaves for good and held nothing: it is removed (remove_node).
     bool removed = false;
+    // A preempted node let go of runs, which are queued again.
+    bool requeued = false;
   };
   static constexpr std::chrono::seconds kShareHeartbeatInterval{1};
   HeartbeatOutcome heartbeat(const std::string& node_id, const HeartbeatReport& report);
@@ -430,6 +432,7 @@ class Cluster {
   void release_from_node(RunState& run);
   // Whether the report let go of any of the node's taken runs.
   bool let_go_of_taken_runs(NodeState& node, const HeartbeatReport& report);
+  bool requeue_let_go(NodeState& node, const HeartbeatReport& report);
   bool requeue(RunState& run);
   void save_parallel(const std::string& run_id, ParallelBook& book);
   void forget_parallel(RunState& run);

@@ -32,6 +32,7 @@ Daemon::Daemon(asio::io_context& io, DaemonOptions options,
       outbox_retry_timer_(io),
       log_timer_(io),
       retiring_timer_(io),
+      events_timer_(io),
       retry_delay_(options_.first_retry) {
   options_.runs.client = client_;
   options_.runs.before_launch = [store = store_, canceled = canceled_in_preparation_](
@@ -78,17 +79,6 @@ void Daemon::offload_store(Work work, Done done) {
       });
 }
 
-template <class Work, class Done>
-void Daemon::offload(Work work, Done done) {
-  std::weak_ptr<bool> alive = alive_;
-  asio::post(pool_, [this, alive, work = std::move(work), done = std::move(done)]() mutable {
-    auto result = work();
-    asio::post(io_, [alive, done = std::move(done), result = std::move(result)]() mutable {
-      if (alive.lock()) done(std::move(result));
-    });
-  });
-}
-
 void Daemon::start(std::function<void(DaemonExit)> on_exit) {
   on_exit_ = std::move(on_exit);
   metrics_ =
@@ -97,6 +87,7 @@ void Daemon::start(std::function<void(DaemonExit)> on_exit) {
   metrics_->start();
   load_identity();
   schedule_log_tick();
+  start_event_polling();
 }
 
 std::vector<SampledRun> Daemon::live_runs() const {
@@ -188,6 +179,7 @@ void Daemon::on_logs_shipped(const std::string& run_id, Result<ShipResult> shipp
   run.dropped_logs = nlohmann::json::object();
   for (const auto& [stream, dropped] : shipped->dropped)
     run.dropped_logs[stream] = {{"bytes", dropped.bytes}, {"why", dropped.why}};
+  if (final && run.preempted) return let_go_of_preempted(run_id);
   if (final && run.status != run.outcome->status) report_terminal(run);
 }
 
@@ -255,7 +247,9 @@ void Daemon::retry_later(const Error& why, std::function<void()> step) {
 }
 
 std::string Daemon::node_state() const {
-  // Leaving wins: a drain ends with a `leaving` heartbeat whatever else is wrong.
+  // A preempted node says so until its VM is gone; leaving wins otherwise: a drain ends with a
+  // `leaving` heartbeat whatever else is wrong.
+  if (preempted_) return "preempted";
   if (draining_) return "leaving";
   if (!unusable_reason_.empty()) return "unusable";
   bool preparing = false;
@@ -471,7 +465,9 @@ void Daemon::resume_run(const HeldRunRecord& record) {
 
 void Daemon::maybe_lease() {
   if (!recovered_) return;
-  if (stopped_ || draining_ || !identity_ || lease_in_flight_ || !unusable_reason_.empty()) return;
+  if (stopped_ || draining_ || preempted_ || !identity_ || lease_in_flight_ ||
+      !unusable_reason_.empty())
+    return;
   // An ephemeral node takes one run.
   if (options_.settings.ephemeral && had_run_) return;
   if (!docker_ready()) return;
@@ -742,6 +738,8 @@ void Daemon::enter_status(ActiveRun& run, spec::RunStatus status, std::optional<
                           std::optional<Error> error) {
   run.status = status;
   notify_state();
+  // A preempted run's end is not its own: the control plane queues it again instead.
+  if (run.preempted) return;
   std::optional<RunRecord> run_json;
   nlohmann::json timings = nlohmann::json::object();
   if (run.record) {
@@ -971,6 +969,7 @@ void Daemon::finish(DaemonExit exit) {
   heartbeat_timer_.cancel();
   retry_timer_.cancel();
   lease_retry_timer_.cancel();
+  events_timer_.cancel();
   outbox_retry_timer_.cancel();
   log_timer_.cancel();
   if (metrics_) metrics_->stop();

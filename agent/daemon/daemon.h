@@ -13,6 +13,7 @@
 // nothing the node is doing stops meanwhile.
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -131,6 +132,9 @@ class Daemon {
     bool record_writable = false;
     bool preparing = false;   // its preparation, launch or finding again is on the pool
     bool finalizing = false;  // its release and exit record are on the pool
+    // Stopped by a preemption: no status is reported for it; once its logs are delivered the
+    // node lets go of it and the control plane queues it again.
+    bool preempted = false;
   };
   // A run stopped here (its lease moved on) whose process may still be ending: the same run is
   // not prepared here again until it has, or the new preparation would remove the run folder
@@ -186,6 +190,12 @@ class Daemon {
   void flush_outbox();
   void release_batch_job(const std::string& run_id);
   void leave();
+  // Preemption (daemon_preemption.cc).
+  void start_event_polling();
+  void poll_scheduled_events();
+  void begin_preemption(const std::string& event_id);
+  void let_go_of_preempted(const std::string& run_id);
+  void maybe_acknowledge_preemption();
   void forget_run(const std::string& run_id);
   void stop_run(const std::string& run_id, const std::string& reason);
   // daemon_relet.cc: stopped runs until their process is gone, and leases of them meanwhile.
@@ -271,6 +281,13 @@ class Daemon {
   bool draining_ = false;                // no new leases (SIGTERM, or the control plane's drain)
   // Told to leave (a scale-down), or ephemeral with its run over: the last heartbeat asks the
   // control plane to remove the node.
+  // Preemption: the scheduled events endpoint, and the event being acted on.
+  std::shared_ptr<HttpClient> events_client_;
+  std::string events_target_;
+  boost::asio::steady_timer events_timer_;
+  bool preempted_ = false;
+  bool preemption_acknowledged_ = false;
+  std::string preempt_event_id_;
   bool leave_for_good_ = false;
   std::chrono::steady_clock::time_point left_at_{};
   // How long a node leaving for good keeps asking an unreachable control plane to remove it.
@@ -285,5 +302,17 @@ class Daemon {
   bool docker_probed_ = false;  // no lease before the first probe has answered
   bool docker_probe_in_flight_ = false;
 };
+
+// Defined here: the daemon's parts in other files (daemon_preemption.cc) offload too.
+template <class Work, class Done>
+void Daemon::offload(Work work, Done done) {
+  std::weak_ptr<bool> alive = alive_;
+  boost::asio::post(pool_, [this, alive, work = std::move(work), done = std::move(done)]() mutable {
+    auto result = work();
+    boost::asio::post(io_, [alive, done = std::move(done), result = std::move(result)]() mutable {
+      if (alive.lock()) done(std::move(result));
+    });
+  });
+}
 
 }  // namespace amlnode::agent

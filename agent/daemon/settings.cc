@@ -46,6 +46,33 @@ Result<void> read_control_plane(const json& section, const std::string& where,
   return ok();
 }
 
+Result<void> read_scheduled_events(const json& node, const std::string& where,
+                                   AgentSettings& settings) {
+  ScheduledEventsSettings& events = settings.scheduled_events;
+  auto priority = settings.labels.find("vm_priority");
+  events.enabled = priority != settings.labels.end() && priority->second == "lowpriority";
+  auto section = node.find("scheduled_events");
+  if (section == node.end() || section->is_null()) return ok();
+  if (!section->is_object())
+    return Error{"InvalidConfig", where + "scheduled_events: expected a mapping"};
+  std::string path = where + "scheduled_events.";
+  std::string url;
+  int interval = static_cast<int>(events.interval.count());
+  if (auto read = read_key(*section, "url", path, url); !read) return read;
+  if (auto read = read_key(*section, "interval_seconds", path, interval); !read) return read;
+  if (!url.empty()) {
+    if (auto parsed = parse_http_url(url.substr(0, url.find('/', url.find("://") + 3)));
+        !parsed.ok() || url.find("://") == std::string::npos)
+      return Error{"InvalidConfig", path + "url: expected an http:// URL, got \"" + url + "\""};
+    events.url = url;
+    events.enabled = true;
+  }
+  if (interval < 1 || interval > 60)
+    return Error{"InvalidConfig", path + "interval_seconds: expected 1 to 60"};
+  events.interval = std::chrono::seconds(interval);
+  return ok();
+}
+
 Result<void> read_node(const json& section, const std::string& where, AgentSettings& settings) {
   if (auto read = read_key(section, "labels", where, settings.labels); !read) return read;
   if (auto read = read_key(section, "ssh_port", where, settings.ssh_port); !read) return read;
@@ -67,6 +94,7 @@ Result<void> read_node(const json& section, const std::string& where, AgentSetti
     return Error{"InvalidConfig", where + "run_concurrency: expected 1 to 64"};
   }
   if (auto read = read_key(section, "ephemeral", where, settings.ephemeral); !read) return read;
+  if (auto read = read_scheduled_events(section, where, settings); !read) return read;
   if (settings.ephemeral && settings.run_concurrency != 1)
     return Error{"InvalidConfig",
                  where + "run_concurrency: an ephemeral node takes one run, so only 1"};

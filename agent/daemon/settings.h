@@ -42,6 +42,15 @@ struct MetricsSettings {
   std::optional<metrics::ListenAddress> listen = metrics::ListenAddress{"127.0.0.1", 9108, true};
 };
 
+// Azure's Scheduled Events (docs/compute.md, "Preemption"): where a low-priority VM learns of its
+// eviction. On for a node labelled vm_priority: lowpriority, or one whose config gives
+// node.scheduled_events.url.
+struct ScheduledEventsSettings {
+  bool enabled = false;
+  std::string url = "http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01";
+  std::chrono::seconds interval{1};
+};
+
 struct AgentSettings {
   HttpEndpoint endpoint;
   HttpTlsOptions tls;
@@ -56,6 +65,7 @@ struct AgentSettings {
   // node.ephemeral (`amlnode agent --ephemeral`): the node takes one run, then leaves for good
   // (drains, is removed from the control plane, and the agent exits 0).
   bool ephemeral = false;
+  ScheduledEventsSettings scheduled_events;
   std::chrono::seconds lease_wait{20};
   // Below this much free space in the state dir the node reports `unusable` and takes no runs.
   std::uint64_t min_free_bytes = 512ull << 20;

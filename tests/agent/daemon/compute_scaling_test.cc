@@ -209,3 +209,120 @@ TEST_CASE("one join token registers several real agents, each a node of its own"
   for (pid_t pid : agents) ::kill(pid, SIGKILL);
   for (pid_t pid : agents) test::wait_command(pid, 5s);
 }
+
+namespace {
+
+// The Scheduled Events stand-in (tests/agent/daemon/imds/scheduled_events.py), on a port of its
+// own, serving the VMs of this machine by name.
+struct ScheduledEvents {
+  test::TempDir folder;
+  pid_t pid = -1;
+  int port = 0;
+  ScheduledEvents() {
+    fs::path script = fs::path(AMLNODE_SOURCE_DIR) / "tests/agent/daemon/imds/scheduled_events.py";
+    pid = test::start_command({"/usr/bin/python3", script.string(), folder.path().string()},
+                              folder / "out.txt", folder / "err.txt");
+    REQUIRE(test::eventually(
+        [&] {
+          std::string out = test::slurp(folder / "out.txt");
+          if (out.find("listening on ") == std::string::npos) return false;
+          port = std::stoi(out.substr(out.find("listening on ") + 13));
+          return true;
+        },
+        10s));
+  }
+  ~ScheduledEvents() {
+    ::kill(pid, SIGKILL);
+    test::wait_command(pid, 5s);
+  }
+  std::string url(const std::string& vm) const {
+    return "http://127.0.0.1:" + std::to_string(port) + "/" + vm +
+           "/metadata/scheduledevents?api-version=2020-07-01";
+  }
+  void preempt(const std::string& vm, const std::string& event_id) {
+    folder.write(vm + "/events.json",
+                 json::array({{{"EventId", event_id},
+                               {"EventType", "Preempt"},
+                               {"ResourceType", "VirtualMachine"},
+                               {"Resources", {vm}},
+                               {"EventStatus", "Scheduled"},
+                               {"NotBefore", "Thu, 03 Dec 2026 10:00:30 GMT"},
+                               {"Description", "Virtual machine is being preempted."},
+                               {"EventSource", "Platform"},
+                               {"DurationInSeconds", -1}}})
+                     .dump());
+  }
+};
+
+}  // namespace
+
+TEST_CASE(
+    "a preempted low-priority node stops its run, and the run completes elsewhere with "
+    "both attempts' logs",
+    "[daemon][preemption]") {
+  ScheduledEvents events;
+  test::TempDir dir;
+  test::ControlPlaneProcess server(dir / "cp", {"--heartbeat-interval", "1"});
+  server.start();
+  auto start_agent = [&](const std::string& name, const std::string& node) {
+    auto config = dir.write(
+        name + ".yml",
+        test::agent_config_text(dir / name, server.url(), server.registration_token("cpu-cluster"),
+                                test::AgentConfigSections{}.with_node(node)));
+    return test::start_command(
+        {test::amlnode_binary().string(), "agent", "--config", config.string()},
+        dir / (name + ".out"), dir / (name + ".err"));
+  };
+  pid_t low = start_agent("low",
+                          "  labels: {compute_name: cpu-cluster, vm_priority: lowpriority}\n"
+                          "  lease_wait_seconds: 2\n  scheduled_events: {url: '" +
+                              events.url("vm-low") + "'}\n");
+  // The first attempt waits to be stopped; the second finds its marker and completes.
+  fs::path marker = dir / "first-attempt";
+  dir.write("src/train.py",
+            "import os, signal, sys, time\n"
+            "def stop(*_):\n    print('stopping: SIGTERM', flush=True)\n    sys.exit(143)\n"
+            "signal.signal(signal.SIGTERM, stop)\n"
+            "marker = '" +
+                marker.string() +
+                "'\n"
+                "if os.path.exists(marker):\n    print('second attempt: done', flush=True)\n"
+                "    sys.exit(0)\n"
+                "open(marker, 'w').close()\nprint('first attempt: started', flush=True)\n"
+                "time.sleep(120)\n");
+  std::string id = server.submit(
+      "script: train.py\nenvironment:\n  python: {user_managed_dependencies: true, "
+      "interpreter_path: /usr/bin/python3}\n",
+      dir / "src", "cpu-cluster");
+  REQUIRE(test::eventually([&] { return fs::exists(marker); }, 60s));
+  pid_t other =
+      start_agent("other", "  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n");
+  events.preempt("vm-low", "602d9444-d2cd-49c7-8624-8643e7171297");
+  bool completed = test::eventually(
+      [&] {
+        auto run = server.try_run(id);
+        return run && (*run)["status"] == "Completed";
+      },
+      60s);
+  INFO(server.run(id).dump() << test::slurp(dir / "low.err") << test::slurp(dir / "low.out"));
+  REQUIRE(completed);
+  std::vector<std::string> env = {"AMLNODE_CONTROL_PLANE=" + server.url(),
+                                  "AMLNODE_USER_TOKEN=" + server.user_token()};
+  auto first =
+      test::run_command({test::amlnode_binary().string(), "logs", id, "--attempt", "1"}, env);
+  auto second = test::run_command({test::amlnode_binary().string(), "logs", id}, env);
+  CHECK_THAT(first.out, Catch::Contains("first attempt: started"));
+  CHECK_THAT(first.out, Catch::Contains("stopping: SIGTERM"));
+  CHECK_THAT(second.out, Catch::Contains("second attempt: done"));
+  // The node says it is preempted, and acknowledged the event once it let go of the run.
+  CHECK(test::eventually(
+      [&] {
+        return test::slurp(events.folder / "vm-low/acks.jsonl")
+                   .find("602d9444-d2cd-49c7-8624-8643e7171297") != std::string::npos;
+      },
+      20s));
+  auto status = server.user_call("GET", "/v1/computes/cpu-cluster/status").second;
+  CHECK(status["node_state_counts"]["preempted"] == 1);
+  for (pid_t pid : {low, other}) ::kill(pid, SIGKILL);
+  for (pid_t pid : {low, other}) test::wait_command(pid, 5s);
+}
