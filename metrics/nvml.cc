@@ -26,6 +26,7 @@ struct NvmlApi {
   nvmlReturn_t (*get_temperature)(nvmlDevice_t, int, unsigned int*);
   nvmlReturn_t (*get_power)(nvmlDevice_t, unsigned int*);
   nvmlReturn_t (*get_ecc)(nvmlDevice_t, int, int, unsigned long long*);
+  nvmlReturn_t (*get_retired_pending)(nvmlDevice_t, int*);
   nvmlReturn_t (*get_processes)(nvmlDevice_t, unsigned int*, nvmlProcessInfo_t*);  // _v3 or _v2
   nvmlReturn_t (*get_processes_v1)(nvmlDevice_t, unsigned int*, nvmlProcessInfo_v1_t*);
   nvmlReturn_t (*event_set_create)(nvmlEventSet_t*);
@@ -51,6 +52,7 @@ void bind_all(void* lib, NvmlApi& api) {
   bind(lib, "nvmlDeviceGetTemperature", api.get_temperature);
   bind(lib, "nvmlDeviceGetPowerUsage", api.get_power);
   bind(lib, "nvmlDeviceGetTotalEccErrors", api.get_ecc);
+  bind(lib, "nvmlDeviceGetRetiredPagesPendingStatus", api.get_retired_pending);
   bind(lib, "nvmlDeviceGetComputeRunningProcesses_v3", api.get_processes);
   if (!api.get_processes) bind(lib, "nvmlDeviceGetComputeRunningProcesses_v2", api.get_processes);
   bind(lib, "nvmlDeviceGetComputeRunningProcesses", api.get_processes_v1);
@@ -92,9 +94,13 @@ class Nvml final : public GpuSource {
   unsigned device_count() const override { return static_cast<unsigned>(devices_.size()); }
 
   void sample(std::vector<GpuSample>& gpus, std::vector<GpuProcess>& processes) override {
-    gpus.resize(devices_.size());
+    // Asked again each time: a GPU that fell off the bus is no longer counted (node health).
+    unsigned count = static_cast<unsigned>(devices_.size());
+    unsigned listed = 0;
+    if (api_.get_count(&listed) == NVML_SUCCESS) count = std::min(count, listed);
+    gpus.resize(count);
     processes.clear();
-    for (std::size_t i = 0; i < devices_.size(); ++i) read_device(devices_[i], gpus[i], processes);
+    for (std::size_t i = 0; i < count; ++i) read_device(devices_[i], gpus[i], processes);
     drain_xids(gpus);
   }
 
@@ -138,7 +144,7 @@ class Nvml final : public GpuSource {
         devices_[i].last_xid = data.eventData;
       }
     }
-    for (std::size_t i = 0; i < devices_.size(); ++i) {
+    for (std::size_t i = 0; i < gpus.size(); ++i) {
       gpus[i].xid_errors = devices_[i].xid_errors;
       gpus[i].last_xid = devices_[i].last_xid;
     }
@@ -171,6 +177,9 @@ class Nvml final : public GpuSource {
     if (api_.get_ecc && api_.get_ecc(d, NVML_MEMORY_ERROR_TYPE_UNCORRECTED, NVML_VOLATILE_ECC,
                                      &count) == NVML_SUCCESS)
       gpu.ecc_uncorrected = count;
+    int pending = NVML_FEATURE_DISABLED;
+    if (api_.get_retired_pending && api_.get_retired_pending(d, &pending) == NVML_SUCCESS)
+      gpu.retired_pages_pending = pending == NVML_FEATURE_ENABLED ? 1 : 0;
     read_processes(device, processes);
   }
 

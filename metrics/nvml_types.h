@@ -62,6 +62,10 @@ typedef struct nvmlEventData_st {
 #define NVML_MEMORY_ERROR_TYPE_UNCORRECTED 1
 #define NVML_VOLATILE_ECC 0
 
+/* nvmlEnableState_t (nvmlDeviceGetRetiredPagesPendingStatus's answer) */
+#define NVML_FEATURE_DISABLED 0
+#define NVML_FEATURE_ENABLED 1
+
 #define NVML_DEVICE_NAME_V2_BUFFER_SIZE 96
 #define NVML_DEVICE_UUID_V2_BUFFER_SIZE 96
 

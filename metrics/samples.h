@@ -58,6 +58,7 @@ struct GpuSample {
   std::uint64_t temperature_celsius = unknown;
   std::uint64_t power_milliwatts = unknown;
   std::uint64_t ecc_corrected = unknown, ecc_uncorrected = unknown;  // volatile counts
+  std::uint64_t retired_pages_pending = unknown;  // 1: pages wait for a reset to be retired
   std::uint64_t xid_errors = 0;  // XID critical errors seen since the agent started
   std::uint64_t last_xid = 0;    // the last one's code (0: none yet)
 };

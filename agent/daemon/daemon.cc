@@ -13,6 +13,7 @@
 #include "common/error_codes.h"
 #include "executors/ranks.h"
 #include "executors/run_folder.h"
+#include "metrics/gpu_health.h"
 
 namespace amlnode::agent {
 
@@ -309,6 +310,7 @@ void Daemon::check_health() {
     }
   }
   if (reason.empty()) reason = docker_unusable_;
+  if (reason.empty()) reason = gpu_problem();
   if (reason == unusable_reason_) return;
   if (reason.empty()) {
     spdlog::info("usable again");
@@ -318,6 +320,25 @@ void Daemon::check_health() {
   unusable_reason_ = reason;
   notify_state();
   if (reason.empty()) maybe_lease();
+}
+
+// The GPUs' health from the metrics' last NVML sample (metrics/gpu_health.h). An XID error makes
+// the node unusable until a later sample shows no new one.
+std::string Daemon::gpu_problem() {
+  const auto* gpus = metrics_ ? metrics_->gpus() : nullptr;
+  if (!gpus) return "";
+  unsigned expected = options_.settings.expected_gpus.value_or(
+      static_cast<unsigned>(std::max(0, nvidia_gpu_count())));
+  auto health = metrics::check_gpu_health(*gpus, expected, xids_checked_);
+  if (metrics_->gpu_samples() != gpu_sample_checked_) {
+    gpu_sample_checked_ = metrics_->gpu_samples();
+    if (!health.problem.empty())
+      last_gpu_problem_ = health.problem;
+    else
+      last_gpu_problem_.clear();
+    xids_checked_ = health.xids;
+  }
+  return last_gpu_problem_;
 }
 
 void Daemon::heartbeat_now() {

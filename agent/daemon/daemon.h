@@ -212,6 +212,7 @@ class Daemon {
   void load_identity();
   void register_node();
   void on_registered(Result<Registration> registration);
+  std::string gpu_problem();
   void heartbeat_now();
   void on_heartbeat(Result<HeartbeatAnswer> answer, bool reported_leaving);
   void schedule_heartbeat(std::chrono::milliseconds delay);
@@ -288,6 +289,10 @@ class Daemon {
   bool preempted_ = false;
   bool preemption_acknowledged_ = false;
   std::string preempt_event_id_;
+  // GPU health: the last sample checked, the XID total it counted, and what it found.
+  std::uint64_t gpu_sample_checked_ = 0;
+  std::uint64_t xids_checked_ = 0;
+  std::string last_gpu_problem_;
   bool leave_for_good_ = false;
   std::chrono::steady_clock::time_point left_at_{};
   // How long a node leaving for good keeps asking an unreachable control plane to remove it.

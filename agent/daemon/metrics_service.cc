@@ -154,7 +154,10 @@ void MetricsService::sample_now() {
   std::int64_t now_ms = unix_millis(clock_->now());
   node_sampler_.sample(node_, now_ms);
   sampled_ = true;
-  if (gpu_) gpu_->sample(gpus_, gpu_processes_);
+  if (gpu_) {
+    gpu_->sample(gpus_, gpu_processes_);
+    ++gpu_samples_;
+  }
   sample_runs(now_ms);
 }
 

@@ -74,6 +74,10 @@ class MetricsService {
   void start();
   void stop();
   void sample_now();
+  // The GPUs' last sample; nullptr on a node where NVML did not load. `gpu_samples()` counts the
+  // samples taken, so a reader can tell a new one.
+  const std::vector<metrics::GpuSample>* gpus() const { return gpu_ ? &gpus_ : nullptr; }
+  std::uint64_t gpu_samples() const { return gpu_samples_; }
   // A SIGHUP reload's `metrics` section (read_agent_settings has checked it: an invalid one failed
   // the reload before it got here). A new interval counts from the last sample; a new listen
   // address closes the endpoint and opens the new one (a failure to bind is logged, and sampling
@@ -116,6 +120,7 @@ class MetricsService {
   metrics::NodeSample node_;
   bool sampled_ = false;
   std::vector<metrics::GpuSample> gpus_;
+  std::uint64_t gpu_samples_ = 0;
   std::vector<metrics::GpuProcess> gpu_processes_;
   std::map<std::string, metrics::RunSampler> runs_;
   std::vector<metrics::RunSample> run_samples_;

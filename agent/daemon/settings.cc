@@ -95,6 +95,10 @@ Result<void> read_node(const json& section, const std::string& where, AgentSetti
   }
   if (auto read = read_key(section, "ephemeral", where, settings.ephemeral); !read) return read;
   if (auto read = read_scheduled_events(section, where, settings); !read) return read;
+  int expected_gpus = -1;
+  if (auto read = read_key(section, "expected_gpus", where, expected_gpus); !read) return read;
+  if (expected_gpus > 64) return Error{"InvalidConfig", where + "expected_gpus: expected 0 to 64"};
+  if (expected_gpus >= 0) settings.expected_gpus = static_cast<unsigned>(expected_gpus);
   if (settings.ephemeral && settings.run_concurrency != 1)
     return Error{"InvalidConfig",
                  where + "run_concurrency: an ephemeral node takes one run, so only 1"};

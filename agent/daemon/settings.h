@@ -66,6 +66,9 @@ struct AgentSettings {
   // (drains, is removed from the control plane, and the agent exits 0).
   bool ephemeral = false;
   ScheduledEventsSettings scheduled_events;
+  // node.expected_gpus: how many GPUs NVML must list for the node to be usable; unset: the
+  // NVIDIA device nodes present (/dev/nvidia<N>).
+  std::optional<unsigned> expected_gpus;
   std::chrono::seconds lease_wait{20};
   // Below this much free space in the state dir the node reports `unusable` and takes no runs.
   std::uint64_t min_free_bytes = 512ull << 20;

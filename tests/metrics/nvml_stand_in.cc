@@ -4,7 +4,11 @@
 // nvmlInit_v2:
 //
 //   gpus=2;util=37;mem_util=12;mem_total=17179869184;mem_used=1073741824;temp=61;power=123456;
-//   ecc_corrected=3;ecc_uncorrected=1;process=4242@1:536870912;xid=1:79;init=fail;no_power=1
+//   ecc_corrected=3;ecc_uncorrected=1;process=4242@1:536870912;xid=1:79;init=fail;no_power=1;
+//   retired_pending=1;config_file=/path
+//
+// `config_file=PATH` makes the stand-in read PATH (the same syntax, over the variable's) again at
+// every nvmlDeviceGetCount_v2, so a test can change what the GPUs report while the agent runs.
 //
 // Per device, util and temp are the configured value plus the device's index, so tests can tell
 // devices apart. `process=PID@GPU:BYTES` and `xid=GPU:CODE` may repeat; each xid is delivered once
@@ -38,7 +42,8 @@ struct Config {
   unsigned gpus = 1;
   unsigned util = 0, mem_util = 0, temp = 40, power = 100000;
   unsigned long long mem_total = 16ull << 30, mem_used = 0, ecc_corrected = 0, ecc_uncorrected = 0;
-  bool init_fails = false, no_power = false;
+  bool init_fails = false, no_power = false, retired_pending = false;
+  std::string config_file;
   std::vector<Process> processes;
   std::vector<std::pair<unsigned, unsigned long long>> xids;  // pending events
 };
@@ -63,6 +68,8 @@ void apply(const std::string& key, const std::string& value) {
   if (key == "ecc_uncorrected") config.ecc_uncorrected = number(value);
   if (key == "init") config.init_fails = value == "fail";
   if (key == "no_power") config.no_power = value == "1";
+  if (key == "retired_pending") config.retired_pending = value == "1";
+  if (key == "config_file") config.config_file = value;
   if (key == "process") {
     auto at = value.find('@');
     auto colon = value.find(':');
@@ -76,10 +83,27 @@ void apply(const std::string& key, const std::string& value) {
   }
 }
 
+void apply_spec(const std::string& spec);
+
 void load_config() {
   config = Config{};
   const char* text = std::getenv("AMLNODE_NVML_STAND_IN");
-  std::string spec = text ? text : "";
+  apply_spec(text ? text : "");
+  if (config.config_file.empty()) return;
+  std::string file_path = config.config_file;
+  if (std::FILE* file = std::fopen(file_path.c_str(), "r")) {
+    char buffer[4096];
+    std::size_t n = std::fread(buffer, 1, sizeof buffer - 1, file);
+    std::fclose(file);
+    buffer[n] = 0;
+    std::string spec = buffer;
+    while (!spec.empty() && (spec.back() == '\n' || spec.back() == ' ')) spec.pop_back();
+    apply_spec(spec);
+  }
+  config.config_file = file_path;
+}
+
+void apply_spec(const std::string& spec) {
   std::size_t start = 0;
   while (start < spec.size()) {
     auto end = spec.find(';', start);
@@ -111,6 +135,7 @@ __attribute__((visibility("default"))) nvmlReturn_t nvmlShutdown() {
 }
 
 __attribute__((visibility("default"))) nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int* count) {
+  if (!config.config_file.empty()) load_config();
   *count = config.gpus;
   return NVML_SUCCESS;
 }
@@ -171,6 +196,12 @@ __attribute__((visibility("default"))) nvmlReturn_t nvmlDeviceGetTotalEccErrors(
   if (counter_type != NVML_VOLATILE_ECC) return 2;
   *count = error_type == NVML_MEMORY_ERROR_TYPE_CORRECTED ? config.ecc_corrected
                                                           : config.ecc_uncorrected;
+  return NVML_SUCCESS;
+}
+
+__attribute__((visibility("default"))) nvmlReturn_t nvmlDeviceGetRetiredPagesPendingStatus(
+    nvmlDevice_t, int* pending) {
+  *pending = config.retired_pending ? NVML_FEATURE_ENABLED : NVML_FEATURE_DISABLED;
   return NVML_SUCCESS;
 }
 

@@ -326,3 +326,40 @@ TEST_CASE(
   for (pid_t pid : {low, other}) ::kill(pid, SIGKILL);
   for (pid_t pid : {low, other}) test::wait_command(pid, 5s);
 }
+
+// GPU health under the real daemon, with the NVML stand-in (tests/metrics/nvml_stand_in.cc) the
+// agent loads as its libnvidia-ml: what the GPUs report is changed while the agent runs.
+TEST_CASE("a node whose GPUs fail NVML's checks is unusable, naming why, and recovers by itself",
+          "[daemon][gpu]") {
+  test::TempDir nvml;
+  auto settings = nvml.write("gpus.txt", "gpus=2");
+  test::OneNodeCluster cluster(
+      {},
+      test::AgentConfigSections{}
+          .with_node("  labels: {compute_name: cpu-cluster}\n  lease_wait_seconds: 2\n"
+                     "  expected_gpus: 2\n")
+          .with_metrics("{listen: '127.0.0.1:0', interval_seconds: 1}"),
+      {"AMLNODE_NVML_LIBRARY=" AMLNODE_NVML_STAND_IN_LIBRARY,
+       "AMLNODE_NVML_STAND_IN=config_file=" + settings.string()});
+  auto reason = [&] {
+    auto nodes = cluster.server().user_call("GET", "/v1/nodes").second;
+    return nodes.empty() ? std::string("?")
+                         : nodes[0]["nodeState"].get<std::string>() + ": " +
+                               nodes[0]["reason"].get<std::string>();
+  };
+  REQUIRE(test::eventually([&] { return reason() == "idle: "; }, 20s));
+  nvml.write("gpus.txt", "gpus=2;ecc_uncorrected=2");
+  CHECK(test::eventually(
+      [&] {
+        return reason() ==
+               "unusable: GPU 0 (GPU-00000000-0000-0000-0000-000000000000): 2 uncorrectable ECC "
+               "error(s)";
+      },
+      20s));
+  nvml.write("gpus.txt", "gpus=1");
+  CHECK(test::eventually(
+      [&] { return reason() == "unusable: GPU missing: NVML lists 1 of the 2 expected"; }, 20s));
+  nvml.write("gpus.txt", "gpus=2");
+  CHECK(test::eventually([&] { return reason() == "idle: "; }, 20s));
+  INFO(reason() << cluster.agent_output());
+}
