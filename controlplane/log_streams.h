@@ -31,6 +31,8 @@ struct AppendOutcome {
 class LogStreams {
  public:
   explicit LogStreams(std::filesystem::path runs_dir) : runs_dir_(std::move(runs_dir)) {}
+  // The folder of a run's streams and of its earlier attempts (log_attempts.h).
+  std::filesystem::path run_dir(const std::string& run_id) const { return runs_dir_ / run_id; }
 
   // Appends the part of `bytes` (which starts at `offset` of the stream) that lies past the
   // stream's current length. Bytes before the length are already there and are skipped; a chunk

@@ -1,9 +1,11 @@
 #include "controlplane/run_metrics.h"
 
+#include <algorithm>
 #include <deque>
 #include <map>
 
 #include "common/json.h"
+#include "controlplane/log_attempts.h"
 #include "metrics/script_metrics.h"
 
 namespace amlnode::controlplane {
@@ -74,10 +76,27 @@ json series_json(const std::map<std::string, Series>& series) {
 
 }  // namespace
 
+namespace fs = std::filesystem;
+
 json run_metrics_json(const LogStreams& logs, const std::string& run_id) {
   bool truncated = false;
-  std::string text =
-      tail_of(logs, run_id, "system_logs/metrics.jsonl", kMetricsReadBytes, truncated);
+  // A run queued again (its node lost or preempted) has earlier attempts: their records come
+  // first, so the metrics of every attempt are appended in the order they were logged, as Azure
+  // ML shows a restarted run's. The last kMaxMetricAttempts of them, each read as the current.
+  std::string text;
+  fs::path run_dir = logs.run_dir(run_id);
+  int attempts = archived_attempts(run_dir);
+  LogStreams earlier(attempts_root(run_dir));
+  for (int n = std::max(1, attempts - kMaxMetricAttempts + 1); n <= attempts; ++n) {
+    bool cut = false;
+    text +=
+        tail_of(earlier, std::to_string(n), "system_logs/metrics.jsonl", kMetricsReadBytes, cut);
+    truncated = truncated || cut || attempts > kMaxMetricAttempts;
+    if (!text.empty() && text.back() != '\n') text += '\n';
+  }
+  bool cut = false;
+  text += tail_of(logs, run_id, "system_logs/metrics.jsonl", kMetricsReadBytes, cut);
+  truncated = truncated || cut;
   std::map<std::string, Series> series;
   // Child runs a script made (run.create_children) log to the same file with their own run_id:
   // their series are kept apart, per child, at most kMaxChildRuns of them.
@@ -91,7 +110,7 @@ json run_metrics_json(const LogStreams& logs, const std::string& run_id) {
     if (children.size() >= kMaxChildRuns && !children.count(child)) return;
     add_record(children[child], record);
   });
-  bool cut = false;
+  cut = false;
   std::string resources =
       tail_of(logs, run_id, "system_logs/resources.jsonl", kResourcesReadBytes, cut);
   json last = nullptr;

@@ -17,6 +17,8 @@
 namespace amlnode::controlplane {
 
 inline constexpr std::size_t kMetricsReadBytes = 4u << 20;
+// Earlier attempts of a run queued again whose metrics are read before the current attempt's.
+inline constexpr int kMaxMetricAttempts = 8;
 inline constexpr std::size_t kMaxValuesPerMetric = 1000;
 inline constexpr std::size_t kMaxMetricNames = 1000;
 // Child runs (run.create_children) whose records are kept apart; records of more are dropped.

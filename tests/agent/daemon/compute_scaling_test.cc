@@ -279,17 +279,21 @@ TEST_CASE(
                               events.url("vm-low") + "'}\n");
   // The first attempt waits to be stopped; the second finds its marker and completes.
   fs::path marker = dir / "first-attempt";
-  dir.write("src/train.py",
-            "import os, signal, sys, time\n"
-            "def stop(*_):\n    print('stopping: SIGTERM', flush=True)\n    sys.exit(143)\n"
-            "signal.signal(signal.SIGTERM, stop)\n"
-            "marker = '" +
-                marker.string() +
-                "'\n"
-                "if os.path.exists(marker):\n    print('second attempt: done', flush=True)\n"
-                "    sys.exit(0)\n"
-                "open(marker, 'w').close()\nprint('first attempt: started', flush=True)\n"
-                "time.sleep(120)\n");
+  std::string script =
+      "import os, signal, sys, time\n"
+      "from azureml.core import Run\n"
+      "run = Run.get_context()\n"
+      "def stop(*_):\n    print('stopping: SIGTERM', flush=True)\n"
+      "    sys.exit(143)\n"
+      "signal.signal(signal.SIGTERM, stop)\n"
+      "marker = '@MARKER@'\n"
+      "if os.path.exists(marker):\n    run.log('attempt', 2)\n"
+      "    print('second attempt: done', flush=True)\n    sys.exit(0)\n"
+      "run.log('attempt', 1)\n"
+      "open(marker, 'w').close()\nprint('first attempt: started', flush=True)\n"
+      "time.sleep(120)\n";
+  script.replace(script.find("@MARKER@"), 8, marker.string());
+  dir.write("src/train.py", script);
   std::string id = server.submit(
       "script: train.py\nenvironment:\n  python: {user_managed_dependencies: true, "
       "interpreter_path: /usr/bin/python3}\n",
@@ -314,6 +318,12 @@ TEST_CASE(
   CHECK_THAT(first.out, Catch::Contains("first attempt: started"));
   CHECK_THAT(first.out, Catch::Contains("stopping: SIGTERM"));
   CHECK_THAT(second.out, Catch::Contains("second attempt: done"));
+  // The metrics of both attempts, appended in the order they were logged.
+  auto metrics = server.user_call("GET", "/v1/runs/" + id + "/metrics").second;
+  auto values = metrics["metrics"]["attempt"]["values"];
+  REQUIRE(values.size() == 2);
+  CHECK(values[0]["value"] == 1);
+  CHECK(values[1]["value"] == 2);
   // The node says it is preempted, and acknowledged the event once it let go of the run.
   CHECK(test::eventually(
       [&] {
