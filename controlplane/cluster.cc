@@ -391,6 +391,12 @@ bool Cluster::requeue_let_go(NodeState& node, const HeartbeatReport& report) {
   bool requeued = false;
   for (const auto& id : released) {
     RunState& run = runs_.at(id);
+    // A cancel asked for before the preemption is done: the run ends as its user wanted.
+    if (run.record.status == RunStatus::CancelRequested) {
+      finish(run, RunStatus::Canceled);
+      save(run.record);
+      continue;
+    }
     // As a lost node's runs go back: through NotResponding, which may be queued again.
     if (spec::can_transition(run.record.status, RunStatus::NotResponding)) {
       run.record.status = RunStatus::NotResponding;
@@ -446,7 +452,9 @@ bool Cluster::has_work_for(const std::string& node_id) const {
   if (node == nodes_.end()) return false;
   // Placed while it was not draining: still this node's.
   if (!node->second.pending_shares.empty()) return true;
-  if (node->second.record.draining || node->second.told_to_leave) return false;
+  if (node->second.record.draining || node->second.told_to_leave ||
+      node->second.record.state == "preempted")
+    return false;
   auto queue = queues_.find(node->second.record.compute_name);
   if (queue == queues_.end()) return false;
   // As lease() goes through the queue.

@@ -82,21 +82,29 @@ json run_metrics_json(const LogStreams& logs, const std::string& run_id) {
   bool truncated = false;
   // A run queued again (its node lost or preempted) has earlier attempts: their records come
   // first, so the metrics of every attempt are appended in the order they were logged, as Azure
-  // ML shows a restarted run's. The last kMaxMetricAttempts of them, each read as the current.
-  std::string text;
+  // ML shows a restarted run's. One budget of kMetricsReadBytes covers them all, newest first;
+  // at most kMaxMetricAttempts earlier attempts are read.
+  std::size_t budget = kMetricsReadBytes;
+  bool cut = false;
+  std::string text = tail_of(logs, run_id, "system_logs/metrics.jsonl", budget, cut);
+  truncated = cut;
+  budget -= std::min(budget, text.size());
   fs::path run_dir = logs.run_dir(run_id);
   int attempts = archived_attempts(run_dir);
   LogStreams earlier(attempts_root(run_dir));
-  for (int n = std::max(1, attempts - kMaxMetricAttempts + 1); n <= attempts; ++n) {
-    bool cut = false;
-    text +=
-        tail_of(earlier, std::to_string(n), "system_logs/metrics.jsonl", kMetricsReadBytes, cut);
-    truncated = truncated || cut || attempts > kMaxMetricAttempts;
-    if (!text.empty() && text.back() != '\n') text += '\n';
+  for (int n = attempts; n >= 1 && n > attempts - kMaxMetricAttempts; --n) {
+    if (budget == 0) {
+      truncated = true;
+      break;
+    }
+    std::string older =
+        tail_of(earlier, std::to_string(n), "system_logs/metrics.jsonl", budget, cut);
+    truncated = truncated || cut;
+    budget -= std::min(budget, older.size());
+    if (!older.empty() && older.back() != '\n') older += '\n';
+    text = older + text;
   }
-  bool cut = false;
-  text += tail_of(logs, run_id, "system_logs/metrics.jsonl", kMetricsReadBytes, cut);
-  truncated = truncated || cut;
+  if (attempts > kMaxMetricAttempts) truncated = true;
   std::map<std::string, Series> series;
   // Child runs a script made (run.create_children) log to the same file with their own run_id:
   // their series are kept apart, per child, at most kMaxChildRuns of them.

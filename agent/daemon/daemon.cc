@@ -88,7 +88,6 @@ void Daemon::start(std::function<void(DaemonExit)> on_exit) {
   metrics_->start();
   load_identity();
   schedule_log_tick();
-  start_event_polling();
 }
 
 std::vector<SampledRun> Daemon::live_runs() const {
@@ -349,10 +348,14 @@ void Daemon::heartbeat_now() {
   heartbeat_in_flight_ = true;
   HeartbeatReport report = heartbeat_report();
   bool leaving = report.state == "leaving";
+  // A preempted node's report, for the acknowledgement once it has reached the control plane.
+  HeartbeatReport sent = report.state == "preempted" ? report : HeartbeatReport{};
   offload([client = client_, node = *identity_,
            report = std::move(report)] { return client->heartbeat(node, report); },
-          [this, leaving](Result<HeartbeatAnswer> answer) {
+          [this, leaving, sent](Result<HeartbeatAnswer> answer) {
+            bool delivered = answer.ok();
             on_heartbeat(std::move(answer), leaving);
+            if (delivered && !stopped_) after_preempted_heartbeat(sent);
           });
 }
 
@@ -427,6 +430,8 @@ void Daemon::on_recovered(Result<std::vector<HeldRunRecord>> held) {
   for (const auto& record : *held) resume_run(record);
   recovered_ = true;
   notify_state();
+  // After the runs held before a restart are back: a preemption must stop them too.
+  start_event_polling();
   maybe_lease();
 }
 
@@ -528,6 +533,12 @@ void Daemon::accept_run(const LeasedRun& lease) {
     // The control plane moved the run on while this node was cut off, and gave it back: the
     // epoch held here is stale and stops; the new one starts once its process is gone.
     stop_run(lease.run_id, "leased to this node again with epoch " + std::to_string(lease.epoch));
+  }
+  // A lease answered while the node was being preempted: not started; the control plane
+  // queues it again once a heartbeat does not list it.
+  if (preempted_) {
+    spdlog::info("run {} leased while preempted: not started", lease.run_id);
+    return;
   }
   if (defer_while_retiring(lease)) return;
   spdlog::info("run {} leased (epoch {})", lease.run_id, lease.epoch);
@@ -892,6 +903,7 @@ void Daemon::forget_run(const std::string& run_id) {
                 [](Result<void> dropped) {
                   if (!dropped.ok()) spdlog::error("{}", dropped.error().message);
                 });
+  maybe_acknowledge_preemption();
   if (options_.settings.ephemeral && runs_.empty() && !leave_for_good_) {
     spdlog::info("ephemeral node: its run is over; leaving");
     return leave();

@@ -196,6 +196,7 @@ class Daemon {
   void begin_preemption(const std::string& event_id);
   void let_go_of_preempted(const std::string& run_id);
   void maybe_acknowledge_preemption();
+  void after_preempted_heartbeat(const HeartbeatReport& reported);
   void forget_run(const std::string& run_id);
   void stop_run(const std::string& run_id, const std::string& reason);
   // daemon_relet.cc: stopped runs until their process is gone, and leases of them meanwhile.
@@ -288,6 +289,8 @@ class Daemon {
   boost::asio::steady_timer events_timer_;
   bool preempted_ = false;
   bool preemption_acknowledged_ = false;
+  bool preemption_reported_ = false;  // a `preempted` heartbeat with no run reached it
+  bool acknowledging_ = false;
   std::string preempt_event_id_;
   // GPU health: the last sample checked, the XID total it counted, and what it found.
   std::uint64_t gpu_sample_checked_ = 0;

@@ -1,8 +1,8 @@
 // Low-priority preemption (docs/compute.md, "Preemption"). Azure tells a low-priority VM of its
 // eviction through the instance metadata service's Scheduled Events, about 30 s ahead. The agent
-// polls it; on a Preempt event it takes no new run, reports `preempted`, stops its runs as a
-// cancel stops them (SIGTERM to every process, the grace, SIGKILL) but reports no status for
-// them, ships their logs to the last byte, and lets go of each: its heartbeat no longer lists
+// polls it; on a Preempt event naming this VM it takes no new run, reports `preempted`, stops its
+// runs as a cancel stops them (SIGTERM to every process, the grace, SIGKILL) but reports no status
+// for them, ships their logs to the last byte, and lets go of each: its heartbeat no longer lists
 // it, and the control plane queues it again, as Azure ML restarts a preempted job (the earlier
 // attempt's logs kept). Once it holds nothing it acknowledges the event (StartRequests).
 
@@ -23,12 +23,18 @@ std::pair<std::string, std::string> split_url(const std::string& url) {
   return {url.substr(0, path), url.substr(path)};
 }
 
-// The id of the first Preempt event of the document, "" when it has none.
-std::string preempt_event_of(const std::string& body) {
+// The id of the first Preempt event of the document for this VM, "" when it has none. IMDS lists
+// the events of every VM of a scale set's placement group to each of them: an event whose
+// Resources do not name this VM is another's.
+std::string preempt_event_of(const std::string& body, const std::string& vm_name) {
   auto document = parse_untrusted_json(body);
   if (!document.is_object() || !document["Events"].is_array()) return "";
   for (const auto& event : document["Events"]) {
     if (!event.is_object() || event.value("EventType", nlohmann::json()) != "Preempt") continue;
+    bool ours = false;
+    if (event.contains("Resources") && event["Resources"].is_array())
+      for (const auto& resource : event["Resources"]) ours = ours || resource == vm_name;
+    if (!ours) continue;
     if (event.contains("EventId") && event["EventId"].is_string())
       return event["EventId"].get<std::string>();
   }
@@ -70,12 +76,13 @@ void Daemon::start_event_polling() {
 void Daemon::poll_scheduled_events() {
   if (stopped_ || preempted_ || !events_client_) return;
   offload(
-      [client = events_client_, target = events_target_]() -> Result<std::string> {
+      [client = events_client_, target = events_target_,
+       vm = options_.settings.scheduled_events.vm_name]() -> Result<std::string> {
         auto answer = client->send(metadata_request("GET", target));
         if (!answer.ok()) return answer.error();
         if (answer->status != 200)
           return Error{errors::kRejected, "HTTP " + std::to_string(answer->status)};
-        return preempt_event_of(answer->body);
+        return preempt_event_of(answer->body, vm);
       },
       [this](Result<std::string> event) {
         if (stopped_) return;
@@ -95,11 +102,22 @@ void Daemon::begin_preemption(const std::string& event_id) {
   notify_state();
   for (auto& [id, run] : runs_) {
     if (run.concluded) continue;  // ended by itself: it reports as it ended
+    // Only a run the stop moves on: one already finishing, or canceled by its user, ends as it
+    // would have.
+    auto transition = run.lifecycle.cancel(std::chrono::steady_clock::now());
+    if (!transition.entered) continue;
     run.preempted = true;
     if (run.preparing) canceled_in_preparation_->add(id);
-    apply(run, run.lifecycle.cancel(std::chrono::steady_clock::now()));
+    apply(run, transition);
   }
   heartbeat_now();
+}
+
+// Called when the node may have let go of its last run: a heartbeat that said `preempted` with
+// no run must reach the control plane before the acknowledgement lets Azure take the VM.
+void Daemon::after_preempted_heartbeat(const HeartbeatReport& reported) {
+  if (!preempted_ || reported.state != "preempted" || !reported.runs.empty()) return;
+  preemption_reported_ = true;
   maybe_acknowledge_preemption();
 }
 
@@ -113,8 +131,10 @@ void Daemon::let_go_of_preempted(const std::string& run_id) {
 }
 
 void Daemon::maybe_acknowledge_preemption() {
-  if (!preempted_ || preemption_acknowledged_ || !runs_.empty() || !retiring_.empty()) return;
-  preemption_acknowledged_ = true;
+  if (!preempted_ || preemption_acknowledged_ || acknowledging_ || !preemption_reported_ ||
+      !runs_.empty() || !retiring_.empty())
+    return;
+  acknowledging_ = true;
   nlohmann::json body = {{"StartRequests", {{{"EventId", preempt_event_id_}}}}};
   offload(
       [client = events_client_, target = events_target_, body = body.dump()]() -> Result<void> {
@@ -124,12 +144,16 @@ void Daemon::maybe_acknowledge_preemption() {
           return Error{errors::kRejected, "HTTP " + std::to_string(answer->status)};
         return ok();
       },
-      [id = preempt_event_id_](Result<void> acknowledged) {
-        if (acknowledged.ok())
+      [this, id = preempt_event_id_](Result<void> acknowledged) {
+        acknowledging_ = false;
+        if (acknowledged.ok()) {
+          preemption_acknowledged_ = true;
           spdlog::info("preemption acknowledged (scheduled event {})", id);
-        else
-          spdlog::error("cannot acknowledge scheduled event {}: {}", id,
-                        acknowledged.error().message);
+          return;
+        }
+        // Tried again with the next heartbeat's answer.
+        spdlog::error("cannot acknowledge scheduled event {}: {}", id,
+                      acknowledged.error().message);
       });
 }
 

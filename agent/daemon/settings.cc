@@ -1,6 +1,7 @@
 #include "agent/daemon/settings.h"
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include "common/fs.h"
 
@@ -49,6 +50,8 @@ Result<void> read_control_plane(const json& section, const std::string& where,
 Result<void> read_scheduled_events(const json& node, const std::string& where,
                                    AgentSettings& settings) {
   ScheduledEventsSettings& events = settings.scheduled_events;
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) == 0) events.vm_name = host;
   auto priority = settings.labels.find("vm_priority");
   events.enabled = priority != settings.labels.end() && priority->second == "lowpriority";
   auto section = node.find("scheduled_events");
@@ -60,6 +63,7 @@ Result<void> read_scheduled_events(const json& node, const std::string& where,
   int interval = static_cast<int>(events.interval.count());
   if (auto read = read_key(*section, "url", path, url); !read) return read;
   if (auto read = read_key(*section, "interval_seconds", path, interval); !read) return read;
+  if (auto read = read_key(*section, "vm_name", path, events.vm_name); !read) return read;
   if (!url.empty()) {
     if (auto parsed = parse_http_url(url.substr(0, url.find('/', url.find("://") + 3)));
         !parsed.ok() || url.find("://") == std::string::npos)

@@ -49,6 +49,9 @@ struct ScheduledEventsSettings {
   bool enabled = false;
   std::string url = "http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01";
   std::chrono::seconds interval{1};
+  // The VM's name as IMDS gives it (compute/name), which a Preempt event's Resources must list:
+  // node.scheduled_events.vm_name, else the host name.
+  std::string vm_name;
 };
 
 struct AgentSettings {

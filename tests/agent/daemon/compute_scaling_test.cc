@@ -275,7 +275,7 @@ TEST_CASE(
   };
   pid_t low = start_agent("low",
                           "  labels: {compute_name: cpu-cluster, vm_priority: lowpriority}\n"
-                          "  lease_wait_seconds: 2\n  scheduled_events: {url: '" +
+                          "  lease_wait_seconds: 2\n  scheduled_events: {vm_name: vm-low, url: '" +
                               events.url("vm-low") + "'}\n");
   // The first attempt waits to be stopped; the second finds its marker and completes.
   fs::path marker = dir / "first-attempt";
