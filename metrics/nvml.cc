@@ -82,25 +82,41 @@ class Nvml final : public GpuSource {
     }
     unsigned count = 0;
     if (api_.get_count(&count) != NVML_SUCCESS) count = 0;
-    for (unsigned i = 0; i < count; ++i) {
-      nvmlDevice_t device = nullptr;
-      if (api_.get_handle(i, &device) == NVML_SUCCESS) devices_.push_back({i, device, "", ""});
-    }
-    for (auto& device : devices_) describe(device);
+    enumerate(count);
     watch_xids();
     return true;
+  }
+
+  // The devices NVML lists now; a device seen before (by UUID) keeps its XID count.
+  void enumerate(unsigned count) {
+    std::vector<Device> listed;
+    for (unsigned i = 0; i < count; ++i) {
+      nvmlDevice_t handle = nullptr;
+      if (api_.get_handle(i, &handle) != NVML_SUCCESS) continue;
+      Device device{i, handle, "", ""};
+      describe(device);
+      for (const auto& known : devices_) {
+        if (known.uuid.empty() || known.uuid != device.uuid) continue;
+        device.xid_errors = known.xid_errors;
+        device.last_xid = known.last_xid;
+      }
+      bool watched = false;
+      for (const auto& known : devices_) watched = watched || known.handle == handle;
+      if (events_ && !watched) api_.register_events(handle, nvmlEventTypeXidCriticalError, events_);
+      listed.push_back(std::move(device));
+    }
+    devices_ = std::move(listed);
   }
 
   unsigned device_count() const override { return static_cast<unsigned>(devices_.size()); }
 
   void sample(std::vector<GpuSample>& gpus, std::vector<GpuProcess>& processes) override {
-    // Asked again each time: a GPU that fell off the bus is no longer counted (node health).
-    unsigned count = static_cast<unsigned>(devices_.size());
+    // Asked again each time: a GPU that fell off the bus, or came back, is seen (node health).
     unsigned listed = 0;
-    if (api_.get_count(&listed) == NVML_SUCCESS) count = std::min(count, listed);
-    gpus.resize(count);
+    if (api_.get_count(&listed) == NVML_SUCCESS && listed != devices_.size()) enumerate(listed);
+    gpus.resize(devices_.size());
     processes.clear();
-    for (std::size_t i = 0; i < count; ++i) read_device(devices_[i], gpus[i], processes);
+    for (std::size_t i = 0; i < devices_.size(); ++i) read_device(devices_[i], gpus[i], processes);
     drain_xids(gpus);
   }
 

@@ -342,7 +342,8 @@ TEST_CASE(
 TEST_CASE("a node whose GPUs fail NVML's checks is unusable, naming why, and recovers by itself",
           "[daemon][gpu]") {
   test::TempDir nvml;
-  auto settings = nvml.write("gpus.txt", "gpus=2");
+  // One GPU of the two is missing when the agent starts, and comes back.
+  auto settings = nvml.write("gpus.txt", "gpus=1");
   test::OneNodeCluster cluster(
       {},
       test::AgentConfigSections{}
@@ -357,6 +358,9 @@ TEST_CASE("a node whose GPUs fail NVML's checks is unusable, naming why, and rec
                          : nodes[0]["nodeState"].get<std::string>() + ": " +
                                nodes[0]["reason"].get<std::string>();
   };
+  REQUIRE(test::eventually(
+      [&] { return reason() == "unusable: GPU missing: NVML lists 1 of the 2 expected"; }, 20s));
+  nvml.write("gpus.txt", "gpus=2");
   REQUIRE(test::eventually([&] { return reason() == "idle: "; }, 20s));
   nvml.write("gpus.txt", "gpus=2;ecc_uncorrected=2");
   CHECK(test::eventually(
