@@ -341,6 +341,9 @@ Result<ShipResult> ship_run_logs(ControlPlaneClient& client, StateStore& store,
     noted = false;
     for (const auto& stream : run_streams(run_dir, share_rank, batch_root)) {
       LogCursor& cursor = (*cursors)[stream.name];
+      // A cursor of an earlier epoch of this run (see LogCursor::epoch) starts over.
+      if (cursor.epoch != 0 && cursor.epoch != epoch) cursor = LogCursor{};
+      cursor.epoch = epoch;
       StreamDelivery delivery(client, store, node, run_id, epoch, stream, cursor, buffer, noting);
       if (auto delivered = delivery.deliver(stream.root); !delivered) return delivered.error();
       if (auto dropped = dropped_of(cursor, stream.root / stream.relative))

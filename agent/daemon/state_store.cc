@@ -157,7 +157,8 @@ std::string cursor_state_json(const LogCursor& cursor) {
   nlohmann::json state = {{"file", cursor.file},
                           {"inode", cursor.inode},
                           {"tail", hex_encode(cursor.tail)},
-                          {"dropped", cursor.dropped}};
+                          {"dropped", cursor.dropped},
+                          {"epoch", cursor.epoch}};
   if (!cursor.set_aside.empty()) state["set_aside"] = cursor.set_aside;
   return state.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -174,6 +175,7 @@ LogCursor cursor_from_row(std::uint64_t server, const char* state_text) {
   cursor.tail = hex_decode(state.value("tail", ""));
   cursor.dropped = state.value("dropped", std::uint64_t{0});
   cursor.set_aside = state.value("set_aside", "");
+  cursor.epoch = state.value("epoch", std::int64_t{0});
   return cursor;
 }
 

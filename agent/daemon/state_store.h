@@ -53,6 +53,10 @@ struct LogCursor {
   std::string tail;           // the file's last bytes before `file` (at most kLogTailBytes)
   std::string set_aside;      // why the control plane refused the stream for good ("": it did not)
   std::uint64_t dropped = 0;  // bytes of the file not delivered (holes; all after a set-aside)
+  // The lease epoch it was delivered under (0: a store written before epochs were kept). A run
+  // leased here again starts a new attempt at the control plane and a new file: a cursor of an
+  // earlier epoch, saved by a delivery that ended after the run was forgotten, counts as none.
+  std::int64_t epoch = 0;
 
   bool operator==(const LogCursor&) const = default;
 };
