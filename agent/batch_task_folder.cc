@@ -234,6 +234,12 @@ Result<void> make_task_logs(const executors::Plan& plan) {
 
 }  // namespace
 
+std::optional<TaskIdentity> find_task_user(const std::string& name) {
+  auto found = lookup_user(name);
+  if (!found || found->uid == 0 || found->gid == 0) return std::nullopt;
+  return found;
+}
+
 Result<TaskIdentity> ensure_task_user(const std::string& name) {
   if (auto found = lookup_user(name)) {
     if (found->uid == 0 || found->gid == 0)

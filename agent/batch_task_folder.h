@@ -25,6 +25,8 @@ struct TaskIdentity {
 // The task user's ids, creating the user when it is missing (a system user with its own group,
 // no home and no login shell). Only root can do either.
 Result<TaskIdentity> ensure_task_user(const std::string& name);
+// The task user's ids when it exists with ids other than root's; it is never created here.
+std::optional<TaskIdentity> find_task_user(const std::string& name);
 
 // Once the snapshot is in the run folder's wd/ (the daemon) or in the task's wd/ (amlnode run):
 // the node's Batch folders, the task's folder with its wd/ (moved there, the run folder's wd/

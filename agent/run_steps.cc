@@ -388,9 +388,9 @@ executors::LaunchSpec shim_launch_spec(const Plan& plan) {
     if (!plan.batch->user.empty()) {
       // Made when the task's folder was (batch_task_folder.h). Should it be gone, the id no user
       // has makes the start fail rather than run the task as the agent.
-      auto who = ensure_task_user(plan.batch->user);
-      spec.uid = who.ok() ? who->uid : static_cast<uid_t>(-1);
-      spec.gid = who.ok() ? who->gid : static_cast<gid_t>(-1);
+      auto who = find_task_user(plan.batch->user);
+      spec.uid = who ? who->uid : static_cast<uid_t>(-1);
+      spec.gid = who ? who->gid : static_cast<gid_t>(-1);
     }
   }
   if (plan.launcher == executors::RankLauncher::Processes) {

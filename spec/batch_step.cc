@@ -40,8 +40,7 @@ bool ends_with_ignoring_case(std::string_view text, std::string_view suffix) {
 }
 
 // Why `executable` cannot run on this node, or nullopt.
-std::optional<std::string> unrunnable_executable(const std::string& executable,
-                                                 const fs::path& source_dir) {
+std::optional<std::string> unrunnable_executable(const std::string& executable) {
   for (std::string_view windows : {".cmd", ".bat", ".exe", ".ps1"}) {
     if (ends_with_ignoring_case(executable, windows))
       return quote(executable) +
@@ -56,7 +55,6 @@ std::optional<std::string> unrunnable_executable(const std::string& executable,
   // must stay in it. (Whether the file is there is the node's to find: a task may make it.)
   if (!is_contained_relative(executable))
     return quote(executable) + " climbs out of the task's working directory";
-  (void)source_dir;
   return std::nullopt;
 }
 
@@ -84,8 +82,7 @@ void refuse_pool_creation(const Field& field, Reader& reader, bool asks) {
 
 }  // namespace
 
-std::optional<BatchTask> read_batch_step(const Field& field, Reader& reader,
-                                         const fs::path& source_dir) {
+std::optional<BatchTask> read_batch_step(const Field& field, Reader& reader) {
   if (!reader.mapping(field)) return std::nullopt;
   BatchTask task;
   std::size_t errors_before = reader.diagnostics().error_count();
@@ -100,8 +97,7 @@ std::optional<BatchTask> read_batch_step(const Field& field, Reader& reader,
   walker.on("executable", [&](const Field& f) {
     auto text = reader.text(f);
     if (!text) return;
-    if (auto why = unrunnable_executable(*text, source_dir))
-      return reader.diagnostics().error(f.path, *why);
+    if (auto why = unrunnable_executable(*text)) return reader.diagnostics().error(f.path, *why);
     task.executable = *text;
   });
   walker.on("arguments", [&](const Field& f) {

@@ -3,7 +3,6 @@
 // AzureBatchStep in the native shape (`azure_batch_step`, docs/batch.md): its parameters, and the
 // rules of a job that is one.
 
-#include <filesystem>
 #include <functional>
 #include <optional>
 #include <set>
@@ -18,8 +17,7 @@ namespace amlnode::spec::detail {
 // describe a pool to create, create_pool and delete_batch_pool_after_finish are refused unless
 // false, and vm_size and vm_image_urn whenever given: the pool is attached, and amlnode neither
 // creates nor deletes it. nullopt when anything was wrong.
-std::optional<BatchTask> read_batch_step(const Field& field, Reader& reader,
-                                         const std::filesystem::path& source_dir);
+std::optional<BatchTask> read_batch_step(const Field& field, Reader& reader);
 
 // A job that is an AzureBatchStep: no other top-level field than those a Batch task has, its
 // inputs and outputs matched with the job's inputs, and nothing of a Python environment (the

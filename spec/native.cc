@@ -272,9 +272,8 @@ class NativeReader {
       job_.max_run_duration_seconds = reader_.integer(f, 1, "an integer > 0 (seconds)");
     });
     on("parallel_run", [this](const Field& f) { read_parallel_run(f); });
-    on("azure_batch_step", [this](const Field& f) {
-      job_.batch_task = read_batch_step(f, reader_, job_.source_directory);
-    });
+    on("azure_batch_step",
+       [this](const Field& f) { job_.batch_task = read_batch_step(f, reader_); });
     on("script", [this](const Field& f) { read_entry_script(f, shape_, job_); });
     on("environment", [this](const Field& f) { read_script_run_environment(f); });
     on("distributed_job_config", [this](const Field& f) {

@@ -78,6 +78,22 @@ struct BatchWorkspace {
     return root() / "workitems" / id / "job-1" / "word-count";
   }
   std::string exit_code = "0";
+
+  // A run that must complete: its id, its task's folder and what the task printed.
+  struct TaskRun {
+    std::string id;
+    fs::path task;
+    std::string out;
+  };
+  TaskRun completed(const fs::path& job) const {
+    auto result = run(job);
+    INFO(result.out << result.err);
+    REQUIRE(result.exit_code == 0);
+    TaskRun task{run_id(result), {}, {}};
+    task.task = task_dir(task.id);
+    task.out = test::slurp(task.task / "stdout.txt");
+    return task;
+  }
 };
 
 // Switching to the task user needs root, as the agent on a pool node has.
@@ -113,12 +129,7 @@ TEST_CASE("a Batch task runs as _azbatch and cannot write outside its task folde
   replace("@OTHER@", other);
   replace("@STATE@", ws.state());
   replace("@RUNS@", ws.state() / "runs");
-  auto result = ws.run(ws.job("", paths));
-  INFO(result.out << result.err);
-  REQUIRE(result.exit_code == 0);
-  std::string id = ws.run_id(result);
-  fs::path task = ws.task_dir(id);
-  std::string out = test::slurp(task / "stdout.txt");
+  auto [id, task, out] = ws.completed(ws.job("", paths));
   INFO(out);
   CHECK_THAT(out, Catch::Contains("user=_azbatch"));
   CHECK_THAT(out, Catch::Contains("cwd=" + (task / "wd").string()));
@@ -151,14 +162,9 @@ TEST_CASE("a Batch task sees AZ_BATCH_* and gets its arguments as written, not u
           "[batch][agent]") {
   if (skipped_without_root()) return;
   BatchWorkspace ws;
-  auto result = ws.run(ws.job("",
-                              "[\"$HOME;echo injected\", '*', '$AZ_BATCH_TASK_ID', "
-                              "$AZUREML_DATAREFERENCE_raw, 'two words']"));
-  INFO(result.out << result.err);
-  REQUIRE(result.exit_code == 0);
-  std::string id = ws.run_id(result);
-  fs::path task = ws.task_dir(id);
-  std::string out = test::slurp(task / "stdout.txt");
+  auto [id, task, out] = ws.completed(ws.job("",
+                                             "[\"$HOME;echo injected\", '*', '$AZ_BATCH_TASK_ID', "
+                                             "$AZUREML_DATAREFERENCE_raw, 'two words']"));
   INFO(out);
   CHECK_THAT(out, Catch::Contains("[$HOME;echo injected]\n[*]\n[$AZ_BATCH_TASK_ID]\n[" +
                                   (task / "inputs" / "raw").string() + "]\n[two words]\n"));
@@ -201,10 +207,7 @@ TEST_CASE("a Batch task's exit code fails the run unless is_positive_exit_code_f
 TEST_CASE("a Batch task runs as root only with run_task_as_admin", "[batch][agent]") {
   if (skipped_without_root()) return;
   BatchWorkspace ws;
-  auto result = ws.run(ws.job("  run_task_as_admin: true\n"));
-  INFO(result.out << result.err);
-  REQUIRE(result.exit_code == 0);
-  CHECK_THAT(test::slurp(ws.task_dir(ws.run_id(result)) / "stdout.txt"),
+  CHECK_THAT(ws.completed(ws.job("  run_task_as_admin: true\n")).out,
              Catch::Contains("user=root uid=0"));
 }
 
